@@ -1,0 +1,128 @@
+//! Typed errors of the storage contracts.
+
+use crate::stream::StreamId;
+
+/// Input a store refuses before touching storage. Nothing is written when this is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInput {
+    /// An aggregate type or id was empty.
+    #[error("{what} must not be empty")]
+    EmptyId {
+        /// Which part was empty.
+        what: &'static str,
+    },
+    /// An aggregate type or id was longer than the store accepts.
+    #[error("{what} is {len} bytes long; at most {max} are accepted")]
+    IdTooLong {
+        /// Which part was too long.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// An aggregate type or id contained control characters.
+    #[error("{what} must not contain control characters")]
+    IdHasControlCharacters {
+        /// Which part was bad.
+        what: &'static str,
+    },
+    /// An append carried no events.
+    #[error("an append must carry at least one event")]
+    NoEvents,
+    /// An append carried more events than the store accepts in one batch.
+    #[error("an append carried {count} events; at most {max} are accepted at once")]
+    TooManyEvents {
+        /// Events in the batch.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An event's payload (or a snapshot's bytes) exceeded the configured limit.
+    #[error("{what} is {size} bytes; the limit is {limit} bytes")]
+    PayloadTooLarge {
+        /// What was too large ("event payload", "snapshot").
+        what: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// An event type name was empty or too long.
+    #[error("event type must be 1..={max} bytes, got {len}")]
+    BadEventType {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Two events in one append had the same event id.
+    #[error("event id {0} appears twice in one append")]
+    DuplicateEventId(uuid::Uuid),
+    /// A version that cannot exist (for example version 0 for a snapshot).
+    #[error("{0}")]
+    BadVersion(String),
+    /// A page size of zero.
+    #[error("page size must be at least 1")]
+    ZeroPageSize,
+}
+
+/// Every failure of an [`EventStore`](crate::EventStore) or [`SnapshotStore`](crate::SnapshotStore).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream's current version was not the expected one: someone else appended first
+    /// (expected behind) or the caller assumed events that do not exist (expected ahead).
+    /// Nothing was written.
+    #[error("version conflict on {stream}: expected version {expected}, actual {actual}")]
+    VersionConflict {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The version the caller expected.
+        expected: u64,
+        /// The stream's version when the append was refused.
+        actual: u64,
+    },
+    /// The input was refused before anything was stored.
+    #[error("invalid input: {0}")]
+    InvalidInput(#[from] InvalidInput),
+    /// The backend could not be reached (connection refused or lost, pool timed out). The
+    /// operation may be retried; for an append, whether it happened is unknown only if the
+    /// connection was lost after the statement was sent, and the expected-version check makes
+    /// a retry safe.
+    #[error("store unavailable (retryable): {message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// Stored data that violates the store's own rules (for example a negative version).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Any other backend failure.
+    #[error("store backend error: {message}")]
+    Backend {
+        /// What failed.
+        message: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl StoreError {
+    /// True when retrying the same call later may succeed (the backend was unreachable).
+    /// A version conflict is not "retryable" in this sense: the caller must re-read first.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
+    /// True for [`StoreError::VersionConflict`].
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::VersionConflict { .. })
+    }
+}
+
+/// Shorthand for results of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,181 @@
+//! The event store contract.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::{InvalidInput, StoreResult};
+use crate::event::{NewEvent, RecordedEvent};
+use crate::stream::StreamId;
+
+/// Default number of events per page.
+pub const DEFAULT_PAGE_SIZE: usize = 1_000;
+
+/// What an [`EventStore::read_stream`] call reads: one page of a stream, in version order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadQuery {
+    /// Read events with a version strictly greater than this (0 = from the start).
+    pub after_version: u64,
+    /// Stop at this version (inclusive), if set.
+    pub up_to_version: Option<u64>,
+    /// Stop before the first event recorded after this instant, if set. Because `recorded_at`
+    /// never decreases within a stream, this selects a prefix of the stream.
+    pub up_to_time: Option<DateTime<Utc>>,
+    /// Most events returned by one call.
+    pub page_size: usize,
+}
+
+impl Default for ReadQuery {
+    fn default() -> Self {
+        Self {
+            after_version: 0,
+            up_to_version: None,
+            up_to_time: None,
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+}
+
+impl ReadQuery {
+    /// The whole stream from the start, in pages of [`DEFAULT_PAGE_SIZE`].
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Events after `version`.
+    pub fn after(version: u64) -> Self {
+        Self {
+            after_version: version,
+            ..Self::default()
+        }
+    }
+
+    /// Limits the read to versions up to and including `version`.
+    pub fn up_to_version(mut self, version: u64) -> Self {
+        self.up_to_version = Some(version);
+        self
+    }
+
+    /// Limits the read to events recorded at or before `at`.
+    pub fn up_to_time(mut self, at: DateTime<Utc>) -> Self {
+        self.up_to_time = Some(at);
+        self
+    }
+
+    /// Sets the page size.
+    pub fn page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
+    /// Refuses a zero page size.
+    pub fn check(&self) -> Result<(), InvalidInput> {
+        if self.page_size == 0 {
+            return Err(InvalidInput::ZeroPageSize);
+        }
+        Ok(())
+    }
+}
+
+/// What a successful append reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// Version of the first appended event.
+    pub first_version: u64,
+    /// The stream's version after the append (the last appended event's version).
+    pub last_version: u64,
+    /// When the events were recorded (all events of one append share it).
+    pub recorded_at: DateTime<Utc>,
+    /// Store position of the last appended event.
+    pub last_position: u64,
+}
+
+/// An append-only store of event streams.
+///
+/// Implementations are object safe and shared as `Arc<dyn EventStore>`. Every implementation
+/// passes the contract suite in [`contract`](crate::contract) (feature `test-support`).
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` atomically (all or none) if the stream's current version
+    /// is exactly `expected_version` (0 for a new stream). Otherwise fails with
+    /// [`StoreError::VersionConflict`](crate::StoreError::VersionConflict) carrying the actual
+    /// version, and stores nothing.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendReceipt>;
+
+    /// Reads one page of `stream` in version order, as bounded by `query`.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        query: ReadQuery,
+    ) -> StoreResult<Vec<RecordedEvent>>;
+
+    /// The stream's current version (0 when it has no events).
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64>;
+
+    /// Reads up to `limit` events of all streams with a position greater than
+    /// `after_position`, in position order. An event is returned only once every event with
+    /// a smaller position is visible too, so a reader that follows positions never skips one.
+    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>>;
+}
+
+/// Reads a stream page by page, so a long stream is never held in memory at once.
+///
+/// ```
+/// # use event_stores::{InMemoryEventStore, EventStore, NewEvent, ReadQuery, StreamPages, StreamId};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = InMemoryEventStore::default();
+/// let stream = StreamId::new("counter", "1")?;
+/// let events = (0..5).map(|_| NewEvent::new("Incremented", 1, vec![])).collect();
+/// store.append(&stream, 0, events).await?;
+/// let mut pages = StreamPages::new(&store, &stream, ReadQuery::all().page_size(2));
+/// let mut seen = 0;
+/// while let Some(page) = pages.next_page().await? {
+///     seen += page.len();
+/// }
+/// assert_eq!(seen, 5);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct StreamPages<'a, S: EventStore + ?Sized> {
+    store: &'a S,
+    stream: &'a StreamId,
+    query: ReadQuery,
+    done: bool,
+}
+
+impl<'a, S: EventStore + ?Sized> StreamPages<'a, S> {
+    /// Starts reading `stream` as bounded by `query`.
+    pub fn new(store: &'a S, stream: &'a StreamId, query: ReadQuery) -> Self {
+        Self {
+            store,
+            stream,
+            query,
+            done: false,
+        }
+    }
+
+    /// The next page, or `None` once the stream (or the query's bound) is exhausted.
+    pub async fn next_page(&mut self) -> StoreResult<Option<Vec<RecordedEvent>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.store.read_stream(self.stream, self.query).await?;
+        if page.len() < self.query.page_size {
+            self.done = true;
+        }
+        match page.last() {
+            Some(last) => {
+                self.query.after_version = last.version;
+                Ok(Some(page))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Storage contracts for event-sourced aggregates, and their backends.
+//!
+//! This crate knows streams, events and snapshots as bytes; it knows no aggregate types and no
+//! actors. Two traits make the contract:
+//!
+//! - [`EventStore`]: atomic, optimistic appends to a stream (`expected_version` must equal the
+//!   stream's current version, or the append fails with [`StoreError::VersionConflict`]), paged
+//!   reads of one stream, and reads across all streams in position order.
+//! - [`SnapshotStore`] (the "state provider"): snapshot records kept apart from the events,
+//!   looked up by version or time, with retention and statistics.
+//!
+//! Backends: [`InMemoryEventStore`] / [`InMemorySnapshotStore`] (the embedded default) and,
+//! with the `postgres` feature (on by default), `PgEventStore` / `PgSnapshotStore` on sqlx.
+//! Every backend passes the same contract suite (`contract`, feature `test-support`).
+//!
+//! ```
+//! use event_stores::{EventStore, InMemoryEventStore, NewEvent, ReadQuery, StoreError, StreamId};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = InMemoryEventStore::new();
+//! let stream = StreamId::new("account", "acc-1")?;
+//!
+//! let receipt = store
+//!     .append(&stream, 0, vec![NewEvent::new("Opened", 1, b"{}".to_vec())])
+//!     .await?;
+//! assert_eq!(receipt.last_version, 1);
+//!
+//! // A writer that still believes the stream is new loses, and learns the actual version.
+//! let err = store
+//!     .append(&stream, 0, vec![NewEvent::new("Opened", 1, b"{}".to_vec())])
+//!     .await
+//!     .unwrap_err();
+//! assert!(matches!(err, StoreError::VersionConflict { actual: 1, .. }));
+//!
+//! let events = store.read_stream(&stream, ReadQuery::all()).await?;
+//! assert_eq!(events.len(), 1);
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod error;
+mod event;
+mod event_store;
+mod limits;
+pub mod memory;
+mod snapshot;
+mod snapshot_store;
+mod stream;
+
+pub use error::{InvalidInput, StoreError, StoreResult};
+pub use event::{EventMetadata, NewEvent, RecordedEvent};
+pub use event_store::{AppendReceipt, DEFAULT_PAGE_SIZE, EventStore, ReadQuery, StreamPages};
+pub use limits::{MAX_EVENT_TYPE_LEN, StoreLimits};
+pub use memory::{InMemoryEventStore, InMemorySnapshotStore};
+pub use snapshot::{SnapshotRecord, SnapshotStats};
+pub use snapshot_store::SnapshotStore;
+pub use stream::{MAX_ID_LEN, StreamId};

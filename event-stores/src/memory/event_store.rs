@@ -1,0 +1,150 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::error::{StoreError, StoreResult};
+use crate::event::{NewEvent, RecordedEvent};
+use crate::event_store::{AppendReceipt, EventStore, ReadQuery};
+use crate::limits::StoreLimits;
+use crate::stream::StreamId;
+
+use super::now_micros;
+
+/// An event store held in process memory. Fast, and gone when the process ends.
+#[derive(Default, Clone)]
+pub struct InMemoryEventStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    streams: DashMap<StreamId, Arc<Mutex<Vec<Arc<RecordedEvent>>>>>,
+    /// Every event in position order; `log[p - 1]` has position `p`.
+    log: Mutex<Vec<Arc<RecordedEvent>>>,
+    limits: StoreLimits,
+}
+
+impl InMemoryEventStore {
+    /// An empty store with default [`StoreLimits`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store with the given limits.
+    pub fn with_limits(limits: StoreLimits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                limits,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    fn stream(&self, stream: &StreamId) -> Option<Arc<Mutex<Vec<Arc<RecordedEvent>>>>> {
+        self.inner
+            .streams
+            .get(stream)
+            .map(|s| Arc::clone(s.value()))
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendReceipt> {
+        self.inner.limits.check_append(&events)?;
+        let slot = Arc::clone(
+            self.inner
+                .streams
+                .entry(stream.clone())
+                .or_default()
+                .value(),
+        );
+        let mut recorded = slot.lock();
+        let actual = recorded.len() as u64;
+        if actual != expected_version {
+            return Err(StoreError::VersionConflict {
+                stream: stream.clone(),
+                expected: expected_version,
+                actual,
+            });
+        }
+        let recorded_at = match recorded.last() {
+            Some(last) => now_micros().max(last.recorded_at),
+            None => now_micros(),
+        };
+        let mut log = self.inner.log.lock();
+        let first_position = log.len() as u64 + 1;
+        let count = events.len() as u64;
+        for (offset, event) in (0u64..).zip(events) {
+            let event = Arc::new(RecordedEvent {
+                event_id: event.event_id,
+                stream: stream.clone(),
+                version: expected_version + offset + 1,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                payload: event.payload,
+                metadata: event.metadata,
+                recorded_at,
+                position: first_position + offset,
+            });
+            log.push(Arc::clone(&event));
+            recorded.push(event);
+        }
+        Ok(AppendReceipt {
+            first_version: expected_version + 1,
+            last_version: expected_version + count,
+            recorded_at,
+            last_position: first_position + count - 1,
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        query: ReadQuery,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        query.check()?;
+        let Some(slot) = self.stream(stream) else {
+            return Ok(Vec::new());
+        };
+        let recorded = slot.lock();
+        let start = usize::try_from(query.after_version)
+            .unwrap_or(usize::MAX)
+            .min(recorded.len());
+        let end = query
+            .up_to_version
+            .map_or(recorded.len(), |v| {
+                usize::try_from(v).unwrap_or(usize::MAX).min(recorded.len())
+            })
+            .max(start)
+            .min(start.saturating_add(query.page_size));
+        Ok(recorded[start..end]
+            .iter()
+            .take_while(|e| query.up_to_time.is_none_or(|t| e.recorded_at <= t))
+            .map(|e| RecordedEvent::clone(e))
+            .collect())
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+        Ok(self.stream(stream).map_or(0, |s| s.lock().len() as u64))
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
+        let log = self.inner.log.lock();
+        let start = usize::try_from(after_position)
+            .unwrap_or(usize::MAX)
+            .min(log.len());
+        let end = start.saturating_add(limit).min(log.len());
+        Ok(log[start..end]
+            .iter()
+            .map(|e| RecordedEvent::clone(e))
+            .collect())
+    }
+}

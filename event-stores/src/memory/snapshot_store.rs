@@ -1,0 +1,153 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+
+use crate::error::StoreResult;
+use crate::limits::StoreLimits;
+use crate::snapshot::{SnapshotRecord, SnapshotStats};
+use crate::snapshot_store::SnapshotStore;
+use crate::stream::StreamId;
+
+/// A snapshot store held in process memory, one ordered map of versions per stream.
+#[derive(Default, Clone)]
+pub struct InMemorySnapshotStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    streams: DashMap<StreamId, BTreeMap<u64, SnapshotRecord>>,
+    limits: StoreLimits,
+}
+
+impl InMemorySnapshotStore {
+    /// An empty store with default [`StoreLimits`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store with the given limits.
+    pub fn with_limits(limits: StoreLimits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                limits,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    fn with_stream<T>(
+        &self,
+        stream: &StreamId,
+        read: impl FnOnce(&BTreeMap<u64, SnapshotRecord>) -> T,
+    ) -> Option<T> {
+        self.inner.streams.get(stream).map(|s| read(s.value()))
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for InMemorySnapshotStore {
+    async fn save(&self, record: SnapshotRecord) -> StoreResult<()> {
+        self.inner.limits.check_snapshot(&record)?;
+        self.inner
+            .streams
+            .entry(record.stream.clone())
+            .or_default()
+            .insert(record.version, record);
+        Ok(())
+    }
+
+    async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>> {
+        Ok(self
+            .with_stream(stream, |s| s.values().next_back().cloned())
+            .flatten())
+    }
+
+    async fn load_at_or_before_version(
+        &self,
+        stream: &StreamId,
+        at_or_before: u64,
+    ) -> StoreResult<Option<SnapshotRecord>> {
+        Ok(self
+            .with_stream(stream, |s| {
+                s.range(..=at_or_before).next_back().map(|(_, r)| r.clone())
+            })
+            .flatten())
+    }
+
+    async fn load_at_or_before_time(
+        &self,
+        stream: &StreamId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<SnapshotRecord>> {
+        Ok(self
+            .with_stream(stream, |s| {
+                s.values().rev().find(|r| r.taken_at <= at).cloned()
+            })
+            .flatten())
+    }
+
+    async fn list(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Vec<SnapshotRecord>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .with_stream(stream, |s| {
+                s.range(from..=to).rev().map(|(_, r)| r.clone()).collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn delete(&self, stream: &StreamId, version: u64) -> StoreResult<bool> {
+        Ok(self
+            .inner
+            .streams
+            .get_mut(stream)
+            .is_some_and(|mut s| s.remove(&version).is_some()))
+    }
+
+    async fn delete_older_than(&self, stream: &StreamId, before: u64) -> StoreResult<u64> {
+        let Some(mut s) = self.inner.streams.get_mut(stream) else {
+            return Ok(0);
+        };
+        let kept = s.split_off(&before);
+        let deleted = s.len() as u64;
+        *s = kept;
+        Ok(deleted)
+    }
+
+    async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
+        let keep = keep.max(1);
+        let Some(mut s) = self.inner.streams.get_mut(stream) else {
+            return Ok(0);
+        };
+        let excess = s.len().saturating_sub(keep);
+        let Some(&cut) = s.keys().nth(excess) else {
+            return Ok(0);
+        };
+        let kept = s.split_off(&cut);
+        let deleted = s.len() as u64;
+        *s = kept;
+        Ok(deleted)
+    }
+
+    async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {
+        Ok(self
+            .with_stream(stream, |s| SnapshotStats {
+                count: s.len() as u64,
+                total_bytes: s.values().map(|r| r.stored_size).sum(),
+                newest_version: s.keys().next_back().copied(),
+                oldest_taken_at: s.values().map(|r| r.taken_at).min(),
+                newest_taken_at: s.values().map(|r| r.taken_at).max(),
+            })
+            .unwrap_or_default())
+    }
+}

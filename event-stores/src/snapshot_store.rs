@@ -1,0 +1,52 @@
+//! The snapshot store contract (the "state provider").
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::StoreResult;
+use crate::snapshot::{SnapshotRecord, SnapshotStats};
+use crate::stream::StreamId;
+
+/// Keeps snapshots of aggregate state, separately from events (it may be another backend).
+///
+/// A snapshot is an optimisation: readers verify what they load and fall back to older
+/// snapshots or to the events. The store itself only keeps bytes and their metadata.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// Saves a snapshot. Saving again at the same `(stream, version)` replaces the record.
+    async fn save(&self, record: SnapshotRecord) -> StoreResult<()>;
+
+    /// The newest snapshot of `stream` (highest version), if any.
+    async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>>;
+
+    /// The newest snapshot with `version <= at_or_before`, if any.
+    async fn load_at_or_before_version(
+        &self,
+        stream: &StreamId,
+        at_or_before: u64,
+    ) -> StoreResult<Option<SnapshotRecord>>;
+
+    /// The newest snapshot (highest version) taken at or before `at`, if any.
+    async fn load_at_or_before_time(
+        &self,
+        stream: &StreamId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<SnapshotRecord>>;
+
+    /// Snapshots with `from <= version <= to`, newest first.
+    async fn list(&self, stream: &StreamId, from: u64, to: u64)
+    -> StoreResult<Vec<SnapshotRecord>>;
+
+    /// Deletes the snapshot at `version`; true when one was deleted.
+    async fn delete(&self, stream: &StreamId, version: u64) -> StoreResult<bool>;
+
+    /// Deletes every snapshot with `version < before`; returns how many.
+    async fn delete_older_than(&self, stream: &StreamId, before: u64) -> StoreResult<u64>;
+
+    /// Keeps the newest `keep` snapshots and deletes the rest; returns how many were deleted.
+    /// `keep == 0` is treated as 1: retention never removes the newest snapshot.
+    async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64>;
+
+    /// Count, total bytes, newest version and oldest/newest `taken_at` for `stream`.
+    async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats>;
+}

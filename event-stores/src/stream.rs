@@ -1,0 +1,117 @@
+//! The name of one aggregate's event stream.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::InvalidInput;
+
+/// Longest aggregate type or id accepted, in bytes. Keeps index keys small and rejects
+/// accidental payload-sized ids.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Addresses one aggregate, and so one event stream: `(aggregate_type, aggregate_id)`.
+///
+/// Both parts are validated on construction (non-empty, at most [`MAX_ID_LEN`] bytes, no
+/// control characters), so a `StreamId` that exists is always storable. Cloning is cheap.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    aggregate_type: Arc<str>,
+    aggregate_id: Arc<str>,
+}
+
+impl StreamId {
+    /// Builds a stream id, rejecting empty, oversized or control-character parts.
+    pub fn new(
+        aggregate_type: impl AsRef<str>,
+        aggregate_id: impl AsRef<str>,
+    ) -> Result<Self, InvalidInput> {
+        let aggregate_type = aggregate_type.as_ref();
+        let aggregate_id = aggregate_id.as_ref();
+        validate_part("aggregate type", aggregate_type)?;
+        validate_part("aggregate id", aggregate_id)?;
+        Ok(Self {
+            aggregate_type: Arc::from(aggregate_type),
+            aggregate_id: Arc::from(aggregate_id),
+        })
+    }
+
+    /// The aggregate type, e.g. `"account"`.
+    pub fn aggregate_type(&self) -> &str {
+        &self.aggregate_type
+    }
+
+    /// The aggregate's id within its type.
+    pub fn aggregate_id(&self) -> &str {
+        &self.aggregate_id
+    }
+}
+
+fn validate_part(what: &'static str, value: &str) -> Result<(), InvalidInput> {
+    if value.is_empty() {
+        return Err(InvalidInput::EmptyId { what });
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(InvalidInput::IdTooLong {
+            what,
+            len: value.len(),
+            max: MAX_ID_LEN,
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InvalidInput::IdHasControlCharacters { what });
+    }
+    Ok(())
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.aggregate_type, self.aggregate_id)
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_parts_are_rejected() {
+        assert!(matches!(
+            StreamId::new("", "1"),
+            Err(InvalidInput::EmptyId {
+                what: "aggregate type"
+            })
+        ));
+        assert!(matches!(
+            StreamId::new("a", ""),
+            Err(InvalidInput::EmptyId {
+                what: "aggregate id"
+            })
+        ));
+    }
+
+    #[test]
+    fn oversized_and_control_character_ids_are_rejected() {
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        assert!(matches!(
+            StreamId::new("a", &long),
+            Err(InvalidInput::IdTooLong { .. })
+        ));
+        assert!(matches!(
+            StreamId::new("a", "x\0y"),
+            Err(InvalidInput::IdHasControlCharacters { .. })
+        ));
+        assert!(StreamId::new("a", "x".repeat(MAX_ID_LEN)).is_ok());
+    }
+
+    #[test]
+    fn displays_as_type_slash_id() {
+        let id = StreamId::new("account", "42").unwrap();
+        assert_eq!(id.to_string(), "account/42");
+    }
+}
