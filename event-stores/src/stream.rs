@@ -35,6 +35,13 @@ impl StreamId {
         })
     }
 
+    /// Checks that `(aggregate_type, aggregate_id)` would make a valid stream id, without
+    /// allocating one. Callers on a hot path validate with this and build the id once.
+    pub fn check(aggregate_type: &str, aggregate_id: &str) -> Result<(), InvalidInput> {
+        validate_part("aggregate type", aggregate_type)?;
+        validate_part("aggregate id", aggregate_id)
+    }
+
     /// The aggregate type, e.g. `"account"`.
     pub fn aggregate_type(&self) -> &str {
         &self.aggregate_type
