@@ -1,0 +1,376 @@
+//! [`Directory`]: get-or-activate by key, calls, passivation and shutdown.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence},
+    },
+    time::{Duration, Instant},
+};
+
+use dashmap::{DashMap, mapref::entry::Entry};
+use ractor::MessagingErr;
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::{
+    LocalPlacement, PassivationReason, Placement, Reply, RuntimeConfig, RuntimeError, RuntimeStats,
+    VirtualActor, activation,
+    host::Envelope,
+    slot::{Phase, Slot, SlotShared},
+    stats::Counters,
+    sweeper,
+};
+
+/// The result of a call to a virtual actor.
+pub type CallResult<R, V> = Result<R, RuntimeError<<V as VirtualActor>::ActivationError>>;
+
+/// A directory of virtual actors of type `V`, keyed by [`VirtualActor::Key`].
+///
+/// Calling a key activates its actor if needed (exactly once, however many calls race), then
+/// delivers the message to its bounded mailbox and waits for the reply. The hot path is one
+/// concurrent-map lookup, one mailbox-place reservation and one ractor send: there is no central
+/// actor and no global lock.
+///
+/// Cloning is cheap and shares the directory. When the last clone is dropped the directory
+/// starts shutting down in the background (each actor finishes its mailbox and passivates with
+/// [`PassivationReason::Shutdown`]); call [`shutdown`](Directory::shutdown) to wait for it.
+pub struct Directory<V: VirtualActor> {
+    handle: Arc<Handle<V>>,
+}
+
+/// Owned by the user-facing clones; dropping the last one begins shutdown.
+struct Handle<V: VirtualActor> {
+    core: Arc<Core<V>>,
+}
+
+impl<V: VirtualActor> Drop for Handle<V> {
+    fn drop(&mut self) {
+        self.core.begin_shutdown();
+    }
+}
+
+/// The directory's shared state, also held by activation tasks (strongly) and the sweeper
+/// (weakly).
+pub(crate) struct Core<V: VirtualActor> {
+    pub(crate) context: Arc<V::Context>,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) placement: Arc<dyn Placement<V::Key>>,
+    pub(crate) slots: DashMap<V::Key, Arc<Slot<V>>>,
+    pub(crate) activation_permits: Arc<Semaphore>,
+    /// `max_live_actors` permits; a slot holds one from activation start until fully stopped.
+    pub(crate) capacity: Option<Arc<Semaphore>>,
+    /// Activations waiting for a capacity permit.
+    pub(crate) capacity_waiters: AtomicUsize,
+    /// Evictions requested whose actor has not fully stopped yet.
+    pub(crate) evictions_in_flight: AtomicUsize,
+    pub(crate) counters: Counters,
+    pub(crate) actor_name: &'static str,
+    pub(crate) epoch: Instant,
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
+    next_generation: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+impl<V: VirtualActor> Core<V> {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting calls and asks every started actor to drain and passivate.
+    /// Activations still in progress see the flag and stop their actor themselves.
+    fn begin_shutdown(&self) {
+        if self.shutting_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        fence(Ordering::SeqCst);
+        tracing::debug!(actor = self.actor_name, "actor directory shutting down");
+        for entry in &self.slots {
+            entry.value().request_stop(PassivationReason::Shutdown);
+        }
+    }
+
+    /// The key's slot, inserting one and starting its activation if the key has none.
+    fn slot_for(self: &Arc<Self>, key: &V::Key) -> Arc<Slot<V>> {
+        if let Some(slot) = self.slots.get(key) {
+            return Arc::clone(slot.value());
+        }
+        let slot = match self.slots.entry(key.clone()) {
+            Entry::Occupied(entry) => return Arc::clone(entry.get()),
+            Entry::Vacant(entry) => {
+                let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                let shared = SlotShared::new(self.epoch, self.config.mailbox_capacity);
+                let slot = Arc::new(Slot::new(generation, Arc::new(shared)));
+                entry.insert(Arc::clone(&slot));
+                slot
+            }
+        };
+        activation::start(self, key.clone(), Arc::clone(&slot));
+        slot
+    }
+
+    /// Gets the message into the key's live actor (activating it, or waiting out a stop, as
+    /// needed), then waits for the reply.
+    async fn deliver<R>(
+        self: &Arc<Self>,
+        key: &V::Key,
+        mut message: V::Message,
+        reply: oneshot::Receiver<R>,
+    ) -> CallResult<R, V> {
+        loop {
+            if self.is_shutting_down() {
+                return Err(RuntimeError::ShuttingDown);
+            }
+            let slot = self.slot_for(key);
+            if let Some(actor) = slot.actor() {
+                let Some(permit) = slot.shared.try_admit() else {
+                    self.counters.overloaded();
+                    return Err(RuntimeError::Overloaded {
+                        key: key.to_string(),
+                        capacity: slot.shared.capacity(),
+                    });
+                };
+                match actor.send_message(Envelope { message, permit }) {
+                    Ok(()) => break,
+                    Err(MessagingErr::SendErr(envelope)) => {
+                        // Draining or stopped: wait until it is gone, then go again.
+                        let Envelope { message: back, .. } = envelope;
+                        message = back;
+                        slot.stopped().await;
+                    }
+                    Err(_) => {
+                        return Err(RuntimeError::ActorStopped {
+                            key: key.to_string(),
+                        });
+                    }
+                }
+            } else {
+                match slot.activated().await {
+                    Phase::Failed(error) => return Err(RuntimeError::Activation(error)),
+                    Phase::Broken => {
+                        return Err(RuntimeError::ActorStopped {
+                            key: key.to_string(),
+                        });
+                    }
+                    Phase::Refused => return Err(RuntimeError::ShuttingDown),
+                    Phase::Activating | Phase::Running | Phase::Stopped => {}
+                }
+            }
+        }
+        reply.await.map_err(|_| RuntimeError::ActorStopped {
+            key: key.to_string(),
+        })
+    }
+
+    /// Asks every started actor to stop with `reason` and waits until they have.
+    async fn stop_all(&self, reason: PassivationReason) {
+        let slots: Vec<Arc<Slot<V>>> = self
+            .slots
+            .iter()
+            .map(|entry| Arc::clone(entry.value()))
+            .filter(|slot| slot.request_stop(reason))
+            .collect();
+        futures::future::join_all(slots.iter().map(|slot| slot.stopped())).await;
+    }
+}
+
+impl<V: VirtualActor> Directory<V> {
+    /// A directory where every key is local. Must be called inside a Tokio runtime: it spawns
+    /// the idle sweeper there (without a runtime, idle passivation is disabled and an error is
+    /// logged).
+    pub fn new(context: Arc<V::Context>, config: RuntimeConfig) -> Self {
+        Self::with_placement(context, config, Arc::new(LocalPlacement))
+    }
+
+    /// A directory that only serves the keys `placement` says are local; calls for other keys
+    /// fail with [`RuntimeError::NotLocal`].
+    pub fn with_placement(
+        context: Arc<V::Context>,
+        config: RuntimeConfig,
+        placement: Arc<dyn Placement<V::Key>>,
+    ) -> Self {
+        let config = config.normalized();
+        let actor_name = std::any::type_name::<V>();
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let core = Arc::new(Core {
+            context,
+            placement,
+            slots: DashMap::new(),
+            activation_permits: Arc::new(Semaphore::new(config.max_concurrent_activations)),
+            capacity: config.max_live_actors.map(|n| Arc::new(Semaphore::new(n))),
+            capacity_waiters: AtomicUsize::new(0),
+            evictions_in_flight: AtomicUsize::new(0),
+            counters: Counters::new(actor_name),
+            actor_name,
+            epoch: Instant::now(),
+            runtime,
+            next_generation: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+            config,
+        });
+        if let Some(idle_timeout) = core.config.idle_timeout {
+            sweeper::spawn(&core, idle_timeout);
+        }
+        Self {
+            handle: Arc::new(Handle { core }),
+        }
+    }
+
+    fn core(&self) -> &Arc<Core<V>> {
+        &self.handle.core
+    }
+
+    /// Sends the message built by `make` to the actor for `key` and waits for its reply, within
+    /// [`RuntimeConfig::call_timeout`]. The actor is activated first if it is not live.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        key: &V::Key,
+        make: impl FnOnce(Reply<R>) -> V::Message + Send,
+    ) -> CallResult<R, V> {
+        self.call_timeout(key, self.core().config.call_timeout, make)
+            .await
+    }
+
+    /// Like [`call`](Directory::call) with an explicit timeout, which covers activation,
+    /// queueing and handling. After [`RuntimeError::Timeout`] the message may still be handled.
+    pub async fn call_timeout<R: Send + 'static>(
+        &self,
+        key: &V::Key,
+        timeout: Duration,
+        make: impl FnOnce(Reply<R>) -> V::Message + Send,
+    ) -> CallResult<R, V> {
+        let core = self.core();
+        if core.is_shutting_down() {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        if !core.placement.is_local(key) {
+            return Err(RuntimeError::NotLocal {
+                key: key.to_string(),
+            });
+        }
+        let (reply, answer) = Reply::channel();
+        let message = make(reply);
+        match tokio::time::timeout(timeout, core.deliver(key, message, answer)).await {
+            Ok(result) => result,
+            Err(_) => {
+                core.counters.timed_out();
+                Err(RuntimeError::Timeout {
+                    key: key.to_string(),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// Stops the actor for `key`: it handles what is already in its mailbox, runs
+    /// [`VirtualActor::passivate`] with [`PassivationReason::Requested`] (unless another stop
+    /// was already under way), and this waits until it has fully stopped. Returns `false` if
+    /// the key had no started actor. The next call activates it again.
+    pub async fn passivate(&self, key: &V::Key) -> bool {
+        let Some(slot) = self.core().slots.get(key).map(|e| Arc::clone(e.value())) else {
+            return false;
+        };
+        if !slot.request_stop(PassivationReason::Requested) {
+            return false;
+        }
+        slot.stopped().await;
+        true
+    }
+
+    /// [`passivate`](Directory::passivate) for every started actor, waiting for all of them.
+    pub async fn passivate_all(&self) {
+        self.core().stop_all(PassivationReason::Requested).await;
+    }
+
+    /// `true` if `key` has a started actor (possibly finishing its mailbox before a stop).
+    pub fn is_live(&self, key: &V::Key) -> bool {
+        self.core()
+            .slots
+            .get(key)
+            .is_some_and(|slot| slot.actor().is_some())
+    }
+
+    /// Live actors: counted from the start of their activation until fully stopped.
+    pub fn live_count(&self) -> usize {
+        self.core().counters.live()
+    }
+
+    /// A snapshot of this directory's counters.
+    pub fn stats(&self) -> RuntimeStats {
+        self.core().counters.snapshot()
+    }
+
+    /// Shuts down gracefully: from now on calls fail at once with
+    /// [`RuntimeError::ShuttingDown`]; every actor handles the messages already accepted into
+    /// its mailbox, then runs [`VirtualActor::passivate`] with [`PassivationReason::Shutdown`];
+    /// this waits for all of them, at most [`RuntimeConfig::shutdown_timeout`], after which
+    /// the remaining actors are killed (their pending callers get
+    /// [`RuntimeError::ActorStopped`]). Idempotent.
+    pub async fn shutdown(&self) {
+        let core = self.core();
+        core.begin_shutdown();
+        let deadline = tokio::time::Instant::now() + core.config.shutdown_timeout;
+        // Activations already under way stop their actor themselves; loop until none is left.
+        let all_stopped = async {
+            loop {
+                let slots: Vec<Arc<Slot<V>>> =
+                    core.slots.iter().map(|e| Arc::clone(e.value())).collect();
+                if slots.is_empty() {
+                    break;
+                }
+                for slot in &slots {
+                    slot.request_stop(PassivationReason::Shutdown);
+                }
+                futures::future::join_all(slots.iter().map(|slot| slot.stopped())).await;
+            }
+        };
+        let finished = tokio::time::timeout_at(deadline, all_stopped).await.is_ok();
+        if !finished {
+            tracing::warn!(
+                actor = core.actor_name,
+                remaining = core.slots.len(),
+                timeout = ?core.config.shutdown_timeout,
+                "actors did not stop within the shutdown timeout; killing them"
+            );
+            for entry in &core.slots {
+                if let Some(actor) = entry.value().actor() {
+                    actor.kill();
+                }
+            }
+        }
+    }
+
+    /// `true` once [`shutdown`](Directory::shutdown) has begun (or the last handle was dropped).
+    pub fn is_shut_down(&self) -> bool {
+        self.core().is_shutting_down()
+    }
+
+    /// The shared context handed to every activation.
+    pub fn context(&self) -> &Arc<V::Context> {
+        &self.core().context
+    }
+
+    /// The configuration in effect (limits below 1 raised to 1).
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.core().config
+    }
+}
+
+impl<V: VirtualActor> Clone for Directory<V> {
+    fn clone(&self) -> Self {
+        Self {
+            handle: Arc::clone(&self.handle),
+        }
+    }
+}
+
+impl<V: VirtualActor> fmt::Debug for Directory<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let core = self.core();
+        f.debug_struct("Directory")
+            .field("actor", &core.actor_name)
+            .field("live", &core.counters.live())
+            .field("shutting_down", &core.is_shutting_down())
+            .finish_non_exhaustive()
+    }
+}

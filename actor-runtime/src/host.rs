@@ -1,0 +1,109 @@
+//! The ractor actor that hosts one [`VirtualActor`].
+//!
+//! `pre_start` runs [`VirtualActor::activate`], `handle` runs [`VirtualActor::handle`] and then
+//! gives the message's mailbox place back, `post_stop` (reached only by a drain, never after a
+//! panic) runs [`VirtualActor::passivate`] with the recorded reason.
+
+use std::{fmt, marker::PhantomData, sync::Arc};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::{
+    PassivationReason, VirtualActor,
+    slot::{MailboxPermit, SlotShared},
+};
+
+/// What travels through the ractor mailbox: the user's message and its mailbox place.
+pub(crate) struct Envelope<V: VirtualActor> {
+    pub(crate) message: V::Message,
+    pub(crate) permit: MailboxPermit,
+}
+
+/// The ractor actor definition (stateless; the virtual actor lives in [`HostState`]).
+pub(crate) struct Host<V>(PhantomData<fn() -> V>);
+
+impl<V> Host<V> {
+    pub(crate) fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+/// What `pre_start` needs to activate the virtual actor.
+pub(crate) struct HostArgs<V: VirtualActor> {
+    pub(crate) key: V::Key,
+    pub(crate) context: Arc<V::Context>,
+    pub(crate) shared: Arc<SlotShared>,
+}
+
+/// The running actor and its slot's shared half.
+pub(crate) struct HostState<V> {
+    actor: V,
+    shared: Arc<SlotShared>,
+}
+
+/// Carries a typed activation error through ractor's boxed startup error, to be downcast back.
+pub(crate) struct ActivationFailure<E>(pub(crate) Arc<E>);
+
+impl<E: fmt::Debug> fmt::Debug for ActivationFailure<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for ActivationFailure<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: std::error::Error> std::error::Error for ActivationFailure<E> {}
+
+impl<V: VirtualActor> Actor for Host<V> {
+    type Msg = Envelope<V>;
+    type State = HostState<V>;
+    type Arguments = HostArgs<V>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        match V::activate(&args.key, &args.context).await {
+            Ok(actor) => {
+                args.shared.touch();
+                Ok(HostState {
+                    actor,
+                    shared: args.shared,
+                })
+            }
+            Err(error) => Err(Box::new(ActivationFailure(Arc::new(error)))),
+        }
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        envelope: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Envelope { message, permit } = envelope;
+        state.actor.handle(message).await;
+        drop(permit);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Every stop we trigger records a reason first; default defensively.
+        let reason = state
+            .shared
+            .stop_reason()
+            .unwrap_or(PassivationReason::Requested);
+        state.actor.passivate(reason).await;
+        state.shared.mark_passivated();
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! [`Placement`]: the one seam where a cluster decides which node owns a key.
+
+/// Where a key lives. Local now; a cluster placement (consistent hashing over members) later.
+///
+/// The directory asks on every call; a key that is not local fails with
+/// [`RuntimeError::NotLocal`](crate::RuntimeError::NotLocal) and is never activated here.
+pub trait Placement<K>: Send + Sync + 'static {
+    /// `true` if this node owns `key`.
+    fn is_local(&self, key: &K) -> bool;
+}
+
+/// Everything is local: the placement of a single-node deployment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalPlacement;
+
+impl<K> Placement<K> for LocalPlacement {
+    fn is_local(&self, _key: &K) -> bool {
+        true
+    }
+}

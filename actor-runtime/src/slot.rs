@@ -1,0 +1,215 @@
+//! One activation of one key: its state machine, its mailbox accounting and its stop request.
+//!
+//! The directory maps each key to at most one [`Slot`]. A slot is inserted (in
+//! [`Phase::Activating`]) only when the key has none, and removed only after its actor has fully
+//! stopped, so there is never more than one live actor per key. Callers that find a slot which
+//! is activating or stopping wait on its phase (a `watch` channel, so no wake-up can be lost)
+//! and then look the key up again.
+
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
+};
+use std::time::Instant;
+
+use ractor::ActorRef;
+use tokio::sync::watch;
+
+use crate::{PassivationReason, VirtualActor, host::Envelope};
+
+/// Where one activation is in its life.
+#[derive(Debug)]
+pub(crate) enum Phase<E> {
+    /// Waiting for capacity or running `activate`.
+    Activating,
+    /// The actor is up (it may be draining towards a stop).
+    Running,
+    /// `activate` returned this error.
+    Failed(Arc<E>),
+    /// `activate` panicked, or the activation could not be started at all.
+    Broken,
+    /// The directory was shutting down before the actor started.
+    Refused,
+    /// The actor has fully stopped and its slot is gone from the directory.
+    Stopped,
+}
+
+impl<E> Clone for Phase<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Activating => Self::Activating,
+            Self::Running => Self::Running,
+            Self::Failed(e) => Self::Failed(Arc::clone(e)),
+            Self::Broken => Self::Broken,
+            Self::Refused => Self::Refused,
+            Self::Stopped => Self::Stopped,
+        }
+    }
+}
+
+impl<E> Phase<E> {
+    fn is_terminal(&self) -> bool {
+        !matches!(self, Self::Activating | Self::Running)
+    }
+}
+
+/// Milliseconds from `epoch` to now.
+pub(crate) fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The part of a slot the hosted actor also sees: mailbox accounting, recency, stop request.
+#[derive(Debug)]
+pub(crate) struct SlotShared {
+    epoch: Instant,
+    capacity: usize,
+    /// Messages admitted and not yet handled (queued or in `handle`).
+    in_mailbox: AtomicUsize,
+    /// Milliseconds since `epoch` at activation or when the last message was handled.
+    last_used: AtomicU64,
+    /// 0 = no stop requested, otherwise [`PassivationReason::to_u8`].
+    stop_reason: AtomicU8,
+    /// Set once `passivate` has returned: the actor stopped normally.
+    passivated: AtomicBool,
+}
+
+impl SlotShared {
+    pub(crate) fn new(epoch: Instant, capacity: usize) -> Self {
+        Self {
+            epoch,
+            capacity,
+            in_mailbox: AtomicUsize::new(0),
+            last_used: AtomicU64::new(millis_since(epoch)),
+            stop_reason: AtomicU8::new(0),
+            passivated: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Takes one mailbox place, or `None` if the mailbox is full.
+    pub(crate) fn try_admit(self: &Arc<Self>) -> Option<MailboxPermit> {
+        let admitted = self
+            .in_mailbox
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok();
+        admitted.then(|| MailboxPermit {
+            shared: Arc::clone(self),
+        })
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_used
+            .store(millis_since(self.epoch), Ordering::Release);
+    }
+
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Acquire)
+    }
+
+    /// Nothing queued or in progress, and no stop requested yet.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.in_mailbox.load(Ordering::Acquire) == 0
+            && self.stop_reason.load(Ordering::Acquire) == 0
+    }
+
+    /// Records `reason` as the stop reason if none was recorded yet; `true` if this call did.
+    pub(crate) fn claim_stop(&self, reason: PassivationReason) -> bool {
+        self.stop_reason
+            .compare_exchange(0, reason.to_u8(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn stop_reason(&self) -> Option<PassivationReason> {
+        PassivationReason::from_u8(self.stop_reason.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn mark_passivated(&self) {
+        self.passivated.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn was_passivated(&self) -> bool {
+        self.passivated.load(Ordering::Acquire)
+    }
+}
+
+/// One mailbox place, carried inside the message and given back when `handle` returns (or the
+/// message is dropped unhandled).
+#[derive(Debug)]
+pub(crate) struct MailboxPermit {
+    shared: Arc<SlotShared>,
+}
+
+impl Drop for MailboxPermit {
+    fn drop(&mut self) {
+        // Stamp before releasing, so whoever sees an empty mailbox sees this use too.
+        self.shared.touch();
+        self.shared.in_mailbox.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One activation of one key.
+pub(crate) struct Slot<V: VirtualActor> {
+    pub(crate) generation: u64,
+    pub(crate) shared: Arc<SlotShared>,
+    actor: OnceLock<ActorRef<Envelope<V>>>,
+    phase: watch::Sender<Phase<V::ActivationError>>,
+}
+
+impl<V: VirtualActor> Slot<V> {
+    pub(crate) fn new(generation: u64, shared: Arc<SlotShared>) -> Self {
+        Self {
+            generation,
+            shared,
+            actor: OnceLock::new(),
+            phase: watch::Sender::new(Phase::Activating),
+        }
+    }
+
+    /// The actor, once it has started.
+    pub(crate) fn actor(&self) -> Option<&ActorRef<Envelope<V>>> {
+        self.actor.get()
+    }
+
+    pub(crate) fn set_running(&self, actor: ActorRef<Envelope<V>>) {
+        // A slot is activated once; a second set cannot happen and would be ignored.
+        let _ = self.actor.set(actor);
+        self.phase.send_replace(Phase::Running);
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase<V::ActivationError>) {
+        self.phase.send_replace(phase);
+    }
+
+    /// Asks the actor to stop after the messages already in its mailbox, recording `reason`
+    /// unless another stop was requested first. `false` if the actor has not started.
+    pub(crate) fn request_stop(&self, reason: PassivationReason) -> bool {
+        let Some(actor) = self.actor() else {
+            return false;
+        };
+        self.shared.claim_stop(reason);
+        // An error means the actor is already stopping or stopped, which is what we want.
+        let _ = actor.drain();
+        true
+    }
+
+    /// Waits until the activation has an outcome (anything but `Activating`).
+    pub(crate) async fn activated(&self) -> Phase<V::ActivationError> {
+        let mut rx = self.phase.subscribe();
+        match rx.wait_for(|p| !matches!(p, Phase::Activating)).await {
+            Ok(phase) => phase.clone(),
+            // The sender lives in `self`, so it cannot be gone while we borrow `self`.
+            Err(_) => Phase::Broken,
+        }
+    }
+
+    /// Waits until the actor is fully stopped and the slot has left the directory.
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.phase.subscribe();
+        let _ = rx.wait_for(Phase::is_terminal).await;
+    }
+}

@@ -1,0 +1,91 @@
+//! The [`VirtualActor`] trait: what a user implements, and why an actor stopped.
+
+use std::{fmt, hash::Hash, sync::Arc};
+
+/// What a virtual actor is: its whole lifecycle in one trait.
+///
+/// A virtual actor is addressed by a [`Key`](VirtualActor::Key) and always "exists": the
+/// [`Directory`](crate::Directory) activates it on the first message for its key, keeps at most
+/// one live activation per key, and passivates it when it is idle, evicted, asked to stop or the
+/// directory shuts down. Messages are handled one at a time, in mailbox order.
+#[async_trait::async_trait]
+pub trait VirtualActor: Sized + Send + 'static {
+    /// The identity of an actor. Exactly one activation per key is live at a time.
+    type Key: Clone + Eq + Hash + Send + Sync + fmt::Debug + fmt::Display + 'static;
+    /// What the actor receives. Requests that need an answer carry a [`Reply`](crate::Reply).
+    type Message: Send + 'static;
+    /// Shared dependencies handed to every activation (stores, configuration, …).
+    type Context: Send + Sync + 'static;
+    /// Why [`activate`](VirtualActor::activate) can fail.
+    type ActivationError: std::error::Error + Send + Sync + 'static;
+
+    /// Builds the actor for `key`. Runs in the new actor before its first message (ractor's
+    /// `pre_start`). An error means no actor: every caller waiting on this activation gets
+    /// [`RuntimeError::Activation`](crate::RuntimeError::Activation) with the same `Arc`, and the
+    /// next call tries again.
+    async fn activate(
+        key: &Self::Key,
+        context: &Arc<Self::Context>,
+    ) -> Result<Self, Self::ActivationError>;
+
+    /// Handles one message. Calls never overlap for one actor; they run in mailbox order.
+    /// A panic here stops the actor (without [`passivate`](VirtualActor::passivate)); its
+    /// unanswered callers get [`RuntimeError::ActorStopped`](crate::RuntimeError::ActorStopped).
+    async fn handle(&mut self, message: Self::Message);
+
+    /// Runs once when the actor stops normally (idle, evicted, requested, shutdown), after every
+    /// message accepted before the stop was handled. It does not run after a panic.
+    async fn passivate(&mut self, _reason: PassivationReason) {}
+}
+
+/// Why an actor is being passivated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PassivationReason {
+    /// It received no message for [`RuntimeConfig::idle_timeout`](crate::RuntimeConfig::idle_timeout).
+    Idle,
+    /// It was the least recently used actor when a new activation needed room under
+    /// [`RuntimeConfig::max_live_actors`](crate::RuntimeConfig::max_live_actors).
+    Evicted,
+    /// [`Directory::passivate`](crate::Directory::passivate) or
+    /// [`Directory::passivate_all`](crate::Directory::passivate_all) asked for it.
+    Requested,
+    /// The directory is shutting down (or its last handle was dropped).
+    Shutdown,
+}
+
+impl PassivationReason {
+    /// A short lowercase name, used as the `reason` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Evicted => "evicted",
+            Self::Requested => "requested",
+            Self::Shutdown => "shutdown",
+        }
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            Self::Idle => 1,
+            Self::Evicted => 2,
+            Self::Requested => 3,
+            Self::Shutdown => 4,
+        }
+    }
+
+    pub(crate) fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Idle),
+            2 => Some(Self::Evicted),
+            3 => Some(Self::Requested),
+            4 => Some(Self::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PassivationReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
