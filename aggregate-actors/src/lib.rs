@@ -1,1 +1,101 @@
-//! (being built)
+//! Event-sourced aggregates as virtual actors, with actor-held snapshots.
+//!
+//! You write an [`Aggregate`]: its commands, events, state, a `decide` function (state +
+//! command → events, or a domain error) and an `apply` function (state + event → state).
+//! You register it with an [`Executor`] and send commands. Behind the executor, each aggregate
+//! id is one actor (on [`actor_runtime`], itself on ractor), activated on its first command:
+//!
+//! 1. **Activation** loads the newest snapshot that passes every check (schema version,
+//!    checksum, decoding, `last_event_id` equal to the stored event at its version), falling
+//!    back to older ones and finally to a full replay, then replays only the events after it,
+//!    page by page.
+//! 2. **Commands** run one at a time: decide → append with the expected version → apply →
+//!    reply. A rejected, conflicting or crashing command stores nothing. Conflicts with another
+//!    writer are retried on fresh state.
+//! 3. **Snapshots** are decided by a [`SnapshotStrategy`](strategy::SnapshotStrategy) after
+//!    each command (or on passivation, or on demand) and written in the background; a failed
+//!    write never fails a command. States are MessagePack, zstd-compressed above a threshold,
+//!    checksummed with xxh3.
+//!
+//! ```
+//! use aggregate_actors::{Aggregate, AggregateSettings, CommandError, Executor, strategy::EveryNEvents};
+//! use serde::{Deserialize, Serialize};
+//!
+//! struct Account;
+//!
+//! enum Command { Deposit(u64), Withdraw(u64) }
+//!
+//! #[derive(Debug, Serialize, Deserialize)]
+//! enum Event { Deposited { amount: u64 }, Withdrew { amount: u64 } }
+//!
+//! #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+//! struct Balance { cents: u64 }
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("insufficient funds")]
+//! struct InsufficientFunds;
+//!
+//! impl Aggregate for Account {
+//!     const TYPE: &'static str = "account";
+//!     type Command = Command;
+//!     type Event = Event;
+//!     type State = Balance;
+//!     type Error = InsufficientFunds;
+//!
+//!     fn decide(state: &Balance, command: &Command) -> Result<Vec<Event>, InsufficientFunds> {
+//!         match *command {
+//!             Command::Deposit(amount) => Ok(vec![Event::Deposited { amount }]),
+//!             Command::Withdraw(amount) if amount > state.cents => Err(InsufficientFunds),
+//!             Command::Withdraw(amount) => Ok(vec![Event::Withdrew { amount }]),
+//!         }
+//!     }
+//!
+//!     fn apply(state: &mut Balance, event: &Event) {
+//!         match event {
+//!             Event::Deposited { amount } => state.cents += amount,
+//!             Event::Withdrew { amount } => state.cents -= amount,
+//!         }
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let executor = Executor::in_memory()
+//!     .register::<Account>(AggregateSettings::new().strategy(EveryNEvents::new(100)))
+//!     .build()?;
+//!
+//! executor.execute::<Account>("alice", Command::Deposit(500)).await?;
+//! let done = executor.execute::<Account>("alice", Command::Withdraw(200)).await?;
+//! assert_eq!(done.version, 2);
+//!
+//! let refused = executor.execute::<Account>("alice", Command::Withdraw(1_000)).await;
+//! assert!(matches!(refused, Err(CommandError::Rejected(InsufficientFunds))));
+//!
+//! assert_eq!(executor.state::<Account>("alice").await?.state.cents, 300);
+//! executor.shutdown().await;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod actor;
+mod aggregate;
+pub mod codec;
+mod error;
+mod executor;
+mod hydrate;
+mod metrics;
+mod settings;
+mod snapshot_writer;
+pub mod strategy;
+pub mod testkit;
+
+pub use actor::{Committed, StateView};
+pub use actor_runtime::{PassivationReason, RuntimeConfig, RuntimeStats};
+pub use aggregate::Aggregate;
+pub use error::{ActivationError, CommandError, ExecutorError};
+pub use event_stores;
+pub use executor::{
+    At, BuildError, Executor, ExecutorBuilder, ExecutorStats, Reconstruction, TypeStats,
+};
+pub use hydrate::SnapshotOrigin;
+pub use metrics::{ActivationReport, AggregateStats};
+pub use settings::{AggregateSettings, Retention};

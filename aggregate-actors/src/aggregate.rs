@@ -1,0 +1,61 @@
+//! The `Aggregate` trait: what a user writes.
+
+use std::borrow::Cow;
+use std::fmt::Debug;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// An event-sourced aggregate: its commands, events and state, and the two functions that give
+/// them meaning.
+///
+/// - [`decide`](Aggregate::decide) looks at the current state and a command and either emits
+///   events or rejects the command with a domain error. It must not have side effects: it may
+///   run again for the same command after a version conflict.
+/// - [`apply`](Aggregate::apply) folds one event into the state. It must be deterministic and
+///   total: replaying the stored events must always give the same state.
+///
+/// Events and state are stored as MessagePack with named fields, so fields can be added later
+/// (with `#[serde(default)]`). Bump [`STATE_SCHEMA_VERSION`](Aggregate::STATE_SCHEMA_VERSION)
+/// when a state change makes old snapshots unreadable or wrong: they are then skipped and the
+/// state is rebuilt from events.
+pub trait Aggregate: Send + Sync + 'static {
+    /// The aggregate type name; with the id it names the event stream, e.g. `"account"`.
+    const TYPE: &'static str;
+    /// Version of the state's shape. Snapshots of another version are ignored.
+    const STATE_SCHEMA_VERSION: u32 = 1;
+    /// Version of the events' shape, stored with every event for upcasting.
+    const EVENT_SCHEMA_VERSION: u32 = 1;
+
+    /// What callers ask for.
+    type Command: Send + Sync + 'static;
+    /// What happened; the source of truth.
+    type Event: Serialize + DeserializeOwned + Debug + Send + Sync + 'static;
+    /// The state folded from the events. `Default` is the state before the first event.
+    type State: Serialize + DeserializeOwned + Default + Clone + Debug + Send + Sync + 'static;
+    /// Why a command was rejected.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Decides which events a command produces, or rejects it.
+    fn decide(
+        state: &Self::State,
+        command: &Self::Command,
+    ) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// Folds one event into the state.
+    fn apply(state: &mut Self::State, event: &Self::Event);
+
+    /// The stored type name of an event. Defaults to the enum variant name (`Deposited` for
+    /// `AccountEvent::Deposited { .. }`), or the Rust type name for non-enum events.
+    fn event_type(event: &Self::Event) -> Cow<'static, str> {
+        match serde_variant::to_variant_name(event) {
+            Ok(name) => Cow::Borrowed(name),
+            Err(_) => Cow::Borrowed(short_type_name::<Self::Event>()),
+        }
+    }
+}
+
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
+}

@@ -1,0 +1,249 @@
+//! Encoding of events and snapshots.
+//!
+//! Events and state are MessagePack with named fields (rmp-serde's `to_vec_named`): compact,
+//! fast, and tolerant of added fields, unlike positional MessagePack. Snapshots are compressed
+//! with zstd above a size threshold (small states gain little and pay the frame header), and
+//! carry an xxh3-64 checksum over the stored bytes: xxh3 is several times faster than CRC32 on
+//! large buffers and a 64-bit sum makes an undetected corruption vanishingly unlikely.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Name recorded for the MessagePack codec.
+pub const CODEC_MSGPACK: &str = "msgpack";
+/// Name recorded for uncompressed snapshots.
+pub const COMPRESSION_NONE: &str = "none";
+/// Name recorded for zstd-compressed snapshots.
+pub const COMPRESSION_ZSTD: &str = "zstd";
+
+/// Why bytes could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Serialization failed (a type serde cannot represent as MessagePack).
+    #[error("encoding failed: {0}")]
+    Encode(String),
+    /// The bytes are not a valid encoding of the expected type.
+    #[error("decoding failed: {0}")]
+    Decode(String),
+    /// The stored bytes do not match their checksum.
+    #[error("checksum mismatch: stored {stored:#018x}, computed {computed:#018x}")]
+    Checksum {
+        /// Checksum recorded with the snapshot.
+        stored: u64,
+        /// Checksum of the bytes as read.
+        computed: u64,
+    },
+    /// The compression or codec name is not one this build knows.
+    #[error("unknown {what} {name:?}")]
+    Unknown {
+        /// "codec" or "compression".
+        what: &'static str,
+        /// The recorded name.
+        name: String,
+    },
+    /// Decompression failed or produced another size than recorded.
+    #[error("decompression failed: {0}")]
+    Decompress(String),
+}
+
+/// Encodes a value as MessagePack with named fields.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    rmp_serde::to_vec_named(value).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes MessagePack bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode(e.to_string()))
+}
+
+/// The checksum stored with snapshots: xxh3-64 over the stored bytes.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// How snapshots are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionConfig {
+    /// Encoded states at least this large are compressed with zstd.
+    pub threshold_bytes: usize,
+    /// zstd level (1 = fastest; 3 is zstd's default).
+    pub zstd_level: i32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            threshold_bytes: 4 * 1024,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// Snapshot bytes ready to store, with what was done to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSnapshot {
+    /// The bytes to store.
+    pub bytes: Bytes,
+    /// `"none"` or `"zstd"`.
+    pub compression: &'static str,
+    /// xxh3-64 of `bytes`.
+    pub checksum: u64,
+    /// Size of the encoded state before compression.
+    pub uncompressed_size: u64,
+}
+
+/// Compresses (above the threshold) and checksums an encoded state.
+pub fn seal(encoded: Vec<u8>, config: &CompressionConfig) -> Result<SealedSnapshot, CodecError> {
+    let uncompressed_size = encoded.len() as u64;
+    let (bytes, compression) = if encoded.len() >= config.threshold_bytes {
+        let compressed = zstd::bulk::compress(&encoded, config.zstd_level)
+            .map_err(|e| CodecError::Encode(format!("zstd: {e}")))?;
+        (compressed, COMPRESSION_ZSTD)
+    } else {
+        (encoded, COMPRESSION_NONE)
+    };
+    Ok(SealedSnapshot {
+        checksum: checksum(&bytes),
+        bytes: Bytes::from(bytes),
+        compression,
+        uncompressed_size,
+    })
+}
+
+/// Checks the checksum and codec of stored snapshot bytes and returns the encoded state.
+pub fn unseal(
+    bytes: &[u8],
+    codec: &str,
+    compression: &str,
+    stored_checksum: u64,
+    uncompressed_size: u64,
+) -> Result<Vec<u8>, CodecError> {
+    let computed = checksum(bytes);
+    if computed != stored_checksum {
+        return Err(CodecError::Checksum {
+            stored: stored_checksum,
+            computed,
+        });
+    }
+    if codec != CODEC_MSGPACK {
+        return Err(CodecError::Unknown {
+            what: "codec",
+            name: codec.to_owned(),
+        });
+    }
+    let encoded = match compression {
+        COMPRESSION_NONE => bytes.to_vec(),
+        COMPRESSION_ZSTD => {
+            // The recorded size bounds the allocation, so a corrupt header cannot ask for more.
+            let capacity = usize::try_from(uncompressed_size)
+                .map_err(|_| CodecError::Decompress("recorded size too large".into()))?;
+            zstd::bulk::decompress(bytes, capacity)
+                .map_err(|e| CodecError::Decompress(e.to_string()))?
+        }
+        other => {
+            return Err(CodecError::Unknown {
+                what: "compression",
+                name: other.to_owned(),
+            });
+        }
+    };
+    if encoded.len() as u64 != uncompressed_size {
+        return Err(CodecError::Decompress(format!(
+            "expected {uncompressed_size} bytes, got {}",
+            encoded.len()
+        )));
+    }
+    Ok(encoded)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn config(threshold: usize) -> CompressionConfig {
+        CompressionConfig {
+            threshold_bytes: threshold,
+            zstd_level: 3,
+        }
+    }
+
+    #[test]
+    fn small_states_are_stored_uncompressed_and_round_trip() {
+        let encoded = encode(&vec![1u32, 2, 3]).unwrap();
+        let sealed = seal(encoded.clone(), &config(1024)).unwrap();
+        assert_eq!(sealed.compression, COMPRESSION_NONE);
+        let back = unseal(
+            &sealed.bytes,
+            CODEC_MSGPACK,
+            sealed.compression,
+            sealed.checksum,
+            sealed.uncompressed_size,
+        )
+        .unwrap();
+        assert_eq!(back, encoded);
+    }
+
+    #[test]
+    fn large_states_are_compressed_and_round_trip() {
+        let value: Vec<String> = (0..2_000).map(|i| format!("entry-{}", i % 10)).collect();
+        let encoded = encode(&value).unwrap();
+        let sealed = seal(encoded.clone(), &config(1024)).unwrap();
+        assert_eq!(sealed.compression, COMPRESSION_ZSTD);
+        assert!(sealed.bytes.len() < encoded.len() / 4);
+        let back = unseal(
+            &sealed.bytes,
+            CODEC_MSGPACK,
+            sealed.compression,
+            sealed.checksum,
+            sealed.uncompressed_size,
+        )
+        .unwrap();
+        assert_eq!(decode::<Vec<String>>(&back).unwrap(), value);
+    }
+
+    #[test]
+    fn a_flipped_bit_fails_the_checksum() {
+        let sealed = seal(encode(&"hello").unwrap(), &config(1024)).unwrap();
+        let mut bytes = sealed.bytes.to_vec();
+        bytes[0] ^= 0x01;
+        let err = unseal(
+            &bytes,
+            CODEC_MSGPACK,
+            sealed.compression,
+            sealed.checksum,
+            sealed.uncompressed_size,
+        )
+        .unwrap_err();
+        assert!(matches!(err, CodecError::Checksum { .. }));
+    }
+
+    #[test]
+    fn unknown_codec_and_compression_are_refused() {
+        let sealed = seal(encode(&1u8).unwrap(), &config(1024)).unwrap();
+        assert!(matches!(
+            unseal(
+                &sealed.bytes,
+                "json",
+                sealed.compression,
+                sealed.checksum,
+                sealed.uncompressed_size
+            ),
+            Err(CodecError::Unknown { what: "codec", .. })
+        ));
+        assert!(matches!(
+            unseal(
+                &sealed.bytes,
+                CODEC_MSGPACK,
+                "lz4",
+                sealed.checksum,
+                sealed.uncompressed_size
+            ),
+            Err(CodecError::Unknown {
+                what: "compression",
+                ..
+            })
+        ));
+    }
+}

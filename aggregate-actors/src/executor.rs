@@ -1,0 +1,462 @@
+//! The executor: the one entry point callers use. It routes each command to the live actor of
+//! its aggregate (activating it on demand) and offers state reads, snapshots on demand,
+//! reconstruction and statistics.
+//!
+//! Routing is a `TypeId` lookup in an immutable map plus the runtime's concurrent map lookup
+//! of the id: no central actor sits on the command path.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actor_runtime::{Directory, RuntimeStats};
+use chrono::{DateTime, Utc};
+use event_stores::{
+    EventMetadata, EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
+};
+
+use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, Committed, StateView};
+use crate::aggregate::Aggregate;
+use crate::error::{CommandError, ExecutorError};
+use crate::hydrate::{SnapshotOrigin, Target, hydrate};
+use crate::metrics::{AggregateMetrics, AggregateStats};
+use crate::settings::AggregateSettings;
+use crate::snapshot_writer::SnapshotWriter;
+
+/// Snapshot writes in flight at once, over all aggregates of an executor.
+const MAX_CONCURRENT_SNAPSHOT_WRITES: usize = 8;
+
+/// The point in an aggregate's history to reconstruct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// Right after this version.
+    Version(u64),
+    /// With every event recorded at or before this instant.
+    Time(DateTime<Utc>),
+}
+
+/// The state of an aggregate at a past point, and how it was obtained.
+#[derive(Debug, Clone)]
+pub struct Reconstruction<A: Aggregate> {
+    /// The state.
+    pub state: A::State,
+    /// The version reached.
+    pub version: u64,
+    /// When the event at that version was recorded (None at version 0).
+    pub reached_at: Option<DateTime<Utc>>,
+    /// The snapshot it started from, if a valid one was at or before the target.
+    pub from_snapshot: Option<SnapshotOrigin>,
+    /// Invalid snapshots skipped on the way.
+    pub snapshots_skipped: u32,
+    /// Events replayed after the snapshot.
+    pub events_replayed: u64,
+    /// Wall time taken.
+    pub elapsed: Duration,
+}
+
+/// Statistics of one registered aggregate type.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TypeStats {
+    /// Commands, activations, replays, snapshots.
+    pub aggregate: AggregateStats,
+    /// Live actors, activations, passivations, crashes, overloads.
+    pub runtime: RuntimeStats,
+}
+
+/// Statistics of every registered type.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecutorStats {
+    /// One entry per registered aggregate type, in registration order.
+    pub types: Vec<TypeStats>,
+}
+
+impl ExecutorStats {
+    /// The entry of one aggregate type.
+    pub fn of(&self, aggregate_type: &str) -> Option<&TypeStats> {
+        self.types
+            .iter()
+            .find(|t| t.aggregate.aggregate_type == aggregate_type)
+    }
+}
+
+/// Why an executor could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Two registered types share one `Aggregate::TYPE` name (they would share streams).
+    #[error("aggregate type name {0:?} is registered twice")]
+    DuplicateType(&'static str),
+}
+
+/// Builds an [`Executor`]: stores, then one `register` per aggregate type.
+pub struct ExecutorBuilder {
+    events: Arc<dyn EventStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    registrations: Vec<Box<dyn FnOnce(&Shared) -> (TypeId, Box<dyn Registered>)>>,
+    names: Vec<&'static str>,
+    shutdown_timeout: Duration,
+}
+
+struct Shared {
+    events: Arc<dyn EventStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    writer: SnapshotWriter,
+}
+
+impl ExecutorBuilder {
+    /// Registers aggregate type `A` with its settings.
+    pub fn register<A: Aggregate>(mut self, settings: AggregateSettings<A>) -> Self {
+        self.names.push(A::TYPE);
+        self.registrations.push(Box::new(move |shared: &Shared| {
+            let context = Arc::new(AggregateContext {
+                events: Arc::clone(&shared.events),
+                snapshots: Arc::clone(&shared.snapshots),
+                writer: shared.writer.clone(),
+                metrics: Arc::new(AggregateMetrics::new(A::TYPE)),
+                settings,
+            });
+            let runtime = context.settings.runtime.clone();
+            let registration: Box<dyn Registered> = Box::new(Registration::<A> {
+                directory: Directory::new(Arc::clone(&context), runtime),
+                context,
+            });
+            (TypeId::of::<A>(), registration)
+        }));
+        self
+    }
+
+    /// How long [`Executor::shutdown`] waits for pending snapshot writes.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Builds the executor. Must run inside a Tokio runtime (it starts background tasks).
+    pub fn build(self) -> Result<Executor, BuildError> {
+        let mut seen = std::collections::HashSet::new();
+        for name in &self.names {
+            if !seen.insert(*name) {
+                return Err(BuildError::DuplicateType(name));
+            }
+        }
+        let shared = Shared {
+            writer: SnapshotWriter::start(
+                Arc::clone(&self.snapshots),
+                MAX_CONCURRENT_SNAPSHOT_WRITES,
+            ),
+            events: self.events,
+            snapshots: self.snapshots,
+        };
+        let mut types = HashMap::new();
+        let mut order = Vec::new();
+        for register in self.registrations {
+            let (type_id, registration) = register(&shared);
+            order.push(type_id);
+            types.insert(type_id, registration);
+        }
+        Ok(Executor {
+            inner: Arc::new(Inner {
+                shared,
+                types,
+                order,
+                shut_down: AtomicBool::new(false),
+                shutdown_timeout: self.shutdown_timeout,
+            }),
+        })
+    }
+}
+
+/// Runs commands against event-sourced aggregates held by virtual actors. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Shared,
+    types: HashMap<TypeId, Box<dyn Registered>>,
+    order: Vec<TypeId>,
+    shut_down: AtomicBool,
+    shutdown_timeout: Duration,
+}
+
+/// One registered aggregate type, type-erased so the executor can hold many.
+#[async_trait::async_trait]
+trait Registered: Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn stats(&self) -> TypeStats;
+    async fn passivate_all(&self);
+    async fn shutdown(&self);
+}
+
+struct Registration<A: Aggregate> {
+    directory: Directory<AggregateActor<A>>,
+    context: Arc<AggregateContext<A>>,
+}
+
+#[async_trait::async_trait]
+impl<A: Aggregate> Registered for Registration<A> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn stats(&self) -> TypeStats {
+        TypeStats {
+            aggregate: self.context.metrics.stats(),
+            runtime: self.directory.stats(),
+        }
+    }
+
+    async fn passivate_all(&self) {
+        self.directory.passivate_all().await;
+    }
+
+    async fn shutdown(&self) {
+        self.directory.shutdown().await;
+    }
+}
+
+impl Executor {
+    /// Starts building an executor on the given stores.
+    pub fn builder(
+        events: Arc<dyn EventStore>,
+        snapshots: Arc<dyn SnapshotStore>,
+    ) -> ExecutorBuilder {
+        ExecutorBuilder {
+            events,
+            snapshots,
+            registrations: Vec::new(),
+            names: Vec::new(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Starts building an executor on fresh in-memory stores (the embedded default).
+    pub fn in_memory() -> ExecutorBuilder {
+        Self::builder(
+            Arc::new(InMemoryEventStore::new()),
+            Arc::new(InMemorySnapshotStore::new()),
+        )
+    }
+
+    /// Runs `command` on aggregate `id` of type `A`. On success the events are durable in the
+    /// event store. On any error nothing was stored, except after a timeout.
+    pub async fn execute<A: Aggregate>(
+        &self,
+        id: &str,
+        command: A::Command,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        self.execute_with::<A>(id, command, EventMetadata::default())
+            .await
+    }
+
+    /// [`execute`](Self::execute) with correlation and causation ids stored on every event.
+    pub async fn execute_with<A: Aggregate>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: EventMetadata,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let registration = self.registration::<A>(id)?;
+        registration
+            .directory
+            .call(&id.to_owned(), |reply| AggregateMessage::Execute {
+                command,
+                metadata,
+                reply,
+            })
+            .await
+            .map_err(ExecutorError::from)?
+    }
+
+    /// The current state and version of aggregate `id`. An id with no events is
+    /// [`ExecutorError::NotFound`] and activates nothing.
+    pub async fn state<A: Aggregate>(&self, id: &str) -> Result<StateView<A>, ExecutorError> {
+        let registration = self.registration::<A>(id)?;
+        let key = id.to_owned();
+        if !registration.directory.is_live(&key) {
+            self.require_exists::<A>(id).await?;
+        }
+        registration
+            .directory
+            .call(&key, |reply| AggregateMessage::State { reply })
+            .await?
+    }
+
+    /// Takes a snapshot of aggregate `id` now and waits until it is written. Returns the
+    /// version snapshotted.
+    pub async fn snapshot_now<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
+        let registration = self.registration::<A>(id)?;
+        let key = id.to_owned();
+        if !registration.directory.is_live(&key) {
+            self.require_exists::<A>(id).await?;
+        }
+        let written = registration
+            .directory
+            .call(&key, |reply| AggregateMessage::SnapshotNow { reply })
+            .await?;
+        let Some(written) = written else {
+            return Err(self.not_found::<A>(id));
+        };
+        match written.await {
+            Ok(Ok(version)) => Ok(version),
+            Ok(Err(message)) => Err(ExecutorError::Store(event_stores::StoreError::Backend {
+                message,
+                source: None,
+            })),
+            Err(_) => Err(ExecutorError::ShuttingDown),
+        }
+    }
+
+    /// Rebuilds the state of aggregate `id` at a past version or time from the stores, using
+    /// the newest valid snapshot at or before the target. The live actor is not touched.
+    pub async fn reconstruct<A: Aggregate>(
+        &self,
+        id: &str,
+        at: At,
+    ) -> Result<Reconstruction<A>, ExecutorError> {
+        let registration = self.registration::<A>(id)?;
+        let stream = StreamId::new(A::TYPE, id)?;
+        let current = self.inner.shared.events.stream_version(&stream).await?;
+        if current == 0 {
+            return Err(self.not_found::<A>(id));
+        }
+        let target = match at {
+            At::Version(requested) if requested > current => {
+                return Err(ExecutorError::VersionNotReached { requested, current });
+            }
+            At::Version(v) => Target::Version(v),
+            At::Time(t) => Target::Time(t),
+        };
+        let started = Instant::now();
+        let context = &registration.context;
+        let hydrated = hydrate::<A>(
+            &*context.events,
+            &*context.snapshots,
+            &stream,
+            target,
+            context.settings.replay_page_size,
+            &context.metrics,
+        )
+        .await
+        .map_err(|e| ExecutorError::Activation(Arc::new(e)))?;
+        Ok(Reconstruction {
+            state: hydrated.state,
+            version: hydrated.version,
+            reached_at: hydrated.last_recorded_at,
+            from_snapshot: hydrated.snapshot,
+            snapshots_skipped: hydrated.snapshots_skipped,
+            events_replayed: hydrated.events_replayed,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Passivates the actor of aggregate `id` (it may snapshot on the way out); true if it was live.
+    pub async fn passivate<A: Aggregate>(&self, id: &str) -> Result<bool, ExecutorError> {
+        let registration = self.registration::<A>(id)?;
+        Ok(registration.directory.passivate(&id.to_owned()).await)
+    }
+
+    /// Passivates every live actor of every type.
+    pub async fn passivate_all(&self) {
+        for type_id in &self.inner.order {
+            if let Some(registration) = self.inner.types.get(type_id) {
+                registration.passivate_all().await;
+            }
+        }
+    }
+
+    /// True when aggregate `id` of type `A` has a live actor.
+    pub fn is_live<A: Aggregate>(&self, id: &str) -> bool {
+        self.typed::<A>()
+            .is_some_and(|registration| registration.directory.is_live(&id.to_owned()))
+    }
+
+    /// Statistics of every registered type.
+    pub fn stats(&self) -> ExecutorStats {
+        ExecutorStats {
+            types: self
+                .inner
+                .order
+                .iter()
+                .filter_map(|type_id| self.inner.types.get(type_id))
+                .map(|registration| registration.stats())
+                .collect(),
+        }
+    }
+
+    /// Statistics of type `A`, if registered.
+    pub fn stats_of<A: Aggregate>(&self) -> Option<TypeStats> {
+        self.typed::<A>().map(Registered::stats)
+    }
+
+    /// Stops accepting calls (later ones fail with [`ExecutorError::ShuttingDown`]), lets
+    /// every actor finish the commands already queued, takes passivation snapshots, and waits
+    /// for pending snapshot writes.
+    pub async fn shutdown(&self) {
+        self.inner.shut_down.store(true, Ordering::SeqCst);
+        for type_id in &self.inner.order {
+            if let Some(registration) = self.inner.types.get(type_id) {
+                registration.shutdown().await;
+            }
+        }
+        self.inner
+            .shared
+            .writer
+            .flush(self.inner.shutdown_timeout)
+            .await;
+    }
+
+    /// Waits until every snapshot queued so far is written (or failed).
+    pub async fn flush_snapshots(&self) {
+        self.inner
+            .shared
+            .writer
+            .flush(self.inner.shutdown_timeout)
+            .await;
+    }
+
+    /// The event store.
+    pub fn event_store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.shared.events
+    }
+
+    /// The snapshot store.
+    pub fn snapshot_store(&self) -> &Arc<dyn SnapshotStore> {
+        &self.inner.shared.snapshots
+    }
+
+    fn typed<A: Aggregate>(&self) -> Option<&Registration<A>> {
+        self.inner
+            .types
+            .get(&TypeId::of::<A>())
+            .and_then(|registration| registration.as_any().downcast_ref::<Registration<A>>())
+    }
+
+    fn registration<A: Aggregate>(&self, id: &str) -> Result<&Registration<A>, ExecutorError> {
+        if self.inner.shut_down.load(Ordering::Relaxed) {
+            return Err(ExecutorError::ShuttingDown);
+        }
+        let registration = self
+            .typed::<A>()
+            .ok_or(ExecutorError::UnknownAggregateType(A::TYPE))?;
+        StreamId::check(A::TYPE, id)?;
+        Ok(registration)
+    }
+
+    async fn require_exists<A: Aggregate>(&self, id: &str) -> Result<(), ExecutorError> {
+        let stream = StreamId::new(A::TYPE, id)?;
+        if self.inner.shared.events.stream_version(&stream).await? == 0 {
+            return Err(self.not_found::<A>(id));
+        }
+        Ok(())
+    }
+
+    fn not_found<A: Aggregate>(&self, id: &str) -> ExecutorError {
+        ExecutorError::NotFound {
+            aggregate_type: A::TYPE,
+            id: id.to_owned(),
+        }
+    }
+}

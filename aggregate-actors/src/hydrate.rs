@@ -1,0 +1,322 @@
+//! Rebuilding state from the stores: the newest valid snapshot, then the events after it.
+//!
+//! Shared by actor activation (target: the stream's end) and reconstruction (target: a
+//! version or a time). A snapshot is trusted only after every check passes — same state
+//! schema version, checksum, codec and decompression, decoding, and the stored event at its
+//! version having its `last_event_id` (checked on the first page of the tail read, so it costs
+//! no extra round trip). A snapshot that fails is logged, counted and skipped for the next
+//! older one; with none left, the whole stream is replayed.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use event_stores::{
+    EventStore, ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStore, StreamId, StreamPages,
+};
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::codec;
+use crate::error::ActivationError;
+use crate::metrics::{ActivationReport, AggregateMetrics};
+
+/// How far to rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The stream's current end.
+    Latest,
+    /// The state right after this version.
+    Version(u64),
+    /// The state with every event recorded at or before this instant.
+    Time(DateTime<Utc>),
+}
+
+/// Where a rebuild started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotOrigin {
+    /// The snapshot's version.
+    pub version: u64,
+    /// When it was taken.
+    pub taken_at: DateTime<Utc>,
+}
+
+/// A rebuilt state.
+#[derive(Debug, Clone)]
+pub(crate) struct Hydrated<A: Aggregate> {
+    pub(crate) state: A::State,
+    pub(crate) version: u64,
+    pub(crate) last_event_id: Option<Uuid>,
+    pub(crate) last_recorded_at: Option<DateTime<Utc>>,
+    pub(crate) snapshot: Option<SnapshotOrigin>,
+    pub(crate) snapshots_skipped: u32,
+    pub(crate) events_replayed: u64,
+    pub(crate) elapsed: Duration,
+}
+
+impl<A: Aggregate> Hydrated<A> {
+    pub(crate) fn report(&self) -> ActivationReport {
+        ActivationReport {
+            snapshot_version: self.snapshot.as_ref().map(|s| s.version),
+            snapshots_skipped: self.snapshots_skipped,
+            events_replayed: self.events_replayed,
+            version: self.version,
+            elapsed: self.elapsed,
+        }
+    }
+}
+
+/// Rebuilds the state of `stream` up to `target`.
+pub(crate) async fn hydrate<A: Aggregate>(
+    events: &dyn EventStore,
+    snapshots: &dyn SnapshotStore,
+    stream: &StreamId,
+    target: Target,
+    page_size: usize,
+    metrics: &AggregateMetrics,
+) -> Result<Hydrated<A>, ActivationError> {
+    let started = Instant::now();
+    let mut skipped = 0u32;
+    let mut candidate = first_candidate(snapshots, stream, target).await;
+
+    let mut start = Start::<A>::from_scratch();
+    while let Some(record) = candidate {
+        let older_than = record.version;
+        match restore::<A>(events, stream, record, target, page_size).await? {
+            Ok(restored) => {
+                start = restored;
+                break;
+            }
+            Err(Rejection::Invalid(reason)) => {
+                skipped += 1;
+                metrics.snapshot_skipped_invalid();
+                tracing::warn!(%stream, version = older_than, %reason, "snapshot skipped as invalid");
+            }
+            Err(Rejection::PastTarget) => {}
+        }
+        candidate = older_snapshot(snapshots, stream, older_than).await;
+    }
+
+    let Start {
+        mut state,
+        mut version,
+        mut last_event_id,
+        mut last_recorded_at,
+        snapshot,
+        first_page,
+        mut events_replayed,
+    } = start;
+    for event in &first_page {
+        apply_recorded::<A>(&mut state, event)?;
+        version = event.version;
+        last_event_id = Some(event.event_id);
+        last_recorded_at = Some(event.recorded_at);
+        events_replayed += 1;
+    }
+    let exhausted = first_page.len() < page_size && snapshot.is_some();
+    if !exhausted {
+        let query = tail_query(version, target, page_size);
+        let mut pages = StreamPages::new(events, stream, query);
+        while let Some(page) = pages
+            .next_page()
+            .await
+            .map_err(|source| ActivationError::Store {
+                stream: stream.clone(),
+                source,
+            })?
+        {
+            for event in &page {
+                apply_recorded::<A>(&mut state, event)?;
+                events_replayed += 1;
+            }
+            if let Some(last) = page.last() {
+                version = last.version;
+                last_event_id = Some(last.event_id);
+                last_recorded_at = Some(last.recorded_at);
+            }
+        }
+    }
+    Ok(Hydrated {
+        state,
+        version,
+        last_event_id,
+        last_recorded_at,
+        snapshot,
+        snapshots_skipped: skipped,
+        events_replayed,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The state a replay starts from: default, or a verified snapshot plus the first tail page.
+struct Start<A: Aggregate> {
+    state: A::State,
+    version: u64,
+    last_event_id: Option<Uuid>,
+    last_recorded_at: Option<DateTime<Utc>>,
+    snapshot: Option<SnapshotOrigin>,
+    first_page: Vec<RecordedEvent>,
+    events_replayed: u64,
+}
+
+impl<A: Aggregate> Start<A> {
+    fn from_scratch() -> Self {
+        Self {
+            state: A::State::default(),
+            version: 0,
+            last_event_id: None,
+            last_recorded_at: None,
+            snapshot: None,
+            first_page: Vec::new(),
+            events_replayed: 0,
+        }
+    }
+}
+
+enum Rejection {
+    /// The snapshot fails a check: count it and try an older one.
+    Invalid(String),
+    /// The snapshot is valid but lies beyond a time target.
+    PastTarget,
+}
+
+fn tail_query(after: u64, target: Target, page_size: usize) -> ReadQuery {
+    let query = ReadQuery::after(after).page_size(page_size);
+    match target {
+        Target::Latest => query,
+        Target::Version(v) => query.up_to_version(v),
+        Target::Time(t) => query.up_to_time(t),
+    }
+}
+
+async fn first_candidate(
+    snapshots: &dyn SnapshotStore,
+    stream: &StreamId,
+    target: Target,
+) -> Option<SnapshotRecord> {
+    let loaded = match target {
+        Target::Latest => snapshots.load_latest(stream).await,
+        Target::Version(v) => snapshots.load_at_or_before_version(stream, v).await,
+        Target::Time(t) => snapshots.load_at_or_before_time(stream, t).await,
+    };
+    unavailable_is_none(stream, loaded)
+}
+
+async fn older_snapshot(
+    snapshots: &dyn SnapshotStore,
+    stream: &StreamId,
+    than: u64,
+) -> Option<SnapshotRecord> {
+    if than <= 1 {
+        return None;
+    }
+    unavailable_is_none(
+        stream,
+        snapshots.load_at_or_before_version(stream, than - 1).await,
+    )
+}
+
+/// A snapshot store failure must not block activation: the events alone are enough.
+fn unavailable_is_none(
+    stream: &StreamId,
+    loaded: event_stores::StoreResult<Option<SnapshotRecord>>,
+) -> Option<SnapshotRecord> {
+    loaded.unwrap_or_else(|error| {
+        tracing::warn!(%stream, %error, "snapshot store failed; replaying events instead");
+        None
+    })
+}
+
+/// Checks a snapshot and, when it passes, returns the state with the first tail page (whose
+/// first event is the snapshot's own, used for the `last_event_id` check).
+async fn restore<A: Aggregate>(
+    events: &dyn EventStore,
+    stream: &StreamId,
+    record: SnapshotRecord,
+    target: Target,
+    page_size: usize,
+) -> Result<Result<Start<A>, Rejection>, ActivationError> {
+    if record.state_schema_version != A::STATE_SCHEMA_VERSION {
+        return Ok(Err(Rejection::Invalid(format!(
+            "state schema version {} (expected {})",
+            record.state_schema_version,
+            A::STATE_SCHEMA_VERSION
+        ))));
+    }
+    let state = match codec::unseal(
+        &record.bytes,
+        &record.codec,
+        &record.compression,
+        record.checksum,
+        record.uncompressed_size,
+    )
+    .and_then(|encoded| codec::decode::<A::State>(&encoded))
+    {
+        Ok(state) => state,
+        Err(error) => return Ok(Err(Rejection::Invalid(error.to_string()))),
+    };
+    // Read from the snapshot's own event: one page both verifies it and starts the tail.
+    let query = tail_query(record.version - 1, target, page_size.saturating_add(1));
+    let mut page =
+        events
+            .read_stream(stream, query)
+            .await
+            .map_err(|source| ActivationError::Store {
+                stream: stream.clone(),
+                source,
+            })?;
+    let Some(own) = page.first() else {
+        // No event at the snapshot's version within the target: past a time target, or the
+        // stream is shorter than the snapshot claims.
+        return Ok(Err(match target {
+            Target::Time(_) if record.version <= stream_end(events, stream).await? => {
+                Rejection::PastTarget
+            }
+            _ => Rejection::Invalid(format!("stream has no event at version {}", record.version)),
+        }));
+    };
+    if own.version != record.version || own.event_id != record.last_event_id {
+        return Ok(Err(Rejection::Invalid(format!(
+            "last_event_id {} does not match event {} at version {}",
+            record.last_event_id, own.event_id, own.version
+        ))));
+    }
+    let own_recorded_at = own.recorded_at;
+    page.remove(0);
+    Ok(Ok(Start {
+        state,
+        version: record.version,
+        last_event_id: Some(record.last_event_id),
+        last_recorded_at: Some(own_recorded_at),
+        snapshot: Some(SnapshotOrigin {
+            version: record.version,
+            taken_at: record.taken_at,
+        }),
+        // A full page may have more after it; the caller continues from its last version.
+        first_page: page,
+        events_replayed: 0,
+    }))
+}
+
+async fn stream_end(events: &dyn EventStore, stream: &StreamId) -> Result<u64, ActivationError> {
+    events
+        .stream_version(stream)
+        .await
+        .map_err(|source| ActivationError::Store {
+            stream: stream.clone(),
+            source,
+        })
+}
+
+fn apply_recorded<A: Aggregate>(
+    state: &mut A::State,
+    event: &RecordedEvent,
+) -> Result<(), ActivationError> {
+    let decoded: A::Event =
+        codec::decode(&event.payload).map_err(|source| ActivationError::CorruptEvent {
+            stream: event.stream.clone(),
+            version: event.version,
+            source,
+        })?;
+    A::apply(state, &decoded);
+    Ok(())
+}

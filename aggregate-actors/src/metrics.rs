@@ -1,0 +1,232 @@
+//! Counters of one aggregate type, readable in process ([`AggregateStats`]) and published
+//! through the `metrics` facade (labelled `aggregate = TYPE`) for any exporter.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use metrics::{Counter, Histogram, counter, histogram};
+
+/// What one activation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivationReport {
+    /// Version of the snapshot it started from, if one was valid.
+    pub snapshot_version: Option<u64>,
+    /// Snapshots skipped as invalid before that one (or before a full replay).
+    pub snapshots_skipped: u32,
+    /// Events replayed after the snapshot.
+    pub events_replayed: u64,
+    /// Version reached.
+    pub version: u64,
+    /// Wall time of the activation.
+    pub elapsed: Duration,
+}
+
+/// A point-in-time copy of one aggregate type's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AggregateStats {
+    /// The aggregate type.
+    pub aggregate_type: &'static str,
+    /// Commands that stored events or were accepted with no events.
+    pub commands_succeeded: u64,
+    /// Commands rejected by the aggregate.
+    pub commands_rejected: u64,
+    /// Commands that failed for another reason (store, conflict, codec).
+    pub commands_failed: u64,
+    /// Version conflicts met (each retry counts).
+    pub conflicts: u64,
+    /// Activations (state rebuilt from the stores).
+    pub activations: u64,
+    /// Events replayed over all activations.
+    pub events_replayed: u64,
+    /// Total activation wall time.
+    pub activation_time: Duration,
+    /// Longest activation.
+    pub max_activation_time: Duration,
+    /// The most recent activation.
+    pub last_activation: Option<ActivationReport>,
+    /// Snapshots written.
+    pub snapshots_taken: u64,
+    /// Snapshot writes (or encodings) that failed; commands were unaffected.
+    pub snapshots_failed: u64,
+    /// Snapshots found invalid on load and skipped.
+    pub snapshots_skipped_invalid: u64,
+    /// Snapshot requests dropped because a newer one for the same aggregate superseded them or
+    /// the writer's queue was full.
+    pub snapshots_superseded: u64,
+    /// Bytes stored by snapshot writes.
+    pub snapshot_bytes_stored: u64,
+    /// Bytes those snapshots had before compression.
+    pub snapshot_bytes_uncompressed: u64,
+}
+
+impl AggregateStats {
+    /// Mean events replayed per activation: the "average replay size".
+    pub fn mean_replay_size(&self) -> f64 {
+        if self.activations == 0 {
+            0.0
+        } else {
+            self.events_replayed as f64 / self.activations as f64
+        }
+    }
+
+    /// Mean activation time.
+    pub fn mean_activation_time(&self) -> Duration {
+        if self.activations == 0 {
+            Duration::ZERO
+        } else {
+            self.activation_time / u32::try_from(self.activations).unwrap_or(u32::MAX)
+        }
+    }
+}
+
+/// The live counters. Facade handles are resolved once at registration so the command path
+/// does not look metrics up by name.
+pub(crate) struct AggregateMetrics {
+    aggregate_type: &'static str,
+    commands_succeeded: AtomicU64,
+    commands_rejected: AtomicU64,
+    commands_failed: AtomicU64,
+    conflicts: AtomicU64,
+    activations: AtomicU64,
+    events_replayed: AtomicU64,
+    activation_micros: AtomicU64,
+    max_activation_micros: AtomicU64,
+    last_activation: parking_lot::Mutex<Option<ActivationReport>>,
+    snapshots_taken: AtomicU64,
+    snapshots_failed: AtomicU64,
+    snapshots_skipped_invalid: AtomicU64,
+    snapshots_superseded: AtomicU64,
+    snapshot_bytes_stored: AtomicU64,
+    snapshot_bytes_uncompressed: AtomicU64,
+    facade: Facade,
+}
+
+struct Facade {
+    commands_ok: Counter,
+    commands_rejected: Counter,
+    commands_failed: Counter,
+    conflicts: Counter,
+    activations: Counter,
+    replayed: Histogram,
+    activation_seconds: Histogram,
+    snapshots_taken: Counter,
+    snapshots_failed: Counter,
+    snapshots_skipped: Counter,
+    snapshot_bytes: Counter,
+}
+
+impl AggregateMetrics {
+    pub(crate) fn new(aggregate_type: &'static str) -> Self {
+        let label = ("aggregate", aggregate_type);
+        Self {
+            aggregate_type,
+            commands_succeeded: AtomicU64::new(0),
+            commands_rejected: AtomicU64::new(0),
+            commands_failed: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            activations: AtomicU64::new(0),
+            events_replayed: AtomicU64::new(0),
+            activation_micros: AtomicU64::new(0),
+            max_activation_micros: AtomicU64::new(0),
+            last_activation: parking_lot::Mutex::new(None),
+            snapshots_taken: AtomicU64::new(0),
+            snapshots_failed: AtomicU64::new(0),
+            snapshots_skipped_invalid: AtomicU64::new(0),
+            snapshots_superseded: AtomicU64::new(0),
+            snapshot_bytes_stored: AtomicU64::new(0),
+            snapshot_bytes_uncompressed: AtomicU64::new(0),
+            facade: Facade {
+                commands_ok: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "ok"),
+                commands_rejected: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "rejected"),
+                commands_failed: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "failed"),
+                conflicts: counter!("aggregate_conflicts_total", label.0 => label.1),
+                activations: counter!("aggregate_activations_total", label.0 => label.1),
+                replayed: histogram!("aggregate_events_replayed", label.0 => label.1),
+                activation_seconds: histogram!("aggregate_activation_seconds", label.0 => label.1),
+                snapshots_taken: counter!("aggregate_snapshots_total", label.0 => label.1, "outcome" => "taken"),
+                snapshots_failed: counter!("aggregate_snapshots_total", label.0 => label.1, "outcome" => "failed"),
+                snapshots_skipped: counter!("aggregate_snapshots_total", label.0 => label.1, "outcome" => "skipped_invalid"),
+                snapshot_bytes: counter!("aggregate_snapshot_bytes_total", label.0 => label.1),
+            },
+        }
+    }
+
+    pub(crate) fn command_succeeded(&self) {
+        self.commands_succeeded.fetch_add(1, Relaxed);
+        self.facade.commands_ok.increment(1);
+    }
+
+    pub(crate) fn command_rejected(&self) {
+        self.commands_rejected.fetch_add(1, Relaxed);
+        self.facade.commands_rejected.increment(1);
+    }
+
+    pub(crate) fn command_failed(&self) {
+        self.commands_failed.fetch_add(1, Relaxed);
+        self.facade.commands_failed.increment(1);
+    }
+
+    pub(crate) fn conflict(&self) {
+        self.conflicts.fetch_add(1, Relaxed);
+        self.facade.conflicts.increment(1);
+    }
+
+    pub(crate) fn activated(&self, report: &ActivationReport) {
+        let micros = u64::try_from(report.elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.activations.fetch_add(1, Relaxed);
+        self.events_replayed
+            .fetch_add(report.events_replayed, Relaxed);
+        self.activation_micros.fetch_add(micros, Relaxed);
+        self.max_activation_micros.fetch_max(micros, Relaxed);
+        *self.last_activation.lock() = Some(report.clone());
+        self.facade.activations.increment(1);
+        self.facade.replayed.record(report.events_replayed as f64);
+        self.facade
+            .activation_seconds
+            .record(report.elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn snapshot_skipped_invalid(&self) {
+        self.snapshots_skipped_invalid.fetch_add(1, Relaxed);
+        self.facade.snapshots_skipped.increment(1);
+    }
+
+    pub(crate) fn snapshot_taken(&self, stored: u64, uncompressed: u64) {
+        self.snapshots_taken.fetch_add(1, Relaxed);
+        self.snapshot_bytes_stored.fetch_add(stored, Relaxed);
+        self.snapshot_bytes_uncompressed
+            .fetch_add(uncompressed, Relaxed);
+        self.facade.snapshots_taken.increment(1);
+        self.facade.snapshot_bytes.increment(stored);
+    }
+
+    pub(crate) fn snapshot_failed(&self) {
+        self.snapshots_failed.fetch_add(1, Relaxed);
+        self.facade.snapshots_failed.increment(1);
+    }
+
+    pub(crate) fn snapshot_superseded(&self) {
+        self.snapshots_superseded.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> AggregateStats {
+        AggregateStats {
+            aggregate_type: self.aggregate_type,
+            commands_succeeded: self.commands_succeeded.load(Relaxed),
+            commands_rejected: self.commands_rejected.load(Relaxed),
+            commands_failed: self.commands_failed.load(Relaxed),
+            conflicts: self.conflicts.load(Relaxed),
+            activations: self.activations.load(Relaxed),
+            events_replayed: self.events_replayed.load(Relaxed),
+            activation_time: Duration::from_micros(self.activation_micros.load(Relaxed)),
+            max_activation_time: Duration::from_micros(self.max_activation_micros.load(Relaxed)),
+            last_activation: self.last_activation.lock().clone(),
+            snapshots_taken: self.snapshots_taken.load(Relaxed),
+            snapshots_failed: self.snapshots_failed.load(Relaxed),
+            snapshots_skipped_invalid: self.snapshots_skipped_invalid.load(Relaxed),
+            snapshots_superseded: self.snapshots_superseded.load(Relaxed),
+            snapshot_bytes_stored: self.snapshot_bytes_stored.load(Relaxed),
+            snapshot_bytes_uncompressed: self.snapshot_bytes_uncompressed.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Per-aggregate-type settings: snapshot strategy, retention, compression, retries, runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actor_runtime::RuntimeConfig;
+
+use crate::aggregate::Aggregate;
+use crate::codec::CompressionConfig;
+use crate::strategy::{EveryNEvents, SnapshotStrategy};
+
+/// How many snapshots to keep per aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep this many newest snapshots (at least 1).
+    pub keep_newest: usize,
+    /// Also delete snapshots older than this, except the newest one.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            keep_newest: 3,
+            max_age: None,
+        }
+    }
+}
+
+/// Settings of one registered aggregate type. `AggregateSettings::default()` snapshots every
+/// 100 events and on passivation, keeps 3 snapshots, compresses states of 4 KiB and more, and
+/// retries a conflicting command 3 times.
+pub struct AggregateSettings<A: Aggregate> {
+    /// When to take snapshots.
+    pub strategy: Arc<dyn SnapshotStrategy<A>>,
+    /// Take a snapshot when the actor passivates (idle, evicted, shutdown) if it has events
+    /// since the last one.
+    pub snapshot_on_passivation: bool,
+    /// Snapshot retention.
+    pub retention: Retention,
+    /// Snapshot compression.
+    pub compression: CompressionConfig,
+    /// How often a command is re-decided on fresh state after a version conflict.
+    pub max_conflict_retries: u32,
+    /// Events per page when replaying.
+    pub replay_page_size: usize,
+    /// The virtual-actor runtime settings for this type (idle timeout, LRU cap, mailbox, …).
+    pub runtime: RuntimeConfig,
+}
+
+impl<A: Aggregate> Default for AggregateSettings<A> {
+    fn default() -> Self {
+        Self {
+            strategy: Arc::new(EveryNEvents::new(100)),
+            snapshot_on_passivation: true,
+            retention: Retention::default(),
+            compression: CompressionConfig::default(),
+            max_conflict_retries: 3,
+            replay_page_size: 1_000,
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+impl<A: Aggregate> Clone for AggregateSettings<A> {
+    fn clone(&self) -> Self {
+        Self {
+            strategy: Arc::clone(&self.strategy),
+            snapshot_on_passivation: self.snapshot_on_passivation,
+            retention: self.retention,
+            compression: self.compression,
+            max_conflict_retries: self.max_conflict_retries,
+            replay_page_size: self.replay_page_size,
+            runtime: self.runtime.clone(),
+        }
+    }
+}
+
+impl<A: Aggregate> AggregateSettings<A> {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the snapshot strategy.
+    pub fn strategy(mut self, strategy: impl SnapshotStrategy<A>) -> Self {
+        self.strategy = Arc::new(strategy);
+        self
+    }
+
+    /// Turns snapshots on passivation on or off.
+    pub fn snapshot_on_passivation(mut self, on: bool) -> Self {
+        self.snapshot_on_passivation = on;
+        self
+    }
+
+    /// Sets retention.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Sets compression.
+    pub fn compression(mut self, compression: CompressionConfig) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Sets the number of conflict retries.
+    pub fn max_conflict_retries(mut self, retries: u32) -> Self {
+        self.max_conflict_retries = retries;
+        self
+    }
+
+    /// Sets the replay page size (at least 1).
+    pub fn replay_page_size(mut self, size: usize) -> Self {
+        self.replay_page_size = size.max(1);
+        self
+    }
+
+    /// Sets the runtime settings.
+    pub fn runtime(mut self, runtime: RuntimeConfig) -> Self {
+        self.runtime = runtime;
+        self
+    }
+}

@@ -1,0 +1,253 @@
+//! The background snapshot writer: takes encoded states from actors and persists them off the
+//! command path.
+//!
+//! Writes for one aggregate are strictly ordered and never go backwards: while a write for a
+//! stream is in flight, newer requests for that stream wait, and each newer request supersedes
+//! any older one still waiting (only the newest state matters). Different streams are written
+//! concurrently up to a limit. After a save succeeds, retention runs: the new snapshot is
+//! written before old ones are deleted, so an aggregate never loses its newest snapshot.
+//! A failed write is logged and counted; it never fails a command.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_stores::{SnapshotRecord, SnapshotStore, StreamId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::codec::{self, CODEC_MSGPACK, CompressionConfig};
+use crate::metrics::AggregateMetrics;
+use crate::settings::Retention;
+
+/// Requests the writer holds before it starts refusing (and counting) new ones.
+const QUEUE_CAPACITY: usize = 16_384;
+/// Encoded states at least this large are compressed on the blocking pool, not a runtime worker.
+const BLOCKING_SEAL_BYTES: usize = 256 * 1024;
+
+/// The outcome of one snapshot write, for callers that wait for it (snapshot on demand).
+pub(crate) type WriteOutcome = Result<u64, String>;
+
+/// An encoded state to persist.
+pub(crate) struct SnapshotJob {
+    pub(crate) stream: StreamId,
+    pub(crate) version: u64,
+    pub(crate) last_event_id: Uuid,
+    pub(crate) state_schema_version: u32,
+    pub(crate) encoded: Vec<u8>,
+    pub(crate) compression: CompressionConfig,
+    pub(crate) retention: Retention,
+    pub(crate) metrics: Arc<AggregateMetrics>,
+    /// Told the version written (possibly a newer one that superseded this), or the error.
+    pub(crate) waiters: Vec<oneshot::Sender<WriteOutcome>>,
+}
+
+enum Request {
+    Write(SnapshotJob),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle to the writer task. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct SnapshotWriter {
+    requests: mpsc::Sender<Request>,
+}
+
+impl SnapshotWriter {
+    /// Starts the writer task on the current runtime.
+    pub(crate) fn start(store: Arc<dyn SnapshotStore>, max_concurrent_writes: usize) -> Self {
+        let (requests, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        tokio::spawn(run(store, receiver, max_concurrent_writes.max(1)));
+        Self { requests }
+    }
+
+    /// Queues a snapshot without waiting. A full queue drops the request (counted): a snapshot
+    /// is an optimisation and must never hold up a command.
+    pub(crate) fn submit(&self, job: SnapshotJob) {
+        if let Err(error) = self.requests.try_send(Request::Write(job)) {
+            let job = match error {
+                mpsc::error::TrySendError::Full(Request::Write(job))
+                | mpsc::error::TrySendError::Closed(Request::Write(job)) => job,
+                _ => return,
+            };
+            tracing::warn!(stream = %job.stream, version = job.version, "snapshot writer queue full or closed; snapshot dropped");
+            job.metrics.snapshot_superseded();
+            for waiter in job.waiters {
+                let _ = waiter.send(Err("snapshot writer queue full or closed".into()));
+            }
+        }
+    }
+
+    /// Waits until every snapshot queued before this call is written (or has failed).
+    pub(crate) async fn flush(&self, timeout: Duration) {
+        let (done, wait) = oneshot::channel();
+        if self.requests.send(Request::Flush(done)).await.is_ok() {
+            let _ = tokio::time::timeout(timeout, wait).await;
+        }
+    }
+}
+
+async fn run(
+    store: Arc<dyn SnapshotStore>,
+    mut requests: mpsc::Receiver<Request>,
+    max_concurrent_writes: usize,
+) {
+    let mut in_flight: HashMap<StreamId, u64> = HashMap::new();
+    let mut waiting: HashMap<StreamId, SnapshotJob> = HashMap::new();
+    let mut ready: Vec<StreamId> = Vec::new();
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut writes: JoinSet<StreamId> = JoinSet::new();
+    let mut open = true;
+
+    loop {
+        tokio::select! {
+            request = requests.recv(), if open => match request {
+                Some(Request::Write(job)) => {
+                    let stream = job.stream.clone();
+                    match in_flight.get(&stream) {
+                        Some(&writing) if job.version <= writing => supersede(job, writing),
+                        _ => {
+                            if let Some(older) = waiting.remove(&stream) {
+                                merge_into(older, &mut waiting, job);
+                            } else {
+                                waiting.insert(stream.clone(), job);
+                                if !in_flight.contains_key(&stream) {
+                                    ready.push(stream);
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(Request::Flush(done)) => flushes.push(done),
+                None => open = false,
+            },
+            Some(finished) = writes.join_next(), if !writes.is_empty() => {
+                if let Ok(stream) = finished {
+                    in_flight.remove(&stream);
+                    if waiting.contains_key(&stream) {
+                        ready.push(stream);
+                    }
+                }
+            }
+            else => break,
+        }
+        while writes.len() < max_concurrent_writes {
+            let Some(stream) = ready.pop() else { break };
+            if let Some(job) = waiting.remove(&stream) {
+                in_flight.insert(stream, job.version);
+                writes.spawn(write(Arc::clone(&store), job));
+            }
+        }
+        if writes.is_empty() && waiting.is_empty() {
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+            if !open {
+                break;
+            }
+        }
+    }
+}
+
+/// Keeps the newer of two waiting requests for one stream; the older one's waiters move over.
+fn merge_into(
+    older: SnapshotJob,
+    waiting: &mut HashMap<StreamId, SnapshotJob>,
+    newer: SnapshotJob,
+) {
+    let (mut keep, drop) = if newer.version >= older.version {
+        (newer, older)
+    } else {
+        (older, newer)
+    };
+    drop.metrics.snapshot_superseded();
+    keep.waiters.extend(drop.waiters);
+    waiting.insert(keep.stream.clone(), keep);
+}
+
+fn supersede(job: SnapshotJob, writing: u64) {
+    job.metrics.snapshot_superseded();
+    for waiter in job.waiters {
+        let _ = waiter.send(Ok(writing));
+    }
+}
+
+async fn write(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId {
+    let SnapshotJob {
+        stream,
+        version,
+        last_event_id,
+        state_schema_version,
+        encoded,
+        compression,
+        retention,
+        metrics,
+        waiters,
+    } = job;
+    let outcome = async {
+        let sealed = if encoded.len() >= BLOCKING_SEAL_BYTES {
+            tokio::task::spawn_blocking(move || codec::seal(encoded, &compression))
+                .await
+                .map_err(|e| format!("compression task failed: {e}"))?
+        } else {
+            codec::seal(encoded, &compression)
+        }
+        .map_err(|e| e.to_string())?;
+        let stored_size = sealed.bytes.len() as u64;
+        let record = SnapshotRecord {
+            stream: stream.clone(),
+            version,
+            last_event_id,
+            state_schema_version,
+            codec: CODEC_MSGPACK.to_owned(),
+            compression: sealed.compression.to_owned(),
+            checksum: sealed.checksum,
+            uncompressed_size: sealed.uncompressed_size,
+            stored_size,
+            taken_at: chrono::Utc::now(),
+            bytes: sealed.bytes,
+        };
+        store.save(record).await.map_err(|e| e.to_string())?;
+        metrics.snapshot_taken(stored_size, sealed.uncompressed_size);
+        apply_retention(&*store, &stream, retention).await;
+        Ok(version)
+    }
+    .await;
+    if let Err(error) = &outcome {
+        metrics.snapshot_failed();
+        tracing::warn!(%stream, version, %error, "snapshot write failed; commands are unaffected");
+    }
+    for waiter in waiters {
+        let _ = waiter.send(outcome.clone());
+    }
+    stream
+}
+
+async fn apply_retention(store: &dyn SnapshotStore, stream: &StreamId, retention: Retention) {
+    if let Err(error) = store.retain_newest(stream, retention.keep_newest).await {
+        tracing::warn!(%stream, %error, "snapshot retention failed");
+        return;
+    }
+    let Some(max_age) = retention.max_age else {
+        return;
+    };
+    let Ok(max_age) = chrono::Duration::from_std(max_age) else {
+        return;
+    };
+    let cutoff = chrono::Utc::now() - max_age;
+    // The newest snapshot is kept whatever its age.
+    let older = match store.list(stream, 0, u64::MAX).await {
+        Ok(list) => list.into_iter().skip(1).filter(|r| r.taken_at < cutoff),
+        Err(error) => {
+            tracing::warn!(%stream, %error, "snapshot retention by age failed");
+            return;
+        }
+    };
+    for record in older {
+        if let Err(error) = store.delete(stream, record.version).await {
+            tracing::warn!(%stream, %error, "snapshot retention by age failed");
+            return;
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! A test kit for aggregates: given events, when a command, then events or an error.
+//!
+//! ```
+//! # use aggregate_actors::{Aggregate, testkit::TestKit};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! # enum Event { Added(u32) }
+//! # #[derive(Debug, thiserror::Error, PartialEq)]
+//! # #[error("too big")] struct TooBig;
+//! # struct Counter;
+//! # impl Aggregate for Counter {
+//! #     const TYPE: &'static str = "counter";
+//! #     type Command = u32; type Event = Event; type State = u32; type Error = TooBig;
+//! #     fn decide(total: &u32, n: &u32) -> Result<Vec<Event>, TooBig> {
+//! #         if total + n > 10 { Err(TooBig) } else { Ok(vec![Event::Added(*n)]) }
+//! #     }
+//! #     fn apply(total: &mut u32, Event::Added(n): &Event) { *total += n; }
+//! # }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let mut kit = TestKit::<Counter>::new();
+//! kit.given(vec![Event::Added(4)]).await;
+//! kit.when(5).await.then_events(&[Event::Added(5)]);
+//! kit.when(2).await.then_rejected(|e| *e == TooBig);
+//! assert_eq!(kit.restart().await, 9);
+//! # });
+//! ```
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use event_stores::{
+    EventMetadata, EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::actor::{Committed, encode_events};
+use crate::aggregate::Aggregate;
+use crate::codec;
+use crate::error::CommandError;
+use crate::executor::Executor;
+use crate::settings::AggregateSettings;
+
+/// Drives one aggregate instance through an executor on real stores (in-memory by default).
+pub struct TestKit<A: Aggregate> {
+    events: Arc<dyn EventStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    settings: AggregateSettings<A>,
+    executor: Executor,
+    id: String,
+    last: Option<Result<Committed<A>, CommandError<A::Error>>>,
+}
+
+impl<A: Aggregate> TestKit<A> {
+    /// A kit on fresh in-memory stores with default settings. Needs a Tokio runtime.
+    pub fn new() -> Self {
+        Self::with_stores(
+            Arc::new(InMemoryEventStore::new()),
+            Arc::new(InMemorySnapshotStore::new()),
+            AggregateSettings::default(),
+        )
+    }
+
+    /// A kit on the given stores and settings. Needs a Tokio runtime.
+    pub fn with_stores(
+        events: Arc<dyn EventStore>,
+        snapshots: Arc<dyn SnapshotStore>,
+        settings: AggregateSettings<A>,
+    ) -> Self {
+        let executor = build(&events, &snapshots, &settings);
+        Self {
+            events,
+            snapshots,
+            settings,
+            executor,
+            id: uuid::Uuid::now_v7().to_string(),
+            last: None,
+        }
+    }
+
+    /// The aggregate id under test.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The executor the kit drives.
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// Stores `events` as the aggregate's history (appended after whatever is there).
+    pub async fn given(&mut self, events: Vec<A::Event>) -> &mut Self {
+        let stream = self.stream();
+        let result = async {
+            let batch = encode_events::<A>(&events, EventMetadata::default())?;
+            let current = self.events.stream_version(&stream).await?;
+            self.events.append(&stream, current, batch).await?;
+            Ok::<_, Box<dyn std::error::Error>>(())
+        }
+        .await;
+        if let Err(error) = result {
+            panic!("given: could not store the history of {stream}: {error}");
+        }
+        self
+    }
+
+    /// Runs `command`; check the outcome with one of the `then_*` methods.
+    pub async fn when(&mut self, command: A::Command) -> &mut Self {
+        self.last = Some(self.executor.execute::<A>(&self.id, command).await);
+        self
+    }
+
+    /// Asserts the last command succeeded with exactly `expected` events.
+    pub fn then_events(&mut self, expected: &[A::Event]) -> &mut Self
+    where
+        A::Event: PartialEq,
+    {
+        match &self.last {
+            Some(Ok(committed)) => assert_eq!(
+                committed.events, expected,
+                "then_events: other events than expected"
+            ),
+            Some(Err(error)) => panic!("then_events: the command failed: {error}"),
+            None => panic!("then_events: no command was run (call when first)"),
+        }
+        self
+    }
+
+    /// Asserts the last command was rejected with an error that `matches` accepts.
+    pub fn then_rejected(&mut self, matches: impl FnOnce(&A::Error) -> bool) -> &mut Self {
+        match &self.last {
+            Some(Err(CommandError::Rejected(error))) => {
+                assert!(
+                    matches(error),
+                    "then_rejected: rejected with an unexpected error: {error}"
+                )
+            }
+            Some(Err(error)) => panic!("then_rejected: failed, but not by the aggregate: {error}"),
+            Some(Ok(committed)) => panic!(
+                "then_rejected: the command succeeded with {:?}",
+                committed.events
+            ),
+            None => panic!("then_rejected: no command was run (call when first)"),
+        }
+        self
+    }
+
+    /// The outcome of the last command.
+    pub fn outcome(&self) -> Option<&Result<Committed<A>, CommandError<A::Error>>> {
+        self.last.as_ref()
+    }
+
+    /// The aggregate's current state (default if it has no events).
+    pub async fn state(&self) -> A::State {
+        match self.executor.state::<A>(&self.id).await {
+            Ok(view) => view.state,
+            Err(crate::ExecutorError::NotFound { .. }) => A::State::default(),
+            Err(error) => panic!("state: {error}"),
+        }
+    }
+
+    /// Shuts the executor down (the actor may leave a snapshot), starts a new one on the same
+    /// stores, re-activates the aggregate and asserts its state equals the state before.
+    /// Returns that state.
+    pub async fn restart(&mut self) -> A::State
+    where
+        A::State: PartialEq,
+    {
+        let before = self.state().await;
+        self.executor.shutdown().await;
+        self.executor = build(&self.events, &self.snapshots, &self.settings);
+        let after = self.state().await;
+        assert_eq!(before, after, "restart: state after re-activation differs");
+        after
+    }
+
+    fn stream(&self) -> StreamId {
+        match StreamId::new(A::TYPE, &self.id) {
+            Ok(stream) => stream,
+            Err(error) => panic!("invalid aggregate type name {:?}: {error}", A::TYPE),
+        }
+    }
+}
+
+impl<A: Aggregate> Default for TestKit<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn build<A: Aggregate>(
+    events: &Arc<dyn EventStore>,
+    snapshots: &Arc<dyn SnapshotStore>,
+    settings: &AggregateSettings<A>,
+) -> Executor {
+    match Executor::builder(Arc::clone(events), Arc::clone(snapshots))
+        .register::<A>(settings.clone())
+        .build()
+    {
+        Ok(executor) => executor,
+        Err(error) => panic!("test kit executor: {error}"),
+    }
+}
+
+/// Asserts that `value` survives the storage encoding (MessagePack, named fields) unchanged.
+/// Use it on every event variant and on a well-filled state.
+pub fn assert_round_trip<T>(value: &T)
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug,
+{
+    let bytes = match codec::encode(value) {
+        Ok(bytes) => bytes,
+        Err(error) => panic!("round trip: {value:?} cannot be encoded: {error}"),
+    };
+    match codec::decode::<T>(&bytes) {
+        Ok(back) => assert_eq!(&back, value, "round trip changed the value"),
+        Err(error) => panic!("round trip: {value:?} cannot be decoded: {error}"),
+    }
+}
