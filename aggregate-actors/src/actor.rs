@@ -32,7 +32,6 @@ pub(crate) struct AggregateContext<A: Aggregate> {
 }
 
 /// The outcome of a successful command.
-#[derive(Debug, Clone, PartialEq)]
 pub struct Committed<A: Aggregate> {
     /// The stream version after the command.
     pub version: u64,
@@ -41,7 +40,6 @@ pub struct Committed<A: Aggregate> {
 }
 
 /// The current state of an aggregate, as its live actor holds it.
-#[derive(Debug, Clone)]
 pub struct StateView<A: Aggregate> {
     /// The state.
     pub state: A::State,
@@ -49,6 +47,35 @@ pub struct StateView<A: Aggregate> {
     pub version: u64,
     /// How the actor holding it was activated.
     pub activation: ActivationReport,
+}
+
+impl<A: Aggregate> std::fmt::Debug for Committed<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committed")
+            .field("version", &self.version)
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+impl<A: Aggregate> std::fmt::Debug for StateView<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateView")
+            .field("state", &self.state)
+            .field("version", &self.version)
+            .field("activation", &self.activation)
+            .finish()
+    }
+}
+
+impl<A: Aggregate> Clone for StateView<A> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            version: self.version,
+            activation: self.activation.clone(),
+        }
+    }
 }
 
 type CommandReply<A> = Reply<Result<Committed<A>, CommandError<<A as Aggregate>::Error>>>;

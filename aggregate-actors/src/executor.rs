@@ -38,7 +38,6 @@ pub enum At {
 }
 
 /// The state of an aggregate at a past point, and how it was obtained.
-#[derive(Debug, Clone)]
 pub struct Reconstruction<A: Aggregate> {
     /// The state.
     pub state: A::State,
@@ -54,6 +53,20 @@ pub struct Reconstruction<A: Aggregate> {
     pub events_replayed: u64,
     /// Wall time taken.
     pub elapsed: Duration,
+}
+
+impl<A: Aggregate> std::fmt::Debug for Reconstruction<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconstruction")
+            .field("state", &self.state)
+            .field("version", &self.version)
+            .field("reached_at", &self.reached_at)
+            .field("from_snapshot", &self.from_snapshot)
+            .field("snapshots_skipped", &self.snapshots_skipped)
+            .field("events_replayed", &self.events_replayed)
+            .field("elapsed", &self.elapsed)
+            .finish()
+    }
 }
 
 /// Statistics of one registered aggregate type.

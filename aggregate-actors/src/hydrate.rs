@@ -41,7 +41,6 @@ pub struct SnapshotOrigin {
 }
 
 /// A rebuilt state.
-#[derive(Debug, Clone)]
 pub(crate) struct Hydrated<A: Aggregate> {
     pub(crate) state: A::State,
     pub(crate) version: u64,

@@ -1,0 +1,231 @@
+//! Invariant 1: for any history and any snapshot strategy, the state after re-activation
+//! (snapshot + tail) equals the state after a full replay equals the plain fold of the events.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregate_actors::strategy::{
+    Bounded, EveryNEvents, Hybrid, Interval, Never, Predicate, ReplayCost, SnapshotStrategy,
+};
+use aggregate_actors::{AggregateSettings, CommandError, Executor};
+use common::{Ledger, LedgerCommand, LedgerEvent, Stores, expected_events, fold};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+#[derive(Debug, Clone)]
+enum StrategyKind {
+    Never,
+    EveryN(u64),
+    Interval(u64),
+    Hybrid(u64, u64),
+    Bounded(u64, u64, u64),
+    Predicate(i64),
+    ReplayCost(u64),
+}
+
+impl StrategyKind {
+    fn build(&self) -> Arc<dyn SnapshotStrategy<Ledger>> {
+        match *self {
+            StrategyKind::Never => Arc::new(Never),
+            StrategyKind::EveryN(n) => Arc::new(EveryNEvents::new(n)),
+            StrategyKind::Interval(micros) => {
+                Arc::new(Interval::new(Duration::from_micros(micros)))
+            }
+            StrategyKind::Hybrid(n, micros) => {
+                Arc::new(Hybrid::new(n, Duration::from_micros(micros)))
+            }
+            StrategyKind::Bounded(every, min, max) => Arc::new(Bounded::new(every, min, max)),
+            StrategyKind::Predicate(threshold) => {
+                Arc::new(Predicate::<Ledger>::new(move |state, event, _| {
+                    matches!(event, LedgerEvent::Noted { .. }) || state.total > threshold
+                }))
+            }
+            StrategyKind::ReplayCost(max_events) => {
+                Arc::new(ReplayCost::new(max_events, Duration::from_secs(60)))
+            }
+        }
+    }
+}
+
+fn strategy_kind() -> impl Strategy<Value = StrategyKind> {
+    prop_oneof![
+        Just(StrategyKind::Never),
+        (1u64..12).prop_map(StrategyKind::EveryN),
+        (0u64..300).prop_map(StrategyKind::Interval),
+        (1u64..12, 0u64..300).prop_map(|(n, t)| StrategyKind::Hybrid(n, t)),
+        (1u64..10, 0u64..5, 1u64..20).prop_map(|(e, min, max)| StrategyKind::Bounded(e, min, max)),
+        (-50i64..200).prop_map(StrategyKind::Predicate),
+        (0u64..10).prop_map(StrategyKind::ReplayCost),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Command(LedgerCommand),
+    /// Passivate the actor (it may snapshot on the way out): the next command re-activates.
+    Passivate,
+    SnapshotNow,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (-100i64..100).prop_map(|a| Step::Command(LedgerCommand::Add(a))),
+        2 => prop::collection::vec(-100i64..100, 1..6).prop_map(|v| Step::Command(LedgerCommand::AddMany(v))),
+        1 => "[a-z]{0,12}".prop_map(|t| Step::Command(LedgerCommand::Note(t))),
+        1 => Just(Step::Command(LedgerCommand::Overdraw)),
+        1 => Just(Step::Passivate),
+        1 => Just(Step::SnapshotNow),
+    ]
+}
+
+fn executor(
+    events: Arc<dyn aggregate_actors::event_stores::EventStore>,
+    snapshots: Arc<dyn aggregate_actors::event_stores::SnapshotStore>,
+    kind: &StrategyKind,
+    on_passivation: bool,
+) -> Executor {
+    let mut settings = AggregateSettings::<Ledger>::new()
+        .snapshot_on_passivation(on_passivation)
+        .replay_page_size(7);
+    settings.strategy = kind.build();
+    Executor::builder(events, snapshots)
+        .register::<Ledger>(settings)
+        .build()
+        .unwrap()
+}
+
+async fn check_history(
+    stores: &Stores,
+    id: &str,
+    kind: &StrategyKind,
+    on_passivation: bool,
+    steps: &[Step],
+) -> Result<(), TestCaseError> {
+    let live = executor(
+        Arc::clone(&stores.events),
+        Arc::clone(&stores.snapshots),
+        kind,
+        on_passivation,
+    );
+    let mut model: Vec<LedgerEvent> = Vec::new();
+    for step in steps {
+        match step {
+            Step::Command(command) => {
+                let outcome = live.execute::<Ledger>(id, command.clone()).await;
+                match (expected_events(command), outcome) {
+                    (Some(events), Ok(committed)) => {
+                        prop_assert_eq!(&committed.events, &events);
+                        model.extend(events);
+                        prop_assert_eq!(committed.version, model.len() as u64);
+                    }
+                    (None, Err(CommandError::Rejected(_))) => {}
+                    (expected, outcome) => {
+                        return Err(TestCaseError::fail(format!(
+                            "{command:?}: expected {expected:?}, got {outcome:?}"
+                        )));
+                    }
+                }
+            }
+            Step::Passivate => {
+                live.passivate::<Ledger>(id).await.unwrap();
+            }
+            Step::SnapshotNow => match live.snapshot_now::<Ledger>(id).await {
+                Ok(version) => prop_assert_eq!(version, model.len() as u64),
+                Err(aggregate_actors::ExecutorError::NotFound { .. }) => {
+                    prop_assert!(model.is_empty())
+                }
+                Err(other) => return Err(TestCaseError::fail(format!("snapshot_now: {other}"))),
+            },
+        }
+    }
+    let folded = fold(&model);
+    if model.is_empty() {
+        live.shutdown().await;
+        return Ok(());
+    }
+    let live_state = live.state::<Ledger>(id).await.unwrap();
+    prop_assert_eq!(&live_state.state, &folded, "live actor");
+    live.shutdown().await;
+
+    // Re-activation on the same stores: newest valid snapshot + tail.
+    let reactivated = executor(
+        Arc::clone(&stores.events),
+        Arc::clone(&stores.snapshots),
+        kind,
+        false,
+    );
+    let view = reactivated.state::<Ledger>(id).await.unwrap();
+    prop_assert_eq!(&view.state, &folded, "snapshot + tail");
+    prop_assert_eq!(view.version, model.len() as u64);
+    let replayed_from = view.activation.snapshot_version.unwrap_or(0);
+    prop_assert_eq!(
+        view.activation.events_replayed,
+        model.len() as u64 - replayed_from
+    );
+    reactivated.shutdown().await;
+
+    // Full replay: the same events, no snapshots at all.
+    let (events, empty) = stores.without_snapshots();
+    let full = executor(events, empty, kind, false);
+    let view = full.state::<Ledger>(id).await.unwrap();
+    prop_assert_eq!(&view.state, &folded, "full replay");
+    prop_assert_eq!(view.activation.events_replayed, model.len() as u64);
+    full.shutdown().await;
+    Ok(())
+}
+
+fn run(stores: &Stores, cases: u32) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let case = std::sync::atomic::AtomicU64::new(0);
+    let history = (
+        strategy_kind(),
+        any::<bool>(),
+        prop::collection::vec(step(), 0..40),
+    );
+    runner
+        .run(&history, |(kind, on_passivation, steps)| {
+            let id = format!(
+                "p{}",
+                case.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            runtime.block_on(check_history(stores, &id, &kind, on_passivation, &steps))
+        })
+        .unwrap();
+}
+
+#[test]
+fn snapshot_plus_tail_equals_full_replay_equals_fold_in_memory_1000_histories() {
+    run(&common::memory(), 1_000);
+}
+
+#[test]
+fn snapshot_plus_tail_equals_full_replay_equals_fold_on_postgres_100_histories() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let Some(stores) = setup.block_on(common::postgres()) else {
+        return;
+    };
+    run_and_drop_in(&setup, stores, 100);
+}
+
+/// The PostgreSQL test database is dropped inside the runtime that created it.
+fn run_and_drop_in(setup: &tokio::runtime::Runtime, stores: Stores, cases: u32) {
+    let stores = run_returning(stores, cases);
+    setup.block_on(async move { drop(stores) });
+}
+
+fn run_returning(stores: Stores, cases: u32) -> Stores {
+    run(&stores, cases);
+    stores
+}
