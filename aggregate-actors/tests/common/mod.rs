@@ -170,17 +170,17 @@ impl Stores {
 /// Runs a test body once per backend: `<name>::memory` and `<name>::postgres`.
 #[macro_export]
 macro_rules! on_both_backends {
-    ($($name:ident => $body:path;)*) => {$(
+    ($($name:ident => $body:ident;)*) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn memory() {
-                $body($crate::common::memory()).await;
+                super::$body($crate::common::memory()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 let Some(stores) = $crate::common::postgres().await else { return };
-                $body(stores).await;
+                super::$body(stores).await;
             }
         }
     )*};
