@@ -106,10 +106,13 @@ pub enum BuildError {
 pub struct ExecutorBuilder {
     events: Arc<dyn EventStore>,
     snapshots: Arc<dyn SnapshotStore>,
-    registrations: Vec<Box<dyn FnOnce(&Shared) -> (TypeId, Box<dyn Registered>)>>,
+    registrations: Vec<Registrar>,
     names: Vec<&'static str>,
     shutdown_timeout: Duration,
 }
+
+/// Creates one type's registration once the shared parts (stores, writer) exist.
+type Registrar = Box<dyn FnOnce(&Shared) -> (TypeId, Box<dyn Registered>)>;
 
 struct Shared {
     events: Arc<dyn EventStore>,

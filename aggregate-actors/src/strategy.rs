@@ -170,8 +170,11 @@ impl<A: Aggregate> SnapshotStrategy<A> for Bounded {
 /// Snapshot when a user function says so for any of the new events. It sees the state after
 /// the whole command, each new event, and that event's version.
 pub struct Predicate<A: Aggregate> {
-    test: Box<dyn Fn(&A::State, &A::Event, u64) -> bool + Send + Sync>,
+    test: Box<PredicateFn<A>>,
 }
+
+type PredicateFn<A> =
+    dyn Fn(&<A as Aggregate>::State, &<A as Aggregate>::Event, u64) -> bool + Send + Sync;
 
 impl<A: Aggregate> Predicate<A> {
     /// Snapshot when `test(state, event, version)` is true for a new event.
