@@ -216,12 +216,15 @@ impl<A: Aggregate> AggregateActor<A> {
             for event in &events {
                 A::apply(&mut self.state, event);
             }
-            match self
+            let append_span =
+                tracing::debug_span!("append", expected = self.version, events = events.len());
+            let appended = self
                 .context
                 .events
                 .append(&self.stream, self.version, batch)
-                .await
-            {
+                .instrument(append_span)
+                .await;
+            match appended {
                 Ok(receipt) => {
                     self.stale = false;
                     self.version = receipt.last_version;

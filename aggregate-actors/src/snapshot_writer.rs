@@ -15,6 +15,7 @@ use std::time::Duration;
 use event_stores::{SnapshotRecord, SnapshotStore, StreamId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::codec::{self, CODEC_MSGPACK, CompressionConfig};
@@ -174,6 +175,11 @@ fn supersede(job: SnapshotJob, writing: u64) {
 }
 
 async fn write(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId {
+    let span = tracing::debug_span!("snapshot", stream = %job.stream, version = job.version);
+    write_job(store, job).instrument(span).await
+}
+
+async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId {
     let SnapshotJob {
         stream,
         version,
