@@ -9,8 +9,11 @@ use aggregate_actors::{AggregateSettings, Executor};
 use common::{Ledger, LedgerCommand};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
+/// A counter's name, labels and value.
+type CounterValue = (String, Vec<(String, String)>, u64);
+
 fn counter(
-    snapshot: &[(String, Vec<(String, String)>, u64)],
+    snapshot: &[CounterValue],
     name: &str,
     labels: &[(&str, &str)],
 ) -> u64 {
