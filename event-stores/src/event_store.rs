@@ -119,6 +119,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// Reads up to `limit` events of all streams with a position greater than
     /// `after_position`, in position order. An event is returned only once every event with
     /// a smaller position is visible too, so a reader that follows positions never skips one.
+    /// The price is that an event may show up here a moment after its append returned (in
+    /// PostgreSQL, once the transactions that started before it have ended).
     async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>>;
 }
 

@@ -38,20 +38,28 @@
 //! # }).unwrap();
 //! ```
 
+#[cfg(feature = "test-support")]
+pub mod contract;
 mod error;
 mod event;
 mod event_store;
 mod limits;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod snapshot;
 mod snapshot_store;
 mod stream;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use error::{InvalidInput, StoreError, StoreResult};
 pub use event::{EventMetadata, NewEvent, RecordedEvent};
 pub use event_store::{AppendReceipt, DEFAULT_PAGE_SIZE, EventStore, ReadQuery, StreamPages};
 pub use limits::{MAX_EVENT_TYPE_LEN, StoreLimits};
 pub use memory::{InMemoryEventStore, InMemorySnapshotStore};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgConfig, PgEventStore, PgSnapshotStore};
 pub use snapshot::{SnapshotRecord, SnapshotStats};
 pub use snapshot_store::SnapshotStore;
 pub use stream::{MAX_ID_LEN, StreamId};

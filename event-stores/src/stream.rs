@@ -83,6 +83,7 @@ impl fmt::Debug for StreamId {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

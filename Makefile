@@ -1,0 +1,36 @@
+# Entry points for developers and CI. `make test` is what CI runs (through .ci/run).
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+
+.PHONY: help test fmt-check clippy test-only run bench bench-quick soak
+
+help:
+	@echo "make run          run the sample app's demo"
+	@echo "make test         fmt check, clippy, then every test (PostgreSQL ones on a throw-away cluster)"
+	@echo "make bench        benchmarks (not yet implemented)"
+	@echo "make bench-quick  short benchmarks (not yet implemented)"
+	@echo "make soak         long-running soak tests (not yet implemented)"
+
+test: fmt-check clippy test-only
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Uses DATABASE_URL when set; otherwise scripts/pg-tmp starts a throw-away cluster for the run
+# and stops it however the run ends. Without PostgreSQL binaries the PostgreSQL tests are
+# skipped with the install line printed, except with CI=true, where that is a failure.
+test-only:
+	scripts/pg-tmp run -- $(CARGO) test --workspace
+
+run:
+	$(CARGO) run --release -p sample-app -- demo
+
+bench bench-quick soak:
+	@echo "make $@: not yet implemented" >&2
+	@exit 1

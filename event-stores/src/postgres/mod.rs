@@ -1,0 +1,21 @@
+//! PostgreSQL backends (feature `postgres`, on by default): [`PgEventStore`] and
+//! [`PgSnapshotStore`] on a sqlx pool.
+//!
+//! Both stores run the same embedded migration set (tables `events` and `snapshots`, tracked in
+//! [`MIGRATIONS_TABLE`]), so they can live in one database, sharing a pool
+//! (`PgSnapshotStore::from_pool(events.pool().clone(), limits)`), or in two.
+//!
+//! Errors: a server that cannot be reached, a lost connection, a pool that timed out or a server
+//! refusing connections map to [`StoreError::Unavailable`](crate::StoreError::Unavailable)
+//! (retryable); everything else the server reports maps to
+//! [`StoreError::Backend`](crate::StoreError::Backend).
+
+mod config;
+mod error;
+mod event_store;
+mod snapshot_store;
+
+pub use config::{MIGRATIONS_TABLE, PgConfig, migrate};
+pub use event_store::{PG_MAX_EVENTS_PER_APPEND, PgEventStore};
+pub use snapshot_store::PgSnapshotStore;
+pub use sqlx::postgres::PgPool;

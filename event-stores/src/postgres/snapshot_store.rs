@@ -1,0 +1,332 @@
+//! The PostgreSQL snapshot store (the "state provider").
+//!
+//! Every lookup of one stream is a scan of the primary key `(aggregate_type, aggregate_id,
+//! version)`: "newest at or before version V" walks it backwards from V and stops at the first
+//! row. `taken_at` is kept at microsecond precision, as PostgreSQL stores it.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+
+use crate::error::{InvalidInput, StoreResult};
+use crate::limits::StoreLimits;
+use crate::snapshot::{SnapshotRecord, SnapshotStats};
+use crate::snapshot_store::SnapshotStore;
+use crate::stream::StreamId;
+
+use super::config::{PgConfig, migrate};
+use super::error::map_sqlx;
+use super::event_store::to_u64;
+
+const SAVE: &str = r#"
+INSERT INTO snapshots (aggregate_type, aggregate_id, version, last_event_id,
+                       state_schema_version, codec, compression, checksum,
+                       uncompressed_size, stored_size, taken_at, bytes)
+VALUES ($1::text, $2::text, $3::bigint, $4::uuid, $5::int4, $6::text, $7::text, $8::bigint,
+        $9::bigint, $10::bigint, $11::timestamptz, $12::bytea)
+ON CONFLICT (aggregate_type, aggregate_id, version) DO UPDATE SET
+    last_event_id = EXCLUDED.last_event_id,
+    state_schema_version = EXCLUDED.state_schema_version,
+    codec = EXCLUDED.codec,
+    compression = EXCLUDED.compression,
+    checksum = EXCLUDED.checksum,
+    uncompressed_size = EXCLUDED.uncompressed_size,
+    stored_size = EXCLUDED.stored_size,
+    taken_at = EXCLUDED.taken_at,
+    bytes = EXCLUDED.bytes
+"#;
+
+// Static statements (not built with format!) so sqlx can cache their prepared forms.
+const LOAD_AT_OR_BEFORE_VERSION: &str = r#"
+SELECT version, last_event_id, state_schema_version, codec, compression, checksum,
+       uncompressed_size, stored_size, taken_at, bytes
+FROM snapshots
+WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND version <= $3::bigint
+ORDER BY version DESC
+LIMIT 1
+"#;
+
+const LOAD_AT_OR_BEFORE_TIME: &str = r#"
+SELECT version, last_event_id, state_schema_version, codec, compression, checksum,
+       uncompressed_size, stored_size, taken_at, bytes
+FROM snapshots
+WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND taken_at <= $3::timestamptz
+ORDER BY version DESC
+LIMIT 1
+"#;
+
+const LIST: &str = r#"
+SELECT version, last_event_id, state_schema_version, codec, compression, checksum,
+       uncompressed_size, stored_size, taken_at, bytes
+FROM snapshots
+WHERE aggregate_type = $1::text AND aggregate_id = $2::text
+  AND version >= $3::bigint AND version <= $4::bigint
+ORDER BY version DESC
+"#;
+
+const DELETE: &str = r#"
+DELETE FROM snapshots
+WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND version = $3::bigint
+"#;
+
+const DELETE_OLDER_THAN: &str = r#"
+DELETE FROM snapshots
+WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND version < $3::bigint
+"#;
+
+// The subquery finds the version of the keep-th newest snapshot; with fewer snapshots it is NULL
+// and `version < NULL` deletes nothing.
+const RETAIN_NEWEST: &str = r#"
+DELETE FROM snapshots
+WHERE aggregate_type = $1::text AND aggregate_id = $2::text
+  AND version < (
+      SELECT version FROM snapshots
+      WHERE aggregate_type = $1::text AND aggregate_id = $2::text
+      ORDER BY version DESC
+      OFFSET $3::bigint - 1
+      LIMIT 1
+  )
+"#;
+
+const STATS: &str = r#"
+SELECT COUNT(*), COALESCE(SUM(stored_size), 0)::bigint, MAX(version), MIN(taken_at),
+       MAX(taken_at)
+FROM snapshots
+WHERE aggregate_type = $1::text AND aggregate_id = $2::text
+"#;
+
+/// A [`SnapshotStore`] on PostgreSQL. Cheap to clone: clones share the pool.
+#[derive(Clone, Debug)]
+pub struct PgSnapshotStore {
+    pool: PgPool,
+    limits: StoreLimits,
+}
+
+impl PgSnapshotStore {
+    /// Opens a pool as `config` says, migrates the schema (unless turned off) and returns the
+    /// store. Fails with [`StoreError::Unavailable`](crate::StoreError::Unavailable) when the
+    /// server cannot be reached in time.
+    pub async fn connect(config: &PgConfig) -> StoreResult<Self> {
+        let pool = config.connect_pool().await?;
+        Ok(Self::with_migrated_pool(pool, config.limits))
+    }
+
+    /// A store on an existing pool (for example the one of a
+    /// [`PgEventStore`](super::PgEventStore)). Runs the migrations first; they are idempotent.
+    pub async fn from_pool(pool: PgPool, limits: StoreLimits) -> StoreResult<Self> {
+        migrate(&pool).await?;
+        Ok(Self::with_migrated_pool(pool, limits))
+    }
+
+    /// A store on a pool whose database already has the schema; does no I/O.
+    pub fn with_migrated_pool(pool: PgPool, limits: StoreLimits) -> Self {
+        Self { pool, limits }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
+    }
+
+    /// Closes the pool: waits for connections in use to come back, then closes all of them.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn fetch_one_record(
+        &self,
+        stream: &StreamId,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> StoreResult<Option<SnapshotRecord>> {
+        let row = query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("loading a snapshot", e))?;
+        row.map(|row| decode_record(&row, stream.clone()))
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for PgSnapshotStore {
+    async fn save(&self, record: SnapshotRecord) -> StoreResult<()> {
+        self.limits.check_snapshot(&record)?;
+        let version = to_i64(record.version, "snapshot version")?;
+        let uncompressed_size = to_i64(record.uncompressed_size, "snapshot uncompressed size")?;
+        let stored_size = to_i64(record.stored_size, "snapshot stored size")?;
+        sqlx::query(SAVE)
+            .bind(record.stream.aggregate_type())
+            .bind(record.stream.aggregate_id())
+            .bind(version)
+            .bind(record.last_event_id)
+            // Bit-casts: the columns hold every u32 / u64 this way, and reads cast back.
+            .bind(record.state_schema_version as i32)
+            .bind(record.codec.as_str())
+            .bind(record.compression.as_str())
+            .bind(record.checksum as i64)
+            .bind(uncompressed_size)
+            .bind(stored_size)
+            .bind(record.taken_at)
+            .bind(record.bytes.as_ref())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("saving a snapshot", e))?;
+        Ok(())
+    }
+
+    async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>> {
+        self.load_at_or_before_version(stream, u64::MAX).await
+    }
+
+    async fn load_at_or_before_version(
+        &self,
+        stream: &StreamId,
+        at_or_before: u64,
+    ) -> StoreResult<Option<SnapshotRecord>> {
+        let bound = i64::try_from(at_or_before).unwrap_or(i64::MAX);
+        let query = sqlx::query(LOAD_AT_OR_BEFORE_VERSION)
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .bind(bound);
+        self.fetch_one_record(stream, query).await
+    }
+
+    async fn load_at_or_before_time(
+        &self,
+        stream: &StreamId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<SnapshotRecord>> {
+        let query = sqlx::query(LOAD_AT_OR_BEFORE_TIME)
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .bind(at);
+        self.fetch_one_record(stream, query).await
+    }
+
+    async fn list(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Vec<SnapshotRecord>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let Ok(from) = i64::try_from(from) else {
+            return Ok(Vec::new());
+        };
+        let to = i64::try_from(to).unwrap_or(i64::MAX);
+        let rows = sqlx::query(LIST)
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("listing snapshots", e))?;
+        rows.iter()
+            .map(|row| decode_record(row, stream.clone()))
+            .collect()
+    }
+
+    async fn delete(&self, stream: &StreamId, version: u64) -> StoreResult<bool> {
+        let Ok(version) = i64::try_from(version) else {
+            return Ok(false);
+        };
+        let done = sqlx::query(DELETE)
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .bind(version)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("deleting a snapshot", e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_older_than(&self, stream: &StreamId, before: u64) -> StoreResult<u64> {
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let done = sqlx::query(DELETE_OLDER_THAN)
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("deleting old snapshots", e))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
+        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        let done = sqlx::query(RETAIN_NEWEST)
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .bind(keep)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("applying snapshot retention", e))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {
+        let row = sqlx::query(STATS)
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("reading snapshot stats", e))?;
+        let decode = |e| map_sqlx("reading snapshot stats", e);
+        let count: i64 = row.try_get(0).map_err(decode)?;
+        let total_bytes: i64 = row.try_get(1).map_err(decode)?;
+        let newest_version: Option<i64> = row.try_get(2).map_err(decode)?;
+        Ok(SnapshotStats {
+            count: to_u64(count, "count")?,
+            total_bytes: to_u64(total_bytes, "total size")?,
+            newest_version: newest_version.map(|v| to_u64(v, "version")).transpose()?,
+            oldest_taken_at: row.try_get(3).map_err(decode)?,
+            newest_taken_at: row.try_get(4).map_err(decode)?,
+        })
+    }
+}
+
+/// Decodes a row of the snapshot columns, in the order the `SELECT`s above list them.
+fn decode_record(row: &PgRow, stream: StreamId) -> StoreResult<SnapshotRecord> {
+    let decode = |e| map_sqlx("decoding a snapshot", e);
+    let version: i64 = row.try_get(0).map_err(decode)?;
+    let state_schema_version: i32 = row.try_get(2).map_err(decode)?;
+    let checksum: i64 = row.try_get(5).map_err(decode)?;
+    let uncompressed_size: i64 = row.try_get(6).map_err(decode)?;
+    let stored_size: i64 = row.try_get(7).map_err(decode)?;
+    let bytes: Vec<u8> = row.try_get(9).map_err(decode)?;
+    Ok(SnapshotRecord {
+        stream,
+        version: to_u64(version, "snapshot version")?,
+        last_event_id: row.try_get(1).map_err(decode)?,
+        state_schema_version: state_schema_version as u32,
+        codec: row.try_get(3).map_err(decode)?,
+        compression: row.try_get(4).map_err(decode)?,
+        checksum: checksum as u64,
+        uncompressed_size: to_u64(uncompressed_size, "snapshot uncompressed size")?,
+        stored_size: to_u64(stored_size, "snapshot stored size")?,
+        taken_at: row.try_get(8).map_err(decode)?,
+        bytes: Bytes::from(bytes),
+    })
+}
+
+/// A u64 for a BIGINT column; larger values are refused as input, before anything is written.
+fn to_i64(value: u64, what: &'static str) -> StoreResult<i64> {
+    i64::try_from(value).map_err(|_| {
+        InvalidInput::PayloadTooLarge {
+            what,
+            size: usize::try_from(value).unwrap_or(usize::MAX),
+            limit: usize::try_from(i64::MAX).unwrap_or(usize::MAX),
+        }
+        .into()
+    })
+}

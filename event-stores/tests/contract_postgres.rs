@@ -1,0 +1,240 @@
+//! The store contract, run against the PostgreSQL backends (each case on a fresh database of the
+//! `DATABASE_URL` server), and the properties only a networked, durable store has.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_stores::contract::{self, Fixture, fresh_stream, numbered_events, snapshot};
+use event_stores::postgres::{PG_MAX_EVENTS_PER_APPEND, migrate};
+use event_stores::testing::fresh_database;
+use event_stores::{
+    EventStore, InvalidInput, PgConfig, PgEventStore, PgSnapshotStore, ReadQuery, SnapshotStore,
+    StoreError, StoreLimits,
+};
+
+event_stores::store_contract! {
+    make = async {
+        let db = fresh_database().await?;
+        let limits = contract::limits();
+        let (events, snapshots) = db.stores(limits).await.unwrap();
+        Some(Fixture::new(events, snapshots, limits).keep_alive(db))
+    }
+}
+
+/// Dropping every connection and connecting anew (as after a process restart) reads back every
+/// event and snapshot written before, and the stream continues at its version.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_store_reads_back_everything_written() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let stream = fresh_stream("restart");
+    let (written, record) = {
+        let (events, snapshots) = db.stores(StoreLimits::default()).await.unwrap();
+        for v in (0..30).step_by(10) {
+            events
+                .append(&stream, v, numbered_events(v, 10))
+                .await
+                .unwrap();
+        }
+        let record = snapshot(&stream, 30, contract::now_micros());
+        snapshots.save(record.clone()).await.unwrap();
+        let written = events.read_stream(&stream, ReadQuery::all()).await.unwrap();
+        events.close().await;
+        (written, record)
+    };
+
+    let config = db.config();
+    let events = PgEventStore::connect(&config).await.unwrap();
+    let snapshots = PgSnapshotStore::connect(&config).await.unwrap();
+    assert_eq!(events.stream_version(&stream).await.unwrap(), 30);
+    assert_eq!(
+        events.read_stream(&stream, ReadQuery::all()).await.unwrap(),
+        written
+    );
+    assert_eq!(snapshots.load_latest(&stream).await.unwrap(), Some(record));
+    let streams = [stream.clone()].into();
+    let all = contract::read_all_of(&events, &streams, 1000, written.len()).await;
+    assert_eq!(all, written);
+    let receipt = events
+        .append(&stream, 30, numbered_events(30, 1))
+        .await
+        .unwrap();
+    assert_eq!(receipt.last_version, 31);
+    assert!(receipt.last_position > written[29].position);
+}
+
+/// Connecting to a port nobody listens on fails with the retryable `Unavailable` error, within
+/// the configured acquire timeout rather than hanging.
+#[tokio::test(flavor = "multi_thread")]
+async fn connecting_to_a_closed_port_is_unavailable_quickly() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let config = PgConfig::new(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let err = PgEventStore::connect(&config).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }),
+        "expected Unavailable, got {err:?}"
+    );
+    assert!(err.is_retryable());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let err = PgSnapshotStore::connect(&config).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+/// A server that goes away under a connected store turns into `Unavailable`, not a panic or a
+/// generic backend error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_pool_is_unavailable() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, snapshots) = db.stores(StoreLimits::default()).await.unwrap();
+    events.close().await;
+    let stream = fresh_stream("closed");
+    let err = events
+        .append(&stream, 0, numbered_events(0, 1))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let err = snapshots.load_latest(&stream).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+/// An event id already stored by another append is refused with a typed error naming it, and
+/// nothing of the batch is stored (the unique key on event ids is the last line of defence).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_id_stored_before_is_refused_and_nothing_is_stored() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let first = fresh_stream("reuse");
+    let second = fresh_stream("reuse");
+    let batch = numbered_events(0, 3);
+    events.append(&first, 0, batch.clone()).await.unwrap();
+
+    let mut reused = numbered_events(0, 3);
+    reused[2].event_id = batch[1].event_id;
+    let err = events.append(&second, 0, reused).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidInput(InvalidInput::DuplicateEventId(id)) if id == batch[1].event_id),
+        "{err:?}"
+    );
+    assert_eq!(events.stream_version(&second).await.unwrap(), 0);
+    assert_eq!(events.stream_version(&first).await.unwrap(), 3);
+}
+
+/// Several stores migrating one fresh database at the same moment all succeed (sqlx serialises
+/// them with an advisory lock), and migrating again is a no-op.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_migrations_of_one_database_all_succeed() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let config = db.config().max_connections(2);
+    let connects: Vec<_> = (0..6)
+        .map(|i| {
+            let config = config.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    PgEventStore::connect(&config)
+                        .await
+                        .map(|s| s.pool().clone())
+                } else {
+                    PgSnapshotStore::connect(&config)
+                        .await
+                        .map(|s| s.pool().clone())
+                }
+            })
+        })
+        .collect();
+    let mut pools = Vec::new();
+    for c in connects {
+        pools.push(c.await.unwrap().unwrap());
+    }
+    migrate(&pools[0]).await.unwrap();
+    let store = PgEventStore::from_pool(pools[1].clone(), StoreLimits::default())
+        .await
+        .unwrap();
+    store
+        .append(&fresh_stream("migrated"), 0, numbered_events(0, 1))
+        .await
+        .unwrap();
+}
+
+/// Events and snapshots can live in two databases, each store migrating its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_and_snapshots_can_live_in_separate_databases() {
+    let Some(events_db) = fresh_database().await else {
+        return;
+    };
+    let Some(snapshots_db) = fresh_database().await else {
+        return;
+    };
+    let events = PgEventStore::connect(&events_db.config()).await.unwrap();
+    let snapshots = PgSnapshotStore::connect(&snapshots_db.config())
+        .await
+        .unwrap();
+    let stream = fresh_stream("split");
+    events
+        .append(&stream, 0, numbered_events(0, 2))
+        .await
+        .unwrap();
+    snapshots
+        .save(snapshot(&stream, 2, contract::now_micros()))
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshots
+            .load_latest(&stream)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    assert_eq!(events.stream_version(&stream).await.unwrap(), 2);
+}
+
+/// The per-append limit is capped where positions run out of room for the event index, however
+/// it is configured.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_append_limit_is_capped_at_what_positions_can_number() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let limits = StoreLimits {
+        max_events_per_append: usize::MAX,
+        ..StoreLimits::default()
+    };
+    let (events, _) = db.stores(limits).await.unwrap();
+    assert_eq!(
+        events.limits().max_events_per_append,
+        PG_MAX_EVENTS_PER_APPEND
+    );
+    let store: Arc<dyn EventStore> = Arc::new(events);
+    let err = store
+        .append(
+            &fresh_stream("cap"),
+            0,
+            numbered_events(0, PG_MAX_EVENTS_PER_APPEND as u64 + 1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidInput(InvalidInput::TooManyEvents { max, .. }) if max == PG_MAX_EVENTS_PER_APPEND),
+        "{err:?}"
+    );
+}
