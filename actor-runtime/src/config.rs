@@ -15,9 +15,9 @@ pub struct RuntimeConfig {
     /// At most this many activations run at once, so a burst of cold keys cannot starve warm
     /// traffic. Default: 64. `0` is treated as `1`.
     pub max_concurrent_activations: usize,
-    /// Messages an actor may have queued or in progress before calls to it fail with
-    /// [`RuntimeError::Overloaded`](crate::RuntimeError::Overloaded). Default: 1024.
-    /// `0` is treated as `1`.
+    /// Messages that may wait in an actor's mailbox (not counting the one being handled) before
+    /// calls to it fail with [`RuntimeError::Overloaded`](crate::RuntimeError::Overloaded).
+    /// Default: 1024. `0` is treated as `1`.
     pub mailbox_capacity: usize,
     /// How long [`Directory::call`](crate::Directory::call) waits (activation included) before
     /// [`RuntimeError::Timeout`](crate::RuntimeError::Timeout). Default: 30 s.

@@ -11,16 +11,20 @@ use std::{
 
 use dashmap::{DashMap, mapref::entry::Entry};
 use ractor::MessagingErr;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 
 use crate::{
     LocalPlacement, PassivationReason, Placement, Reply, RuntimeConfig, RuntimeError, RuntimeStats,
     VirtualActor, activation,
     host::Envelope,
+    reply::{Answer, ReplyReceiver},
     slot::{Phase, Slot, SlotShared},
     stats::Counters,
     sweeper,
 };
+
+/// How long a caller whose message crashed its actor waits for that actor to be gone.
+const CRASH_SETTLE: Duration = Duration::from_secs(1);
 
 /// The result of a call to a virtual actor.
 pub type CallResult<R, V> = Result<R, RuntimeError<<V as VirtualActor>::ActivationError>>;
@@ -115,9 +119,9 @@ impl<V: VirtualActor> Core<V> {
         self: &Arc<Self>,
         key: &V::Key,
         mut message: V::Message,
-        reply: oneshot::Receiver<R>,
+        reply: ReplyReceiver<R>,
     ) -> CallResult<R, V> {
-        loop {
+        let slot = loop {
             if self.is_shutting_down() {
                 return Err(RuntimeError::ShuttingDown);
             }
@@ -131,7 +135,7 @@ impl<V: VirtualActor> Core<V> {
                     });
                 };
                 match actor.send_message(Envelope { message, permit }) {
-                    Ok(()) => break,
+                    Ok(()) => break slot,
                     Err(MessagingErr::SendErr(envelope)) => {
                         // Draining or stopped: wait until it is gone, then go again.
                         let Envelope { message: back, .. } = envelope;
@@ -156,8 +160,18 @@ impl<V: VirtualActor> Core<V> {
                     Phase::Activating | Phase::Running | Phase::Stopped => {}
                 }
             }
+        };
+        match reply.answer().await {
+            Some(Answer::Value(value)) => return Ok(value),
+            Some(Answer::Panicked) => {
+                // The handler panicked with our message. Answer once the crashed actor is gone,
+                // so that this caller's next call reaches a fresh activation. (Bounded, in case
+                // the handler caught the panic itself and the actor lives on.)
+                let _ = tokio::time::timeout(CRASH_SETTLE, slot.stopped()).await;
+            }
+            None => {}
         }
-        reply.await.map_err(|_| RuntimeError::ActorStopped {
+        Err(RuntimeError::ActorStopped {
             key: key.to_string(),
         })
     }
@@ -288,6 +302,13 @@ impl<V: VirtualActor> Directory<V> {
             .slots
             .get(key)
             .is_some_and(|slot| slot.actor().is_some())
+    }
+
+    /// How many messages wait in the mailbox of the actor for `key` (not counting the one being
+    /// handled); `None` if the key has no started actor.
+    pub fn mailbox_len(&self, key: &V::Key) -> Option<usize> {
+        let slot = self.core().slots.get(key)?;
+        slot.actor().map(|_| slot.shared.mailbox_len())
     }
 
     /// Live actors: counted from the start of their activation until fully stopped.

@@ -1,7 +1,7 @@
 //! The ractor actor that hosts one [`VirtualActor`].
 //!
-//! `pre_start` runs [`VirtualActor::activate`], `handle` runs [`VirtualActor::handle`] and then
-//! gives the message's mailbox place back, `post_stop` (reached only by a drain, never after a
+//! `pre_start` runs [`VirtualActor::activate`], `handle` gives the message's mailbox place back
+//! and runs [`VirtualActor::handle`], `post_stop` (reached only by a drain, never after a
 //! panic) runs [`VirtualActor::passivate`] with the recorded reason.
 
 use std::{fmt, marker::PhantomData, sync::Arc};
@@ -87,8 +87,13 @@ impl<V: VirtualActor> Actor for Host<V> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let Envelope { message, permit } = envelope;
-        state.actor.handle(message).await;
+        // Busy first, then free the mailbox place: the actor never looks quiet in between.
+        // The place is freed before `handle` so that a caller who got its answer (sent from
+        // inside `handle`) is never refused on its next call because of its own old message.
+        state.shared.begin_handling();
         drop(permit);
+        state.actor.handle(message).await;
+        state.shared.end_handling();
         Ok(())
     }
 

@@ -96,6 +96,6 @@ pub use config::RuntimeConfig;
 pub use directory::{CallResult, Directory};
 pub use error::RuntimeError;
 pub use placement::{LocalPlacement, Placement};
-pub use reply::Reply;
+pub use reply::{Reply, ReplyReceiver};
 pub use stats::RuntimeStats;
 pub use virtual_actor::{PassivationReason, VirtualActor};

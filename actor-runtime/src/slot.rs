@@ -63,8 +63,10 @@ pub(crate) fn millis_since(epoch: Instant) -> u64 {
 pub(crate) struct SlotShared {
     epoch: Instant,
     capacity: usize,
-    /// Messages admitted and not yet handled (queued or in `handle`).
+    /// Messages admitted and waiting in the mailbox (not counting the one in `handle`).
     in_mailbox: AtomicUsize,
+    /// A message is in `handle`.
+    busy: AtomicBool,
     /// Milliseconds since `epoch` at activation or when the last message was handled.
     last_used: AtomicU64,
     /// 0 = no stop requested, otherwise [`PassivationReason::to_u8`].
@@ -79,10 +81,16 @@ impl SlotShared {
             epoch,
             capacity,
             in_mailbox: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
             last_used: AtomicU64::new(millis_since(epoch)),
             stop_reason: AtomicU8::new(0),
             passivated: AtomicBool::new(false),
         }
+    }
+
+    /// Messages waiting in the mailbox.
+    pub(crate) fn mailbox_len(&self) -> usize {
+        self.in_mailbox.load(Ordering::Acquire)
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -111,9 +119,21 @@ impl SlotShared {
         self.last_used.load(Ordering::Acquire)
     }
 
+    /// Marks a message as taken out of the mailbox and being handled.
+    pub(crate) fn begin_handling(&self) {
+        self.busy.store(true, Ordering::Release);
+    }
+
+    /// Marks the end of `handle`.
+    pub(crate) fn end_handling(&self) {
+        self.touch();
+        self.busy.store(false, Ordering::Release);
+    }
+
     /// Nothing queued or in progress, and no stop requested yet.
     pub(crate) fn is_quiet(&self) -> bool {
         self.in_mailbox.load(Ordering::Acquire) == 0
+            && !self.busy.load(Ordering::Acquire)
             && self.stop_reason.load(Ordering::Acquire) == 0
     }
 
@@ -137,8 +157,8 @@ impl SlotShared {
     }
 }
 
-/// One mailbox place, carried inside the message and given back when `handle` returns (or the
-/// message is dropped unhandled).
+/// One mailbox place, carried inside the message and given back when the message leaves the
+/// mailbox: when `handle` starts (after the actor is marked busy), or when it is dropped unhandled.
 #[derive(Debug)]
 pub(crate) struct MailboxPermit {
     shared: Arc<SlotShared>,
@@ -146,8 +166,6 @@ pub(crate) struct MailboxPermit {
 
 impl Drop for MailboxPermit {
     fn drop(&mut self) {
-        // Stamp before releasing, so whoever sees an empty mailbox sees this use too.
-        self.shared.touch();
         self.shared.in_mailbox.fetch_sub(1, Ordering::AcqRel);
     }
 }
