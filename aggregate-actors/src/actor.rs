@@ -92,7 +92,7 @@ pub(crate) enum AggregateMessage<A: Aggregate> {
     },
     /// Answers with a receiver that resolves when the snapshot is written (None at version 0).
     SnapshotNow {
-        reply: Reply<Option<oneshot::Receiver<WriteOutcome>>>,
+        reply: Reply<Result<Option<oneshot::Receiver<WriteOutcome>>, ExecutorError>>,
     },
 }
 
@@ -170,13 +170,10 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                 reply.send(view);
             }
             AggregateMessage::SnapshotNow { reply } => {
-                let written = match self.catch_up().await {
-                    Ok(()) => {
-                        let (done, wait) = oneshot::channel();
-                        self.take_snapshot(vec![done]).then_some(wait)
-                    }
-                    Err(_) => None,
-                };
+                let written = self.catch_up().await.map(|()| {
+                    let (done, wait) = oneshot::channel();
+                    self.take_snapshot(vec![done]).then_some(wait)
+                });
                 reply.send(written);
             }
         }

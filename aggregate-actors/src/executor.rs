@@ -311,7 +311,7 @@ impl Executor {
         let written = registration
             .directory
             .call(&key, |reply| AggregateMessage::SnapshotNow { reply })
-            .await?;
+            .await??;
         let Some(written) = written else {
             return Err(self.not_found::<A>(id));
         };

@@ -12,11 +12,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 /// A counter's name, labels and value.
 type CounterValue = (String, Vec<(String, String)>, u64);
 
-fn counter(
-    snapshot: &[CounterValue],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> u64 {
+fn counter(snapshot: &[CounterValue], name: &str, labels: &[(&str, &str)]) -> u64 {
     snapshot
         .iter()
         .filter(|(n, l, _)| {
