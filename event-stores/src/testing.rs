@@ -18,6 +18,7 @@
 //! Without `DATABASE_URL` the functions print [`SKIP_MESSAGE`] once and return `None`, except
 //! when `CI=true`, where a missing PostgreSQL is a failure and they panic.
 
+use std::io::Write;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -131,7 +132,11 @@ pub fn database_url() -> Option<String> {
                 );
             }
             static SKIP_NOTICE: Once = Once::new();
-            SKIP_NOTICE.call_once(|| eprintln!("{SKIP_MESSAGE}"));
+            // Straight to the stream, not eprintln!: the test harness captures the latter and
+            // would hide the notice, since a skipped test passes.
+            SKIP_NOTICE.call_once(|| {
+                let _ = writeln!(std::io::stderr(), "{SKIP_MESSAGE}");
+            });
             None
         }
     }
