@@ -198,6 +198,14 @@ async fn an_lru_cap_of_100_with_1000_ids_in_use_never_exceeds_100_live(stores: S
 
 async fn shutdown_with_commands_in_flight_stores_every_acknowledged_command(stores: Stores) {
     let executor = executor(&stores, AggregateSettings::new());
+    // Activate every id first so the commands below sit in mailboxes when shutdown begins
+    // (a call still waiting for an activation is refused with ShuttingDown instead).
+    for id in 0..8 {
+        executor
+            .execute::<Ledger>(&format!("sd-{id}"), LedgerCommand::Add(1))
+            .await
+            .unwrap();
+    }
     let tasks: Vec<_> = (0..400)
         .map(|i| {
             let executor = executor.clone();
@@ -211,9 +219,18 @@ async fn shutdown_with_commands_in_flight_stores_every_acknowledged_command(stor
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    // Let the spawned callers reach the mailboxes.
+    while executor
+        .stats_of::<Ledger>()
+        .unwrap()
+        .aggregate
+        .commands_succeeded
+        < 16
+    {
+        tokio::task::yield_now().await;
+    }
     executor.shutdown().await;
-    let mut acknowledged = [0usize; 8];
+    let mut acknowledged = [1usize; 8];
     for task in tasks {
         match task.await.unwrap() {
             (id, Ok(_)) => acknowledged[id] += 1,
