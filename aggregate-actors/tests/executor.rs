@@ -220,6 +220,7 @@ async fn shutdown_with_commands_in_flight_stores_every_acknowledged_command(stor
         })
         .collect();
     // Let the spawned callers reach the mailboxes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while executor
         .stats_of::<Ledger>()
         .unwrap()
@@ -227,6 +228,10 @@ async fn shutdown_with_commands_in_flight_stores_every_acknowledged_command(stor
         .commands_succeeded
         < 16
     {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "commands never started"
+        );
         tokio::task::yield_now().await;
     }
     executor.shutdown().await;
