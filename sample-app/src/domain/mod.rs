@@ -1,0 +1,18 @@
+//! The ledger's domain: two aggregates and the validated values their commands carry.
+//!
+//! - [`account`]: ledger accounts (the aggregate whose state grows, so snapshots matter).
+//! - [`customer`]: customers who own accounts.
+//! - [`amount`], [`text`]: values checked once, when a command is deserialized.
+//! - [`dated`]: the command envelope that carries the clock into `decide`.
+
+pub mod account;
+pub mod amount;
+pub mod customer;
+pub mod dated;
+pub mod text;
+
+pub use account::{Account, AccountCommand, AccountError, AccountEvent, AccountState};
+pub use amount::Amount;
+pub use customer::{Customer, CustomerCommand, CustomerError, CustomerEvent, CustomerState};
+pub use dated::Dated;
+pub use text::BoundedText;

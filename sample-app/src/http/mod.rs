@@ -1,0 +1,505 @@
+//! The HTTP API (axum): commands, state, time travel, snapshots, metrics and health.
+//!
+//! | method and path | does | success |
+//! |---|---|---|
+//! | `POST /{type}/{id}/commands` | runs the JSON command in the body | 200 `{version, events, …}` |
+//! | `GET /{type}/{id}` | the current state | 200 `{version, state, activation}` |
+//! | `GET /{type}/{id}/at?version=N` or `?time=RFC3339` | the state at a past point | 200 `{version, reached_at, from_snapshot, events_replayed, elapsed_ms, state}` |
+//! | `GET /{type}/{id}/snapshots` | stored snapshots, verified | 200 `{version, snapshots: […]}` |
+//! | `POST /{type}/{id}/snapshots` | takes a snapshot now | 201 `{version}` |
+//! | `GET /metrics` | Prometheus text | 200 |
+//! | `GET /health` | the event store answers | 200 / 503 |
+//!
+//! `{type}` is `accounts` or `customers`. Errors are described in [`error`].
+
+pub mod error;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use aggregate_actors::event_stores::{EventMetadata, StoreError, StreamId};
+use aggregate_actors::{At, CommandError, Executor, ExecutorError};
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::domain::{Account, Customer};
+use crate::ledger::{Collection, LedgerAggregate, Stores};
+use crate::views::{SnapshotView, event_json};
+use error::ApiError;
+
+/// Largest request body accepted; larger ones get 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Runs the commands.
+    pub executor: Executor,
+    /// Renders `/metrics`; `None` when no Prometheus recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+    /// Where the stores live, for `/health`.
+    pub stores: String,
+}
+
+/// The API's routes on `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/{aggregate_type}/{id}", get(get_state))
+        .route(
+            "/{aggregate_type}/{id}/commands",
+            axum::routing::post(post_command),
+        )
+        .route("/{aggregate_type}/{id}/at", get(get_at))
+        .route(
+            "/{aggregate_type}/{id}/snapshots",
+            get(list_snapshots).post(take_snapshot),
+        )
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Runs `$f::<A>(args…)` for the aggregate type `A` that `$collection` names.
+macro_rules! dispatch {
+    ($collection:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $collection {
+            Collection::Accounts => $f::<Account>($($arg),*).await,
+            Collection::Customers => $f::<Customer>($($arg),*).await,
+        }
+    };
+}
+
+/// Resolves the path's aggregate type (404 when unknown) and checks its id (400 when invalid),
+/// in that order: an unknown type is not found whatever the id.
+fn target(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(Collection, String), ApiError> {
+    let Path((aggregate_type, id)) =
+        path.map_err(|rejection| ApiError::invalid_id(rejection.body_text()))?;
+    let collection = Collection::parse_collection(&aggregate_type)
+        .ok_or_else(|| ApiError::unknown_type(&aggregate_type))?;
+    StreamId::check(collection.aggregate_type(), &id).map_err(ApiError::invalid_id)?;
+    Ok((collection, id))
+}
+
+async fn post_command(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (collection, id) = target(path)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body exceeds {BODY_LIMIT} bytes"),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                rejection.body_text(),
+            )
+        }
+    })?;
+    dispatch!(collection, execute(&app, &id, &body))
+}
+
+async fn execute<A: LedgerAggregate>(
+    app: &AppState,
+    id: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let request: A::Request = serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
+    // One id per request, stored on every event it produces, so the events of one HTTP call
+    // can be found together later.
+    let correlation_id = Uuid::now_v7();
+    let metadata = EventMetadata {
+        correlation_id: Some(correlation_id),
+        ..EventMetadata::default()
+    };
+    let command = A::command(request, Utc::now());
+    match app.executor.execute_with::<A>(id, command, metadata).await {
+        Ok(committed) => Ok(Json(json!({
+            "aggregate_type": A::COLLECTION,
+            "id": id,
+            "version": committed.version,
+            "events": committed.events.iter().map(event_json::<A>).collect::<Vec<_>>(),
+            "correlation_id": correlation_id,
+        }))
+        .into_response()),
+        Err(CommandError::Rejected(error)) => Err(ApiError::rejected(A::rule(&error), &error)),
+        Err(CommandError::Executor(error)) => Err(error.into()),
+    }
+}
+
+async fn get_state(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (collection, id) = target(path)?;
+    dispatch!(collection, state(&app, &id))
+}
+
+async fn state<A: LedgerAggregate>(app: &AppState, id: &str) -> Result<Response, ApiError> {
+    let view = app.executor.state::<A>(id).await?;
+    Ok(Json(json!({
+        "aggregate_type": A::COLLECTION,
+        "id": id,
+        "version": view.version,
+        "state": view.state,
+        "activation": {
+            "snapshot_version": view.activation.snapshot_version,
+            "snapshots_skipped": view.activation.snapshots_skipped,
+            "events_replayed": view.activation.events_replayed,
+            "elapsed_ms": millis(view.activation.elapsed),
+        },
+    }))
+    .into_response())
+}
+
+/// `?version=N` or `?time=RFC3339`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AtParams {
+    version: Option<u64>,
+    time: Option<String>,
+}
+
+impl AtParams {
+    fn at(self) -> Result<At, ApiError> {
+        let invalid =
+            |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message);
+        match (self.version, self.time) {
+            (Some(version), None) => Ok(At::Version(version)),
+            (None, Some(time)) => {
+                // In a query string an unencoded `+` (as in `+02:00`) arrives as a space;
+                // put it back rather than refuse an otherwise valid timestamp.
+                let time = time.trim().replace(' ', "+");
+                DateTime::parse_from_rfc3339(&time)
+                    .map(|t| At::Time(t.with_timezone(&Utc)))
+                    .map_err(|e| {
+                        invalid(format!(
+                            "time must be RFC 3339 (e.g. 2025-01-31T12:00:00Z): {e}"
+                        ))
+                    })
+            }
+            _ => Err(invalid(
+                "give exactly one of version=N or time=RFC3339".to_owned(),
+            )),
+        }
+    }
+}
+
+async fn get_at(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<AtParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (collection, id) = target(path)?;
+    let Query(params) = query.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    })?;
+    let at = params.at()?;
+    dispatch!(collection, reconstruct(&app, &id, at))
+}
+
+async fn reconstruct<A: LedgerAggregate>(
+    app: &AppState,
+    id: &str,
+    at: At,
+) -> Result<Response, ApiError> {
+    let reconstruction = app.executor.reconstruct::<A>(id, at).await?;
+    Ok(Json(json!({
+        "aggregate_type": A::COLLECTION,
+        "id": id,
+        "version": reconstruction.version,
+        "reached_at": reconstruction.reached_at,
+        "from_snapshot": reconstruction.from_snapshot.map(|s| json!({
+            "version": s.version,
+            "taken_at": s.taken_at,
+        })),
+        "snapshots_skipped": reconstruction.snapshots_skipped,
+        "events_replayed": reconstruction.events_replayed,
+        "elapsed_ms": millis(reconstruction.elapsed),
+        "state": reconstruction.state,
+    }))
+    .into_response())
+}
+
+async fn list_snapshots(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (collection, id) = target(path)?;
+    dispatch!(collection, snapshots(&app, &id))
+}
+
+async fn snapshots<A: LedgerAggregate>(app: &AppState, id: &str) -> Result<Response, ApiError> {
+    let stream = StreamId::new(A::TYPE, id).map_err(ApiError::invalid_id)?;
+    let version = app.executor.event_store().stream_version(&stream).await?;
+    if version == 0 {
+        return Err(ExecutorError::NotFound {
+            aggregate_type: A::TYPE,
+            id: id.to_owned(),
+        }
+        .into());
+    }
+    let records = app
+        .executor
+        .snapshot_store()
+        .list(&stream, 0, u64::MAX)
+        .await?;
+    let views: Vec<SnapshotView> = records
+        .iter()
+        .map(|r| SnapshotView::of::<A>(r, false))
+        .collect();
+    Ok(Json(json!({
+        "aggregate_type": A::COLLECTION,
+        "id": id,
+        "version": version,
+        "snapshots": views,
+    }))
+    .into_response())
+}
+
+async fn take_snapshot(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (collection, id) = target(path)?;
+    dispatch!(collection, snapshot_now(&app, &id))
+}
+
+async fn snapshot_now<A: LedgerAggregate>(app: &AppState, id: &str) -> Result<Response, ApiError> {
+    let version = app.executor.snapshot_now::<A>(id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "aggregate_type": A::COLLECTION, "id": id, "version": version })),
+    )
+        .into_response())
+}
+
+async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let handle = app.metrics.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "no metrics recorder installed",
+        )
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response())
+}
+
+async fn health(State(app): State<AppState>) -> Result<Response, ApiError> {
+    // A cheap read proves the event store answers; the stream never exists.
+    let probe = StreamId::new("health", "probe")
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let started = Instant::now();
+    match app.executor.event_store().stream_version(&probe).await {
+        Ok(_) => Ok(Json(json!({
+            "status": "ok",
+            "stores": app.stores,
+            "store_latency_ms": millis(started.elapsed()),
+        }))
+        .into_response()),
+        Err(error) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            error.to_string(),
+        )),
+    }
+}
+
+/// Unmatched paths. A path like `/accounts//commands` lands here because the router does not
+/// match empty segments: that is an empty id (400), not a missing route.
+async fn fallback(request: Request) -> ApiError {
+    let path = request.uri().path();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let [aggregate_type, id, ..] = segments.as_slice()
+        && id.is_empty()
+        && !aggregate_type.is_empty()
+        && !matches!(*aggregate_type, "health" | "metrics")
+    {
+        return match Collection::parse_collection(aggregate_type) {
+            Some(_) => ApiError::invalid_id("the id must not be empty"),
+            None => ApiError::unknown_type(aggregate_type),
+        };
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {path}"),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        elapsed_ms = millis(started.elapsed()),
+        "request"
+    );
+    response
+}
+
+/// Milliseconds with microsecond resolution (no float noise in the JSON).
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1_000_000.0).round() / 1_000.0
+}
+
+/// How to run `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// PostgreSQL URL; in-memory stores when `None`.
+    pub database_url: Option<String>,
+    /// PostgreSQL pool size.
+    pub max_connections: u32,
+}
+
+/// Why `serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The Prometheus recorder could not be installed.
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    /// The stores could not be opened.
+    #[error("cannot open the stores: {0}")]
+    Store(#[from] StoreError),
+    /// The executor could not be built.
+    #[error("cannot build the executor: {0}")]
+    Build(#[from] aggregate_actors::BuildError),
+    /// Binding or serving failed.
+    #[error("cannot serve on {address}: {source}")]
+    Io {
+        /// The address.
+        address: SocketAddr,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the API until Ctrl-C or SIGTERM, then drains requests in flight and shuts the
+/// executor down (queued commands finish, passivation snapshots are written).
+///
+/// Prints `listening on http://ADDRESS` on stdout once bound, so a caller that asked for port 0
+/// can read the port.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    // The recorder must be in place before the executor is built: the framework resolves its
+    // metric handles when aggregate types are registered.
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        // Histograms accumulate until upkeep drains them into their summaries.
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+
+    let stores = Stores::open(options.database_url.as_deref(), options.max_connections).await?;
+    let executor = stores.executor()?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            address: options.listen,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| ServeError::Io {
+        address: options.listen,
+        source,
+    })?;
+    tracing::info!(%address, stores = %stores.description, "serving");
+    println!("listening on http://{address}");
+
+    let app = router(AppState {
+        executor: executor.clone(),
+        metrics: Some(handle),
+        stores: stores.description.clone(),
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| ServeError::Io { address, source });
+    tracing::info!("HTTP server stopped; shutting the executor down");
+    executor.shutdown().await;
+    tracing::info!("executor shut down");
+    served
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,226 @@
+//! The glue between the domain and the framework: which aggregates the service hosts, their
+//! settings, and how to open the stores and build the executor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregate_actors::event_stores::{
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, PgConfig, PgEventStore, PgSnapshotStore,
+    SnapshotStore, StoreError,
+};
+use aggregate_actors::strategy::{EveryNEvents, Never, ReplayCost};
+use aggregate_actors::{
+    Aggregate, AggregateSettings, BuildError, Executor, Retention, RuntimeConfig,
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::{Account, AccountCommand, Customer, CustomerCommand, Dated};
+
+/// An aggregate the ledger service hosts: what the HTTP API, the demo and the inspector need
+/// beyond [`Aggregate`].
+pub trait LedgerAggregate: Aggregate<State: PartialEq + Serialize> + Sized {
+    /// The collection name in URLs, e.g. `"accounts"`.
+    const COLLECTION: &'static str;
+    /// The command as callers send it (JSON), before the service stamps it with the time.
+    type Request: DeserializeOwned + Send + 'static;
+
+    /// Stamps a request with the instant it was received.
+    fn command(request: Self::Request, at: DateTime<Utc>) -> Self::Command;
+
+    /// A stable, machine-readable name of the broken rule.
+    fn rule(error: &Self::Error) -> &'static str;
+
+    /// The settings this aggregate runs with in the service.
+    fn settings() -> AggregateSettings<Self>;
+}
+
+/// Commands wait at most this long for their actor (activation included) before the caller
+/// gets a timeout: shorter than typical HTTP client timeouts, so clients see our 504.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn runtime() -> RuntimeConfig {
+    RuntimeConfig {
+        call_timeout: CALL_TIMEOUT,
+        // Idle accounts leave memory after five minutes (with a snapshot, see below).
+        idle_timeout: Some(Duration::from_secs(300)),
+        ..RuntimeConfig::default()
+    }
+}
+
+impl LedgerAggregate for Account {
+    const COLLECTION: &'static str = "accounts";
+    type Request = AccountCommand;
+
+    fn command(request: AccountCommand, at: DateTime<Utc>) -> Dated<AccountCommand> {
+        Dated::at(request, at)
+    }
+
+    fn rule(error: &Self::Error) -> &'static str {
+        error.code()
+    }
+
+    /// Accounts grow with every transaction, so they snapshot every 100 events and when they
+    /// passivate; twenty snapshots are kept so that time-travel queries into the recent past
+    /// start from one instead of replaying from the first event.
+    fn settings() -> AggregateSettings<Self> {
+        AggregateSettings::new()
+            .strategy(EveryNEvents::new(100))
+            .snapshot_on_passivation(true)
+            .retention(Retention {
+                keep_newest: 20,
+                max_age: None,
+            })
+            .runtime(runtime())
+    }
+}
+
+impl LedgerAggregate for Customer {
+    const COLLECTION: &'static str = "customers";
+    type Request = CustomerCommand;
+
+    fn command(request: CustomerCommand, at: DateTime<Utc>) -> Dated<CustomerCommand> {
+        Dated::at(request, at)
+    }
+
+    fn rule(error: &Self::Error) -> &'static str {
+        error.code()
+    }
+
+    /// Customers have a handful of events: replaying them is cheaper than reading a snapshot.
+    /// They snapshot only after an activation that turned out expensive (more than 200 events
+    /// or 20 ms), and not on passivation, so typical customers cost no snapshot writes at all.
+    fn settings() -> AggregateSettings<Self> {
+        AggregateSettings::new()
+            .strategy(ReplayCost::new(200, Duration::from_millis(20)))
+            .snapshot_on_passivation(false)
+            .runtime(runtime())
+    }
+}
+
+/// The event store and snapshot store the service runs on.
+#[derive(Clone)]
+pub struct Stores {
+    /// Events: the source of truth.
+    pub events: Arc<dyn EventStore>,
+    /// Snapshots: the state provider.
+    pub snapshots: Arc<dyn SnapshotStore>,
+    /// Where they live, for humans (`in-memory` or the redacted PostgreSQL URL).
+    pub description: String,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("description", &self.description)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// Fresh in-memory stores: everything is lost when the process ends.
+    pub fn in_memory() -> Self {
+        Self {
+            events: Arc::new(InMemoryEventStore::new()),
+            snapshots: Arc::new(InMemorySnapshotStore::new()),
+            description: "in-memory".to_owned(),
+        }
+    }
+
+    /// Both stores in the PostgreSQL database at `url`, sharing one pool (the schema is
+    /// created or migrated on connect).
+    pub async fn postgres(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let config = PgConfig::new(url)
+            .max_connections(max_connections)
+            .application_name("sample-app");
+        let events = PgEventStore::connect(&config).await?;
+        let snapshots = PgSnapshotStore::from_pool(events.pool().clone(), config.limits).await?;
+        Ok(Self {
+            events: Arc::new(events),
+            snapshots: Arc::new(snapshots),
+            description: format!("PostgreSQL at {}", config.redacted_url()),
+        })
+    }
+
+    /// PostgreSQL when `database_url` is given, in-memory otherwise.
+    pub async fn open(
+        database_url: Option<&str>,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        match database_url {
+            Some(url) => Self::postgres(url, max_connections).await,
+            None => Ok(Self::in_memory()),
+        }
+    }
+
+    /// The executor the service runs: both aggregates with their [`LedgerAggregate::settings`].
+    /// Build it after installing a metrics recorder: the framework resolves its metric handles
+    /// at registration.
+    pub fn executor(&self) -> Result<Executor, BuildError> {
+        Executor::builder(Arc::clone(&self.events), Arc::clone(&self.snapshots))
+            .register::<Account>(Account::settings())
+            .register::<Customer>(Customer::settings())
+            .build()
+    }
+
+    /// An executor on the same event store that never reads or writes snapshots: every
+    /// activation replays the whole stream. The demo compares against it.
+    pub fn full_replay_executor(&self) -> Result<Executor, BuildError> {
+        fn never<A: LedgerAggregate>() -> AggregateSettings<A> {
+            A::settings().strategy(Never).snapshot_on_passivation(false)
+        }
+        Executor::builder(
+            Arc::clone(&self.events),
+            Arc::new(InMemorySnapshotStore::new()),
+        )
+        .register::<Account>(never())
+        .register::<Customer>(never())
+        .build()
+    }
+}
+
+/// The hosted aggregate types, by URL collection name (or type name, for the CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collection {
+    /// [`Account`].
+    Accounts,
+    /// [`Customer`].
+    Customers,
+}
+
+impl Collection {
+    /// Every hosted type.
+    pub const ALL: [Collection; 2] = [Collection::Accounts, Collection::Customers];
+
+    /// `"accounts"` / `"customers"`; the singular type names `"account"` / `"customer"` are
+    /// accepted too.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            n if n == Account::COLLECTION || n == Account::TYPE => Some(Collection::Accounts),
+            n if n == Customer::COLLECTION || n == Customer::TYPE => Some(Collection::Customers),
+            _ => None,
+        }
+    }
+
+    /// The URL collection name only: `"accounts"` / `"customers"`.
+    pub fn parse_collection(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The URL collection name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Collection::Accounts => Account::COLLECTION,
+            Collection::Customers => Customer::COLLECTION,
+        }
+    }
+
+    /// The stored aggregate type name.
+    pub fn aggregate_type(self) -> &'static str {
+        match self {
+            Collection::Accounts => Account::TYPE,
+            Collection::Customers => Customer::TYPE,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! A ledger service built on [`aggregate_actors`], using only its public API: the code to copy
+//! when you start your own.
+//!
+//! - [`domain`]: two aggregates, ledger [`Account`](domain::Account)s and
+//!   [`Customer`](domain::Customer)s — commands (JSON-deserializable, validated on the way in),
+//!   events, state, typed domain errors, and the `decide` / `apply` pair.
+//! - [`ledger`]: which aggregates the service hosts, their snapshot strategies, and opening the
+//!   stores (in-memory or PostgreSQL).
+//! - [`http`]: the axum API (commands, state, time travel, snapshots, Prometheus metrics).
+//! - [`demo`]: a workload that shows what snapshots buy, with a comparison against full replay.
+//! - [`inspect`]: everything stored about one aggregate, decoded and verified.
+//!
+//! The binary `sample-app` wires these to the `serve`, `demo` and `inspect` subcommands.
+
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod inspect;
+pub mod ledger;
+pub mod views;
