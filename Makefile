@@ -31,6 +31,17 @@ test-only:
 run:
 	$(CARGO) run --release -p sample-app -- demo
 
-bench bench-quick soak:
+# Benchmarks in release mode with the cqrs-es baseline; each writes benches/REPORT.md and
+# benches/recovery.svg. PostgreSQL: DATABASE_URL when set, otherwise benches/run.sh starts a
+# throw-away cluster and stops it on exit (trap). bench-quick takes under 3 minutes after the build.
+bench:
+	$(CARGO) build --release -p benchmarks --features cqrs-baseline
+	CARGO="$(CARGO)" benches/run.sh
+
+bench-quick:
+	$(CARGO) build --release -p benchmarks --features cqrs-baseline
+	CARGO="$(CARGO)" benches/run.sh --quick
+
+soak:
 	@echo "make $@: not yet implemented" >&2
 	@exit 1

@@ -1,0 +1,338 @@
+//! Scenario 1: executor overhead, in-memory.
+//!
+//! Commands/s and p50/p99 latency of `Executor::execute` (a one-event deposit on the in-memory
+//! store) for 1, 100 and 10 000 aggregates with 1, 16 and 64 concurrent callers, next to the
+//! baseline: a raw ractor `call` round trip to an actor holding a counter, with the same callers
+//! and actor counts. Callers spread over the aggregates round-robin (caller `c`'s `i`-th call
+//! goes to `(c + i·callers) mod n`). Each configuration gets a fresh executor (so the store does
+//! not grow across runs) whose aggregates are activated before the clock starts.
+//!
+//! A breakdown at one caller and one aggregate then prices each layer: ractor round trip, the
+//! virtual-actor directory, encoding an event, an in-memory append, and the whole command.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregate_actors::{AggregateSettings, Executor, RuntimeConfig, strategy::Never};
+use event_stores::{EventStore, InMemoryEventStore, StreamId};
+
+use crate::BoxError;
+use crate::baseline::{VirtualCounterMsg, call_counter, counter_directory, spawn_counter};
+use crate::ledger::{Ledger, LedgerCommand, LedgerEvent, new_event};
+use crate::measure::{
+    Measurement, fmt_duration, fmt_rate, fmt_ratio, ratio, run_callers, run_jobs, sig3,
+};
+use crate::report::{Headline, Section, Table};
+use crate::scenarios::Ctx;
+
+const AGGREGATES: [usize; 3] = [1, 100, 10_000];
+const CALLERS: [usize; 3] = [1, 16, 64];
+
+/// Settings of the ledger for command-path measurements: no snapshots (scenario 5 prices
+/// them), no idle passivation.
+pub fn command_path_settings() -> AggregateSettings<Ledger> {
+    AggregateSettings::new()
+        .strategy(Never)
+        .snapshot_on_passivation(false)
+        .runtime(RuntimeConfig {
+            idle_timeout: None,
+            ..RuntimeConfig::default()
+        })
+}
+
+/// Ids `prefix-0` … `prefix-(n-1)`.
+pub fn ids(prefix: &str, n: usize) -> Arc<Vec<String>> {
+    Arc::new((0..n).map(|i| format!("{prefix}-{i}")).collect())
+}
+
+/// Sends one no-op command to each id so every actor is live, 64 at a time.
+pub async fn activate_all(executor: &Executor, ids: &Arc<Vec<String>>) -> Result<(), BoxError> {
+    let executor = executor.clone();
+    let ids = Arc::clone(ids);
+    let count = ids.len();
+    run_jobs(64, count, move |job| {
+        let executor = executor.clone();
+        let ids = Arc::clone(&ids);
+        async move {
+            executor
+                .execute::<Ledger>(&ids[job], LedgerCommand::Touch)
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn measure_ours(
+    ctx: &Ctx,
+    aggregates: usize,
+    callers: usize,
+) -> Result<Measurement, BoxError> {
+    let executor = Executor::in_memory()
+        .register::<Ledger>(command_path_settings())
+        .build()?;
+    let ids = ids("acc", aggregates);
+    activate_all(&executor, &ids).await?;
+    let ex = executor.clone();
+    let measurement = run_callers(callers, ctx.warmup(), ctx.duration(), move |caller, i| {
+        let executor = ex.clone();
+        let ids = Arc::clone(&ids);
+        async move {
+            let index = (caller + i as usize * callers) % ids.len();
+            executor
+                .execute::<Ledger>(&ids[index], LedgerCommand::Deposit { amount: 1 })
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    executor.shutdown().await;
+    Ok(measurement)
+}
+
+async fn measure_ractor(ctx: &Ctx, actors: usize, callers: usize) -> Result<Measurement, BoxError> {
+    let mut refs = Vec::with_capacity(actors);
+    for _ in 0..actors {
+        refs.push(spawn_counter().await?);
+    }
+    let refs = Arc::new(refs);
+    let shared = Arc::clone(&refs);
+    let measurement = run_callers(callers, ctx.warmup(), ctx.duration(), move |caller, i| {
+        let refs = Arc::clone(&shared);
+        async move {
+            let index = (caller + i as usize * callers) % refs.len();
+            call_counter(&refs[index], 1).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    for actor in refs.iter() {
+        actor.stop(None);
+    }
+    Ok(measurement)
+}
+
+/// Mean cost of each layer at one caller and one aggregate.
+struct Breakdown {
+    ractor: Duration,
+    directory: Duration,
+    encode: Duration,
+    append: Duration,
+    execute: Duration,
+}
+
+async fn breakdown(ctx: &Ctx) -> Result<Breakdown, BoxError> {
+    let duration = ctx.duration();
+    let warmup = ctx.warmup();
+    let ractor = measure_ractor(ctx, 1, 1).await?.mean();
+
+    let directory = counter_directory();
+    let dir = directory.clone();
+    let key = Arc::new("counter".to_owned());
+    let measured = run_callers(1, warmup, duration, move |_, _| {
+        let dir = dir.clone();
+        let key = Arc::clone(&key);
+        async move {
+            dir.call(&*key, |reply| VirtualCounterMsg::Add(1, reply))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    directory.shutdown().await;
+
+    let event = LedgerEvent::Deposited { amount: 1 };
+    let encode = run_callers(1, warmup, duration, move |_, _| {
+        let event = event.clone();
+        async move {
+            std::hint::black_box(new_event(&event)?);
+            Ok(())
+        }
+    })
+    .await?
+    .mean();
+
+    let store = Arc::new(InMemoryEventStore::new());
+    let stream = Arc::new(StreamId::new("ledger", "direct")?);
+    let prepared = new_event(&LedgerEvent::Deposited { amount: 1 })?;
+    let append = run_callers(1, warmup, duration, move |_, _| {
+        let store = Arc::clone(&store);
+        let stream = Arc::clone(&stream);
+        let mut event = prepared.clone();
+        event.event_id = uuid::Uuid::now_v7();
+        async move {
+            let version = store.stream_version(&stream).await?;
+            store.append(&stream, version, vec![event]).await?;
+            Ok(())
+        }
+    })
+    .await?
+    .mean();
+
+    let execute = measure_ours(ctx, 1, 1).await?.mean();
+    Ok(Breakdown {
+        ractor,
+        directory: measured.mean(),
+        encode,
+        append,
+        execute,
+    })
+}
+
+/// Runs the scenario.
+pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
+    let mut section = Section::new(
+        super::ALL[0].title,
+        "`Executor::execute` of a one-event deposit on the in-memory store (strategy `Never`, \
+         so no snapshots: scenario 5 prices those) against a raw ractor `call` to an actor holding \
+         a counter, with the same number of concurrent callers (tokio tasks) and actors. Callers \
+         spread over the aggregates round-robin; every aggregate is live before the clock \
+         starts; each configuration gets a fresh executor. Latencies are per call, from \
+         hdrhistogram.",
+    );
+    let mut table = Table::new(
+        "",
+        &[
+            "aggregates",
+            "callers",
+            "ours cmd/s",
+            "ours p50",
+            "ours p99",
+            "ractor calls/s",
+            "ractor p50",
+            "ractor p99",
+            "throughput ratio",
+        ],
+    );
+    let mut ratios = Vec::new();
+    let mut headline = None;
+    for &aggregates in &AGGREGATES {
+        for &callers in &CALLERS {
+            let ours = measure_ours(ctx, aggregates, callers).await?;
+            let base = measure_ractor(ctx, aggregates, callers).await?;
+            let r = ratio(ours.per_second(), base.per_second());
+            ratios.push(r);
+            println!(
+                "  executor: {aggregates} aggregates × {callers} callers: ours {} vs ractor {}",
+                fmt_rate(ours.per_second()),
+                fmt_rate(base.per_second())
+            );
+            table.row(vec![
+                aggregates.to_string(),
+                callers.to_string(),
+                fmt_rate(ours.per_second()),
+                fmt_duration(ours.p50()),
+                fmt_duration(ours.p99()),
+                fmt_rate(base.per_second()),
+                fmt_duration(base.p50()),
+                fmt_duration(base.p99()),
+                fmt_ratio(r),
+            ]);
+            if aggregates == 10_000 && callers == 64 {
+                headline = Some(Headline {
+                    scenario: section.title.clone(),
+                    metric: "commands/s, 10 000 aggregates, 64 callers".into(),
+                    ours: fmt_rate(ours.per_second()),
+                    baseline: "raw ractor `call` (counter actor)".into(),
+                    baseline_figure: fmt_rate(base.per_second()),
+                    ratio: format!("{} ↑", fmt_ratio(r)),
+                });
+            }
+        }
+    }
+    section.tables.push(table);
+
+    let b = breakdown(ctx).await?;
+    let mut layers = Table::new(
+        "Where a command's time goes (1 caller, 1 aggregate, mean per call):",
+        &["layer", "mean", "what it adds"],
+    );
+    let minus = |a: Duration, b: Duration| a.saturating_sub(b);
+    let rest = minus(b.execute, b.directory + b.encode + b.append);
+    layers.row(vec![
+        "raw ractor call round trip".into(),
+        fmt_duration(b.ractor),
+        "baseline".into(),
+    ]);
+    layers.row(vec![
+        "actor-runtime `Directory::call` (virtual counter)".into(),
+        fmt_duration(b.directory),
+        format!(
+            "+{} directory (lookup, mailbox permit, reply)",
+            fmt_duration(minus(b.directory, b.ractor))
+        ),
+    ]);
+    layers.row(vec![
+        "encode one event (MessagePack + UUID v7), no actor".into(),
+        fmt_duration(b.encode),
+        "–".into(),
+    ]);
+    layers.row(vec![
+        "in-memory append of one event, no actor".into(),
+        fmt_duration(b.append),
+        "–".into(),
+    ]);
+    layers.row(vec![
+        "`Executor::execute` (whole command)".into(),
+        fmt_duration(b.execute),
+        format!(
+            "+{} over the directory: encode {} + append {} + rest {} (decide/apply, metrics, tracing spans, result)",
+            fmt_duration(minus(b.execute, b.directory)),
+            fmt_duration(b.encode),
+            fmt_duration(b.append),
+            fmt_duration(rest)
+        ),
+    ]);
+    section.tables.push(layers);
+
+    let geo = geometric_mean(&ratios);
+    let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+        (lo.min(*r), hi.max(*r))
+    });
+    section.ratio_line = format!(
+        "Ratio to raw ractor: ours reaches {}–{} of its throughput (geometric mean {} over 9 configurations).",
+        fmt_ratio(lo),
+        fmt_ratio(hi),
+        fmt_ratio(geo)
+    );
+    let overhead = minus(b.execute, b.ractor);
+    section.notes.push(format!(
+        "Per command, ours costs {} more than a bare actor round trip ({} vs {}, {}× the time). \
+         A command is a ractor round trip plus real work: the directory's concurrent-map lookup \
+         and mailbox permit ({}), MessagePack encoding with a fresh UUID v7 ({}), the store \
+         append ({}: a DashMap entry, a per-stream lock and the store-wide log lock), and \
+         decide/apply/metrics/spans ({}). The raw baseline does none of that, so a ratio well \
+         below 1× is expected; what matters is that the overhead is a fixed few microseconds \
+         that does not grow with the number of aggregates.",
+        fmt_duration(overhead),
+        fmt_duration(b.execute),
+        fmt_duration(b.ractor),
+        sig3(b.execute.as_secs_f64() / b.ractor.as_secs_f64().max(1e-12)),
+        fmt_duration(minus(b.directory, b.ractor)),
+        fmt_duration(b.encode),
+        fmt_duration(b.append),
+        fmt_duration(rest),
+    ));
+    section.notes.push(
+        "With 16 and 64 callers both systems are bound by the 2 cores, not by waiting: p99 \
+         grows with the number of callers because callers queue for CPU, not for the actor."
+            .to_owned(),
+    );
+    section.headline = headline;
+    Ok(section)
+}
+
+/// Geometric mean of positive ratios (NaN when there are none).
+pub fn geometric_mean(values: &[f64]) -> f64 {
+    let logs: Vec<f64> = values
+        .iter()
+        .filter(|v| v.is_finite() && **v > 0.0)
+        .map(|v| v.ln())
+        .collect();
+    if logs.is_empty() {
+        f64::NAN
+    } else {
+        (logs.iter().sum::<f64>() / logs.len() as f64).exp()
+    }
+}
