@@ -225,7 +225,7 @@ pub fn plan(ids: &Ids, total: usize, seed: u64) -> Result<Plan, PlanError> {
             plan.traffic.push(Planned {
                 step: Step::Account {
                     index,
-                    command: AccountCommand::Unfreeze,
+                    command: AccountCommand::Unfreeze {},
                 },
                 at: next_at(),
             });
@@ -269,12 +269,12 @@ pub fn plan(ids: &Ids, total: usize, seed: u64) -> Result<Plan, PlanError> {
             // Mostly refused: the account is not frozen.
             83..84 => Step::Account {
                 index: account,
-                command: AccountCommand::Unfreeze,
+                command: AccountCommand::Unfreeze {},
             },
             // Mostly refused: money is left on the account.
             84..85 => Step::Account {
                 index: account,
-                command: AccountCommand::Close,
+                command: AccountCommand::Close {},
             },
             85..93 => Step::Customer {
                 index: customer,
@@ -284,7 +284,7 @@ pub fn plan(ids: &Ids, total: usize, seed: u64) -> Result<Plan, PlanError> {
             },
             93..95 => Step::Customer {
                 index: customer,
-                command: CustomerCommand::Verify,
+                command: CustomerCommand::Verify {},
             },
             // Refused when already linked or when the customer has ten accounts.
             _ => Step::Customer {

@@ -55,10 +55,12 @@ pub enum AccountCommand {
         /// Why.
         reason: Reference,
     },
-    /// Lifts a freeze.
-    Unfreeze,
+    /// Lifts a freeze. (A struct variant with no fields rather than a unit variant: serde
+    /// ignores unknown fields next to the tag of a unit variant, even with
+    /// `deny_unknown_fields`.)
+    Unfreeze {},
     /// Closes the account for good; only at a zero balance.
-    Close,
+    Close {},
 }
 
 /// What happened to an account. Plain data: every value was validated before it was stored.
@@ -380,13 +382,13 @@ impl Aggregate for Account {
                     at,
                 }
             }
-            AccountCommand::Unfreeze => match state.status {
+            AccountCommand::Unfreeze {} => match state.status {
                 AccountStatus::Frozen => AccountEvent::Unfrozen { at },
                 AccountStatus::Open => return Err(AccountError::NotFrozen),
                 AccountStatus::NotOpened => return Err(AccountError::NotOpen),
                 AccountStatus::Closed => return Err(AccountError::Closed),
             },
-            AccountCommand::Close => {
+            AccountCommand::Close {} => {
                 Self::require_active(state)?;
                 if state.balance_cents != 0 {
                     return Err(AccountError::BalanceNotZero {

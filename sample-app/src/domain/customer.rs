@@ -152,8 +152,9 @@ pub enum CustomerCommand {
         /// The account's id.
         account_id: BoundedText<256>,
     },
-    /// Records that the customer's identity was verified at the current address.
-    Verify,
+    /// Records that the customer's identity was verified at the current address. (No fields,
+    /// but a struct variant, so that unknown fields are refused.)
+    Verify {},
 }
 
 /// What happened to a customer.
@@ -302,7 +303,7 @@ impl Aggregate for Customer {
                     at,
                 }
             }
-            CustomerCommand::Verify => {
+            CustomerCommand::Verify {} => {
                 if state.verified_at.is_some() {
                     return Err(CustomerError::AlreadyVerified);
                 }

@@ -1,0 +1,369 @@
+//! The real `serve` binary on a fresh PostgreSQL database, driven over HTTP.
+//!
+//! Skipped (returns early) when `DATABASE_URL` is unset, except under `CI=true`, where
+//! `fresh_database` panics instead.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use aggregate_actors::event_stores::{EventStore, PgEventStore, StreamId};
+use chrono::Utc;
+use event_stores::testing::{TestDatabase, fresh_database};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// A running `sample-app serve`; killed if the test fails before stopping it.
+struct Server {
+    child: Child,
+    base: String,
+    // Kept open: the server's stdout must not become a broken pipe.
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Server {
+    async fn start(db: &TestDatabase) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sample-app"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--max-connections", "4"])
+            .args(["--database-url", db.url()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sample-app serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
+            .await
+            .expect("serve printed its address in time")
+            .unwrap()
+            .expect("serve printed a line");
+        let base = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            base,
+            _stdout: stdout,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    async fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("server still running");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !sent {
+            self.child.start_kill().unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("server stopped in time")
+            .unwrap()
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("request sent");
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> (StatusCode, Value) {
+    send(client.post(url).json(&body)).await
+}
+
+async fn get(client: &reqwest::Client, url: String) -> (StatusCode, Value) {
+    send(client.get(url)).await
+}
+
+async fn event_store(db: &TestDatabase) -> PgEventStore {
+    PgEventStore::connect(&db.config()).await.unwrap()
+}
+
+async fn total_events(store: &PgEventStore) -> usize {
+    store.read_all(0, 100_000).await.unwrap().len()
+}
+
+async fn version_of(store: &PgEventStore, aggregate_type: &str, id: &str) -> u64 {
+    store
+        .stream_version(&StreamId::new(aggregate_type, id).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_service_runs_commands_travels_in_time_takes_snapshots_and_survives_a_restart() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+
+    let (status, health) = get(&client, server.url("/health")).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["status"], "ok");
+
+    // An account with 130 events: open, then 129 deposits of n × 1.00.
+    let commands = server.url("/accounts/acc-1/commands");
+    let (status, opened) = post(
+        &client,
+        commands.clone(),
+        json!({"type": "open", "owner": "cus-1"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{opened}");
+    assert_eq!(opened["version"], 1);
+    assert_eq!(opened["events"][0]["type"], "Opened");
+    assert_eq!(opened["events"][0]["data"]["owner"], "cus-1");
+    let mut midpoint = None;
+    for n in 1..=129u64 {
+        let (status, body) = post(
+            &client,
+            commands.clone(),
+            json!({"type": "deposit", "amount_cents": n * 100, "reference": format!("dep {n}")}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["version"], n + 1);
+        if n == 60 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            midpoint = Some(Utc::now());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let balance_after = |deposits: u64| (1..=deposits).sum::<u64>() * 100;
+
+    let (status, current) = get(&client, server.url("/accounts/acc-1")).await;
+    assert_eq!(status, StatusCode::OK, "{current}");
+    assert_eq!(current["version"], 130);
+    assert_eq!(current["state"]["balance_cents"], balance_after(129));
+    assert_eq!(current["state"]["recent"].as_array().unwrap().len(), 50);
+
+    // The strategy (every 100 events) snapshots at version 100, in the background.
+    let snapshot_versions = |body: &Value| -> Vec<u64> {
+        body["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["version"].as_u64().unwrap())
+            .collect()
+    };
+    let mut waited = 0;
+    loop {
+        let (status, body) = get(&client, server.url("/accounts/acc-1/snapshots")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if snapshot_versions(&body).contains(&100) {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 100, "no snapshot at version 100: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Time travel by version: before any snapshot, a full replay…
+    let (status, early) = get(&client, server.url("/accounts/acc-1/at?version=50")).await;
+    assert_eq!(status, StatusCode::OK, "{early}");
+    assert_eq!(early["version"], 50);
+    assert_eq!(early["from_snapshot"], Value::Null);
+    assert_eq!(early["events_replayed"], 50);
+    assert_eq!(early["state"]["balance_cents"], balance_after(49));
+    assert!(early["reached_at"].is_string());
+    assert!(early["elapsed_ms"].is_number());
+    // …after one, the snapshot and only the events since.
+    let (status, later) = get(&client, server.url("/accounts/acc-1/at?version=120")).await;
+    assert_eq!(status, StatusCode::OK, "{later}");
+    assert_eq!(later["from_snapshot"]["version"], 100);
+    assert_eq!(later["events_replayed"], 20);
+    assert_eq!(later["state"]["balance_cents"], balance_after(119));
+    // By time: everything recorded up to the midpoint, i.e. open + 60 deposits.
+    let time = midpoint
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (status, then) = get(
+        &client,
+        server.url(&format!("/accounts/acc-1/at?time={time}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{then}");
+    assert_eq!(then["version"], 61, "{then}");
+    assert_eq!(then["state"]["balance_cents"], balance_after(60));
+
+    // A snapshot on demand, then the list: every snapshot verified.
+    let (status, taken) = send(client.post(server.url("/accounts/acc-1/snapshots"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{taken}");
+    assert_eq!(taken["version"], 130);
+    let (status, list) = get(&client, server.url("/accounts/acc-1/snapshots")).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let versions = snapshot_versions(&list);
+    assert_eq!(versions.first(), Some(&130), "newest first: {list}");
+    assert!(versions.contains(&100));
+    for snapshot in list["snapshots"].as_array().unwrap() {
+        assert_eq!(snapshot["integrity"], "ok", "{snapshot}");
+        assert_eq!(snapshot["valid"], true);
+        assert!(snapshot["stored_size"].as_u64().unwrap() > 0);
+        assert!(snapshot["uncompressed_size"].as_u64().unwrap() >= 1);
+        assert!(snapshot["compression"] == "none" || snapshot["compression"] == "zstd");
+        assert!(snapshot["taken_at"].is_string());
+    }
+
+    // A customer.
+    let customer = server.url("/customers/cus-1/commands");
+    for (body, version) in [
+        (
+            json!({"type": "register", "name": "Ada", "email": "ada@example.com",
+                   "address": {"line1": "1 Main St", "city": "Utrecht", "postal_code": "3511", "country": "NL"}}),
+            1,
+        ),
+        (json!({"type": "link_account", "account_id": "acc-1"}), 2),
+        (json!({"type": "verify"}), 3),
+    ] {
+        let (status, reply) = post(&client, customer.clone(), body).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(reply["version"], version);
+    }
+    let (status, ada) = get(&client, server.url("/customers/cus-1")).await;
+    assert_eq!(status, StatusCode::OK, "{ada}");
+    assert_eq!(ada["state"]["accounts"], json!(["acc-1"]));
+    assert!(ada["state"]["verified_at"].is_string());
+
+    // The framework's metrics reach Prometheus.
+    let response = client.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let metrics = response.text().await.unwrap();
+    assert!(metrics.contains("aggregate_commands_total"), "{metrics}");
+    assert!(
+        metrics.contains(r#"aggregate_commands_total{aggregate="account",outcome="ok"} 130"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("actor_runtime_activations_total"),
+        "{metrics}"
+    );
+
+    // A graceful stop, a new process on the same database: the same states.
+    let status = server.terminate().await;
+    assert!(status.success(), "serve exited with {status}");
+    let server = Server::start(&db).await;
+    let (status, again) = get(&client, server.url("/accounts/acc-1")).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["version"], current["version"]);
+    assert_eq!(again["state"], current["state"]);
+    assert_eq!(again["activation"]["snapshot_version"], 130, "{again}");
+    assert_eq!(again["activation"]["events_replayed"], 0);
+    let (status, ada_again) = get(&client, server.url("/customers/cus-1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ada_again["state"], ada["state"]);
+    let (status, more) = post(
+        &client,
+        server.url("/accounts/acc-1/commands"),
+        json!({"type": "withdraw", "amount_cents": 100, "reference": "after restart"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{more}");
+    assert_eq!(more["version"], 131);
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_documented_error_and_stores_nothing() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+    let store = event_store(&db).await;
+    let commands = server.url("/accounts/acc-1/commands");
+    post(
+        &client,
+        commands.clone(),
+        json!({"type": "open", "owner": "o"}),
+    )
+    .await;
+    let (status, _) = post(
+        &client,
+        commands.clone(),
+        json!({"type": "deposit", "amount_cents": 1_000, "reference": "r"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(total_events(&store).await, 2);
+
+    let long_id = "x".repeat(300);
+    let huge_body = format!(
+        r#"{{"type":"deposit","amount_cents":1,"reference":"{}"}}"#,
+        "r".repeat(70 * 1024)
+    );
+    // (what, method, path, raw body, status, kind)
+    let cases: Vec<(&str, &str, String, String, StatusCode, &str)> = vec![
+        ("malformed JSON", "POST", "/accounts/acc-1/commands".into(), r#"{"type": "deposit", "#.into(), StatusCode::BAD_REQUEST, "malformed_json"),
+        ("empty body", "POST", "/accounts/acc-1/commands".into(), String::new(), StatusCode::BAD_REQUEST, "malformed_json"),
+        ("unknown command type", "POST", "/accounts/acc-1/commands".into(), r#"{"type":"teleport"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_command"),
+        ("unknown field", "POST", "/accounts/acc-1/commands".into(), r#"{"type":"deposit","amount_cents":5,"reference":"r","fee":1}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_command"),
+        ("zero amount", "POST", "/accounts/acc-1/commands".into(), r#"{"type":"deposit","amount_cents":0,"reference":"r"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_command"),
+        ("negative amount", "POST", "/accounts/acc-1/commands".into(), r#"{"type":"withdraw","amount_cents":-100,"reference":"r"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_command"),
+        ("amount above the limit", "POST", "/accounts/acc-1/commands".into(), r#"{"type":"deposit","amount_cents":100000000000,"reference":"r"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_command"),
+        ("fractional amount", "POST", "/accounts/acc-1/commands".into(), r#"{"type":"deposit","amount_cents":1.5,"reference":"r"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_command"),
+        ("bad e-mail", "POST", "/customers/cus-1/commands".into(), r#"{"type":"register","name":"A","email":"nope","address":{"line1":"x","city":"y","postal_code":"1","country":"NL"}}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_command"),
+        ("unknown aggregate type", "POST", "/widgets/w-1/commands".into(), r#"{"type":"open","owner":"o"}"#.into(), StatusCode::NOT_FOUND, "unknown_aggregate_type"),
+        ("empty id", "POST", "/accounts//commands".into(), r#"{"type":"open","owner":"o"}"#.into(), StatusCode::BAD_REQUEST, "invalid_id"),
+        ("id over 256 bytes", "POST", format!("/accounts/{long_id}/commands"), r#"{"type":"open","owner":"o"}"#.into(), StatusCode::BAD_REQUEST, "invalid_id"),
+        ("oversized body", "POST", "/accounts/acc-1/commands".into(), huge_body, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        ("overdraft", "POST", "/accounts/acc-1/commands".into(), r#"{"type":"withdraw","amount_cents":1001,"reference":"r"}"#.into(), StatusCode::CONFLICT, "rejected"),
+        ("opening twice", "POST", "/accounts/acc-1/commands".into(), r#"{"type":"open","owner":"o"}"#.into(), StatusCode::CONFLICT, "rejected"),
+        ("deposit before opening", "POST", "/accounts/acc-new/commands".into(), r#"{"type":"deposit","amount_cents":5,"reference":"r"}"#.into(), StatusCode::CONFLICT, "rejected"),
+        ("unknown id", "GET", "/accounts/acc-nobody".into(), String::new(), StatusCode::NOT_FOUND, "not_found"),
+        ("unknown id's snapshots", "GET", "/accounts/acc-nobody/snapshots".into(), String::new(), StatusCode::NOT_FOUND, "not_found"),
+        ("snapshot of an unknown id", "POST", "/accounts/acc-nobody/snapshots".into(), String::new(), StatusCode::NOT_FOUND, "not_found"),
+        ("unknown id in the past", "GET", "/accounts/acc-nobody/at?version=1".into(), String::new(), StatusCode::NOT_FOUND, "not_found"),
+        ("a version not reached", "GET", "/accounts/acc-1/at?version=99".into(), String::new(), StatusCode::NOT_FOUND, "version_not_reached"),
+        ("neither version nor time", "GET", "/accounts/acc-1/at".into(), String::new(), StatusCode::BAD_REQUEST, "invalid_query"),
+        ("a time that is not RFC 3339", "GET", "/accounts/acc-1/at?time=yesterday".into(), String::new(), StatusCode::BAD_REQUEST, "invalid_query"),
+        ("unknown type's state", "GET", "/widgets/w-1".into(), String::new(), StatusCode::NOT_FOUND, "unknown_aggregate_type"),
+        ("wrong method", "DELETE", "/accounts/acc-1".into(), String::new(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+    ];
+    for (what, method, path, body, status, kind) in cases {
+        let request = match method {
+            "POST" => client
+                .post(server.url(&path))
+                .header("content-type", "application/json")
+                .body(body),
+            "GET" => client.get(server.url(&path)),
+            _ => client.delete(server.url(&path)),
+        };
+        let (got, reply) = send(request).await;
+        assert_eq!(got, status, "{what}: {reply}");
+        assert_eq!(reply["kind"], kind, "{what}: {reply}");
+        assert!(
+            reply["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {reply}"
+        );
+        assert_eq!(total_events(&store).await, 2, "{what} stored something");
+    }
+    // The rejection names the rule it broke.
+    let (_, overdraft) = post(
+        &client,
+        commands.clone(),
+        json!({"type": "withdraw", "amount_cents": 1_001, "reference": "r"}),
+    )
+    .await;
+    assert_eq!(overdraft["rule"], "insufficient_funds");
+    assert_eq!(version_of(&store, "account", "acc-1").await, 2);
+    assert_eq!(version_of(&store, "account", "acc-new").await, 0);
+    assert_eq!(version_of(&store, "customer", "cus-1").await, 0);
+    let (_, state) = get(&client, server.url("/accounts/acc-1")).await;
+    assert_eq!(state["version"], 2);
+    assert_eq!(state["state"]["balance_cents"], 1_000);
+    assert!(server.terminate().await.success());
+}
