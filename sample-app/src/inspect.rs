@@ -63,17 +63,23 @@ async fn read<A: LedgerAggregate>(stores: &Stores, id: &str) -> Result<Inspectio
     let stream = StreamId::new(A::TYPE, id)?;
     let version = stores.events.stream_version(&stream).await?;
     let mut events = Vec::new();
-    // Page through the stream: an aggregate with a million events is never loaded at once.
+    let mut event_ids = std::collections::HashMap::new();
+    // Page through the stream rather than reading it in one go.
     let mut pages = StreamPages::new(&*stores.events, &stream, ReadQuery::all());
     while let Some(page) = pages.next_page().await? {
         events.extend(page.iter().map(StoredEventView::of::<A>));
+        event_ids.extend(page.iter().map(|e| (e.version, e.event_id)));
     }
     let snapshots = stores
         .snapshots
         .list(&stream, 0, u64::MAX)
         .await?
         .iter()
-        .map(|record| SnapshotView::of::<A>(record, true))
+        .map(|record| {
+            let mut view = SnapshotView::of::<A>(record, true);
+            view.check_last_event(event_ids.get(&record.version).copied());
+            view
+        })
         .collect();
     Ok(Inspection {
         aggregate_type: A::TYPE,
@@ -123,7 +129,7 @@ impl Inspection {
             for snapshot in &self.snapshots {
                 writeln!(
                     out,
-                    "  v{:<6} {} B stored / {} B encoded, {}, {} schema v{}{}, checksum {} {}, taken {}",
+                    "  v{:<6} {} B stored / {} B encoded, {}, {} schema v{}{}, checksum {} {}, {}, taken {}",
                     snapshot.version,
                     snapshot.stored_size,
                     snapshot.uncompressed_size,
@@ -137,6 +143,11 @@ impl Inspection {
                     },
                     snapshot.checksum,
                     snapshot.integrity,
+                    match snapshot.last_event_matches {
+                        Some(true) => "last event matches",
+                        Some(false) => "LAST EVENT DIFFERS",
+                        None => "last event not checked",
+                    },
                     snapshot.taken_at.format("%Y-%m-%d %H:%M:%S%.6fZ"),
                 )?;
                 if let Some(state) = &snapshot.state {

@@ -45,6 +45,10 @@ fn runtime() -> RuntimeConfig {
         call_timeout: CALL_TIMEOUT,
         // Idle accounts leave memory after five minutes (with a snapshot, see below).
         idle_timeout: Some(Duration::from_secs(300)),
+        // A command for an id that does not exist yet activates an actor even when it is
+        // rejected, so a client cycling through random ids could grow memory without bound:
+        // cap the live actors per type (the least recently used idle ones are evicted).
+        max_live_actors: Some(100_000),
         ..RuntimeConfig::default()
     }
 }

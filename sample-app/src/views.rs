@@ -83,7 +83,12 @@ pub struct SnapshotView {
     pub checksum: String,
     /// `ok`, or why the bytes failed verification (checksum, codec, decompression, decoding).
     pub integrity: String,
-    /// True when the snapshot is usable: intact and of the current schema.
+    /// Whether the stored event at `version` has `last_event_id` (a snapshot of a stream that
+    /// was since rewritten does not); `None` when not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_event_matches: Option<bool>,
+    /// True when the snapshot is usable: intact, of the current schema, and (when checked)
+    /// matching its stream — the checks the framework makes before trusting one.
     pub valid: bool,
     /// When it was taken.
     pub taken_at: DateTime<Utc>,
@@ -122,12 +127,23 @@ impl SnapshotView {
             uncompressed_size: record.uncompressed_size,
             checksum: format!("{:016x}", record.checksum),
             integrity,
+            last_event_matches: None,
             valid,
             taken_at: record.taken_at,
             state: state
                 .filter(|_| with_state)
                 .map(|s| serde_json::to_value(s).unwrap_or(Value::Null)),
         }
+    }
+}
+
+impl SnapshotView {
+    /// Records whether the event stored at the snapshot's version is the one it was taken
+    /// after (`stored_event_id` is `None` when the stream has no event there).
+    pub fn check_last_event(&mut self, stored_event_id: Option<uuid::Uuid>) {
+        let matches = stored_event_id.is_some_and(|id| id.to_string() == self.last_event_id);
+        self.last_event_matches = Some(matches);
+        self.valid &= matches;
     }
 }
 

@@ -212,6 +212,7 @@ async fn the_service_runs_commands_travels_in_time_takes_snapshots_and_survives_
     for snapshot in list["snapshots"].as_array().unwrap() {
         assert_eq!(snapshot["integrity"], "ok", "{snapshot}");
         assert_eq!(snapshot["valid"], true);
+        assert_eq!(snapshot["last_event_matches"], true);
         assert!(snapshot["stored_size"].as_u64().unwrap() > 0);
         assert!(snapshot["uncompressed_size"].as_u64().unwrap() >= 1);
         assert!(snapshot["compression"] == "none" || snapshot["compression"] == "zstd");

@@ -17,7 +17,7 @@ pub mod error;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use aggregate_actors::event_stores::{EventMetadata, StoreError, StreamId};
+use aggregate_actors::event_stores::{EventMetadata, ReadQuery, StoreError, StreamId};
 use aggregate_actors::{At, CommandError, Executor, ExecutorError};
 use axum::Json;
 use axum::Router;
@@ -271,10 +271,21 @@ async fn snapshots<A: LedgerAggregate>(app: &AppState, id: &str) -> Result<Respo
         .snapshot_store()
         .list(&stream, 0, u64::MAX)
         .await?;
-    let views: Vec<SnapshotView> = records
-        .iter()
-        .map(|r| SnapshotView::of::<A>(r, false))
-        .collect();
+    let mut views = Vec::with_capacity(records.len());
+    for record in &records {
+        let mut view = SnapshotView::of::<A>(record, false);
+        // The event at the snapshot's version must be the one it was taken after.
+        let query = ReadQuery::after(record.version.saturating_sub(1))
+            .up_to_version(record.version)
+            .page_size(1);
+        let stored = app
+            .executor
+            .event_store()
+            .read_stream(&stream, query)
+            .await?;
+        view.check_last_event(stored.first().map(|e| e.event_id));
+        views.push(view);
+    }
     Ok(Json(json!({
         "aggregate_type": A::COLLECTION,
         "id": id,
