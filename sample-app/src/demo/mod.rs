@@ -104,7 +104,8 @@ impl Tally {
     }
 }
 
-/// Replay sizes and times of one round of activations.
+/// Replay sizes and times of one round of activations, one entry per aggregate in the same
+/// order for both rounds.
 #[derive(Debug, Default, Clone)]
 pub struct Activations {
     /// Events replayed by each activation.
@@ -140,6 +141,13 @@ impl Activations {
             Ok(0) | Err(_) => Duration::ZERO,
             Ok(n) => self.total() / n,
         }
+    }
+
+    /// Index of the activation that replayed the most events.
+    pub fn busiest(&self) -> usize {
+        (0..self.replayed.len())
+            .max_by_key(|&i| self.replayed[i])
+            .unwrap_or(0)
     }
 
     /// The longest activation.
@@ -525,6 +533,20 @@ impl DemoReport {
         row("activation time: p99", both(&|a| duration(a.p99())));
         row("activation time: max", both(&|a| duration(a.max())));
         row("activation time: total", both(&|a| duration(a.total())));
+        row(
+            "busiest aggregate: activation time",
+            self.comparisons
+                .iter()
+                .flat_map(|c| {
+                    let busiest = c.full_replay.busiest();
+                    [
+                        c.with_snapshots.elapsed.get(busiest),
+                        c.full_replay.elapsed.get(busiest),
+                    ]
+                    .map(|t| t.map_or_else(|| "-".to_owned(), |t| duration(*t)))
+                })
+                .collect(),
+        );
         row(
             "states equal to full replay",
             self.comparisons
