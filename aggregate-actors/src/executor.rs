@@ -122,6 +122,9 @@ struct Shared {
 
 impl ExecutorBuilder {
     /// Registers aggregate type `A` with its settings.
+    ///
+    /// The type's `metrics` handles are resolved here, so install a global `metrics` recorder
+    /// (e.g. a Prometheus exporter) before building the executor.
     pub fn register<A: Aggregate>(mut self, settings: AggregateSettings<A>) -> Self {
         self.names.push(A::TYPE);
         self.registrations.push(Box::new(move |shared: &Shared| {
@@ -327,6 +330,10 @@ impl Executor {
 
     /// Rebuilds the state of aggregate `id` at a past version or time from the stores, using
     /// the newest valid snapshot at or before the target. The live actor is not touched.
+    ///
+    /// An aggregate with no events is [`ExecutorError::NotFound`]; a version past the stream's
+    /// end is [`ExecutorError::VersionNotReached`]; a time before the first event gives the
+    /// default state at version 0.
     pub async fn reconstruct<A: Aggregate>(
         &self,
         id: &str,
@@ -374,13 +381,15 @@ impl Executor {
         Ok(registration.directory.passivate(&id.to_owned()).await)
     }
 
-    /// Passivates every live actor of every type.
+    /// Passivates every live actor of every type and waits until the snapshots they took on
+    /// the way out are written.
     pub async fn passivate_all(&self) {
         for type_id in &self.inner.order {
             if let Some(registration) = self.inner.types.get(type_id) {
                 registration.passivate_all().await;
             }
         }
+        self.flush_snapshots().await;
     }
 
     /// True when aggregate `id` of type `A` has a live actor.

@@ -38,6 +38,8 @@ pub struct AggregateStats {
     pub activations: u64,
     /// Events replayed over all activations.
     pub events_replayed: u64,
+    /// Most events replayed by one activation.
+    pub max_events_replayed: u64,
     /// Total activation wall time.
     pub activation_time: Duration,
     /// Longest activation.
@@ -89,6 +91,7 @@ pub(crate) struct AggregateMetrics {
     conflicts: AtomicU64,
     activations: AtomicU64,
     events_replayed: AtomicU64,
+    max_events_replayed: AtomicU64,
     activation_micros: AtomicU64,
     max_activation_micros: AtomicU64,
     last_activation: parking_lot::Mutex<Option<ActivationReport>>,
@@ -126,6 +129,7 @@ impl AggregateMetrics {
             conflicts: AtomicU64::new(0),
             activations: AtomicU64::new(0),
             events_replayed: AtomicU64::new(0),
+            max_events_replayed: AtomicU64::new(0),
             activation_micros: AtomicU64::new(0),
             max_activation_micros: AtomicU64::new(0),
             last_activation: parking_lot::Mutex::new(None),
@@ -176,6 +180,8 @@ impl AggregateMetrics {
         self.activations.fetch_add(1, Relaxed);
         self.events_replayed
             .fetch_add(report.events_replayed, Relaxed);
+        self.max_events_replayed
+            .fetch_max(report.events_replayed, Relaxed);
         self.activation_micros.fetch_add(micros, Relaxed);
         self.max_activation_micros.fetch_max(micros, Relaxed);
         *self.last_activation.lock() = Some(report.clone());
@@ -218,6 +224,7 @@ impl AggregateMetrics {
             conflicts: self.conflicts.load(Relaxed),
             activations: self.activations.load(Relaxed),
             events_replayed: self.events_replayed.load(Relaxed),
+            max_events_replayed: self.max_events_replayed.load(Relaxed),
             activation_time: Duration::from_micros(self.activation_micros.load(Relaxed)),
             max_activation_time: Duration::from_micros(self.max_activation_micros.load(Relaxed)),
             last_activation: self.last_activation.lock().clone(),

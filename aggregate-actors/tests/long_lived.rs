@@ -66,6 +66,7 @@ async fn reactivation_replays_at_most_100_events(stores: Stores) {
     let stats = with_snapshots.stats_of::<Ledger>().unwrap().aggregate;
     assert_eq!(stats.activations, 1);
     assert!(stats.mean_replay_size() <= 100.0);
+    assert_eq!(stats.max_events_replayed, view.activation.events_replayed);
     assert_eq!(
         stats.last_activation.as_ref().unwrap().events_replayed,
         view.activation.events_replayed
