@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
 
 use crate::BoxError;
@@ -104,7 +105,7 @@ async fn run_phase<F, Fut>(
     measured: bool,
 ) -> Result<Measurement, BoxError>
 where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static + ?Sized,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     let started = Instant::now();
@@ -137,6 +138,64 @@ where
         total.add(&latency)?;
     }
     Ok(Measurement::new(ops, started.elapsed(), total))
+}
+
+/// A type-erased operation for [`run_alternating`]: `op(caller, iteration)`.
+pub type Op =
+    Arc<dyn Fn(usize, u64) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync + 'static>;
+
+/// Erases an operation's type.
+pub fn op<F, Fut>(f: F) -> Op
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    Arc::new(move |caller, iteration| Box::pin(f(caller, iteration)))
+}
+
+/// Measures several operations side by side: after one warm-up each, `rounds` rounds each run
+/// every operation in turn for `duration / rounds` with `callers` tasks (so each operation
+/// is measured for `duration` in all), and each operation's rounds are merged. Drift in the machine's load (other processes, a compile next door) then
+/// falls on every operation alike, which keeps their ratios honest on a noisy machine.
+pub async fn run_alternating(
+    callers: usize,
+    rounds: usize,
+    warmup: Duration,
+    duration: Duration,
+    ops: &[Op],
+) -> Result<Vec<Measurement>, BoxError> {
+    let rounds = rounds.max(1);
+    let slice = duration / u32::try_from(rounds).unwrap_or(u32::MAX);
+    if !warmup.is_zero() {
+        for op in ops {
+            run_phase(callers, warmup, op, false).await?;
+        }
+    }
+    let mut merged: Vec<Option<Measurement>> = vec![None; ops.len()];
+    for round in 0..rounds {
+        // Alternate the order too, so no operation always runs right after another.
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..ops.len()).collect()
+        } else {
+            (0..ops.len()).rev().collect()
+        };
+        for index in order {
+            let m = run_phase(callers, slice, &ops[index], true).await?;
+            merged[index] = Some(match merged[index].take() {
+                None => m,
+                Some(mut acc) => {
+                    acc.latency.add(&m.latency)?;
+                    acc.ops += m.ops;
+                    acc.elapsed += m.elapsed;
+                    acc
+                }
+            });
+        }
+    }
+    merged
+        .into_iter()
+        .map(|m| m.ok_or_else(|| "no rounds ran".into()))
+        .collect()
 }
 
 /// Runs `jobs` operations over `callers` tasks (each task takes the next job index until none
