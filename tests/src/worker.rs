@@ -303,11 +303,21 @@ impl WorkerProcess {
         }
     }
 
-    /// Acknowledgements received so far (without waiting).
-    pub fn acks_so_far(&mut self) -> usize {
+    fn drain(&mut self) {
         while let Ok(chunk) = self.lines.try_recv() {
             self.take(chunk);
         }
+    }
+
+    /// True once the worker has reported `READY` (without waiting).
+    pub fn is_ready(&mut self) -> bool {
+        self.drain();
+        self.seen.iter().any(|line| matches!(line, Line::Ready(_)))
+    }
+
+    /// Acknowledgements received so far (without waiting).
+    pub fn acks_so_far(&mut self) -> usize {
+        self.drain();
         self.seen
             .iter()
             .filter(|line| matches!(line, Line::Ack(_)))

@@ -217,18 +217,24 @@ async fn an_outage_fails_calls_fast_and_retryably_and_the_same_executor_recovers
                 .any(|c| c.ended < down_from && c.outcome.is_ok()),
         "the load ran before the outage"
     );
+    // A failing call takes one or two acquire timeouts (a cold or stale actor reads the
+    // snapshot store, then the events), so each task fits one or two into the outage.
     assert!(
-        during_outage.len() >= 4,
-        "calls were made while the server was down ({})",
-        during_outage.len()
+        during_outage.len() >= 2 && failures.len() >= 4,
+        "calls were made and failed while the server was down ({} wholly inside the \
+         outage, {} failures)",
+        during_outage.len(),
+        failures.len()
     );
     assert!(
         during_outage.iter().all(|call| call.outcome.is_err()),
         "nothing is acknowledged while the server is down"
     );
+    // One failing call costs at most two acquire timeouts (snapshot lookup, then events); a
+    // call queued behind another on the same actor waits for that one too.
     assert!(
         max_failure_latency < CALL_TIMEOUT
-            && max_failure_latency <= 3 * ACQUIRE_TIMEOUT + Duration::from_secs(1),
+            && max_failure_latency <= 4 * ACQUIRE_TIMEOUT + Duration::from_secs(1),
         "failing calls return within a few pool acquire timeouts ({ACQUIRE_TIMEOUT:?}), \
          not the call timeout: the slowest took {max_failure_latency:?}"
     );

@@ -35,6 +35,7 @@ async fn kill_restart_and_verify(kills: usize) {
     let mut acks: Vec<Ack> = Vec::new();
     let mut cut_lines = 0;
     let mut kills_mid_load = 0;
+    let mut kills_in_startup = 0;
     for kill in 0..kills {
         let mut args = WorkerArgs::new(database.url());
         args.name = format!("crash-worker-{kill}");
@@ -55,6 +56,8 @@ async fn kill_restart_and_verify(kills: usize) {
         tokio::time::sleep(delay).await;
         if worker.acks_so_far() > 0 {
             kills_mid_load += 1;
+        } else if !worker.is_ready() {
+            kills_in_startup += 1;
         }
         let output = worker.kill().await;
         assert!(
@@ -114,8 +117,8 @@ async fn kill_restart_and_verify(kills: usize) {
         "most kills must land under load ({kills_mid_load} of {kills})"
     );
     eprintln!(
-        "process_crash: {kills} kills survived ({kills_mid_load} under load, {cut_lines} cut \
-         mid-line); {} commands acknowledged and verified; {} events in {} streams; {:.1?}",
+        "process_crash: {kills} kills survived ({kills_mid_load} under load, {kills_in_startup} \
+         during start-up, {cut_lines} cutting a line short); {} commands acknowledged and verified; {} events in {} streams; {:.1?}",
         report.acks_verified,
         report.events,
         report.streams,

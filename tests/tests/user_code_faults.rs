@@ -55,6 +55,7 @@ async fn panics_in_decide_and_apply_under_load_touch_only_their_own_aggregates_w
     let Some(database) = fresh_database().await else {
         return;
     };
+    integration_tests::quiet_intentional_panics();
     let seed = seed("user_code_faults", "FAULTS_SEED");
     let (events, snapshots) = database.stores(StoreLimits::default()).await.unwrap();
     let pool = events.pool().clone();
