@@ -58,11 +58,14 @@ pub fn recovery_svg(path: &Path, title: &str, series: &[Series]) -> Result<(), B
         } else {
             chart.draw_series(LineSeries::new(s.points.iter().copied(), style))?
         };
+        let dashed = s.dashed;
         anno.label(s.label.clone()).legend(move |(x, y)| {
-            PathElement::new(
-                vec![(x, y), (x + 20, y)],
-                ShapeStyle::from(&colour).stroke_width(2),
-            )
+            let style = ShapeStyle::from(&colour).stroke_width(2);
+            // Two short strokes with a gap for a dashed curve, touching for a solid one.
+            let (end, start) = if dashed { (8, 12) } else { (10, 10) };
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (end, 0)], style)
+                + PathElement::new(vec![(start, 0), (20, 0)], style)
         });
         chart.draw_series(
             s.points
