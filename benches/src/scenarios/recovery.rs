@@ -144,6 +144,17 @@ async fn measure_backend(
     backend: &Backend,
     sizes: &[u64],
 ) -> Result<Vec<Point>, BoxError> {
+    // Unmeasured warm-up of both paths (one-time initialisation, connections, caches).
+    let warmup = "history-warmup";
+    let stream = StreamId::new(Ledger::TYPE, warmup)?;
+    let (state, event_id) = seed(&*backend.events, &stream, 2 * TAIL).await?;
+    activate(backend, warmup).await?;
+    backend
+        .snapshots
+        .save(snapshot_record(&stream, TAIL, event_id, &state)?)
+        .await?;
+    activate(backend, warmup).await?;
+
     let mut points = Vec::new();
     for &n in sizes {
         let id = format!("history-{n}");
