@@ -134,13 +134,7 @@ pub fn unseal(
     }
     let encoded = match compression {
         COMPRESSION_NONE => bytes.to_vec(),
-        COMPRESSION_ZSTD => {
-            // The recorded size bounds the allocation, so a corrupt header cannot ask for more.
-            let capacity = usize::try_from(uncompressed_size)
-                .map_err(|_| CodecError::Decompress("recorded size too large".into()))?;
-            zstd::bulk::decompress(bytes, capacity)
-                .map_err(|e| CodecError::Decompress(e.to_string()))?
-        }
+        COMPRESSION_ZSTD => decompress_at_most(bytes, uncompressed_size)?,
         other => {
             return Err(CodecError::Unknown {
                 what: "compression",
@@ -155,6 +149,24 @@ pub fn unseal(
         )));
     }
     Ok(encoded)
+}
+
+/// Decompresses a zstd frame, reading at most one byte more than the recorded size.
+///
+/// The recorded size is metadata outside the checksum, so it may lie: it must never decide an
+/// allocation up front (a damaged row claiming terabytes would abort the process). The output
+/// grows as real bytes arrive, starting from a capacity bounded by the input.
+fn decompress_at_most(bytes: &[u8], recorded_size: u64) -> Result<Vec<u8>, CodecError> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::with_buffer(bytes)
+        .map_err(|e| CodecError::Decompress(e.to_string()))?;
+    let initial = recorded_size.min(bytes.len() as u64 * 8 + 1024);
+    let mut out = Vec::with_capacity(usize::try_from(initial).unwrap_or(0));
+    decoder
+        .take(recorded_size.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| CodecError::Decompress(e.to_string()))?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -217,6 +229,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, CodecError::Checksum { .. }));
+    }
+
+    #[test]
+    fn a_lying_recorded_size_is_refused_without_allocating_it() {
+        let value: Vec<u64> = (0..5_000).collect();
+        let sealed = seal(encode(&value).unwrap(), &config(0)).unwrap();
+        for lie in [
+            0,
+            sealed.uncompressed_size - 1,
+            sealed.uncompressed_size + 1,
+            1 << 40,
+            i64::MAX as u64,
+            u64::MAX,
+        ] {
+            let err = unseal(
+                &sealed.bytes,
+                CODEC_MSGPACK,
+                sealed.compression,
+                sealed.checksum,
+                lie,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, CodecError::Decompress(_)),
+                "size {lie}: {err}"
+            );
+        }
     }
 
     #[test]

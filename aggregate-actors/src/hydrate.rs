@@ -2,7 +2,7 @@
 //!
 //! Shared by actor activation (target: the stream's end) and reconstruction (target: a
 //! version or a time). A snapshot is trusted only after every check passes — same state
-//! schema version, checksum, codec and decompression, decoding, and the stored event at its
+//! schema version, consistent sizes, checksum, codec and decompression, decoding, and the stored event at its
 //! version having its `last_event_id` (checked on the first page of the tail read, so it costs
 //! no extra round trip). A snapshot that fails is logged, counted and skipped for the next
 //! older one; with none left, the whole stream is replayed.
@@ -239,6 +239,13 @@ async fn restore<A: Aggregate>(
             "state schema version {} (expected {})",
             record.state_schema_version,
             A::STATE_SCHEMA_VERSION
+        ))));
+    }
+    if record.stored_size != record.bytes.len() as u64 {
+        return Ok(Err(Rejection::Invalid(format!(
+            "recorded stored size {} but {} bytes are stored",
+            record.stored_size,
+            record.bytes.len()
         ))));
     }
     let state = match codec::unseal(

@@ -312,8 +312,11 @@ fn decode_record(row: &PgRow, stream: StreamId) -> StoreResult<SnapshotRecord> {
         codec: row.try_get(3).map_err(decode)?,
         compression: row.try_get(4).map_err(decode)?,
         checksum: checksum as u64,
-        uncompressed_size: to_u64(uncompressed_size, "snapshot uncompressed size")?,
-        stored_size: to_u64(stored_size, "snapshot stored size")?,
+        // A negative size can only come from damage outside this store. It is read as an
+        // impossible size, so the reader rejects this one snapshot (and counts it, and tries
+        // the next older one) instead of the store failing every read of the stream.
+        uncompressed_size: u64::try_from(uncompressed_size).unwrap_or(u64::MAX),
+        stored_size: u64::try_from(stored_size).unwrap_or(u64::MAX),
         taken_at: row.try_get(8).map_err(decode)?,
         bytes: Bytes::from(bytes),
     })
