@@ -130,14 +130,7 @@ where
             Ok::<_, BoxError>((iteration, latency))
         }));
     }
-    let mut total = histogram()?;
-    let mut ops = 0;
-    for task in tasks {
-        let (count, latency) = task.await??;
-        ops += count;
-        total.add(&latency)?;
-    }
-    Ok(Measurement::new(ops, started.elapsed(), total))
+    merge(started, tasks).await
 }
 
 /// A type-erased operation for [`run_alternating`]: `op(caller, iteration)`.
@@ -228,14 +221,7 @@ where
             Ok::<_, BoxError>((done, latency))
         }));
     }
-    let mut total = histogram()?;
-    let mut ops = 0;
-    for task in tasks {
-        let (count, latency) = task.await??;
-        ops += count;
-        total.add(&latency)?;
-    }
-    Ok(Measurement::new(ops, started.elapsed(), total))
+    merge(started, tasks).await
 }
 
 /// Runs `callers` tasks that each call `op(caller, iteration)` exactly `per_caller` times, and
@@ -274,6 +260,22 @@ where
         started.elapsed(),
         total,
     ))
+}
+
+/// One caller task: how many operations it did and their latencies.
+type CallerTask = tokio::task::JoinHandle<Result<(u64, Histogram<u64>), BoxError>>;
+
+/// Waits for caller tasks that each report (operations done, their latencies) and merges them
+/// into one measurement timed from `started`.
+async fn merge(started: Instant, tasks: Vec<CallerTask>) -> Result<Measurement, BoxError> {
+    let mut total = histogram()?;
+    let mut ops = 0;
+    for task in tasks {
+        let (count, latency) = task.await??;
+        ops += count;
+        total.add(&latency)?;
+    }
+    Ok(Measurement::new(ops, started.elapsed(), total))
 }
 
 /// The median of some durations (the lower middle one for an even count).
