@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// Default cap on live actors per directory (see [`RuntimeConfig::max_live_actors`]).
+pub const DEFAULT_MAX_LIVE_ACTORS: usize = 100_000;
+
 /// How a [`Directory`](crate::Directory) manages its actors.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -9,8 +12,9 @@ pub struct RuntimeConfig {
     /// `None` never passivates for idleness. Default: 300 s.
     pub idle_timeout: Option<Duration>,
     /// At most this many live actors (counted from activation start until fully stopped); the
-    /// least recently used idle ones are evicted to make room. `None` = no limit (default).
-    /// `Some(0)` is treated as `Some(1)`.
+    /// least recently used idle ones are evicted to make room. Default: 100 000, which bounds
+    /// memory whatever ids callers send (an idle aggregate actor takes about 8–10 KiB, so about
+    /// 1 GiB at the cap). `None` = no limit. `Some(0)` is treated as `Some(1)`.
     pub max_live_actors: Option<usize>,
     /// At most this many activations run at once, so a burst of cold keys cannot starve warm
     /// traffic. Default: 64. `0` is treated as `1`.
@@ -31,7 +35,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             idle_timeout: Some(Duration::from_secs(300)),
-            max_live_actors: None,
+            max_live_actors: Some(DEFAULT_MAX_LIVE_ACTORS),
             max_concurrent_activations: 64,
             mailbox_capacity: 1024,
             call_timeout: Duration::from_secs(30),

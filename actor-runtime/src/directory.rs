@@ -163,6 +163,11 @@ impl<V: VirtualActor> Core<V> {
         };
         match reply.answer().await {
             Some(Answer::Value(value)) => return Ok(value),
+            Some(Answer::Abandoned) => {
+                return Err(RuntimeError::Abandoned {
+                    key: key.to_string(),
+                });
+            }
             Some(Answer::Panicked) => {
                 // The handler panicked with our message. Answer once the crashed actor is gone,
                 // so that this caller's next call reaches a fresh activation. (Bounded, in case

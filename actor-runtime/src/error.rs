@@ -33,6 +33,13 @@ pub enum RuntimeError<E: std::error::Error + 'static> {
         /// The actor's key, as displayed.
         key: String,
     },
+    /// The actor stopped while handling the message (it was killed, e.g. at the end of a
+    /// shutdown timeout): the handler started and did not finish, so its effects are unknown.
+    #[error("actor {key} stopped while handling the message")]
+    Abandoned {
+        /// The actor's key, as displayed.
+        key: String,
+    },
     /// The directory is shutting down or shut down; the message was not delivered.
     #[error("the actor directory is shutting down")]
     ShuttingDown,
@@ -57,6 +64,7 @@ impl<E: std::error::Error + 'static> Clone for RuntimeError<E> {
                 after: *after,
             },
             Self::ActorStopped { key } => Self::ActorStopped { key: key.clone() },
+            Self::Abandoned { key } => Self::Abandoned { key: key.clone() },
             Self::ShuttingDown => Self::ShuttingDown,
             Self::NotLocal { key } => Self::NotLocal { key: key.clone() },
         }

@@ -10,6 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::{
     PassivationReason, VirtualActor,
+    reply::IN_HANDLER,
     slot::{MailboxPermit, SlotShared},
 };
 
@@ -82,7 +83,7 @@ impl<V: VirtualActor> Actor for Host<V> {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         envelope: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -92,8 +93,12 @@ impl<V: VirtualActor> Actor for Host<V> {
         // inside `handle`) is never refused on its next call because of its own old message.
         state.shared.begin_handling();
         drop(permit);
-        state.actor.handle(message).await;
+        IN_HANDLER.scope((), state.actor.handle(message)).await;
         state.shared.end_handling();
+        if state.actor.should_passivate() && state.shared.claim_stop(PassivationReason::Requested) {
+            // The actor holds nothing worth keeping: stop after what is already queued.
+            let _ = myself.drain();
+        }
         Ok(())
     }
 

@@ -92,7 +92,7 @@ mod virtual_actor;
 /// Re-exported so implementors of [`VirtualActor`] need no direct dependency on `async-trait`.
 pub use async_trait::async_trait;
 
-pub use config::RuntimeConfig;
+pub use config::{DEFAULT_MAX_LIVE_ACTORS, RuntimeConfig};
 pub use directory::{CallResult, Directory};
 pub use error::RuntimeError;
 pub use placement::{LocalPlacement, Placement};

@@ -17,6 +17,15 @@ pub(crate) enum Answer<R> {
     /// The reply was dropped while its thread was unwinding: the handler panicked with this
     /// message in hand.
     Panicked,
+    /// The reply was dropped unanswered inside a handler without a panic: the handler's future
+    /// was dropped mid-way (the actor was killed), so what it did is unknown.
+    Abandoned,
+}
+
+tokio::task_local! {
+    /// Set while a host runs a handler, so a reply dropped there can tell "abandoned mid-way"
+    /// from "never handled".
+    pub(crate) static IN_HANDLER: ();
 }
 
 /// The sending half a message carries to answer its caller.
@@ -51,10 +60,12 @@ impl<R> Reply<R> {
 
 impl<R> Drop for Reply<R> {
     fn drop(&mut self) {
-        if let Some(tx) = self.0.take()
-            && std::thread::panicking()
-        {
-            let _ = tx.send(Answer::Panicked);
+        if let Some(tx) = self.0.take() {
+            if std::thread::panicking() {
+                let _ = tx.send(Answer::Panicked);
+            } else if IN_HANDLER.try_with(|_| ()).is_ok() {
+                let _ = tx.send(Answer::Abandoned);
+            }
         }
     }
 }
@@ -84,7 +95,7 @@ impl<R> Future for ReplyReceiver<R> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx).map(|answer| match answer {
             Ok(Answer::Value(value)) => Some(value),
-            Ok(Answer::Panicked) | Err(_) => None,
+            Ok(Answer::Panicked | Answer::Abandoned) | Err(_) => None,
         })
     }
 }

@@ -33,6 +33,14 @@ pub trait VirtualActor: Sized + Send + 'static {
     /// unanswered callers get [`RuntimeError::ActorStopped`](crate::RuntimeError::ActorStopped).
     async fn handle(&mut self, message: Self::Message);
 
+    /// Asked after each handled message: `true` passivates the actor (after the messages
+    /// already in its mailbox, with [`PassivationReason::Requested`]). For an actor that turned
+    /// out to hold nothing worth keeping, e.g. an aggregate with no events after a refused
+    /// first command, so unknown keys leave nothing behind.
+    fn should_passivate(&self) -> bool {
+        false
+    }
+
     /// Runs once when the actor stops normally (idle, evicted, requested, shutdown), after every
     /// message accepted before the stop was handled. It does not run after a panic.
     async fn passivate(&mut self, _reason: PassivationReason) {}

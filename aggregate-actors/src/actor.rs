@@ -4,18 +4,24 @@
 //! snapshot plus the events after it; [`handle`](AggregateActor::handle) runs commands one at
 //! a time; [`passivate`](AggregateActor::passivate) may leave a snapshot behind.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actor_runtime::{PassivationReason, Reply, VirtualActor};
-use event_stores::{EventMetadata, EventStore, NewEvent, SnapshotStore, StoreError, StreamId};
+use event_stores::{
+    EventMetadata, EventStore, NewEvent, ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStore,
+    StoreError, StreamId,
+};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::codec::{self, CodecError};
-use crate::error::{ActivationError, CommandError, ExecutorError};
+use crate::command::CommandId;
+use crate::dedup::RecentCommands;
+use crate::error::{ActivationError, CommandError, ExecutorError, Indeterminate};
 use crate::hydrate::{Hydrated, Target, hydrate};
 use crate::metrics::{ActivationReport, AggregateMetrics};
 use crate::settings::AggregateSettings;
@@ -33,10 +39,15 @@ pub(crate) struct AggregateContext<A: Aggregate> {
 
 /// The outcome of a successful command.
 pub struct Committed<A: Aggregate> {
-    /// The stream version after the command.
+    /// The stream version after the command (for a duplicate: after the original command).
     pub version: u64,
     /// The events the command stored (empty if it decided nothing needed to happen).
     pub events: Vec<A::Event>,
+    /// The command's id.
+    pub command_id: CommandId,
+    /// True when this command id had already been applied: nothing was decided or stored now,
+    /// and `version` and `events` are those of the original command.
+    pub duplicate: bool,
 }
 
 /// The current state of an aggregate, as its live actor holds it.
@@ -54,6 +65,8 @@ impl<A: Aggregate> std::fmt::Debug for Committed<A> {
         f.debug_struct("Committed")
             .field("version", &self.version)
             .field("events", &self.events)
+            .field("command_id", &self.command_id)
+            .field("duplicate", &self.duplicate)
             .finish()
     }
 }
@@ -80,11 +93,19 @@ impl<A: Aggregate> Clone for StateView<A> {
 
 type CommandReply<A> = Reply<Result<Committed<A>, CommandError<<A as Aggregate>::Error>>>;
 
+/// What travels with a command besides the command itself.
+pub(crate) struct CommandCall {
+    pub(crate) command_id: CommandId,
+    pub(crate) metadata: EventMetadata,
+    /// When the caller stops waiting; the command is not started after it.
+    pub(crate) deadline: tokio::time::Instant,
+}
+
 /// Messages an aggregate actor answers.
 pub(crate) enum AggregateMessage<A: Aggregate> {
     Execute {
         command: A::Command,
-        metadata: EventMetadata,
+        call: CommandCall,
         reply: CommandReply<A>,
     },
     State {
@@ -107,6 +128,8 @@ pub(crate) struct AggregateActor<A: Aggregate> {
     /// confirmed). The next command rebuilds the state first.
     stale: bool,
     activation: ActivationReport,
+    /// Commands applied lately, for deduplication.
+    recent: RecentCommands,
     last_snapshot_version: u64,
     last_snapshot_at: Instant,
     snapshotted_since_activation: bool,
@@ -125,7 +148,23 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
     ) -> Result<Self, ActivationError> {
         let stream = StreamId::new(A::TYPE, id)?;
         let span = tracing::info_span!("activation", aggregate = A::TYPE, %id);
-        let hydrated = load::<A>(context, &stream).instrument(span).await?;
+        // Bounded like a call, so a stalled server cannot hold the key's activation forever.
+        let limit = context.settings.runtime.call_timeout;
+        let hydrated = match tokio::time::timeout(limit, load::<A>(context, &stream))
+            .instrument(span)
+            .await
+        {
+            Ok(loaded) => loaded?,
+            Err(_) => {
+                return Err(ActivationError::Store {
+                    source: StoreError::Unavailable {
+                        message: format!("loading {stream} took longer than {limit:?}"),
+                        source: None,
+                    },
+                    stream,
+                });
+            }
+        };
         let activation = hydrated.report();
         context.metrics.activated(&activation);
         tracing::debug!(%stream, ?activation, "activated");
@@ -137,6 +176,7 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
             last_event_id: hydrated.last_event_id,
             stale: false,
             activation,
+            recent: hydrated.recent,
             last_snapshot_at: Instant::now(),
             snapshotted_since_activation: false,
             stream,
@@ -147,26 +187,43 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
         match message {
             AggregateMessage::Execute {
                 command,
-                metadata,
+                call,
                 reply,
             } => {
-                let span =
-                    tracing::debug_span!("command", stream = %self.stream, version = self.version);
-                let outcome = self.execute(&command, metadata).instrument(span).await;
-                let metrics = &self.context.metrics;
+                let metrics = Arc::clone(&self.context.metrics);
+                // A command nobody waits for any more is not started: it stores nothing.
+                if reply.is_closed() || tokio::time::Instant::now() >= call.deadline {
+                    metrics.command_expired();
+                    reply.send(Err(self.expired(call.command_id)));
+                    return;
+                }
+                let span = tracing::debug_span!("command", stream = %self.stream, version = self.version, command_id = %call.command_id);
+                let outcome = self.execute(&command, &call).instrument(span).await;
                 match &outcome {
+                    Ok(committed) if committed.duplicate => metrics.command_duplicate(),
                     Ok(_) => metrics.command_succeeded(),
                     Err(CommandError::Rejected(_)) => metrics.command_rejected(),
-                    Err(CommandError::Executor(_)) => metrics.command_failed(),
+                    Err(CommandError::NotStored(ExecutorError::Expired { .. })) => {
+                        metrics.command_expired()
+                    }
+                    Err(CommandError::NotStored(_)) => metrics.command_failed(),
+                    Err(CommandError::Indeterminate(_)) => metrics.command_indeterminate(),
                 }
                 reply.send(outcome);
             }
             AggregateMessage::State { reply } => {
-                let view = self.catch_up().await.map(|()| StateView {
-                    state: self.state.clone(),
-                    version: self.version,
-                    activation: self.activation.clone(),
-                });
+                let view = match self.catch_up().await {
+                    Ok(()) if self.version == 0 => Err(ExecutorError::NotFound {
+                        aggregate_type: A::TYPE,
+                        id: self.stream.aggregate_id().to_owned(),
+                    }),
+                    Ok(()) => Ok(StateView {
+                        state: self.state.clone(),
+                        version: self.version,
+                        activation: self.activation.clone(),
+                    }),
+                    Err(e) => Err(e),
+                };
                 reply.send(view);
             }
             AggregateMessage::SnapshotNow { reply } => {
@@ -179,6 +236,12 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
         }
     }
 
+    /// An aggregate with no events (a refused first command, a read of an unknown id) leaves
+    /// nothing behind: unknown ids cost no memory.
+    fn should_passivate(&self) -> bool {
+        self.version == 0
+    }
+
     async fn passivate(&mut self, reason: PassivationReason) {
         let behind = self.version > self.last_snapshot_version;
         if self.context.settings.snapshot_on_passivation && behind && !self.stale {
@@ -189,23 +252,37 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
 }
 
 impl<A: Aggregate> AggregateActor<A> {
-    /// decide → encode → apply → append (expected version) → snapshot check → reply.
+    /// catch up → deduplicate → decide → encode → apply → append (expected version) → remember
+    /// the command → snapshot check → reply.
     async fn execute(
         &mut self,
         command: &A::Command,
-        metadata: EventMetadata,
+        call: &CommandCall,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let command_id = call.command_id.as_uuid();
         let mut retries = 0;
         loop {
-            self.catch_up().await?;
+            // Reads are bounded by the deadline too; one that cannot finish stores nothing.
+            match tokio::time::timeout_at(call.deadline, self.catch_up()).await {
+                Ok(caught_up) => caught_up?,
+                Err(_) => return Err(self.expired(call.command_id)),
+            }
+            if let Some((first, last)) = self.recent.get(command_id) {
+                return self.duplicate(call, first, last).await;
+            }
+            if tokio::time::Instant::now() >= call.deadline {
+                return Err(self.expired(call.command_id));
+            }
             let events = A::decide(&self.state, command).map_err(CommandError::Rejected)?;
             if events.is_empty() {
                 return Ok(Committed {
                     version: self.version,
                     events,
+                    command_id: call.command_id,
+                    duplicate: false,
                 });
             }
-            let batch = encode_events::<A>(&events, metadata)?;
+            let batch = encode_events::<A>(&self.stream, command_id, &events, call.metadata)?;
             let last_event_id = batch.last().map(|e| e.event_id);
             // Apply before appending: if user code panics here the actor stops with nothing
             // stored. Until the append is confirmed the state is marked stale.
@@ -215,21 +292,39 @@ impl<A: Aggregate> AggregateActor<A> {
             }
             let append_span =
                 tracing::debug_span!("append", expected = self.version, events = events.len());
-            let appended = self
+            let append = self
                 .context
                 .events
-                .append(&self.stream, self.version, batch)
+                .append(&self.stream, self.version, batch);
+            let appended = tokio::time::timeout_at(call.deadline, append)
                 .instrument(append_span)
                 .await;
+            let appended = match appended {
+                Ok(appended) => appended,
+                Err(_) => {
+                    let after = self.context.settings.runtime.call_timeout;
+                    let id = self.stream.aggregate_id().to_owned();
+                    return Err(self.indeterminate(call, ExecutorError::Timeout { id, after }));
+                }
+            };
             match appended {
                 Ok(receipt) => {
                     self.stale = false;
                     self.version = receipt.last_version;
                     self.last_event_id = last_event_id;
+                    self.recent.record_command(
+                        command_id,
+                        receipt.first_version,
+                        receipt.last_version,
+                        receipt.recorded_at,
+                        self.context.settings.dedup,
+                    );
                     self.consider_snapshot(&events);
                     return Ok(Committed {
                         version: self.version,
                         events,
+                        command_id: call.command_id,
+                        duplicate: false,
                     });
                 }
                 Err(StoreError::VersionConflict {
@@ -250,9 +345,103 @@ impl<A: Aggregate> AggregateActor<A> {
                     retries += 1;
                     tracing::debug!(%stream, expected, actual, retries, "version conflict; re-deciding on fresh state");
                 }
-                Err(other) => return Err(other.into()),
+                // Older than the window, but its events are stored: answer with those.
+                Err(StoreError::CommandAlreadyApplied { .. }) => {
+                    return self.duplicate_from_store(call).await;
+                }
+                Err(error) if error.is_indeterminate() => {
+                    return Err(self.indeterminate(call, ExecutorError::Store(error)));
+                }
+                Err(other) => return Err(CommandError::NotStored(other.into())),
             }
         }
+    }
+
+    /// The answer to a command id already applied in the window: its original version and
+    /// events, read back from the store.
+    async fn duplicate(
+        &mut self,
+        call: &CommandCall,
+        first: u64,
+        last: u64,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let query = ReadQuery::after(first - 1)
+            .up_to_version(last)
+            .page_size(usize::try_from(last - first + 1).unwrap_or(usize::MAX));
+        let read = self.context.events.read_stream(&self.stream, query);
+        let stored = match tokio::time::timeout_at(call.deadline, read).await {
+            Ok(Ok(stored)) => stored,
+            // It is stored, but the answer cannot be read back now: the caller retries.
+            Ok(Err(error)) => return Err(self.indeterminate(call, ExecutorError::Store(error))),
+            Err(_) => {
+                let after = self.context.settings.runtime.call_timeout;
+                let id = self.stream.aggregate_id().to_owned();
+                return Err(self.indeterminate(call, ExecutorError::Timeout { id, after }));
+            }
+        };
+        self.committed_duplicate(call, &stored)
+    }
+
+    /// The answer to a command the store refused as already applied (older than the window).
+    async fn duplicate_from_store(
+        &mut self,
+        call: &CommandCall,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let read = self
+            .context
+            .events
+            .read_command(&self.stream, call.command_id.as_uuid());
+        match tokio::time::timeout_at(call.deadline, read).await {
+            Ok(Ok(stored)) if !stored.is_empty() => self.committed_duplicate(call, &stored),
+            Ok(Ok(_)) => Err(self.indeterminate(
+                call,
+                ExecutorError::Store(StoreError::Indeterminate {
+                    message: "the store refused the command as applied but holds none of its \
+                              events"
+                        .into(),
+                    source: None,
+                }),
+            )),
+            Ok(Err(error)) => Err(self.indeterminate(call, ExecutorError::Store(error))),
+            Err(_) => {
+                let after = self.context.settings.runtime.call_timeout;
+                let id = self.stream.aggregate_id().to_owned();
+                Err(self.indeterminate(call, ExecutorError::Timeout { id, after }))
+            }
+        }
+    }
+
+    fn committed_duplicate(
+        &self,
+        call: &CommandCall,
+        stored: &[RecordedEvent],
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let events = stored
+            .iter()
+            .map(|e| codec::decode::<A::Event>(&e.payload))
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::debug!(stream = %self.stream, command_id = %call.command_id, "duplicate command answered with its original outcome");
+        Ok(Committed {
+            version: stored.last().map_or(self.version, |e| e.version),
+            events,
+            command_id: call.command_id,
+            duplicate: true,
+        })
+    }
+
+    fn expired(&self, command_id: CommandId) -> CommandError<A::Error> {
+        CommandError::NotStored(ExecutorError::Expired {
+            id: self.stream.aggregate_id().to_owned(),
+            command_id,
+        })
+    }
+
+    fn indeterminate(&self, call: &CommandCall, cause: ExecutorError) -> CommandError<A::Error> {
+        CommandError::Indeterminate(Indeterminate {
+            id: self.stream.aggregate_id().to_owned(),
+            command_id: call.command_id,
+            cause,
+        })
     }
 
     /// Rebuilds the state from the stores if it may have run ahead of them.
@@ -269,11 +458,22 @@ impl<A: Aggregate> AggregateActor<A> {
         self.state = hydrated.state;
         self.version = hydrated.version;
         self.last_event_id = hydrated.last_event_id;
+        self.recent = hydrated.recent;
         self.stale = false;
         Ok(())
     }
 
+    /// Runs the strategy (user code, after the append): a panic in it is caught and counted
+    /// as a failed snapshot, so it can never turn a stored command into a failure.
     fn consider_snapshot(&mut self, new_events: &[A::Event]) {
+        let considered = catch_unwind(AssertUnwindSafe(|| self.decide_snapshot(new_events)));
+        if considered.is_err() {
+            self.context.metrics.snapshot_failed();
+            tracing::error!(stream = %self.stream, version = self.version, "snapshot strategy or state encoding panicked after a stored command; no snapshot taken");
+        }
+    }
+
+    fn decide_snapshot(&mut self, new_events: &[A::Event]) {
         let context = SnapshotContext::<A> {
             state: &self.state,
             new_events,
@@ -297,7 +497,7 @@ impl<A: Aggregate> AggregateActor<A> {
         let Some(last_event_id) = self.last_event_id else {
             return false;
         };
-        let encoded = match codec::encode(&self.state) {
+        let encoded = match codec::encode_snapshot(&self.state, &self.recent.to_vec()) {
             Ok(encoded) => encoded,
             Err(error) => {
                 self.context.metrics.snapshot_failed();
@@ -311,6 +511,8 @@ impl<A: Aggregate> AggregateActor<A> {
             version: self.version,
             last_event_id,
             state_schema_version: A::STATE_SCHEMA_VERSION,
+            codec: codec::CODEC_MSGPACK_WITH_COMMANDS,
+            verify: verify_snapshot::<A>,
             encoded,
             compression: settings.compression,
             retention: settings.retention,
@@ -334,26 +536,59 @@ async fn load<A: Aggregate>(
         stream,
         Target::Latest,
         context.settings.replay_page_size,
+        context.settings.dedup,
         &context.metrics,
     )
     .await
 }
 
-/// Encodes a command's events for the store, each with a fresh UUID v7.
+/// Checks a stored snapshot the way activation will: checksum, codec, sizes and decoding with
+/// the current state schema. Retention deletes nothing until the new snapshot passes.
+pub(crate) fn verify_snapshot<A: Aggregate>(record: &SnapshotRecord) -> Result<(), String> {
+    if record.state_schema_version != A::STATE_SCHEMA_VERSION {
+        return Err(format!(
+            "state schema version {} (expected {})",
+            record.state_schema_version,
+            A::STATE_SCHEMA_VERSION
+        ));
+    }
+    if record.stored_size != record.bytes.len() as u64 {
+        return Err(format!(
+            "recorded stored size {} but {} bytes are stored",
+            record.stored_size,
+            record.bytes.len()
+        ));
+    }
+    codec::unseal(
+        &record.bytes,
+        &record.codec,
+        &record.compression,
+        record.checksum,
+        record.uncompressed_size,
+    )
+    .and_then(|encoded| codec::decode_snapshot_body::<A::State>(&record.codec, &encoded))
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// Encodes a command's events for the store, with ids derived from the command id (so a retry
+/// of the command collides with its first attempt in the store).
 pub(crate) fn encode_events<A: Aggregate>(
+    stream: &StreamId,
+    command_id: Uuid,
     events: &[A::Event],
     metadata: EventMetadata,
 ) -> Result<Vec<NewEvent>, CodecError> {
-    events
-        .iter()
-        .map(|event| {
-            Ok(NewEvent {
-                event_id: Uuid::now_v7(),
-                event_type: A::event_type(event).into_owned(),
-                schema_version: A::EVENT_SCHEMA_VERSION,
-                payload: codec::encode(event)?.into(),
-                metadata,
-            })
+    (0u32..)
+        .zip(events)
+        .map(|(index, event)| {
+            Ok(NewEvent::new(
+                A::event_type(event).into_owned(),
+                A::EVENT_SCHEMA_VERSION,
+                codec::encode(event)?,
+            )
+            .for_command(stream, command_id, index)
+            .with_metadata(metadata))
         })
         .collect()
 }

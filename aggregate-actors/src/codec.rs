@@ -10,8 +10,14 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Name recorded for the MessagePack codec.
+use crate::dedup::RecentCommand;
+
+/// Name recorded for snapshots whose bytes are the MessagePack state alone (written before
+/// snapshots carried the recent command ids; still read).
 pub const CODEC_MSGPACK: &str = "msgpack";
+/// Name recorded for snapshots whose bytes are MessagePack of `{ state, commands }`: the state
+/// and the aggregate's window of recent command ids (see [`DedupWindow`](crate::DedupWindow)).
+pub const CODEC_MSGPACK_WITH_COMMANDS: &str = "msgpack+commands";
 /// Name recorded for uncompressed snapshots.
 pub const COMPRESSION_NONE: &str = "none";
 /// Name recorded for zstd-compressed snapshots.
@@ -55,6 +61,45 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// Decodes MessagePack bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode(e.to_string()))
+}
+
+#[derive(Serialize)]
+struct SnapshotBodyRef<'a, S> {
+    state: &'a S,
+    commands: &'a [RecentCommand],
+}
+
+#[derive(serde::Deserialize)]
+struct SnapshotBody<S> {
+    state: S,
+    #[serde(default)]
+    commands: Vec<RecentCommand>,
+}
+
+/// Encodes a snapshot body (codec [`CODEC_MSGPACK_WITH_COMMANDS`]).
+pub(crate) fn encode_snapshot<S: Serialize>(
+    state: &S,
+    commands: &[RecentCommand],
+) -> Result<Vec<u8>, CodecError> {
+    encode(&SnapshotBodyRef { state, commands })
+}
+
+/// Decodes unsealed snapshot bytes written with `codec` into the state and the recent commands
+/// it carries (none for [`CODEC_MSGPACK`]).
+pub(crate) fn decode_snapshot_body<S: DeserializeOwned>(
+    codec: &str,
+    encoded: &[u8],
+) -> Result<(S, Vec<RecentCommand>), CodecError> {
+    if codec == CODEC_MSGPACK {
+        return decode(encoded).map(|state| (state, Vec::new()));
+    }
+    let body: SnapshotBody<S> = decode(encoded)?;
+    Ok((body.state, body.commands))
+}
+
+/// Decodes unsealed snapshot bytes (from [`unseal`]) written with `codec` into the state.
+pub fn decode_snapshot<S: DeserializeOwned>(codec: &str, encoded: &[u8]) -> Result<S, CodecError> {
+    decode_snapshot_body(codec, encoded).map(|(state, _)| state)
 }
 
 /// The checksum stored with snapshots: xxh3-64 over the stored bytes.
@@ -126,7 +171,7 @@ pub fn unseal(
             computed,
         });
     }
-    if codec != CODEC_MSGPACK {
+    if codec != CODEC_MSGPACK && codec != CODEC_MSGPACK_WITH_COMMANDS {
         return Err(CodecError::Unknown {
             what: "codec",
             name: codec.to_owned(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use event_stores::{InvalidInput, StoreError, StreamId};
 
 use crate::codec::CodecError;
+use crate::command::CommandId;
 
 /// Why an actor could not be activated (its state could not be rebuilt).
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +93,8 @@ pub enum ExecutorError {
         /// The mailbox capacity.
         capacity: usize,
     },
-    /// No reply in time. The command may still be carried out.
+    /// No reply in time. For a command this is an [`CommandError::Indeterminate`] outcome:
+    /// it may still be carried out.
     #[error("no reply from aggregate {id} within {after:?}; the command may still complete")]
     Timeout {
         /// The aggregate id.
@@ -100,12 +102,29 @@ pub enum ExecutorError {
         /// The timeout.
         after: Duration,
     },
-    /// The actor stopped (user code panicked) before answering. Nothing was stored for the
-    /// command; the next call re-activates the aggregate from the store.
+    /// The actor stopped before the call's message was handled (user code panicked with this
+    /// or an earlier message, before anything was appended). Nothing was stored for it; the
+    /// next call re-activates the aggregate from the store.
     #[error("aggregate {id} stopped before answering (user code panicked); nothing was stored")]
     ActorStopped {
         /// The aggregate id.
         id: String,
+    },
+    /// The actor was stopped (killed at the end of a shutdown timeout) while handling the
+    /// message. For a command this is an [`CommandError::Indeterminate`] outcome.
+    #[error("aggregate {id} was stopped while handling the call; its outcome is unknown")]
+    Abandoned {
+        /// The aggregate id.
+        id: String,
+    },
+    /// The command's deadline passed, or its caller went away, before it was started: it was
+    /// dropped before `decide` and stored nothing.
+    #[error("command {command_id} to aggregate {id} expired before it started; nothing was stored")]
+    Expired {
+        /// The aggregate id.
+        id: String,
+        /// The command.
+        command_id: CommandId,
     },
     /// The executor is shutting down or shut down.
     #[error("the executor is shut down")]
@@ -128,14 +147,17 @@ pub enum ExecutorError {
 
 impl ExecutorError {
     /// True when the same call may succeed later unchanged: the store was unreachable, the
-    /// mailbox was full, or another writer won a race.
+    /// mailbox was full, another writer won a race, the deadline passed or no answer came.
     pub fn is_retryable(&self) -> bool {
         match self {
             ExecutorError::Store(e) => e.is_retryable(),
             ExecutorError::Activation(e) => e.is_retryable(),
             ExecutorError::Overloaded { .. }
             | ExecutorError::Conflict { .. }
-            | ExecutorError::ActorStopped { .. } => true,
+            | ExecutorError::ActorStopped { .. }
+            | ExecutorError::Abandoned { .. }
+            | ExecutorError::Expired { .. }
+            | ExecutorError::Timeout { .. } => true,
             _ => false,
         }
     }
@@ -161,23 +183,49 @@ impl From<actor_runtime::RuntimeError<ActivationError>> for ExecutorError {
             R::Overloaded { key, capacity } => ExecutorError::Overloaded { id: key, capacity },
             R::Timeout { key, after } => ExecutorError::Timeout { id: key, after },
             R::ActorStopped { key } => ExecutorError::ActorStopped { id: key },
+            R::Abandoned { key } => ExecutorError::Abandoned { id: key },
             R::ShuttingDown => ExecutorError::ShuttingDown,
             R::NotLocal { key } => ExecutorError::NotLocal { id: key },
         }
     }
 }
 
-/// Why a command failed: the aggregate rejected it, or the executor could not carry it out.
-/// Either way nothing was stored for it (except after [`ExecutorError::Timeout`], whose outcome
-/// is unknown).
+/// Why a command failed, split by what the caller knows about the store afterwards:
+///
+/// | variant | stored? | what to do |
+/// |---|---|---|
+/// | [`Rejected`](Self::Rejected) | nothing | the domain said no; retrying the same command gets the same answer unless the state changes |
+/// | [`NotStored`](Self::NotStored) | nothing | retry if [`is_retryable`](Self::is_retryable) (overloaded, unavailable, conflict, expired), else fix the input |
+/// | [`Indeterminate`](Self::Indeterminate) | maybe | retry with **the same command id** ([`Indeterminate::command_id`]): if the first attempt was stored you get its original outcome, flagged as a duplicate; otherwise it is applied now — exactly once either way |
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error + 'static> {
-    /// The aggregate's `decide` rejected the command.
+    /// The aggregate's `decide` rejected the command. Nothing was stored.
     #[error("command rejected: {0}")]
     Rejected(E),
-    /// The executor could not carry the command out.
+    /// The executor could not carry the command out, and nothing was stored for it.
     #[error(transparent)]
-    Executor(#[from] ExecutorError),
+    NotStored(#[from] ExecutorError),
+    /// The command may or may not have been stored (no answer in time, the connection broke
+    /// after the append was sent, the actor was killed mid-append).
+    #[error(transparent)]
+    Indeterminate(Indeterminate),
+}
+
+/// A command whose outcome is unknown: its append may have committed. Retrying it with the same
+/// command id is always safe.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "outcome of command {command_id} on aggregate {id} is unknown (retry it with the same command id): {cause}"
+)]
+pub struct Indeterminate {
+    /// The aggregate id.
+    pub id: String,
+    /// The command's id, to retry with.
+    pub command_id: CommandId,
+    /// What happened: [`ExecutorError::Timeout`], [`ExecutorError::Abandoned`], or
+    /// [`ExecutorError::Store`] with [`StoreError::Indeterminate`].
+    #[source]
+    pub cause: ExecutorError,
 }
 
 impl<E: std::error::Error + 'static> CommandError<E> {
@@ -185,24 +233,42 @@ impl<E: std::error::Error + 'static> CommandError<E> {
     pub fn rejection(&self) -> Option<&E> {
         match self {
             CommandError::Rejected(e) => Some(e),
-            CommandError::Executor(_) => None,
+            _ => None,
         }
     }
 
-    /// True when retrying the same command later may succeed.
+    /// True when retrying the same command (with the same command id) later may succeed:
+    /// every indeterminate outcome, and the retryable not-stored ones.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CommandError::Executor(e) if e.is_retryable())
+        match self {
+            CommandError::Rejected(_) => false,
+            CommandError::NotStored(e) => e.is_retryable(),
+            CommandError::Indeterminate(_) => true,
+        }
     }
-}
 
-impl<E: std::error::Error + 'static> From<StoreError> for CommandError<E> {
-    fn from(error: StoreError) -> Self {
-        CommandError::Executor(error.into())
+    /// True when the command may have been stored.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, CommandError::Indeterminate(_))
+    }
+
+    /// True when nothing was stored for the command (rejected or not stored).
+    pub fn stored_nothing(&self) -> bool {
+        !self.is_indeterminate()
+    }
+
+    /// The executor's error, for either kind of failure that is not a rejection.
+    pub fn executor_error(&self) -> Option<&ExecutorError> {
+        match self {
+            CommandError::Rejected(_) => None,
+            CommandError::NotStored(e) => Some(e),
+            CommandError::Indeterminate(i) => Some(&i.cause),
+        }
     }
 }
 
 impl<E: std::error::Error + 'static> From<CodecError> for CommandError<E> {
     fn from(error: CodecError) -> Self {
-        CommandError::Executor(error.into())
+        CommandError::NotStored(error.into())
     }
 }

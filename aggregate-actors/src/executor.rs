@@ -11,15 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use actor_runtime::{Directory, RuntimeStats};
+use actor_runtime::{Directory, RuntimeError, RuntimeStats};
 use chrono::{DateTime, Utc};
 use event_stores::{
-    EventMetadata, EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
 };
 
-use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, Committed, StateView};
+use crate::actor::{
+    AggregateActor, AggregateContext, AggregateMessage, CommandCall, Committed, StateView,
+};
 use crate::aggregate::Aggregate;
-use crate::error::{CommandError, ExecutorError};
+use crate::command::CommandOptions;
+use crate::error::{CommandError, ExecutorError, Indeterminate};
 use crate::hydrate::{SnapshotOrigin, Target, hydrate};
 use crate::metrics::{AggregateMetrics, AggregateStats};
 use crate::settings::AggregateSettings;
@@ -259,34 +262,60 @@ impl Executor {
         )
     }
 
-    /// Runs `command` on aggregate `id` of type `A`. On success the events are durable in the
-    /// event store. On any error nothing was stored, except after a timeout.
+    /// Runs `command` on aggregate `id` of type `A` with a fresh command id and the type's call
+    /// timeout. On success the events are durable in the event store. On error, see
+    /// [`CommandError`]: [`Rejected`](CommandError::Rejected) and
+    /// [`NotStored`](CommandError::NotStored) stored nothing;
+    /// [`Indeterminate`](CommandError::Indeterminate) may have, and is retried safely with
+    /// `execute_with` and its command id.
     pub async fn execute<A: Aggregate>(
         &self,
         id: &str,
         command: A::Command,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
-        self.execute_with::<A>(id, command, EventMetadata::default())
+        self.execute_with::<A>(id, command, CommandOptions::new())
             .await
     }
 
-    /// [`execute`](Self::execute) with correlation and causation ids stored on every event.
+    /// [`execute`](Self::execute) with options: your own [`CommandId`](crate::CommandId) (send
+    /// it again and the command is applied at most once: a repeat returns the original outcome
+    /// with [`Committed::duplicate`] set), a timeout or deadline, and the correlation and
+    /// causation ids stored on every event (an [`EventMetadata`] converts into options).
     pub async fn execute_with<A: Aggregate>(
         &self,
         id: &str,
         command: A::Command,
-        metadata: EventMetadata,
+        options: impl Into<CommandOptions>,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let options = options.into();
+        let command_id = options.command_id.unwrap_or_default();
         let registration = self.registration::<A>(id)?;
-        registration
+        let budget = options.budget(registration.context.settings.runtime.call_timeout);
+        let call = CommandCall {
+            command_id,
+            metadata: options.metadata,
+            deadline: tokio::time::Instant::now() + budget,
+        };
+        let answer = registration
             .directory
-            .call(&id.to_owned(), |reply| AggregateMessage::Execute {
+            .call_timeout(&id.to_owned(), budget, |reply| AggregateMessage::Execute {
                 command,
-                metadata,
+                call,
                 reply,
             })
-            .await
-            .map_err(ExecutorError::from)?
+            .await;
+        match answer {
+            Ok(outcome) => outcome,
+            // The command may be queued or running: its outcome is unknown.
+            Err(error @ (RuntimeError::Timeout { .. } | RuntimeError::Abandoned { .. })) => {
+                Err(CommandError::Indeterminate(Indeterminate {
+                    id: id.to_owned(),
+                    command_id,
+                    cause: error.into(),
+                }))
+            }
+            Err(error) => Err(CommandError::NotStored(error.into())),
+        }
     }
 
     /// The current state and version of aggregate `id`. An id with no events is
@@ -360,6 +389,7 @@ impl Executor {
             &stream,
             target,
             context.settings.replay_page_size,
+            context.settings.dedup,
             &context.metrics,
         )
         .await

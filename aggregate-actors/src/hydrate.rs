@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::codec;
+use crate::dedup::{DedupWindow, RecentCommands};
 use crate::error::ActivationError;
 use crate::metrics::{ActivationReport, AggregateMetrics};
 
@@ -50,6 +51,8 @@ pub(crate) struct Hydrated<A: Aggregate> {
     pub(crate) snapshots_skipped: u32,
     pub(crate) events_replayed: u64,
     pub(crate) elapsed: Duration,
+    /// The recent commands: the snapshot's window, extended by the replayed events.
+    pub(crate) recent: RecentCommands,
 }
 
 impl<A: Aggregate> Hydrated<A> {
@@ -71,6 +74,7 @@ pub(crate) async fn hydrate<A: Aggregate>(
     stream: &StreamId,
     target: Target,
     page_size: usize,
+    window: DedupWindow,
     metrics: &AggregateMetrics,
 ) -> Result<Hydrated<A>, ActivationError> {
     let started = Instant::now();
@@ -80,7 +84,7 @@ pub(crate) async fn hydrate<A: Aggregate>(
     let mut start = Start::<A>::from_scratch();
     while let Some(record) = candidate {
         let older_than = record.version;
-        match restore::<A>(events, stream, record, target, page_size).await? {
+        match restore::<A>(events, stream, record, target, page_size, window).await? {
             Ok(restored) => {
                 start = restored;
                 break;
@@ -103,9 +107,10 @@ pub(crate) async fn hydrate<A: Aggregate>(
         snapshot,
         first_page,
         mut events_replayed,
+        mut recent,
     } = start;
     for event in &first_page {
-        apply_recorded::<A>(&mut state, event)?;
+        apply_recorded::<A>(&mut state, &mut recent, window, event)?;
         version = event.version;
         last_event_id = Some(event.event_id);
         last_recorded_at = Some(event.recorded_at);
@@ -124,7 +129,7 @@ pub(crate) async fn hydrate<A: Aggregate>(
             })?
         {
             for event in &page {
-                apply_recorded::<A>(&mut state, event)?;
+                apply_recorded::<A>(&mut state, &mut recent, window, event)?;
                 events_replayed += 1;
             }
             if let Some(last) = page.last() {
@@ -143,6 +148,7 @@ pub(crate) async fn hydrate<A: Aggregate>(
         snapshots_skipped: skipped,
         events_replayed,
         elapsed: started.elapsed(),
+        recent,
     })
 }
 
@@ -155,6 +161,7 @@ struct Start<A: Aggregate> {
     snapshot: Option<SnapshotOrigin>,
     first_page: Vec<RecordedEvent>,
     events_replayed: u64,
+    recent: RecentCommands,
 }
 
 impl<A: Aggregate> Start<A> {
@@ -167,6 +174,7 @@ impl<A: Aggregate> Start<A> {
             snapshot: None,
             first_page: Vec::new(),
             events_replayed: 0,
+            recent: RecentCommands::default(),
         }
     }
 }
@@ -233,6 +241,7 @@ async fn restore<A: Aggregate>(
     record: SnapshotRecord,
     target: Target,
     page_size: usize,
+    window: DedupWindow,
 ) -> Result<Result<Start<A>, Rejection>, ActivationError> {
     if record.state_schema_version != A::STATE_SCHEMA_VERSION {
         return Ok(Err(Rejection::Invalid(format!(
@@ -248,16 +257,16 @@ async fn restore<A: Aggregate>(
             record.bytes.len()
         ))));
     }
-    let state = match codec::unseal(
+    let (state, commands) = match codec::unseal(
         &record.bytes,
         &record.codec,
         &record.compression,
         record.checksum,
         record.uncompressed_size,
     )
-    .and_then(|encoded| codec::decode::<A::State>(&encoded))
+    .and_then(|encoded| codec::decode_snapshot_body::<A::State>(&record.codec, &encoded))
     {
-        Ok(state) => state,
+        Ok(decoded) => decoded,
         Err(error) => return Ok(Err(Rejection::Invalid(error.to_string()))),
     };
     // Read from the snapshot's own event: one page both verifies it and starts the tail.
@@ -300,6 +309,7 @@ async fn restore<A: Aggregate>(
         // A full page may have more after it; the caller continues from its last version.
         first_page: page,
         events_replayed: 0,
+        recent: RecentCommands::from_snapshot(commands, window),
     }))
 }
 
@@ -315,8 +325,13 @@ async fn stream_end(events: &dyn EventStore, stream: &StreamId) -> Result<u64, A
 
 fn apply_recorded<A: Aggregate>(
     state: &mut A::State,
+    recent: &mut RecentCommands,
+    window: DedupWindow,
     event: &RecordedEvent,
 ) -> Result<(), ActivationError> {
+    if let Some(command_id) = event.command_id {
+        recent.record(command_id, event.version, event.recorded_at, window);
+    }
     let decoded: A::Event =
         codec::decode(&event.payload).map_err(|source| ActivationError::CorruptEvent {
             stream: event.stream.clone(),

@@ -79,6 +79,8 @@
 mod actor;
 mod aggregate;
 pub mod codec;
+mod command;
+mod dedup;
 mod error;
 mod executor;
 mod hydrate;
@@ -91,7 +93,9 @@ pub mod testkit;
 pub use actor::{Committed, StateView};
 pub use actor_runtime::{PassivationReason, RuntimeConfig, RuntimeStats};
 pub use aggregate::Aggregate;
-pub use error::{ActivationError, CommandError, ExecutorError};
+pub use command::{CommandId, CommandOptions};
+pub use dedup::DedupWindow;
+pub use error::{ActivationError, CommandError, ExecutorError, Indeterminate};
 pub use event_stores;
 pub use executor::{
     At, BuildError, Executor, ExecutorBuilder, ExecutorStats, Reconstruction, TypeStats,

@@ -32,6 +32,14 @@ pub struct AggregateStats {
     pub commands_rejected: u64,
     /// Commands that failed for another reason (store, conflict, codec).
     pub commands_failed: u64,
+    /// Commands answered as duplicates of an earlier command with the same id (nothing decided,
+    /// nothing stored).
+    pub commands_duplicate: u64,
+    /// Commands dropped before `decide` because their deadline passed or their caller left.
+    pub commands_expired: u64,
+    /// Commands whose append outcome was unknown when answered (timeout or connection lost
+    /// after sending).
+    pub commands_indeterminate: u64,
     /// Version conflicts met (each retry counts).
     pub conflicts: u64,
     /// Activations (state rebuilt from the stores).
@@ -88,6 +96,9 @@ pub(crate) struct AggregateMetrics {
     commands_succeeded: AtomicU64,
     commands_rejected: AtomicU64,
     commands_failed: AtomicU64,
+    commands_duplicate: AtomicU64,
+    commands_expired: AtomicU64,
+    commands_indeterminate: AtomicU64,
     conflicts: AtomicU64,
     activations: AtomicU64,
     events_replayed: AtomicU64,
@@ -108,6 +119,9 @@ struct Facade {
     commands_ok: Counter,
     commands_rejected: Counter,
     commands_failed: Counter,
+    commands_duplicate: Counter,
+    commands_expired: Counter,
+    commands_indeterminate: Counter,
     conflicts: Counter,
     activations: Counter,
     replayed: Histogram,
@@ -126,6 +140,9 @@ impl AggregateMetrics {
             commands_succeeded: AtomicU64::new(0),
             commands_rejected: AtomicU64::new(0),
             commands_failed: AtomicU64::new(0),
+            commands_duplicate: AtomicU64::new(0),
+            commands_expired: AtomicU64::new(0),
+            commands_indeterminate: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             activations: AtomicU64::new(0),
             events_replayed: AtomicU64::new(0),
@@ -143,6 +160,9 @@ impl AggregateMetrics {
                 commands_ok: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "ok"),
                 commands_rejected: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "rejected"),
                 commands_failed: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "failed"),
+                commands_duplicate: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "duplicate"),
+                commands_expired: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "expired"),
+                commands_indeterminate: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "indeterminate"),
                 conflicts: counter!("aggregate_conflicts_total", label.0 => label.1),
                 activations: counter!("aggregate_activations_total", label.0 => label.1),
                 replayed: histogram!("aggregate_events_replayed", label.0 => label.1),
@@ -168,6 +188,21 @@ impl AggregateMetrics {
     pub(crate) fn command_failed(&self) {
         self.commands_failed.fetch_add(1, Relaxed);
         self.facade.commands_failed.increment(1);
+    }
+
+    pub(crate) fn command_duplicate(&self) {
+        self.commands_duplicate.fetch_add(1, Relaxed);
+        self.facade.commands_duplicate.increment(1);
+    }
+
+    pub(crate) fn command_expired(&self) {
+        self.commands_expired.fetch_add(1, Relaxed);
+        self.facade.commands_expired.increment(1);
+    }
+
+    pub(crate) fn command_indeterminate(&self) {
+        self.commands_indeterminate.fetch_add(1, Relaxed);
+        self.facade.commands_indeterminate.increment(1);
     }
 
     pub(crate) fn conflict(&self) {
@@ -221,6 +256,9 @@ impl AggregateMetrics {
             commands_succeeded: self.commands_succeeded.load(Relaxed),
             commands_rejected: self.commands_rejected.load(Relaxed),
             commands_failed: self.commands_failed.load(Relaxed),
+            commands_duplicate: self.commands_duplicate.load(Relaxed),
+            commands_expired: self.commands_expired.load(Relaxed),
+            commands_indeterminate: self.commands_indeterminate.load(Relaxed),
             conflicts: self.conflicts.load(Relaxed),
             activations: self.activations.load(Relaxed),
             events_replayed: self.events_replayed.load(Relaxed),

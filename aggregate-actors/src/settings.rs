@@ -7,6 +7,7 @@ use actor_runtime::RuntimeConfig;
 
 use crate::aggregate::Aggregate;
 use crate::codec::CompressionConfig;
+use crate::dedup::DedupWindow;
 use crate::strategy::{EveryNEvents, SnapshotStrategy};
 
 /// How many snapshots to keep per aggregate.
@@ -28,8 +29,9 @@ impl Default for Retention {
 }
 
 /// Settings of one registered aggregate type. `AggregateSettings::default()` snapshots every
-/// 100 events and on passivation, keeps 3 snapshots, compresses states of 4 KiB and more, and
-/// retries a conflicting command 3 times.
+/// 100 events and on passivation, keeps 3 snapshots, compresses states of 4 KiB and more,
+/// retries a conflicting command 3 times and remembers the last 128 command ids (up to an hour)
+/// per aggregate.
 pub struct AggregateSettings<A: Aggregate> {
     /// When to take snapshots.
     pub strategy: Arc<dyn SnapshotStrategy<A>>,
@@ -45,7 +47,10 @@ pub struct AggregateSettings<A: Aggregate> {
     /// Events per page when replaying.
     pub replay_page_size: usize,
     /// The virtual-actor runtime settings for this type (idle timeout, LRU cap, mailbox, …).
+    /// Its `call_timeout` is also each command's default deadline.
     pub runtime: RuntimeConfig,
+    /// How many recent command ids each aggregate remembers for deduplication.
+    pub dedup: DedupWindow,
 }
 
 impl<A: Aggregate> Default for AggregateSettings<A> {
@@ -58,6 +63,7 @@ impl<A: Aggregate> Default for AggregateSettings<A> {
             max_conflict_retries: 3,
             replay_page_size: 1_000,
             runtime: RuntimeConfig::default(),
+            dedup: DedupWindow::default(),
         }
     }
 }
@@ -72,6 +78,7 @@ impl<A: Aggregate> Clone for AggregateSettings<A> {
             max_conflict_retries: self.max_conflict_retries,
             replay_page_size: self.replay_page_size,
             runtime: self.runtime.clone(),
+            dedup: self.dedup,
         }
     }
 }
@@ -115,6 +122,12 @@ impl<A: Aggregate> AggregateSettings<A> {
     /// Sets the replay page size (at least 1).
     pub fn replay_page_size(mut self, size: usize) -> Self {
         self.replay_page_size = size.max(1);
+        self
+    }
+
+    /// Sets the deduplication window.
+    pub fn dedup(mut self, window: DedupWindow) -> Self {
+        self.dedup = window;
         self
     }
 

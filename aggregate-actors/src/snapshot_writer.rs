@@ -4,8 +4,9 @@
 //! Writes for one aggregate are strictly ordered and never go backwards: while a write for a
 //! stream is in flight, newer requests for that stream wait, and each newer request supersedes
 //! any older one still waiting (only the newest state matters). Different streams are written
-//! concurrently up to a limit. After a save succeeds, retention runs: the new snapshot is
-//! written before old ones are deleted, so an aggregate never loses its newest snapshot.
+//! concurrently up to a limit. After a save succeeds, the snapshot is read back and verified
+//! (checksum, codec, decoding with the current state schema); only then does retention delete
+//! older ones, so an aggregate never loses its newest *valid* snapshot.
 //! A failed write is logged and counted; it never fails a command.
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::codec::{self, CODEC_MSGPACK, CompressionConfig};
+use crate::codec::{self, CompressionConfig};
 use crate::metrics::AggregateMetrics;
 use crate::settings::Retention;
 
@@ -36,6 +37,10 @@ pub(crate) struct SnapshotJob {
     pub(crate) version: u64,
     pub(crate) last_event_id: Uuid,
     pub(crate) state_schema_version: u32,
+    /// The codec name recorded with the bytes.
+    pub(crate) codec: &'static str,
+    /// Checks a stored record as activation would (monomorphised for the aggregate type).
+    pub(crate) verify: fn(&SnapshotRecord) -> Result<(), String>,
     pub(crate) encoded: Vec<u8>,
     pub(crate) compression: CompressionConfig,
     pub(crate) retention: Retention,
@@ -185,6 +190,8 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
         version,
         last_event_id,
         state_schema_version,
+        codec: codec_name,
+        verify,
         encoded,
         compression,
         retention,
@@ -206,7 +213,7 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
             version,
             last_event_id,
             state_schema_version,
-            codec: CODEC_MSGPACK.to_owned(),
+            codec: codec_name.to_owned(),
             compression: sealed.compression.to_owned(),
             checksum: sealed.checksum,
             uncompressed_size: sealed.uncompressed_size,
@@ -216,6 +223,17 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
         };
         store.save(record).await.map_err(|e| e.to_string())?;
         metrics.snapshot_taken(stored_size, sealed.uncompressed_size);
+        // Read back what the store kept: retention may only delete older snapshots once the
+        // newest is known to be usable.
+        let stored = store
+            .load_at_or_before_version(&stream, version)
+            .await
+            .map_err(|e| format!("reading the snapshot back: {e}"))?;
+        match stored {
+            Some(record) if record.version == version => verify(&record)
+                .map_err(|e| format!("snapshot read back fails verification: {e}"))?,
+            _ => return Err("the snapshot is not in the store after saving it".to_owned()),
+        }
         apply_retention(&*store, &stream, retention).await;
         Ok(version)
     }

@@ -92,7 +92,12 @@ impl<A: Aggregate> TestKit<A> {
     pub async fn given(&mut self, events: Vec<A::Event>) -> &mut Self {
         let stream = self.stream();
         let result = async {
-            let batch = encode_events::<A>(&events, EventMetadata::default())?;
+            let batch = encode_events::<A>(
+                &stream,
+                uuid::Uuid::now_v7(),
+                &events,
+                EventMetadata::default(),
+            )?;
             let current = self.events.stream_version(&stream).await?;
             self.events.append(&stream, current, batch).await?;
             Ok::<_, Box<dyn std::error::Error>>(())

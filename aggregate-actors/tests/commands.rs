@@ -71,7 +71,7 @@ async fn a_panic_in_decide_stops_only_that_actor_and_stores_nothing(stores: Stor
     assert!(
         matches!(
             crashed,
-            Err(CommandError::Executor(ExecutorError::ActorStopped { .. }))
+            Err(CommandError::NotStored(ExecutorError::ActorStopped { .. }))
         ),
         "{crashed:?}"
     );
@@ -98,7 +98,7 @@ async fn a_panic_in_apply_stores_nothing_and_the_actor_recovers_from_the_store(s
     assert!(
         matches!(
             crashed,
-            Err(CommandError::Executor(ExecutorError::ActorStopped { .. }))
+            Err(CommandError::NotStored(ExecutorError::ActorStopped { .. }))
         ),
         "{crashed:?}"
     );
@@ -127,7 +127,7 @@ async fn panics_under_concurrent_load_leave_other_aggregates_untouched(stores: S
                 };
                 match executor.execute::<Ledger>(&id, command).await {
                     Ok(_) => acknowledged += 1,
-                    Err(CommandError::Executor(ExecutorError::ActorStopped { .. })) => {
+                    Err(CommandError::NotStored(ExecutorError::ActorStopped { .. })) => {
                         assert!(id.ends_with('3'))
                     }
                     Err(other) => panic!("{id}: {other}"),
@@ -214,7 +214,7 @@ async fn exhausted_conflict_retries_report_a_conflict_and_store_nothing(stores: 
     assert!(
         matches!(
             lost,
-            Err(CommandError::Executor(ExecutorError::Conflict {
+            Err(CommandError::NotStored(ExecutorError::Conflict {
                 expected: 1,
                 actual: 2,
                 ..
@@ -236,7 +236,7 @@ async fn bad_input_gets_a_typed_error_and_stores_nothing(stores: Stores) {
     let empty = executor.execute::<Ledger>("", LedgerCommand::Add(1)).await;
     assert!(matches!(
         empty,
-        Err(CommandError::Executor(ExecutorError::InvalidInput(
+        Err(CommandError::NotStored(ExecutorError::InvalidInput(
             InvalidInput::EmptyId { .. }
         )))
     ));
@@ -246,7 +246,7 @@ async fn bad_input_gets_a_typed_error_and_stores_nothing(stores: Stores) {
         .await;
     assert!(matches!(
         long,
-        Err(CommandError::Executor(ExecutorError::InvalidInput(
+        Err(CommandError::NotStored(ExecutorError::InvalidInput(
             InvalidInput::IdTooLong { .. }
         )))
     ));
@@ -256,7 +256,7 @@ async fn bad_input_gets_a_typed_error_and_stores_nothing(stores: Stores) {
     assert!(
         matches!(
             oversized,
-            Err(CommandError::Executor(ExecutorError::InvalidInput(
+            Err(CommandError::NotStored(ExecutorError::InvalidInput(
                 InvalidInput::PayloadTooLarge { .. }
             )))
         ),
@@ -288,9 +288,9 @@ async fn bad_input_gets_a_typed_error_and_stores_nothing(stores: Stores) {
     let unknown = executor.execute::<Unregistered>("u", ()).await;
     assert!(matches!(
         unknown,
-        Err(CommandError::Executor(ExecutorError::UnknownAggregateType(
-            "unregistered"
-        )))
+        Err(CommandError::NotStored(
+            ExecutorError::UnknownAggregateType("unregistered")
+        ))
     ));
 }
 

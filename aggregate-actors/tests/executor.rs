@@ -239,7 +239,7 @@ async fn shutdown_with_commands_in_flight_stores_every_acknowledged_command(stor
     for task in tasks {
         match task.await.unwrap() {
             (id, Ok(_)) => acknowledged[id] += 1,
-            (_, Err(CommandError::Executor(ExecutorError::ShuttingDown))) => {}
+            (_, Err(CommandError::NotStored(ExecutorError::ShuttingDown))) => {}
             (_, Err(other)) => panic!("unexpected {other}"),
         }
     }
@@ -262,7 +262,7 @@ async fn shutdown_with_commands_in_flight_stores_every_acknowledged_command(stor
         .await;
     assert!(matches!(
         late,
-        Err(CommandError::Executor(ExecutorError::ShuttingDown))
+        Err(CommandError::NotStored(ExecutorError::ShuttingDown))
     ));
     assert!(matches!(
         executor.state::<Ledger>("sd-0").await,

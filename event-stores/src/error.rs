@@ -85,10 +85,20 @@ pub enum StoreError {
     /// The input was refused before anything was stored.
     #[error("invalid input: {0}")]
     InvalidInput(#[from] InvalidInput),
-    /// The backend could not be reached (connection refused or lost, pool timed out). The
-    /// operation may be retried; for an append, whether it happened is unknown only if the
-    /// connection was lost after the statement was sent, and the expected-version check makes
-    /// a retry safe.
+    /// The events of this command are already in the stream: an append carried an event id
+    /// derived from a command id ([`NewEvent::for_command`](crate::NewEvent::for_command)) that
+    /// is already stored there. Nothing was written; [`EventStore::read_command`](crate::EventStore::read_command)
+    /// returns what the first attempt stored.
+    #[error("command {command_id} was already applied to {stream}")]
+    CommandAlreadyApplied {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The command whose events are already stored.
+        command_id: uuid::Uuid,
+    },
+    /// The backend could not be reached (connection refused, pool timed out, server
+    /// unreachable) before the operation was sent: nothing was written, and the same call may
+    /// succeed later.
     #[error("store unavailable (retryable): {message}")]
     Unavailable {
         /// What failed.
@@ -97,6 +107,23 @@ pub enum StoreError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The connection failed or timed out after a write was sent: it may or may not have been
+    /// committed. Read the stream to learn which. An append of events derived from a command id
+    /// can be retried safely: a second copy is refused with
+    /// [`StoreError::CommandAlreadyApplied`], and the expected version refuses any other write
+    /// made on stale state.
+    #[error("outcome unknown (the write may have committed): {message}")]
+    Indeterminate {
+        /// What failed.
+        message: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The server would lose acknowledged commits in a crash and
+    /// [`PgConfig::require_durability`](crate::PgConfig::require_durability) is set.
+    #[error("the server is not crash-safe: {0}")]
+    NotDurable(String),
     /// Stored data that violates the store's own rules (for example a negative version).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -112,10 +139,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when retrying the same call later may succeed (the backend was unreachable).
-    /// A version conflict is not "retryable" in this sense: the caller must re-read first.
+    /// True when retrying the same call later may succeed (the backend was unreachable, or a
+    /// write's outcome is unknown). A version conflict is not "retryable" in this sense: the
+    /// caller must re-read first.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable { .. })
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Indeterminate { .. }
+        )
+    }
+
+    /// True when a write may have been committed although it failed
+    /// ([`StoreError::Indeterminate`]). Every other error means nothing was written.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, StoreError::Indeterminate { .. })
     }
 
     /// True for [`StoreError::VersionConflict`].

@@ -99,6 +99,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// is exactly `expected_version` (0 for a new stream). Otherwise fails with
     /// [`StoreError::VersionConflict`](crate::StoreError::VersionConflict) carrying the actual
     /// version, and stores nothing.
+    ///
+    /// Event ids are unique across the store. An event id that is already stored for the same
+    /// command on the same stream fails the append with
+    /// [`StoreError::CommandAlreadyApplied`](crate::StoreError::CommandAlreadyApplied); any other
+    /// stored id with [`InvalidInput::DuplicateEventId`]. The version check comes first.
     async fn append(
         &self,
         stream: &StreamId,
@@ -122,6 +127,17 @@ pub trait EventStore: Send + Sync + 'static {
     /// The price is that an event may show up here a moment after its append returned (in
     /// PostgreSQL, once the transactions that started before it have ended).
     async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>>;
+
+    /// The events command `command_id` stored in `stream`, in version order; empty when it
+    /// stored none there. Cheap for events written with
+    /// [`NewEvent::for_command`](crate::NewEvent::for_command) (a unique-index lookup of the
+    /// first one, then a short range read); other events with that command id are found by
+    /// scanning the stream.
+    async fn read_command(
+        &self,
+        stream: &StreamId,
+        command_id: uuid::Uuid,
+    ) -> StoreResult<Vec<RecordedEvent>>;
 }
 
 /// Reads a stream page by page, so a long stream is never held in memory at once.

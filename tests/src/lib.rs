@@ -6,10 +6,12 @@
 //! - [`worker`]: the line protocol of the `ledger_worker` binary and a handle to run, kill and
 //!   read it;
 //! - [`audit`]: reading the stored streams and checking them against the acknowledgements;
-//! - [`cluster`]: a PostgreSQL cluster a test owns and can stop and start.
+//! - [`cluster`]: a PostgreSQL cluster a test owns and can stop and start;
+//! - [`proxy`]: a TCP proxy that cuts, stalls or closes connections to a server.
 
 pub mod audit;
 pub mod cluster;
+pub mod proxy;
 pub mod wallet;
 pub mod worker;
 

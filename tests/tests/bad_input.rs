@@ -86,7 +86,7 @@ fn memo_of_encoded_size(command: Uuid, size: usize) -> String {
 /// Asserts `result` is the typed "payload too large" refusal (without printing the payload).
 fn assert_too_large<T>(what: &str, result: &Result<T, CommandError<impl std::error::Error>>) {
     match result {
-        Err(CommandError::Executor(ExecutorError::InvalidInput(
+        Err(CommandError::NotStored(ExecutorError::InvalidInput(
             InvalidInput::PayloadTooLarge { .. },
         ))) => {}
         Err(other) => panic!("{what}: refused with {other}, not as too large"),
@@ -156,7 +156,7 @@ async fn a_payload_at_the_limit_is_stored_one_byte_over_is_refused_and_one_bad_e
     assert!(
         matches!(
             refused,
-            Err(CommandError::Executor(ExecutorError::InvalidInput(
+            Err(CommandError::NotStored(ExecutorError::InvalidInput(
                 InvalidInput::TooManyEvents { count, max }
             ))) if count == EVENTS_LIMIT + 1 && max == EVENTS_LIMIT
         ),
@@ -207,7 +207,7 @@ async fn bad_ids_get_a_typed_error_at_every_entry_point_and_odd_valid_ids_are_st
             .execute::<Wallet>(id, WalletCommand::deposit(1))
             .await
         {
-            Err(CommandError::Executor(e)) if is_invalid(&e) => {}
+            Err(CommandError::NotStored(e)) if is_invalid(&e) => {}
             other => panic!("{what}: execute gave {other:?}"),
         }
         let state = s.executor.state::<Wallet>(id).await;
@@ -382,7 +382,7 @@ async fn a_stored_event_that_does_not_decode_gives_a_typed_error_not_a_panic_and
                 .execute::<Wallet>(&id, WalletCommand::deposit(1))
                 .await
             {
-                Err(CommandError::Executor(e)) if is_corrupt(&e) => {}
+                Err(CommandError::NotStored(e)) if is_corrupt(&e) => {}
                 other => panic!("{what}: execute gave {other:?}"),
             }
         }

@@ -39,8 +39,8 @@ struct Call {
 /// True when `error` is the typed "store unreachable" error, directly or through activation.
 fn is_typed_unavailable(error: &CommandError<WalletError>) -> bool {
     match error {
-        CommandError::Executor(ExecutorError::Store(StoreError::Unavailable { .. })) => true,
-        CommandError::Executor(ExecutorError::Activation(activation)) => matches!(
+        CommandError::NotStored(ExecutorError::Store(StoreError::Unavailable { .. })) => true,
+        CommandError::NotStored(ExecutorError::Activation(activation)) => matches!(
             &**activation,
             ActivationError::Store {
                 source: StoreError::Unavailable { .. },

@@ -93,7 +93,7 @@ async fn panics_in_decide_and_apply_under_load_touch_only_their_own_aggregates_w
                             events: done.events.len() as u32,
                         }),
                     )),
-                    Err(CommandError::Executor(ExecutorError::ActorStopped { .. }))
+                    Err(CommandError::NotStored(ExecutorError::ActorStopped { .. }))
                         if is_faulty(n) =>
                     {
                         outcomes.push((n, Outcome::Stopped(command_id)));

@@ -4,8 +4,12 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use crate::error::{StoreError, StoreResult};
-use crate::event::{NewEvent, RecordedEvent};
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::error::{InvalidInput, StoreError, StoreResult};
+use crate::event::{NewEvent, RecordedEvent, command_event_id};
 use crate::event_store::{AppendReceipt, EventStore, ReadQuery};
 use crate::limits::StoreLimits;
 use crate::stream::StreamId;
@@ -19,10 +23,17 @@ pub struct InMemoryEventStore {
 }
 
 #[derive(Default)]
+struct Log {
+    events: Vec<Arc<RecordedEvent>>,
+    ids: HashMap<Uuid, u64>,
+}
+
+#[derive(Default)]
 struct Inner {
     streams: DashMap<StreamId, Arc<Mutex<Vec<Arc<RecordedEvent>>>>>,
-    /// Every event in position order; `log[p - 1]` has position `p`.
-    log: Mutex<Vec<Arc<RecordedEvent>>>,
+    /// Every event in position order; `log[p - 1]` has position `p`; and every event id with
+    /// the position of its event, the store-wide uniqueness check of event ids.
+    log: Mutex<Log>,
     limits: StoreLimits,
 }
 
@@ -80,11 +91,32 @@ impl EventStore for InMemoryEventStore {
             None => now_micros(),
         };
         let mut log = self.inner.log.lock();
-        let first_position = log.len() as u64 + 1;
+        if let Some(clash) = events
+            .iter()
+            .find_map(|e| log.ids.get(&e.event_id).map(|p| (e, *p)))
+        {
+            let (event, position) = clash;
+            let stored = usize::try_from(position - 1)
+                .ok()
+                .and_then(|i| log.events.get(i));
+            return Err(match (stored, event.command_id) {
+                (Some(stored), Some(command_id))
+                    if stored.stream == *stream && stored.command_id == Some(command_id) =>
+                {
+                    StoreError::CommandAlreadyApplied {
+                        stream: stream.clone(),
+                        command_id,
+                    }
+                }
+                _ => InvalidInput::DuplicateEventId(event.event_id).into(),
+            });
+        }
+        let first_position = log.events.len() as u64 + 1;
         let count = events.len() as u64;
         for (offset, event) in (0u64..).zip(events) {
             let event = Arc::new(RecordedEvent {
                 event_id: event.event_id,
+                command_id: event.command_id,
                 stream: stream.clone(),
                 version: expected_version + offset + 1,
                 event_type: event.event_type,
@@ -94,7 +126,8 @@ impl EventStore for InMemoryEventStore {
                 recorded_at,
                 position: first_position + offset,
             });
-            log.push(Arc::clone(&event));
+            log.ids.insert(event.event_id, first_position + offset);
+            log.events.push(Arc::clone(&event));
             recorded.push(event);
         }
         Ok(AppendReceipt {
@@ -140,10 +173,41 @@ impl EventStore for InMemoryEventStore {
         let log = self.inner.log.lock();
         let start = usize::try_from(after_position)
             .unwrap_or(usize::MAX)
-            .min(log.len());
-        let end = start.saturating_add(limit).min(log.len());
-        Ok(log[start..end]
+            .min(log.events.len());
+        let end = start.saturating_add(limit).min(log.events.len());
+        Ok(log.events[start..end]
             .iter()
+            .map(|e| RecordedEvent::clone(e))
+            .collect())
+    }
+
+    async fn read_command(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        let Some(slot) = self.stream(stream) else {
+            return Ok(Vec::new());
+        };
+        let first = command_event_id(stream, command_id, 0);
+        // The derived id of the first event finds the command at once; otherwise scan.
+        let found = {
+            let log = self.inner.log.lock();
+            log.ids
+                .get(&first)
+                .and_then(|&position| log.events.get(usize::try_from(position - 1).ok()?))
+                .filter(|e| e.stream == *stream)
+                .map(|e| e.version)
+        };
+        let recorded = slot.lock();
+        let start = found.map_or(0, |version| {
+            usize::try_from(version - 1)
+                .unwrap_or(usize::MAX)
+                .min(recorded.len())
+        });
+        Ok(recorded[start..]
+            .iter()
+            .filter(|e| e.command_id == Some(command_id))
             .map(|e| RecordedEvent::clone(e))
             .collect())
     }

@@ -9,7 +9,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::error::{StoreError, StoreResult};
 use crate::limits::StoreLimits;
 
+use super::durability::Durability;
 use super::error::{map_migrate, map_sqlx};
+
+/// How long an append waits for the server's answer when the store was not made by
+/// [`PgConfig`] (which derives it from `statement_timeout`): 12 s.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// Table that records which of this crate's migrations ran. Its own name (not sqlx's default
 /// `_sqlx_migrations`), so an application running its own sqlx migrations on the same database
@@ -56,6 +61,29 @@ pub struct PgConfig {
     pub application_name: String,
     /// What the stores accept (payload sizes, events per append, snapshot size).
     pub limits: StoreLimits,
+    /// Server-side limit on one statement (`statement_timeout`, default 10 s): a statement
+    /// stuck on the server fails (and stores nothing) instead of holding an actor. `None`
+    /// keeps the server's setting.
+    pub statement_timeout: Option<Duration>,
+    /// Server-side limit on waiting for a lock (`lock_timeout`, default 5 s). `None` keeps the
+    /// server's setting.
+    pub lock_timeout: Option<Duration>,
+    /// TCP keepalive of the server's end of each connection (`tcp_keepalives_idle` and
+    /// `_interval` of this duration, `_count` 3, and `tcp_user_timeout`; default 5 s), so the
+    /// server notices a vanished client and ends its transaction instead of holding locks.
+    /// sqlx exposes no socket options for the client's end; [`client_timeout`](Self::client_timeout)
+    /// bounds that side. `None` keeps the server's settings.
+    pub tcp_keepalive: Option<Duration>,
+    /// How long the client waits for the answer to an append it has sent before it closes the
+    /// connection and reports [`StoreError::Indeterminate`] (a stalled server or a
+    /// black-holed network answers nothing, and no server-side timeout fires). Default:
+    /// `statement_timeout` + 2 s, or 12 s without one.
+    pub client_timeout: Option<Duration>,
+    /// Refuse to connect (with [`StoreError::NotDurable`]) when the server would lose
+    /// acknowledged commits in a crash: `fsync` off, `synchronous_commit` off or
+    /// `full_page_writes` off. Default false: such a server is accepted with a warning, and
+    /// [`PgEventStore::server_durability`](super::PgEventStore::server_durability) says so.
+    pub require_durability: bool,
 }
 
 impl PgConfig {
@@ -72,7 +100,89 @@ impl PgConfig {
             run_migrations: true,
             application_name: "event-stores".to_owned(),
             limits: StoreLimits::default(),
+            statement_timeout: Some(Duration::from_secs(10)),
+            lock_timeout: Some(Duration::from_secs(5)),
+            tcp_keepalive: Some(Duration::from_secs(5)),
+            client_timeout: None,
+            require_durability: false,
         }
+    }
+
+    /// Sets [`statement_timeout`](Self::statement_timeout).
+    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// Sets [`lock_timeout`](Self::lock_timeout).
+    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Sets [`tcp_keepalive`](Self::tcp_keepalive).
+    pub fn tcp_keepalive(mut self, keepalive: Option<Duration>) -> Self {
+        self.tcp_keepalive = keepalive;
+        self
+    }
+
+    /// Sets [`client_timeout`](Self::client_timeout).
+    pub fn with_client_timeout(mut self, timeout: Duration) -> Self {
+        self.client_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`require_durability`](Self::require_durability).
+    pub fn require_durability(mut self, require: bool) -> Self {
+        self.require_durability = require;
+        self
+    }
+
+    /// The client-side bound on an append's answer in effect (see
+    /// [`client_timeout`](Self::client_timeout)).
+    pub fn client_timeout(&self) -> Duration {
+        self.client_timeout.unwrap_or(match self.statement_timeout {
+            Some(statement) => statement + Duration::from_secs(2),
+            None => DEFAULT_CLIENT_TIMEOUT,
+        })
+    }
+
+    /// Session settings sent when each connection starts.
+    fn session_options(&self) -> Vec<(&'static str, String)> {
+        let millis = |d: Duration| d.as_millis().max(1).to_string();
+        let mut options = Vec::new();
+        if let Some(timeout) = self.statement_timeout {
+            options.push(("statement_timeout", millis(timeout)));
+        }
+        if let Some(timeout) = self.lock_timeout {
+            options.push(("lock_timeout", millis(timeout)));
+        }
+        if let Some(keepalive) = self.tcp_keepalive {
+            let secs = keepalive.as_secs().max(1).to_string();
+            options.push(("tcp_keepalives_idle", secs.clone()));
+            options.push(("tcp_keepalives_interval", secs));
+            options.push(("tcp_keepalives_count", "3".to_owned()));
+            options.push(("tcp_user_timeout", millis(keepalive * 4)));
+        }
+        options
+    }
+
+    /// Reads the server's durability settings on `pool`, logs a warning when acknowledged
+    /// commits would not survive a server crash, and refuses such a server when
+    /// [`require_durability`](Self::require_durability) is set.
+    pub async fn check_durability(&self, pool: &PgPool) -> StoreResult<Durability> {
+        let durability = Durability::read(pool).await?;
+        if !durability.survives_server_crash() {
+            if self.require_durability {
+                return Err(StoreError::NotDurable(durability.to_string()));
+            }
+            tracing::warn!(
+                url = %self.redacted_url(),
+                %durability,
+                "PostgreSQL would lose acknowledged commits in a server crash"
+            );
+        }
+        Ok(durability)
     }
 
     /// Sets [`max_connections`](Self::max_connections).
@@ -138,6 +248,7 @@ impl PgConfig {
             .parse::<PgConnectOptions>()
             .map_err(|e| map_sqlx("parsing the PostgreSQL URL", e))?
             .application_name(&self.application_name)
+            .options(self.session_options())
             // Statements are logged by our own tracing spans; sqlx's per-statement INFO logs
             // would drown them.
             .disable_statement_logging();
@@ -188,6 +299,11 @@ impl fmt::Debug for PgConfig {
             .field("run_migrations", &self.run_migrations)
             .field("application_name", &self.application_name)
             .field("limits", &self.limits)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("client_timeout", &self.client_timeout())
+            .field("require_durability", &self.require_durability)
             .finish()
     }
 }

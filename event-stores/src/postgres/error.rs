@@ -64,6 +64,19 @@ pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// True when a statement already sent may have been executed although it failed: the
+/// connection broke (I/O, protocol, worker) instead of the server answering with an error.
+/// A SQLSTATE answer is definite: the statement's transaction did not commit.
+pub(crate) fn is_lost_in_flight(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+    )
+}
+
 /// Connection exceptions (class 08), administrator shutdown, crash shutdown, cannot connect
 /// now (57P01..57P03) and too many connections (53300).
 fn is_unavailable_sqlstate(code: &str) -> bool {

@@ -30,6 +30,8 @@
 //! cost: a transaction that stays open anywhere on the server (also in other databases) holds
 //! `read_all` back until it ends; appends and stream reads are unaffected.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -38,13 +40,14 @@ use sqlx::postgres::{PgPool, PgRow};
 use uuid::Uuid;
 
 use crate::error::{InvalidInput, StoreError, StoreResult};
-use crate::event::{EventMetadata, NewEvent, RecordedEvent};
+use crate::event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
 use crate::event_store::{AppendReceipt, EventStore, ReadQuery};
 use crate::limits::StoreLimits;
 use crate::stream::StreamId;
 
-use super::config::{PgConfig, migrate};
-use super::error::{UNIQUE_VIOLATION, constraint, map_sqlx, sqlstate};
+use super::config::{DEFAULT_CLIENT_TIMEOUT, PgConfig, migrate};
+use super::durability::Durability;
+use super::error::{UNIQUE_VIOLATION, constraint, is_lost_in_flight, map_sqlx, sqlstate};
 
 /// Most events one append can carry in this backend: positions keep 16 bits for the event's
 /// index within its transaction.
@@ -63,14 +66,15 @@ WITH last AS (
 ), ins AS (
     INSERT INTO events (aggregate_type, aggregate_id, version, event_id, event_type,
                         schema_version, payload, correlation_id, causation_id, recorded_at,
-                        position)
+                        position, command_id)
     SELECT $1::text, $2::text, head.version + e.n, e.event_id, e.event_type,
            e.schema_version, e.payload, e.correlation_id, e.causation_id, head.recorded_at,
-           (head.tx << 16) + e.n - 1
+           (head.tx << 16) + e.n - 1, e.command_id
     FROM head,
-         UNNEST($4::uuid[], $5::text[], $6::int4[], $7::bytea[], $8::uuid[], $9::uuid[])
+         UNNEST($4::uuid[], $5::text[], $6::int4[], $7::bytea[], $8::uuid[], $9::uuid[],
+                $10::uuid[])
              WITH ORDINALITY AS e(event_id, event_type, schema_version, payload,
-                                  correlation_id, causation_id, n)
+                                  correlation_id, causation_id, command_id, n)
     WHERE head.version = $3::bigint
     ORDER BY e.n
     RETURNING version, position, recorded_at
@@ -83,7 +87,7 @@ GROUP BY head.version
 
 const READ_STREAM: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
-       recorded_at, position
+       recorded_at, position, command_id
 FROM events
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text
   AND version > $3::bigint AND version <= $4::bigint
@@ -102,7 +106,7 @@ LIMIT 1
 // The bound is an index range on `position`: see the module documentation.
 const READ_ALL: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
-       recorded_at, position, aggregate_type, aggregate_id
+       recorded_at, position, command_id, aggregate_type, aggregate_id
 FROM events
 WHERE position > $1::bigint
   AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
@@ -110,7 +114,24 @@ ORDER BY position
 LIMIT $2::bigint
 "#;
 
-const FIND_EVENT_IDS: &str = "SELECT event_id FROM events WHERE event_id = ANY($1::uuid[]) LIMIT 1";
+const FIND_EVENT_IDS: &str = r#"
+SELECT event_id, aggregate_type, aggregate_id, command_id FROM events
+WHERE event_id = ANY($1::uuid[])
+LIMIT 1
+"#;
+
+// The derived id of the command's first event ($4) finds where its events start through the
+// unique index; without it (events not written with derived ids) the stream is scanned.
+const READ_COMMAND: &str = r#"
+SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
+       recorded_at, position, command_id
+FROM events
+WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND command_id = $3::uuid
+  AND version >= COALESCE((SELECT version FROM events
+                           WHERE event_id = $4::uuid
+                             AND aggregate_type = $1::text AND aggregate_id = $2::text), 1)
+ORDER BY version
+"#;
 
 /// An [`EventStore`] on PostgreSQL. Cheap to clone: clones share the pool.
 ///
@@ -127,6 +148,8 @@ const FIND_EVENT_IDS: &str = "SELECT event_id FROM events WHERE event_id = ANY($
 pub struct PgEventStore {
     pool: PgPool,
     limits: StoreLimits,
+    client_timeout: Duration,
+    durability: Option<Durability>,
 }
 
 impl PgEventStore {
@@ -134,7 +157,12 @@ impl PgEventStore {
     /// store. Fails with [`StoreError::Unavailable`] when the server cannot be reached in time.
     pub async fn connect(config: &PgConfig) -> StoreResult<Self> {
         let pool = config.connect_pool().await?;
-        Ok(Self::with_migrated_pool(pool, config.limits))
+        let durability = config.check_durability(&pool).await?;
+        Ok(Self {
+            client_timeout: config.client_timeout(),
+            durability: Some(durability),
+            ..Self::with_migrated_pool(pool, config.limits)
+        })
     }
 
     /// A store on an existing pool (for example one shared with a [`PgSnapshotStore`]). Runs the
@@ -150,7 +178,27 @@ impl PgEventStore {
     /// [`migrate`](super::migrate)); does no I/O.
     pub fn with_migrated_pool(pool: PgPool, mut limits: StoreLimits) -> Self {
         limits.max_events_per_append = limits.max_events_per_append.min(PG_MAX_EVENTS_PER_APPEND);
-        Self { pool, limits }
+        Self {
+            pool,
+            limits,
+            client_timeout: DEFAULT_CLIENT_TIMEOUT,
+            durability: None,
+        }
+    }
+
+    /// Sets how long an append may wait for the server's answer after sending its statement
+    /// before the connection is closed and the append reported
+    /// [`StoreError::Indeterminate`]. [`connect`](Self::connect) takes it from
+    /// [`PgConfig::client_timeout`].
+    pub fn with_client_timeout(mut self, timeout: Duration) -> Self {
+        self.client_timeout = timeout;
+        self
+    }
+
+    /// The server's durability settings as read by [`connect`](Self::connect) (`None` for a
+    /// store made from a pool, which reads nothing).
+    pub fn server_durability(&self) -> Option<&Durability> {
+        self.durability.as_ref()
     }
 
     /// The connection pool.
@@ -180,6 +228,40 @@ impl PgEventStore {
         }
     }
 
+    /// What a stored event with one of the appended ids means: the same command on the same
+    /// stream (already applied) or an id used elsewhere (bad input).
+    fn clash(&self, stream: &StreamId, events: &[NewEvent], row: &PgRow) -> StoreError {
+        let read = || -> Result<(Uuid, String, String, Option<Uuid>), sqlx::Error> {
+            Ok((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            ))
+        };
+        let (id, aggregate_type, aggregate_id, stored_command) = match read() {
+            Ok(fields) => fields,
+            Err(e) => return map_sqlx("reading a duplicate event id", e),
+        };
+        let appended_command = events
+            .iter()
+            .find(|e| e.event_id == id)
+            .and_then(|e| e.command_id);
+        match (appended_command, stored_command) {
+            (Some(command_id), Some(stored))
+                if command_id == stored
+                    && aggregate_type == stream.aggregate_type()
+                    && aggregate_id == stream.aggregate_id() =>
+            {
+                StoreError::CommandAlreadyApplied {
+                    stream: stream.clone(),
+                    command_id,
+                }
+            }
+            _ => InvalidInput::DuplicateEventId(id).into(),
+        }
+    }
+
     /// The error for a unique violation on an append: a lost race on the version, or an event id
     /// that is already stored.
     async fn unique_violation(
@@ -187,6 +269,7 @@ impl PgEventStore {
         stream: &StreamId,
         expected: u64,
         ids: &[Uuid],
+        events: &[NewEvent],
         err: sqlx::Error,
     ) -> StoreError {
         if constraint(&err) == Some("events_event_id_key") {
@@ -195,10 +278,7 @@ impl PgEventStore {
                 .fetch_optional(&self.pool)
                 .await
             {
-                Ok(Some(row)) => match row.try_get::<Uuid, _>(0) {
-                    Ok(id) => InvalidInput::DuplicateEventId(id).into(),
-                    Err(e) => map_sqlx("reading a duplicate event id", e),
-                },
+                Ok(Some(row)) => self.clash(stream, events, &row),
                 // The clashing event vanished (it was being written by a transaction that then
                 // rolled back); report the original error.
                 Ok(None) => map_sqlx("appending", err),
@@ -230,6 +310,7 @@ impl EventStore for PgEventStore {
         let mut payloads = Vec::with_capacity(count);
         let mut correlations = Vec::with_capacity(count);
         let mut causations = Vec::with_capacity(count);
+        let mut commands = Vec::with_capacity(count);
         for event in &events {
             ids.push(event.event_id);
             types.push(event.event_type.as_str());
@@ -238,9 +319,16 @@ impl EventStore for PgEventStore {
             payloads.push(event.payload.as_ref());
             correlations.push(event.metadata.correlation_id);
             causations.push(event.metadata.causation_id);
+            commands.push(event.command_id);
         }
 
-        let result = sqlx::query(APPEND)
+        // Acquire first: until the statement is sent, a failure means nothing was written.
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| map_sqlx("acquiring a connection to append", e))?;
+        let query = sqlx::query(APPEND)
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
             .bind(expected)
@@ -250,14 +338,36 @@ impl EventStore for PgEventStore {
             .bind(&payloads)
             .bind(&correlations)
             .bind(&causations)
-            .fetch_one(&self.pool)
-            .await;
+            .bind(&commands)
+            .fetch_one(&mut *conn);
+        let result = match tokio::time::timeout(self.client_timeout, query).await {
+            Ok(result) => result,
+            Err(_) => {
+                // A stalled server or black-holed network: the statement may still commit.
+                // The connection is in an unknown state, so it must not serve anyone else.
+                conn.close_on_drop();
+                return Err(StoreError::Indeterminate {
+                    message: format!(
+                        "append to {stream}: no answer from the server within {:?}",
+                        self.client_timeout
+                    ),
+                    source: None,
+                });
+            }
+        };
+        drop(conn);
         let row = match result {
             Ok(row) => row,
             Err(err) if sqlstate(&err).as_deref() == Some(UNIQUE_VIOLATION) => {
                 return Err(self
-                    .unique_violation(stream, expected_version, &ids, err)
+                    .unique_violation(stream, expected_version, &ids, &events, err)
                     .await);
+            }
+            Err(err) if is_lost_in_flight(&err) => {
+                return Err(StoreError::Indeterminate {
+                    message: format!("append to {stream}: connection lost after sending: {err}"),
+                    source: Some(Box::new(err)),
+                });
             }
             Err(err) => return Err(map_sqlx("appending", err)),
         };
@@ -361,8 +471,8 @@ impl EventStore for PgEventStore {
         let mut last_stream: Option<StreamId> = None;
         for row in &rows {
             let decode = |e| map_sqlx("reading all streams", e);
-            let aggregate_type: &str = row.try_get(9).map_err(decode)?;
-            let aggregate_id: &str = row.try_get(10).map_err(decode)?;
+            let aggregate_type: &str = row.try_get(10).map_err(decode)?;
+            let aggregate_id: &str = row.try_get(11).map_err(decode)?;
             // Consecutive events mostly share a stream; reuse its id instead of reallocating.
             let stream = match last_stream.take() {
                 Some(s)
@@ -379,9 +489,27 @@ impl EventStore for PgEventStore {
         }
         Ok(events)
     }
+
+    async fn read_command(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        let rows = sqlx::query(READ_COMMAND)
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .bind(command_id)
+            .bind(command_event_id(stream, command_id, 0))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("reading a command's events", e))?;
+        rows.iter()
+            .map(|row| decode_event(row, stream.clone()))
+            .collect()
+    }
 }
 
-/// Decodes the first nine columns of [`READ_STREAM`] / [`READ_ALL`].
+/// Decodes the first ten columns of [`READ_STREAM`] / [`READ_ALL`].
 fn decode_event(row: &PgRow, stream: StreamId) -> StoreResult<RecordedEvent> {
     let decode = |e| map_sqlx("decoding an event", e);
     let version: i64 = row.try_get(0).map_err(decode)?;
@@ -390,6 +518,7 @@ fn decode_event(row: &PgRow, stream: StreamId) -> StoreResult<RecordedEvent> {
     let position: i64 = row.try_get(8).map_err(decode)?;
     Ok(RecordedEvent {
         event_id: row.try_get(1).map_err(decode)?,
+        command_id: row.try_get(9).map_err(decode)?,
         stream,
         version: to_u64(version, "version")?,
         event_type: row.try_get(2).map_err(decode)?,

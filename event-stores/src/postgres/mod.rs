@@ -11,11 +11,13 @@
 //! [`StoreError::Backend`](crate::StoreError::Backend).
 
 mod config;
+mod durability;
 mod error;
 mod event_store;
 mod snapshot_store;
 
-pub use config::{MIGRATIONS_TABLE, PgConfig, migrate};
+pub use config::{DEFAULT_CLIENT_TIMEOUT, MIGRATIONS_TABLE, PgConfig, migrate};
+pub use durability::Durability;
 pub use event_store::{PG_MAX_EVENTS_PER_APPEND, PgEventStore};
 pub use snapshot_store::PgSnapshotStore;
 pub use sqlx::postgres::PgPool;

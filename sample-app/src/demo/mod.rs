@@ -96,7 +96,7 @@ impl Tally {
             Err(CommandError::Rejected(error)) => {
                 *self.rejected.entry(A::rule(&error)).or_default() += 1
             }
-            Err(CommandError::Executor(error)) => {
+            Err(error) => {
                 self.failed += 1;
                 self.first_failure.get_or_insert_with(|| error.to_string());
             }

@@ -146,7 +146,8 @@ async fn execute<A: LedgerAggregate>(
         }))
         .into_response()),
         Err(CommandError::Rejected(error)) => Err(ApiError::rejected(A::rule(&error), &error)),
-        Err(CommandError::Executor(error)) => Err(error.into()),
+        Err(CommandError::NotStored(error)) => Err(error.into()),
+        Err(CommandError::Indeterminate(indeterminate)) => Err(indeterminate.cause.into()),
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aggregate_actors::event_stores::{PgConfig, PgEventStore, PgSnapshotStore};
 use aggregate_actors::strategy::EveryNEvents;
-use aggregate_actors::{AggregateSettings, CommandError, Executor, ExecutorError};
+use aggregate_actors::{AggregateSettings, CommandError, CommandOptions, Executor, ExecutorError};
 use clap::Parser;
 use integration_tests::wallet::{Wallet, WalletCommand};
 use integration_tests::worker::Ack;
@@ -75,11 +75,12 @@ fn next_command(rng: &mut StdRng) -> WalletCommand {
 fn kind(error: &CommandError<integration_tests::wallet::WalletError>) -> &'static str {
     match error {
         CommandError::Rejected(_) => "rejected",
-        CommandError::Executor(ExecutorError::Conflict { .. }) => "conflict",
-        CommandError::Executor(ExecutorError::Timeout { .. }) => "timeout",
-        CommandError::Executor(ExecutorError::ActorStopped { .. }) => "stopped",
-        CommandError::Executor(e) if e.is_retryable() => "unavailable",
-        CommandError::Executor(_) => "other",
+        CommandError::Indeterminate(_) => "indeterminate",
+        CommandError::NotStored(ExecutorError::Conflict { .. }) => "conflict",
+        CommandError::NotStored(ExecutorError::Timeout { .. }) => "timeout",
+        CommandError::NotStored(ExecutorError::ActorStopped { .. }) => "stopped",
+        CommandError::NotStored(e) if e.is_retryable() => "unavailable",
+        CommandError::NotStored(_) => "other",
     }
 }
 
@@ -94,7 +95,8 @@ async fn run_task(executor: Executor, args: Arc<Args>, task: usize) {
         let (Some(command_id), amount) = (command.id(), command.net_amount()) else {
             continue;
         };
-        match executor.execute::<Wallet>(&id, command).await {
+        let options = CommandOptions::new().command_id(command_id.into());
+        match executor.execute_with::<Wallet>(&id, command, options).await {
             Ok(done) => say(&Ack {
                 id,
                 version: done.version,
