@@ -10,6 +10,8 @@ CARGO ?= cargo
 help:
 	@echo "make run          run the sample app's demo"
 	@echo "make test         fmt check, clippy, then every test (PostgreSQL ones on a throw-away cluster)"
+	@echo "                  prints 'PostgreSQL tests skipped: N' and fails when N > 0;"
+	@echo "                  ALLOW_PG_SKIP=1 make test accepts skipped PostgreSQL tests"
 	@echo "make bench        every benchmark scenario; writes benches/REPORT.md and benches/recovery.svg"
 	@echo "make bench-quick the same scenarios at smaller sizes (under 3 minutes after the build)"
 	@echo "make soak         long fault-injection runs (ignored by make test)"
@@ -25,8 +27,26 @@ clippy:
 # Uses DATABASE_URL when set; otherwise scripts/pg-tmp starts a throw-away cluster for the run
 # and stops it however the run ends. Without PostgreSQL binaries the PostgreSQL tests are
 # skipped with the install line printed, except with CI=true, where that is a failure.
+# Every skipped PostgreSQL test appends a line to $PG_SKIP_LOG (a temp file made here); the
+# count is printed at the end, and any skip fails the run unless ALLOW_PG_SKIP=1.
 test-only:
-	scripts/pg-tmp run -- $(CARGO) test --workspace
+	@skip_log=$$(mktemp "$${TMPDIR:-/tmp}/pg-skips.XXXXXX"); \
+	trap 'rm -f "$$skip_log"' EXIT; \
+	status=0; \
+	PG_SKIP_LOG="$$skip_log" scripts/pg-tmp run -- $(CARGO) test --workspace || status=$$?; \
+	skipped=$$(sort -u "$$skip_log" | grep -c . || true); \
+	echo "PostgreSQL tests skipped: $$skipped"; \
+	if ((skipped > 0)); then \
+		sort -u "$$skip_log" | sed 's/^/  skipped: /' | head -n 20; \
+		if [[ "$${ALLOW_PG_SKIP:-}" == 1 ]]; then \
+			echo "ALLOW_PG_SKIP=1: skipped PostgreSQL tests accepted"; \
+		else \
+			echo "error: PostgreSQL tests were skipped (install PostgreSQL: apt-get install postgresql," \
+				"or set DATABASE_URL; ALLOW_PG_SKIP=1 accepts the skips)" >&2; \
+			((status != 0)) || status=1; \
+		fi; \
+	fi; \
+	exit $$status
 
 run:
 	$(CARGO) run --release -p sample-app -- demo

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actor_runtime::{Directory, RuntimeError, RuntimeStats};
 use chrono::{DateTime, Utc};
 use event_stores::{
-    EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
+    CrashSafety, EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
 };
 
 use crate::actor::{
@@ -82,10 +82,13 @@ pub struct TypeStats {
 }
 
 /// Statistics of every registered type.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutorStats {
     /// One entry per registered aggregate type, in registration order.
     pub types: Vec<TypeStats>,
+    /// Whether acknowledged commands survive a crash of the event store's server (checked when
+    /// a PostgreSQL store connects; a warning is logged when they would not).
+    pub event_store: CrashSafety,
 }
 
 impl ExecutorStats {
@@ -431,6 +434,7 @@ impl Executor {
     /// Statistics of every registered type.
     pub fn stats(&self) -> ExecutorStats {
         ExecutorStats {
+            event_store: self.inner.shared.events.crash_safety(),
             types: self
                 .inner
                 .order

@@ -16,9 +16,21 @@
 //!    each command (or on passivation, or on demand) and written in the background; a failed
 //!    write never fails a command. States are MessagePack, zstd-compressed above a threshold,
 //!    checksummed with xxh3.
+//! 4. **Exactly once**: every command has a [`CommandId`] (yours, through [`CommandOptions`],
+//!    or a generated one). Its events carry it and their ids derive from it; each aggregate
+//!    remembers its recent command ids ([`DedupWindow`], carried in snapshots), so a command id
+//!    seen before is answered with the original outcome ([`Committed::duplicate`]) instead of
+//!    being decided again, and the store's unique event id refuses a second copy beyond the
+//!    window. A failure is either *not stored* ([`CommandError::Rejected`],
+//!    [`CommandError::NotStored`]) or [`CommandError::Indeterminate`]: the append may have
+//!    committed, and retrying with the same command id is always safe. A command carries its
+//!    deadline and is dropped unstarted once its caller has gone.
 //!
 //! ```
-//! use aggregate_actors::{Aggregate, AggregateSettings, CommandError, Executor, strategy::EveryNEvents};
+//! use aggregate_actors::{
+//!     Aggregate, AggregateSettings, CommandError, CommandId, CommandOptions, Executor,
+//!     strategy::EveryNEvents,
+//! };
 //! use serde::{Deserialize, Serialize};
 //!
 //! struct Account;
@@ -70,7 +82,13 @@
 //! let refused = executor.execute::<Account>("alice", Command::Withdraw(1_000)).await;
 //! assert!(matches!(refused, Err(CommandError::Rejected(InsufficientFunds))));
 //!
-//! assert_eq!(executor.state::<Account>("alice").await?.state.cents, 300);
+//! // A retried command (same id) is applied once: the repeat gets the original outcome.
+//! let pay = CommandOptions::new().command_id(CommandId::from_key("invoice-7"));
+//! let first = executor.execute_with::<Account>("alice", Command::Deposit(50), pay.clone()).await?;
+//! let again = executor.execute_with::<Account>("alice", Command::Deposit(50), pay).await?;
+//! assert!(again.duplicate && again.version == first.version);
+//!
+//! assert_eq!(executor.state::<Account>("alice").await?.state.cents, 350);
 //! executor.shutdown().await;
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! # }).unwrap();

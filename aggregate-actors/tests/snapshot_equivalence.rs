@@ -1,10 +1,16 @@
 //! Invariant 1: for any history and any snapshot strategy, the state after re-activation
 //! (snapshot + tail) equals the state after a full replay equals the plain fold of the events.
+//!
+//! The property says nothing if re-activation always replays from the start, so each run also
+//! counts how many re-activations really started from a snapshot and asserts a lower bound on
+//! that share, both over all histories and over those where only the strategy could have taken
+//! a snapshot (no snapshot on passivation, no `snapshot_now`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aggregate_actors::strategy::{
@@ -103,6 +109,7 @@ async fn check_history(
     kind: &StrategyKind,
     on_passivation: bool,
     steps: &[Step],
+    tally: &Tally,
 ) -> Result<(), TestCaseError> {
     let live = executor(
         Arc::clone(&stores.events),
@@ -160,6 +167,7 @@ async fn check_history(
     let view = reactivated.state::<Ledger>(id).await.unwrap();
     prop_assert_eq!(&view.state, &folded, "snapshot + tail");
     prop_assert_eq!(view.version, model.len() as u64);
+    tally.record(kind, on_passivation, steps, view.activation.snapshot_version);
     let replayed_from = view.activation.snapshot_version.unwrap_or(0);
     prop_assert_eq!(
         view.activation.events_replayed,
@@ -177,7 +185,75 @@ async fn check_history(
     Ok(())
 }
 
-fn run(stores: &Stores, cases: u32) {
+/// How many re-activations (of histories with events) started from a snapshot.
+#[derive(Default)]
+struct Tally {
+    /// Histories with a strategy other than `Never`.
+    with_strategy: AtomicU64,
+    /// ... whose re-activation started from a snapshot.
+    with_strategy_from_snapshot: AtomicU64,
+    /// Histories where only the strategy could take a snapshot: not `Never`, no snapshot on
+    /// passivation, no `snapshot_now` step.
+    strategy_only: AtomicU64,
+    /// ... whose re-activation started from a snapshot.
+    strategy_only_from_snapshot: AtomicU64,
+}
+
+impl Tally {
+    fn record(
+        &self,
+        kind: &StrategyKind,
+        on_passivation: bool,
+        steps: &[Step],
+        snapshot_version: Option<u64>,
+    ) {
+        if matches!(kind, StrategyKind::Never) {
+            return;
+        }
+        let from_snapshot = u64::from(snapshot_version.is_some());
+        self.with_strategy.fetch_add(1, Ordering::Relaxed);
+        self.with_strategy_from_snapshot
+            .fetch_add(from_snapshot, Ordering::Relaxed);
+        if !on_passivation && !steps.iter().any(|s| matches!(s, Step::SnapshotNow)) {
+            self.strategy_only.fetch_add(1, Ordering::Relaxed);
+            self.strategy_only_from_snapshot
+                .fetch_add(from_snapshot, Ordering::Relaxed);
+        }
+    }
+
+    /// Asserts that at least `min_share` of each group re-activated from a snapshot.
+    fn assert_snapshots_were_used(&self, min_share: f64) {
+        for (group, total, from_snapshot) in [
+            (
+                "histories with a snapshot strategy",
+                &self.with_strategy,
+                &self.with_strategy_from_snapshot,
+            ),
+            (
+                "histories where only the strategy could snapshot",
+                &self.strategy_only,
+                &self.strategy_only_from_snapshot,
+            ),
+        ] {
+            let total = total.load(Ordering::Relaxed);
+            let from_snapshot = from_snapshot.load(Ordering::Relaxed);
+            let share = from_snapshot as f64 / total.max(1) as f64;
+            eprintln!(
+                "{group}: {from_snapshot} of {total} re-activated from a snapshot ({:.0} %)",
+                share * 100.0
+            );
+            assert!(total > 0, "no {group}: the generator is broken");
+            assert!(
+                share >= min_share,
+                "only {from_snapshot} of {total} {group} re-activated from a snapshot \
+                 (< {:.0} %): snapshots were not taken or not used",
+                min_share * 100.0
+            );
+        }
+    }
+}
+
+fn run(stores: &Stores, cases: u32) -> Tally {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -188,7 +264,8 @@ fn run(stores: &Stores, cases: u32) {
         failure_persistence: None,
         ..Config::default()
     });
-    let case = std::sync::atomic::AtomicU64::new(0);
+    let case = AtomicU64::new(0);
+    let tally = Tally::default();
     let history = (
         strategy_kind(),
         any::<bool>(),
@@ -198,16 +275,28 @@ fn run(stores: &Stores, cases: u32) {
         .run(&history, |(kind, on_passivation, steps)| {
             let id = format!(
                 "p{}",
-                case.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                case.fetch_add(1, Ordering::Relaxed)
             );
-            runtime.block_on(check_history(stores, &id, &kind, on_passivation, &steps))
+            runtime.block_on(check_history(
+                stores,
+                &id,
+                &kind,
+                on_passivation,
+                &steps,
+                &tally,
+            ))
         })
         .unwrap();
+    tally
 }
+
+/// The share of re-activations that must start from a snapshot, in each group of [`Tally`].
+/// TODO-measured below.
+const MIN_SHARE_FROM_SNAPSHOT: f64 = 0.0;
 
 #[test]
 fn snapshot_plus_tail_equals_full_replay_equals_fold_in_memory_1000_histories() {
-    run(&common::memory(), 1_000);
+    run(&common::memory(), 1_000).assert_snapshots_were_used(MIN_SHARE_FROM_SNAPSHOT);
 }
 
 #[test]
@@ -221,11 +310,12 @@ fn snapshot_plus_tail_equals_full_replay_equals_fold_on_postgres_100_histories()
 
 /// The PostgreSQL test database is dropped inside the runtime that created it.
 fn run_and_drop_in(setup: &tokio::runtime::Runtime, stores: Stores, cases: u32) {
-    let stores = run_returning(stores, cases);
+    let (stores, tally) = run_returning(stores, cases);
     setup.block_on(async move { drop(stores) });
+    tally.assert_snapshots_were_used(MIN_SHARE_FROM_SNAPSHOT);
 }
 
-fn run_returning(stores: Stores, cases: u32) -> Stores {
-    run(&stores, cases);
-    stores
+fn run_returning(stores: Stores, cases: u32) -> (Stores, Tally) {
+    let tally = run(&stores, cases);
+    (stores, tally)
 }

@@ -41,9 +41,9 @@ use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::{
-    EventMetadata, EventStore, InvalidInput, MAX_EVENT_TYPE_LEN, NewEvent, ReadQuery,
-    RecordedEvent, SnapshotRecord, SnapshotStats, SnapshotStore, StoreError, StoreLimits, StreamId,
-    StreamPages,
+    AppendReceipt, EventMetadata, EventStore, InvalidInput, MAX_EVENT_TYPE_LEN, NewEvent,
+    ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStats, SnapshotStore, StoreError,
+    StoreLimits, StoreResult, StreamId, StreamPages,
 };
 
 /// The stores one contract case runs against, with the limits they were built with.
@@ -125,6 +125,12 @@ macro_rules! store_contract {
                 duplicate_event_ids_in_one_append_are_refused_and_store_nothing,
                 a_bad_event_type_is_refused_and_stores_nothing,
                 a_zero_page_size_is_refused,
+                events_of_a_command_read_back_with_its_command_id,
+                a_command_appended_again_is_refused_as_already_applied_and_stores_nothing,
+                a_command_id_on_another_stream_is_another_command,
+                a_stored_event_id_reused_outside_its_command_is_a_duplicate_event_id,
+                read_command_returns_exactly_that_commands_events_in_order,
+                read_command_finds_events_with_a_command_id_but_their_own_ids,
             ];
             event_store_with_limits = [
                 a_multi_event_append_is_atomic,
@@ -1154,6 +1160,256 @@ pub async fn a_zero_page_size_is_refused(store: Arc<dyn EventStore>) {
         ),
         InvalidInput::ZeroPageSize
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event store: commands (exactly-once appends)
+// ---------------------------------------------------------------------------------------------
+
+/// The events of command `command_id` on `stream`, tagged `tags`, with derived ids.
+fn command_events(stream: &StreamId, command_id: Uuid, tags: &[&str]) -> Vec<NewEvent> {
+    (0u32..)
+        .zip(tags)
+        .map(|(index, tag)| event(tag).for_command(stream, command_id, index))
+        .collect()
+}
+
+fn command_ids(events: &[RecordedEvent]) -> Vec<Option<Uuid>> {
+    events.iter().map(|e| e.command_id).collect()
+}
+
+fn payloads(events: &[RecordedEvent]) -> Vec<Bytes> {
+    events.iter().map(|e| e.payload.clone()).collect()
+}
+
+/// Events appended with [`NewEvent::for_command`] keep their command id and their derived event
+/// ids through `read_stream` and `read_all`; an event without a command reads back without one.
+pub async fn events_of_a_command_read_back_with_its_command_id(store: Arc<dyn EventStore>) {
+    let stream = fresh_stream("command");
+    let command = Uuid::now_v7();
+    let mut batch = command_events(&stream, command, &["a", "b"]);
+    batch.push(event(b"plain"));
+    store.append(&stream, 0, batch.clone()).await.unwrap();
+
+    let expected_ids = vec![
+        crate::command_event_id(&stream, command, 0),
+        crate::command_event_id(&stream, command, 1),
+        batch[2].event_id,
+    ];
+    let expected_commands = vec![Some(command), Some(command), None];
+    let read = read_whole(store.as_ref(), &stream).await;
+    assert_eq!(ids(&read), expected_ids, "derived event ids are stored");
+    assert_eq!(command_ids(&read), expected_commands);
+
+    let streams = [stream.clone()].into();
+    let all = read_all_of(store.as_ref(), &streams, 100, 3).await;
+    assert_eq!(ids(&all), expected_ids);
+    assert_eq!(
+        command_ids(&all),
+        expected_commands,
+        "read_all carries the command id"
+    );
+}
+
+/// Appending a command's events again fails with [`StoreError::CommandAlreadyApplied`] naming
+/// the stream and the command, at the right expected version, with other payloads, with fewer
+/// events and after other commands; nothing is stored. A stale expected version is still a
+/// version conflict: the version check comes first.
+pub async fn a_command_appended_again_is_refused_as_already_applied_and_stores_nothing(
+    store: Arc<dyn EventStore>,
+) {
+    let stream = fresh_stream("again");
+    let command = Uuid::now_v7();
+    store
+        .append(&stream, 0, command_events(&stream, command, &["1", "2"]))
+        .await
+        .unwrap();
+    let original = read_whole(store.as_ref(), &stream).await;
+
+    let assert_applied = |result: StoreResult<AppendReceipt>, what: &str| match result {
+        Err(StoreError::CommandAlreadyApplied {
+            stream: s,
+            command_id,
+        }) => {
+            assert_eq!(s, stream, "{what}: the error names the stream");
+            assert_eq!(command_id, command, "{what}: the error names the command");
+        }
+        other => panic!("{what}: expected CommandAlreadyApplied, got {other:?}"),
+    };
+    let same = command_events(&stream, command, &["1", "2"]);
+    assert_applied(store.append(&stream, 2, same).await, "the same events");
+    let other_payloads = command_events(&stream, command, &["x", "y"]);
+    assert_applied(
+        store.append(&stream, 2, other_payloads).await,
+        "other payloads",
+    );
+    let fewer = command_events(&stream, command, &["1"]);
+    assert_applied(store.append(&stream, 2, fewer).await, "fewer events");
+    let more = command_events(&stream, command, &["1", "2", "3"]);
+    assert_applied(store.append(&stream, 2, more).await, "more events");
+    assert_eq!(read_whole(store.as_ref(), &stream).await, original);
+
+    // The version check comes first.
+    let stale = command_events(&stream, command, &["1", "2"]);
+    assert_conflict(store.append(&stream, 0, stale).await, &stream, 0, 2);
+
+    // Later commands do not hide an earlier one.
+    store
+        .append(&stream, 2, command_events(&stream, Uuid::now_v7(), &["3"]))
+        .await
+        .unwrap();
+    let retry = command_events(&stream, command, &["1", "2"]);
+    assert_applied(
+        store.append(&stream, 3, retry).await,
+        "after another command",
+    );
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 3);
+    assert_eq!(read_whole(store.as_ref(), &stream).await[..2], original[..]);
+}
+
+/// One command id on two streams is two commands: the derived event ids differ and both
+/// appends are stored.
+pub async fn a_command_id_on_another_stream_is_another_command(store: Arc<dyn EventStore>) {
+    let first = fresh_stream("shared");
+    let second = fresh_stream("shared");
+    let command = Uuid::now_v7();
+    let on_first = command_events(&first, command, &["a"]);
+    let on_second = command_events(&second, command, &["b"]);
+    assert_ne!(on_first[0].event_id, on_second[0].event_id);
+    store.append(&first, 0, on_first).await.unwrap();
+    store.append(&second, 0, on_second).await.unwrap();
+    for (stream, tag) in [(&first, "a"), (&second, "b")] {
+        let read = read_whole(store.as_ref(), stream).await;
+        assert_eq!(payloads(&read), vec![Bytes::from(tag)]);
+        assert_eq!(command_ids(&read), vec![Some(command)]);
+        let of_command = store.read_command(stream, command).await.unwrap();
+        assert_eq!(of_command, read, "read_command stays within its stream");
+    }
+}
+
+/// A stored event id reused by another command, by the same command on another stream, or by an
+/// event without a command is [`InvalidInput::DuplicateEventId`], not a retried command; nothing
+/// of the batch is stored.
+pub async fn a_stored_event_id_reused_outside_its_command_is_a_duplicate_event_id(
+    store: Arc<dyn EventStore>,
+) {
+    let stream = fresh_stream("reused");
+    let other_stream = fresh_stream("reused");
+    let command = Uuid::now_v7();
+    store
+        .append(&stream, 0, command_events(&stream, command, &["a"]))
+        .await
+        .unwrap();
+    let taken = crate::command_event_id(&stream, command, 0);
+
+    let mut other_command = event(b"b").for_command(&stream, Uuid::now_v7(), 0);
+    other_command.event_id = taken;
+    let mut plain = event(b"c");
+    plain.event_id = taken;
+    let mut same_command_elsewhere = event(b"d").for_command(&other_stream, command, 0);
+    same_command_elsewhere.event_id = taken;
+    for (target, expected, reuse) in [
+        (&stream, 1, other_command),
+        (&stream, 1, plain.clone()),
+        (&other_stream, 0, plain),
+        (&other_stream, 0, same_command_elsewhere),
+    ] {
+        let batch = vec![event(b"fresh"), reuse];
+        assert_eq!(
+            invalid(store.append(target, expected, batch).await),
+            InvalidInput::DuplicateEventId(taken)
+        );
+    }
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 1);
+    assert_eq!(store.stream_version(&other_stream).await.unwrap(), 0);
+    assert!(read_whole(store.as_ref(), &other_stream).await.is_empty());
+}
+
+/// `read_command` returns exactly the events of that command, in version order, whatever was
+/// appended before or after it; nothing for an unknown command or stream.
+pub async fn read_command_returns_exactly_that_commands_events_in_order(
+    store: Arc<dyn EventStore>,
+) {
+    let stream = fresh_stream("read-command");
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    store
+        .append(&stream, 0, command_events(&stream, a, &["a0", "a1"]))
+        .await
+        .unwrap();
+    store
+        .append(&stream, 2, command_events(&stream, b, &["b0", "b1", "b2"]))
+        .await
+        .unwrap();
+    store
+        .append(&stream, 5, vec![event(b"plain")])
+        .await
+        .unwrap();
+    store
+        .append(&stream, 6, command_events(&stream, c, &["c0"]))
+        .await
+        .unwrap();
+    let all = read_whole(store.as_ref(), &stream).await;
+
+    let of_a = store.read_command(&stream, a).await.unwrap();
+    assert_eq!(of_a, all[0..2], "the first command, followed by others");
+    let of_b = store.read_command(&stream, b).await.unwrap();
+    assert_eq!(of_b, all[2..5], "a command in the middle");
+    assert_eq!(versions(&of_b), vec![3, 4, 5]);
+    let of_c = store.read_command(&stream, c).await.unwrap();
+    assert_eq!(of_c, all[6..7], "the last command");
+    assert!(
+        store
+            .read_command(&stream, Uuid::now_v7())
+            .await
+            .unwrap()
+            .is_empty(),
+        "an unknown command stored nothing"
+    );
+    assert!(
+        store
+            .read_command(&fresh_stream("read-command"), a)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a command stored nothing in a stream it never wrote to"
+    );
+}
+
+/// Events that carry a command id but ids of their own (not derived from it) are still found
+/// by `read_command`, by scanning the stream, in version order.
+pub async fn read_command_finds_events_with_a_command_id_but_their_own_ids(
+    store: Arc<dyn EventStore>,
+) {
+    let stream = fresh_stream("scan");
+    let command = Uuid::now_v7();
+    let tagged = |tag: &str| {
+        let mut e = event(tag);
+        e.command_id = Some(command);
+        e
+    };
+    store
+        .append(&stream, 0, vec![event(b"before"), tagged("x0")])
+        .await
+        .unwrap();
+    store
+        .append(
+            &stream,
+            2,
+            command_events(&stream, Uuid::now_v7(), &["other"]),
+        )
+        .await
+        .unwrap();
+    store
+        .append(&stream, 3, vec![tagged("x1"), event(b"after")])
+        .await
+        .unwrap();
+    let of_command = store.read_command(&stream, command).await.unwrap();
+    assert_eq!(versions(&of_command), vec![2, 4]);
+    assert_eq!(
+        payloads(&of_command),
+        vec![Bytes::from("x0"), Bytes::from("x1")]
+    );
+    assert!(of_command.iter().all(|e| e.command_id == Some(command)));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -89,6 +89,20 @@ pub struct AppendReceipt {
     pub last_position: u64,
 }
 
+/// Whether an acknowledged append survives a crash, as far as the store can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrashSafety {
+    /// Events live in this process's memory and are gone when it ends.
+    ProcessMemory,
+    /// The server flushes every commit to disk before acknowledging it (for PostgreSQL:
+    /// `fsync`, `synchronous_commit` and `full_page_writes` on).
+    Durable,
+    /// Acknowledged appends can be lost if the server crashes; the settings that say so.
+    NotDurable(String),
+    /// The store did not check (for example a PostgreSQL store made from an existing pool).
+    Unknown,
+}
+
 /// An append-only store of event streams.
 ///
 /// Implementations are object safe and shared as `Arc<dyn EventStore>`. Every implementation
@@ -138,6 +152,11 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &StreamId,
         command_id: uuid::Uuid,
     ) -> StoreResult<Vec<RecordedEvent>>;
+
+    /// Whether acknowledged appends survive a crash (see [`CrashSafety`]).
+    fn crash_safety(&self) -> CrashSafety {
+        CrashSafety::Unknown
+    }
 }
 
 /// Reads a stream page by page, so a long stream is never held in memory at once.

@@ -16,7 +16,9 @@
 //! ```
 //!
 //! Without `DATABASE_URL` the functions print [`SKIP_MESSAGE`] once and return `None`, except
-//! when `CI=true`, where a missing PostgreSQL is a failure and they panic.
+//! when `CI=true`, where a missing PostgreSQL is a failure and they panic. Every skip is also
+//! appended as one line (test binary and test name) to the file named by [`SKIP_LOG_VAR`] when
+//! it is set, so `make test` can count the skipped tests and fail when there are any.
 
 use std::io::Write;
 use std::sync::Once;
@@ -34,6 +36,10 @@ pub const SKIP_MESSAGE: &str = "SKIPPED: PostgreSQL tests need DATABASE_URL or P
 
 /// Environment variable naming the server tests create their databases on.
 pub const DATABASE_URL_VAR: &str = "DATABASE_URL";
+
+/// Environment variable naming a file to which every skip appends one line,
+/// `<test binary> <test name>` (`make test` sets it, counts the lines and fails on any).
+pub const SKIP_LOG_VAR: &str = "PG_SKIP_LOG";
 
 /// Set to `1` to keep test databases after the tests, for inspection.
 pub const KEEP_VAR: &str = "KEEP_TEST_DATABASES";
@@ -118,8 +124,9 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
-/// The server URL from `DATABASE_URL`; `None` (after printing [`SKIP_MESSAGE`] once) when it is
-/// unset outside CI. Panics when it is unset in CI.
+/// The server URL from `DATABASE_URL`; `None` (after printing [`SKIP_MESSAGE`] once, and
+/// recording the skip in the [`SKIP_LOG_VAR`] file) when it is unset outside CI. Panics when it
+/// is unset in CI.
 pub fn database_url() -> Option<String> {
     match std::env::var(DATABASE_URL_VAR) {
         Ok(url) if !url.trim().is_empty() => Some(url),
@@ -137,8 +144,38 @@ pub fn database_url() -> Option<String> {
             SKIP_NOTICE.call_once(|| {
                 let _ = writeln!(std::io::stderr(), "{SKIP_MESSAGE}");
             });
+            record_skip();
             None
         }
+    }
+}
+
+/// Appends `<test binary> <test name>` to the [`SKIP_LOG_VAR`] file, if it is set. The test
+/// harness names each test's thread after the test; a test that skips from another thread is
+/// recorded under that thread's name (or `unnamed`).
+fn record_skip() {
+    let Some(path) = std::env::var_os(SKIP_LOG_VAR).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "unknown".into());
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("unnamed");
+    // One short write in append mode: lines of parallel tests and processes do not interleave.
+    let line = format!("{binary} {test}\n");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        let _ = writeln!(
+            std::io::stderr(),
+            "event-stores testing: cannot record a skip in {}: {e}",
+            std::path::Path::new(&path).display()
+        );
     }
 }
 

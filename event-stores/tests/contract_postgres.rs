@@ -238,3 +238,78 @@ async fn the_append_limit_is_capped_at_what_positions_can_number() {
         "{err:?}"
     );
 }
+
+/// Every connection carries the configured `statement_timeout`, `lock_timeout` and server-side
+/// TCP keepalive, so a stuck statement or a vanished client cannot hold a connection forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_carry_the_configured_timeouts_and_keepalive() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let config = db
+        .config()
+        .statement_timeout(Some(Duration::from_millis(1_500)))
+        .lock_timeout(Some(Duration::from_millis(700)))
+        .tcp_keepalive(Some(Duration::from_secs(4)));
+    assert_eq!(config.client_timeout(), Duration::from_millis(3_500));
+    let events = PgEventStore::connect(&config).await.unwrap();
+    let setting = |name: &'static str| {
+        let pool = events.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT current_setting($1)")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(setting("statement_timeout").await, "1500ms");
+    assert_eq!(setting("lock_timeout").await, "700ms");
+    assert_eq!(setting("tcp_keepalives_idle").await, "4");
+    assert_eq!(setting("tcp_keepalives_count").await, "3");
+    assert_eq!(setting("tcp_user_timeout").await, "16000");
+
+    // A statement longer than statement_timeout fails on the server and stores nothing.
+    let slow = sqlx::query("SELECT pg_sleep(3)")
+        .execute(events.pool())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        slow.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("57014"),
+        "query_canceled by statement_timeout: {slow}"
+    );
+}
+
+/// On connect the store reads the server's durability settings; the throw-away test cluster
+/// runs with fsync off, so it reports that acknowledged appends would not survive a server
+/// crash, and `require_durability` refuses it with a typed error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_would_lose_acknowledged_commits_is_reported_and_can_be_refused() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let events = PgEventStore::connect(&db.config()).await.unwrap();
+    let durability = events.server_durability().unwrap().clone();
+    let fsync: String = sqlx::query_scalar("SHOW fsync")
+        .fetch_one(events.pool())
+        .await
+        .unwrap();
+    assert_eq!(durability.fsync, fsync == "on");
+    if durability.survives_server_crash() {
+        assert_eq!(events.crash_safety(), event_stores::CrashSafety::Durable);
+        PgEventStore::connect(&db.config().require_durability(true))
+            .await
+            .unwrap();
+    } else {
+        assert!(matches!(
+            events.crash_safety(),
+            event_stores::CrashSafety::NotDurable(_)
+        ));
+        let refused = PgEventStore::connect(&db.config().require_durability(true)).await;
+        assert!(
+            matches!(refused, Err(StoreError::NotDurable(_))),
+            "{refused:?}"
+        );
+    }
+}

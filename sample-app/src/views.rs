@@ -71,7 +71,8 @@ pub struct SnapshotView {
     pub state_schema_version: u32,
     /// True when that is the version this build reads.
     pub schema_current: bool,
-    /// Codec (`msgpack`).
+    /// Codec: `msgpack+commands` (the state and the ids of its recent commands), or
+    /// `msgpack` (the state alone) for snapshots written before commands were recorded.
     pub codec: String,
     /// Compression (`none` or `zstd`).
     pub compression: String,
@@ -99,8 +100,8 @@ pub struct SnapshotView {
 
 impl SnapshotView {
     /// Verifies `record` as a snapshot of `A` (checksum and decompression through
-    /// [`codec::unseal`], then decoding) and describes it; with `with_state` the decoded state
-    /// is included.
+    /// [`codec::unseal`], then [`codec::decode_snapshot`] for its codec) and describes it; with
+    /// `with_state` the decoded state is included.
     pub fn of<A: Aggregate>(record: &SnapshotRecord, with_state: bool) -> Self {
         let decoded = codec::unseal(
             &record.bytes,
@@ -109,7 +110,7 @@ impl SnapshotView {
             record.checksum,
             record.uncompressed_size,
         )
-        .and_then(|encoded| codec::decode::<A::State>(&encoded));
+        .and_then(|encoded| codec::decode_snapshot::<A::State>(&record.codec, &encoded));
         let schema_current = record.state_schema_version == A::STATE_SCHEMA_VERSION;
         let (integrity, state) = match decoded {
             Ok(state) => ("ok".to_owned(), Some(state)),

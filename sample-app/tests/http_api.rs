@@ -7,6 +7,7 @@
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use aggregate_actors::CommandId;
 use aggregate_actors::event_stores::{EventStore, PgEventStore, StreamId};
 use chrono::Utc;
 use event_stores::testing::{TestDatabase, fresh_database};
@@ -14,6 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
+use uuid::Uuid;
 
 /// A running `sample-app serve`; killed if the test fails before stopping it.
 struct Server {
@@ -92,8 +94,54 @@ async fn event_store(db: &TestDatabase) -> PgEventStore {
     PgEventStore::connect(&db.config()).await.unwrap()
 }
 
-async fn total_events(store: &PgEventStore) -> usize {
-    store.read_all(0, 100_000).await.unwrap().len()
+/// Rows in the `events` table, counted directly: `read_all` only shows events below the
+/// oldest transaction still open anywhere on the server, so it can lag behind a commit.
+async fn total_events(store: &PgEventStore) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Rows in the `events` table stored by the command `command_id`.
+async fn events_of_command(store: &PgEventStore, command_id: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE command_id = $1")
+        .bind(command_id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// A command POST with an `Idempotency-Key`; also returns the `Idempotent-Replayed` header.
+async fn post_with_key(
+    client: &reqwest::Client,
+    url: String,
+    key: &str,
+    body: Value,
+) -> (StatusCode, Option<String>, Value) {
+    let response = client
+        .post(url)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status();
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, replayed, body)
+}
+
+fn command_uuid(reply: &Value) -> Uuid {
+    reply["command_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no command_id in {reply}"))
+        .parse()
+        .unwrap()
 }
 
 async fn version_of(store: &PgEventStore, aggregate_type: &str, id: &str) -> u64 {
@@ -127,6 +175,8 @@ async fn the_service_runs_commands_travels_in_time_takes_snapshots_and_survives_
     assert_eq!(opened["version"], 1);
     assert_eq!(opened["events"][0]["type"], "Opened");
     assert_eq!(opened["events"][0]["data"]["owner"], "cus-1");
+    assert_eq!(opened["duplicate"], false, "{opened}");
+    assert!(opened["command_id"].as_str().is_some(), "{opened}");
     let mut midpoint = None;
     for n in 1..=129u64 {
         let (status, body) = post(
@@ -346,6 +396,7 @@ async fn every_bad_input_gets_its_documented_error_and_stores_nothing() {
         let (got, reply) = send(request).await;
         assert_eq!(got, status, "{what}: {reply}");
         assert_eq!(reply["kind"], kind, "{what}: {reply}");
+        assert_eq!(reply["stored"], false, "{what}: {reply}");
         assert!(
             reply["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{what}: {reply}"
@@ -366,5 +417,202 @@ async fn every_bad_input_gets_its_documented_error_and_stores_nothing() {
     let (_, state) = get(&client, server.url("/accounts/acc-1")).await;
     assert_eq!(state["version"], 2);
     assert_eq!(state["state"]["balance_cents"], 1_000);
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_sent_twice_applies_the_deposit_once_and_replays_its_outcome() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+    let store = event_store(&db).await;
+    let commands = server.url("/accounts/acc-1/commands");
+    let (status, _) = post(
+        &client,
+        commands.clone(),
+        json!({"type": "open", "owner": "o"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let deposit = json!({"type": "deposit", "amount_cents": 2_500, "reference": "salary"});
+    let (status, replayed, first) =
+        post_with_key(&client, commands.clone(), "pay-1", deposit.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["duplicate"], false, "{first}");
+    assert_eq!(replayed, None, "a first application is not a replay");
+    assert_eq!(first["version"], 2);
+    // The documented mapping: the key scoped to the aggregate.
+    let command_id = command_uuid(&first);
+    assert_eq!(
+        command_id,
+        CommandId::from_key("accounts\u{1f}acc-1\u{1f}pay-1").as_uuid()
+    );
+
+    let (status, replayed, second) =
+        post_with_key(&client, commands.clone(), "pay-1", deposit.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["duplicate"], true, "{second}");
+    assert_eq!(replayed.as_deref(), Some("true"));
+    assert_eq!(second["version"], first["version"]);
+    assert_eq!(second["events"], first["events"]);
+    assert_eq!(command_uuid(&second), command_id);
+    assert_eq!(second["correlation_id"], first["correlation_id"]);
+
+    // One application: the deposit's one event, the balance credited once.
+    assert_eq!(events_of_command(&store, command_id).await, 1);
+    assert_eq!(total_events(&store).await, 2);
+    assert_eq!(version_of(&store, "account", "acc-1").await, 2);
+    let (_, state) = get(&client, server.url("/accounts/acc-1")).await;
+    assert_eq!(state["state"]["balance_cents"], 2_500, "{state}");
+
+    // Still a duplicate in a new process, whose actor starts from the passivation snapshot.
+    assert!(server.terminate().await.success());
+    let server = Server::start(&db).await;
+    let (status, replayed, third) = post_with_key(
+        &client,
+        server.url("/accounts/acc-1/commands"),
+        "pay-1",
+        deposit,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert_eq!(third["duplicate"], true, "{third}");
+    assert_eq!(replayed.as_deref(), Some("true"));
+    assert_eq!(third["version"], 2);
+    assert_eq!(events_of_command(&store, command_id).await, 1);
+    assert_eq!(total_events(&store).await, 2);
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_on_two_accounts_names_two_commands_each_stored_once() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+    let store = event_store(&db).await;
+    let deposit = json!({"type": "deposit", "amount_cents": 700, "reference": "r"});
+    let mut ids = Vec::new();
+    for account in ["acc-1", "acc-2"] {
+        let commands = server.url(&format!("/accounts/{account}/commands"));
+        let (status, _) = post(
+            &client,
+            commands.clone(),
+            json!({"type": "open", "owner": "o"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, replayed, reply) =
+            post_with_key(&client, commands, "same-key", deposit.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(reply["duplicate"], false, "{account}: {reply}");
+        assert_eq!(replayed, None);
+        assert_eq!(reply["version"], 2);
+        ids.push(command_uuid(&reply));
+    }
+    assert_ne!(ids[0], ids[1], "one key, two aggregates: two command ids");
+    for (account, id) in ["acc-1", "acc-2"].into_iter().zip(ids) {
+        assert_eq!(events_of_command(&store, id).await, 1, "{account}");
+        let (_, state) = get(&client, server.url(&format!("/accounts/{account}"))).await;
+        assert_eq!(state["state"]["balance_cents"], 700, "{account}: {state}");
+    }
+    assert_eq!(total_events(&store).await, 4);
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_bad_idempotency_key_is_refused_with_400_and_stores_nothing() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+    let store = event_store(&db).await;
+    let commands = server.url("/accounts/acc-1/commands");
+    let (status, _) = post(
+        &client,
+        commands.clone(),
+        json!({"type": "open", "owner": "o"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(total_events(&store).await, 1);
+
+    let deposit = r#"{"type":"deposit","amount_cents":100,"reference":"r"}"#;
+    let too_long = "k".repeat(256);
+    // (what, the header values sent)
+    let cases: Vec<(&str, Vec<&[u8]>)> = vec![
+        ("empty", vec![b""]),
+        ("256 bytes", vec![too_long.as_bytes()]),
+        ("not ASCII", vec!["café".as_bytes()]),
+        ("a tab", vec![b"a\tb"]),
+        ("sent twice", vec![b"k-1", b"k-2"]),
+    ];
+    for (what, values) in cases {
+        let mut request = client
+            .post(commands.clone())
+            .header("content-type", "application/json")
+            .body(deposit);
+        for value in values {
+            request = request.header(
+                "Idempotency-Key",
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        let (status, reply) = send(request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {reply}");
+        assert_eq!(reply["kind"], "invalid_idempotency_key", "{what}: {reply}");
+        assert_eq!(reply["stored"], false, "{what}: {reply}");
+        assert_eq!(total_events(&store).await, 1, "{what} stored something");
+    }
+    // The bounds are inclusive: a 255-byte key of printable ASCII, spaces included, is fine.
+    let longest = format!("a b{}", "k".repeat(252));
+    let (status, _, reply) = post_with_key(
+        &client,
+        commands,
+        &longest,
+        serde_json::from_str(deposit).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(total_events(&store).await, 2);
+    assert!(server.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_key_whose_command_was_rejected_decides_again_when_sent_again() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+    let store = event_store(&db).await;
+    let commands = server.url("/accounts/acc-1/commands");
+    let deposit = json!({"type": "deposit", "amount_cents": 300, "reference": "r"});
+
+    let (status, _, refused) =
+        post_with_key(&client, commands.clone(), "early", deposit.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["kind"], "rejected");
+    assert_eq!(refused["stored"], false);
+    assert_eq!(total_events(&store).await, 0);
+
+    let (status, _) = post(
+        &client,
+        commands.clone(),
+        json!({"type": "open", "owner": "o"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, replayed, applied) = post_with_key(&client, commands, "early", deposit).await;
+    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(applied["duplicate"], false, "{applied}");
+    assert_eq!(replayed, None);
+    assert_eq!(applied["version"], 2);
+    assert_eq!(events_of_command(&store, command_uuid(&applied)).await, 1);
     assert!(server.terminate().await.success());
 }

@@ -1,8 +1,14 @@
 //! A PostgreSQL cluster owned by one test, which it may stop and start again (outage tests),
 //! made by `scripts/pg-tmp` and removed by a drop guard however the test ends.
+//!
+//! `pg-tmp` runs clusters with `fsync`, `synchronous_commit` and `full_page_writes` off (fast,
+//! and lost in a crash); [`PgCluster::start_durable`] restarts one with them on, for tests that
+//! crash the server itself ([`PgCluster::kill_postmaster`]) and check that nothing acknowledged
+//! is lost.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Exit code of `scripts/pg-tmp start` when no PostgreSQL binaries are installed.
@@ -15,6 +21,25 @@ pub enum NoCluster {
     NoBinaries(String),
 }
 
+/// What [`PgCluster::kill_postmaster`] left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crashed {
+    /// The killed postmaster's PID.
+    pub postmaster: u32,
+    /// Its children (backends and auxiliary processes) when it was killed.
+    pub backends: Vec<u32>,
+}
+
+/// How [`PgCluster::start_server_after_crash`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restart {
+    /// Time `pg_ctl start` took (crash recovery included), retry included.
+    pub took: Duration,
+    /// The first start was refused by the stale `postmaster.pid` of the killed (zombie)
+    /// postmaster, which was removed before the retry.
+    pub removed_stale_lock: bool,
+}
+
 /// A throw-away cluster; stopped and deleted on drop.
 #[derive(Debug)]
 pub struct PgCluster {
@@ -23,6 +48,7 @@ pub struct PgCluster {
     bindir: PathBuf,
     port: u16,
     url: String,
+    durable: AtomicBool,
 }
 
 /// `scripts/pg-tmp` of this workspace.
@@ -76,7 +102,112 @@ impl PgCluster {
             bindir,
             port,
             url,
+            durable: AtomicBool::new(false),
         })
+    }
+
+    /// Starts a cluster like [`start`](Self::start), then restarts its server with `fsync`,
+    /// `synchronous_commit` and `full_page_writes` on, so that a commit the server acknowledged
+    /// survives a crash of the server. Later [`start_server`](Self::start_server) calls keep
+    /// them on.
+    pub fn start_durable() -> Result<Self, NoCluster> {
+        let cluster = Self::start()?;
+        cluster.stop_server();
+        cluster.set_durable(true);
+        cluster.start_server();
+        Ok(cluster)
+    }
+
+    /// Whether [`start_server`](Self::start_server) turns `fsync`, `synchronous_commit` and
+    /// `full_page_writes` on (true) or off (false, `pg-tmp`'s default). Takes effect at the next
+    /// start.
+    pub fn set_durable(&self, durable: bool) {
+        self.durable.store(durable, Ordering::SeqCst);
+    }
+
+    /// The PID of the running postmaster: the first line of `data/postmaster.pid`.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("data").join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Crashes the server: SIGKILLs the postmaster (as root, which may signal the `postgres`
+    /// user's processes), with no warning to it or its backends. The backends notice their
+    /// parent is gone and exit on their own; shared memory and `postmaster.pid` stay behind, as
+    /// after a real crash. Returns what [`start_server_after_crash`](Self::start_server_after_crash)
+    /// needs to wait for.
+    pub fn kill_postmaster(&self) -> Crashed {
+        let postmaster = self
+            .postmaster_pid()
+            .unwrap_or_else(|| panic!("no postmaster.pid in {}", self.dir.display()));
+        let backends = children_of(postmaster);
+        let status = Command::new("kill")
+            .args(["-KILL", &postmaster.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("running kill: {e}"));
+        assert!(
+            status.success(),
+            "kill -KILL {postmaster} failed ({status})"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while is_alive(postmaster) {
+            assert!(
+                Instant::now() < deadline,
+                "postmaster {postmaster} survived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Crashed {
+            postmaster,
+            backends,
+        }
+    }
+
+    /// Starts the server after [`kill_postmaster`](Self::kill_postmaster), which runs crash
+    /// recovery from the WAL.
+    ///
+    /// First waits until the crashed server's backends have exited: PostgreSQL refuses to start
+    /// while they still hold the old shared memory. Then starts it. If the start is refused
+    /// because `postmaster.pid` names a process that still exists although it is dead — the
+    /// killed postmaster is a zombie until its parent (here PID 1, as `pg_ctl` detaches it)
+    /// reaps it, and PostgreSQL's `kill(pid, 0)` liveness check counts zombies as running —
+    /// the stale lock file is removed and the start retried once. That is safe only because
+    /// the postmaster and every backend are known to be dead (no process holds the data
+    /// directory or the shared memory); recovery is decided by `pg_control`, not by the lock
+    /// file, so it still runs.
+    pub fn start_server_after_crash(&self, crashed: &Crashed) -> Restart {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(pid) = crashed.backends.iter().copied().find(|&pid| is_alive(pid)) {
+            assert!(
+                Instant::now() < deadline,
+                "backend {pid} of the killed postmaster did not exit within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = Instant::now();
+        let first = self.try_start_server();
+        let mut removed_stale_lock = false;
+        if let Err(refused) = first {
+            let lock = self.dir.join("data").join("postmaster.pid");
+            let stale = self.postmaster_pid() == Some(crashed.postmaster)
+                && !is_alive(crashed.postmaster)
+                && crashed.backends.iter().all(|&pid| !is_alive(pid));
+            assert!(stale, "the server did not start after the crash: {refused}");
+            std::fs::remove_file(&lock)
+                .unwrap_or_else(|e| panic!("removing {}: {e}", lock.display()));
+            removed_stale_lock = true;
+            self.try_start_server()
+                .unwrap_or_else(|e| panic!("the server did not start after the crash: {e}"));
+        }
+        Restart {
+            took: started.elapsed(),
+            removed_stale_lock,
+        }
     }
 
     /// The server URL (database `postgres`).
@@ -87,6 +218,11 @@ impl PgCluster {
     /// The TCP port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's log so far (every start of this cluster appends to it).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
     /// Stops the server (`pg_ctl stop -m fast`: connections are terminated, transactions in
@@ -101,16 +237,27 @@ impl PgCluster {
     /// Starts the server again on the same data directory and port. Returns how long it took.
     pub fn start_server(&self) -> Duration {
         let started = Instant::now();
+        self.try_start_server()
+            .unwrap_or_else(|e| panic!("starting the server: {e}"));
+        started.elapsed()
+    }
+
+    fn try_start_server(&self) -> Result<(), String> {
         let data = self.dir.join("data");
         let log = self.dir.join("log");
+        let durable = if self.durable.load(Ordering::SeqCst) {
+            "on"
+        } else {
+            "off"
+        };
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync={durable} \
+             -c synchronous_commit={durable} -c full_page_writes={durable} -c max_connections=300 \
              -c shared_buffers=128MB",
             self.port,
             self.dir.join("sock").display()
         );
-        self.pg_ctl(&[
+        self.try_pg_ctl(&[
             "-D",
             path(&data),
             "-l",
@@ -122,11 +269,22 @@ impl PgCluster {
             "-o",
             &options,
             "start",
-        ]);
-        started.elapsed()
+        ])
+        .map_err(|e| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("{e}\nlast lines of the server log:\n{}", tail.join("\n"))
+        })
     }
 
     fn pg_ctl(&self, args: &[&str]) {
+        if let Err(e) = self.try_pg_ctl(args) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_pg_ctl(&self, args: &[&str]) -> Result<(), String> {
         let pg_ctl = self.bindir.join("pg_ctl");
         let mut command = if is_root() {
             let mut c = Command::new("runuser");
@@ -140,13 +298,16 @@ impl PgCluster {
             .current_dir("/")
             .output()
             .unwrap_or_else(|e| panic!("running pg_ctl: {e}"));
-        assert!(
-            output.status.success(),
-            "pg_ctl {args:?} failed ({}): {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl {args:?} failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
     }
 }
 
@@ -171,6 +332,34 @@ impl Drop for PgCluster {
 fn path(p: &Path) -> &str {
     p.to_str()
         .unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
+}
+
+/// True while process `pid` exists and is not a zombie.
+fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The PIDs of the live children of `parent`, read from `/proc`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(parent)
+            })
+        })
+        .collect()
 }
 
 fn is_root() -> bool {

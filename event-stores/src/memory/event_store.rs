@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{InvalidInput, StoreError, StoreResult};
 use crate::event::{NewEvent, RecordedEvent, command_event_id};
-use crate::event_store::{AppendReceipt, EventStore, ReadQuery};
+use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery};
 use crate::limits::StoreLimits;
 use crate::stream::StreamId;
 
@@ -179,6 +179,10 @@ impl EventStore for InMemoryEventStore {
             .iter()
             .map(|e| RecordedEvent::clone(e))
             .collect())
+    }
+
+    fn crash_safety(&self) -> CrashSafety {
+        CrashSafety::ProcessMemory
     }
 
     async fn read_command(

@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use crate::error::{InvalidInput, StoreError, StoreResult};
 use crate::event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
-use crate::event_store::{AppendReceipt, EventStore, ReadQuery};
+use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery};
 use crate::limits::StoreLimits;
 use crate::stream::StreamId;
 
@@ -488,6 +488,14 @@ impl EventStore for PgEventStore {
             last_stream = Some(stream);
         }
         Ok(events)
+    }
+
+    fn crash_safety(&self) -> CrashSafety {
+        match &self.durability {
+            Some(durability) if durability.survives_server_crash() => CrashSafety::Durable,
+            Some(durability) => CrashSafety::NotDurable(durability.to_string()),
+            None => CrashSafety::Unknown,
+        }
     }
 
     async fn read_command(

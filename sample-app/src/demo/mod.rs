@@ -78,8 +78,10 @@ pub struct Tally {
     pub accepted: u64,
     /// Commands refused by a domain rule, by rule.
     pub rejected: BTreeMap<&'static str, u64>,
-    /// Commands that failed for another reason (should be none).
+    /// Commands that failed for another reason and stored nothing (should be none).
     pub failed: u64,
+    /// Commands whose outcome was unknown (they may have been stored; should be none).
+    pub indeterminate: u64,
     /// The first failure, for the report.
     pub first_failure: Option<String>,
 }
@@ -97,7 +99,11 @@ impl Tally {
                 *self.rejected.entry(A::rule(&error)).or_default() += 1
             }
             Err(error) => {
-                self.failed += 1;
+                if error.is_indeterminate() {
+                    self.indeterminate += 1;
+                } else {
+                    self.failed += 1;
+                }
                 self.first_failure.get_or_insert_with(|| error.to_string());
             }
         }
@@ -253,6 +259,7 @@ impl DemoReport {
     /// True when nothing failed and every state matched its full replay.
     pub fn passed(&self) -> bool {
         self.tally.failed == 0
+            && self.tally.indeterminate == 0
             && self.travel_states_equal
             && self.comparisons.iter().all(|c| c.equal == c.compared)
     }
@@ -497,7 +504,7 @@ impl DemoReport {
         };
         let _ = writeln!(
             out,
-            "  accepted {}, rejected by domain rules {} ({}), failed {}",
+            "  accepted {}, rejected by domain rules {} ({}), failed {}, outcome unknown {}",
             int(self.tally.accepted),
             int(self.tally.rejected_total()),
             if rules.is_empty() {
@@ -506,6 +513,7 @@ impl DemoReport {
                 rules.join(", ")
             },
             int(self.tally.failed),
+            int(self.tally.indeterminate),
         );
         if let Some(failure) = &self.tally.first_failure {
             let _ = writeln!(out, "  first failure: {failure}");

@@ -1,30 +1,64 @@
-//! Errors as the HTTP API returns them: a status and `{"error": "...", "kind": "..."}`.
+//! Errors as the HTTP API returns them: a status and a JSON body
+//! `{"error": "<for humans>", "kind": "<stable code>", "stored": false | "unknown", "retryable": bool, …}`.
 //!
-//! | status | kind | when |
-//! |---|---|---|
-//! | 400 | `malformed_json` | the body is not JSON |
-//! | 400 | `invalid_id` | the id is empty, longer than 256 bytes or has control characters |
-//! | 400 | `invalid_query` | `/at` without exactly one of `version` / `time`, or a bad time |
-//! | 404 | `unknown_aggregate_type` | the path names neither `accounts` nor `customers` |
-//! | 404 | `not_found` | no such aggregate (it has no events), or no such route |
-//! | 404 | `version_not_reached` | `/at?version=N` beyond the aggregate's version |
-//! | 405 | `method_not_allowed` | a known route with another method |
-//! | 409 | `rejected` | a domain rule refused the command (`rule` names it) |
-//! | 409 | `conflict` | another writer kept winning the race for the aggregate |
-//! | 413 | `payload_too_large` | the body exceeds 64 KiB |
-//! | 422 | `invalid_command` | JSON that is not a valid command: unknown type, unknown or missing field, invalid amount or text |
-//! | 500 | `internal` | a bug or a corrupt store |
-//! | 503 | `overloaded`, `store_unavailable`, `shutting_down` | try again later |
-//! | 504 | `timeout` | no answer in time; the command may still complete |
+//! `stored` says whether the request may have stored anything: `false` means certainly nothing
+//! (the request can be corrected or retried freely), `"unknown"` means it may have been carried
+//! out (only ever for a command's `indeterminate` outcome, and a snapshot request that timed
+//! out). `retryable` says whether the same request may succeed later unchanged.
+//!
+//! | status | kind | stored | when |
+//! |---|---|---|---|
+//! | 400 | `malformed_json` | false | the body is not JSON |
+//! | 400 | `invalid_id` | false | the id is empty, longer than 256 bytes or has control characters |
+//! | 400 | `invalid_idempotency_key` | false | the `Idempotency-Key` header is empty, longer than 255 bytes, repeated or not printable ASCII |
+//! | 400 | `invalid_query` | false | `/at` without exactly one of `version` / `time`, or a bad time |
+//! | 404 | `unknown_aggregate_type` | false | the path names neither `accounts` nor `customers` |
+//! | 404 | `not_found` | false | no such aggregate (it has no events), or no such route |
+//! | 404 | `version_not_reached` | false | `/at?version=N` beyond the aggregate's version |
+//! | 405 | `method_not_allowed` | false | a known route with another method |
+//! | 409 | `rejected` | false | a domain rule refused the command (`rule` names it) |
+//! | 409 | `conflict` | false | another writer kept winning the race for the aggregate; retryable |
+//! | 413 | `payload_too_large` | false | the body exceeds 64 KiB |
+//! | 422 | `invalid_command` | false | JSON that is not a valid command: unknown type, unknown or missing field, invalid amount or text |
+//! | 500 | `internal` | false | a bug or a corrupt store |
+//! | 503 | `overloaded`, `store_unavailable`, `shutting_down`, `actor_stopped`, `expired` | false | try again later (`Retry-After`) |
+//! | 503 | `indeterminate` | `"unknown"` | a command's outcome is unknown (the store connection broke after the write was sent, the actor was stopped mid-command): retry with the same `Idempotency-Key` (`Retry-After`) |
+//! | 504 | `indeterminate` | `"unknown"` | a command got no answer in time ([`crate::ledger::CALL_TIMEOUT`]); it may still complete: retry with the same `Idempotency-Key` (`Retry-After`) |
+//! | 504 | `timeout` | `"unknown"` | a snapshot request got no answer in time |
+//!
+//! An `indeterminate` body also carries `command_id` (the id the command was sent with),
+//! `cause` (the kind of what happened: `timeout`, `abandoned`, `store_indeterminate`, …) and
+//! `retry`: `"same_idempotency_key"` when the request had an `Idempotency-Key` (sending it
+//! again is always safe: it answers with the original outcome if the first attempt was stored,
+//! and applies the command otherwise), `"not_safe_without_idempotency_key"` when it had none (a
+//! blind retry may apply the command twice: read the aggregate first, and send a key next time).
 //!
 //! Every 4xx stores nothing.
 
-use aggregate_actors::ExecutorError;
 use aggregate_actors::event_stores::{InvalidInput, StoreError};
+use aggregate_actors::{CommandId, ExecutorError, Indeterminate};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+/// Whether a failed request may have stored anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Certainly nothing was stored: serialized as `false`.
+    Nothing,
+    /// It may have been stored: serialized as `"unknown"`.
+    Unknown,
+}
+
+impl Serialize for Stored {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Stored::Nothing => serializer.serialize_bool(false),
+            Stored::Unknown => serializer.serialize_str("unknown"),
+        }
+    }
+}
 
 /// An error reply.
 #[derive(Debug)]
@@ -37,24 +71,47 @@ pub struct ApiError {
     pub message: String,
     /// For `rejected`: the domain rule that refused the command.
     pub rule: Option<&'static str>,
+    /// Whether anything may have been stored.
+    pub stored: Stored,
+    /// Whether the same request may succeed later unchanged.
+    pub retryable: bool,
+    /// For `indeterminate`: the command's id.
+    pub command_id: Option<CommandId>,
+    /// For `indeterminate`: the kind of what happened.
+    pub cause: Option<&'static str>,
+    /// For `indeterminate`: how to retry (see the module documentation).
+    pub retry: Option<&'static str>,
 }
 
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,
     kind: &'a str,
+    stored: Stored,
+    retryable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_id: Option<CommandId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<&'a str>,
 }
 
 impl ApiError {
-    /// An error of `kind` with `status`.
+    /// An error of `kind` with `status` that stored nothing and is not retryable.
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             kind,
             message: message.into(),
             rule: None,
+            stored: Stored::Nothing,
+            retryable: false,
+            command_id: None,
+            cause: None,
+            retry: None,
         }
     }
 
@@ -76,11 +133,68 @@ impl ApiError {
         )
     }
 
+    /// 400 `invalid_idempotency_key`.
+    pub fn invalid_idempotency_key(problem: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            format!("invalid Idempotency-Key: {problem}"),
+        )
+    }
+
     /// 409 `rejected`, naming the broken `rule`.
     pub fn rejected(rule: &'static str, message: impl std::fmt::Display) -> Self {
         Self {
             rule: Some(rule),
             ..Self::new(StatusCode::CONFLICT, "rejected", message.to_string())
+        }
+    }
+
+    /// A command that stored nothing because of `error` (the framework's
+    /// [`CommandError::NotStored`](aggregate_actors::CommandError::NotStored)): mapped as
+    /// [`From<ExecutorError>`] does, but always `stored: false`.
+    pub fn not_stored(error: ExecutorError) -> Self {
+        Self {
+            stored: Stored::Nothing,
+            ..error.into()
+        }
+    }
+
+    /// 503 (504 when the cause is a timeout) `indeterminate`: the command may have been
+    /// stored. `had_key` says whether the request carried an `Idempotency-Key`, i.e. whether
+    /// the client can retry it safely.
+    pub fn indeterminate(indeterminate: Indeterminate, had_key: bool) -> Self {
+        let Indeterminate {
+            command_id, cause, ..
+        } = indeterminate;
+        let status = if matches!(cause, ExecutorError::Timeout { .. }) {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let (_, cause_kind) = classify(&cause);
+        let advice = if had_key {
+            "retry with the same Idempotency-Key: it is applied exactly once"
+        } else {
+            "the request had no Idempotency-Key, so a retry may apply it twice: read the \
+             aggregate first, and send an Idempotency-Key next time"
+        };
+        tracing::warn!(%cause, %command_id, "command outcome unknown");
+        Self {
+            stored: Stored::Unknown,
+            retryable: true,
+            command_id: Some(command_id),
+            cause: Some(cause_kind),
+            retry: Some(if had_key {
+                "same_idempotency_key"
+            } else {
+                "not_safe_without_idempotency_key"
+            }),
+            ..Self::new(
+                status,
+                "indeterminate",
+                format!("the command may or may not have been stored ({cause}); {advice}"),
+            )
         }
     }
 
@@ -103,44 +217,69 @@ impl ApiError {
     }
 }
 
+/// The status and kind of an executor error.
+fn classify(error: &ExecutorError) -> (StatusCode, &'static str) {
+    match error {
+        ExecutorError::UnknownAggregateType(_) => (StatusCode::NOT_FOUND, "unknown_aggregate_type"),
+        ExecutorError::InvalidInput(input) => match input {
+            InvalidInput::EmptyId { .. }
+            | InvalidInput::IdTooLong { .. }
+            | InvalidInput::IdHasControlCharacters { .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_id")
+            }
+            InvalidInput::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            _ => (StatusCode::BAD_REQUEST, "invalid_input"),
+        },
+        ExecutorError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        ExecutorError::VersionNotReached { .. } => (StatusCode::NOT_FOUND, "version_not_reached"),
+        ExecutorError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+        ExecutorError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        ExecutorError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        ExecutorError::Expired { .. } => (StatusCode::SERVICE_UNAVAILABLE, "expired"),
+        ExecutorError::Abandoned { .. } => (StatusCode::SERVICE_UNAVAILABLE, "abandoned"),
+        ExecutorError::ShuttingDown | ExecutorError::NotLocal { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+        }
+        ExecutorError::ActorStopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "actor_stopped"),
+        ExecutorError::Store(store) if store.is_indeterminate() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "store_indeterminate")
+        }
+        e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// Whether an executor error outside a command's classification may have stored something:
+/// a timeout or an abandoned call may still complete, an indeterminate store write may have
+/// committed.
+fn may_have_stored(error: &ExecutorError) -> bool {
+    match error {
+        ExecutorError::Timeout { .. } | ExecutorError::Abandoned { .. } => true,
+        ExecutorError::Store(store) => store.is_indeterminate(),
+        _ => false,
+    }
+}
+
 impl From<ExecutorError> for ApiError {
+    /// Maps an error of a call that is not a command (state, time travel, snapshots); for
+    /// commands use [`ApiError::not_stored`] and [`ApiError::indeterminate`].
     fn from(error: ExecutorError) -> Self {
         let message = error.to_string();
-        let (status, kind) = match &error {
-            ExecutorError::UnknownAggregateType(_) => {
-                (StatusCode::NOT_FOUND, "unknown_aggregate_type")
-            }
-            ExecutorError::InvalidInput(input) => match input {
-                InvalidInput::EmptyId { .. }
-                | InvalidInput::IdTooLong { .. }
-                | InvalidInput::IdHasControlCharacters { .. } => {
-                    (StatusCode::BAD_REQUEST, "invalid_id")
-                }
-                InvalidInput::PayloadTooLarge { .. } => {
-                    (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                }
-                _ => (StatusCode::BAD_REQUEST, "invalid_input"),
-            },
-            ExecutorError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-            ExecutorError::VersionNotReached { .. } => {
-                (StatusCode::NOT_FOUND, "version_not_reached")
-            }
-            ExecutorError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
-            ExecutorError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            ExecutorError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            ExecutorError::ShuttingDown | ExecutorError::NotLocal { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-            }
-            ExecutorError::ActorStopped { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "actor_stopped")
-            }
-            e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
+        let (status, kind) = classify(&error);
         if status.is_server_error() {
             tracing::warn!(%error, kind, "request failed");
         }
-        Self::new(status, kind, message)
+        Self {
+            stored: if may_have_stored(&error) {
+                Stored::Unknown
+            } else {
+                Stored::Nothing
+            },
+            retryable: error.is_retryable(),
+            ..Self::new(status, kind, message)
+        }
     }
 }
 
@@ -155,15 +294,145 @@ impl IntoResponse for ApiError {
         let body = Body {
             error: &self.message,
             kind: self.kind,
+            stored: self.stored,
+            retryable: self.retryable,
             rule: self.rule,
+            command_id: self.command_id,
+            cause: self.cause,
+            retry: self.retry,
         };
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            // Every 503 here is transient: tell clients when to come back.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.kind == "indeterminate" {
+            // Every 503 here is transient, and an indeterminate outcome is best retried after
+            // a pause: tell clients when to come back.
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use aggregate_actors::{CommandId, ExecutorError, Indeterminate};
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use serde_json::{Value, json};
+
+    use super::ApiError;
+    use aggregate_actors::event_stores::StoreError;
+
+    async fn render(error: ApiError) -> (StatusCode, Option<String>, Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, retry_after, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn indeterminate(cause: ExecutorError) -> Indeterminate {
+        Indeterminate {
+            id: "acc-1".to_owned(),
+            command_id: CommandId::from_key("k"),
+            cause,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_indeterminate_timeout_is_504_with_stored_unknown_the_command_id_and_retry_advice() {
+        let cause = ExecutorError::Timeout {
+            id: "acc-1".to_owned(),
+            after: Duration::from_secs(10),
+        };
+        let (status, retry_after, body) =
+            render(ApiError::indeterminate(indeterminate(cause), true)).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(body["kind"], "indeterminate");
+        assert_eq!(body["stored"], "unknown");
+        assert_eq!(body["retryable"], true);
+        assert_eq!(body["retry"], "same_idempotency_key");
+        assert_eq!(body["cause"], "timeout");
+        assert_eq!(body["command_id"], json!(CommandId::from_key("k")));
+    }
+
+    #[tokio::test]
+    async fn an_indeterminate_store_write_is_503_and_without_a_key_says_a_retry_is_not_safe() {
+        let cause = ExecutorError::Store(StoreError::Indeterminate {
+            message: "connection lost after the append was sent".to_owned(),
+            source: None,
+        });
+        let (status, retry_after, body) =
+            render(ApiError::indeterminate(indeterminate(cause), false)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(body["kind"], "indeterminate");
+        assert_eq!(body["stored"], "unknown");
+        assert_eq!(body["cause"], "store_indeterminate");
+        assert_eq!(body["retry"], "not_safe_without_idempotency_key");
+    }
+
+    #[tokio::test]
+    async fn an_expired_or_overloaded_command_is_503_stored_false_and_retryable() {
+        for (error, kind) in [
+            (
+                ExecutorError::Expired {
+                    id: "acc-1".to_owned(),
+                    command_id: CommandId::new(),
+                },
+                "expired",
+            ),
+            (
+                ExecutorError::Overloaded {
+                    id: "acc-1".to_owned(),
+                    capacity: 8,
+                },
+                "overloaded",
+            ),
+        ] {
+            let (status, retry_after, body) = render(ApiError::not_stored(error)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(retry_after.as_deref(), Some("1"));
+            assert_eq!(body["kind"], kind);
+            assert_eq!(body["stored"], false);
+            assert_eq!(body["retryable"], true);
+            assert!(body.get("retry").is_none(), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_409_stored_false_and_retryable() {
+        let error = ExecutorError::Conflict {
+            stream: aggregate_actors::event_stores::StreamId::new("account", "acc-1").unwrap(),
+            retries: 3,
+            expected: 1,
+            actual: 2,
+        };
+        let (status, _, body) = render(ApiError::not_stored(error)).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["kind"], "conflict");
+        assert_eq!(body["stored"], false);
+        assert_eq!(body["retryable"], true);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_call_outside_a_command_says_stored_unknown() {
+        let (status, _, body) = render(ApiError::from(ExecutorError::Abandoned {
+            id: "acc-1".to_owned(),
+        }))
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["kind"], "abandoned");
+        assert_eq!(body["stored"], "unknown");
     }
 }

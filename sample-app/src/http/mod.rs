@@ -2,7 +2,7 @@
 //!
 //! | method and path | does | success |
 //! |---|---|---|
-//! | `POST /{type}/{id}/commands` | runs the JSON command in the body | 200 `{version, events, …}` |
+//! | `POST /{type}/{id}/commands` | runs the JSON command in the body | 200 `{version, events, command_id, duplicate, …}` |
 //! | `GET /{type}/{id}` | the current state | 200 `{version, state, activation}` |
 //! | `GET /{type}/{id}/at?version=N` or `?time=RFC3339` | the state at a past point | 200 `{version, reached_at, from_snapshot, events_replayed, elapsed_ms, state}` |
 //! | `GET /{type}/{id}/snapshots` | stored snapshots, verified | 200 `{version, snapshots: […]}` |
@@ -11,6 +11,25 @@
 //! | `GET /health` | the event store answers | 200 / 503 |
 //!
 //! `{type}` is `accounts` or `customers`. Errors are described in [`error`].
+//!
+//! # Exactly-once commands: `Idempotency-Key`
+//!
+//! A command request may carry an `Idempotency-Key` header (the convention of the IETF draft
+//! "The Idempotency-Key HTTP Header Field"): any printable ASCII string (bytes `0x20..=0x7E`)
+//! of 1 to 255 bytes, taken verbatim (quotes included). Anything else is 400
+//! `invalid_idempotency_key` and runs nothing. The key names the command: sending the same
+//! key again to the same aggregate never applies the command twice but answers with the
+//! original outcome, `"duplicate": true` and an `Idempotent-Replayed: true` header. So after
+//! an `indeterminate` error (the command may or may not have been stored), retrying with the
+//! same key is always safe.
+//!
+//! The key is scoped to the aggregate (see [`command_id_for`]): the same key sent to two
+//! aggregates names two different commands. Without the header every request is a new
+//! command with a fresh id. Every successful reply reports the `command_id` it ran under.
+//!
+//! What is remembered is the command's id, not the request: a key reused with a different
+//! body gets the first request's outcome back (the body is not compared). A rejected command
+//! stores nothing and so is not remembered: sending its key again decides again.
 
 pub mod error;
 
@@ -18,13 +37,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use aggregate_actors::event_stores::{EventMetadata, ReadQuery, StoreError, StreamId};
-use aggregate_actors::{At, CommandError, Executor, ExecutorError};
+use aggregate_actors::{At, CommandError, CommandId, CommandOptions, Executor, ExecutorError};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -41,6 +60,62 @@ use error::ApiError;
 
 /// Largest request body accepted; larger ones get 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The request header that names a command across retries.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The response header (`true`) on the answer to a command that had already been applied.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// Longest `Idempotency-Key` accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The `Idempotency-Key` of a request: `None` without the header; 400
+/// `invalid_idempotency_key` when it is repeated, empty, longer than
+/// [`MAX_IDEMPOTENCY_KEY_LEN`] bytes or has a byte outside printable ASCII (`0x20..=0x7E`).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::invalid_idempotency_key(
+            "the header must be sent at most once",
+        ));
+    }
+    let bytes = value.as_bytes();
+    if bytes.is_empty() {
+        return Err(ApiError::invalid_idempotency_key("it is empty"));
+    }
+    if bytes.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(ApiError::invalid_idempotency_key(format!(
+            "it is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_LEN} are allowed",
+            bytes.len()
+        )));
+    }
+    if let Some(position) = bytes.iter().position(|b| !(0x20..=0x7e).contains(b)) {
+        return Err(ApiError::invalid_idempotency_key(format!(
+            "byte {position} is not printable ASCII"
+        )));
+    }
+    // Printable ASCII is valid UTF-8, so this cannot fail.
+    value
+        .to_str()
+        .map(Some)
+        .map_err(|e| ApiError::invalid_idempotency_key(e))
+}
+
+/// The command id a request runs under: with an `Idempotency-Key`,
+/// `CommandId::from_key("{collection}\u{1f}{id}\u{1f}{key}")` — the key scoped to the
+/// aggregate, so the same key sent to two aggregates names two commands (U+001F, the unit
+/// separator, can appear in neither an id nor a key, so no two triples give the same string);
+/// without one, a fresh id.
+pub fn command_id_for(collection: Collection, id: &str, key: Option<&str>) -> CommandId {
+    match key {
+        Some(key) => CommandId::from_key(&format!("{}\u{1f}{id}\u{1f}{key}", collection.name())),
+        None => CommandId::new(),
+    }
+}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -101,9 +176,12 @@ fn target(
 async fn post_command(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (collection, id) = target(path)?;
+    let key = idempotency_key(&headers)?;
+    let command_id = command_id_for(collection, &id, key);
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -119,13 +197,18 @@ async fn post_command(
             )
         }
     })?;
-    dispatch!(collection, execute(&app, &id, &body))
+    dispatch!(
+        collection,
+        execute(&app, &id, &body, command_id, key.is_some())
+    )
 }
 
 async fn execute<A: LedgerAggregate>(
     app: &AppState,
     id: &str,
     body: &[u8],
+    command_id: CommandId,
+    had_key: bool,
 ) -> Result<Response, ApiError> {
     let request: A::Request = serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
     // One id per request, stored on every event it produces, so the events of one HTTP call
@@ -136,18 +219,61 @@ async fn execute<A: LedgerAggregate>(
         ..EventMetadata::default()
     };
     let command = A::command(request, Utc::now());
-    match app.executor.execute_with::<A>(id, command, metadata).await {
-        Ok(committed) => Ok(Json(json!({
-            "aggregate_type": A::COLLECTION,
-            "id": id,
-            "version": committed.version,
-            "events": committed.events.iter().map(event_json::<A>).collect::<Vec<_>>(),
-            "correlation_id": correlation_id,
-        }))
-        .into_response()),
+    let options = CommandOptions::new()
+        .command_id(command_id)
+        .metadata(metadata);
+    match app.executor.execute_with::<A>(id, command, options).await {
+        Ok(committed) => {
+            let correlation_id = if committed.duplicate {
+                original_correlation_id::<A>(app, id, committed.command_id).await
+            } else {
+                Some(correlation_id)
+            };
+            let mut response = Json(json!({
+                "aggregate_type": A::COLLECTION,
+                "id": id,
+                "version": committed.version,
+                "events": committed.events.iter().map(event_json::<A>).collect::<Vec<_>>(),
+                "command_id": committed.command_id,
+                "duplicate": committed.duplicate,
+                "correlation_id": correlation_id,
+            }))
+            .into_response();
+            if committed.duplicate {
+                response
+                    .headers_mut()
+                    .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            }
+            Ok(response)
+        }
         Err(CommandError::Rejected(error)) => Err(ApiError::rejected(A::rule(&error), &error)),
-        Err(CommandError::NotStored(error)) => Err(error.into()),
-        Err(CommandError::Indeterminate(indeterminate)) => Err(indeterminate.cause.into()),
+        Err(CommandError::NotStored(error)) => Err(ApiError::not_stored(error)),
+        Err(CommandError::Indeterminate(indeterminate)) => {
+            Err(ApiError::indeterminate(indeterminate, had_key))
+        }
+    }
+}
+
+/// The correlation id stored with the events of an earlier command: a duplicate answer
+/// reports the original request's. `None` when the command stored no events or they cannot be
+/// read now (the answer itself is still right: the command was applied once).
+async fn original_correlation_id<A: LedgerAggregate>(
+    app: &AppState,
+    id: &str,
+    command_id: CommandId,
+) -> Option<Uuid> {
+    let stream = StreamId::new(A::TYPE, id).ok()?;
+    match app
+        .executor
+        .event_store()
+        .read_command(&stream, command_id.as_uuid())
+        .await
+    {
+        Ok(events) => events.first().and_then(|e| e.metadata.correlation_id),
+        Err(error) => {
+            tracing::warn!(%error, %command_id, "cannot read the original command's events");
+            None
+        }
     }
 }
 

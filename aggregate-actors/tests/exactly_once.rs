@@ -1,0 +1,1099 @@
+//! Commands are applied exactly once (DESIGN.md): a command id seen before is answered with its
+//! original outcome and decides nothing (from the window of recent commands, rebuilt from the
+//! events or carried in snapshots, or, beyond the window, from the store's unique event ids);
+//! outcomes are either "not stored" or "indeterminate", and retrying either with the same id is
+//! safe; a command past its deadline is dropped before `decide`; nothing after the append can
+//! turn a stored command into a failure; unknown ids leave no actor behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use aggregate_actors::event_stores::{
+    AppendReceipt, EventStore, NewEvent, ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStats,
+    SnapshotStore, StoreError, StoreResult, StreamId,
+};
+use aggregate_actors::strategy::{Never, SnapshotContext, SnapshotStrategy};
+use aggregate_actors::{
+    Aggregate, AggregateSettings, AggregateStats, CommandError, CommandId, CommandOptions,
+    DedupWindow, Executor, ExecutorError, Indeterminate, Retention,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use common::Stores;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// An aggregate that counts how often `decide` ran for each command
+// ---------------------------------------------------------------------------------------------
+
+/// How often `decide` ran, per command tag (tests run in parallel: each uses fresh tags).
+static DECISIONS: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Default::default);
+
+fn decisions(tag: &str) -> u64 {
+    DECISIONS.lock().unwrap().get(tag).copied().unwrap_or(0)
+}
+
+/// A fresh tag, so a test counts only its own decisions.
+fn tag() -> String {
+    Uuid::now_v7().to_string()
+}
+
+/// A running total; every command carries a tag under which its decisions are counted.
+struct Tally;
+
+#[derive(Debug, Clone)]
+enum TallyCommand {
+    Add {
+        tag: String,
+        amount: i64,
+    },
+    AddMany {
+        tag: String,
+        amounts: Vec<i64>,
+    },
+    /// Refused when the total is below `amount`.
+    Spend {
+        tag: String,
+        amount: i64,
+    },
+    /// Decides that nothing needs to happen.
+    Nothing {
+        tag: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum TallyEvent {
+    Added { amount: i64 },
+    Spent { amount: i64 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct TallyState {
+    total: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("not enough")]
+struct NotEnough;
+
+impl Aggregate for Tally {
+    const TYPE: &'static str = "tally";
+    type Command = TallyCommand;
+    type Event = TallyEvent;
+    type State = TallyState;
+    type Error = NotEnough;
+
+    fn decide(state: &TallyState, command: &TallyCommand) -> Result<Vec<TallyEvent>, NotEnough> {
+        let tag = match command {
+            TallyCommand::Add { tag, .. }
+            | TallyCommand::AddMany { tag, .. }
+            | TallyCommand::Spend { tag, .. }
+            | TallyCommand::Nothing { tag } => tag,
+        };
+        *DECISIONS.lock().unwrap().entry(tag.clone()).or_default() += 1;
+        match command {
+            TallyCommand::Add { amount, .. } => Ok(vec![TallyEvent::Added { amount: *amount }]),
+            TallyCommand::AddMany { amounts, .. } => Ok(amounts
+                .iter()
+                .map(|&amount| TallyEvent::Added { amount })
+                .collect()),
+            TallyCommand::Spend { amount, .. } if *amount > state.total => Err(NotEnough),
+            TallyCommand::Spend { amount, .. } => Ok(vec![TallyEvent::Spent { amount: *amount }]),
+            TallyCommand::Nothing { .. } => Ok(Vec::new()),
+        }
+    }
+
+    fn apply(state: &mut TallyState, event: &TallyEvent) {
+        match event {
+            TallyEvent::Added { amount } => state.total += amount,
+            TallyEvent::Spent { amount } => state.total -= amount,
+        }
+    }
+}
+
+fn add(tag: &str, amount: i64) -> TallyCommand {
+    TallyCommand::Add {
+        tag: tag.to_owned(),
+        amount,
+    }
+}
+
+fn spend(tag: &str, amount: i64) -> TallyCommand {
+    TallyCommand::Spend {
+        tag: tag.to_owned(),
+        amount,
+    }
+}
+
+fn with_id(id: CommandId) -> CommandOptions {
+    CommandOptions::new().command_id(id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn executor_on(
+    events: Arc<dyn EventStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    settings: AggregateSettings<Tally>,
+) -> Executor {
+    Executor::builder(events, snapshots)
+        .register::<Tally>(settings)
+        .build()
+        .unwrap()
+}
+
+fn executor(stores: &Stores, settings: AggregateSettings<Tally>) -> Executor {
+    executor_on(
+        Arc::clone(&stores.events),
+        Arc::clone(&stores.snapshots),
+        settings,
+    )
+}
+
+/// Settings under which only `snapshot_now` takes snapshots.
+fn no_automatic_snapshots() -> AggregateSettings<Tally> {
+    AggregateSettings::new()
+        .strategy(Never)
+        .snapshot_on_passivation(false)
+}
+
+fn stats(executor: &Executor) -> AggregateStats {
+    executor.stats_of::<Tally>().unwrap().aggregate
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new(Tally::TYPE, id).unwrap()
+}
+
+/// Every stored event of aggregate `id`.
+async fn stored(store: &dyn EventStore, id: &str) -> Vec<RecordedEvent> {
+    store
+        .read_stream(&stream(id), ReadQuery::all())
+        .await
+        .unwrap()
+}
+
+/// Waits (up to 5 s) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "never true: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The command id an indeterminate outcome names, or a panic.
+fn indeterminate<E: std::error::Error + Send + Sync + 'static>(
+    outcome: Result<impl std::fmt::Debug, CommandError<E>>,
+) -> Indeterminate {
+    match outcome {
+        Err(CommandError::Indeterminate(indeterminate)) => indeterminate,
+        other => panic!("expected an indeterminate outcome, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store wrappers
+// ---------------------------------------------------------------------------------------------
+
+/// What a faulty append does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AppendFault {
+    /// Appends and answers with the store's answer.
+    None,
+    /// Appends, then answers `StoreError::Indeterminate` (the answer was lost).
+    IndeterminateAfterCommit,
+    /// Answers `StoreError::Indeterminate` without appending (the request was lost).
+    IndeterminateWithoutCommit,
+    /// Answers `StoreError::Unavailable` without appending.
+    Unavailable,
+}
+
+/// An event store whose appends take `delay` and whose first `faulty` appends misbehave as
+/// `fault` says. Each append runs in its own task, so it completes (commits) even when the
+/// caller stops waiting for it, as a statement sent to a server does.
+struct FaultyEvents {
+    inner: Arc<dyn EventStore>,
+    delay_ms: AtomicU64,
+    faulty: AtomicU32,
+    fault: AppendFault,
+}
+
+impl FaultyEvents {
+    fn new(
+        inner: &Arc<dyn EventStore>,
+        delay: Duration,
+        fault: AppendFault,
+        faulty: u32,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Arc::clone(inner),
+            delay_ms: AtomicU64::new(delay.as_millis() as u64),
+            faulty: AtomicU32::new(faulty),
+            fault,
+        })
+    }
+
+    fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl EventStore for FaultyEvents {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendReceipt> {
+        let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
+        let fault = match self
+            .faulty
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            Ok(_) => self.fault,
+            Err(_) => AppendFault::None,
+        };
+        let inner = Arc::clone(&self.inner);
+        let stream = stream.clone();
+        let lost = || StoreError::Indeterminate {
+            message: "the answer was lost (test)".into(),
+            source: None,
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            match fault {
+                AppendFault::None => inner.append(&stream, expected_version, events).await,
+                AppendFault::IndeterminateAfterCommit => {
+                    inner.append(&stream, expected_version, events).await?;
+                    Err(lost())
+                }
+                AppendFault::IndeterminateWithoutCommit => Err(lost()),
+                AppendFault::Unavailable => Err(StoreError::Unavailable {
+                    message: "the store is down (test)".into(),
+                    source: None,
+                }),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        query: ReadQuery,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        self.inner.read_stream(stream, query).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
+        self.inner.read_all(after_position, limit).await
+    }
+
+    async fn read_command(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        self.inner.read_command(stream, command_id).await
+    }
+}
+
+/// A snapshot store that stores the first `intact` snapshots as given and flips a bit in the
+/// bytes of every later one.
+struct CorruptingSnapshots {
+    inner: Arc<dyn SnapshotStore>,
+    intact: AtomicU32,
+}
+
+#[async_trait]
+impl SnapshotStore for CorruptingSnapshots {
+    async fn save(&self, mut record: SnapshotRecord) -> StoreResult<()> {
+        let intact = self
+            .intact
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if !intact {
+            let mut bytes = record.bytes.to_vec();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x04;
+            record.bytes = bytes.into();
+        }
+        self.inner.save(record).await
+    }
+    async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>> {
+        self.inner.load_latest(stream).await
+    }
+    async fn load_at_or_before_version(
+        &self,
+        stream: &StreamId,
+        v: u64,
+    ) -> StoreResult<Option<SnapshotRecord>> {
+        self.inner.load_at_or_before_version(stream, v).await
+    }
+    async fn load_at_or_before_time(
+        &self,
+        stream: &StreamId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<SnapshotRecord>> {
+        self.inner.load_at_or_before_time(stream, at).await
+    }
+    async fn list(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Vec<SnapshotRecord>> {
+        self.inner.list(stream, from, to).await
+    }
+    async fn delete(&self, stream: &StreamId, version: u64) -> StoreResult<bool> {
+        self.inner.delete(stream, version).await
+    }
+    async fn delete_older_than(&self, stream: &StreamId, version: u64) -> StoreResult<u64> {
+        self.inner.delete_older_than(stream, version).await
+    }
+    async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
+        self.inner.retain_newest(stream, keep).await
+    }
+    async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {
+        self.inner.stats(stream).await
+    }
+}
+
+/// A snapshot strategy that panics whenever it is asked.
+struct PanickingStrategy;
+
+impl SnapshotStrategy<Tally> for PanickingStrategy {
+    fn should_snapshot(&self, _: &SnapshotContext<'_, Tally>) -> bool {
+        panic!("snapshot strategy panicked on purpose")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same command id twice
+// ---------------------------------------------------------------------------------------------
+
+on_both_backends! {
+    a_command_sent_twice_is_applied_once => a_command_sent_twice_is_applied_once;
+    a_retry_after_passivation_is_answered_from_the_replayed_window => a_retry_after_passivation_is_answered_from_the_replayed_window;
+    a_retry_after_activation_from_a_snapshot_is_answered_from_the_snapshots_window => a_retry_after_activation_from_a_snapshot_is_answered_from_the_snapshots_window;
+    a_retry_on_a_second_executor_is_a_duplicate => a_retry_on_a_second_executor_is_a_duplicate;
+    beyond_the_window_a_retry_is_answered_as_a_duplicate_by_the_store => beyond_the_window_a_retry_is_answered_as_a_duplicate_by_the_store;
+    the_window_forgets_by_age_but_the_store_still_catches_the_retry => the_window_forgets_by_age_but_the_store_still_catches_the_retry;
+    a_rejected_command_is_not_remembered_and_its_retry_decides_again => a_rejected_command_is_not_remembered_and_its_retry_decides_again;
+    a_command_deciding_nothing_is_not_remembered_and_its_retry_decides_again => a_command_deciding_nothing_is_not_remembered_and_its_retry_decides_again;
+    a_command_past_its_deadline_is_expired_and_stores_nothing => a_command_past_its_deadline_is_expired_and_stores_nothing;
+    commands_queued_past_their_deadline_are_dropped_and_never_stored => commands_queued_past_their_deadline_are_dropped_and_never_stored;
+    an_append_outliving_the_deadline_is_indeterminate_and_its_retry_a_duplicate => an_append_outliving_the_deadline_is_indeterminate_and_its_retry_a_duplicate;
+    a_store_indeterminate_after_committing_is_indeterminate_and_its_retry_a_duplicate => a_store_indeterminate_after_committing_is_indeterminate_and_its_retry_a_duplicate;
+    a_store_indeterminate_without_committing_lets_the_retry_apply_once => a_store_indeterminate_without_committing_lets_the_retry_apply_once;
+    a_panicking_snapshot_strategy_never_fails_a_stored_command => a_panicking_snapshot_strategy_never_fails_a_stored_command;
+    a_snapshot_failing_verification_never_replaces_the_older_valid_one => a_snapshot_failing_verification_never_replaces_the_older_valid_one;
+    a_refused_first_command_leaves_no_live_actor => a_refused_first_command_leaves_no_live_actor;
+    the_state_of_a_live_actor_at_version_zero_is_not_found => the_state_of_a_live_actor_at_version_zero_is_not_found;
+}
+
+/// The second send of a command id returns the first outcome (version and events, even when
+/// other commands came in between and the retry carries another payload), decides nothing,
+/// stores nothing and counts as a duplicate.
+async fn a_command_sent_twice_is_applied_once(stores: Stores) {
+    let executor = executor(&stores, AggregateSettings::new());
+    let (tag, other) = (tag(), tag());
+    let id = CommandId::new();
+    let first = executor
+        .execute_with::<Tally>("twice", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    executor
+        .execute::<Tally>("twice", add(&other, 7))
+        .await
+        .unwrap();
+    let second = executor
+        .execute_with::<Tally>("twice", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    let changed_payload = executor
+        .execute_with::<Tally>("twice", add(&tag, 999), with_id(id))
+        .await
+        .unwrap();
+
+    assert!(!first.duplicate);
+    assert_eq!(first.command_id, id);
+    for retry in [&second, &changed_payload] {
+        assert!(retry.duplicate, "{retry:?}");
+        assert_eq!(retry.command_id, id);
+        assert_eq!(retry.version, 1, "the original version");
+        assert_eq!(retry.events, vec![TallyEvent::Added { amount: 5 }]);
+    }
+    assert_eq!(decisions(&tag), 1, "a duplicate is not decided again");
+    let stored = stored(&*stores.events, "twice").await;
+    assert_eq!(stored.len(), 2, "one copy of each command");
+    assert_eq!(stored[0].command_id, Some(id.as_uuid()));
+    assert_eq!(
+        executor.state::<Tally>("twice").await.unwrap().state.total,
+        12
+    );
+    let stats = stats(&executor);
+    assert_eq!((stats.commands_succeeded, stats.commands_duplicate), (2, 2));
+}
+
+/// After passivation (no snapshot) the window is rebuilt from the replayed events: the retry is
+/// answered without deciding.
+async fn a_retry_after_passivation_is_answered_from_the_replayed_window(stores: Stores) {
+    let executor = executor(&stores, no_automatic_snapshots());
+    let tag = tag();
+    let id = CommandId::new();
+    executor
+        .execute_with::<Tally>("passive", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    assert!(executor.passivate::<Tally>("passive").await.unwrap());
+    let retry = executor
+        .execute_with::<Tally>("passive", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.version, 1);
+    assert_eq!(retry.events, vec![TallyEvent::Added { amount: 5 }]);
+    assert_eq!(decisions(&tag), 1);
+    let view = executor.state::<Tally>("passive").await.unwrap();
+    assert_eq!(view.activation.snapshot_version, None);
+    assert_eq!(view.activation.events_replayed, 1);
+    assert_eq!(stored(&*stores.events, "passive").await.len(), 1);
+}
+
+/// A command older than the snapshot an aggregate activates from (so no event of it is
+/// replayed) is still recognised without deciding: snapshots carry the window.
+async fn a_retry_after_activation_from_a_snapshot_is_answered_from_the_snapshots_window(
+    stores: Stores,
+) {
+    let executor = executor(&stores, no_automatic_snapshots());
+    let (tag, other) = (tag(), tag());
+    let id = CommandId::new();
+    executor
+        .execute_with::<Tally>("snap", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    for amount in 1..=3 {
+        executor
+            .execute::<Tally>("snap", add(&other, amount))
+            .await
+            .unwrap();
+    }
+    assert_eq!(executor.snapshot_now::<Tally>("snap").await.unwrap(), 4);
+    assert!(executor.passivate::<Tally>("snap").await.unwrap());
+
+    let retry = executor
+        .execute_with::<Tally>("snap", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    let view = executor.state::<Tally>("snap").await.unwrap();
+    assert_eq!(
+        view.activation.snapshot_version,
+        Some(4),
+        "activated from the snapshot"
+    );
+    assert_eq!(view.activation.events_replayed, 0);
+    assert!(retry.duplicate);
+    assert_eq!(retry.version, 1);
+    assert_eq!(retry.events, vec![TallyEvent::Added { amount: 5 }]);
+    assert_eq!(decisions(&tag), 1, "answered from the snapshot's window");
+    assert_eq!(stored(&*stores.events, "snap").await.len(), 4);
+}
+
+/// Another executor on the same stores (another process) recognises the command too.
+async fn a_retry_on_a_second_executor_is_a_duplicate(stores: Stores) {
+    let first = executor(&stores, AggregateSettings::new());
+    let second = executor(&stores, AggregateSettings::new());
+    let tag = tag();
+    let id = CommandId::new();
+    let original = first
+        .execute_with::<Tally>("shared", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    let retry = second
+        .execute_with::<Tally>("shared", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    assert!(!original.duplicate);
+    assert!(retry.duplicate);
+    assert_eq!(retry.version, original.version);
+    assert_eq!(retry.events, original.events);
+    assert_eq!(decisions(&tag), 1);
+    assert_eq!(stored(&*stores.events, "shared").await.len(), 1);
+    assert_eq!(stats(&second).commands_duplicate, 1);
+}
+
+/// With a window of one command, a retry of an older one is decided again, but its append
+/// collides with the stored events: it is answered as a duplicate with the original version
+/// and all its events, and stores nothing.
+async fn beyond_the_window_a_retry_is_answered_as_a_duplicate_by_the_store(stores: Stores) {
+    let window = DedupWindow {
+        max_commands: 1,
+        max_age: None,
+    };
+    let executor = executor(&stores, AggregateSettings::new().dedup(window));
+    let (tag, other) = (tag(), tag());
+    let id = CommandId::new();
+    let many = TallyCommand::AddMany {
+        tag: tag.clone(),
+        amounts: vec![1, 2, 3],
+    };
+    executor
+        .execute_with::<Tally>("beyond", many.clone(), with_id(id))
+        .await
+        .unwrap();
+    executor
+        .execute::<Tally>("beyond", add(&other, 10))
+        .await
+        .unwrap();
+
+    let retry = executor
+        .execute_with::<Tally>("beyond", many, with_id(id))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.version, 3);
+    assert_eq!(
+        retry.events,
+        [1, 2, 3].map(|amount| TallyEvent::Added { amount })
+    );
+    assert_eq!(decisions(&tag), 2, "the window forgot it: decided again");
+    assert_eq!(stored(&*stores.events, "beyond").await.len(), 4);
+    assert_eq!(
+        executor.state::<Tally>("beyond").await.unwrap().state.total,
+        16
+    );
+    let stats = stats(&executor);
+    assert_eq!((stats.commands_succeeded, stats.commands_duplicate), (2, 1));
+}
+
+/// A command older than `max_age` leaves the window (on the next command), and its retry is
+/// then caught by the store.
+async fn the_window_forgets_by_age_but_the_store_still_catches_the_retry(stores: Stores) {
+    let window = DedupWindow {
+        max_commands: 128,
+        max_age: Some(Duration::from_millis(300)),
+    };
+    let executor = executor(&stores, AggregateSettings::new().dedup(window));
+    let (tag, other) = (tag(), tag());
+    let id = CommandId::new();
+    executor
+        .execute_with::<Tally>("aged", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    executor
+        .execute::<Tally>("aged", add(&other, 1))
+        .await
+        .unwrap();
+    let retry = executor
+        .execute_with::<Tally>("aged", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.version, 1);
+    assert_eq!(decisions(&tag), 2, "forgotten by age: decided again");
+    assert_eq!(stored(&*stores.events, "aged").await.len(), 2);
+}
+
+/// A rejection is not an outcome to replay: the same command id, sent again once the state
+/// allows it, is decided again and applied.
+async fn a_rejected_command_is_not_remembered_and_its_retry_decides_again(stores: Stores) {
+    let executor = executor(&stores, AggregateSettings::new());
+    let (tag, other) = (tag(), tag());
+    let id = CommandId::new();
+    executor
+        .execute::<Tally>("refused", add(&other, 5))
+        .await
+        .unwrap();
+    let refused = executor
+        .execute_with::<Tally>("refused", spend(&tag, 10), with_id(id))
+        .await;
+    assert!(
+        matches!(refused, Err(CommandError::Rejected(NotEnough))),
+        "{refused:?}"
+    );
+    executor
+        .execute::<Tally>("refused", add(&other, 10))
+        .await
+        .unwrap();
+    let retry = executor
+        .execute_with::<Tally>("refused", spend(&tag, 10), with_id(id))
+        .await
+        .unwrap();
+    assert!(!retry.duplicate);
+    assert_eq!(retry.version, 3);
+    assert_eq!(retry.events, vec![TallyEvent::Spent { amount: 10 }]);
+    assert_eq!(decisions(&tag), 2);
+    assert_eq!(stored(&*stores.events, "refused").await.len(), 3);
+}
+
+/// A command that decided no events stored nothing to recognise it by: its retry is decided
+/// again (and is not a duplicate).
+async fn a_command_deciding_nothing_is_not_remembered_and_its_retry_decides_again(stores: Stores) {
+    let executor = executor(&stores, AggregateSettings::new());
+    let (tag, other) = (tag(), tag());
+    let id = CommandId::new();
+    executor
+        .execute::<Tally>("idle", add(&other, 1))
+        .await
+        .unwrap();
+    for attempt in 1..=2 {
+        let outcome = executor
+            .execute_with::<Tally>(
+                "idle",
+                TallyCommand::Nothing { tag: tag.clone() },
+                with_id(id),
+            )
+            .await
+            .unwrap();
+        assert!(!outcome.duplicate);
+        assert!(outcome.events.is_empty());
+        assert_eq!(outcome.version, 1);
+        assert_eq!(decisions(&tag), attempt);
+    }
+    assert_eq!(stored(&*stores.events, "idle").await.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deadlines and indeterminate outcomes
+// ---------------------------------------------------------------------------------------------
+
+/// A command whose deadline has passed (or with no time at all) is dropped before `decide`:
+/// `NotStored(Expired)` naming the command, nothing stored, counted as expired.
+async fn a_command_past_its_deadline_is_expired_and_stores_nothing(stores: Stores) {
+    let executor = executor(&stores, AggregateSettings::new());
+    let (tag, other) = (tag(), tag());
+    executor
+        .execute::<Tally>("late", add(&other, 1))
+        .await
+        .unwrap();
+    let past = tokio::time::Instant::now() - Duration::from_secs(1);
+    let options = [
+        ("a past deadline", CommandOptions::new().deadline(past)),
+        (
+            "a zero timeout",
+            CommandOptions::new().timeout(Duration::ZERO),
+        ),
+    ];
+    for (what, options) in options {
+        let id = CommandId::new();
+        let outcome = executor
+            .execute_with::<Tally>("late", add(&tag, 5), options.command_id(id))
+            .await;
+        match outcome {
+            Err(CommandError::NotStored(ExecutorError::Expired {
+                id: aggregate,
+                command_id,
+            })) => {
+                assert_eq!(aggregate, "late");
+                assert_eq!(command_id, id, "{what}");
+            }
+            other => panic!("{what}: expected NotStored(Expired), got {other:?}"),
+        }
+    }
+    assert_eq!(decisions(&tag), 0, "never decided");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(stored(&*stores.events, "late").await.len(), 1);
+    assert_eq!(stats(&executor).commands_expired, 2);
+}
+
+/// Commands waiting behind a slow append past their deadline are dropped when their turn comes:
+/// never decided, never stored (not even later), counted as expired; a retry with the same id
+/// then applies them once.
+async fn commands_queued_past_their_deadline_are_dropped_and_never_stored(stores: Stores) {
+    let slow = FaultyEvents::new(
+        &stores.events,
+        Duration::from_millis(600),
+        AppendFault::None,
+        0,
+    );
+    let executor = executor_on(
+        Arc::clone(&slow) as Arc<dyn EventStore>,
+        Arc::clone(&stores.snapshots),
+        AggregateSettings::new(),
+    );
+    let (first_tag, queued_tag) = (tag(), tag());
+    let first = {
+        let executor = executor.clone();
+        let command = add(&first_tag, 1);
+        tokio::spawn(async move {
+            let options = CommandOptions::new().timeout(Duration::from_secs(10));
+            executor
+                .execute_with::<Tally>("queue", command, options)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ids = [CommandId::new(), CommandId::new()];
+    let queued: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let executor = executor.clone();
+            let command = add(&queued_tag, 100);
+            tokio::spawn(async move {
+                let options = with_id(id).timeout(Duration::from_millis(150));
+                executor
+                    .execute_with::<Tally>("queue", command, options)
+                    .await
+            })
+        })
+        .collect();
+    for (outcome, id) in futures::future::join_all(queued).await.into_iter().zip(ids) {
+        match outcome.unwrap() {
+            Err(CommandError::NotStored(ExecutorError::Expired { command_id, .. }))
+            | Err(CommandError::Indeterminate(Indeterminate { command_id, .. })) => {
+                assert_eq!(command_id, id)
+            }
+            other => panic!("expected the queued command to fail unstored, got {other:?}"),
+        }
+    }
+    assert_eq!(first.await.unwrap().unwrap().version, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        stored(&*stores.events, "queue").await.len(),
+        1,
+        "only the first command"
+    );
+    assert_eq!(decisions(&queued_tag), 0, "dropped before decide");
+    assert_eq!(stats(&executor).commands_expired, 2);
+
+    slow.set_delay(Duration::ZERO);
+    let retry = executor
+        .execute_with::<Tally>("queue", add(&queued_tag, 100), with_id(ids[0]))
+        .await
+        .unwrap();
+    assert!(!retry.duplicate);
+    assert_eq!(retry.version, 2);
+    assert_eq!(decisions(&queued_tag), 1);
+}
+
+/// An append still running at the deadline is indeterminate (it may commit, and here it does):
+/// the caller learns the command id, and the retry with it, once the append committed, is a
+/// duplicate that decides and stores nothing.
+async fn an_append_outliving_the_deadline_is_indeterminate_and_its_retry_a_duplicate(
+    stores: Stores,
+) {
+    let slow = FaultyEvents::new(
+        &stores.events,
+        Duration::from_millis(500),
+        AppendFault::None,
+        0,
+    );
+    let executor = executor_on(
+        Arc::clone(&slow) as Arc<dyn EventStore>,
+        Arc::clone(&stores.snapshots),
+        AggregateSettings::new(),
+    );
+    let tag = tag();
+    let id = CommandId::new();
+    let outcome = executor
+        .execute_with::<Tally>(
+            "outlived",
+            add(&tag, 5),
+            with_id(id).timeout(Duration::from_millis(200)),
+        )
+        .await;
+    let unknown = indeterminate(outcome);
+    assert_eq!(unknown.command_id, id);
+    assert_eq!(unknown.id, "outlived");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while stored(&*stores.events, "outlived").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow append never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    slow.set_delay(Duration::ZERO);
+    let retry = executor
+        .execute_with::<Tally>("outlived", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.version, 1);
+    assert_eq!(retry.events, vec![TallyEvent::Added { amount: 5 }]);
+    assert_eq!(decisions(&tag), 1);
+    assert_eq!(stored(&*stores.events, "outlived").await.len(), 1);
+    let stats = stats(&executor);
+    assert_eq!(
+        (stats.commands_indeterminate, stats.commands_duplicate),
+        (1, 1)
+    );
+}
+
+/// A store that committed but lost its answer (`StoreError::Indeterminate`) makes the command
+/// indeterminate; the retry with the same id is a duplicate, and the events are stored once.
+async fn a_store_indeterminate_after_committing_is_indeterminate_and_its_retry_a_duplicate(
+    stores: Stores,
+) {
+    let faulty = FaultyEvents::new(
+        &stores.events,
+        Duration::ZERO,
+        AppendFault::IndeterminateAfterCommit,
+        1,
+    );
+    let executor = executor_on(
+        faulty,
+        Arc::clone(&stores.snapshots),
+        AggregateSettings::new(),
+    );
+    let tag = tag();
+    let id = CommandId::new();
+    let outcome = executor
+        .execute_with::<Tally>("lost-answer", add(&tag, 5), with_id(id))
+        .await;
+    let unknown = indeterminate(outcome);
+    assert_eq!(unknown.command_id, id);
+    assert!(
+        matches!(
+            unknown.cause,
+            ExecutorError::Store(StoreError::Indeterminate { .. })
+        ),
+        "{:?}",
+        unknown.cause
+    );
+    let retry = executor
+        .execute_with::<Tally>("lost-answer", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.version, 1);
+    assert_eq!(retry.events, vec![TallyEvent::Added { amount: 5 }]);
+    assert_eq!(decisions(&tag), 1);
+    assert_eq!(stored(&*stores.events, "lost-answer").await.len(), 1);
+    assert_eq!(stats(&executor).commands_indeterminate, 1);
+}
+
+/// A store that lost the request (`StoreError::Indeterminate`, nothing committed) makes the
+/// command indeterminate; the retry with the same id applies it, once.
+async fn a_store_indeterminate_without_committing_lets_the_retry_apply_once(stores: Stores) {
+    let faulty = FaultyEvents::new(
+        &stores.events,
+        Duration::ZERO,
+        AppendFault::IndeterminateWithoutCommit,
+        1,
+    );
+    let executor = executor_on(
+        faulty,
+        Arc::clone(&stores.snapshots),
+        AggregateSettings::new(),
+    );
+    let tag = tag();
+    let id = CommandId::new();
+    let outcome = executor
+        .execute_with::<Tally>("lost-request", add(&tag, 5), with_id(id))
+        .await;
+    assert_eq!(indeterminate(outcome).command_id, id);
+    assert!(stored(&*stores.events, "lost-request").await.is_empty());
+    let retry = executor
+        .execute_with::<Tally>("lost-request", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    assert!(!retry.duplicate, "nothing was stored the first time");
+    assert_eq!(retry.version, 1);
+    assert_eq!(decisions(&tag), 2);
+    let stored = stored(&*stores.events, "lost-request").await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].command_id, Some(id.as_uuid()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// After the append: nothing turns a stored command into a failure
+// ---------------------------------------------------------------------------------------------
+
+/// A snapshot strategy that panics after a stored command is caught: the command answers Ok,
+/// its event is stored, the failure is counted and the actor serves the next command.
+async fn a_panicking_snapshot_strategy_never_fails_a_stored_command(stores: Stores) {
+    let executor = executor(
+        &stores,
+        AggregateSettings::new().strategy(PanickingStrategy),
+    );
+    let tag = tag();
+    for version in 1..=2 {
+        let outcome = executor
+            .execute::<Tally>("panicky", add(&tag, 5))
+            .await
+            .unwrap();
+        assert_eq!(outcome.version, version);
+        assert_eq!(
+            stored(&*stores.events, "panicky").await.len() as u64,
+            version
+        );
+        assert_eq!(stats(&executor).snapshots_failed, version);
+        assert!(
+            executor.is_live::<Tally>("panicky"),
+            "the actor keeps serving"
+        );
+    }
+    let stats = executor.stats_of::<Tally>().unwrap();
+    assert_eq!(stats.runtime.crashes, 0);
+    assert_eq!(stats.aggregate.commands_succeeded, 2);
+}
+
+/// A new snapshot that does not read back intact never lets retention delete the older valid
+/// one, and activation uses the older one.
+async fn a_snapshot_failing_verification_never_replaces_the_older_valid_one(stores: Stores) {
+    let snapshots = Arc::new(CorruptingSnapshots {
+        inner: Arc::clone(&stores.snapshots),
+        intact: AtomicU32::new(1),
+    });
+    let settings = no_automatic_snapshots().retention(Retention {
+        keep_newest: 1,
+        max_age: None,
+    });
+    let executor = executor_on(Arc::clone(&stores.events), snapshots, settings);
+    let tag = tag();
+    for _ in 0..2 {
+        executor
+            .execute::<Tally>("kept", add(&tag, 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(executor.snapshot_now::<Tally>("kept").await.unwrap(), 2);
+    for _ in 0..2 {
+        executor
+            .execute::<Tally>("kept", add(&tag, 1))
+            .await
+            .unwrap();
+    }
+    let corrupt = executor.snapshot_now::<Tally>("kept").await;
+    assert!(
+        corrupt.is_err(),
+        "the damaged snapshot fails verification: {corrupt:?}"
+    );
+    let listed: Vec<u64> = stores
+        .snapshots
+        .list(&stream("kept"), 0, u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(listed, vec![4, 2], "the valid snapshot at 2 is kept");
+    assert_eq!(stats(&executor).snapshots_failed, 1);
+
+    assert!(executor.passivate::<Tally>("kept").await.unwrap());
+    let view = executor.state::<Tally>("kept").await.unwrap();
+    assert_eq!(view.activation.snapshot_version, Some(2));
+    assert_eq!(view.activation.snapshots_skipped, 1);
+    assert_eq!((view.version, view.state.total), (4, 4));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unknown ids
+// ---------------------------------------------------------------------------------------------
+
+/// A refused first command to an id with no events leaves no live actor behind, and the id
+/// reads as not found.
+async fn a_refused_first_command_leaves_no_live_actor(stores: Stores) {
+    let executor = executor(&stores, AggregateSettings::new());
+    let refused = executor.execute::<Tally>("ghost", spend(&tag(), 10)).await;
+    assert!(
+        matches!(refused, Err(CommandError::Rejected(NotEnough))),
+        "{refused:?}"
+    );
+    eventually("the actor passivates", || {
+        !executor.is_live::<Tally>("ghost")
+    })
+    .await;
+    eventually("no live actor is counted", || {
+        executor.stats_of::<Tally>().unwrap().runtime.live == 0
+    })
+    .await;
+    let state = executor.state::<Tally>("ghost").await;
+    assert!(
+        matches!(state, Err(ExecutorError::NotFound { .. })),
+        "{state:?}"
+    );
+    assert!(stored(&*stores.events, "ghost").await.is_empty());
+}
+
+/// The live actor of an id with no events (its first command still appending) answers a state
+/// read with `NotFound`, not with an empty state at version 0.
+async fn the_state_of_a_live_actor_at_version_zero_is_not_found(stores: Stores) {
+    let failing = FaultyEvents::new(
+        &stores.events,
+        Duration::from_millis(500),
+        AppendFault::Unavailable,
+        1,
+    );
+    let executor = executor_on(
+        failing,
+        Arc::clone(&stores.snapshots),
+        AggregateSettings::new(),
+    );
+    let command = {
+        let executor = executor.clone();
+        let command = add(&tag(), 5);
+        tokio::spawn(async move { executor.execute::<Tally>("zero", command).await })
+    };
+    eventually("the first command activates the actor", || {
+        executor.is_live::<Tally>("zero")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(executor.is_live::<Tally>("zero"));
+    let state = executor.state::<Tally>("zero").await;
+    assert!(
+        matches!(state, Err(ExecutorError::NotFound { .. })),
+        "{state:?}"
+    );
+    let outcome = command.await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Err(CommandError::NotStored(ExecutorError::Store(
+                StoreError::Unavailable { .. }
+            )))
+        ),
+        "{outcome:?}"
+    );
+}
+
+/// A thousand refused commands to random unknown ids leave no live actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_refused_commands_to_unknown_ids_leave_no_live_actor() {
+    let stores = common::memory();
+    let executor = executor(&stores, AggregateSettings::new());
+    let tag = tag();
+    for _ in 0..10 {
+        let refusals = (0..100).map(|_| {
+            let id = Uuid::now_v7().to_string();
+            let executor = executor.clone();
+            let command = spend(&tag, 1);
+            async move { executor.execute::<Tally>(&id, command).await }
+        });
+        for outcome in futures::future::join_all(refusals).await {
+            assert!(
+                matches!(outcome, Err(CommandError::Rejected(NotEnough))),
+                "{outcome:?}"
+            );
+        }
+    }
+    eventually("every actor passivates", || {
+        executor.stats_of::<Tally>().unwrap().runtime.live == 0
+    })
+    .await;
+    let stats = executor.stats_of::<Tally>().unwrap();
+    assert_eq!(stats.runtime.activations, 1_000);
+    assert_eq!(stats.aggregate.commands_rejected, 1_000);
+}
