@@ -252,3 +252,27 @@ pub async fn assert_states_equal_fold(
         );
     }
 }
+
+/// Waits until the server has no session with `application_name` left: after a client process
+/// is killed, its backend may still commit the statement it was running, so what is stored is
+/// final only once that backend has ended.
+pub async fn wait_for_sessions_to_end(pool: &PgPool, application_name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(application_name)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("reading pg_stat_activity: {e}"));
+        if left == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} session(s) of {application_name} still open 30 s after its process ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

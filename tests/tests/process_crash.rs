@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use aggregate_actors::event_stores::testing::fresh_database;
 use aggregate_actors::event_stores::{EventStore, SnapshotStore, StoreLimits};
-use integration_tests::audit::{assert_audit, assert_states_equal_fold, read_all_wallets};
+use integration_tests::audit::{
+    assert_audit, assert_states_equal_fold, read_all_wallets, wait_for_sessions_to_end,
+};
 use integration_tests::worker::{Ack, WorkerArgs, WorkerProcess};
 use integration_tests::{env_or, reading_executor, seed};
 use rand::rngs::StdRng;
@@ -71,6 +73,8 @@ async fn kill_restart_and_verify(kills: usize) {
         );
         cut_lines += usize::from(output.cut_line);
         acks.extend(output.acks);
+        // A statement the worker sent before dying may still commit: wait for its sessions.
+        wait_for_sessions_to_end(&pool, &args.name).await;
 
         // What survived the crash, checked before the next worker writes anything.
         let streams = read_all_wallets(&pool, &*events).await.unwrap();
