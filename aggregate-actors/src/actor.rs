@@ -22,8 +22,9 @@ use crate::codec::{self, CodecError};
 use crate::command::CommandId;
 use crate::dedup::RecentCommands;
 use crate::error::{ActivationError, CommandError, ExecutorError, Indeterminate};
-use crate::hydrate::{Hydrated, Target, hydrate};
+use crate::hydrate::{Hydrated, Target, hydrate, open_snapshot};
 use crate::metrics::{ActivationReport, AggregateMetrics};
+use crate::outcome::{Committed, StateView};
 use crate::settings::AggregateSettings;
 use crate::snapshot_writer::{SnapshotJob, SnapshotWriter, WriteOutcome};
 use crate::strategy::{ActivationCost, SnapshotContext};
@@ -35,60 +36,6 @@ pub(crate) struct AggregateContext<A: Aggregate> {
     pub(crate) settings: AggregateSettings<A>,
     pub(crate) writer: SnapshotWriter,
     pub(crate) metrics: Arc<AggregateMetrics>,
-}
-
-/// The outcome of a successful command.
-pub struct Committed<A: Aggregate> {
-    /// The stream version after the command (for a duplicate: after the original command).
-    pub version: u64,
-    /// The events the command stored (empty if it decided nothing needed to happen).
-    pub events: Vec<A::Event>,
-    /// The command's id.
-    pub command_id: CommandId,
-    /// True when this command id had already been applied: nothing was decided or stored now,
-    /// and `version` and `events` are those of the original command.
-    pub duplicate: bool,
-}
-
-/// The current state of an aggregate, as its live actor holds it.
-pub struct StateView<A: Aggregate> {
-    /// The state.
-    pub state: A::State,
-    /// Its version.
-    pub version: u64,
-    /// How the actor holding it was activated.
-    pub activation: ActivationReport,
-}
-
-impl<A: Aggregate> std::fmt::Debug for Committed<A> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Committed")
-            .field("version", &self.version)
-            .field("events", &self.events)
-            .field("command_id", &self.command_id)
-            .field("duplicate", &self.duplicate)
-            .finish()
-    }
-}
-
-impl<A: Aggregate> std::fmt::Debug for StateView<A> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateView")
-            .field("state", &self.state)
-            .field("version", &self.version)
-            .field("activation", &self.activation)
-            .finish()
-    }
-}
-
-impl<A: Aggregate> Clone for StateView<A> {
-    fn clone(&self) -> Self {
-        Self {
-            state: self.state.clone(),
-            version: self.version,
-            activation: self.activation.clone(),
-        }
-    }
 }
 
 type CommandReply<A> = Reply<Result<Committed<A>, CommandError<<A as Aggregate>::Error>>>;
@@ -542,33 +489,10 @@ async fn load<A: Aggregate>(
     .await
 }
 
-/// Checks a stored snapshot the way activation will: checksum, codec, sizes and decoding with
-/// the current state schema. Retention deletes nothing until the new snapshot passes.
+/// Checks a stored snapshot the way activation will (see [`open_snapshot`]). Retention deletes
+/// nothing until the new snapshot passes.
 pub(crate) fn verify_snapshot<A: Aggregate>(record: &SnapshotRecord) -> Result<(), String> {
-    if record.state_schema_version != A::STATE_SCHEMA_VERSION {
-        return Err(format!(
-            "state schema version {} (expected {})",
-            record.state_schema_version,
-            A::STATE_SCHEMA_VERSION
-        ));
-    }
-    if record.stored_size != record.bytes.len() as u64 {
-        return Err(format!(
-            "recorded stored size {} but {} bytes are stored",
-            record.stored_size,
-            record.bytes.len()
-        ));
-    }
-    codec::unseal(
-        &record.bytes,
-        &record.codec,
-        &record.compression,
-        record.checksum,
-        record.uncompressed_size,
-    )
-    .and_then(|encoded| codec::decode_snapshot_body::<A::State>(&record.codec, &encoded))
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    open_snapshot::<A>(record).map(|_| ())
 }
 
 /// Encodes a command's events for the store, with ids derived from the command id (so a retry

@@ -17,9 +17,8 @@ use event_stores::{
     CrashSafety, EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
 };
 
-use crate::actor::{
-    AggregateActor, AggregateContext, AggregateMessage, CommandCall, Committed, StateView,
-};
+use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, CommandCall};
+use crate::outcome::{Committed, StateView};
 use crate::aggregate::Aggregate;
 use crate::command::CommandOptions;
 use crate::error::{CommandError, ExecutorError, Indeterminate};

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::codec;
-use crate::dedup::{DedupWindow, RecentCommands};
+use crate::dedup::{DedupWindow, RecentCommand, RecentCommands};
 use crate::error::ActivationError;
 use crate::metrics::{ActivationReport, AggregateMetrics};
 
@@ -243,31 +243,9 @@ async fn restore<A: Aggregate>(
     page_size: usize,
     window: DedupWindow,
 ) -> Result<Result<Start<A>, Rejection>, ActivationError> {
-    if record.state_schema_version != A::STATE_SCHEMA_VERSION {
-        return Ok(Err(Rejection::Invalid(format!(
-            "state schema version {} (expected {})",
-            record.state_schema_version,
-            A::STATE_SCHEMA_VERSION
-        ))));
-    }
-    if record.stored_size != record.bytes.len() as u64 {
-        return Ok(Err(Rejection::Invalid(format!(
-            "recorded stored size {} but {} bytes are stored",
-            record.stored_size,
-            record.bytes.len()
-        ))));
-    }
-    let (state, commands) = match codec::unseal(
-        &record.bytes,
-        &record.codec,
-        &record.compression,
-        record.checksum,
-        record.uncompressed_size,
-    )
-    .and_then(|encoded| codec::decode_snapshot_body::<A::State>(&record.codec, &encoded))
-    {
+    let (state, commands) = match open_snapshot::<A>(&record) {
         Ok(decoded) => decoded,
-        Err(error) => return Ok(Err(Rejection::Invalid(error.to_string()))),
+        Err(reason) => return Ok(Err(Rejection::Invalid(reason))),
     };
     // Read from the snapshot's own event: one page both verifies it and starts the tail.
     let query = tail_query(record.version - 1, target, page_size.saturating_add(1));
@@ -311,6 +289,38 @@ async fn restore<A: Aggregate>(
         events_replayed: 0,
         recent: RecentCommands::from_snapshot(commands, window),
     }))
+}
+
+/// Every check of a snapshot record that needs no event: state schema version, stored size,
+/// checksum, codec, decompression and decoding. Returns the state and the recent commands it
+/// carries, or why it is invalid. Activation also checks `last_event_id` against the stream;
+/// the snapshot writer runs this on what it just stored before retention deletes anything.
+pub(crate) fn open_snapshot<A: Aggregate>(
+    record: &SnapshotRecord,
+) -> Result<(A::State, Vec<RecentCommand>), String> {
+    if record.state_schema_version != A::STATE_SCHEMA_VERSION {
+        return Err(format!(
+            "state schema version {} (expected {})",
+            record.state_schema_version,
+            A::STATE_SCHEMA_VERSION
+        ));
+    }
+    if record.stored_size != record.bytes.len() as u64 {
+        return Err(format!(
+            "recorded stored size {} but {} bytes are stored",
+            record.stored_size,
+            record.bytes.len()
+        ));
+    }
+    codec::unseal(
+        &record.bytes,
+        &record.codec,
+        &record.compression,
+        record.checksum,
+        record.uncompressed_size,
+    )
+    .and_then(|encoded| codec::decode_snapshot_body::<A::State>(&record.codec, &encoded))
+    .map_err(|error| error.to_string())
 }
 
 async fn stream_end(events: &dyn EventStore, stream: &StreamId) -> Result<u64, ActivationError> {

@@ -103,12 +103,13 @@ mod error;
 mod executor;
 mod hydrate;
 mod metrics;
+mod outcome;
 mod settings;
 mod snapshot_writer;
 pub mod strategy;
 pub mod testkit;
 
-pub use actor::{Committed, StateView};
+pub use outcome::{Committed, StateView};
 pub use actor_runtime::{PassivationReason, RuntimeConfig, RuntimeStats};
 pub use aggregate::Aggregate;
 pub use command::{CommandId, CommandOptions};

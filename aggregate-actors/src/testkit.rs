@@ -34,7 +34,8 @@ use event_stores::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::actor::{Committed, encode_events};
+use crate::actor::encode_events;
+use crate::outcome::Committed;
 use crate::aggregate::Aggregate;
 use crate::codec;
 use crate::error::CommandError;
