@@ -113,6 +113,8 @@ pub async fn run_here(kind: &str, count: u64) -> Result<ProbeResult, BoxError> {
                         .snapshot_on_passivation(false)
                         .runtime(RuntimeConfig {
                             idle_timeout: None,
+                            // A million actors: above the default cap of 100 000.
+                            max_live_actors: None,
                             ..RuntimeConfig::default()
                         }),
                 )
@@ -122,7 +124,10 @@ pub async fn run_here(kind: &str, count: u64) -> Result<ProbeResult, BoxError> {
                     let executor = executor.clone();
                     async move {
                         executor
-                            .execute::<Ledger>(&format!("a{}", offset + job), LedgerCommand::Touch)
+                            .execute::<Ledger>(
+                                &format!("a{}", offset + job),
+                                LedgerCommand::Deposit { amount: 1 },
+                            )
                             .await?;
                         Ok(())
                     }
