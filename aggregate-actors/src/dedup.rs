@@ -27,7 +27,9 @@ use uuid::Uuid;
 pub struct DedupWindow {
     /// Most commands remembered per aggregate (0 = remember none, rely on the store alone).
     pub max_commands: usize,
-    /// Commands recorded longer ago than this are forgotten (`None` = count only).
+    /// Commands recorded longer ago than this are forgotten when the aggregate records its next
+    /// command or is activated (`None` = count only). An idle aggregate may answer from its
+    /// window a little longer, which is harmless: the answer is the original outcome.
     pub max_age: Option<Duration>,
 }
 

@@ -18,12 +18,12 @@ use event_stores::{
 };
 
 use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, CommandCall};
-use crate::outcome::{Committed, StateView};
 use crate::aggregate::Aggregate;
 use crate::command::CommandOptions;
 use crate::error::{CommandError, ExecutorError, Indeterminate};
 use crate::hydrate::{SnapshotOrigin, Target, hydrate};
 use crate::metrics::{AggregateMetrics, AggregateStats};
+use crate::outcome::{Committed, StateView};
 use crate::settings::AggregateSettings;
 use crate::snapshot_writer::SnapshotWriter;
 

@@ -109,7 +109,6 @@ mod snapshot_writer;
 pub mod strategy;
 pub mod testkit;
 
-pub use outcome::{Committed, StateView};
 pub use actor_runtime::{PassivationReason, RuntimeConfig, RuntimeStats};
 pub use aggregate::Aggregate;
 pub use command::{CommandId, CommandOptions};
@@ -121,4 +120,5 @@ pub use executor::{
 };
 pub use hydrate::SnapshotOrigin;
 pub use metrics::{ActivationReport, AggregateStats};
+pub use outcome::{Committed, StateView};
 pub use settings::{AggregateSettings, Retention};

@@ -57,4 +57,3 @@ impl<A: Aggregate> Clone for StateView<A> {
         }
     }
 }
-

@@ -35,11 +35,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::actor::encode_events;
-use crate::outcome::Committed;
 use crate::aggregate::Aggregate;
 use crate::codec;
 use crate::error::CommandError;
 use crate::executor::Executor;
+use crate::outcome::Committed;
 use crate::settings::AggregateSettings;
 
 /// Drives one aggregate instance through an executor on real stores (in-memory by default).

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use aggregate_actors::event_stores::{
+    AppendReceipt, EventStore, NewEvent, ReadQuery, RecordedEvent, StoreResult, StreamId,
+};
 use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{
     AggregateSettings, At, CommandError, Executor, ExecutorError, Retention, RuntimeConfig,
@@ -196,8 +199,52 @@ async fn an_lru_cap_of_100_with_1000_ids_in_use_never_exceeds_100_live(stores: S
     }
 }
 
+/// Delays every append, so commands pile up in the actors' mailboxes.
+struct SlowAppends(Arc<dyn EventStore>);
+
+#[async_trait::async_trait]
+impl EventStore for SlowAppends {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendReceipt> {
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        self.0.append(stream, expected_version, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        query: ReadQuery,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        self.0.read_stream(stream, query).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+        self.0.stream_version(stream).await
+    }
+    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
+        self.0.read_all(after_position, limit).await
+    }
+    async fn read_command(
+        &self,
+        stream: &StreamId,
+        command_id: uuid::Uuid,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        self.0.read_command(stream, command_id).await
+    }
+}
+
 async fn shutdown_with_commands_in_flight_stores_every_acknowledged_command(stores: Stores) {
-    let executor = executor(&stores, AggregateSettings::new());
+    // Slow appends: 50 commands per id take well over 100 ms, so when shutdown begins most of
+    // them wait in mailboxes, and shutdown must finish them.
+    let executor = Executor::builder(
+        Arc::new(SlowAppends(Arc::clone(&stores.events))),
+        Arc::clone(&stores.snapshots),
+    )
+    .register::<Ledger>(AggregateSettings::new())
+    .build()
+    .unwrap();
     // Activate every id first so the commands below sit in mailboxes when shutdown begins
     // (a call still waiting for an activation is refused with ShuttingDown instead).
     for id in 0..8 {
@@ -234,7 +281,14 @@ async fn shutdown_with_commands_in_flight_stores_every_acknowledged_command(stor
         );
         tokio::task::yield_now().await;
     }
+    // Commands completed before shutdown began (at most; more may finish before it starts).
+    let succeeded_before_shutdown = executor
+        .stats_of::<Ledger>()
+        .unwrap()
+        .aggregate
+        .commands_succeeded as usize;
     executor.shutdown().await;
+    // The 8 activating commands count too.
     let mut acknowledged = [1usize; 8];
     for task in tasks {
         match task.await.unwrap() {
@@ -243,9 +297,20 @@ async fn shutdown_with_commands_in_flight_stores_every_acknowledged_command(stor
             (_, Err(other)) => panic!("unexpected {other}"),
         }
     }
+    let total_acknowledged = acknowledged.iter().sum::<usize>();
     assert!(
-        acknowledged.iter().sum::<usize>() > 0,
-        "some commands were in flight at shutdown"
+        total_acknowledged > succeeded_before_shutdown,
+        "commands queued when shutdown began were finished and acknowledged \
+         ({total_acknowledged} acknowledged, {succeeded_before_shutdown} done before shutdown)"
+    );
+    assert_eq!(
+        executor
+            .stats_of::<Ledger>()
+            .unwrap()
+            .aggregate
+            .commands_succeeded as usize,
+        total_acknowledged,
+        "every command that succeeded was acknowledged to its caller"
     );
     for (id, count) in acknowledged.iter().enumerate() {
         assert_eq!(

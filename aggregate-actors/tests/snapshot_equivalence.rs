@@ -167,7 +167,12 @@ async fn check_history(
     let view = reactivated.state::<Ledger>(id).await.unwrap();
     prop_assert_eq!(&view.state, &folded, "snapshot + tail");
     prop_assert_eq!(view.version, model.len() as u64);
-    tally.record(kind, on_passivation, steps, view.activation.snapshot_version);
+    tally.record(
+        kind,
+        on_passivation,
+        steps,
+        view.activation.snapshot_version,
+    );
     let replayed_from = view.activation.snapshot_version.unwrap_or(0);
     prop_assert_eq!(
         view.activation.events_replayed,
@@ -221,18 +226,22 @@ impl Tally {
         }
     }
 
-    /// Asserts that at least `min_share` of each group re-activated from a snapshot.
-    fn assert_snapshots_were_used(&self, min_share: f64) {
-        for (group, total, from_snapshot) in [
+    /// Asserts that at least `min_share.0` of the histories with a snapshot strategy, and at
+    /// least `min_share.1` (and at least one) of those where only the strategy could snapshot,
+    /// re-activated from a snapshot.
+    fn assert_snapshots_were_used(&self, min_share: (f64, f64)) {
+        for (group, total, from_snapshot, min_share) in [
             (
                 "histories with a snapshot strategy",
                 &self.with_strategy,
                 &self.with_strategy_from_snapshot,
+                min_share.0,
             ),
             (
                 "histories where only the strategy could snapshot",
                 &self.strategy_only,
                 &self.strategy_only_from_snapshot,
+                min_share.1,
             ),
         ] {
             let total = total.load(Ordering::Relaxed);
@@ -244,7 +253,7 @@ impl Tally {
             );
             assert!(total > 0, "no {group}: the generator is broken");
             assert!(
-                share >= min_share,
+                from_snapshot > 0 && share >= min_share,
                 "only {from_snapshot} of {total} {group} re-activated from a snapshot \
                  (< {:.0} %): snapshots were not taken or not used",
                 min_share * 100.0
@@ -273,10 +282,7 @@ fn run(stores: &Stores, cases: u32) -> Tally {
     );
     runner
         .run(&history, |(kind, on_passivation, steps)| {
-            let id = format!(
-                "p{}",
-                case.fetch_add(1, Ordering::Relaxed)
-            );
+            let id = format!("p{}", case.fetch_add(1, Ordering::Relaxed));
             runtime.block_on(check_history(
                 stores,
                 &id,
@@ -290,9 +296,16 @@ fn run(stores: &Stores, cases: u32) -> Tally {
     tally
 }
 
-/// The share of re-activations that must start from a snapshot, in each group of [`Tally`].
-/// TODO-measured below.
-const MIN_SHARE_FROM_SNAPSHOT: f64 = 0.0;
+/// The share of re-activations that must start from a snapshot: of histories with a strategy
+/// other than `Never` (about 93 % observed: half the histories also snapshot on passivation),
+/// and of those where only the strategy could snapshot (50 to 66 % observed over about 115 such
+/// histories per 1 000; the rest used a large `n`, few events or `ReplayCost` without a costly
+/// re-activation). Both bounds sit many standard deviations below what the generator yields.
+const MIN_SHARE_FROM_SNAPSHOT: (f64, f64) = (0.6, 0.3);
+
+/// On PostgreSQL, 100 histories give only about 12 where only the strategy could snapshot: too
+/// few for a share, so at least one of them must have re-activated from a snapshot.
+const MIN_SHARE_FROM_SNAPSHOT_POSTGRES: (f64, f64) = (0.6, 0.0);
 
 #[test]
 fn snapshot_plus_tail_equals_full_replay_equals_fold_in_memory_1000_histories() {
@@ -312,7 +325,7 @@ fn snapshot_plus_tail_equals_full_replay_equals_fold_on_postgres_100_histories()
 fn run_and_drop_in(setup: &tokio::runtime::Runtime, stores: Stores, cases: u32) {
     let (stores, tally) = run_returning(stores, cases);
     setup.block_on(async move { drop(stores) });
-    tally.assert_snapshots_were_used(MIN_SHARE_FROM_SNAPSHOT);
+    tally.assert_snapshots_were_used(MIN_SHARE_FROM_SNAPSHOT_POSTGRES);
 }
 
 fn run_returning(stores: Stores, cases: u32) -> (Stores, Tally) {

@@ -129,8 +129,7 @@ async fn hybrid_snapshots_after_n_events_or_after_the_interval_whichever_comes_f
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bounded_snapshots_at_multiples_of_every_but_never_within_min_gap_and_always_at_max_gap()
-{
+async fn bounded_snapshots_at_multiples_of_every_but_never_within_min_gap_and_always_at_max_gap() {
     let executor = in_memory(settings(Bounded::new(10, 5, 8)));
     for _ in 0..40 {
         run(&executor, "bd", LedgerCommand::Add(1)).await;
@@ -240,10 +239,7 @@ async fn replay_cost_snapshots_once_after_an_expensive_activation_and_never_afte
         .aggregate
         .last_activation
         .unwrap();
-    assert_eq!(
-        (last.snapshot_version, last.events_replayed),
-        (Some(11), 1)
-    );
+    assert_eq!((last.snapshot_version, last.events_replayed), (Some(11), 1));
     assert_eq!(snapshot_versions(&executor, "rc").await, vec![11]);
     assert_eq!(snapshots_taken(&executor), 1);
     executor.shutdown().await;
@@ -482,7 +478,10 @@ async fn max_concurrent_activations_bounds_how_many_activations_read_the_store_a
     assert_eq!(stats.runtime.activations, IDS as u64);
     assert!(slow.reads.load(Ordering::SeqCst) >= IDS as u64);
     let max = slow.max_running.load(Ordering::SeqCst);
-    assert!(max <= LIMIT, "{max} activations read at once, limit {LIMIT}");
+    assert!(
+        max <= LIMIT,
+        "{max} activations read at once, limit {LIMIT}"
+    );
     assert_eq!(
         max, LIMIT,
         "{IDS} cold ids at once fill every activation slot"

@@ -55,7 +55,9 @@ pub mod testing;
 
 pub use error::{InvalidInput, StoreError, StoreResult};
 pub use event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
-pub use event_store::{AppendReceipt, CrashSafety, DEFAULT_PAGE_SIZE, EventStore, ReadQuery, StreamPages};
+pub use event_store::{
+    AppendReceipt, CrashSafety, DEFAULT_PAGE_SIZE, EventStore, ReadQuery, StreamPages,
+};
 pub use limits::{MAX_EVENT_TYPE_LEN, StoreLimits};
 pub use memory::{InMemoryEventStore, InMemorySnapshotStore};
 #[cfg(feature = "postgres")]

@@ -259,13 +259,12 @@ pub async fn assert_states_equal_fold(
 pub async fn wait_for_sessions_to_end(pool: &PgPool, application_name: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let left: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-        )
-        .bind(application_name)
-        .fetch_one(pool)
-        .await
-        .unwrap_or_else(|e| panic!("reading pg_stat_activity: {e}"));
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(application_name)
+                .fetch_one(pool)
+                .await
+                .unwrap_or_else(|e| panic!("reading pg_stat_activity: {e}"));
         if left == 0 {
             return;
         }

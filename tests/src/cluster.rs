@@ -33,8 +33,10 @@ pub struct Crashed {
 /// How [`PgCluster::start_server_after_crash`] went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Restart {
-    /// Time `pg_ctl start` took (crash recovery included), retry included.
+    /// Time the `pg_ctl start` that succeeded took (crash recovery included).
     pub took: Duration,
+    /// Time spent in starts refused before it (zero when the first start succeeded).
+    pub refused_for: Duration,
     /// The first start was refused by the stale `postmaster.pid` of the killed (zombie)
     /// postmaster, which was removed before the retry.
     pub removed_stale_lock: bool,
@@ -127,13 +129,7 @@ impl PgCluster {
 
     /// The PID of the running postmaster: the first line of `data/postmaster.pid`.
     pub fn postmaster_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join("data").join("postmaster.pid"))
-            .ok()?
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()
+        lock_pid(&self.dir.join("data").join("postmaster.pid"))
     }
 
     /// Crashes the server: SIGKILLs the postmaster (as root, which may signal the `postgres`
@@ -142,17 +138,36 @@ impl PgCluster {
     /// after a real crash. Returns what [`start_server_after_crash`](Self::start_server_after_crash)
     /// needs to wait for.
     pub fn kill_postmaster(&self) -> Crashed {
+        self.kill(false)
+    }
+
+    /// Crashes the whole server at once, as an OOM kill of its cgroup or a power cut would:
+    /// SIGKILLs the postmaster and every backend in one `kill`. Unlike
+    /// [`kill_postmaster`](Self::kill_postmaster), where backends finish the statement they are
+    /// running (a commit in flight completes and is answered) before they notice, this cuts
+    /// commits in flight: some are durable but never answered.
+    pub fn kill_postmaster_and_backends(&self) -> Crashed {
+        self.kill(true)
+    }
+
+    fn kill(&self, with_backends: bool) -> Crashed {
         let postmaster = self
             .postmaster_pid()
             .unwrap_or_else(|| panic!("no postmaster.pid in {}", self.dir.display()));
         let backends = children_of(postmaster);
+        let mut targets = vec![postmaster.to_string()];
+        if with_backends {
+            targets.extend(backends.iter().map(u32::to_string));
+        }
         let status = Command::new("kill")
-            .args(["-KILL", &postmaster.to_string()])
+            .arg("-KILL")
+            .args(&targets)
             .status()
             .unwrap_or_else(|e| panic!("running kill: {e}"));
+        // A backend may exit on its own between listing and kill: only the postmaster must die.
         assert!(
-            status.success(),
-            "kill -KILL {postmaster} failed ({status})"
+            status.success() || (with_backends && !is_alive(postmaster)),
+            "kill -KILL {targets:?} failed ({status})"
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         while is_alive(postmaster) {
@@ -189,23 +204,37 @@ impl PgCluster {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let started = Instant::now();
-        let first = self.try_start_server();
+        let mut started = Instant::now();
+        let mut refused_for = Duration::ZERO;
         let mut removed_stale_lock = false;
-        if let Err(refused) = first {
-            let lock = self.dir.join("data").join("postmaster.pid");
-            let stale = self.postmaster_pid() == Some(crashed.postmaster)
-                && !is_alive(crashed.postmaster)
-                && crashed.backends.iter().all(|&pid| !is_alive(pid));
-            assert!(stale, "the server did not start after the crash: {refused}");
-            std::fs::remove_file(&lock)
-                .unwrap_or_else(|e| panic!("removing {}: {e}", lock.display()));
+        let locks = [
+            self.dir.join("data").join("postmaster.pid"),
+            self.dir
+                .join("sock")
+                .join(format!(".s.PGSQL.{}.lock", self.port)),
+        ];
+        while let Err(refused) = self.try_start_server() {
+            let dead =
+                !is_alive(crashed.postmaster) && crashed.backends.iter().all(|&pid| !is_alive(pid));
+            let stale: Vec<&PathBuf> = locks
+                .iter()
+                .filter(|lock| lock_pid(lock) == Some(crashed.postmaster))
+                .collect();
+            assert!(
+                dead && !stale.is_empty(),
+                "the server did not start after the crash: {refused}"
+            );
+            for lock in stale {
+                std::fs::remove_file(lock)
+                    .unwrap_or_else(|e| panic!("removing {}: {e}", lock.display()));
+            }
             removed_stale_lock = true;
-            self.try_start_server()
-                .unwrap_or_else(|e| panic!("the server did not start after the crash: {e}"));
+            refused_for += started.elapsed();
+            started = Instant::now();
         }
         Restart {
             took: started.elapsed(),
+            refused_for,
             removed_stale_lock,
         }
     }
@@ -332,6 +361,17 @@ impl Drop for PgCluster {
 fn path(p: &Path) -> &str {
     p.to_str()
         .unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
+}
+
+/// The PID on the first line of a PostgreSQL lock file.
+fn lock_pid(lock: &Path) -> Option<u32> {
+    std::fs::read_to_string(lock)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// True while process `pid` exists and is not a zombie.

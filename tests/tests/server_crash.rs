@@ -2,7 +2,8 @@
 //! cluster this test owns runs with `fsync`, `synchronous_commit` and `full_page_writes` on, a
 //! command load runs against it (every command with its own command id, retried with that same
 //! id after an indeterminate or retryable outcome), and the postmaster is SIGKILLed at random
-//! moments, then started again (crash recovery from the WAL). After every restart, and at the
+//! moments — alone, or together with its backends so that commits in flight are cut — then
+//! started again (crash recovery from the WAL). After every restart, and at the
 //! end, raw SQL shows every acknowledged command stored exactly once, whole, at the acknowledged
 //! versions, no command id twice and contiguous versions; at the end the state a fresh executor
 //! serves equals the fold of the stored events.
@@ -153,12 +154,15 @@ async fn load(
     }
 }
 
+/// `aggregate_id, version, event_id, command_id, payload` of one stored event.
+type EventRow = (String, i64, Uuid, Option<Uuid>, Vec<u8>);
+
 /// Every wallet event in the database, read with raw SQL on a connection of its own, decoded
 /// and checked: versions 1, 2, 3 … per stream, the `command_id` column equal to the command id
 /// the payload carries.
 async fn read_raw(url: &str) -> BTreeMap<String, Vec<(StoredEvent, Uuid)>> {
     let mut conn = PgConnection::connect(url).await.unwrap();
-    let rows: Vec<(String, i64, Uuid, Option<Uuid>, Vec<u8>)> = sqlx::query_as(
+    let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT aggregate_id, version, event_id, command_id, payload FROM events \
          WHERE aggregate_type = 'wallet' ORDER BY aggregate_id, version",
     )
@@ -358,9 +362,18 @@ async fn acknowledged_commands_survive_repeated_postmaster_sigkills_exactly_once
         acks_between_kills.push(acked_since);
         let killed_at = Instant::now();
         let c = Arc::clone(&cluster);
-        let crashed = tokio::task::spawn_blocking(move || c.kill_postmaster())
-            .await
-            .unwrap();
+        // Odd kills: the postmaster alone (its backends finish what they run, then exit);
+        // even kills: the postmaster and every backend at once (commits in flight are cut).
+        let whole_server = kill % 2 == 1;
+        let crashed = tokio::task::spawn_blocking(move || {
+            if whole_server {
+                c.kill_postmaster_and_backends()
+            } else {
+                c.kill_postmaster()
+            }
+        })
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
         let c = Arc::clone(&cluster);
         let restart = tokio::task::spawn_blocking(move || c.start_server_after_crash(&crashed))
@@ -397,7 +410,12 @@ async fn acknowledged_commands_survive_repeated_postmaster_sigkills_exactly_once
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        recoveries.push((up_since - killed_at, restart, first_ack - up_since));
+        recoveries.push((
+            whole_server,
+            up_since - killed_at,
+            restart,
+            first_ack - up_since,
+        ));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
@@ -442,16 +460,25 @@ async fn acknowledged_commands_survive_repeated_postmaster_sigkills_exactly_once
         stats.snapshots_taken,
         stats.snapshots_failed,
     );
-    for (kill, (down, restart, first_ack)) in recoveries.iter().enumerate() {
+    for (kill, (whole_server, down, restart, first_ack)) in recoveries.iter().enumerate() {
         eprintln!(
-            "server_crash: kill {}: server down {down:.2?} (pg_ctl start with crash recovery \
+            "server_crash: kill {} ({}): server down {down:.2?} (pg_ctl start with crash recovery \
              {:.2?}{}), first acknowledgement {first_ack:.2?} after the restart",
             kill + 1,
+            if *whole_server {
+                "postmaster and backends"
+            } else {
+                "postmaster"
+            },
             restart.took,
             if restart.removed_stale_lock {
-                "; stale postmaster.pid of the zombie postmaster removed"
+                format!(
+                    "; after a start refused in {:.2?} because of the zombie postmaster's \
+                     stale lock files, removed",
+                    restart.refused_for
+                )
             } else {
-                ""
+                String::new()
             }
         );
     }

@@ -73,13 +73,43 @@ async fn two_processes_writing_the_same_aggregates(max_conflict_retries: u32) ->
     let nacks: Vec<_> = outputs.iter().flat_map(|o| o.nacks.clone()).collect();
     let conflicts: u64 = outputs.iter().map(|o| o.stat("conflicts")).sum();
 
-    for output in &outputs {
+    for (n, output) in outputs.iter().enumerate() {
         assert_eq!(
             output.acks.len() + output.nacks.len(),
             3 * 150,
             "every command answered"
         );
+        let stats = output
+            .stats
+            .as_ref()
+            .unwrap_or_else(|| panic!("writer-{n} printed no STATS line"));
+        assert!(
+            stats.contains_key("conflicts"),
+            "writer-{n}'s STATS has no conflicts counter: {stats:?}"
+        );
         assert_eq!(output.stat("succeeded"), output.acks.len() as u64);
+        // Each executor saw the other one's writes as version conflicts: the loads overlapped
+        // on every side, not just one.
+        assert!(
+            output.stat("conflicts") > 0,
+            "writer-{n}'s executor never met a conflict: the test did not exercise concurrency"
+        );
+        let reported = output
+            .nacks
+            .iter()
+            .filter(|nack| nack.kind == "conflict")
+            .count() as u64;
+        assert!(
+            reported <= output.stat("conflicts"),
+            "writer-{n} reported {reported} conflicts but its executor counted fewer"
+        );
+        if max_conflict_retries == 0 {
+            assert_eq!(
+                reported,
+                output.stat("conflicts"),
+                "writer-{n}: with no retries every conflict is reported"
+            );
+        }
     }
     let unexpected: Vec<_> = nacks
         .iter()
@@ -112,10 +142,14 @@ async fn two_processes_writing_the_same_aggregates(max_conflict_retries: u32) ->
     eprintln!(
         "two_writers (max {max_conflict_retries} retries): {} acknowledged and verified, \
          {} rejected, {conflicts} conflicts seen, {reported_conflicts} reported after the \
-         retries ran out, {} events; {:.1?}",
+         retries ran out, {} events; conflicts per writer {:?}; {:.1?}",
         report.acks_verified,
         nacks.iter().filter(|n| n.kind == "rejected").count(),
         report.events,
+        outputs
+            .iter()
+            .map(|o| o.stat("conflicts"))
+            .collect::<Vec<_>>(),
         started.elapsed()
     );
     (conflicts, reported_conflicts)

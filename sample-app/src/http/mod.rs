@@ -102,7 +102,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     value
         .to_str()
         .map(Some)
-        .map_err(|e| ApiError::invalid_idempotency_key(e))
+        .map_err(ApiError::invalid_idempotency_key)
 }
 
 /// The command id a request runs under: with an `Idempotency-Key`,
