@@ -125,6 +125,12 @@ impl<V: VirtualActor> Core<V> {
             if self.is_shutting_down() {
                 return Err(RuntimeError::ShuttingDown);
             }
+            // Checked again on every round: a key can move away while its old actor drains.
+            if !self.placement.is_local(key) {
+                return Err(RuntimeError::NotLocal {
+                    key: key.to_string(),
+                });
+            }
             let slot = self.slot_for(key);
             if let Some(actor) = slot.actor() {
                 let Some(permit) = slot.shared.try_admit() else {
@@ -182,10 +188,13 @@ impl<V: VirtualActor> Core<V> {
     }
 
     /// Asks every started actor to stop with `reason` and waits until they have.
-    async fn stop_all(&self, reason: PassivationReason) {
+    /// Asks every started actor whose key `matches` to stop with `reason` and waits until
+    /// they have.
+    async fn stop_matching(&self, reason: PassivationReason, matches: impl Fn(&V::Key) -> bool) {
         let slots: Vec<Arc<Slot<V>>> = self
             .slots
             .iter()
+            .filter(|entry| matches(entry.key()))
             .map(|entry| Arc::clone(entry.value()))
             .filter(|slot| slot.request_stop(reason))
             .collect();
@@ -262,11 +271,6 @@ impl<V: VirtualActor> Directory<V> {
         if core.is_shutting_down() {
             return Err(RuntimeError::ShuttingDown);
         }
-        if !core.placement.is_local(key) {
-            return Err(RuntimeError::NotLocal {
-                key: key.to_string(),
-            });
-        }
         let (reply, answer) = Reply::channel();
         let message = make(reply);
         match tokio::time::timeout(timeout, core.deliver(key, message, answer)).await {
@@ -298,7 +302,17 @@ impl<V: VirtualActor> Directory<V> {
 
     /// [`passivate`](Directory::passivate) for every started actor, waiting for all of them.
     pub async fn passivate_all(&self) {
-        self.core().stop_all(PassivationReason::Requested).await;
+        self.core()
+            .stop_matching(PassivationReason::Requested, |_| true)
+            .await;
+    }
+
+    /// [`passivate`](Directory::passivate) for every started actor whose key `matches` (for
+    /// example the keys of a shard that moves to another node), waiting for all of them.
+    pub async fn passivate_matching(&self, matches: impl Fn(&V::Key) -> bool) {
+        self.core()
+            .stop_matching(PassivationReason::Requested, matches)
+            .await;
     }
 
     /// `true` if `key` has a started actor (possibly finishing its mailbox before a stop).

@@ -74,6 +74,8 @@ pub(crate) struct AggregateActor<A: Aggregate> {
     /// True while the in-memory state may be ahead of the store (events applied, append not
     /// confirmed). The next command rebuilds the state first.
     stale: bool,
+    /// An append was fenced: another node owns this aggregate now, so this actor must go.
+    fenced: bool,
     activation: ActivationReport,
     /// Commands applied lately, for deduplication.
     recent: RecentCommands,
@@ -122,6 +124,7 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
             version: hydrated.version,
             last_event_id: hydrated.last_event_id,
             stale: false,
+            fenced: false,
             activation,
             recent: hydrated.recent,
             last_snapshot_at: Instant::now(),
@@ -185,8 +188,9 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
 
     /// An aggregate with no events (a refused first command, a read of an unknown id) leaves
     /// nothing behind: unknown ids cost no memory.
+    /// An actor whose append was fenced passivates too: its aggregate is served elsewhere now.
     fn should_passivate(&self) -> bool {
-        self.version == 0
+        self.version == 0 || self.fenced
     }
 
     async fn passivate(&mut self, reason: PassivationReason) {
@@ -295,6 +299,10 @@ impl<A: Aggregate> AggregateActor<A> {
                 // Older than the window, but its events are stored: answer with those.
                 Err(StoreError::CommandAlreadyApplied { .. }) => {
                     return self.duplicate_from_store(call).await;
+                }
+                Err(error @ StoreError::Fenced { .. }) => {
+                    self.fenced = true;
+                    return Err(CommandError::NotStored(ExecutorError::Store(error)));
                 }
                 Err(error) if error.is_indeterminate() => {
                     return Err(self.indeterminate(call, ExecutorError::Store(error)));

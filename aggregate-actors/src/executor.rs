@@ -11,93 +11,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use actor_runtime::{Directory, RuntimeError, RuntimeStats};
-use chrono::{DateTime, Utc};
+use actor_runtime::{Directory, LocalPlacement, Placement, RuntimeError};
 use event_stores::{
-    CrashSafety, EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
 };
 
 use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, CommandCall};
 use crate::aggregate::Aggregate;
 use crate::command::CommandOptions;
 use crate::error::{CommandError, ExecutorError, Indeterminate};
-use crate::hydrate::{SnapshotOrigin, Target, hydrate};
-use crate::metrics::{AggregateMetrics, AggregateStats};
-use crate::outcome::{Committed, StateView};
+use crate::hydrate::{Target, hydrate};
+use crate::metrics::AggregateMetrics;
+use crate::outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};
 use crate::settings::AggregateSettings;
 use crate::snapshot_writer::SnapshotWriter;
 
 /// Snapshot writes in flight at once, over all aggregates of an executor.
 const MAX_CONCURRENT_SNAPSHOT_WRITES: usize = 8;
-
-/// The point in an aggregate's history to reconstruct.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum At {
-    /// Right after this version.
-    Version(u64),
-    /// With every event recorded at or before this instant.
-    Time(DateTime<Utc>),
-}
-
-/// The state of an aggregate at a past point, and how it was obtained.
-pub struct Reconstruction<A: Aggregate> {
-    /// The state.
-    pub state: A::State,
-    /// The version reached.
-    pub version: u64,
-    /// When the event at that version was recorded (None at version 0).
-    pub reached_at: Option<DateTime<Utc>>,
-    /// The snapshot it started from, if a valid one was at or before the target.
-    pub from_snapshot: Option<SnapshotOrigin>,
-    /// Invalid snapshots skipped on the way.
-    pub snapshots_skipped: u32,
-    /// Events replayed after the snapshot.
-    pub events_replayed: u64,
-    /// Wall time taken.
-    pub elapsed: Duration,
-}
-
-impl<A: Aggregate> std::fmt::Debug for Reconstruction<A> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reconstruction")
-            .field("state", &self.state)
-            .field("version", &self.version)
-            .field("reached_at", &self.reached_at)
-            .field("from_snapshot", &self.from_snapshot)
-            .field("snapshots_skipped", &self.snapshots_skipped)
-            .field("events_replayed", &self.events_replayed)
-            .field("elapsed", &self.elapsed)
-            .finish()
-    }
-}
-
-/// Statistics of one registered aggregate type.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TypeStats {
-    /// Commands, activations, replays, snapshots.
-    pub aggregate: AggregateStats,
-    /// Live actors, activations, passivations, crashes, overloads.
-    pub runtime: RuntimeStats,
-}
-
-/// Statistics of every registered type.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExecutorStats {
-    /// One entry per registered aggregate type, in registration order.
-    pub types: Vec<TypeStats>,
-    /// Whether acknowledged commands survive a crash of the event store's server (checked when
-    /// a PostgreSQL store connects; a warning is logged when they would not).
-    pub event_store: CrashSafety,
-}
-
-impl ExecutorStats {
-    /// The entry of one aggregate type.
-    pub fn of(&self, aggregate_type: &str) -> Option<&TypeStats> {
-        self.types
-            .iter()
-            .find(|t| t.aggregate.aggregate_type == aggregate_type)
-    }
-}
 
 /// Why an executor could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +44,11 @@ pub struct ExecutorBuilder {
     registrations: Vec<Registrar>,
     names: Vec<&'static str>,
     shutdown_timeout: Duration,
+    placement: PlacementFactory,
 }
+
+/// Gives the placement of each aggregate type (which ids this node serves).
+pub type PlacementFactory = Arc<dyn Fn(&'static str) -> Arc<dyn Placement<String>> + Send + Sync>;
 
 /// Creates one type's registration once the shared parts (stores, writer) exist.
 type Registrar = Box<dyn FnOnce(&Shared) -> (TypeId, Box<dyn Registered>)>;
@@ -123,6 +57,7 @@ struct Shared {
     events: Arc<dyn EventStore>,
     snapshots: Arc<dyn SnapshotStore>,
     writer: SnapshotWriter,
+    placement: PlacementFactory,
 }
 
 impl ExecutorBuilder {
@@ -141,12 +76,21 @@ impl ExecutorBuilder {
                 settings,
             });
             let runtime = context.settings.runtime.clone();
+            let placement = (shared.placement)(A::TYPE);
             let registration: Box<dyn Registered> = Box::new(Registration::<A> {
-                directory: Directory::new(Arc::clone(&context), runtime),
+                directory: Directory::with_placement(Arc::clone(&context), runtime, placement),
                 context,
             });
             (TypeId::of::<A>(), registration)
         }));
+        self
+    }
+
+    /// Serves only the ids `placement` gives each aggregate type (a cluster's shards owned by
+    /// this node); calls for other ids fail with [`ExecutorError::NotLocal`] and activate
+    /// nothing. Default: every id is local.
+    pub fn placement(mut self, placement: PlacementFactory) -> Self {
+        self.placement = placement;
         self
     }
 
@@ -171,6 +115,7 @@ impl ExecutorBuilder {
             ),
             events: self.events,
             snapshots: self.snapshots,
+            placement: self.placement,
         };
         let mut types = HashMap::new();
         let mut order = Vec::new();
@@ -211,6 +156,10 @@ trait Registered: Send + Sync {
     fn as_any(&self) -> &dyn Any;
     fn stats(&self) -> TypeStats;
     async fn passivate_all(&self);
+    async fn passivate_matching(
+        &self,
+        matches: &(dyn for<'k> Fn(&'static str, &'k str) -> bool + Sync),
+    );
     async fn shutdown(&self);
 }
 
@@ -236,6 +185,15 @@ impl<A: Aggregate> Registered for Registration<A> {
         self.directory.passivate_all().await;
     }
 
+    async fn passivate_matching(
+        &self,
+        matches: &(dyn for<'k> Fn(&'static str, &'k str) -> bool + Sync),
+    ) {
+        self.directory
+            .passivate_matching(|id: &String| matches(A::TYPE, id.as_str()))
+            .await;
+    }
+
     async fn shutdown(&self) {
         self.directory.shutdown().await;
     }
@@ -253,6 +211,7 @@ impl Executor {
             registrations: Vec::new(),
             names: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
+            placement: Arc::new(|_| Arc::new(LocalPlacement)),
         }
     }
 
@@ -419,6 +378,17 @@ impl Executor {
         for type_id in &self.inner.order {
             if let Some(registration) = self.inner.types.get(type_id) {
                 registration.passivate_all().await;
+            }
+        }
+        self.flush_snapshots().await;
+    }
+
+    /// Passivates every live actor whose (aggregate type, id) `matches` (e.g. those of a shard
+    /// leaving this node) and waits until the snapshots they took on the way out are written.
+    pub async fn passivate_matching(&self, matches: impl Fn(&'static str, &str) -> bool + Sync) {
+        for type_id in &self.inner.order {
+            if let Some(registration) = self.inner.types.get(type_id) {
+                registration.passivate_matching(&matches).await;
             }
         }
         self.flush_snapshots().await;

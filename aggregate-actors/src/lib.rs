@@ -109,16 +109,14 @@ mod snapshot_writer;
 pub mod strategy;
 pub mod testkit;
 
-pub use actor_runtime::{PassivationReason, RuntimeConfig, RuntimeStats};
+pub use actor_runtime::{PassivationReason, Placement, RuntimeConfig, RuntimeStats};
 pub use aggregate::Aggregate;
 pub use command::{CommandId, CommandOptions};
 pub use dedup::DedupWindow;
 pub use error::{ActivationError, CommandError, ExecutorError, Indeterminate};
 pub use event_stores;
-pub use executor::{
-    At, BuildError, Executor, ExecutorBuilder, ExecutorStats, Reconstruction, TypeStats,
-};
+pub use executor::{BuildError, Executor, ExecutorBuilder, PlacementFactory};
 pub use hydrate::SnapshotOrigin;
 pub use metrics::{ActivationReport, AggregateStats};
-pub use outcome::{Committed, StateView};
+pub use outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};
 pub use settings::{AggregateSettings, Retention};

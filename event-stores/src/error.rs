@@ -120,6 +120,22 @@ pub enum StoreError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A fenced append was refused: the shard is no longer owned by the fence's owner at the
+    /// fence's epoch (another node took it over, or it was released). Nothing was written;
+    /// refresh the route and retry on the current owner.
+    #[error("append to {stream} fenced: shard {shard} is no longer owned at epoch {epoch}")]
+    Fenced {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The shard.
+        shard: u32,
+        /// The epoch the append carried.
+        epoch: u64,
+    },
+    /// The backend does not implement this operation (for example fenced appends on the
+    /// in-memory store, which serves one process and has no shard owners).
+    #[error("{0} is not supported by this store")]
+    Unsupported(&'static str),
     /// The server would lose acknowledged commits in a crash and
     /// [`PgConfig::require_durability`](crate::PgConfig::require_durability) is set.
     #[error("the server is not crash-safe: {0}")]
@@ -139,13 +155,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when retrying the same call later may succeed (the backend was unreachable, or a
-    /// write's outcome is unknown). A version conflict is not "retryable" in this sense: the
-    /// caller must re-read first.
+    /// True when retrying the same call later may succeed (the backend was unreachable, a
+    /// write's outcome is unknown, or the append was fenced and belongs on the shard's new
+    /// owner). A version conflict is not "retryable" in this sense: the caller must re-read
+    /// first.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable { .. } | StoreError::Indeterminate { .. }
+            StoreError::Unavailable { .. }
+                | StoreError::Indeterminate { .. }
+                | StoreError::Fenced { .. }
         )
     }
 

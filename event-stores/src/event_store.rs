@@ -153,6 +153,21 @@ pub trait EventStore: Send + Sync + 'static {
         command_id: uuid::Uuid,
     ) -> StoreResult<Vec<RecordedEvent>>;
 
+    /// [`append`](Self::append), but only while `fence` is still the current ownership of its
+    /// shard (see [`Fence`](crate::Fence)); otherwise fails with
+    /// [`StoreError::Fenced`](crate::StoreError::Fenced) and stores nothing. Stores without
+    /// shard owners answer [`StoreError::Unsupported`](crate::StoreError::Unsupported).
+    async fn append_fenced(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        fence: &crate::Fence,
+    ) -> StoreResult<AppendReceipt> {
+        let _ = (stream, expected_version, events, fence);
+        Err(crate::StoreError::Unsupported("fenced appends"))
+    }
+
     /// Whether acknowledged appends survive a crash (see [`CrashSafety`]).
     fn crash_safety(&self) -> CrashSafety {
         CrashSafety::Unknown

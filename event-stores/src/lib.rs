@@ -43,6 +43,7 @@ pub mod contract;
 mod error;
 mod event;
 mod event_store;
+mod fence;
 mod limits;
 pub mod memory;
 #[cfg(feature = "postgres")]
@@ -58,6 +59,7 @@ pub use event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
 pub use event_store::{
     AppendReceipt, CrashSafety, DEFAULT_PAGE_SIZE, EventStore, ReadQuery, StreamPages,
 };
+pub use fence::Fence;
 pub use limits::{MAX_EVENT_TYPE_LEN, StoreLimits};
 pub use memory::{InMemoryEventStore, InMemorySnapshotStore};
 #[cfg(feature = "postgres")]

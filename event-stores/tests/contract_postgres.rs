@@ -313,3 +313,177 @@ async fn a_server_that_would_lose_acknowledged_commits_is_reported_and_can_be_re
         );
     }
 }
+
+async fn set_shard_owner(pool: &sqlx::PgPool, shard: i32, owner: uuid::Uuid, epoch: i64) {
+    sqlx::query(
+        "INSERT INTO shard_owners (shard, owner, epoch) VALUES ($1, $2, $3)
+         ON CONFLICT (shard) DO UPDATE SET owner = $2, epoch = $3, changed_at = now()",
+    )
+    .bind(shard)
+    .bind(owner)
+    .bind(epoch)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A fenced append stores only while its fence is the shard's current (owner, epoch): after a
+/// takeover the old owner's append is refused as fenced and stores nothing, whatever version it
+/// expects, and the new owner appends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fenced_append_stores_only_while_its_owner_and_epoch_are_current() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let stream = fresh_stream("fenced");
+    let old = event_stores::Fence {
+        shard: 7,
+        owner: a,
+        epoch: 1,
+    };
+    let new = event_stores::Fence {
+        shard: 7,
+        owner: b,
+        epoch: 2,
+    };
+
+    // No ownership row at all: fenced.
+    let refused = events
+        .append_fenced(&stream, 0, numbered_events(0, 1), &old)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Fenced {
+                shard: 7,
+                epoch: 1,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+
+    set_shard_owner(events.pool(), 7, a, 1).await;
+    events
+        .append_fenced(&stream, 0, numbered_events(0, 2), &old)
+        .await
+        .unwrap();
+    set_shard_owner(events.pool(), 7, b, 2).await;
+    for expected in [2, 0, 5] {
+        let refused = events
+            .append_fenced(&stream, expected, numbered_events(2, 1), &old)
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(StoreError::Fenced {
+                    shard: 7,
+                    epoch: 1,
+                    ..
+                })
+            ),
+            "expected version {expected}: {refused:?}"
+        );
+    }
+    assert_eq!(events.stream_version(&stream).await.unwrap(), 2);
+    // The same owner at a newer epoch is another fence too.
+    let stale_epoch = event_stores::Fence { epoch: 1, ..new };
+    assert!(matches!(
+        events
+            .append_fenced(&stream, 2, numbered_events(2, 1), &stale_epoch)
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+    let receipt = events
+        .append_fenced(&stream, 2, numbered_events(2, 1), &new)
+        .await
+        .unwrap();
+    assert_eq!(receipt.last_version, 3);
+}
+
+/// An append that arrives while a takeover of its shard is in progress waits for it, then sees
+/// the new owner and is fenced: the takeover cannot slip between the check and the insert.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_racing_a_takeover_waits_for_it_and_is_fenced() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    set_shard_owner(events.pool(), 3, a, 5).await;
+    let stream = fresh_stream("race");
+
+    let mut takeover = events.pool().begin().await.unwrap();
+    sqlx::query("UPDATE shard_owners SET owner = $1, epoch = epoch + 1 WHERE shard = 3")
+        .bind(b)
+        .execute(&mut *takeover)
+        .await
+        .unwrap();
+    let appending = {
+        let events = events.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let fence = event_stores::Fence {
+                shard: 3,
+                owner: a,
+                epoch: 5,
+            };
+            events
+                .append_fenced(&stream, 0, numbered_events(0, 1), &fence)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !appending.is_finished(),
+        "the append must wait for the takeover's row lock"
+    );
+    takeover.commit().await.unwrap();
+    let outcome = appending.await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Err(StoreError::Fenced {
+                shard: 3,
+                epoch: 5,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(events.stream_version(&stream).await.unwrap(), 0);
+}
+
+/// While an append holding the fence is in flight, a takeover of the shard waits for it to
+/// commit, so the new owner's activation sees those events.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_takeover_waits_for_a_fenced_append_in_flight() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let a = uuid::Uuid::now_v7();
+    set_shard_owner(events.pool(), 4, a, 1).await;
+    // What the append statement holds while it runs: the row, FOR SHARE, until commit.
+    let mut in_flight = events.pool().begin().await.unwrap();
+    sqlx::query("SELECT epoch FROM shard_owners WHERE shard = 4 AND owner = $1 FOR SHARE")
+        .bind(a)
+        .execute(&mut *in_flight)
+        .await
+        .unwrap();
+    let pool = events.pool().clone();
+    let takeover = tokio::spawn(async move {
+        sqlx::query("UPDATE shard_owners SET owner = NULL, epoch = epoch + 1 WHERE shard = 4")
+            .execute(&pool)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !takeover.is_finished(),
+        "the takeover must wait for the append in flight"
+    );
+    in_flight.commit().await.unwrap();
+    takeover.await.unwrap().unwrap();
+}

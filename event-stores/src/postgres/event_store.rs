@@ -42,6 +42,7 @@ use uuid::Uuid;
 use crate::error::{InvalidInput, StoreError, StoreResult};
 use crate::event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
 use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery};
+use crate::fence::Fence;
 use crate::limits::StoreLimits;
 use crate::stream::StreamId;
 
@@ -53,8 +54,14 @@ use super::error::{UNIQUE_VIOLATION, constraint, is_lost_in_flight, map_sqlx, sq
 /// index within its transaction.
 pub const PG_MAX_EVENTS_PER_APPEND: usize = 1 << 16;
 
-const APPEND: &str = r#"
-WITH last AS (
+/// The append statement; the fenced variant adds a share-locked read of the shard's ownership
+/// row and inserts only when it still names the fence's owner and epoch.
+macro_rules! append_sql {
+    ($fence_cte:literal, $fence_condition:literal, $fence_ok:literal) => {
+        concat!(
+            "WITH ",
+            $fence_cte,
+            r#"last AS (
     SELECT version, recorded_at FROM events
     WHERE aggregate_type = $1::text AND aggregate_id = $2::text
     ORDER BY version DESC
@@ -75,15 +82,37 @@ WITH last AS (
                 $10::uuid[])
              WITH ORDINALITY AS e(event_id, event_type, schema_version, payload,
                                   correlation_id, causation_id, command_id, n)
-    WHERE head.version = $3::bigint
+    WHERE head.version = $3::bigint "#,
+            $fence_condition,
+            r#"
     ORDER BY e.n
     RETURNING version, position, recorded_at
 )
 SELECT head.version, COUNT(ins.version), MAX(ins.version), MAX(ins.position),
-       MAX(ins.recorded_at)
+       MAX(ins.recorded_at), "#,
+            $fence_ok,
+            r#"
 FROM head LEFT JOIN ins ON TRUE
 GROUP BY head.version
-"#;
+"#
+        )
+    };
+}
+
+const APPEND: &str = append_sql!("", "", "TRUE");
+
+// Under read committed, FOR SHARE either takes the row first (a takeover's UPDATE then waits
+// for this append to commit) or waits for a takeover in progress and re-checks the row it
+// committed, which no longer matches: the append is fenced.
+const APPEND_FENCED: &str = append_sql!(
+    r#"fence AS (
+    SELECT epoch FROM shard_owners
+    WHERE shard = $11::int AND owner = $12::uuid AND epoch = $13::bigint
+    FOR SHARE
+), "#,
+    "AND EXISTS (SELECT 1 FROM fence)",
+    "EXISTS (SELECT 1 FROM fence)"
+);
 
 const READ_STREAM: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
@@ -216,6 +245,148 @@ impl PgEventStore {
         self.pool.close().await;
     }
 
+    /// One append statement, fenced or not: acquire, send (bounded by the client timeout),
+    /// classify the outcome.
+    async fn append_checked(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        fence: Option<&Fence>,
+    ) -> StoreResult<AppendReceipt> {
+        self.limits.check_append(&events)?;
+
+        let Ok(expected) = i64::try_from(expected_version) else {
+            // No stream is that long: the caller is ahead of whatever is stored.
+            return Err(self.conflict(stream, expected_version).await);
+        };
+
+        let count = events.len();
+        let mut ids = Vec::with_capacity(count);
+        let mut types = Vec::with_capacity(count);
+        let mut schema_versions = Vec::with_capacity(count);
+        let mut payloads = Vec::with_capacity(count);
+        let mut correlations = Vec::with_capacity(count);
+        let mut causations = Vec::with_capacity(count);
+        let mut commands = Vec::with_capacity(count);
+        for event in &events {
+            ids.push(event.event_id);
+            types.push(event.event_type.as_str());
+            // Bit-cast: INT holds every u32 this way, and reads cast back.
+            schema_versions.push(event.schema_version as i32);
+            payloads.push(event.payload.as_ref());
+            correlations.push(event.metadata.correlation_id);
+            causations.push(event.metadata.causation_id);
+            commands.push(event.command_id);
+        }
+
+        // Acquire first: until the statement is sent, a failure means nothing was written.
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| map_sqlx("acquiring a connection to append", e))?;
+        let query = sqlx::query(if fence.is_some() {
+            APPEND_FENCED
+        } else {
+            APPEND
+        })
+        .bind(stream.aggregate_type())
+        .bind(stream.aggregate_id())
+        .bind(expected)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&schema_versions)
+        .bind(&payloads)
+        .bind(&correlations)
+        .bind(&causations)
+        .bind(&commands);
+        let query = match fence {
+            Some(fence) => query
+                .bind(i32::try_from(fence.shard).map_err(|_| {
+                    InvalidInput::BadVersion(format!("shard {} is out of range", fence.shard))
+                })?)
+                .bind(fence.owner)
+                .bind(i64::try_from(fence.epoch).map_err(|_| {
+                    InvalidInput::BadVersion(format!("epoch {} is out of range", fence.epoch))
+                })?),
+            None => query,
+        }
+        .fetch_one(&mut *conn);
+        let result = match tokio::time::timeout(self.client_timeout, query).await {
+            Ok(result) => result,
+            Err(_) => {
+                // A stalled server or black-holed network: the statement may still commit.
+                // The connection is in an unknown state, so it must not serve anyone else.
+                conn.close_on_drop();
+                return Err(StoreError::Indeterminate {
+                    message: format!(
+                        "append to {stream}: no answer from the server within {:?}",
+                        self.client_timeout
+                    ),
+                    source: None,
+                });
+            }
+        };
+        drop(conn);
+        let row = match result {
+            Ok(row) => row,
+            Err(err) if sqlstate(&err).as_deref() == Some(UNIQUE_VIOLATION) => {
+                return Err(self
+                    .unique_violation(stream, expected_version, &ids, &events, err)
+                    .await);
+            }
+            Err(err) if is_lost_in_flight(&err) => {
+                return Err(StoreError::Indeterminate {
+                    message: format!("append to {stream}: connection lost after sending: {err}"),
+                    source: Some(Box::new(err)),
+                });
+            }
+            Err(err) => return Err(map_sqlx("appending", err)),
+        };
+
+        let decode = |e| map_sqlx("reading the append result", e);
+        let current: i64 = row.try_get(0).map_err(decode)?;
+        let inserted: i64 = row.try_get(1).map_err(decode)?;
+        let fence_held: bool = row.try_get(5).map_err(decode)?;
+        if let (Some(fence), false) = (fence, fence_held) {
+            return Err(StoreError::Fenced {
+                stream: stream.clone(),
+                shard: fence.shard,
+                epoch: fence.epoch,
+            });
+        }
+        if inserted == 0 {
+            return Err(StoreError::VersionConflict {
+                stream: stream.clone(),
+                expected: expected_version,
+                actual: to_u64(current, "version")?,
+            });
+        }
+        let last_version: Option<i64> = row.try_get(2).map_err(decode)?;
+        let last_position: Option<i64> = row.try_get(3).map_err(decode)?;
+        let recorded_at: Option<DateTime<Utc>> = row.try_get(4).map_err(decode)?;
+        match (last_version, last_position, recorded_at) {
+            (Some(last_version), Some(last_position), Some(recorded_at))
+                if usize::try_from(inserted).ok() == Some(count) =>
+            {
+                Ok(AppendReceipt {
+                    first_version: expected_version + 1,
+                    last_version: to_u64(last_version, "version")?,
+                    recorded_at,
+                    last_position: to_u64(last_position, "position")?,
+                })
+            }
+            _ => Err(StoreError::Backend {
+                message: format!(
+                    "append to {stream} inserted {inserted} of {count} events; the statement \
+                     should write all or none"
+                ),
+                source: None,
+            }),
+        }
+    }
+
     /// The conflict to report after a lost race, reading the version that won.
     async fn conflict(&self, stream: &StreamId, expected: u64) -> StoreError {
         match self.stream_version(stream).await {
@@ -297,113 +468,19 @@ impl EventStore for PgEventStore {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendReceipt> {
-        self.limits.check_append(&events)?;
-        let Ok(expected) = i64::try_from(expected_version) else {
-            // No stream is that long: the caller is ahead of whatever is stored.
-            return Err(self.conflict(stream, expected_version).await);
-        };
-
-        let count = events.len();
-        let mut ids = Vec::with_capacity(count);
-        let mut types = Vec::with_capacity(count);
-        let mut schema_versions = Vec::with_capacity(count);
-        let mut payloads = Vec::with_capacity(count);
-        let mut correlations = Vec::with_capacity(count);
-        let mut causations = Vec::with_capacity(count);
-        let mut commands = Vec::with_capacity(count);
-        for event in &events {
-            ids.push(event.event_id);
-            types.push(event.event_type.as_str());
-            // Bit-cast: INT holds every u32 this way, and reads cast back.
-            schema_versions.push(event.schema_version as i32);
-            payloads.push(event.payload.as_ref());
-            correlations.push(event.metadata.correlation_id);
-            causations.push(event.metadata.causation_id);
-            commands.push(event.command_id);
-        }
-
-        // Acquire first: until the statement is sent, a failure means nothing was written.
-        let mut conn = self
-            .pool
-            .acquire()
+        self.append_checked(stream, expected_version, events, None)
             .await
-            .map_err(|e| map_sqlx("acquiring a connection to append", e))?;
-        let query = sqlx::query(APPEND)
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .bind(expected)
-            .bind(&ids)
-            .bind(&types)
-            .bind(&schema_versions)
-            .bind(&payloads)
-            .bind(&correlations)
-            .bind(&causations)
-            .bind(&commands)
-            .fetch_one(&mut *conn);
-        let result = match tokio::time::timeout(self.client_timeout, query).await {
-            Ok(result) => result,
-            Err(_) => {
-                // A stalled server or black-holed network: the statement may still commit.
-                // The connection is in an unknown state, so it must not serve anyone else.
-                conn.close_on_drop();
-                return Err(StoreError::Indeterminate {
-                    message: format!(
-                        "append to {stream}: no answer from the server within {:?}",
-                        self.client_timeout
-                    ),
-                    source: None,
-                });
-            }
-        };
-        drop(conn);
-        let row = match result {
-            Ok(row) => row,
-            Err(err) if sqlstate(&err).as_deref() == Some(UNIQUE_VIOLATION) => {
-                return Err(self
-                    .unique_violation(stream, expected_version, &ids, &events, err)
-                    .await);
-            }
-            Err(err) if is_lost_in_flight(&err) => {
-                return Err(StoreError::Indeterminate {
-                    message: format!("append to {stream}: connection lost after sending: {err}"),
-                    source: Some(Box::new(err)),
-                });
-            }
-            Err(err) => return Err(map_sqlx("appending", err)),
-        };
+    }
 
-        let decode = |e| map_sqlx("reading the append result", e);
-        let current: i64 = row.try_get(0).map_err(decode)?;
-        let inserted: i64 = row.try_get(1).map_err(decode)?;
-        if inserted == 0 {
-            return Err(StoreError::VersionConflict {
-                stream: stream.clone(),
-                expected: expected_version,
-                actual: to_u64(current, "version")?,
-            });
-        }
-        let last_version: Option<i64> = row.try_get(2).map_err(decode)?;
-        let last_position: Option<i64> = row.try_get(3).map_err(decode)?;
-        let recorded_at: Option<DateTime<Utc>> = row.try_get(4).map_err(decode)?;
-        match (last_version, last_position, recorded_at) {
-            (Some(last_version), Some(last_position), Some(recorded_at))
-                if usize::try_from(inserted).ok() == Some(count) =>
-            {
-                Ok(AppendReceipt {
-                    first_version: expected_version + 1,
-                    last_version: to_u64(last_version, "version")?,
-                    recorded_at,
-                    last_position: to_u64(last_position, "position")?,
-                })
-            }
-            _ => Err(StoreError::Backend {
-                message: format!(
-                    "append to {stream} inserted {inserted} of {count} events; the statement \
-                     should write all or none"
-                ),
-                source: None,
-            }),
-        }
+    async fn append_fenced(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        fence: &Fence,
+    ) -> StoreResult<AppendReceipt> {
+        self.append_checked(stream, expected_version, events, Some(fence))
+            .await
     }
 
     async fn read_stream(

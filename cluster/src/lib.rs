@@ -1,0 +1,56 @@
+//! Running aggregates on several nodes: membership, shard ownership and fencing tokens in
+//! PostgreSQL, and the runtime placement they give.
+//!
+//! No consensus of its own: PostgreSQL (which the event store needs anyway) holds the state,
+//! the way Orleans keeps its membership table in SQL.
+//!
+//! - **Members** ([`membership`]): a row per node process with a fresh node id, alive while its
+//!   heartbeat, written on the database clock, is younger than the TTL.
+//! - **Shards** ([`shard`]): an aggregate's shard is a stable hash of (type, id) modulo a fixed
+//!   count; each shard's preferred owner is chosen by rendezvous hashing over the live members,
+//!   so every node computes the same map and a join moves only the joiner's share.
+//! - **Ownership** ([`ownership`]): a row per shard with its owner and an epoch, claimed by a
+//!   conditional `UPDATE` (nobody or a dead node → me, epoch + 1) and released after the
+//!   shard's actors were drained and passivated.
+//! - **Fencing** ([`FencedEventStore`]): every append carries (shard, owner, epoch) and the
+//!   PostgreSQL append checks it under a share lock of the ownership row, so a node that lost a
+//!   shard cannot write to it, and a takeover waits for appends in flight.
+//! - **Self-fencing** ([`ClusterNode`]): a node that cannot heartbeat for the TTL minus a
+//!   margin stops serving before anyone may take its shards.
+//! - **Placement** ([`ClusterPlacement`]): the runtime serves only the keys of shards owned
+//!   here; [`ClusterNode::route`] says where the others are.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use cluster::{ClusterConfig, ClusterNode, ClusterPlacement, FencedEventStore};
+//! use event_stores::{EventStore, PgConfig, PgEventStore};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let events = PgEventStore::connect(&PgConfig::new("postgres://app@db/app")).await?;
+//! let node = ClusterNode::start(events.pool().clone(), ClusterConfig::new("10.0.0.5:7001")).await?;
+//! // Appends through this store are refused once this node no longer owns the shard.
+//! let fenced: Arc<dyn EventStore> =
+//!     Arc::new(FencedEventStore::new(Arc::new(events), node.node_id(), node.owned().clone()));
+//! // The runtime of aggregate type "account" serves only the accounts whose shard is here.
+//! let placement = ClusterPlacement::new("account", node.owned().clone());
+//! # drop((fenced, placement));
+//! node.leave().await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod fenced_store;
+pub mod membership;
+mod node;
+mod owned;
+pub mod ownership;
+mod placement;
+pub mod schema;
+pub mod shard;
+
+pub use error::ClusterError;
+pub use fenced_store::FencedEventStore;
+pub use node::{ClusterConfig, ClusterNode, ClusterStats, Route, ShardHandoff};
+pub use owned::OwnedShards;
+pub use placement::ClusterPlacement;
+pub use shard::{DEFAULT_SHARD_COUNT, preferred_owner, shard_of};

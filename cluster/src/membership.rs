@@ -1,0 +1,79 @@
+//! Membership in PostgreSQL: a row per node process, alive while its heartbeat (on the database
+//! clock) is younger than the TTL.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{ClusterError, db};
+
+/// A live member as the database sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The node's id (fresh for every process start).
+    pub node_id: Uuid,
+    /// Where other nodes reach it.
+    pub address: String,
+}
+
+/// Inserts this node's row (a fresh node id) with a heartbeat of now.
+pub async fn join(pool: &PgPool, node_id: Uuid, address: &str) -> Result<(), ClusterError> {
+    sqlx::query("INSERT INTO cluster_members (node_id, address) VALUES ($1, $2)")
+        .bind(node_id)
+        .bind(address)
+        .execute(pool)
+        .await
+        .map_err(|e| db("joining the cluster", e))?;
+    Ok(())
+}
+
+/// Renews this node's heartbeat and returns the live members (this one included when its
+/// heartbeat succeeded), in one round trip. `None` when this node's row says it left (or was
+/// removed): it must not serve anything.
+pub async fn heartbeat(
+    pool: &PgPool,
+    node_id: Uuid,
+    ttl: Duration,
+) -> Result<Option<Vec<Member>>, ClusterError> {
+    let rows: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "WITH beat AS (
+             UPDATE cluster_members SET heartbeat_at = now()
+             WHERE node_id = $1 AND left_at IS NULL
+             RETURNING node_id
+         )
+         SELECT node_id, address, false FROM cluster_members
+         WHERE left_at IS NULL AND heartbeat_at > now() - $2::interval AND node_id <> $1
+         UNION ALL
+         SELECT m.node_id, m.address, true FROM cluster_members m JOIN beat USING (node_id)",
+    )
+    .bind(node_id)
+    .bind(interval(ttl))
+    .fetch_all(pool)
+    .await
+    .map_err(|e| db("heartbeat", e))?;
+    if !rows.iter().any(|(_, _, me)| *me) {
+        return Ok(None);
+    }
+    let mut members: Vec<Member> = rows
+        .into_iter()
+        .map(|(node_id, address, _)| Member { node_id, address })
+        .collect();
+    members.sort_by_key(|m| m.node_id);
+    Ok(Some(members))
+}
+
+/// Marks this node as gone, so others take its shards at once instead of after the TTL.
+pub async fn leave(pool: &PgPool, node_id: Uuid) -> Result<(), ClusterError> {
+    sqlx::query("UPDATE cluster_members SET left_at = now() WHERE node_id = $1")
+        .bind(node_id)
+        .execute(pool)
+        .await
+        .map_err(|e| db("leaving the cluster", e))?;
+    Ok(())
+}
+
+/// A Rust duration as a PostgreSQL interval literal (microseconds).
+pub(crate) fn interval(d: Duration) -> String {
+    format!("{} microseconds", d.as_micros())
+}

@@ -1,0 +1,424 @@
+//! [`ClusterNode`]: one process's membership, its claims and releases of shards, and its
+//! self-fencing, driven by a tick loop.
+//!
+//! Each tick (every `heartbeat_interval`): renew the heartbeat and read the live members (one
+//! round trip, database clock), read the ownership of every shard, compute every shard's
+//! preferred owner by rendezvous hashing, then
+//! - claim the shards this node should own whose owner is nobody or a dead node (conditional
+//!   `UPDATE`, epoch + 1);
+//! - release, at most `max_releases_per_tick` at a time, the shards another live node should
+//!   own: stop taking calls for the shard, let the [`ShardHandoff`] finish and passivate its
+//!   actors (snapshots written), then clear the owner (epoch + 1).
+//!
+//! A node whose heartbeat has not succeeded for `ttl - self_fence_margin` (measured on its own
+//! monotonic clock from when the last successful heartbeat was sent) stops serving every shard
+//! and tells the handoff to stop its actors, before the others may consider it dead and take
+//! its shards: it never serves a state another node may be changing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+use tokio::sync::{Mutex, RwLock, watch};
+use uuid::Uuid;
+
+use crate::error::ClusterError;
+use crate::membership::{self, Member};
+use crate::owned::OwnedShards;
+use crate::ownership::{self, Ownership};
+use crate::schema;
+use crate::shard::{DEFAULT_SHARD_COUNT, preferred_owner, shard_of};
+
+/// What the node asks of the layer that runs actors when shards leave it.
+#[async_trait]
+pub trait ShardHandoff: Send + Sync + 'static {
+    /// `shard` is being released: no new calls are routed to it here any more. Finish what is
+    /// queued and passivate its actors (with their snapshots); the shard's owner is cleared
+    /// when this returns.
+    async fn release(&self, shard: u32);
+
+    /// The node could not heartbeat in time and serves nothing any more: stop every actor now
+    /// (their appends would be fenced anyway).
+    async fn fenced(&self);
+}
+
+/// How a node takes part in the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The address other nodes reach this one at (for forwarding), e.g. `127.0.0.1:7001`.
+    pub address: String,
+    /// Number of shards; every node of a cluster must use the same (default 1 024).
+    pub shard_count: u32,
+    /// How often the node heartbeats and rebalances (default 1 s).
+    pub heartbeat_interval: Duration,
+    /// A node whose last heartbeat is older than this (database clock) is dead (default 3 s).
+    pub ttl: Duration,
+    /// A node stops serving when it has not heartbeat for `ttl` minus this (default 500 ms).
+    pub self_fence_margin: Duration,
+    /// Most shards released per tick (default 64), so a join moves load gradually.
+    pub max_releases_per_tick: usize,
+}
+
+impl ClusterConfig {
+    /// Defaults as documented on each field, advertising `address`.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            shard_count: DEFAULT_SHARD_COUNT,
+            heartbeat_interval: Duration::from_secs(1),
+            ttl: Duration::from_secs(3),
+            self_fence_margin: Duration::from_millis(500),
+            max_releases_per_tick: 64,
+        }
+    }
+
+    fn check(&self) -> Result<(), ClusterError> {
+        let bad = |m: String| Err(ClusterError::InvalidConfig(m));
+        if self.shard_count == 0 || i32::try_from(self.shard_count).is_err() {
+            return bad(format!("shard_count {} is out of range", self.shard_count));
+        }
+        if self.heartbeat_interval.is_zero() || self.ttl < self.heartbeat_interval * 2 {
+            return bad(format!(
+                "ttl {:?} must be at least twice the heartbeat interval {:?}",
+                self.ttl, self.heartbeat_interval
+            ));
+        }
+        if self.self_fence_margin >= self.ttl - self.heartbeat_interval {
+            return bad(format!(
+                "self_fence_margin {:?} leaves no time to heartbeat within ttl {:?}",
+                self.self_fence_margin, self.ttl
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where an aggregate is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Here.
+    Local,
+    /// On another live node.
+    Remote {
+        /// Its node id.
+        node_id: Uuid,
+        /// Its address.
+        address: String,
+    },
+    /// Nobody serves its shard right now (a move or a failure is in progress); retry shortly.
+    Unassigned,
+}
+
+/// Counters of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Shards served here now.
+    pub shards_owned: usize,
+    /// Live members seen at the last successful heartbeat (this one included).
+    pub members: usize,
+    /// Shards claimed since start.
+    pub claims: u64,
+    /// Shards released since start.
+    pub releases: u64,
+    /// Heartbeats that failed.
+    pub heartbeat_failures: u64,
+    /// Times this node stopped serving everything for want of a heartbeat.
+    pub self_fences: u64,
+    /// Round-trip time of the last successful heartbeat, in microseconds.
+    pub heartbeat_micros: u64,
+}
+
+/// One node of the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    node_id: Uuid,
+    config: ClusterConfig,
+    owned: Arc<OwnedShards>,
+    routes: RwLock<Routes>,
+    handoff: RwLock<Option<Arc<dyn ShardHandoff>>>,
+    /// Serialises ticks (the loop and `tick_now`).
+    tick: Mutex<TickState>,
+    stop: watch::Sender<bool>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Routes {
+    owners: Vec<Option<Uuid>>,
+    addresses: HashMap<Uuid, String>,
+}
+
+struct TickState {
+    last_heartbeat: Instant,
+}
+
+#[derive(Default)]
+struct Counters {
+    members: AtomicU64,
+    claims: AtomicU64,
+    releases: AtomicU64,
+    heartbeat_failures: AtomicU64,
+    self_fences: AtomicU64,
+    heartbeat_micros: AtomicU64,
+}
+
+impl ClusterNode {
+    /// Prepares the tables, joins with a fresh node id, runs a first tick (claiming what this
+    /// node should own) and starts the tick loop. Needs a Tokio runtime.
+    pub async fn start(pool: PgPool, config: ClusterConfig) -> Result<Self, ClusterError> {
+        config.check()?;
+        schema::prepare(&pool, config.shard_count).await?;
+        let node_id = Uuid::now_v7();
+        membership::join(&pool, node_id, &config.address).await?;
+        let (stop, stopped) = watch::channel(false);
+        let node = Self {
+            inner: Arc::new(Inner {
+                owned: Arc::new(OwnedShards::new(config.shard_count)),
+                routes: RwLock::new(Routes::default()),
+                handoff: RwLock::new(None),
+                tick: Mutex::new(TickState {
+                    last_heartbeat: Instant::now(),
+                }),
+                stop,
+                counters: Counters::default(),
+                pool,
+                node_id,
+                config,
+            }),
+        };
+        tracing::info!(node = %node_id, address = %node.inner.config.address, "joined the cluster");
+        node.tick_now().await;
+        tokio::spawn(run(Arc::downgrade(&node.inner), stopped));
+        Ok(node)
+    }
+
+    /// This process's node id.
+    pub fn node_id(&self) -> Uuid {
+        self.inner.node_id
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// The shards this node owns (shared with its placements and fenced stores).
+    pub fn owned(&self) -> &Arc<OwnedShards> {
+        &self.inner.owned
+    }
+
+    /// Sets what runs when shards leave this node.
+    pub async fn set_handoff(&self, handoff: Arc<dyn ShardHandoff>) {
+        *self.inner.handoff.write().await = Some(handoff);
+    }
+
+    /// The shard of an aggregate in this cluster.
+    pub fn shard_of(&self, aggregate_type: &str, id: &str) -> u32 {
+        shard_of(aggregate_type, id, self.inner.config.shard_count)
+    }
+
+    /// Where aggregate `id` of `aggregate_type` is served, as of the last tick.
+    pub async fn route(&self, aggregate_type: &str, id: &str) -> Route {
+        let shard = self.shard_of(aggregate_type, id);
+        if self.inner.owned.serves(shard) {
+            return Route::Local;
+        }
+        let routes = self.inner.routes.read().await;
+        match routes.owners.get(shard as usize).copied().flatten() {
+            Some(node_id) if node_id != self.inner.node_id => {
+                match routes.addresses.get(&node_id) {
+                    Some(address) => Route::Remote {
+                        node_id,
+                        address: address.clone(),
+                    },
+                    None => Route::Unassigned,
+                }
+            }
+            _ => Route::Unassigned,
+        }
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> ClusterStats {
+        let c = &self.inner.counters;
+        ClusterStats {
+            shards_owned: self.inner.owned.len(),
+            members: usize::try_from(c.members.load(Relaxed)).unwrap_or(usize::MAX),
+            claims: c.claims.load(Relaxed),
+            releases: c.releases.load(Relaxed),
+            heartbeat_failures: c.heartbeat_failures.load(Relaxed),
+            self_fences: c.self_fences.load(Relaxed),
+            heartbeat_micros: c.heartbeat_micros.load(Relaxed),
+        }
+    }
+
+    /// Runs one tick now (the loop runs them on its own; tests use this to step).
+    pub async fn tick_now(&self) {
+        tick(&self.inner).await;
+    }
+
+    /// Leaves gracefully: stops the loop, releases every shard through the handoff, and marks
+    /// the node as gone so the others claim its shards at their next tick.
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        let _ = self.inner.stop.send(true);
+        let _state = self.inner.tick.lock().await;
+        for shard in self.inner.owned.owned() {
+            release_shard(&self.inner, shard).await;
+        }
+        membership::leave(&self.inner.pool, self.inner.node_id).await
+    }
+}
+
+async fn run(inner: std::sync::Weak<Inner>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let Some(interval) = inner.upgrade().map(|i| i.config.heartbeat_interval) else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped.changed() => return,
+        }
+        if *stopped.borrow() {
+            return;
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        tick(&inner).await;
+    }
+}
+
+async fn tick(inner: &Inner) {
+    let mut state = inner.tick.lock().await;
+    let sent = Instant::now();
+    let members = match membership::heartbeat(&inner.pool, inner.node_id, inner.config.ttl).await {
+        Ok(Some(members)) => {
+            state.last_heartbeat = sent;
+            let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            inner.counters.heartbeat_micros.store(micros, Relaxed);
+            inner.counters.members.store(members.len() as u64, Relaxed);
+            members
+        }
+        Ok(None) => {
+            tracing::error!(node = %inner.node_id, "this node is no longer a member; serving nothing");
+            self_fence(inner).await;
+            return;
+        }
+        Err(error) => {
+            inner.counters.heartbeat_failures.fetch_add(1, Relaxed);
+            let limit = inner.config.ttl - inner.config.self_fence_margin;
+            tracing::warn!(node = %inner.node_id, %error, since = ?state.last_heartbeat.elapsed(), "heartbeat failed");
+            if state.last_heartbeat.elapsed() >= limit && !inner.owned.is_empty() {
+                self_fence(inner).await;
+            }
+            return;
+        }
+    };
+    let Ok(ownership) = ownership::read_all(&inner.pool).await else {
+        return;
+    };
+    update_routes(inner, &members, &ownership).await;
+    rebalance(inner, &members, &ownership).await;
+}
+
+async fn update_routes(inner: &Inner, members: &[Member], ownership: &[Ownership]) {
+    let mut routes = inner.routes.write().await;
+    routes.addresses = members
+        .iter()
+        .map(|m| (m.node_id, m.address.clone()))
+        .collect();
+    routes.owners = vec![None; inner.config.shard_count as usize];
+    for row in ownership {
+        if let Some(slot) = routes.owners.get_mut(row.shard as usize) {
+            *slot = row.owner;
+        }
+    }
+}
+
+async fn rebalance(inner: &Inner, members: &[Member], ownership: &[Ownership]) {
+    let me = inner.node_id;
+    let live: Vec<Uuid> = members.iter().map(|m| m.node_id).collect();
+    let mut to_claim = Vec::new();
+    let mut to_release = Vec::new();
+    for row in ownership {
+        let preferred = preferred_owner(row.shard, &live);
+        match (row.owner == Some(me), preferred == Some(me)) {
+            // Ours and meant to be: make sure it is served (e.g. after a self-fence).
+            (true, true) => {
+                if inner.owned.epoch(row.shard) != Some(row.epoch) {
+                    inner.owned.grant(row.shard, row.epoch);
+                }
+            }
+            (true, false) => to_release.push(row.shard),
+            (false, true) => to_claim.push(row.shard),
+            (false, false) => {
+                // Not ours in the database: never serve it (a takeover we missed).
+                if inner.owned.revoke(row.shard).is_some() {
+                    tracing::warn!(shard = row.shard, "shard taken over by another node");
+                }
+            }
+        }
+    }
+    if !to_claim.is_empty() {
+        match ownership::claim(&inner.pool, me, &to_claim, inner.config.ttl).await {
+            Ok(won) => {
+                for row in &won {
+                    inner.owned.grant(row.shard, row.epoch);
+                }
+                inner.counters.claims.fetch_add(won.len() as u64, Relaxed);
+                if !won.is_empty() {
+                    tracing::info!(node = %me, shards = won.len(), "claimed shards");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "claiming shards failed"),
+        }
+    }
+    for shard in to_release
+        .into_iter()
+        .take(inner.config.max_releases_per_tick)
+    {
+        release_shard(inner, shard).await;
+    }
+}
+
+/// Drain, hand off, then clear the owner.
+async fn release_shard(inner: &Inner, shard: u32) {
+    let Some(epoch) = inner.owned.epoch(shard) else {
+        return;
+    };
+    inner.owned.drain(shard);
+    let handoff = inner.handoff.read().await.clone();
+    if let Some(handoff) = handoff {
+        handoff.release(shard).await;
+    }
+    inner.owned.revoke(shard);
+    match ownership::release(&inner.pool, inner.node_id, shard, epoch).await {
+        Ok(_) => {
+            inner.counters.releases.fetch_add(1, Relaxed);
+        }
+        // Not served here any more either way; the new owner claims it once this node's
+        // heartbeat or the release succeeds.
+        Err(error) => tracing::warn!(shard, %error, "releasing a shard failed"),
+    }
+}
+
+async fn self_fence(inner: &Inner) {
+    let revoked = inner.owned.revoke_all();
+    if revoked == 0 {
+        return;
+    }
+    inner.counters.self_fences.fetch_add(1, Relaxed);
+    tracing::error!(node = %inner.node_id, shards = revoked, "no heartbeat in time: serving nothing until the database answers again");
+    let handoff = inner.handoff.read().await.clone();
+    if let Some(handoff) = handoff {
+        handoff.fenced().await;
+    }
+}

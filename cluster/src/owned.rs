@@ -1,0 +1,96 @@
+//! The shards this node owns, with their epochs: read on every call (placement) and every
+//! append (fencing), so it is a lock-free array, one atomic epoch per shard (0 = not owned).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// This node's owned shards and their epochs.
+///
+/// A shard being released is *draining*: it takes no new calls ([`serves`](Self::serves) is
+/// false) but its fence stays valid ([`epoch`](Self::epoch)) until the release is written, so
+/// the commands already queued and the passivation snapshots complete.
+#[derive(Debug)]
+pub struct OwnedShards {
+    epochs: Vec<AtomicU64>,
+    draining: Vec<AtomicBool>,
+}
+
+impl OwnedShards {
+    /// None of `shard_count` shards owned.
+    pub fn new(shard_count: u32) -> Self {
+        Self {
+            epochs: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
+            draining: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    /// True when calls for `shard` are served here: owned and not draining.
+    pub fn serves(&self, shard: u32) -> bool {
+        self.epoch(shard).is_some()
+            && self
+                .draining
+                .get(shard as usize)
+                .is_some_and(|d| !d.load(Ordering::Acquire))
+    }
+
+    /// Stops taking new calls for `shard`, keeping its fence until [`revoke`](Self::revoke).
+    pub(crate) fn drain(&self, shard: u32) {
+        if let Some(flag) = self.draining.get(shard as usize) {
+            flag.store(true, Ordering::Release);
+        }
+    }
+
+    /// The number of shards.
+    pub fn shard_count(&self) -> u32 {
+        u32::try_from(self.epochs.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The epoch at which this node owns `shard`, if it does.
+    pub fn epoch(&self, shard: u32) -> Option<u64> {
+        let epoch = self.epochs.get(shard as usize)?.load(Ordering::Acquire);
+        (epoch != 0).then_some(epoch)
+    }
+
+    /// Records ownership of `shard` at `epoch` (≥ 1).
+    pub(crate) fn grant(&self, shard: u32, epoch: u64) {
+        if let Some(slot) = self.epochs.get(shard as usize) {
+            slot.store(epoch.max(1), Ordering::Release);
+        }
+        if let Some(flag) = self.draining.get(shard as usize) {
+            flag.store(false, Ordering::Release);
+        }
+    }
+
+    /// Stops serving `shard` locally; returns the epoch it was owned at.
+    pub(crate) fn revoke(&self, shard: u32) -> Option<u64> {
+        let epoch = self.epochs.get(shard as usize)?.swap(0, Ordering::AcqRel);
+        (epoch != 0).then_some(epoch)
+    }
+
+    /// Stops serving every shard (self-fencing); returns how many were owned.
+    pub(crate) fn revoke_all(&self) -> usize {
+        self.epochs
+            .iter()
+            .filter(|slot| slot.swap(0, Ordering::AcqRel) != 0)
+            .count()
+    }
+
+    /// The shards owned now.
+    pub fn owned(&self) -> Vec<u32> {
+        (0..self.shard_count())
+            .filter(|&shard| self.epoch(shard).is_some())
+            .collect()
+    }
+
+    /// How many shards are owned now.
+    pub fn len(&self) -> usize {
+        self.epochs
+            .iter()
+            .filter(|slot| slot.load(Ordering::Acquire) != 0)
+            .count()
+    }
+
+    /// True when no shard is owned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

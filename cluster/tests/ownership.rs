@@ -1,0 +1,319 @@
+//! Cluster membership and shard ownership against PostgreSQL: nodes split the shards by
+//! rendezvous hashing and never both own one; a dead node's shards move after the TTL; a node
+//! leaving hands its shards over; a node that cannot heartbeat stops serving before the TTL; a
+//! joining node takes about its share; appends are fenced by ownership.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cluster::{ClusterConfig, ClusterNode, FencedEventStore, ShardHandoff, preferred_owner};
+use event_stores::testing::fresh_database;
+use event_stores::{EventStore, NewEvent, StoreError, StoreLimits, StreamId};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+const SHARDS: u32 = 64;
+
+fn config(name: &str) -> ClusterConfig {
+    ClusterConfig {
+        shard_count: SHARDS,
+        heartbeat_interval: Duration::from_millis(200),
+        ttl: Duration::from_millis(1_000),
+        self_fence_margin: Duration::from_millis(300),
+        ..ClusterConfig::new(format!("{name}.test:7000"))
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    released: Mutex<Vec<u32>>,
+    fenced: Mutex<u32>,
+}
+
+#[async_trait]
+impl ShardHandoff for Recorder {
+    async fn release(&self, shard: u32) {
+        self.released.lock().await.push(shard);
+    }
+    async fn fenced(&self) {
+        *self.fenced.lock().await += 1;
+    }
+}
+
+async fn shard_rows(pool: &sqlx::PgPool) -> Vec<(i32, Option<Uuid>, i64)> {
+    sqlx::query_as("SELECT shard, owner, epoch FROM shard_owners ORDER BY shard")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn settle(nodes: &[&ClusterNode]) {
+    for _ in 0..3 {
+        for node in nodes {
+            node.tick_now().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_node_claims_every_shard() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let node = ClusterNode::start(events.pool().clone(), config("a"))
+        .await
+        .unwrap();
+    assert_eq!(node.owned().len(), SHARDS as usize);
+    let rows = shard_rows(events.pool()).await;
+    assert_eq!(rows.len(), SHARDS as usize);
+    assert!(
+        rows.iter()
+            .all(|(_, owner, epoch)| *owner == Some(node.node_id()) && *epoch == 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_split_the_shards_by_rendezvous_and_never_both_own_one() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+    let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
+    let handoff = Arc::new(Recorder::default());
+    a.set_handoff(handoff.clone()).await;
+    settle(&[&a, &b]).await;
+
+    let members = [a.node_id(), b.node_id()];
+    let mine_a: HashSet<u32> = a.owned().owned().into_iter().collect();
+    let mine_b: HashSet<u32> = b.owned().owned().into_iter().collect();
+    assert!(
+        mine_a.is_disjoint(&mine_b),
+        "no shard is served by both nodes"
+    );
+    assert_eq!(mine_a.len() + mine_b.len(), SHARDS as usize);
+    for shard in 0..SHARDS {
+        let expected = preferred_owner(shard, &members).unwrap();
+        let serving = if mine_a.contains(&shard) {
+            a.node_id()
+        } else {
+            b.node_id()
+        };
+        assert_eq!(serving, expected, "shard {shard}");
+    }
+    // What moved from a to b went through a's handoff first, and its epoch grew twice
+    // (release, then claim).
+    let released = handoff.released.lock().await.clone();
+    assert_eq!(released.len(), mine_b.len());
+    for (shard, owner, epoch) in shard_rows(&pool).await {
+        let shard = u32::try_from(shard).unwrap();
+        if mine_b.contains(&shard) {
+            assert_eq!((owner, epoch), (Some(b.node_id()), 3));
+        } else {
+            assert_eq!((owner, epoch), (Some(a.node_id()), 1));
+        }
+    }
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!(sa.members, 2);
+    assert_eq!(sa.releases as usize, mine_b.len());
+    assert_eq!(sb.claims as usize, mine_b.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_nodes_shards_are_claimed_once_its_heartbeat_is_older_than_the_ttl() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+    let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
+    settle(&[&a, &b]).await;
+    let b_shards = b.owned().len();
+    assert!(b_shards > 0);
+    // b dies: its loop ends with its last handle, no release, no leave.
+    let died = Instant::now();
+    drop(b);
+    let taken_over = loop {
+        if a.owned().len() == SHARDS as usize {
+            break died.elapsed();
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(10),
+            "a never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        taken_over >= Duration::from_millis(700),
+        "taken over after {taken_over:?}: before the TTL the dead node still counted as alive"
+    );
+    eprintln!(
+        "{b_shards} shards of a dead node taken over after {taken_over:?} (ttl 1 s, tick 200 ms)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leaving_node_hands_its_shards_over_and_the_others_claim_them_at_once() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+    let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
+    settle(&[&a, &b]).await;
+    let handoff = Arc::new(Recorder::default());
+    b.set_handoff(handoff.clone()).await;
+    let b_shards: HashSet<u32> = b.owned().owned().into_iter().collect();
+    b.leave().await.unwrap();
+    assert!(b.owned().is_empty());
+    let released: HashSet<u32> = handoff.released.lock().await.iter().copied().collect();
+    assert_eq!(released, b_shards, "every shard went through the handoff");
+    a.tick_now().await;
+    assert_eq!(
+        a.owned().len(),
+        SHARDS as usize,
+        "claimed at the next tick, no TTL wait"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_cannot_heartbeat_stops_serving_before_its_ttl_ends() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    // b's own pool, which the test closes: b can no longer reach the database.
+    let b_pool = event_stores::PgEventStore::connect(&db.config())
+        .await
+        .unwrap()
+        .pool()
+        .clone();
+    let a = ClusterNode::start(events.pool().clone(), config("a"))
+        .await
+        .unwrap();
+    let b = ClusterNode::start(b_pool.clone(), config("b"))
+        .await
+        .unwrap();
+    settle(&[&a, &b]).await;
+    let handoff = Arc::new(Recorder::default());
+    b.set_handoff(handoff.clone()).await;
+    assert!(!b.owned().is_empty());
+
+    let cut = Instant::now();
+    b_pool.close().await;
+    let fenced_after = loop {
+        if b.owned().is_empty() {
+            break cut.elapsed();
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(5),
+            "b never fenced itself"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let claimed_after = loop {
+        if a.owned().len() == SHARDS as usize {
+            break cut.elapsed();
+        }
+        assert!(cut.elapsed() < Duration::from_secs(10), "a never took over");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        fenced_after < claimed_after,
+        "b stopped serving ({fenced_after:?}) before a took its shards ({claimed_after:?})"
+    );
+    assert_eq!(*handoff.fenced.lock().await, 1);
+    assert_eq!(b.stats().self_fences, 1);
+    eprintln!(
+        "cut off: stopped serving after {fenced_after:?}, taken over after {claimed_after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_joining_fourth_node_takes_about_a_quarter_of_the_shards() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let big = |name: &str| ClusterConfig {
+        shard_count: 1_024,
+        max_releases_per_tick: 1_024,
+        ..config(name)
+    };
+    let a = ClusterNode::start(pool.clone(), big("a")).await.unwrap();
+    let b = ClusterNode::start(pool.clone(), big("b")).await.unwrap();
+    let c = ClusterNode::start(pool.clone(), big("c")).await.unwrap();
+    settle(&[&a, &b, &c]).await;
+    let before = shard_rows(&pool).await;
+    let d = ClusterNode::start(pool.clone(), big("d")).await.unwrap();
+    settle(&[&a, &b, &c, &d]).await;
+    let after = shard_rows(&pool).await;
+    let moved: Vec<_> = before
+        .iter()
+        .zip(&after)
+        .filter(|(x, y)| x.1 != y.1)
+        .map(|(_, y)| y.1)
+        .collect();
+    assert!(
+        moved.iter().all(|owner| *owner == Some(d.node_id())),
+        "shards only move to the joiner"
+    );
+    // Each shard goes to the joiner with probability 1/4: the share's standard deviation over
+    // 1 024 shards is 1.35 points; 5 points is 3.7 of them.
+    let share = moved.len() as f64 / 1_024.0;
+    assert!(
+        (share - 0.25).abs() <= 0.05,
+        "moved {share:.3} of the shards"
+    );
+    assert_eq!(d.owned().len(), moved.len());
+    eprintln!(
+        "a fourth node took {} of 1024 shards ({:.1} %)",
+        moved.len(),
+        share * 100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_through_the_fenced_store_need_the_shard_and_stop_when_it_moves() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let events: Arc<dyn EventStore> = Arc::new(events);
+    let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+    let fenced_a = FencedEventStore::new(Arc::clone(&events), a.node_id(), a.owned().clone());
+    let stream = (0..)
+        .map(|i| StreamId::new("account", format!("acc-{i}")).unwrap())
+        .next()
+        .unwrap();
+    let event = || vec![NewEvent::new("Opened", 1, b"{}".to_vec())];
+    fenced_a.append(&stream, 0, event()).await.unwrap();
+
+    // b joins; find a stream whose shard moved to b.
+    let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
+    settle(&[&a, &b]).await;
+    let moved = (0..)
+        .map(|i| StreamId::new("account", format!("moved-{i}")).unwrap())
+        .find(|s| {
+            b.owned()
+                .serves(b.shard_of(s.aggregate_type(), s.aggregate_id()))
+        })
+        .unwrap();
+    let refused = fenced_a.append(&moved, 0, event()).await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { epoch: 0, .. })),
+        "{refused:?}"
+    );
+    let fenced_b = FencedEventStore::new(Arc::clone(&events), b.node_id(), b.owned().clone());
+    fenced_b.append(&moved, 0, event()).await.unwrap();
+    assert_eq!(events.stream_version(&moved).await.unwrap(), 1);
+}
