@@ -390,6 +390,11 @@ impl<V: VirtualActor> Directory<V> {
         &self.core().context
     }
 
+    /// Where this directory's keys are served.
+    pub fn placement(&self) -> &Arc<dyn Placement<V::Key>> {
+        &self.core().placement
+    }
+
     /// The configuration in effect (limits below 1 raised to 1).
     pub fn config(&self) -> &RuntimeConfig {
         &self.core().config

@@ -1,5 +1,7 @@
 //! [`Placement`]: the one seam where a cluster decides which node owns a key.
 
+use crate::remote::Location;
+
 /// Where a key lives. Local now; a cluster placement (consistent hashing over members) later.
 ///
 /// The directory asks on every call; a key that is not local fails with
@@ -7,6 +9,16 @@
 pub trait Placement<K>: Send + Sync + 'static {
     /// `true` if this node owns `key`.
     fn is_local(&self, key: &K) -> bool;
+
+    /// Where `key` is served: here, on another node, or nowhere right now. The default knows
+    /// only this node.
+    fn locate(&self, key: &K) -> Location {
+        if self.is_local(key) {
+            Location::Local
+        } else {
+            Location::Unknown
+        }
+    }
 }
 
 /// Everything is local: the placement of a single-node deployment.

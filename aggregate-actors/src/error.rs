@@ -135,6 +135,18 @@ pub enum ExecutorError {
         /// The aggregate id.
         id: String,
     },
+    /// Another node answered a forwarded call with an error, or could not be reached.
+    #[error("node {node}: {kind}: {message}")]
+    Remote {
+        /// The node's address.
+        node: String,
+        /// What kind of failure (`unreachable`, `lost`, `conflict`, `overloaded`, …).
+        kind: String,
+        /// Its description.
+        message: String,
+        /// Whether the same call may succeed later.
+        retryable: bool,
+    },
     /// Reconstruction asked for a version the stream has not reached.
     #[error("version {requested} requested, but the stream is at version {current}")]
     VersionNotReached {
@@ -157,7 +169,9 @@ impl ExecutorError {
             | ExecutorError::ActorStopped { .. }
             | ExecutorError::Abandoned { .. }
             | ExecutorError::Expired { .. }
+            | ExecutorError::NotLocal { .. }
             | ExecutorError::Timeout { .. } => true,
+            ExecutorError::Remote { retryable, .. } => *retryable,
             _ => false,
         }
     }

@@ -11,148 +11,40 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use actor_runtime::{Directory, LocalPlacement, Placement, RuntimeError};
+use actor_runtime::{Directory, Inbound, Location, RuntimeError};
 use event_stores::{
     EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
 };
 
 use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, CommandCall};
 use crate::aggregate::Aggregate;
-use crate::command::CommandOptions;
+use crate::builder::{ExecutorBuilder, Shared};
+use crate::command::{CommandId, CommandOptions};
 use crate::error::{CommandError, ExecutorError, Indeterminate};
 use crate::hydrate::{Target, hydrate};
-use crate::metrics::AggregateMetrics;
 use crate::outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};
-use crate::settings::AggregateSettings;
-use crate::snapshot_writer::SnapshotWriter;
-
-/// Snapshot writes in flight at once, over all aggregates of an executor.
-const MAX_CONCURRENT_SNAPSHOT_WRITES: usize = 8;
-
-/// Why an executor could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// Two registered types share one `Aggregate::TYPE` name (they would share streams).
-    #[error("aggregate type name {0:?} is registered twice")]
-    DuplicateType(&'static str),
-}
-
-/// Builds an [`Executor`]: stores, then one `register` per aggregate type.
-pub struct ExecutorBuilder {
-    events: Arc<dyn EventStore>,
-    snapshots: Arc<dyn SnapshotStore>,
-    registrations: Vec<Registrar>,
-    names: Vec<&'static str>,
-    shutdown_timeout: Duration,
-    placement: PlacementFactory,
-}
-
-/// Gives the placement of each aggregate type (which ids this node serves).
-pub type PlacementFactory = Arc<dyn Fn(&'static str) -> Arc<dyn Placement<String>> + Send + Sync>;
-
-/// Creates one type's registration once the shared parts (stores, writer) exist.
-type Registrar = Box<dyn FnOnce(&Shared) -> (TypeId, Box<dyn Registered>)>;
-
-struct Shared {
-    events: Arc<dyn EventStore>,
-    snapshots: Arc<dyn SnapshotStore>,
-    writer: SnapshotWriter,
-    placement: PlacementFactory,
-}
-
-impl ExecutorBuilder {
-    /// Registers aggregate type `A` with its settings.
-    ///
-    /// The type's `metrics` handles are resolved here, so install a global `metrics` recorder
-    /// (e.g. a Prometheus exporter) before building the executor.
-    pub fn register<A: Aggregate>(mut self, settings: AggregateSettings<A>) -> Self {
-        self.names.push(A::TYPE);
-        self.registrations.push(Box::new(move |shared: &Shared| {
-            let context = Arc::new(AggregateContext {
-                events: Arc::clone(&shared.events),
-                snapshots: Arc::clone(&shared.snapshots),
-                writer: shared.writer.clone(),
-                metrics: Arc::new(AggregateMetrics::new(A::TYPE)),
-                settings,
-            });
-            let runtime = context.settings.runtime.clone();
-            let placement = (shared.placement)(A::TYPE);
-            let registration: Box<dyn Registered> = Box::new(Registration::<A> {
-                directory: Directory::with_placement(Arc::clone(&context), runtime, placement),
-                context,
-            });
-            (TypeId::of::<A>(), registration)
-        }));
-        self
-    }
-
-    /// Serves only the ids `placement` gives each aggregate type (a cluster's shards owned by
-    /// this node); calls for other ids fail with [`ExecutorError::NotLocal`] and activate
-    /// nothing. Default: every id is local.
-    pub fn placement(mut self, placement: PlacementFactory) -> Self {
-        self.placement = placement;
-        self
-    }
-
-    /// How long [`Executor::shutdown`] waits for pending snapshot writes.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// Builds the executor. Must run inside a Tokio runtime (it starts background tasks).
-    pub fn build(self) -> Result<Executor, BuildError> {
-        let mut seen = std::collections::HashSet::new();
-        for name in &self.names {
-            if !seen.insert(*name) {
-                return Err(BuildError::DuplicateType(name));
-            }
-        }
-        let shared = Shared {
-            writer: SnapshotWriter::start(
-                Arc::clone(&self.snapshots),
-                MAX_CONCURRENT_SNAPSHOT_WRITES,
-            ),
-            events: self.events,
-            snapshots: self.snapshots,
-            placement: self.placement,
-        };
-        let mut types = HashMap::new();
-        let mut order = Vec::new();
-        for register in self.registrations {
-            let (type_id, registration) = register(&shared);
-            order.push(type_id);
-            types.insert(type_id, registration);
-        }
-        Ok(Executor {
-            inner: Arc::new(Inner {
-                shared,
-                types,
-                order,
-                shut_down: AtomicBool::new(false),
-                shutdown_timeout: self.shutdown_timeout,
-            }),
-        })
-    }
-}
+use crate::remote::{self, ExecutorInbound, Forwarded, RemoteCodec, RemoteHandler};
+use crate::routing::Backoff;
 
 /// Runs commands against event-sourced aggregates held by virtual actors. Cheap to clone.
 #[derive(Clone)]
 pub struct Executor {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    shared: Shared,
-    types: HashMap<TypeId, Box<dyn Registered>>,
-    order: Vec<TypeId>,
-    shut_down: AtomicBool,
-    shutdown_timeout: Duration,
+pub(crate) struct Inner {
+    pub(crate) shared: Shared,
+    pub(crate) types: HashMap<TypeId, Box<dyn Registered>>,
+    pub(crate) order: Vec<TypeId>,
+    /// Handlers of forwarded calls, by aggregate type name.
+    pub(crate) remote: HashMap<&'static str, Arc<dyn RemoteHandler>>,
+    pub(crate) shut_down: AtomicBool,
+    pub(crate) shutdown_timeout: Duration,
 }
 
 /// One registered aggregate type, type-erased so the executor can hold many.
 #[async_trait::async_trait]
-trait Registered: Send + Sync {
+pub(crate) trait Registered: Send + Sync {
     fn as_any(&self) -> &dyn Any;
     fn stats(&self) -> TypeStats;
     async fn passivate_all(&self);
@@ -163,9 +55,11 @@ trait Registered: Send + Sync {
     async fn shutdown(&self);
 }
 
-struct Registration<A: Aggregate> {
-    directory: Directory<AggregateActor<A>>,
-    context: Arc<AggregateContext<A>>,
+pub(crate) struct Registration<A: Aggregate> {
+    pub(crate) directory: Directory<AggregateActor<A>>,
+    pub(crate) context: Arc<AggregateContext<A>>,
+    /// Set for types served to and forwarded to other nodes.
+    pub(crate) codec: Option<RemoteCodec<A>>,
 }
 
 #[async_trait::async_trait]
@@ -205,14 +99,7 @@ impl Executor {
         events: Arc<dyn EventStore>,
         snapshots: Arc<dyn SnapshotStore>,
     ) -> ExecutorBuilder {
-        ExecutorBuilder {
-            events,
-            snapshots,
-            registrations: Vec::new(),
-            names: Vec::new(),
-            shutdown_timeout: Duration::from_secs(30),
-            placement: Arc::new(|_| Arc::new(LocalPlacement)),
-        }
+        ExecutorBuilder::new(events, snapshots)
     }
 
     /// Starts building an executor on fresh in-memory stores (the embedded default).
@@ -248,7 +135,57 @@ impl Executor {
         command: A::Command,
         options: impl Into<CommandOptions>,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
-        let options = options.into();
+        let registration = self.registration::<A>(id)?;
+        let mut options = options.into();
+        let budget = options.budget(registration.context.settings.runtime.call_timeout);
+        let deadline = tokio::time::Instant::now() + budget;
+        options.command_id.get_or_insert_with(CommandId::new);
+        options.deadline = Some(deadline);
+        let key = id.to_owned();
+        let mut routes = Backoff::until(deadline);
+        let mut last = ExecutorError::NotLocal { id: key.clone() };
+        // Without forwarding there is nothing to wait for: a key not served here is refused.
+        let forwarding = self.inner.shared.transport.is_some() && registration.codec.is_some();
+        loop {
+            match registration.directory.placement().locate(&key) {
+                Location::Local => return self.execute_here::<A>(id, command, options).await,
+                Location::Remote(node) => {
+                    let (Some(transport), Some(codec)) =
+                        (&self.inner.shared.transport, &registration.codec)
+                    else {
+                        return Err(CommandError::NotStored(last));
+                    };
+                    let forwarded = remote::forward_execute(
+                        &**transport,
+                        &node,
+                        codec,
+                        id,
+                        &command,
+                        &options,
+                        routes.remaining(),
+                    )
+                    .await;
+                    match forwarded {
+                        Forwarded::Done(outcome) => return outcome,
+                        Forwarded::Retry(error) => last = error,
+                    }
+                }
+                Location::Unknown if !forwarding => return Err(last.into()),
+                Location::Unknown => {}
+            }
+            if !routes.wait().await {
+                return Err(CommandError::NotStored(last));
+            }
+        }
+    }
+
+    /// Runs a command on this node's actor for `id`, never forwarding it.
+    pub(crate) async fn execute_here<A: Aggregate>(
+        &self,
+        id: &str,
+        command: A::Command,
+        options: CommandOptions,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
         let command_id = options.command_id.unwrap_or_default();
         let registration = self.registration::<A>(id)?;
         let budget = options.budget(registration.context.settings.runtime.call_timeout);
@@ -282,6 +219,43 @@ impl Executor {
     /// The current state and version of aggregate `id`. An id with no events is
     /// [`ExecutorError::NotFound`] and activates nothing.
     pub async fn state<A: Aggregate>(&self, id: &str) -> Result<StateView<A>, ExecutorError> {
+        let registration = self.registration::<A>(id)?;
+        let key = id.to_owned();
+        let mut routes = Backoff::until(
+            tokio::time::Instant::now() + registration.context.settings.runtime.call_timeout,
+        );
+        let mut last = ExecutorError::NotLocal { id: key.clone() };
+        let forwarding = self.inner.shared.transport.is_some() && registration.codec.is_some();
+        loop {
+            match registration.directory.placement().locate(&key) {
+                Location::Local => return self.state_here::<A>(id).await,
+                Location::Remote(node) => {
+                    let (Some(transport), Some(_)) =
+                        (&self.inner.shared.transport, &registration.codec)
+                    else {
+                        return Err(last);
+                    };
+                    match remote::forward_state::<A>(&**transport, &node, id, routes.remaining())
+                        .await
+                    {
+                        Forwarded::Done(outcome) => return outcome,
+                        Forwarded::Retry(error) => last = error,
+                    }
+                }
+                Location::Unknown if !forwarding => return Err(last),
+                Location::Unknown => {}
+            }
+            if !routes.wait().await {
+                return Err(last);
+            }
+        }
+    }
+
+    /// The state of this node's actor for `id`, never forwarding.
+    pub(crate) async fn state_here<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<StateView<A>, ExecutorError> {
         let registration = self.registration::<A>(id)?;
         let key = id.to_owned();
         if !registration.directory.is_live(&key) {
@@ -398,6 +372,22 @@ impl Executor {
     pub fn is_live<A: Aggregate>(&self, id: &str) -> bool {
         self.typed::<A>()
             .is_some_and(|registration| registration.directory.is_live(&id.to_owned()))
+    }
+
+    /// The answering side for calls other nodes forward here: hand it to the transport's
+    /// server (e.g. `cluster`'s HTTP/2 server).
+    pub fn inbound(&self) -> Arc<dyn Inbound> {
+        Arc::new(ExecutorInbound {
+            executor: self.clone(),
+        })
+    }
+
+    pub(crate) fn remote_handler(&self, aggregate_type: &str) -> Option<Arc<dyn RemoteHandler>> {
+        self.inner.remote.get(aggregate_type).cloned()
+    }
+
+    pub(crate) fn remote_codec<A: Aggregate>(&self) -> Option<&RemoteCodec<A>> {
+        self.typed::<A>().and_then(|r| r.codec.as_ref())
     }
 
     /// Statistics of every registered type.

@@ -96,6 +96,7 @@
 
 mod actor;
 mod aggregate;
+mod builder;
 pub mod codec;
 mod command;
 mod dedup;
@@ -104,18 +105,22 @@ mod executor;
 mod hydrate;
 mod metrics;
 mod outcome;
+mod remote;
+mod routing;
 mod settings;
 mod snapshot_writer;
 pub mod strategy;
 pub mod testkit;
 
+pub use actor_runtime;
 pub use actor_runtime::{PassivationReason, Placement, RuntimeConfig, RuntimeStats};
 pub use aggregate::Aggregate;
+pub use builder::{BuildError, ExecutorBuilder, PlacementFactory};
 pub use command::{CommandId, CommandOptions};
 pub use dedup::DedupWindow;
 pub use error::{ActivationError, CommandError, ExecutorError, Indeterminate};
 pub use event_stores;
-pub use executor::{BuildError, Executor, ExecutorBuilder, PlacementFactory};
+pub use executor::Executor;
 pub use hydrate::SnapshotOrigin;
 pub use metrics::{ActivationReport, AggregateStats};
 pub use outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};

@@ -18,7 +18,11 @@
 //! - **Self-fencing** ([`ClusterNode`]): a node that cannot heartbeat for the TTL minus a
 //!   margin stops serving before anyone may take its shards.
 //! - **Placement** ([`ClusterPlacement`]): the runtime serves only the keys of shards owned
-//!   here; [`ClusterNode::route`] says where the others are.
+//!   here and locates the others on their owners through the route table.
+//! - **Transport** ([`HttpTransport`], [`serve`]): forwarded calls travel as one MessagePack
+//!   body per HTTP/2 request (h2c, prior knowledge, multiplexed over one connection per peer);
+//!   a call that could not be delivered is `Unreachable` (safe to retry), one whose answer was
+//!   lost is `Lost` (its outcome is unknown, so commands carry their id).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -32,7 +36,7 @@
 //! let fenced: Arc<dyn EventStore> =
 //!     Arc::new(FencedEventStore::new(Arc::new(events), node.node_id(), node.owned().clone()));
 //! // The runtime of aggregate type "account" serves only the accounts whose shard is here.
-//! let placement = ClusterPlacement::new("account", node.owned().clone());
+//! let placement: ClusterPlacement = node.placement("account");
 //! # drop((fenced, placement));
 //! node.leave().await?;
 //! # Ok(()) }
@@ -45,12 +49,19 @@ mod node;
 mod owned;
 pub mod ownership;
 mod placement;
+mod routes;
 pub mod schema;
 pub mod shard;
+pub mod transport;
 
 pub use error::ClusterError;
 pub use fenced_store::FencedEventStore;
 pub use node::{ClusterConfig, ClusterNode, ClusterStats, Route, ShardHandoff};
 pub use owned::OwnedShards;
 pub use placement::ClusterPlacement;
+pub use routes::RouteTable;
 pub use shard::{DEFAULT_SHARD_COUNT, preferred_owner, shard_of};
+pub use transport::{
+    CALL_PATH, HttpTransport, HttpTransportConfig, ServerConfig, ServerStats, TransportBuildError,
+    TransportServer, TransportStats, serve, serve_with_config,
+};

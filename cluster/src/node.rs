@@ -15,7 +15,6 @@
 //! and tells the handoff to stop its actors, before the others may consider it dead and take
 //! its shards: it never serves a state another node may be changing.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -29,6 +28,8 @@ use crate::error::ClusterError;
 use crate::membership::{self, Member};
 use crate::owned::OwnedShards;
 use crate::ownership::{self, Ownership};
+use crate::placement::ClusterPlacement;
+use crate::routes::RouteTable;
 use crate::schema;
 use crate::shard::{DEFAULT_SHARD_COUNT, preferred_owner, shard_of};
 
@@ -142,18 +143,12 @@ struct Inner {
     node_id: Uuid,
     config: ClusterConfig,
     owned: Arc<OwnedShards>,
-    routes: RwLock<Routes>,
+    routes: Arc<RouteTable>,
     handoff: RwLock<Option<Arc<dyn ShardHandoff>>>,
     /// Serialises ticks (the loop and `tick_now`).
     tick: Mutex<TickState>,
     stop: watch::Sender<bool>,
     counters: Counters,
-}
-
-#[derive(Default)]
-struct Routes {
-    owners: Vec<Option<Uuid>>,
-    addresses: HashMap<Uuid, String>,
 }
 
 struct TickState {
@@ -182,7 +177,7 @@ impl ClusterNode {
         let node = Self {
             inner: Arc::new(Inner {
                 owned: Arc::new(OwnedShards::new(config.shard_count)),
-                routes: RwLock::new(Routes::default()),
+                routes: Arc::new(RouteTable::default()),
                 handoff: RwLock::new(None),
                 tick: Mutex::new(TickState {
                     last_heartbeat: Instant::now(),
@@ -226,24 +221,26 @@ impl ClusterNode {
     }
 
     /// Where aggregate `id` of `aggregate_type` is served, as of the last tick.
-    pub async fn route(&self, aggregate_type: &str, id: &str) -> Route {
+    pub fn route(&self, aggregate_type: &str, id: &str) -> Route {
         let shard = self.shard_of(aggregate_type, id);
         if self.inner.owned.serves(shard) {
             return Route::Local;
         }
-        let routes = self.inner.routes.read().await;
-        match routes.owners.get(shard as usize).copied().flatten() {
-            Some(node_id) if node_id != self.inner.node_id => {
-                match routes.addresses.get(&node_id) {
-                    Some(address) => Route::Remote {
-                        node_id,
-                        address: address.clone(),
-                    },
-                    None => Route::Unassigned,
-                }
-            }
-            _ => Route::Unassigned,
+        match self.inner.routes.remote_owner(shard, self.inner.node_id) {
+            Some((node_id, address)) => Route::Remote { node_id, address },
+            None => Route::Unassigned,
         }
+    }
+
+    /// The runtime placement of `aggregate_type` on this node: serves the ids of shards owned
+    /// here and locates the others through the route table.
+    pub fn placement(&self, aggregate_type: &'static str) -> ClusterPlacement {
+        ClusterPlacement::new(
+            aggregate_type,
+            self.inner.node_id,
+            Arc::clone(&self.inner.owned),
+            Arc::clone(&self.inner.routes),
+        )
     }
 
     /// The node's counters.
@@ -325,22 +322,10 @@ async fn tick(inner: &Inner) {
     let Ok(ownership) = ownership::read_all(&inner.pool).await else {
         return;
     };
-    update_routes(inner, &members, &ownership).await;
+    inner
+        .routes
+        .update(inner.config.shard_count, &members, &ownership);
     rebalance(inner, &members, &ownership).await;
-}
-
-async fn update_routes(inner: &Inner, members: &[Member], ownership: &[Ownership]) {
-    let mut routes = inner.routes.write().await;
-    routes.addresses = members
-        .iter()
-        .map(|m| (m.node_id, m.address.clone()))
-        .collect();
-    routes.owners = vec![None; inner.config.shard_count as usize];
-    for row in ownership {
-        if let Some(slot) = routes.owners.get_mut(row.shard as usize) {
-            *slot = row.owner;
-        }
-    }
 }
 
 async fn rebalance(inner: &Inner, members: &[Member], ownership: &[Ownership]) {

@@ -1,0 +1,186 @@
+//! [`ExecutorBuilder`]: stores, aggregate types with their settings, placement and transport,
+//! then [`build`](ExecutorBuilder::build).
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use actor_runtime::{Directory, LocalPlacement, Placement, Transport};
+use event_stores::{EventStore, SnapshotStore};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::actor::AggregateContext;
+use crate::aggregate::Aggregate;
+use crate::executor::{Executor, Inner, Registered, Registration};
+use crate::metrics::AggregateMetrics;
+use crate::remote::{RemoteCodec, RemoteHandler, RemoteType};
+use crate::settings::AggregateSettings;
+use crate::snapshot_writer::SnapshotWriter;
+
+/// Snapshot writes in flight at once, over all aggregates of an executor.
+const MAX_CONCURRENT_SNAPSHOT_WRITES: usize = 8;
+
+/// Why an executor could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Two registered types share one `Aggregate::TYPE` name (they would share streams).
+    #[error("aggregate type name {0:?} is registered twice")]
+    DuplicateType(&'static str),
+}
+
+/// Builds an [`Executor`]: stores, then one `register` per aggregate type.
+pub struct ExecutorBuilder {
+    events: Arc<dyn EventStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    registrations: Vec<Registrar>,
+    names: Vec<&'static str>,
+    shutdown_timeout: Duration,
+    placement: PlacementFactory,
+    transport: Option<Arc<dyn Transport>>,
+}
+
+/// Gives the placement of each aggregate type (which ids this node serves).
+pub type PlacementFactory = Arc<dyn Fn(&'static str) -> Arc<dyn Placement<String>> + Send + Sync>;
+
+/// Creates one type's registration once the shared parts (stores, writer) exist, with its
+/// handler of forwarded calls if it is served to other nodes.
+type Registrar =
+    Box<dyn FnOnce(&Shared) -> (TypeId, Box<dyn Registered>, Option<Arc<dyn RemoteHandler>>)>;
+
+pub(crate) struct Shared {
+    pub(crate) events: Arc<dyn EventStore>,
+    pub(crate) snapshots: Arc<dyn SnapshotStore>,
+    pub(crate) writer: SnapshotWriter,
+    placement: PlacementFactory,
+    pub(crate) transport: Option<Arc<dyn Transport>>,
+}
+
+impl ExecutorBuilder {
+    /// A builder on the given stores, with no types registered, every id local, no transport.
+    pub(crate) fn new(events: Arc<dyn EventStore>, snapshots: Arc<dyn SnapshotStore>) -> Self {
+        Self {
+            events,
+            snapshots,
+            registrations: Vec::new(),
+            names: Vec::new(),
+            shutdown_timeout: Duration::from_secs(30),
+            placement: Arc::new(|_| Arc::new(LocalPlacement)),
+            transport: None,
+        }
+    }
+
+    /// Registers aggregate type `A` with its settings.
+    ///
+    /// The type's `metrics` handles are resolved here, so install a global `metrics` recorder
+    /// (e.g. a Prometheus exporter) before building the executor.
+    pub fn register<A: Aggregate>(self, settings: AggregateSettings<A>) -> Self {
+        self.add::<A>(settings, None)
+    }
+
+    /// Registers aggregate type `A` so that commands and state reads for its ids that another
+    /// node serves are forwarded there (through the [`transport`](Self::transport)), and calls
+    /// forwarded here are answered. Its commands and domain errors travel as MessagePack, so
+    /// they must be `Serialize + DeserializeOwned` (derive both, like the events).
+    pub fn register_remote<A: Aggregate>(self, settings: AggregateSettings<A>) -> Self
+    where
+        A::Command: Serialize + DeserializeOwned,
+        A::Error: Serialize + DeserializeOwned,
+    {
+        self.add::<A>(settings, Some(RemoteCodec::<A>::serde()))
+    }
+
+    fn add<A: Aggregate>(
+        mut self,
+        settings: AggregateSettings<A>,
+        codec: Option<RemoteCodec<A>>,
+    ) -> Self {
+        self.names.push(A::TYPE);
+        self.registrations.push(Box::new(move |shared: &Shared| {
+            let context = Arc::new(AggregateContext {
+                events: Arc::clone(&shared.events),
+                snapshots: Arc::clone(&shared.snapshots),
+                writer: shared.writer.clone(),
+                metrics: Arc::new(AggregateMetrics::new(A::TYPE)),
+                settings,
+            });
+            let runtime = context.settings.runtime.clone();
+            let placement = (shared.placement)(A::TYPE);
+            let handler: Option<Arc<dyn RemoteHandler>> = codec
+                .is_some()
+                .then(|| Arc::new(RemoteType::<A>::new()) as Arc<dyn RemoteHandler>);
+            let registration: Box<dyn Registered> = Box::new(Registration::<A> {
+                directory: Directory::with_placement(Arc::clone(&context), runtime, placement),
+                context,
+                codec,
+            });
+            (TypeId::of::<A>(), registration, handler)
+        }));
+        self
+    }
+
+    /// Carries calls for ids served by other nodes (see
+    /// [`register_remote`](Self::register_remote)). Without one, such calls fail with
+    /// [`ExecutorError::NotLocal`].
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Serves only the ids `placement` gives each aggregate type (a cluster's shards owned by
+    /// this node); calls for other ids fail with [`ExecutorError::NotLocal`] and activate
+    /// nothing. Default: every id is local.
+    pub fn placement(mut self, placement: PlacementFactory) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// How long [`Executor::shutdown`] waits for pending snapshot writes.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Builds the executor. Must run inside a Tokio runtime (it starts background tasks).
+    pub fn build(self) -> Result<Executor, BuildError> {
+        let mut seen = std::collections::HashSet::new();
+        for name in &self.names {
+            if !seen.insert(*name) {
+                return Err(BuildError::DuplicateType(name));
+            }
+        }
+        let shared = Shared {
+            writer: SnapshotWriter::start(
+                Arc::clone(&self.snapshots),
+                MAX_CONCURRENT_SNAPSHOT_WRITES,
+            ),
+            events: self.events,
+            snapshots: self.snapshots,
+            placement: self.placement,
+            transport: self.transport,
+        };
+        let mut types = HashMap::new();
+        let mut order = Vec::new();
+        let mut remote = HashMap::new();
+        for (register, name) in self.registrations.into_iter().zip(&self.names) {
+            let (type_id, registration, handler) = register(&shared);
+            order.push(type_id);
+            types.insert(type_id, registration);
+            if let Some(handler) = handler {
+                remote.insert(*name, handler);
+            }
+        }
+        Ok(Executor {
+            inner: Arc::new(Inner {
+                shared,
+                types,
+                order,
+                remote,
+                shut_down: AtomicBool::new(false),
+                shutdown_timeout: self.shutdown_timeout,
+            }),
+        })
+    }
+}

@@ -1,0 +1,318 @@
+//! Commands and state reads for ids served by another node are forwarded to it and answered
+//! from there, with the command id carried so a lost answer is retried exactly once; a node
+//! that does not serve the id (any more) makes the caller look the route up again.
+//!
+//! Two executors in one process stand for two nodes; the transport between them is in-process
+//! and can lose answers or refuse delivery.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use aggregate_actors::actor_runtime::{Inbound, Location, RemoteCall, Transport, TransportError};
+use aggregate_actors::event_stores::{
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, SnapshotStore, StreamId,
+};
+use aggregate_actors::{
+    Aggregate, AggregateSettings, CommandError, CommandId, CommandOptions, Executor, ExecutorError,
+    Placement, RuntimeConfig,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+struct Counter;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum CounterCommand {
+    Add(u32),
+    Take(u32),
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum CounterEvent {
+    Added(u32),
+    Taken(u32),
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("only {have} left")]
+struct NotEnough {
+    have: u32,
+}
+
+impl Aggregate for Counter {
+    const TYPE: &'static str = "counter";
+    type Command = CounterCommand;
+    type Event = CounterEvent;
+    type State = u32;
+    type Error = NotEnough;
+
+    fn decide(state: &u32, command: &CounterCommand) -> Result<Vec<CounterEvent>, NotEnough> {
+        match *command {
+            CounterCommand::Add(n) => Ok(vec![CounterEvent::Added(n)]),
+            CounterCommand::Take(n) if n > *state => Err(NotEnough { have: *state }),
+            CounterCommand::Take(n) => Ok(vec![CounterEvent::Taken(n)]),
+        }
+    }
+
+    fn apply(state: &mut u32, event: &CounterEvent) {
+        match event {
+            CounterEvent::Added(n) => *state += n,
+            CounterEvent::Taken(n) => *state -= n,
+        }
+    }
+}
+
+/// Node "A" serves ids starting with "a-", node "B" the rest; `b_believes_a_owns_b_ids` makes
+/// B route its own ids to A (routes that disagree during a move).
+struct Split {
+    node: &'static str,
+    misroute: Arc<AtomicBool>,
+}
+
+impl Placement<String> for Split {
+    fn is_local(&self, id: &String) -> bool {
+        let owner = if id.starts_with("a-") { "A" } else { "B" };
+        owner == self.node && !(self.node == "B" && self.misroute.load(Ordering::SeqCst))
+    }
+
+    fn locate(&self, id: &String) -> Location {
+        if self.is_local(id) {
+            return Location::Local;
+        }
+        let owner = if id.starts_with("a-") || self.misroute.load(Ordering::SeqCst) {
+            "A"
+        } else {
+            "B"
+        };
+        if owner == self.node {
+            Location::Unknown
+        } else {
+            Location::Remote(owner.to_owned())
+        }
+    }
+}
+
+/// In-process transport; can lose the next answer (after delivering the call) or refuse
+/// delivery altogether.
+#[derive(Default)]
+struct Loopback {
+    nodes: RwLock<HashMap<String, Arc<dyn Inbound>>>,
+    lose_next_answers: AtomicU32,
+    refuse: AtomicBool,
+    delivered: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Transport for Loopback {
+    async fn call(&self, node: &str, call: RemoteCall) -> Result<Vec<u8>, TransportError> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(TransportError::Unreachable {
+                node: node.into(),
+                reason: "refused".into(),
+            });
+        }
+        let inbound = self.nodes.read().await.get(node).cloned().unwrap();
+        self.delivered.fetch_add(1, Ordering::SeqCst);
+        let answer = inbound.handle(call).await;
+        let lose = self
+            .lose_next_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lose {
+            return Err(TransportError::Lost {
+                node: node.into(),
+                reason: "answer lost".into(),
+            });
+        }
+        Ok(answer)
+    }
+}
+
+struct Nodes {
+    a: Executor,
+    b: Executor,
+    events: Arc<dyn EventStore>,
+    transport: Arc<Loopback>,
+    misroute: Arc<AtomicBool>,
+}
+
+async fn nodes(remote: bool) -> Nodes {
+    let events: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let snapshots: Arc<dyn SnapshotStore> = Arc::new(InMemorySnapshotStore::new());
+    let transport = Arc::new(Loopback::default());
+    let misroute = Arc::new(AtomicBool::new(false));
+    let node = |name: &'static str| {
+        let misroute = Arc::clone(&misroute);
+        let settings = AggregateSettings::new().runtime(RuntimeConfig {
+            call_timeout: Duration::from_secs(2),
+            ..RuntimeConfig::default()
+        });
+        let builder = Executor::builder(Arc::clone(&events), Arc::clone(&snapshots))
+            .placement(Arc::new(move |_| {
+                Arc::new(Split {
+                    node: name,
+                    misroute: Arc::clone(&misroute),
+                })
+            }))
+            .transport(transport.clone());
+        if remote {
+            builder.register_remote::<Counter>(settings)
+        } else {
+            builder.register::<Counter>(settings)
+        }
+        .build()
+        .unwrap()
+    };
+    let (a, b) = (node("A"), node("B"));
+    let mut map = transport.nodes.write().await;
+    map.insert("A".into(), a.inbound());
+    map.insert("B".into(), b.inbound());
+    drop(map);
+    Nodes {
+        a,
+        b,
+        events,
+        transport,
+        misroute,
+    }
+}
+
+async fn stored(events: &dyn EventStore, id: &str) -> usize {
+    let stream = StreamId::new("counter", id).unwrap();
+    events
+        .read_stream(&stream, ReadQuery::all())
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn a_command_for_an_id_served_elsewhere_runs_on_its_owner_and_the_outcome_comes_back() {
+    let n = nodes(true).await;
+    let done =
+        n.b.execute::<Counter>("a-1", CounterCommand::Add(5))
+            .await
+            .unwrap();
+    assert_eq!(
+        (done.version, done.events, done.duplicate),
+        (1, vec![CounterEvent::Added(5)], false)
+    );
+    assert!(n.a.is_live::<Counter>("a-1"), "the owner runs the actor");
+    assert!(
+        !n.b.is_live::<Counter>("a-1"),
+        "the forwarding node holds none"
+    );
+    assert_eq!(stored(&*n.events, "a-1").await, 1);
+    assert_eq!(n.transport.delivered.load(Ordering::SeqCst), 1);
+
+    let refused = n.b.execute::<Counter>("a-1", CounterCommand::Take(9)).await;
+    assert!(
+        matches!(refused, Err(CommandError::Rejected(NotEnough { have: 5 }))),
+        "the domain error travels back typed: {refused:?}"
+    );
+    let view = n.b.state::<Counter>("a-1").await.unwrap();
+    assert_eq!((view.state, view.version), (5, 1));
+    let missing = n.b.state::<Counter>("a-unknown").await;
+    assert!(
+        matches!(missing, Err(ExecutorError::NotFound { .. })),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_forwarded_command_whose_answer_is_lost_is_indeterminate_and_its_retry_applies_once() {
+    let n = nodes(true).await;
+    n.transport.lose_next_answers.store(1, Ordering::SeqCst);
+    let id = CommandId::new();
+    let lost =
+        n.b.execute_with::<Counter>(
+            "a-2",
+            CounterCommand::Add(3),
+            CommandOptions::new().command_id(id),
+        )
+        .await;
+    match lost {
+        Err(CommandError::Indeterminate(i)) => assert_eq!(i.command_id, id),
+        other => panic!("expected indeterminate, got {other:?}"),
+    }
+    let retried =
+        n.b.execute_with::<Counter>(
+            "a-2",
+            CounterCommand::Add(3),
+            CommandOptions::new().command_id(id),
+        )
+        .await
+        .unwrap();
+    assert!(retried.duplicate, "the owner applied it the first time");
+    assert_eq!(stored(&*n.events, "a-2").await, 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_owner_is_retried_until_the_deadline_and_nothing_is_stored() {
+    let n = nodes(true).await;
+    n.transport.refuse.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let refused =
+        n.b.execute_with::<Counter>(
+            "a-3",
+            CounterCommand::Add(1),
+            CommandOptions::new().timeout(Duration::from_millis(400)),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    match refused {
+        Err(CommandError::NotStored(ExecutorError::Remote {
+            kind, retryable, ..
+        })) => {
+            assert_eq!(kind, "unreachable");
+            assert!(retryable);
+        }
+        other => panic!("expected not stored (unreachable), got {other:?}"),
+    }
+    assert_eq!(stored(&*n.events, "a-3").await, 0);
+}
+
+#[tokio::test]
+async fn a_receiver_that_does_not_serve_the_id_sends_the_caller_back_to_its_routes() {
+    let n = nodes(true).await;
+    // B believes A owns "b-1", but A does not serve it: A answers "not owner", B retries.
+    n.misroute.store(true, Ordering::SeqCst);
+    let b = n.b.clone();
+    let call =
+        tokio::spawn(async move { b.execute::<Counter>("b-1", CounterCommand::Add(2)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        n.transport.delivered.load(Ordering::SeqCst) >= 2,
+        "retried while routes disagree"
+    );
+    assert!(
+        !n.a.is_live::<Counter>("b-1"),
+        "A never ran what it does not serve"
+    );
+    n.misroute.store(false, Ordering::SeqCst);
+    let done = call.await.unwrap().unwrap();
+    assert_eq!(done.version, 1);
+    assert!(n.b.is_live::<Counter>("b-1"));
+    assert_eq!(stored(&*n.events, "b-1").await, 1);
+}
+
+#[tokio::test]
+async fn a_type_not_registered_for_forwarding_is_refused_as_not_local() {
+    let n = nodes(false).await;
+    let refused = n.b.execute::<Counter>("a-4", CounterCommand::Add(1)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(CommandError::NotStored(ExecutorError::NotLocal { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(n.transport.delivered.load(Ordering::SeqCst), 0);
+}
