@@ -110,6 +110,47 @@ fn remote_error(node: &str, kind: &str, message: String, retryable: bool) -> Exe
     }
 }
 
+/// What one exchange with the owner gave.
+enum Exchange {
+    /// Its decoded reply.
+    Reply(Reply),
+    /// Not delivered: safe to try again.
+    Undelivered(ExecutorError),
+    /// Delivered, but the answer was lost or unreadable: what happened there is unknown.
+    Unknown(ExecutorError),
+}
+
+/// Sends one request about `id` of type `A` to `node` and decodes the reply.
+async fn exchange<A: Aggregate>(
+    transport: &dyn Transport,
+    node: &str,
+    id: &str,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Exchange {
+    let call = RemoteCall {
+        directory: A::TYPE.to_owned(),
+        key: id.to_owned(),
+        payload,
+        timeout,
+        hops: 1,
+    };
+    match transport.call(node, call).await {
+        Ok(answer) => match codec::decode::<Reply>(&answer) {
+            Ok(reply) => Exchange::Reply(reply),
+            Err(error) => {
+                Exchange::Unknown(remote_error(node, "bad_answer", error.to_string(), true))
+            }
+        },
+        Err(TransportError::Unreachable { reason, .. }) => {
+            Exchange::Undelivered(remote_error(node, "unreachable", reason, true))
+        }
+        Err(TransportError::Lost { reason, .. }) => {
+            Exchange::Unknown(remote_error(node, "lost", reason, true))
+        }
+    }
+}
+
 /// Sends a command to the node at `node` and maps its answer.
 pub(crate) async fn forward_execute<A: Aggregate>(
     transport: &dyn Transport,
@@ -141,28 +182,10 @@ pub(crate) async fn forward_execute<A: Aggregate>(
             cause,
         })))
     };
-    let call = RemoteCall {
-        directory: A::TYPE.to_owned(),
-        key: id.to_owned(),
-        payload,
-        timeout,
-        hops: 1,
-    };
-    let answer = match transport.call(node, call).await {
-        Ok(answer) => answer,
-        Err(TransportError::Unreachable { reason, .. }) => {
-            return Forwarded::Retry(remote_error(node, "unreachable", reason, true));
-        }
-        Err(TransportError::Lost { reason, .. }) => {
-            return indeterminate(remote_error(node, "lost", reason, true));
-        }
-    };
-    let reply: Reply = match codec::decode(&answer) {
-        Ok(reply) => reply,
-        // The owner answered something unreadable: what it did is unknown.
-        Err(error) => {
-            return indeterminate(remote_error(node, "bad_answer", error.to_string(), true));
-        }
+    let reply = match exchange::<A>(transport, node, id, payload, timeout).await {
+        Exchange::Reply(reply) => reply,
+        Exchange::Undelivered(error) => return Forwarded::Retry(error),
+        Exchange::Unknown(error) => return indeterminate(error),
     };
     let outcome = match reply {
         Reply::Committed {
@@ -230,51 +253,39 @@ pub(crate) async fn forward_state<A: Aggregate>(
         Ok(payload) => payload,
         Err(error) => return Forwarded::Done(Err(error.into())),
     };
-    let call = RemoteCall {
-        directory: A::TYPE.to_owned(),
-        key: id.to_owned(),
-        payload,
-        timeout,
-        hops: 1,
+    let reply = match exchange::<A>(transport, node, id, payload, timeout).await {
+        Exchange::Reply(reply) => reply,
+        Exchange::Undelivered(error) => return Forwarded::Retry(error),
+        Exchange::Unknown(error) => return Forwarded::Done(Err(error)),
     };
-    let answer = match transport.call(node, call).await {
-        Ok(answer) => answer,
-        Err(TransportError::Unreachable { reason, .. }) => {
-            return Forwarded::Retry(remote_error(node, "unreachable", reason, true));
-        }
-        Err(TransportError::Lost { reason, .. }) => {
-            return Forwarded::Done(Err(remote_error(node, "lost", reason, true)));
-        }
-    };
-    let outcome = match codec::decode::<Reply>(&answer) {
-        Ok(Reply::State { state, version }) => codec::decode::<A::State>(&state)
+    let outcome = match reply {
+        Reply::State { state, version } => codec::decode::<A::State>(&state)
             .map(|state| StateView {
                 state,
                 version,
                 activation: Default::default(),
             })
             .map_err(ExecutorError::from),
-        Ok(Reply::NotStored { kind, .. }) if kind == NOT_OWNER => {
+        Reply::NotStored { kind, .. } if kind == NOT_OWNER => {
             return Forwarded::Retry(remote_error(node, NOT_OWNER, "routes moved".into(), true));
         }
-        Ok(Reply::NotStored {
+        Reply::NotStored {
             kind,
             message,
             retryable,
-        }) => match kind.as_str() {
+        } => match kind.as_str() {
             "not_found" => Err(ExecutorError::NotFound {
                 aggregate_type: A::TYPE,
                 id: id.to_owned(),
             }),
             _ => Err(remote_error(node, &kind, message, retryable)),
         },
-        Ok(_) => Err(remote_error(
+        _ => Err(remote_error(
             node,
             "bad_answer",
             "not a state".into(),
             false,
         )),
-        Err(error) => Err(remote_error(node, "bad_answer", error.to_string(), true)),
     };
     Forwarded::Done(outcome)
 }
