@@ -63,5 +63,6 @@ bench-quick:
 	CARGO="$(CARGO)" benches/run.sh --quick
 
 # Long fault runs (e.g. 200 SIGKILLs of a loaded worker), marked #[ignore] so `make test` stays short.
+# Tests named known_gap_* are ignored too: they state a gap not closed yet and fail on purpose.
 soak:
-	scripts/pg-tmp run -- $(CARGO) test --release -p integration-tests -- --ignored --nocapture
+	scripts/pg-tmp run -- $(CARGO) test --release -p integration-tests -- --ignored --skip known_gap_ --nocapture

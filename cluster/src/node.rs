@@ -298,7 +298,17 @@ async fn tick(inner: &Inner) {
     let sent = Instant::now();
     let members = match membership::heartbeat(&inner.pool, inner.node_id, inner.config.ttl).await {
         Ok(Some(members)) => {
+            // A heartbeat after a gap past the limit (the process was paused, or the loop
+            // starved): others may have taken our shards meanwhile, and our actors may hold
+            // state they changed. Stop serving everything first; what is still ours is granted
+            // again below, onto fresh activations.
+            let limit = inner.config.ttl - inner.config.self_fence_margin;
+            if sent.duration_since(state.last_heartbeat) >= limit {
+                tracing::warn!(node = %inner.node_id, gap = ?sent.duration_since(state.last_heartbeat), "heartbeat gap past the limit");
+                self_fence(inner).await;
+            }
             state.last_heartbeat = sent;
+            inner.owned.renew_lease(sent + limit);
             let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
             inner.counters.heartbeat_micros.store(micros, Relaxed);
             inner.counters.members.store(members.len() as u64, Relaxed);
@@ -325,14 +335,20 @@ async fn tick(inner: &Inner) {
     inner
         .routes
         .update(inner.config.shard_count, &members, &ownership);
-    rebalance(inner, &members, &ownership).await;
+    rebalance(inner, &members, &ownership, sent).await;
 }
 
-async fn rebalance(inner: &Inner, members: &[Member], ownership: &[Ownership]) {
+async fn rebalance(
+    inner: &Inner,
+    members: &[Member],
+    ownership: &[Ownership],
+    heartbeat_sent: Instant,
+) {
     let me = inner.node_id;
     let live: Vec<Uuid> = members.iter().map(|m| m.node_id).collect();
     let mut to_claim = Vec::new();
     let mut to_release = Vec::new();
+    let mut lost = Vec::new();
     for row in ownership {
         let preferred = preferred_owner(row.shard, &live);
         match (row.owner == Some(me), preferred == Some(me)) {
@@ -343,12 +359,24 @@ async fn rebalance(inner: &Inner, members: &[Member], ownership: &[Ownership]) {
                 }
             }
             (true, false) => to_release.push(row.shard),
-            (false, true) => to_claim.push(row.shard),
-            (false, false) => {
-                // Not ours in the database: never serve it (a takeover we missed).
+            (false, preferred_here) => {
+                // Not ours in the database: never serve it, and drop the actors of a takeover
+                // we missed, so they cannot serve their old state if the shard comes back.
                 if inner.owned.revoke(row.shard).is_some() {
                     tracing::warn!(shard = row.shard, "shard taken over by another node");
+                    lost.push(row.shard);
                 }
+                if preferred_here {
+                    to_claim.push(row.shard);
+                }
+            }
+        }
+    }
+    if !lost.is_empty() {
+        let handoff = inner.handoff.read().await.clone();
+        if let Some(handoff) = handoff {
+            for shard in &lost {
+                handoff.release(*shard).await;
             }
         }
     }
@@ -366,10 +394,16 @@ async fn rebalance(inner: &Inner, members: &[Member], ownership: &[Ownership]) {
             Err(error) => tracing::warn!(%error, "claiming shards failed"),
         }
     }
+    // Handoffs wait for actors to drain; stop well before the next heartbeat is due, so
+    // releasing never costs this node its lease. The rest goes at the next tick.
+    let budget = (inner.config.ttl - inner.config.self_fence_margin) / 2;
     for shard in to_release
         .into_iter()
         .take(inner.config.max_releases_per_tick)
     {
+        if heartbeat_sent.elapsed() >= budget {
+            break;
+        }
         release_shard(inner, shard).await;
     }
 }

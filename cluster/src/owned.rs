@@ -2,16 +2,25 @@
 //! append (fencing), so it is a lock-free array, one atomic epoch per shard (0 = not owned).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 /// This node's owned shards and their epochs.
 ///
 /// A shard being released is *draining*: it takes no new calls ([`serves`](Self::serves) is
 /// false) but its fence stays valid ([`epoch`](Self::epoch)) until the release is written, so
 /// the commands already queued and the passivation snapshots complete.
+///
+/// Serving is also bounded by a *lease* on this process's monotonic clock, renewed by every
+/// successful heartbeat until `ttl - self_fence_margin` after it was sent: a node that was
+/// paused or starved stops serving the moment it wakes up, before its next tick has checked
+/// whether its shards are still its own.
 #[derive(Debug)]
 pub struct OwnedShards {
     epochs: Vec<AtomicU64>,
     draining: Vec<AtomicBool>,
+    base: Instant,
+    /// Milliseconds after `base` until which shards may be served.
+    lease_until: AtomicU64,
 }
 
 impl OwnedShards {
@@ -20,12 +29,27 @@ impl OwnedShards {
         Self {
             epochs: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
             draining: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
+            base: Instant::now(),
+            lease_until: AtomicU64::new(0),
         }
     }
 
-    /// True when calls for `shard` are served here: owned and not draining.
+    /// Lets owned shards be served until `until` (see the type's documentation).
+    pub(crate) fn renew_lease(&self, until: Instant) {
+        let millis = until.saturating_duration_since(self.base).as_millis();
+        self.lease_until
+            .store(u64::try_from(millis).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    fn lease_valid(&self) -> bool {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now < self.lease_until.load(Ordering::Acquire)
+    }
+
+    /// True when calls for `shard` are served here: owned, not draining, and the lease valid.
     pub fn serves(&self, shard: u32) -> bool {
-        self.epoch(shard).is_some()
+        self.lease_valid()
+            && self.epoch(shard).is_some()
             && self
                 .draining
                 .get(shard as usize)

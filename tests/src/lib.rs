@@ -7,10 +7,13 @@
 //!   read it;
 //! - [`audit`]: reading the stored streams and checking them against the acknowledgements;
 //! - [`cluster`]: a PostgreSQL cluster a test owns and can stop and start;
+//! - [`node`]: the line protocol of the `cluster_node` binary (one node of a wallet cluster)
+//!   and a handle to run, kill, stop, resume and talk to it;
 //! - [`proxy`]: a TCP proxy that cuts, stalls or closes connections to a server.
 
 pub mod audit;
 pub mod cluster;
+pub mod node;
 pub mod proxy;
 pub mod wallet;
 pub mod worker;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 pub struct Wallet;
 
 /// What callers ask a wallet to do.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WalletCommand {
     /// Adds `amount` (one event).
     Deposit {
@@ -197,7 +197,7 @@ pub struct WalletState {
 }
 
 /// Why a command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum WalletError {
     /// The balance is smaller than the withdrawal.
     #[error("insufficient funds: balance {balance}, asked {asked}")]
