@@ -55,6 +55,11 @@ impl FencedEventStore {
     }
 }
 
+/// Appends refused because this node did not (or no longer) own the shard.
+fn count_fenced() {
+    metrics::counter!("cluster_fenced_appends_total").increment(1);
+}
+
 #[async_trait]
 impl EventStore for FencedEventStore {
     async fn append(
@@ -63,10 +68,15 @@ impl EventStore for FencedEventStore {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendReceipt> {
-        let fence = self.fence(stream)?;
-        self.inner
+        let fence = self.fence(stream).inspect_err(|_| count_fenced())?;
+        let appended = self
+            .inner
             .append_fenced(stream, expected_version, events, &fence)
-            .await
+            .await;
+        if matches!(appended, Err(StoreError::Fenced { .. })) {
+            count_fenced();
+        }
+        appended
     }
 
     async fn append_fenced(

@@ -24,6 +24,13 @@
 //!   a call that could not be delivered is `Unreachable` (safe to retry), one whose answer was
 //!   lost is `Lost` (its outcome is unknown, so commands carry their id).
 //!
+//! Metrics (through the `metrics` facade, per node): `cluster_shards_owned`, `cluster_members`,
+//! `cluster_shard_claims_total`, `cluster_shard_releases_total`, `cluster_self_fences_total`,
+//! `cluster_heartbeat_failures_total`, `cluster_heartbeat_seconds` (heartbeat round trip, the
+//! lag a node's liveness runs behind), `cluster_fenced_appends_total`, and the transport's
+//! `cluster_forwards_total{outcome}` and `cluster_forward_seconds`; [`ClusterNode::stats`] and
+//! [`HttpTransport::stats`] give the same in process.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use cluster::{ClusterConfig, ClusterNode, ClusterPlacement, FencedEventStore};

@@ -312,6 +312,8 @@ async fn tick(inner: &Inner) {
             let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
             inner.counters.heartbeat_micros.store(micros, Relaxed);
             inner.counters.members.store(members.len() as u64, Relaxed);
+            metrics::histogram!("cluster_heartbeat_seconds").record(sent.elapsed().as_secs_f64());
+            metrics::gauge!("cluster_members").set(members.len() as f64);
             members
         }
         Ok(None) => {
@@ -321,6 +323,7 @@ async fn tick(inner: &Inner) {
         }
         Err(error) => {
             inner.counters.heartbeat_failures.fetch_add(1, Relaxed);
+            metrics::counter!("cluster_heartbeat_failures_total").increment(1);
             let limit = inner.config.ttl - inner.config.self_fence_margin;
             tracing::warn!(node = %inner.node_id, %error, since = ?state.last_heartbeat.elapsed(), "heartbeat failed");
             if state.last_heartbeat.elapsed() >= limit && !inner.owned.is_empty() {
@@ -387,6 +390,7 @@ async fn rebalance(
                     inner.owned.grant(row.shard, row.epoch);
                 }
                 inner.counters.claims.fetch_add(won.len() as u64, Relaxed);
+                metrics::counter!("cluster_shard_claims_total").increment(won.len() as u64);
                 if !won.is_empty() {
                     tracing::info!(node = %me, shards = won.len(), "claimed shards");
                 }
@@ -394,6 +398,7 @@ async fn rebalance(
             Err(error) => tracing::warn!(%error, "claiming shards failed"),
         }
     }
+    metrics::gauge!("cluster_shards_owned").set(inner.owned.len() as f64);
     // Handoffs wait for actors to drain; stop well before the next heartbeat is due, so
     // releasing never costs this node its lease. The rest goes at the next tick.
     let budget = (inner.config.ttl - inner.config.self_fence_margin) / 2;
@@ -422,6 +427,7 @@ async fn release_shard(inner: &Inner, shard: u32) {
     match ownership::release(&inner.pool, inner.node_id, shard, epoch).await {
         Ok(_) => {
             inner.counters.releases.fetch_add(1, Relaxed);
+            metrics::counter!("cluster_shard_releases_total").increment(1);
         }
         // Not served here any more either way; the new owner claims it once this node's
         // heartbeat or the release succeeds.
@@ -435,6 +441,7 @@ async fn self_fence(inner: &Inner) {
         return;
     }
     inner.counters.self_fences.fetch_add(1, Relaxed);
+    metrics::counter!("cluster_self_fences_total").increment(1);
     tracing::error!(node = %inner.node_id, shards = revoked, "no heartbeat in time: serving nothing until the database answers again");
     let handoff = inner.handoff.read().await.clone();
     if let Some(handoff) = handoff {
