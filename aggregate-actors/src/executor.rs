@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use actor_runtime::{Directory, Inbound, Location, RuntimeError};
+use actor_runtime::{Directory, Inbound, RuntimeError};
 use event_stores::{
     EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
 };
@@ -24,7 +24,7 @@ use crate::error::{CommandError, ExecutorError, Indeterminate};
 use crate::hydrate::{Target, hydrate};
 use crate::outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};
 use crate::remote::{self, ExecutorInbound, Forwarded, RemoteCodec, RemoteHandler};
-use crate::routing::Backoff;
+use crate::routing::{Hop, Route};
 
 /// Runs commands against event-sourced aggregates held by virtual actors. Cheap to clone.
 #[derive(Clone)]
@@ -142,41 +142,39 @@ impl Executor {
         options.command_id.get_or_insert_with(CommandId::new);
         options.deadline = Some(deadline);
         let key = id.to_owned();
-        let mut routes = Backoff::until(deadline);
+        let mut route = Route::new(
+            &**registration.directory.placement(),
+            &key,
+            deadline,
+            self.forwards(registration),
+        );
         let mut last = ExecutorError::NotLocal { id: key.clone() };
-        // Without forwarding there is nothing to wait for: a key not served here is refused.
-        let forwarding = self.inner.shared.transport.is_some() && registration.codec.is_some();
-        loop {
-            match registration.directory.placement().locate(&key) {
-                Location::Local => return self.execute_here::<A>(id, command, options).await,
-                Location::Remote(node) => {
-                    let (Some(transport), Some(codec)) =
-                        (&self.inner.shared.transport, &registration.codec)
-                    else {
-                        return Err(CommandError::NotStored(last));
-                    };
-                    let forwarded = remote::forward_execute(
-                        &**transport,
-                        &node,
-                        codec,
-                        id,
-                        &command,
-                        &options,
-                        routes.remaining(),
-                    )
-                    .await;
-                    match forwarded {
-                        Forwarded::Done(outcome) => return outcome,
-                        Forwarded::Retry(error) => last = error,
-                    }
-                }
-                Location::Unknown if !forwarding => return Err(last.into()),
-                Location::Unknown => {}
-            }
-            if !routes.wait().await {
-                return Err(CommandError::NotStored(last));
+        while let Some(hop) = route.next().await {
+            let node = match hop {
+                Hop::Here => return self.execute_here::<A>(id, command, options).await,
+                Hop::There(node) => node,
+            };
+            let (Some(transport), Some(codec)) =
+                (&self.inner.shared.transport, &registration.codec)
+            else {
+                break;
+            };
+            let forwarded = remote::forward_execute(
+                &**transport,
+                &node,
+                codec,
+                id,
+                &command,
+                &options,
+                route.remaining(),
+            )
+            .await;
+            match forwarded {
+                Forwarded::Done(outcome) => return outcome,
+                Forwarded::Retry(error) => last = error,
             }
         }
+        Err(CommandError::NotStored(last))
     }
 
     /// Runs a command on this node's actor for `id`, never forwarding it.
@@ -221,34 +219,29 @@ impl Executor {
     pub async fn state<A: Aggregate>(&self, id: &str) -> Result<StateView<A>, ExecutorError> {
         let registration = self.registration::<A>(id)?;
         let key = id.to_owned();
-        let mut routes = Backoff::until(
-            tokio::time::Instant::now() + registration.context.settings.runtime.call_timeout,
+        let deadline =
+            tokio::time::Instant::now() + registration.context.settings.runtime.call_timeout;
+        let mut route = Route::new(
+            &**registration.directory.placement(),
+            &key,
+            deadline,
+            self.forwards(registration),
         );
         let mut last = ExecutorError::NotLocal { id: key.clone() };
-        let forwarding = self.inner.shared.transport.is_some() && registration.codec.is_some();
-        loop {
-            match registration.directory.placement().locate(&key) {
-                Location::Local => return self.state_here::<A>(id).await,
-                Location::Remote(node) => {
-                    let (Some(transport), Some(_)) =
-                        (&self.inner.shared.transport, &registration.codec)
-                    else {
-                        return Err(last);
-                    };
-                    match remote::forward_state::<A>(&**transport, &node, id, routes.remaining())
-                        .await
-                    {
-                        Forwarded::Done(outcome) => return outcome,
-                        Forwarded::Retry(error) => last = error,
-                    }
-                }
-                Location::Unknown if !forwarding => return Err(last),
-                Location::Unknown => {}
-            }
-            if !routes.wait().await {
-                return Err(last);
+        while let Some(hop) = route.next().await {
+            let node = match hop {
+                Hop::Here => return self.state_here::<A>(id).await,
+                Hop::There(node) => node,
+            };
+            let Some(transport) = &self.inner.shared.transport else {
+                break;
+            };
+            match remote::forward_state::<A>(&**transport, &node, id, route.remaining()).await {
+                Forwarded::Done(outcome) => return outcome,
+                Forwarded::Retry(error) => last = error,
             }
         }
+        Err(last)
     }
 
     /// The state of this node's actor for `id`, never forwarding.
@@ -267,9 +260,38 @@ impl Executor {
             .await?
     }
 
-    /// Takes a snapshot of aggregate `id` now and waits until it is written. Returns the
-    /// version snapshotted.
+    /// Takes a snapshot of aggregate `id` now, on the node that serves it, and waits until it
+    /// is written. Returns the version snapshotted.
     pub async fn snapshot_now<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
+        let registration = self.registration::<A>(id)?;
+        let key = id.to_owned();
+        let deadline =
+            tokio::time::Instant::now() + registration.context.settings.runtime.call_timeout;
+        let mut route = Route::new(
+            &**registration.directory.placement(),
+            &key,
+            deadline,
+            self.forwards(registration),
+        );
+        let mut last = ExecutorError::NotLocal { id: key.clone() };
+        while let Some(hop) = route.next().await {
+            let node = match hop {
+                Hop::Here => return self.snapshot_here::<A>(id).await,
+                Hop::There(node) => node,
+            };
+            let Some(transport) = &self.inner.shared.transport else {
+                break;
+            };
+            match remote::forward_snapshot::<A>(&**transport, &node, id, route.remaining()).await {
+                Forwarded::Done(outcome) => return outcome,
+                Forwarded::Retry(error) => last = error,
+            }
+        }
+        Err(last)
+    }
+
+    /// Snapshots this node's actor for `id`, never forwarding.
+    pub(crate) async fn snapshot_here<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
         let registration = self.registration::<A>(id)?;
         let key = id.to_owned();
         if !registration.directory.is_live(&key) {
@@ -293,7 +315,9 @@ impl Executor {
     }
 
     /// Rebuilds the state of aggregate `id` at a past version or time from the stores, using
-    /// the newest valid snapshot at or before the target. The live actor is not touched.
+    /// the newest valid snapshot at or before the target. The live actor is not touched, so in
+    /// a cluster this runs on the node asked: the stores are shared and hold only durable
+    /// events, so every node computes the same answer without a hop.
     ///
     /// An aggregate with no events is [`ExecutorError::NotFound`]; a version past the stream's
     /// end is [`ExecutorError::VersionNotReached`]; a time before the first event gives the
@@ -443,6 +467,11 @@ impl Executor {
     /// The snapshot store.
     pub fn snapshot_store(&self) -> &Arc<dyn SnapshotStore> {
         &self.inner.shared.snapshots
+    }
+
+    /// Whether calls for `registration`'s type can travel to other nodes.
+    fn forwards<A: Aggregate>(&self, registration: &Registration<A>) -> bool {
+        self.inner.shared.transport.is_some() && registration.codec.is_some()
     }
 
     fn typed<A: Aggregate>(&self) -> Option<&Registration<A>> {

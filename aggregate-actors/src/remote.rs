@@ -1,4 +1,4 @@
-//! Commands and state reads for aggregates served by another node: the wire format, the
+//! Commands, state reads and snapshots on demand for aggregates served by another node: the wire format, the
 //! forwarding side and the answering side.
 //!
 //! The executor asks its placement where an id is served. Here: the local actor. On another
@@ -41,6 +41,7 @@ pub(crate) enum Request {
         causation_id: Option<Uuid>,
     },
     State,
+    SnapshotNow,
 }
 
 /// What comes back.
@@ -63,6 +64,9 @@ pub(crate) enum Reply {
     State {
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,
+        version: u64,
+    },
+    Snapshotted {
         version: u64,
     },
 }
@@ -232,12 +236,14 @@ pub(crate) async fn forward_execute<A: Aggregate>(
         Reply::Indeterminate { message } => {
             return indeterminate(remote_error(node, "indeterminate", message, true));
         }
-        Reply::State { .. } => Err(CommandError::NotStored(remote_error(
-            node,
-            "bad_answer",
-            "a state where a command outcome was expected".into(),
-            false,
-        ))),
+        Reply::State { .. } | Reply::Snapshotted { .. } => {
+            Err(CommandError::NotStored(remote_error(
+                node,
+                "bad_answer",
+                "a state where a command outcome was expected".into(),
+                false,
+            )))
+        }
     };
     Forwarded::Done(outcome)
 }
@@ -249,7 +255,60 @@ pub(crate) async fn forward_state<A: Aggregate>(
     id: &str,
     timeout: Duration,
 ) -> Forwarded<Result<StateView<A>, ExecutorError>> {
-    let payload = match codec::encode(&Request::State) {
+    forward_query::<A, _>(
+        transport,
+        node,
+        id,
+        &Request::State,
+        timeout,
+        |reply| match reply {
+            Reply::State { state, version } => Some(
+                codec::decode::<A::State>(&state)
+                    .map(|state| StateView {
+                        state,
+                        version,
+                        activation: Default::default(),
+                    })
+                    .map_err(ExecutorError::from),
+            ),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// Asks the node at `node` to snapshot `id` now.
+pub(crate) async fn forward_snapshot<A: Aggregate>(
+    transport: &dyn Transport,
+    node: &str,
+    id: &str,
+    timeout: Duration,
+) -> Forwarded<Result<u64, ExecutorError>> {
+    forward_query::<A, _>(
+        transport,
+        node,
+        id,
+        &Request::SnapshotNow,
+        timeout,
+        |reply| match reply {
+            Reply::Snapshotted { version } => Some(Ok(version)),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// Sends a request that changes no events (a state read, a snapshot) and reads its answer
+/// with `read` (`None`: not the answer expected). A lost answer is final: nothing to undo.
+async fn forward_query<A: Aggregate, T>(
+    transport: &dyn Transport,
+    node: &str,
+    id: &str,
+    request: &Request,
+    timeout: Duration,
+    read: impl FnOnce(Reply) -> Option<Result<T, ExecutorError>>,
+) -> Forwarded<Result<T, ExecutorError>> {
+    let payload = match codec::encode(request) {
         Ok(payload) => payload,
         Err(error) => return Forwarded::Done(Err(error.into())),
     };
@@ -259,13 +318,6 @@ pub(crate) async fn forward_state<A: Aggregate>(
         Exchange::Unknown(error) => return Forwarded::Done(Err(error)),
     };
     let outcome = match reply {
-        Reply::State { state, version } => codec::decode::<A::State>(&state)
-            .map(|state| StateView {
-                state,
-                version,
-                activation: Default::default(),
-            })
-            .map_err(ExecutorError::from),
         Reply::NotStored { kind, .. } if kind == NOT_OWNER => {
             return Forwarded::Retry(remote_error(node, NOT_OWNER, "routes moved".into(), true));
         }
@@ -280,12 +332,14 @@ pub(crate) async fn forward_state<A: Aggregate>(
             }),
             _ => Err(remote_error(node, &kind, message, retryable)),
         },
-        _ => Err(remote_error(
-            node,
-            "bad_answer",
-            "not a state".into(),
-            false,
-        )),
+        reply => read(reply).unwrap_or_else(|| {
+            Err(remote_error(
+                node,
+                "bad_answer",
+                "not the answer asked for".into(),
+                false,
+            ))
+        }),
     };
     Forwarded::Done(outcome)
 }
@@ -409,6 +463,10 @@ impl<A: Aggregate> RemoteHandler for RemoteType<A> {
                     },
                     Err(error) => not_stored(&error.into()),
                 },
+                Err(error) => not_stored(&error),
+            },
+            Request::SnapshotNow => match executor.snapshot_here::<A>(&call.key).await {
+                Ok(version) => Reply::Snapshotted { version },
                 Err(error) => not_stored(&error),
             },
         }

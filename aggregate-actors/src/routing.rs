@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use actor_runtime::{Location, Placement};
 use tokio::time::Instant;
 
 const FIRST: Duration = Duration::from_millis(10);
@@ -37,5 +38,64 @@ impl Backoff {
         tokio::time::sleep(self.next).await;
         self.next = (self.next * 2).min(MOST);
         true
+    }
+}
+
+/// Where the next attempt at a call goes.
+pub(crate) enum Hop {
+    /// This node serves the id.
+    Here,
+    /// The node at this address does (as far as the route table knows).
+    There(String),
+}
+
+/// The attempts of one call at reaching its id's owner: ask the placement, try, and on a
+/// retryable miss ask again after a backoff, until the deadline.
+pub(crate) struct Route<'a> {
+    placement: &'a dyn Placement<String>,
+    key: &'a String,
+    backoff: Backoff,
+    /// Whether calls for this type may travel to other nodes at all.
+    forwarding: bool,
+    tried: bool,
+}
+
+impl<'a> Route<'a> {
+    /// The attempts at `key` until `deadline`.
+    pub(crate) fn new(
+        placement: &'a dyn Placement<String>,
+        key: &'a String,
+        deadline: Instant,
+        forwarding: bool,
+    ) -> Self {
+        Self {
+            placement,
+            key,
+            backoff: Backoff::until(deadline),
+            forwarding,
+            tried: false,
+        }
+    }
+
+    /// Where to try next; `None` when there is no next attempt (the deadline is near, or the
+    /// id is not served here and cannot be forwarded).
+    pub(crate) async fn next(&mut self) -> Option<Hop> {
+        loop {
+            if std::mem::replace(&mut self.tried, true) && !self.backoff.wait().await {
+                return None;
+            }
+            match self.placement.locate(self.key) {
+                Location::Local => return Some(Hop::Here),
+                Location::Remote(node) if self.forwarding => return Some(Hop::There(node)),
+                // Owner moving or not known yet: wait for the route table.
+                Location::Unknown if self.forwarding => {}
+                Location::Remote(_) | Location::Unknown => return None,
+            }
+        }
+    }
+
+    /// Time left for the next attempt.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.backoff.remaining()
     }
 }

@@ -19,6 +19,9 @@
 //!   margin stops serving before anyone may take its shards.
 //! - **Placement** ([`ClusterPlacement`]): the runtime serves only the keys of shards owned
 //!   here and locates the others on their owners through the route table.
+//! - **Executor** ([`ClusterNode::executor_builder`], [`ClusterNode::attach`]): an
+//!   [`Executor`](aggregate_actors::Executor) whose appends are fenced, whose placement is the
+//!   shard map and whose shards leave through a drain and a passivation snapshot.
 //! - **Transport** ([`HttpTransport`], [`serve`]): forwarded calls travel as one MessagePack
 //!   body per HTTP/2 request (h2c, prior knowledge, multiplexed over one connection per peer);
 //!   a call that could not be delivered is `Unreachable` (safe to retry), one whose answer was
@@ -33,23 +36,48 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use cluster::{ClusterConfig, ClusterNode, ClusterPlacement, FencedEventStore};
-//! use event_stores::{EventStore, PgConfig, PgEventStore};
+//! use aggregate_actors::AggregateSettings;
+//! use aggregate_actors::event_stores::{PgConfig, PgEventStore, PgSnapshotStore};
+//! use cluster::{ClusterConfig, ClusterNode, HttpTransport};
+//! # use aggregate_actors::Aggregate;
+//! # use serde::{Deserialize, Serialize};
+//! # struct Account;
+//! # #[derive(Debug, Serialize, Deserialize)] struct Deposited(u64);
+//! # #[derive(Debug, Serialize, Deserialize, thiserror::Error)] #[error("never")] struct Never;
+//! # impl Aggregate for Account {
+//! #     const TYPE: &'static str = "account";
+//! #     type Command = u64; type Event = Deposited; type State = u64; type Error = Never;
+//! #     fn decide(_: &u64, c: &u64) -> Result<Vec<Deposited>, Never> { Ok(vec![Deposited(*c)]) }
+//! #     fn apply(s: &mut u64, e: &Deposited) { *s += e.0 }
+//! # }
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let events = PgEventStore::connect(&PgConfig::new("postgres://app@db/app")).await?;
+//! let config = PgConfig::new("postgres://app@db/app");
+//! let events = PgEventStore::connect(&config).await?;
+//! let snapshots = PgSnapshotStore::with_migrated_pool(events.pool().clone(), config.limits);
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:7001").await?;
+//!
+//! // Join: a fresh node id, a heartbeat, and the shards rendezvous hashing gives this node.
 //! let node = ClusterNode::start(events.pool().clone(), ClusterConfig::new("10.0.0.5:7001")).await?;
-//! // Appends through this store are refused once this node no longer owns the shard.
-//! let fenced: Arc<dyn EventStore> =
-//!     Arc::new(FencedEventStore::new(Arc::new(events), node.node_id(), node.owned().clone()));
-//! // The runtime of aggregate type "account" serves only the accounts whose shard is here.
-//! let placement: ClusterPlacement = node.placement("account");
-//! # drop((fenced, placement));
-//! node.leave().await?;
+//! // Appends fenced by shard epochs; calls for shards owned elsewhere forwarded over HTTP/2.
+//! let executor = node
+//!     .executor_builder(Arc::new(events), Arc::new(snapshots), Arc::new(HttpTransport::new()?))
+//!     .register_remote::<Account>(AggregateSettings::new())
+//!     .build()?;
+//! node.attach(&executor).await; // shards leave through a drain and a passivation snapshot
+//! let server = cluster::serve(listener, executor.inbound()); // answer the other nodes
+//!
+//! // Any node takes any id: served here or forwarded to its owner.
+//! executor.execute::<Account>("acc-42", 5).await?;
+//!
+//! node.leave().await?; // hand every shard over, then stop
+//! executor.shutdown().await;
+//! server.shutdown().await;
 //! # Ok(()) }
 //! ```
 
 mod error;
+mod executor;
 mod fenced_store;
 pub mod membership;
 mod node;

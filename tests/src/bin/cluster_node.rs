@@ -9,15 +9,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aggregate_actors::actor_runtime::async_trait;
-use aggregate_actors::event_stores::{EventStore, PgConfig, PgEventStore, PgSnapshotStore};
+use aggregate_actors::event_stores::{PgConfig, PgEventStore, PgSnapshotStore};
 use aggregate_actors::{
     AggregateSettings, CommandError, CommandOptions, Executor, ExecutorError, RuntimeConfig,
 };
 use clap::Parser;
-use cluster::{
-    ClusterConfig, ClusterNode, FencedEventStore, HttpTransport, ShardHandoff, TransportStats,
-};
+use cluster::{ClusterConfig, ClusterNode, HttpTransport, TransportStats};
 use integration_tests::wallet::{Wallet, WalletCommand, WalletError};
 use tokio::io::AsyncBufReadExt;
 use uuid::Uuid;
@@ -63,26 +60,6 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
         std::process::exit(0);
-    }
-}
-
-/// Passivates the actors of shards leaving this node.
-struct Handoff {
-    executor: Executor,
-    shard_count: u32,
-}
-
-#[async_trait]
-impl ShardHandoff for Handoff {
-    async fn release(&self, shard: u32) {
-        let count = self.shard_count;
-        self.executor
-            .passivate_matching(|t, id| cluster::shard_of(t, id, count) == shard)
-            .await;
-    }
-
-    async fn fenced(&self) {
-        self.executor.passivate_matching(|_, _| true).await;
     }
 }
 
@@ -223,29 +200,21 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         max_releases_per_tick: args.max_releases_per_tick.max(1),
         ..ClusterConfig::new(address.to_string())
     };
-    let shard_count = cluster_config.shard_count;
     let node = ClusterNode::start(pool, cluster_config).await?;
 
-    let fenced: Arc<dyn EventStore> = Arc::new(FencedEventStore::new(
-        Arc::new(events),
-        node.node_id(),
-        node.owned().clone(),
-    ));
     let transport = HttpTransport::new()?;
-    let placement_node = node.clone();
-    let executor = Executor::builder(fenced, Arc::new(snapshots))
-        .placement(Arc::new(move |t| Arc::new(placement_node.placement(t))))
-        .transport(Arc::new(transport.clone()))
+    let executor = node
+        .executor_builder(
+            Arc::new(events),
+            Arc::new(snapshots),
+            Arc::new(transport.clone()),
+        )
         .register_remote::<Wallet>(AggregateSettings::new().runtime(RuntimeConfig {
             call_timeout: Duration::from_millis(args.call_timeout_ms),
             ..RuntimeConfig::default()
         }))
         .build()?;
-    node.set_handoff(Arc::new(Handoff {
-        executor: executor.clone(),
-        shard_count,
-    }))
-    .await;
+    node.attach(&executor).await;
     let server = cluster::serve(listener, executor.inbound());
 
     let state = Arc::new(Node {
