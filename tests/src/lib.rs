@@ -9,13 +9,16 @@
 //! - [`cluster`]: a PostgreSQL cluster a test owns and can stop and start;
 //! - [`node`]: the line protocol of the `cluster_node` binary (one node of a wallet cluster)
 //!   and a handle to run, kill, stop, resume and talk to it;
-//! - [`proxy`]: a TCP proxy that cuts, stalls or closes connections to a server.
+//! - [`proxy`]: a TCP proxy that cuts, stalls or closes connections to a server;
+//! - [`wallet_cluster`]: a cluster of `cluster_node` processes under a deposit load, and the
+//!   raw-SQL audit of what it stored.
 
 pub mod audit;
 pub mod cluster;
 pub mod node;
 pub mod proxy;
 pub mod wallet;
+pub mod wallet_cluster;
 pub mod worker;
 
 use std::sync::Arc;

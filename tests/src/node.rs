@@ -11,9 +11,15 @@
 //!                                                   ← NOSTATE <wallet> <kind>
 //! → LIVE                                            ← LIVE <ids with a live actor here, comma-separated>
 //! → LIVE <prefix> <count>                           ← the same over ids <prefix>0 … <prefix>(count-1)
+//! → ACTIVATION <wallet>                             ← ACTIVATION <wallet> <version> <snapshot version|-> <events replayed>
+//!                                                   ← NOACTIVATION <wallet> <kind>
 //! → SHARDS                                          ← SHARDS <shards owned here>
 //! → STATS                                           ← STATS key=value …
 //! ```
+//!
+//! `ACTIVATION` reads the state like `STATE` and reports how the actor answering was
+//! activated (the snapshot it started from, the events it replayed): ask the owner, as a
+//! forwarded read does not carry it.
 //!
 //! At start it prints `READY <pid> <address> <node-id>`; on stdin's end or SIGTERM it leaves
 //! the cluster, shuts its executor down and prints `BYE`. NACK kinds: `rejected`,
@@ -45,6 +51,10 @@ pub struct NodeArgs {
     pub max_releases_per_tick: usize,
     /// Bound of one command or state read inside the node (forwarding included).
     pub call_timeout: Duration,
+    /// Where the node listens for forwarded calls (`127.0.0.1:0`: any free port).
+    pub listen: String,
+    /// The address it advertises to the others (default: the bound listen address).
+    pub advertise: Option<String>,
 }
 
 impl NodeArgs {
@@ -58,17 +68,19 @@ impl NodeArgs {
             heartbeat: Duration::from_secs(1),
             max_releases_per_tick: 64,
             call_timeout: Duration::from_secs(5),
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
         }
     }
 
     fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args: Vec<String> = vec![
             "--database-url".into(),
             self.database_url.clone(),
             "--name".into(),
             self.name.clone(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            self.listen.clone(),
             "--ttl-ms".into(),
             self.ttl.as_millis().to_string(),
             "--heartbeat-ms".into(),
@@ -77,7 +89,11 @@ impl NodeArgs {
             self.max_releases_per_tick.to_string(),
             "--call-timeout-ms".into(),
             self.call_timeout.as_millis().to_string(),
-        ]
+        ];
+        if let Some(advertise) = &self.advertise {
+            args.extend(["--advertise".into(), advertise.clone()]);
+        }
+        args
     }
 }
 
@@ -146,6 +162,7 @@ fn answer_key(line: &str) -> Option<String> {
     match head {
         "ACK" | "NACK" => fields.next().map(|c| format!("EXEC {c}")),
         "STATE" | "NOSTATE" => fields.next().map(|id| format!("STATE {id}")),
+        "ACTIVATION" | "NOACTIVATION" => fields.next().map(|id| format!("ACTIVATION {id}")),
         "LIVE" | "SHARDS" | "STATS" => Some(head.to_owned()),
         _ => None,
     }
@@ -326,6 +343,36 @@ impl NodeProcess {
             }
             Err(true) => State::Gone,
             Err(false) => State::NoAnswer,
+        }
+    }
+
+    /// How the actor answering for `wallet` on this node was activated: `Ok((version,
+    /// snapshot version, events replayed))`, or the failure kind (`"gone"`, `"no_answer"` when
+    /// the node ended or did not answer).
+    pub async fn activation(
+        &self,
+        wallet: &str,
+        timeout: Duration,
+    ) -> Result<(u64, Option<u64>, u64), String> {
+        let line = format!("ACTIVATION {wallet}");
+        let answer = match self.request(line.clone(), line, timeout).await {
+            Ok(answer) => answer,
+            Err(true) => return Err("gone".into()),
+            Err(false) => return Err("no_answer".into()),
+        };
+        let fields: Vec<&str> = answer.split_whitespace().collect();
+        let number = |text: &str| {
+            text.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{}: bad answer {answer:?}", self.name))
+        };
+        match fields.as_slice() {
+            ["ACTIVATION", _, version, snapshot, replayed] => Ok((
+                number(version),
+                (*snapshot != "-").then(|| number(snapshot)),
+                number(replayed),
+            )),
+            ["NOACTIVATION", _, kind] => Err((*kind).to_owned()),
+            _ => panic!("{}: bad answer {answer:?}", self.name),
         }
     }
 

@@ -32,6 +32,10 @@ struct Args {
     /// advertised).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// The address other nodes reach this one at (e.g. a proxy in front of `--listen`);
+    /// default: the bound listen address.
+    #[arg(long)]
+    advertise: Option<String>,
     /// Membership TTL in milliseconds.
     #[arg(long, default_value_t = 3_000)]
     ttl_ms: u64,
@@ -150,6 +154,20 @@ impl Node {
                 let ids: Vec<String> = (0..count).map(|n| format!("{prefix}{n}")).collect();
                 self.live(ids.iter().map(String::as_str))
             }
+            ["ACTIVATION", id] => {
+                self.remember(id);
+                match self.executor.state::<Wallet>(id).await {
+                    Ok(view) => {
+                        let a = view.activation;
+                        let snapshot = a.snapshot_version.map_or("-".to_owned(), |v| v.to_string());
+                        format!(
+                            "ACTIVATION {id} {} {snapshot} {}",
+                            view.version, a.events_replayed
+                        )
+                    }
+                    Err(error) => format!("NOACTIVATION {id} {}", state_error_kind(&error)),
+                }
+            }
             ["SHARDS"] => format!("SHARDS {}", self.node.owned().len()),
             ["STATS"] => {
                 let TransportStats {
@@ -198,7 +216,11 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         ttl: Duration::from_millis(args.ttl_ms),
         self_fence_margin: Duration::from_millis(args.self_fence_margin_ms),
         max_releases_per_tick: args.max_releases_per_tick.max(1),
-        ..ClusterConfig::new(address.to_string())
+        ..ClusterConfig::new(
+            args.advertise
+                .clone()
+                .unwrap_or_else(|| address.to_string()),
+        )
     };
     let node = ClusterNode::start(pool, cluster_config).await?;
 
