@@ -19,8 +19,9 @@ pub const RECENT: usize = 16;
 /// The ledger account aggregate.
 pub struct Ledger;
 
-/// What callers ask of an account.
-#[derive(Debug, Clone)]
+/// What callers ask of an account. Serializable so that commands can be forwarded to the
+/// owning node of a cluster (`register_remote`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LedgerCommand {
     /// Credit an amount.
     Deposit {
@@ -120,8 +121,8 @@ impl LedgerState {
     }
 }
 
-/// Why a command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a command was refused (serializable, for answers of forwarded commands).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum LedgerError {
     /// A withdrawal beyond the balance.
     #[error("insufficient funds")]
