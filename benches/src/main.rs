@@ -28,7 +28,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (comma-separated): executor, recovery, durable, cqrs,
-    /// snapshot-cost, scale, codec.
+    /// snapshot-cost, scale, codec, cluster.
     #[arg(long, value_name = "SCENARIO")]
     only: Option<String>,
     /// PostgreSQL server for the PostgreSQL scenarios (a database per scenario is created on it
@@ -110,6 +110,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "snapshot-cost" => scenarios::snapshot_cost::run(&ctx).await,
             "scale" => scenarios::scale::run(&ctx).await,
             "codec" => scenarios::codec::run(&ctx).await,
+            "cluster" => scenarios::cluster::run(&ctx).await,
             other => Err(format!("no runner for {other}").into()),
         };
         let section = match outcome {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::pg::PgServer;
 
+pub mod cluster;
 pub mod codec;
 pub mod cqrs;
 pub mod durable;
@@ -63,7 +64,7 @@ pub struct Scenario {
 }
 
 /// Every scenario, in report order.
-pub const ALL: [Scenario; 7] = [
+pub const ALL: [Scenario; 8] = [
     Scenario {
         name: "executor",
         title: "1. Executor overhead (in-memory)",
@@ -91,5 +92,9 @@ pub const ALL: [Scenario; 7] = [
     Scenario {
         name: "codec",
         title: "7. Codec: snapshot bytes and time",
+    },
+    Scenario {
+        name: "cluster",
+        title: "8. Cluster: forwarding overhead, 3 nodes vs 1",
     },
 ];
