@@ -55,8 +55,9 @@ impl FencedEventStore {
     }
 }
 
-/// Appends refused because this node did not (or no longer) own the shard.
-fn count_fenced() {
+/// Counts an append refused because this node did not (or no longer) own the shard.
+fn count_fenced(owned: &OwnedShards) {
+    owned.count_fenced();
     metrics::counter!("cluster_fenced_appends_total").increment(1);
 }
 
@@ -68,13 +69,15 @@ impl EventStore for FencedEventStore {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendReceipt> {
-        let fence = self.fence(stream).inspect_err(|_| count_fenced())?;
+        let fence = self
+            .fence(stream)
+            .inspect_err(|_| count_fenced(&self.owned))?;
         let appended = self
             .inner
             .append_fenced(stream, expected_version, events, &fence)
             .await;
         if matches!(appended, Err(StoreError::Fenced { .. })) {
-            count_fenced();
+            count_fenced(&self.owned);
         }
         appended
     }

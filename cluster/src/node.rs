@@ -130,6 +130,8 @@ pub struct ClusterStats {
     pub self_fences: u64,
     /// Round-trip time of the last successful heartbeat, in microseconds.
     pub heartbeat_micros: u64,
+    /// Appends refused because this node no longer (or never) owned their shard.
+    pub fenced_appends: u64,
 }
 
 /// One node of the cluster. Cheap to clone.
@@ -254,6 +256,7 @@ impl ClusterNode {
             heartbeat_failures: c.heartbeat_failures.load(Relaxed),
             self_fences: c.self_fences.load(Relaxed),
             heartbeat_micros: c.heartbeat_micros.load(Relaxed),
+            fenced_appends: self.inner.owned.fenced_appends(),
         }
     }
 

@@ -21,6 +21,8 @@ pub struct OwnedShards {
     base: Instant,
     /// Milliseconds after `base` until which shards may be served.
     lease_until: AtomicU64,
+    /// Appends refused by the fence (here or by the database).
+    fenced_appends: AtomicU64,
 }
 
 impl OwnedShards {
@@ -31,7 +33,18 @@ impl OwnedShards {
             draining: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
             base: Instant::now(),
             lease_until: AtomicU64::new(0),
+            fenced_appends: AtomicU64::new(0),
         }
+    }
+
+    /// Counts an append refused by the fence.
+    pub(crate) fn count_fenced(&self) {
+        self.fenced_appends.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends refused by the fence so far: this node no longer (or never) owned their shard.
+    pub fn fenced_appends(&self) -> u64 {
+        self.fenced_appends.load(Ordering::Relaxed)
     }
 
     /// Lets owned shards be served until `until` (see the type's documentation).

@@ -23,7 +23,8 @@
 //!
 //! At start it prints `READY <pid> <address> <node-id>`; on stdin's end or SIGTERM it leaves
 //! the cluster, shuts its executor down and prints `BYE`. NACK kinds: `rejected`,
-//! `indeterminate`, `not_stored_retryable`, `not_stored`; NOSTATE kinds: `not_found`,
+//! `indeterminate`, `fenced` (the append was refused: this node no longer owns the wallet's
+//! shard; nothing stored, retry elsewhere), `not_stored_retryable`, `not_stored`; NOSTATE kinds: `not_found`,
 //! `not_stored_retryable`, `not_stored`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

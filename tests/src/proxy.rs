@@ -20,7 +20,7 @@
 //! it; [`FaultProxy::resume`] lets the held data through, in order. Dropping the proxy stops the
 //! listener and closes every connection.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -375,4 +375,27 @@ async fn pump(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, dir: Dir, shared: &
             return Flow::Cut(cut);
         }
     }
+}
+
+/// The server's address in `url` (`postgres://user@host:port/db`).
+pub fn server_addr(url: &str) -> SocketAddr {
+    let rest = url
+        .split_once("://")
+        .unwrap_or_else(|| panic!("{url:?} is not a database URL"))
+        .1;
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse()
+                .unwrap_or_else(|_| panic!("{url:?}: the port is not a number")),
+        ),
+        None => (host_port, 5432),
+    };
+    (host.trim_matches(['[', ']']), port)
+        .to_socket_addrs()
+        .unwrap_or_else(|e| panic!("resolving {host_port}: {e}"))
+        .next()
+        .unwrap_or_else(|| panic!("{host_port} resolves to nothing (the proxy needs TCP)"))
 }

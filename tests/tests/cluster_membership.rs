@@ -2,8 +2,9 @@
 //! between nodes are cut while PostgreSQL stays reachable (forwards fail with a retryable
 //! error, no shard moves, traffic resumes when the links heal), and a fourth node joins (about a
 //! quarter of the shards move to it, and only to it, and each moved wallet's first activation
-//! there starts from the snapshot its old owner wrote on release). Every run ends with the
-//! raw-SQL audit: each acknowledged command stored exactly once.
+//! there starts from the snapshot its old owner wrote on release); and a node frozen with
+//! appends in flight past its TTL has them refused as fenced once its shards were taken over.
+//! Every run ends with the raw-SQL audit: each acknowledged command stored exactly once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use aggregate_actors::event_stores::testing::fresh_database;
 use integration_tests::node::{Exec, NodeArgs, NodeProcess};
-use integration_tests::proxy::{CutPolicy, FaultProxy};
+use integration_tests::proxy::{CutPolicy, FaultProxy, server_addr};
 use integration_tests::wallet_cluster::{
     ANSWER, Ledger, SERIAL, SHARD_COUNT, audit, connect, futures_join_all, owners, shard,
     start_nodes, wait_settled, wallet,
@@ -413,6 +414,146 @@ async fn a_joining_fourth_node_takes_a_quarter_of_the_shards_and_moved_wallets_r
         stayed_with_snapshots, 0,
         "wallets whose shard stayed were snapshotted as if handed over"
     );
+    for node in &nodes {
+        assert!(node.shutdown(Duration::from_secs(15)).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_in_flight_on_a_node_frozen_past_its_ttl_are_refused_as_fenced_after_the_takeover()
+{
+    let _serial = SERIAL.lock().await;
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let pool = connect(database.url()).await;
+    let started = Instant::now();
+    let mut nodes = start_nodes(NODE, database.url(), "fenced", 2, |a| {
+        a.max_releases_per_tick = SHARD_COUNT as usize;
+    })
+    .await;
+    // The node to freeze reaches PostgreSQL through a proxy, which holds its appends in flight.
+    let proxy = FaultProxy::start(server_addr(database.url()));
+    let mut args = NodeArgs::new(proxy.url_for(database.url()), "fenced-frozen");
+    args.max_releases_per_tick = SHARD_COUNT as usize;
+    // Longer than the freeze: its callers wait for the real outcome instead of timing out.
+    args.call_timeout = Duration::from_secs(20);
+    let frozen = Arc::new(NodeProcess::spawn(NODE, &args).unwrap());
+    frozen.wait_ready(Duration::from_secs(30)).await;
+    nodes.push(frozen.clone());
+    wait_settled(&pool, &nodes, Duration::from_secs(15)).await;
+    let map = owners(&pool).await;
+    let ledger = Ledger::default();
+    // Eight of its wallets, each with a first deposit (their actors are live there).
+    let wallets: Vec<String> = (0..400)
+        .map(wallet)
+        .filter(|id| owner_of(&nodes, &map, id) == 2)
+        .take(8)
+        .collect();
+    assert_eq!(wallets.len(), 8);
+    for id in &wallets {
+        let command = Uuid::new_v4();
+        let answer = frozen.exec(id, command, 1, ANSWER).await;
+        assert!(matches!(answer, Exec::Ack { .. }), "{id}: {answer:?}");
+        record(&ledger, command, id, 1, &answer);
+    }
+
+    // Its database traffic stalls; a deposit on each wallet reaches its append and waits there.
+    proxy.stall();
+    let in_flight: Vec<(String, Uuid)> = wallets
+        .iter()
+        .map(|id| (id.clone(), Uuid::new_v4()))
+        .collect();
+    let answers = tokio::spawn(futures_join_all(in_flight.clone().into_iter().map({
+        let frozen = frozen.clone();
+        move |(id, command)| {
+            let frozen = frozen.clone();
+            async move {
+                let answer = frozen.exec(&id, command, 7, Duration::from_secs(40)).await;
+                (id, command, answer)
+            }
+        }
+    })));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    frozen.stop();
+    let stopped = Instant::now();
+    // The others see its heartbeat age past the TTL and take its shards (epoch + 1).
+    wait_settled(&pool, &nodes[..2], Duration::from_secs(15)).await;
+    let taken_over = stopped.elapsed();
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(stopped.elapsed())).await;
+    let stored_meanwhile: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE command_id = ANY($1)")
+            .bind(in_flight.iter().map(|(_, c)| *c).collect::<Vec<Uuid>>())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    // The held appends reach PostgreSQL now, with the old epoch; then the node wakes up.
+    proxy.resume();
+    frozen.cont();
+    let answers = answers.await.unwrap();
+    let stats = frozen.stats(ANSWER).await.unwrap();
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, _, answer) in &answers {
+        let kind = match answer {
+            Exec::Nack(kind) => kind.clone(),
+            other => format!("{other:?}"),
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE command_id = ANY($1)")
+        .bind(in_flight.iter().map(|(_, c)| *c).collect::<Vec<Uuid>>())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    // Not stored, so their retries through a live owner are first-time applications.
+    let mut first_time = 0;
+    for (id, command) in &in_flight {
+        let node = &nodes[owner_of(&nodes[..2], &owners(&pool).await, id)];
+        let answer = deposit_until_acked(
+            node,
+            id,
+            *command,
+            7,
+            Instant::now() + Duration::from_secs(20),
+        )
+        .await;
+        if matches!(
+            answer,
+            Exec::Ack {
+                duplicate: false,
+                ..
+            }
+        ) {
+            first_time += 1;
+        }
+        record(&ledger, *command, id, 7, &answer);
+    }
+    let report = audit(&pool, &ledger).await;
+    eprintln!(
+        "cluster_membership::fenced: frozen with {} appends in flight; shards taken over \
+         {taken_over:.1?} after SIGSTOP; after SIGCONT they answered {kinds:?}; the node counts \
+         {} fenced appends and {} self-fences; {stored} of them stored before the retries, \
+         {first_time} retries applied for the first time; {} events in {} streams; total {:.1?}",
+        in_flight.len(),
+        stats["fenced_appends"],
+        stats["self_fences"],
+        report.events,
+        report.streams,
+        started.elapsed()
+    );
+    assert_eq!(
+        stored_meanwhile, 0,
+        "an append held in the proxy was stored"
+    );
+    assert_eq!(
+        kinds.get("fenced").copied(),
+        Some(in_flight.len()),
+        "every append in flight was refused as fenced: {kinds:?}"
+    );
+    assert_eq!(stored, 0, "a fenced append was stored");
+    assert!(stats["fenced_appends"] >= in_flight.len() as u64);
+    assert_eq!(first_time, in_flight.len());
     for node in &nodes {
         assert!(node.shutdown(Duration::from_secs(15)).await);
     }

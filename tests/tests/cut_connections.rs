@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use aggregate_actors::{
 };
 use integration_tests::audit::{StoredEvent, assert_audit, assert_states_equal_fold};
 use integration_tests::proxy::FaultProxy;
+use integration_tests::proxy::server_addr;
 use integration_tests::wallet::{Wallet, WalletCommand, WalletEvent, fold};
 use integration_tests::worker::Ack;
 use integration_tests::{env_or, reading_executor, seed};
@@ -38,22 +38,6 @@ const CALLERS: u64 = 8;
 const MAX_ATTEMPTS: u32 = 60;
 /// Cuts a run must reach to count as a fault test.
 const MIN_CUTS: u64 = 200;
-
-/// The server's address in `url` (`postgres://user@host:port/db`).
-fn server_addr(url: &str) -> SocketAddr {
-    let rest = url.split_once("://").expect("a database URL").1;
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse().expect("a numeric port")),
-        None => (host_port, 5432),
-    };
-    (host.trim_matches(['[', ']']), port)
-        .to_socket_addrs()
-        .unwrap_or_else(|e| panic!("resolving {host_port}: {e}"))
-        .next()
-        .unwrap_or_else(|| panic!("{host_port} resolves to nothing (the proxy needs TCP)"))
-}
 
 /// What one caller did.
 #[derive(Default)]

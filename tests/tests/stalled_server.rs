@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ use aggregate_actors::{
     ExecutorError, RuntimeConfig,
 };
 use integration_tests::proxy::FaultProxy;
+use integration_tests::proxy::server_addr;
 use integration_tests::seed;
 use integration_tests::wallet::{Wallet, WalletCommand, WalletEvent};
 use rand::rngs::StdRng;
@@ -33,22 +33,6 @@ const PER_AGGREGATE: usize = 4;
 const CALL_TIMEOUT: Duration = Duration::from_millis(1_500);
 /// How much later than its call timeout a call may return.
 const SLACK: Duration = Duration::from_secs(1);
-
-/// The server's address in `url` (`postgres://user@host:port/db`).
-fn server_addr(url: &str) -> SocketAddr {
-    let rest = url.split_once("://").expect("a database URL").1;
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse().expect("a numeric port")),
-        None => (host_port, 5432),
-    };
-    (host.trim_matches(['[', ']']), port)
-        .to_socket_addrs()
-        .unwrap_or_else(|e| panic!("resolving {host_port}: {e}"))
-        .next()
-        .unwrap_or_else(|| panic!("{host_port} resolves to nothing (the proxy needs TCP)"))
-}
 
 /// How a call made during the stall ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

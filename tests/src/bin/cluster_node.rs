@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aggregate_actors::event_stores::{PgConfig, PgEventStore, PgSnapshotStore};
+use aggregate_actors::event_stores::{PgConfig, PgEventStore, PgSnapshotStore, StoreError};
 use aggregate_actors::{
     AggregateSettings, CommandError, CommandOptions, Executor, ExecutorError, RuntimeConfig,
 };
@@ -79,6 +79,7 @@ fn nack_kind(error: &CommandError<WalletError>) -> &'static str {
     match error {
         CommandError::Rejected(_) => "rejected",
         CommandError::Indeterminate(_) => "indeterminate",
+        CommandError::NotStored(ExecutorError::Store(StoreError::Fenced { .. })) => "fenced",
         CommandError::NotStored(e) if e.is_retryable() => "not_stored_retryable",
         CommandError::NotStored(_) => "not_stored",
     }
@@ -180,12 +181,13 @@ impl Node {
                 format!(
                     "STATS forwards_ok={ok} forwards_unreachable={unreachable} \
                      forwards_lost={lost} shards={} claims={} releases={} self_fences={} \
-                     heartbeat_failures={}",
+                     heartbeat_failures={} fenced_appends={}",
                     cluster.shards_owned,
                     cluster.claims,
                     cluster.releases,
                     cluster.self_fences,
-                    cluster.heartbeat_failures
+                    cluster.heartbeat_failures,
+                    cluster.fenced_appends
                 )
             }
             _ => format!("ERR unknown line {line:?}"),
