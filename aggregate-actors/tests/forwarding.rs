@@ -16,8 +16,8 @@ use aggregate_actors::event_stores::{
     EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, SnapshotStore, StreamId,
 };
 use aggregate_actors::{
-    Aggregate, AggregateSettings, CommandError, CommandId, CommandOptions, Executor, ExecutorError,
-    Placement, RuntimeConfig,
+    Aggregate, AggregateSettings, At, CommandError, CommandId, CommandOptions, Executor,
+    ExecutorError, Placement, RuntimeConfig,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
@@ -315,4 +315,53 @@ async fn a_type_not_registered_for_forwarding_is_refused_as_not_local() {
         "{refused:?}"
     );
     assert_eq!(n.transport.delivered.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_snapshot_asked_of_a_non_owner_is_taken_by_the_owners_actor_and_reconstruction_answers_anywhere()
+ {
+    let n = nodes(true).await;
+    for amount in [5, 7, 11] {
+        n.b.execute::<Counter>("a-2", CounterCommand::Add(amount))
+            .await
+            .unwrap();
+    }
+    let delivered = n.transport.delivered.load(Ordering::SeqCst);
+    let version = n.b.snapshot_now::<Counter>("a-2").await.unwrap();
+    assert_eq!(version, 3);
+    assert_eq!(
+        n.transport.delivered.load(Ordering::SeqCst),
+        delivered + 1,
+        "the snapshot request travelled to the owner"
+    );
+    assert!(
+        !n.b.is_live::<Counter>("a-2"),
+        "the asking node activated nothing"
+    );
+    let stored =
+        n.a.snapshot_store()
+            .load_latest(&StreamId::new("counter", "a-2").unwrap())
+            .await
+            .unwrap()
+            .expect("a snapshot was written");
+    assert_eq!(stored.version, 3);
+    let missing = n.b.snapshot_now::<Counter>("a-none").await;
+    assert!(
+        matches!(missing, Err(ExecutorError::NotFound { .. })),
+        "{missing:?}"
+    );
+
+    // Reconstruction reads the shared stores: the same answer on both nodes, no hop.
+    let delivered = n.transport.delivered.load(Ordering::SeqCst);
+    let here =
+        n.a.reconstruct::<Counter>("a-2", At::Version(2))
+            .await
+            .unwrap();
+    let there =
+        n.b.reconstruct::<Counter>("a-2", At::Version(2))
+            .await
+            .unwrap();
+    assert_eq!((here.state, here.version), (12, 2));
+    assert_eq!((there.state, there.version), (12, 2));
+    assert_eq!(n.transport.delivered.load(Ordering::SeqCst), delivered);
 }
