@@ -10,11 +10,12 @@ use aggregate_actors::event_stores::{
 };
 use aggregate_actors::strategy::{EveryNEvents, Never, ReplayCost};
 use aggregate_actors::{
-    Aggregate, AggregateSettings, BuildError, Executor, Retention, RuntimeConfig,
+    Aggregate, AggregateSettings, BuildError, Executor, ExecutorBuilder, Retention, RuntimeConfig,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sqlx::PgPool;
 
 use crate::domain::{Account, AccountCommand, Customer, CustomerCommand, Dated};
 
@@ -112,6 +113,9 @@ pub struct Stores {
     pub snapshots: Arc<dyn SnapshotStore>,
     /// Where they live, for humans (`in-memory` or the redacted PostgreSQL URL).
     pub description: String,
+    /// The PostgreSQL pool both stores share (cluster mode keeps its membership and shard
+    /// ownership in the same database); `None` in memory.
+    pub pool: Option<PgPool>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -129,6 +133,7 @@ impl Stores {
             events: Arc::new(InMemoryEventStore::new()),
             snapshots: Arc::new(InMemorySnapshotStore::new()),
             description: "in-memory".to_owned(),
+            pool: None,
         }
     }
 
@@ -141,6 +146,7 @@ impl Stores {
         let events = PgEventStore::connect(&config).await?;
         let snapshots = PgSnapshotStore::from_pool(events.pool().clone(), config.limits).await?;
         Ok(Self {
+            pool: Some(events.pool().clone()),
             events: Arc::new(events),
             snapshots: Arc::new(snapshots),
             description: format!("PostgreSQL at {}", config.redacted_url()),
@@ -162,10 +168,11 @@ impl Stores {
     /// Build it after installing a metrics recorder: the framework resolves its metric handles
     /// at registration.
     pub fn executor(&self) -> Result<Executor, BuildError> {
-        Executor::builder(Arc::clone(&self.events), Arc::clone(&self.snapshots))
-            .register::<Account>(Account::settings())
-            .register::<Customer>(Customer::settings())
-            .build()
+        host(
+            Executor::builder(Arc::clone(&self.events), Arc::clone(&self.snapshots)),
+            Reach::ThisNode,
+        )
+        .build()
     }
 
     /// An executor on the same event store that never reads or writes snapshots: every
@@ -181,6 +188,29 @@ impl Stores {
         .register::<Account>(never())
         .register::<Customer>(never())
         .build()
+    }
+}
+
+/// Whether the hosted aggregates are served by this process alone or by a cluster of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// One process serves every aggregate (`register`).
+    ThisNode,
+    /// Each aggregate is served by the node owning its shard, and calls for it travel there
+    /// from any node (`register_remote`: commands and domain errors cross the wire).
+    Cluster,
+}
+
+/// Registers the hosted aggregates on `builder` with their [`LedgerAggregate::settings`]: the
+/// one list of what the service hosts, for a single process and for a cluster node alike.
+pub fn host(builder: ExecutorBuilder, reach: Reach) -> ExecutorBuilder {
+    match reach {
+        Reach::ThisNode => builder
+            .register::<Account>(Account::settings())
+            .register::<Customer>(Customer::settings()),
+        Reach::Cluster => builder
+            .register_remote::<Account>(Account::settings())
+            .register_remote::<Customer>(Customer::settings()),
     }
 }
 

@@ -7,11 +7,17 @@
 //! - [`ledger`]: which aggregates the service hosts, their snapshot strategies, and opening the
 //!   stores (in-memory or PostgreSQL).
 //! - [`http`]: the axum API (commands, state, time travel, snapshots, Prometheus metrics).
+//! - [`cluster`]: cluster mode, several `serve` processes sharing the aggregates through one
+//!   PostgreSQL database.
+//! - [`cluster_demo`]: three cluster nodes under load, one killed, then an audit in SQL.
 //! - [`demo`]: a workload that shows what snapshots buy, with a comparison against full replay.
 //! - [`inspect`]: everything stored about one aggregate, decoded and verified.
 //!
-//! The binary `sample-app` wires these to the `serve`, `demo` and `inspect` subcommands.
+//! The binary `sample-app` wires these to the `serve`, `demo`, `inspect` and `cluster-demo`
+//! subcommands.
 
+pub mod cluster;
+pub mod cluster_demo;
 pub mod demo;
 pub mod domain;
 pub mod http;

@@ -1,11 +1,16 @@
-//! `sample-app`: the ledger service's command line (`demo`, `serve`, `inspect`).
+//! `sample-app`: the ledger service's command line (`demo`, `serve`, `inspect`,
+//! `cluster-demo`).
 
 use std::error::Error;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand};
+use sample_app::cluster::ClusterOptions;
+use sample_app::cluster_demo::{self, ClusterDemoOptions};
 use sample_app::demo::{self, DemoOptions};
 use sample_app::http::{self, ServeOptions};
 use sample_app::inspect;
@@ -54,6 +59,57 @@ enum Command {
         /// PostgreSQL pool size.
         #[arg(long, default_value_t = 16)]
         max_connections: u32,
+        /// Join a cluster of `serve` processes sharing the aggregates through the same
+        /// PostgreSQL database (needs --database-url or DATABASE_URL).
+        #[arg(long)]
+        cluster: bool,
+        /// With --cluster: where to listen for calls forwarded by the other nodes (HTTP/2;
+        /// port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:0", requires = "cluster")]
+        cluster_listen: SocketAddr,
+        /// With --cluster: the address (host:port) the other nodes reach this node's cluster
+        /// listener at [default: the bound --cluster-listen address].
+        #[arg(long, env = "LEDGER_ADVERTISE")]
+        advertise: Option<String>,
+        /// With --cluster: most shards handed to other nodes per heartbeat (1 s) when nodes
+        /// join, so that a join moves load gradually.
+        #[arg(long, default_value_t = ClusterOptions::new().max_releases_per_tick,
+              value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000),
+              requires = "cluster")]
+        cluster_max_releases_per_tick: usize,
+    },
+    /// Start a cluster of `serve --cluster` nodes on one PostgreSQL database, load it, kill a
+    /// node with SIGKILL mid-load, then audit in SQL that every acknowledged command was stored
+    /// exactly once.
+    ClusterDemo {
+        /// PostgreSQL URL (the nodes' shared database).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=9))]
+        nodes: u64,
+        /// Number of accounts.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        accounts: u64,
+        /// Clients sending commands at once.
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+        concurrency: u64,
+        /// Milliseconds of load before the kill.
+        #[arg(long, default_value_t = 4_000)]
+        kill_after_ms: u64,
+        /// Milliseconds of load after every aggregate of the killed node answered again.
+        #[arg(long, default_value_t = 3_000)]
+        load_after_recovery_ms: u64,
+        /// Seed of the load (and of which node is killed).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// PostgreSQL pool size of each node.
+        #[arg(long, default_value_t = 8)]
+        max_connections: u32,
+        /// RUST_LOG of the nodes (their logs go to stderr, prefixed with the node); `warn`
+        /// shows each command whose answer the kill cut off.
+        #[arg(long, default_value = "error")]
+        node_log: String,
     },
     /// Print the events and snapshots of one aggregate, decoded and verified.
     Inspect {
@@ -81,9 +137,30 @@ fn init_logging(default: &str) {
         .init();
 }
 
+/// Prints a demo's report; the exit code says whether its checks passed.
+fn verdict(report: &str, passed: bool) -> ExitCode {
+    print!("{report}");
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 #[tokio::main]
-async fn main() -> Result<ExitCode, Box<dyn Error>> {
-    match Cli::parse().command {
+async fn main() -> ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
+        Err(error) => {
+            // For people, not the Debug form; the messages carry their causes.
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
+    match command {
         Command::Demo {
             accounts,
             commands,
@@ -104,26 +181,58 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
                 progress: std::io::stderr().is_terminal(),
             })
             .await?;
-            print!("{}", report.render());
-            Ok(if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(verdict(&report.render(), report.passed()))
         }
         Command::Serve {
             listen,
             database_url,
             max_connections,
+            cluster,
+            cluster_listen,
+            advertise,
+            cluster_max_releases_per_tick,
         } => {
             init_logging("info");
+            let cluster = cluster.then_some(ClusterOptions {
+                listen: cluster_listen,
+                advertise,
+                max_releases_per_tick: cluster_max_releases_per_tick,
+            });
             http::serve(ServeOptions {
                 listen,
                 database_url,
                 max_connections,
+                cluster,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::ClusterDemo {
+            database_url,
+            nodes,
+            accounts,
+            concurrency,
+            kill_after_ms,
+            load_after_recovery_ms,
+            seed,
+            max_connections,
+            node_log,
+        } => {
+            init_logging("warn");
+            let report = cluster_demo::run(ClusterDemoOptions {
+                database_url,
+                nodes: usize::try_from(nodes)?,
+                accounts: usize::try_from(accounts)?,
+                concurrency: usize::try_from(concurrency)?,
+                kill_after: Duration::from_millis(kill_after_ms),
+                load_after_recovery: Duration::from_millis(load_after_recovery_ms),
+                seed,
+                max_connections,
+                node_log,
+                executable: std::env::current_exe()?,
+            })
+            .await?;
+            Ok(verdict(&report.render(), report.passed()))
         }
         Command::Inspect {
             database_url,

@@ -244,7 +244,9 @@ impl AccountState {
 }
 
 /// Why an account refused a command.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Serializable, so that a rejection travels back from the node that owns the aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum AccountError {
     /// `open` on an account that exists.
     #[error("the account is already open")]

@@ -214,7 +214,9 @@ pub struct CustomerState {
 }
 
 /// Why a customer refused a command.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Serializable, so that a rejection travels back from the node that owns the aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CustomerError {
     /// `register` twice.
     #[error("the customer is already registered")]

@@ -1,6 +1,7 @@
 //! Commands stamped with the time they were issued.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// A command together with the instant it was issued.
 ///
@@ -8,7 +9,10 @@ use chrono::{DateTime, Utc};
 /// conflict, and tests compare its events exactly), so it may not read the clock. The caller
 /// reads the clock once, here, and the events carry that instant: replays, tests and the demo
 /// (which simulates a year of bookings) all see the same dates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serializable, so that a command can travel to the node that owns its aggregate (cluster
+/// mode) with the instant it was issued at on the node that received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dated<C> {
     /// What to do.
     pub command: C,

@@ -21,7 +21,9 @@
 //! | 413 | `payload_too_large` | false | the body exceeds 64 KiB |
 //! | 422 | `invalid_command` | false | JSON that is not a valid command: unknown type, unknown or missing field, invalid amount or text |
 //! | 500 | `internal` | false | a bug or a corrupt store |
+//! | 502 | `owner_failed` | false | cluster mode: the node owning the aggregate failed the call for good |
 //! | 503 | `overloaded`, `store_unavailable`, `shutting_down`, `actor_stopped`, `expired` | false | try again later (`Retry-After`) |
+//! | 503 | `owner_unavailable`, `forward_lost` | false | cluster mode: no node served the aggregate in time (its shard is moving, or its owner died and its heartbeat has not expired yet), or a forwarded state read lost its answer; try again later (`Retry-After`) |
 //! | 503 | `indeterminate` | `"unknown"` | a command's outcome is unknown (the store connection broke after the write was sent, the actor was stopped mid-command): retry with the same `Idempotency-Key` (`Retry-After`) |
 //! | 504 | `indeterminate` | `"unknown"` | a command got no answer in time ([`crate::ledger::CALL_TIMEOUT`]); it may still complete: retry with the same `Idempotency-Key` (`Retry-After`) |
 //! | 504 | `timeout` | `"unknown"` | a snapshot request got no answer in time |
@@ -239,15 +241,34 @@ fn classify(error: &ExecutorError) -> (StatusCode, &'static str) {
         ExecutorError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         ExecutorError::Expired { .. } => (StatusCode::SERVICE_UNAVAILABLE, "expired"),
         ExecutorError::Abandoned { .. } => (StatusCode::SERVICE_UNAVAILABLE, "abandoned"),
-        ExecutorError::ShuttingDown | ExecutorError::NotLocal { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-        }
+        ExecutorError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        // Cluster mode: no node served the aggregate before the deadline (its shard is
+        // moving, or its owner died and the others wait for its heartbeat to expire).
+        ExecutorError::NotLocal { .. } => (StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable"),
+        ExecutorError::Remote { kind, .. } => classify_remote(kind, error.is_retryable()),
         ExecutorError::ActorStopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "actor_stopped"),
         ExecutorError::Store(store) if store.is_indeterminate() => {
             (StatusCode::SERVICE_UNAVAILABLE, "store_indeterminate")
         }
         e if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// The status and kind of a call forwarded to the aggregate's owner (cluster mode) that failed
+/// there or on the way: the owner's own failures keep their single-node kinds.
+fn classify_remote(kind: &str, retryable: bool) -> (StatusCode, &'static str) {
+    match kind {
+        "conflict" => (StatusCode::CONFLICT, "conflict"),
+        "overloaded" => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        "expired" => (StatusCode::SERVICE_UNAVAILABLE, "expired"),
+        "shutting_down" => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        "invalid_input" => (StatusCode::BAD_REQUEST, "invalid_input"),
+        // Delivered, but no readable answer came back.
+        "lost" | "bad_answer" => (StatusCode::SERVICE_UNAVAILABLE, "forward_lost"),
+        "indeterminate" => (StatusCode::SERVICE_UNAVAILABLE, "owner_indeterminate"),
+        _ if retryable => (StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable"),
+        _ => (StatusCode::BAD_GATEWAY, "owner_failed"),
     }
 }
 
@@ -408,6 +429,57 @@ mod tests {
             assert_eq!(body["retryable"], true);
             assert!(body.get("retry").is_none(), "{body}");
         }
+    }
+
+    #[tokio::test]
+    async fn cluster_failures_keep_the_owners_kind_or_say_the_owner_is_unavailable() {
+        let remote = |kind: &str, retryable: bool| ExecutorError::Remote {
+            node: "127.0.0.1:7001".to_owned(),
+            kind: kind.to_owned(),
+            message: "m".to_owned(),
+            retryable,
+        };
+        for (error, status, kind) in [
+            (
+                ExecutorError::NotLocal { id: "acc-1".into() },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "owner_unavailable",
+            ),
+            (
+                remote("unreachable", true),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "owner_unavailable",
+            ),
+            (remote("conflict", true), StatusCode::CONFLICT, "conflict"),
+            (
+                remote("overloaded", true),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+            ),
+            (
+                remote("lost", true),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "forward_lost",
+            ),
+            (
+                remote("failed", false),
+                StatusCode::BAD_GATEWAY,
+                "owner_failed",
+            ),
+        ] {
+            let (got, _, body) = render(ApiError::not_stored(error)).await;
+            assert_eq!((got, body["kind"].as_str()), (status, Some(kind)), "{body}");
+            assert_eq!(body["stored"], false);
+        }
+        let (status, _, body) = render(ApiError::indeterminate(
+            indeterminate(remote("lost", true)),
+            true,
+        ))
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["kind"], "indeterminate");
+        assert_eq!(body["cause"], "forward_lost");
+        assert_eq!(body["stored"], "unknown");
     }
 
     #[tokio::test]

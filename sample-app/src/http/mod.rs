@@ -8,7 +8,7 @@
 //! | `GET /{type}/{id}/snapshots` | stored snapshots, verified | 200 `{version, snapshots: […]}` |
 //! | `POST /{type}/{id}/snapshots` | takes a snapshot now | 201 `{version}` |
 //! | `GET /metrics` | Prometheus text | 200 |
-//! | `GET /health` | the event store answers | 200 / 503 |
+//! | `GET /health` | the event store answers (and, in cluster mode, this node's figures) | 200 / 503 |
 //!
 //! `{type}` is `accounts` or `customers`. Errors are described in [`error`].
 //!
@@ -32,11 +32,11 @@
 //! stores nothing and so is not remembered: sending its key again decides again.
 
 pub mod error;
+pub mod server;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use aggregate_actors::event_stores::{EventMetadata, ReadQuery, StoreError, StreamId};
+use aggregate_actors::event_stores::{EventMetadata, ReadQuery, StreamId};
 use aggregate_actors::{At, CommandError, CommandId, CommandOptions, Executor, ExecutorError};
 use axum::Json;
 use axum::Router;
@@ -53,10 +53,12 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::cluster::ClusterStatus;
 use crate::domain::{Account, Customer};
-use crate::ledger::{Collection, LedgerAggregate, Stores};
+use crate::ledger::{Collection, LedgerAggregate};
 use crate::views::{SnapshotView, event_json};
 use error::ApiError;
+pub use server::{ServeError, ServeOptions, serve};
 
 /// Largest request body accepted; larger ones get 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -126,6 +128,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Where the stores live, for `/health`.
     pub stores: String,
+    /// This node's part in the cluster, for `/health`; `None` on a single process.
+    pub cluster: Option<ClusterStatus>,
 }
 
 /// The API's routes on `state`.
@@ -463,12 +467,17 @@ async fn health(State(app): State<AppState>) -> Result<Response, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let started = Instant::now();
     match app.executor.event_store().stream_version(&probe).await {
-        Ok(_) => Ok(Json(json!({
-            "status": "ok",
-            "stores": app.stores,
-            "store_latency_ms": millis(started.elapsed()),
-        }))
-        .into_response()),
+        Ok(_) => {
+            let mut body = json!({
+                "status": "ok",
+                "stores": app.stores,
+                "store_latency_ms": millis(started.elapsed()),
+            });
+            if let Some(cluster) = &app.cluster {
+                body["cluster"] = json!(cluster.report());
+            }
+            Ok(Json(body).into_response())
+        }
         Err(error) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
@@ -529,115 +538,4 @@ async fn log_request(request: Request, next: Next) -> Response {
 /// Milliseconds with microsecond resolution (no float noise in the JSON).
 fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1_000_000.0).round() / 1_000.0
-}
-
-/// How to run `serve`.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// Address to listen on; port 0 picks a free port.
-    pub listen: SocketAddr,
-    /// PostgreSQL URL; in-memory stores when `None`.
-    pub database_url: Option<String>,
-    /// PostgreSQL pool size.
-    pub max_connections: u32,
-}
-
-/// Why `serve` stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The Prometheus recorder could not be installed.
-    #[error("cannot install the metrics recorder: {0}")]
-    Metrics(#[from] metrics_exporter_prometheus::BuildError),
-    /// The stores could not be opened.
-    #[error("cannot open the stores: {0}")]
-    Store(#[from] StoreError),
-    /// The executor could not be built.
-    #[error("cannot build the executor: {0}")]
-    Build(#[from] aggregate_actors::BuildError),
-    /// Binding or serving failed.
-    #[error("cannot serve on {address}: {source}")]
-    Io {
-        /// The address.
-        address: SocketAddr,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Runs the API until Ctrl-C or SIGTERM, then drains requests in flight and shuts the
-/// executor down (queued commands finish, passivation snapshots are written).
-///
-/// Prints `listening on http://ADDRESS` on stdout once bound, so a caller that asked for port 0
-/// can read the port.
-pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
-    // The recorder must be in place before the executor is built: the framework resolves its
-    // metric handles when aggregate types are registered.
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        // Histograms accumulate until upkeep drains them into their summaries.
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-
-    let stores = Stores::open(options.database_url.as_deref(), options.max_connections).await?;
-    let executor = stores.executor()?;
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Io {
-            address: options.listen,
-            source,
-        })?;
-    let address = listener.local_addr().map_err(|source| ServeError::Io {
-        address: options.listen,
-        source,
-    })?;
-    tracing::info!(%address, stores = %stores.description, "serving");
-    println!("listening on http://{address}");
-
-    let app = router(AppState {
-        executor: executor.clone(),
-        metrics: Some(handle),
-        stores: stores.description.clone(),
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|source| ServeError::Io { address, source });
-    tracing::info!("HTTP server stopped; shutting the executor down");
-    executor.shutdown().await;
-    tracing::info!("executor shut down");
-    served
-}
-
-/// Resolves on Ctrl-C or (on Unix) SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
 }

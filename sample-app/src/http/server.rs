@@ -1,0 +1,152 @@
+//! `serve`: the API on a listener until Ctrl-C or SIGTERM, on one process or as a node of a
+//! cluster ([`crate::cluster`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aggregate_actors::event_stores::StoreError;
+
+use super::{AppState, router};
+use crate::cluster::{ClusterOptions, JoinError, Member};
+use crate::ledger::Stores;
+
+/// How to run `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// PostgreSQL URL; in-memory stores when `None`.
+    pub database_url: Option<String>,
+    /// PostgreSQL pool size.
+    pub max_connections: u32,
+    /// Join a cluster of `serve` processes on the same database; a single process when `None`.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// Why `serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The Prometheus recorder could not be installed.
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    /// The stores could not be opened.
+    #[error("cannot open the stores: {0}")]
+    Store(#[from] StoreError),
+    /// The executor could not be built.
+    #[error("cannot build the executor: {0}")]
+    Build(#[from] aggregate_actors::BuildError),
+    /// Joining the cluster failed (`--cluster` without a database among the reasons).
+    #[error(transparent)]
+    Cluster(#[from] JoinError),
+    /// Binding or serving failed.
+    #[error("cannot serve on {address}: {source}")]
+    Io {
+        /// The address.
+        address: SocketAddr,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the API until Ctrl-C or SIGTERM, then drains requests in flight and shuts the
+/// executor down (queued commands finish, passivation snapshots are written). In cluster mode
+/// the node then leaves the cluster first, handing its shards to the others.
+///
+/// Prints `listening on http://ADDRESS` on stdout once serving, so a caller that asked for
+/// port 0 can read the port; in cluster mode a second line follows,
+/// `cluster node NODE_ID at ADVERTISED (listening on BOUND)`.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    // Checked before anything starts: a cluster cannot share in-memory stores.
+    if options.cluster.is_some() && options.database_url.is_none() {
+        return Err(JoinError::NeedsDatabase.into());
+    }
+    // The recorder must be in place before the executor is built: the framework resolves its
+    // metric handles when aggregate types are registered.
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        // Histograms accumulate until upkeep drains them into their summaries.
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+
+    // Bound before joining, so a busy port fails before this process owns any shard.
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            address: options.listen,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| ServeError::Io {
+        address: options.listen,
+        source,
+    })?;
+    let stores = Stores::open(options.database_url.as_deref(), options.max_connections).await?;
+    let (executor, member) = match &options.cluster {
+        Some(cluster) => {
+            let (member, executor) = Member::join(&stores, cluster).await?;
+            (executor, Some(member))
+        }
+        None => (stores.executor()?, None),
+    };
+    tracing::info!(%address, stores = %stores.description, "serving");
+    println!("listening on http://{address}");
+    if let Some(member) = &member {
+        println!(
+            "cluster node {} at {} (listening on {})",
+            member.node_id(),
+            member.advertised(),
+            member.listening()
+        );
+    }
+
+    let app = router(AppState {
+        executor: executor.clone(),
+        metrics: Some(handle),
+        stores: stores.description.clone(),
+        cluster: member.as_ref().map(Member::status),
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| ServeError::Io { address, source });
+    tracing::info!("HTTP server stopped; shutting the executor down");
+    match member {
+        Some(member) => member.leave(&executor).await,
+        None => executor.shutdown().await,
+    }
+    tracing::info!("executor shut down");
+    served
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
