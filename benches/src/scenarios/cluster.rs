@@ -771,6 +771,20 @@ fn section(ctx: &Ctx, title: &str, fwd: &Forwarding, scale: &Scaling) -> Section
             fmt_ratio(ratio(l.forwarded.per_second(), l.local.per_second())),
         ));
     }
+    let tail_noise: Vec<String> = fwd
+        .levels
+        .iter()
+        .filter(|l| l.forwarded.p99() < l.local.p99())
+        .map(|l| l.callers.to_string())
+        .collect();
+    if !tail_noise.is_empty() {
+        section.notes.push(format!(
+            "At {} caller(s) the forwarded p99 came out below the local one: the tail is \
+             PostgreSQL's and the machine's (both sides end in the same append), and a run this \
+             short holds few tail samples, so that difference is noise, not a gain.",
+            tail_noise.join(" and ")
+        ));
+    }
     if let (Some(t), Some(o)) = (three, one_node) {
         let plain = scale.rows.iter().find(|r| r.system == PLAIN);
         section.notes.push(format!(
