@@ -5,10 +5,12 @@ SHELL := bash
 
 CARGO ?= cargo
 
-.PHONY: help test fmt-check clippy test-only run bench bench-quick soak
+.PHONY: help test fmt-check clippy test-only run cluster-demo bench bench-quick soak
 
 help:
 	@echo "make run          run the sample app's demo"
+	@echo "make cluster-demo 3 sample-app nodes on one throw-away PostgreSQL, one SIGKILLed under load;"
+	@echo "                  prints shard moves, time to recover and an SQL audit (exit 1 if it fails)"
 	@echo "make test         fmt check, clippy, then every test (PostgreSQL ones on a throw-away cluster)"
 	@echo "                  prints 'PostgreSQL tests skipped: N' and fails when N > 0;"
 	@echo "                  ALLOW_PG_SKIP=1 make test accepts skipped PostgreSQL tests"
@@ -50,6 +52,13 @@ test-only:
 
 run:
 	$(CARGO) run --release -p sample-app -- demo
+
+# Three `sample-app serve --cluster` nodes on loopback against one throw-away PostgreSQL
+# (DATABASE_URL when set), load through all of them, one killed with SIGKILL mid-load; exits
+# non-zero when the audit of the events table fails. Under a minute after the build.
+cluster-demo:
+	$(CARGO) build --release -p sample-app
+	scripts/pg-tmp run -- $(CARGO) run --release -q -p sample-app -- cluster-demo
 
 # Benchmarks in release mode with the cqrs-es baseline; each writes benches/REPORT.md and
 # benches/recovery.svg. PostgreSQL: DATABASE_URL when set, otherwise benches/run.sh starts a
