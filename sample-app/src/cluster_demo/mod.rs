@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use aggregate_actors::Aggregate;
 use aggregate_actors::event_stores::PgConfig;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -146,6 +147,120 @@ async fn run_to_audit(options: ClusterDemoOptions) -> Result<Report, ClusterDemo
     ));
 
     // 1. The nodes, and their shards settled.
+    let mut nodes = start_nodes(&options, &pool, &mut report, began).await?;
+
+    // 2. Accounts, then the load.
+    let accounts: Vec<String> = (0..options.accounts)
+        .map(|i| format!("acc-{run}-{i:05}"))
+        .collect();
+    let driver = Arc::new(Driver::new(
+        nodes.iter().map(|n| n.api.clone()).collect(),
+        accounts.clone(),
+    )?);
+    open_accounts(&driver, options.concurrency).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load_started = Instant::now();
+    let clients: Vec<_> = (0..options.concurrency)
+        .map(|number| {
+            tokio::spawn(load::client(
+                Arc::clone(&driver),
+                number,
+                options.seed,
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(options.kill_after).await;
+
+    // 3. The kill, and every account of the killed node probed until it answers.
+    let victim = usize::try_from(options.seed).unwrap_or(0) % nodes.len();
+    report.acked_before_kill = driver.acked_count();
+    let kill = match kill(&pool, &mut nodes, victim, &driver).await {
+        Ok(kill) => kill,
+        Err(error) => {
+            stop.store(true, Ordering::Relaxed);
+            return Err(error);
+        }
+    };
+    report.victim = victim + 1;
+    report.victim_shards = kill.shards;
+    report.victim_accounts = kill.accounts.len();
+    report.killed_after = load_started.elapsed();
+    say(format_args!(
+        "Killed node {} (pid {}) with SIGKILL after {:.1} s of load: it owned {} shards holding {} of the accounts",
+        report.victim,
+        nodes[victim].pid,
+        report.killed_after.as_secs_f64(),
+        kill.shards,
+        kill.accounts.len()
+    ));
+    report.recovery = probe(&driver, &kill, &format!("probe-{run}")).await;
+    say(format_args!(
+        "  {} of its {} accounts answered again, the last {:.2} s after the kill; load goes on",
+        report.recovery.answered,
+        report.recovery.probed,
+        report.recovery.all.as_secs_f64()
+    ));
+
+    // 4. More load, then what the cluster looks like now.
+    tokio::time::sleep(options.load_after_recovery).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let _ = client.await;
+    }
+    report.load_time = load_started.elapsed();
+    report.ledger = driver.snapshot();
+    let survivors: Vec<Node> = nodes
+        .into_iter()
+        .filter(|n| n.node_id != kill.node_id)
+        .collect();
+    let ids: Vec<Uuid> = survivors.iter().map(|n| n.node_id).collect();
+    let after = match settle(&pool, &ids).await? {
+        Some(after) => after,
+        None => ShardOwners::read(&pool).await?,
+    };
+    report.moves = Moves::between(&kill.before, &after, kill.node_id);
+    report.claimed_after = report
+        .moves
+        .last_claim
+        .and_then(|at| (at - kill.at_db).to_std().ok());
+    let expected = audit::expected_balances(accounts.len(), &report.ledger.acked);
+    report.served = served_balances(&driver, &expected).await;
+    for node in &survivors {
+        if let Some(cluster) = health(&driver, &node.api).await {
+            report.health.push((node.number, cluster));
+        }
+    }
+    if let Some(node) = survivors.first() {
+        report.cluster_metrics = cluster_series(&driver, &node.api).await;
+    }
+
+    // 5. Stop the survivors, wait for every session to end, audit.
+    say("Load stopped; stopping the survivors (SIGTERM) and auditing the events table");
+    report.left_gracefully = stop_nodes(survivors).await?;
+    let quiet = Instant::now();
+    while audit::node_sessions(&pool).await? > 0 && quiet.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report.audit = audit::audit(
+        &pool,
+        &format!("acc-{run}-"),
+        &accounts,
+        &report.ledger.acked,
+    )
+    .await?;
+    pool.close().await;
+    report.elapsed = began.elapsed();
+    Ok(report)
+}
+
+/// Starts the nodes, prints where they are, and waits for their shards to settle.
+async fn start_nodes(
+    options: &ClusterDemoOptions,
+    pool: &PgPool,
+    report: &mut Report,
+    began: Instant,
+) -> Result<Vec<Node>, ClusterDemoError> {
     let command = NodeCommand {
         executable: options.executable.clone(),
         database_url: options.database_url.clone(),
@@ -154,7 +269,7 @@ async fn run_to_audit(options: ClusterDemoOptions) -> Result<Report, ClusterDemo
         // A start hands everything over at once: no load is moving yet.
         max_releases_per_tick: 4_096,
     };
-    let mut nodes = futures::future::try_join_all(
+    let nodes = futures::future::try_join_all(
         (1..=options.nodes).map(|number| Node::start(number, &command)),
     )
     .await?;
@@ -172,11 +287,11 @@ async fn run_to_audit(options: ClusterDemoOptions) -> Result<Report, ClusterDemo
         })
         .collect();
     let ids: Vec<Uuid> = nodes.iter().map(|n| n.node_id).collect();
-    let settled = settle(&pool, &ids).await?;
+    let settled = settle(pool, &ids).await?;
     report.balanced_after = settled.as_ref().map(|_| began.elapsed());
     let owners = match settled {
         Some(owners) => owners,
-        None => ShardOwners::read(&pool).await?,
+        None => ShardOwners::read(pool).await?,
     };
     report.shard_count = owners.shard_count();
     let counts = owners.counts();
@@ -198,145 +313,106 @@ async fn run_to_audit(options: ClusterDemoOptions) -> Result<Report, ClusterDemo
             None => format!("NOT settled after {} s", SETTLE_TIMEOUT.as_secs()),
         }
     ));
+    Ok(nodes)
+}
 
-    // 2. Accounts, then the load.
-    let accounts: Vec<String> = (0..options.accounts)
-        .map(|i| format!("acc-{run}-{i:05}"))
-        .collect();
-    let driver = Arc::new(Driver::new(
-        nodes.iter().map(|n| n.api.clone()).collect(),
-        accounts.clone(),
-    )?);
+/// Opens every account (key `open`), `concurrency` at a time, through every node.
+async fn open_accounts(driver: &Arc<Driver>, concurrency: usize) {
     let opened = Instant::now();
-    futures::stream::iter(0..options.accounts)
+    futures::stream::iter(0..driver.accounts.len())
         .map(|i| {
-            let driver = Arc::clone(&driver);
+            let driver = Arc::clone(driver);
             async move { driver.command(i, "open", Change::Open).await }
         })
-        .buffer_unordered(options.concurrency)
+        .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await;
     say(format_args!(
-        "Opened {} accounts through every node in {:.2} s; load running ({} clients: deposits and transfers)",
-        options.accounts,
+        "Opened {} accounts through every node in {:.2} s; load running ({concurrency} clients: deposits and transfers)",
+        driver.accounts.len(),
         opened.elapsed().as_secs_f64(),
-        options.concurrency
     ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let load_started = Instant::now();
-    let clients: Vec<_> = (0..options.concurrency)
-        .map(|number| {
-            tokio::spawn(load::client(
-                Arc::clone(&driver),
-                number,
-                options.seed,
-                Arc::clone(&stop),
-            ))
-        })
-        .collect();
-    tokio::time::sleep(options.kill_after).await;
+}
 
-    // 3. The kill.
-    let victim_index = usize::try_from(options.seed).unwrap_or(0) % nodes.len();
-    let before = ShardOwners::read(&pool).await?;
-    let victim_id = nodes[victim_index].node_id;
-    let victim_shards = before.owned_by(victim_id);
-    if victim_shards.is_empty() {
-        stop.store(true, Ordering::Relaxed);
-        return Err(ClusterDemoError::NothingToKill(victim_index + 1));
+/// What the kill left to recover.
+struct Kill {
+    /// `shard_owners` just before.
+    before: ShardOwners,
+    /// The killed node.
+    node_id: Uuid,
+    /// How many shards it owned.
+    shards: usize,
+    /// The accounts in those shards, by index.
+    accounts: Vec<usize>,
+    /// When (this clock, then the database's).
+    at: Instant,
+    at_db: DateTime<Utc>,
+}
+
+/// Reads `shard_owners`, SIGKILLs node `victim` (by index) and stops sending it requests.
+async fn kill(
+    pool: &PgPool,
+    nodes: &mut [Node],
+    victim: usize,
+    driver: &Driver,
+) -> Result<Kill, ClusterDemoError> {
+    let before = ShardOwners::read(pool).await?;
+    let node = &mut nodes[victim];
+    let shards = before.owned_by(node.node_id);
+    if shards.is_empty() {
+        return Err(ClusterDemoError::NothingToKill(node.number));
     }
-    let victim_accounts: Vec<usize> = (0..accounts.len())
+    let accounts = (0..driver.accounts.len())
         .filter(|&i| {
-            let shard = ::cluster::shard_of(Account::TYPE, &accounts[i], before.shard_count());
-            victim_shards.binary_search(&shard).is_ok()
+            let shard =
+                ::cluster::shard_of(Account::TYPE, &driver.accounts[i], before.shard_count());
+            shards.binary_search(&shard).is_ok()
         })
         .collect();
-    let killed_at_db = audit::database_now(&pool).await?;
-    report.acked_before_kill = driver.acked_count();
-    let victim = &mut nodes[victim_index];
-    let killed_at = Instant::now();
-    victim
-        .kill()
+    let at_db = audit::database_now(pool).await?;
+    let at = Instant::now();
+    node.kill()
         .await
         .map_err(|source| ClusterDemoError::Signal {
-            node: victim.number,
+            node: node.number,
             source,
         })?;
-    driver.targets.mark_dead(victim_index);
-    report.victim = victim.number;
-    report.victim_shards = victim_shards.len();
-    report.victim_accounts = victim_accounts.len();
-    report.killed_after = load_started.elapsed();
-    say(format_args!(
-        "Killed node {} (pid {}) with SIGKILL after {:.1} s of load: it owned {} shards holding {} of the accounts",
-        victim.number,
-        victim.pid,
-        report.killed_after.as_secs_f64(),
-        victim_shards.len(),
-        victim_accounts.len()
-    ));
+    driver.targets.mark_dead(victim);
+    Ok(Kill {
+        node_id: node.node_id,
+        shards: shards.len(),
+        before,
+        accounts,
+        at,
+        at_db,
+    })
+}
 
-    // The killed node's accounts, each sent a deposit at once and retried until answered.
-    let probe_key = format!("probe-{run}");
-    let answered: Vec<Option<Duration>> =
-        futures::future::join_all(victim_accounts.iter().map(|&i| {
-            let driver = Arc::clone(&driver);
-            let key = probe_key.as_str();
-            async move {
-                match driver.command(i, key, Change::Credit(100)).await {
-                    Outcome::Acked(_) => Some(killed_at.elapsed()),
-                    Outcome::Rejected | Outcome::Failed => None,
-                }
-            }
-        }))
-        .await;
-    let mut times: Vec<Duration> = answered.iter().flatten().copied().collect();
+/// Sends every account of the killed node a deposit at once, each retried (same key) until
+/// answered, and times the answers from the kill.
+async fn probe(driver: &Driver, kill: &Kill, key: &str) -> Recovery {
+    let answered = futures::future::join_all(kill.accounts.iter().map(|&i| async move {
+        match driver.command(i, key, Change::Credit(100)).await {
+            Outcome::Acked(_) => Some(kill.at.elapsed()),
+            Outcome::Rejected | Outcome::Failed => None,
+        }
+    }))
+    .await;
+    let mut times: Vec<Duration> = answered.into_iter().flatten().collect();
     times.sort_unstable();
-    report.recovery = Recovery {
-        probed: victim_accounts.len(),
+    Recovery {
+        probed: kill.accounts.len(),
         answered: times.len(),
         all: times.last().copied().unwrap_or_default(),
         median: times.get(times.len() / 2).copied().unwrap_or_default(),
-    };
-    say(format_args!(
-        "  all {} of its accounts answered again {:.2} s after the kill; load goes on",
-        report.recovery.answered,
-        report.recovery.all.as_secs_f64()
-    ));
+    }
+}
 
-    // 4. More load, then what the cluster looks like now.
-    tokio::time::sleep(options.load_after_recovery).await;
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        let _ = client.await;
-    }
-    report.load_time = load_started.elapsed();
-    report.ledger = driver.snapshot();
-    let survivors: Vec<Uuid> = ids.iter().copied().filter(|id| *id != victim_id).collect();
-    let after = match settle(&pool, &survivors).await? {
-        Some(after) => after,
-        None => ShardOwners::read(&pool).await?,
-    };
-    report.moves = Moves::between(&before, &after, victim_id);
-    report.claimed_after = report
-        .moves
-        .last_claim
-        .and_then(|at| (at - killed_at_db).to_std().ok());
-    let expected = audit::expected_balances(accounts.len(), &report.ledger.acked);
-    report.served = served_balances(&driver, &expected).await;
-    let live: Vec<&Node> = nodes.iter().filter(|n| n.node_id != victim_id).collect();
-    for node in &live {
-        if let Some(cluster) = health(&driver, &node.api).await {
-            report.health.push((node.number, cluster));
-        }
-    }
-    if let Some(node) = live.first() {
-        report.cluster_metrics = cluster_series(&driver, &node.api).await;
-    }
-
-    // 5. Stop the survivors, wait for every session to end, audit.
-    say("Load stopped; stopping the survivors (SIGTERM) and auditing the events table");
-    for node in nodes.into_iter().filter(|n| n.node_id != victim_id) {
+/// SIGTERMs `nodes` so they leave the cluster; (exited cleanly, stopped).
+async fn stop_nodes(nodes: Vec<Node>) -> Result<(usize, usize), ClusterDemoError> {
+    let mut clean = 0;
+    let count = nodes.len();
+    for node in nodes {
         let number = node.number;
         let status =
             node.terminate(LEAVE_GRACE)
@@ -345,25 +421,9 @@ async fn run_to_audit(options: ClusterDemoOptions) -> Result<Report, ClusterDemo
                     node: number,
                     source,
                 })?;
-        report.left_gracefully.1 += 1;
-        if status.success() {
-            report.left_gracefully.0 += 1;
-        }
+        clean += usize::from(status.success());
     }
-    let quiet = Instant::now();
-    while audit::node_sessions(&pool).await? > 0 && quiet.elapsed() < Duration::from_secs(15) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    report.audit = audit::audit(
-        &pool,
-        &format!("acc-{run}-"),
-        &accounts,
-        &report.ledger.acked,
-    )
-    .await?;
-    pool.close().await;
-    report.elapsed = began.elapsed();
-    Ok(report)
+    Ok((clean, count))
 }
 
 /// Waits until every shard sits with the owner rendezvous hashing prefers among `live`;

@@ -295,12 +295,13 @@ impl Report {
     pub fn summary(&self) -> String {
         let audit = &self.audit;
         format!(
-            "cluster-demo: audit={} nodes={} killed=node-{} victim_shards={} shard_moves={} \
+            "cluster-demo: audit={} nodes={} shards={} killed=node-{} victim_shards={} shard_moves={} \
              recovery_ms={} acknowledged={} stored_once={} missing={} duplicated={} \
              unexpected={} balances={}/{} served_balances={}/{} failures={} cluster_metrics={} \
              left_gracefully={}/{}",
             if self.passed() { "passed" } else { "failed" },
             self.nodes.len(),
+            self.shard_count,
             self.victim,
             self.victim_shards,
             self.moves.total,
