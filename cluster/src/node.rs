@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Mutex, RwLock, watch};
 use uuid::Uuid;
 
@@ -32,6 +33,10 @@ use crate::placement::ClusterPlacement;
 use crate::routes::RouteTable;
 use crate::schema;
 use crate::shard::{DEFAULT_SHARD_COUNT, preferred_owner, shard_of};
+
+/// Connections of the node's own pool: the tick's statements run one at a time, and a second
+/// one lets `leave` or a test's `tick_now` overlap a tick without waiting.
+const MEMBERSHIP_CONNECTIONS: u32 = 2;
 
 /// What the node asks of the layer that runs actors when shards leave it.
 #[async_trait]
@@ -170,9 +175,19 @@ struct Counters {
 impl ClusterNode {
     /// Prepares the tables, joins with a fresh node id, runs a first tick (claiming what this
     /// node should own) and starts the tick loop. Needs a Tokio runtime.
+    ///
+    /// `pool` may be the event store's: the node opens its own two connections with the same
+    /// settings for heartbeats and ownership, so a saturated pool never delays a heartbeat
+    /// into a self-fence.
     pub async fn start(pool: PgPool, config: ClusterConfig) -> Result<Self, ClusterError> {
         config.check()?;
         schema::prepare(&pool, config.shard_count).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MEMBERSHIP_CONNECTIONS)
+            .acquire_timeout(config.ttl)
+            .connect_with((*pool.connect_options()).clone())
+            .await
+            .map_err(|e| crate::error::db("opening the membership connections", e))?;
         let node_id = Uuid::now_v7();
         membership::join(&pool, node_id, &config.address).await?;
         let (stop, stopped) = watch::channel(false);
@@ -200,6 +215,12 @@ impl ClusterNode {
     /// This process's node id.
     pub fn node_id(&self) -> Uuid {
         self.inner.node_id
+    }
+
+    /// The node's own connections (heartbeats, ownership); closing them cuts the node off the
+    /// database, as a test of self-fencing does.
+    pub fn membership_pool(&self) -> &PgPool {
+        &self.inner.pool
     }
 
     /// The configuration in effect.
@@ -273,6 +294,7 @@ impl ClusterNode {
         for shard in self.inner.owned.owned() {
             release_shard(&self.inner, shard).await;
         }
+        publish_owned(&self.inner);
         membership::leave(&self.inner.pool, self.inner.node_id).await
     }
 }
@@ -401,7 +423,7 @@ async fn rebalance(
             Err(error) => tracing::warn!(%error, "claiming shards failed"),
         }
     }
-    metrics::gauge!("cluster_shards_owned").set(inner.owned.len() as f64);
+    publish_owned(inner);
     // Handoffs wait for actors to drain; stop well before the next heartbeat is due, so
     // releasing never costs this node its lease. The rest goes at the next tick.
     let budget = (inner.config.ttl - inner.config.self_fence_margin) / 2;
@@ -414,6 +436,12 @@ async fn rebalance(
         }
         release_shard(inner, shard).await;
     }
+    publish_owned(inner);
+}
+
+/// Sets the shards-owned gauge to what is served now.
+fn publish_owned(inner: &Inner) {
+    metrics::gauge!("cluster_shards_owned").set(inner.owned.len() as f64);
 }
 
 /// Drain, hand off, then clear the owner.
@@ -443,6 +471,7 @@ async fn self_fence(inner: &Inner) {
     if revoked == 0 {
         return;
     }
+    publish_owned(inner);
     inner.counters.self_fences.fetch_add(1, Relaxed);
     metrics::counter!("cluster_self_fences_total").increment(1);
     tracing::error!(node = %inner.node_id, shards = revoked, "no heartbeat in time: serving nothing until the database answers again");

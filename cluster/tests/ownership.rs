@@ -189,16 +189,10 @@ async fn a_node_that_cannot_heartbeat_stops_serving_before_its_ttl_ends() {
         return;
     };
     let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
-    // b's own pool, which the test closes: b can no longer reach the database.
-    let b_pool = event_stores::PgEventStore::connect(&db.config())
-        .await
-        .unwrap()
-        .pool()
-        .clone();
     let a = ClusterNode::start(events.pool().clone(), config("a"))
         .await
         .unwrap();
-    let b = ClusterNode::start(b_pool.clone(), config("b"))
+    let b = ClusterNode::start(events.pool().clone(), config("b"))
         .await
         .unwrap();
     settle(&[&a, &b]).await;
@@ -206,8 +200,9 @@ async fn a_node_that_cannot_heartbeat_stops_serving_before_its_ttl_ends() {
     b.set_handoff(handoff.clone()).await;
     assert!(!b.owned().is_empty());
 
+    // Closing b's own connections: b can no longer reach the database.
     let cut = Instant::now();
-    b_pool.close().await;
+    b.membership_pool().close().await;
     let fenced_after = loop {
         if b.owned().is_empty() {
             break cut.elapsed();
