@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use actor_runtime::{Directory, Inbound, RuntimeError};
+use actor_runtime::{Directory, Inbound, RuntimeError, Transport};
 use event_stores::{
     EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
 };
@@ -217,6 +217,29 @@ impl Executor {
     /// The current state and version of aggregate `id`. An id with no events is
     /// [`ExecutorError::NotFound`] and activates nothing.
     pub async fn state<A: Aggregate>(&self, id: &str) -> Result<StateView<A>, ExecutorError> {
+        self.query::<A, _, _, _>(
+            id,
+            || self.state_here::<A>(id),
+            |transport, node, left| async move {
+                remote::forward_state::<A>(transport, &node, id, left).await
+            },
+        )
+        .await
+    }
+
+    /// Runs a call that changes no events (a state read, a snapshot) where `id` is served:
+    /// `here` when on this node, `there` (forwarded to the node at an address) otherwise,
+    /// looking the route up again after a retryable miss until the type's call timeout.
+    async fn query<'s, A: Aggregate, T, Here, There>(
+        &'s self,
+        id: &'s str,
+        here: impl FnOnce() -> Here,
+        there: impl Fn(&'s dyn Transport, String, Duration) -> There,
+    ) -> Result<T, ExecutorError>
+    where
+        Here: Future<Output = Result<T, ExecutorError>>,
+        There: Future<Output = Forwarded<Result<T, ExecutorError>>>,
+    {
         let registration = self.registration::<A>(id)?;
         let key = id.to_owned();
         let deadline =
@@ -230,13 +253,13 @@ impl Executor {
         let mut last = ExecutorError::NotLocal { id: key.clone() };
         while let Some(hop) = route.next().await {
             let node = match hop {
-                Hop::Here => return self.state_here::<A>(id).await,
+                Hop::Here => return here().await,
                 Hop::There(node) => node,
             };
             let Some(transport) = &self.inner.shared.transport else {
                 break;
             };
-            match remote::forward_state::<A>(&**transport, &node, id, route.remaining()).await {
+            match there(&**transport, node, route.remaining()).await {
                 Forwarded::Done(outcome) => return outcome,
                 Forwarded::Retry(error) => last = error,
             }
@@ -263,31 +286,14 @@ impl Executor {
     /// Takes a snapshot of aggregate `id` now, on the node that serves it, and waits until it
     /// is written. Returns the version snapshotted.
     pub async fn snapshot_now<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
-        let registration = self.registration::<A>(id)?;
-        let key = id.to_owned();
-        let deadline =
-            tokio::time::Instant::now() + registration.context.settings.runtime.call_timeout;
-        let mut route = Route::new(
-            &**registration.directory.placement(),
-            &key,
-            deadline,
-            self.forwards(registration),
-        );
-        let mut last = ExecutorError::NotLocal { id: key.clone() };
-        while let Some(hop) = route.next().await {
-            let node = match hop {
-                Hop::Here => return self.snapshot_here::<A>(id).await,
-                Hop::There(node) => node,
-            };
-            let Some(transport) = &self.inner.shared.transport else {
-                break;
-            };
-            match remote::forward_snapshot::<A>(&**transport, &node, id, route.remaining()).await {
-                Forwarded::Done(outcome) => return outcome,
-                Forwarded::Retry(error) => last = error,
-            }
-        }
-        Err(last)
+        self.query::<A, _, _, _>(
+            id,
+            || self.snapshot_here::<A>(id),
+            |transport, node, left| async move {
+                remote::forward_snapshot::<A>(transport, &node, id, left).await
+            },
+        )
+        .await
     }
 
     /// Snapshots this node's actor for `id`, never forwarding.

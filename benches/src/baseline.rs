@@ -95,12 +95,14 @@ impl VirtualActor for VirtualCounter {
     }
 }
 
-/// A directory of virtual counters with no idle passivation.
+/// A directory of virtual counters with no idle passivation and no cap on live actors (the
+/// memory probe holds a million; at the default cap every activation past it would evict).
 pub fn counter_directory() -> Directory<VirtualCounter> {
     Directory::new(
         Arc::new(()),
         RuntimeConfig {
             idle_timeout: None,
+            max_live_actors: None,
             ..RuntimeConfig::default()
         },
     )
