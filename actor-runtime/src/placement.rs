@@ -19,6 +19,11 @@ pub trait Placement<K>: Send + Sync + 'static {
             Location::Unknown
         }
     }
+
+    /// The location last given for `key` did not work out: nobody serves it yet, its node could
+    /// not be reached, or that node no longer serves it. A placement that learns routes in the
+    /// background may look again sooner. The default does nothing.
+    fn missed(&self, _key: &K) {}
 }
 
 /// Everything is local: the placement of a single-node deployment.

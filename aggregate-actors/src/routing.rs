@@ -81,8 +81,12 @@ impl<'a> Route<'a> {
     /// id is not served here and cannot be forwarded).
     pub(crate) async fn next(&mut self) -> Option<Hop> {
         loop {
-            if std::mem::replace(&mut self.tried, true) && !self.backoff.wait().await {
-                return None;
+            if std::mem::replace(&mut self.tried, true) {
+                // The last hop did not answer for the id: let the placement look again.
+                self.placement.missed(self.key);
+                if !self.backoff.wait().await {
+                    return None;
+                }
             }
             match self.placement.locate(self.key) {
                 Location::Local => return Some(Hop::Here),

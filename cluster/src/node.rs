@@ -10,6 +10,11 @@
 //!   own: stop taking calls for the shard, let the [`ShardHandoff`] finish and passivate its
 //!   actors (snapshots written), then clear the owner (epoch + 1).
 //!
+//! A call whose route missed (no owner known, or the owner did not answer) asks for an early
+//! tick, at most one per 200 ms: a survivor then claims a dead node's shards, and learns the
+//! claims of the others, within moments of the TTL running out instead of up to a heartbeat
+//! later each.
+//!
 //! A node whose heartbeat has not succeeded for `ttl - self_fence_margin` (measured on its own
 //! monotonic clock from when the last successful heartbeat was sent) stops serving every shard
 //! and tells the handoff to stop its actors, before the others may consider it dead and take
@@ -37,6 +42,9 @@ use crate::shard::{DEFAULT_SHARD_COUNT, preferred_owner, shard_of};
 /// Connections of the node's own pool: the tick's statements run one at a time, and a second
 /// one lets `leave` or a test's `tick_now` overlap a tick without waiting.
 const MEMBERSHIP_CONNECTIONS: u32 = 2;
+
+/// The shortest time between two ticks when calls ask for an early one.
+const EARLY_TICK_GAP: Duration = Duration::from_millis(200);
 
 /// What the node asks of the layer that runs actors when shards leave it.
 #[async_trait]
@@ -300,12 +308,24 @@ impl ClusterNode {
 }
 
 async fn run(inner: std::sync::Weak<Inner>, mut stopped: watch::Receiver<bool>) {
+    let Some(routes) = inner.upgrade().map(|i| Arc::clone(&i.routes)) else {
+        return;
+    };
+    let mut last = tokio::time::Instant::now();
     loop {
         let Some(interval) = inner.upgrade().map(|i| i.config.heartbeat_interval) else {
             return;
         };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep_until(last + interval) => {}
+            // A call is waiting for a route (its shard's owner died or moved): look now rather
+            // than at the next heartbeat, though not more often than every EARLY_TICK_GAP.
+            _ = routes.refresh_wanted() => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(last + EARLY_TICK_GAP.min(interval)) => {}
+                    _ = stopped.changed() => return,
+                }
+            }
             _ = stopped.changed() => return,
         }
         if *stopped.borrow() {
@@ -314,6 +334,7 @@ async fn run(inner: std::sync::Weak<Inner>, mut stopped: watch::Receiver<bool>) 
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        last = tokio::time::Instant::now();
         tick(&inner).await;
     }
 }

@@ -54,4 +54,8 @@ impl Placement<String> for ClusterPlacement {
             self.routes.locate_remote(shard, self.node_id)
         }
     }
+
+    fn missed(&self, _id: &String) {
+        self.routes.missed();
+    }
 }

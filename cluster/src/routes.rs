@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
 
 use actor_runtime::Location;
 use uuid::Uuid;
@@ -15,6 +18,9 @@ use crate::ownership::Ownership;
 #[derive(Debug, Default)]
 pub struct RouteTable {
     table: RwLock<Table>,
+    /// A call missed its route since the last update: the node ticks early.
+    stale: AtomicBool,
+    refresh: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +44,20 @@ impl RouteTable {
             .collect();
         let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
         *table = Table { owners, addresses };
+        self.stale.store(false, Ordering::Release);
+    }
+
+    /// A call found no owner, or its owner did not answer: asks the node for an early tick
+    /// (once per update, however many calls miss).
+    pub fn missed(&self) {
+        if !self.stale.swap(true, Ordering::AcqRel) {
+            self.refresh.notify_one();
+        }
+    }
+
+    /// Resolves once a call has missed its route since the last update.
+    pub(crate) async fn refresh_wanted(&self) {
+        self.refresh.notified().await;
     }
 
     /// The owner of `shard` and its address, if it has a live owner other than `me`.

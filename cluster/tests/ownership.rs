@@ -312,3 +312,47 @@ async fn appends_through_the_fenced_store_need_the_shard_and_stop_when_it_moves(
     fenced_b.append(&moved, 0, event()).await.unwrap();
     assert_eq!(events.stream_version(&moved).await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_missed_its_route_makes_the_node_look_again_before_its_next_heartbeat() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    // Heartbeats far apart: without the hint, a would learn of b's leaving only 5 s later.
+    let slow = |name: &str| ClusterConfig {
+        heartbeat_interval: Duration::from_secs(5),
+        ttl: Duration::from_secs(15),
+        ..config(name)
+    };
+    let a = ClusterNode::start(events.pool().clone(), slow("a"))
+        .await
+        .unwrap();
+    let b = ClusterNode::start(events.pool().clone(), slow("b"))
+        .await
+        .unwrap();
+    settle(&[&a, &b]).await;
+    assert!(!b.owned().is_empty());
+    let placement = a.placement("account");
+    let id = (0..)
+        .map(|i| format!("acc-{i}"))
+        .find(|id| b.owned().serves(b.shard_of("account", id)))
+        .unwrap();
+    b.leave().await.unwrap();
+
+    let asked = Instant::now();
+    actor_runtime::Placement::missed(&placement, &id);
+    while a.owned().len() < SHARDS as usize {
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "a missed route did not make the node look again (a owns {} shards)",
+            a.owned().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "ownership::missed_route: a took b's shards {:?} after a call missed its route \
+         (heartbeat every 5 s)",
+        asked.elapsed()
+    );
+}
