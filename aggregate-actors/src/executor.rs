@@ -142,12 +142,7 @@ impl Executor {
         options.command_id.get_or_insert_with(CommandId::new);
         options.deadline = Some(deadline);
         let key = id.to_owned();
-        let mut route = Route::new(
-            &**registration.directory.placement(),
-            &key,
-            deadline,
-            self.forwards(registration),
-        );
+        let mut route = self.route(registration, &key, deadline);
         let mut last = ExecutorError::NotLocal { id: key.clone() };
         while let Some(hop) = route.next().await {
             let node = match hop {
@@ -244,12 +239,7 @@ impl Executor {
         let key = id.to_owned();
         let deadline =
             tokio::time::Instant::now() + registration.context.settings.runtime.call_timeout;
-        let mut route = Route::new(
-            &**registration.directory.placement(),
-            &key,
-            deadline,
-            self.forwards(registration),
-        );
+        let mut route = self.route(registration, &key, deadline);
         let mut last = ExecutorError::NotLocal { id: key.clone() };
         while let Some(hop) = route.next().await {
             let node = match hop {
@@ -475,9 +465,21 @@ impl Executor {
         &self.inner.shared.snapshots
     }
 
-    /// Whether calls for `registration`'s type can travel to other nodes.
-    fn forwards<A: Aggregate>(&self, registration: &Registration<A>) -> bool {
-        self.inner.shared.transport.is_some() && registration.codec.is_some()
+    /// The attempts of a call for `key` of `registration`'s type at reaching the node that
+    /// serves it, until `deadline`; forwarding only if the type can travel to other nodes.
+    fn route<'a, A: Aggregate>(
+        &self,
+        registration: &'a Registration<A>,
+        key: &'a String,
+        deadline: tokio::time::Instant,
+    ) -> Route<'a> {
+        let forwarding = self.inner.shared.transport.is_some() && registration.codec.is_some();
+        Route::new(
+            &**registration.directory.placement(),
+            key,
+            deadline,
+            forwarding,
+        )
     }
 
     fn typed<A: Aggregate>(&self) -> Option<&Registration<A>> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aggregate_actors::event_stores::testing::fresh_database;
+use aggregate_actors::event_stores::testing::{TestDatabase, fresh_database};
 use integration_tests::node::NodeArgs;
 use integration_tests::node::{Exec, NodeProcess, State};
 use integration_tests::seed;
@@ -25,9 +25,58 @@ use integration_tests::wallet_cluster::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const NODE: &str = env!("CARGO_BIN_EXE_cluster_node");
+/// Wallets of the node-death and paused-node loads.
+const IDS: usize = 300;
+
+/// Three settled nodes under a deposit load, as the node-death and paused-node tests start.
+struct Loaded {
+    _database: TestDatabase,
+    pool: PgPool,
+    nodes: Vec<Arc<NodeProcess>>,
+    targets: Arc<Targets>,
+    ledger: Arc<Ledger>,
+    stop: Arc<AtomicBool>,
+    load: Vec<JoinHandle<()>>,
+    rng: StdRng,
+    started: Instant,
+}
+
+/// Starts three nodes (hand-overs uncapped), waits until they settled, and runs `workers`
+/// clients depositing to random wallets among [`IDS`] for `warm` before returning. `None`
+/// without PostgreSQL.
+async fn loaded_cluster(test: &str, workers: usize, warm: Duration) -> Option<Loaded> {
+    let database = fresh_database().await?;
+    let seed = seed(&format!("cluster_nodes::{test}"), "CLUSTER_SEED");
+    let pool = connect(database.url()).await;
+    let started = Instant::now();
+    let nodes = start_nodes(NODE, database.url(), test, 3, |a| {
+        a.max_releases_per_tick = SHARD_COUNT as usize;
+    })
+    .await;
+    wait_settled(&pool, &nodes, Duration::from_secs(15)).await;
+    let targets = Targets::new(&nodes);
+    *targets.owners.lock().unwrap() = owners(&pool).await;
+    let ledger = Arc::new(Ledger::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&targets, &ledger, seed, workers, 100_000, IDS, &stop);
+    tokio::time::sleep(warm).await;
+    Some(Loaded {
+        _database: database,
+        pool,
+        nodes,
+        targets,
+        ledger,
+        stop,
+        load,
+        rng: StdRng::seed_from_u64(seed),
+        started,
+    })
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_wallet_is_live_on_at_most_one_node_and_each_acknowledged_deposit_is_stored_once() {
@@ -134,25 +183,21 @@ async fn every_wallet_is_live_on_at_most_one_node_and_each_acknowledged_deposit_
 async fn a_killed_nodes_wallets_are_served_by_the_survivors_within_five_seconds_and_nothing_is_lost()
  {
     let _serial = SERIAL.lock().await;
-    let Some(database) = fresh_database().await else {
+    let Some(Loaded {
+        _database,
+        pool,
+        nodes,
+        targets,
+        ledger,
+        stop,
+        load,
+        mut rng,
+        started,
+    }) = loaded_cluster("node_death", 24, Duration::from_millis(1_500)).await
+    else {
         return;
     };
-    let seed = seed("cluster_nodes::node_death", "CLUSTER_SEED");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let pool = connect(database.url()).await;
-    let started = Instant::now();
-    let nodes = start_nodes(NODE, database.url(), "death", 3, |a| {
-        a.max_releases_per_tick = SHARD_COUNT as usize;
-    })
-    .await;
-    wait_settled(&pool, &nodes, Duration::from_secs(15)).await;
-    let targets = Targets::new(&nodes);
-    *targets.owners.lock().unwrap() = owners(&pool).await;
-    let ledger = Arc::new(Ledger::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let ids = 300;
-    let load = start_load(&targets, &ledger, seed, 24, 100_000, ids, &stop);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let ids = IDS;
 
     let victim = rng.random_range(0..nodes.len());
     let victim_id = nodes[victim].node_id().unwrap();
@@ -278,25 +323,21 @@ async fn known_gap_a_node_resumed_after_missing_its_ttl_has_no_second_live_actor
 /// after it resumes no wallet is live on two nodes, not even for milliseconds.
 async fn frozen_node(strict: bool) {
     let _serial = SERIAL.lock().await;
-    let Some(database) = fresh_database().await else {
+    let Some(Loaded {
+        _database,
+        pool,
+        nodes,
+        targets,
+        ledger,
+        stop,
+        load,
+        mut rng,
+        started,
+    }) = loaded_cluster("paused_node", 16, Duration::from_secs(1)).await
+    else {
         return;
     };
-    let seed = seed("cluster_nodes::paused_node", "CLUSTER_SEED");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let pool = connect(database.url()).await;
-    let started = Instant::now();
-    let nodes = start_nodes(NODE, database.url(), "paused", 3, |a| {
-        a.max_releases_per_tick = SHARD_COUNT as usize;
-    })
-    .await;
-    wait_settled(&pool, &nodes, Duration::from_secs(15)).await;
-    let targets = Targets::new(&nodes);
-    *targets.owners.lock().unwrap() = owners(&pool).await;
-    let ledger = Arc::new(Ledger::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let ids = 300;
-    let load = start_load(&targets, &ledger, seed, 16, 100_000, ids, &stop);
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let ids = IDS;
 
     let frozen = rng.random_range(0..nodes.len());
     targets.set_usable(frozen, false);
