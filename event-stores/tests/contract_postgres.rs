@@ -14,12 +14,32 @@ use event_stores::{
     StoreError, StoreLimits,
 };
 
+// With group commit on (the default): concurrent appends share statements.
 event_stores::store_contract! {
     make = async {
         let db = fresh_database().await?;
         let limits = contract::limits();
         let (events, snapshots) = db.stores(limits).await.unwrap();
+        assert!(events.group_commit().enabled);
         Some(Fixture::new(events, snapshots, limits).keep_alive(db))
+    }
+}
+
+/// The same contract with group commit off: every append is its own statement.
+mod one_statement_per_append {
+    use super::*;
+
+    event_stores::store_contract! {
+        make = async {
+            let db = fresh_database().await?;
+            let limits = contract::limits();
+            let events = PgEventStore::connect(&db.config().limits(limits).group_commit(false))
+                .await
+                .unwrap();
+            assert!(!events.group_commit().enabled);
+            let snapshots = PgSnapshotStore::with_migrated_pool(events.pool().clone(), limits);
+            Some(Fixture::new(events, snapshots, limits).keep_alive(db))
+        }
     }
 }
 

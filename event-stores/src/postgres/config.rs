@@ -11,6 +11,7 @@ use crate::limits::StoreLimits;
 
 use super::durability::Durability;
 use super::error::{map_migrate, map_sqlx};
+use super::group_commit::GroupCommit;
 
 /// How long an append waits for the server's answer when the store was not made by
 /// [`PgConfig`] (which derives it from `statement_timeout`): 12 s.
@@ -84,6 +85,9 @@ pub struct PgConfig {
     /// `full_page_writes` off. Default false: such a server is accepted with a warning, and
     /// [`PgEventStore::server_durability`](super::PgEventStore::server_durability) says so.
     pub require_durability: bool,
+    /// How concurrent appends to different streams share one statement and one commit
+    /// (default: on, see [`GroupCommit`]).
+    pub group_commit: GroupCommit,
 }
 
 impl PgConfig {
@@ -105,6 +109,7 @@ impl PgConfig {
             tcp_keepalive: Some(Duration::from_secs(5)),
             client_timeout: None,
             require_durability: false,
+            group_commit: GroupCommit::default(),
         }
     }
 
@@ -129,6 +134,18 @@ impl PgConfig {
     /// Sets [`client_timeout`](Self::client_timeout).
     pub fn with_client_timeout(mut self, timeout: Duration) -> Self {
         self.client_timeout = Some(timeout);
+        self
+    }
+
+    /// Turns group commit on or off (the other [`GroupCommit`] settings stay).
+    pub fn group_commit(mut self, enabled: bool) -> Self {
+        self.group_commit.enabled = enabled;
+        self
+    }
+
+    /// Sets every [`group_commit`](Self::group_commit) setting.
+    pub fn group_commit_settings(mut self, settings: GroupCommit) -> Self {
+        self.group_commit = settings;
         self
     }
 
@@ -304,6 +321,7 @@ impl fmt::Debug for PgConfig {
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("client_timeout", &self.client_timeout())
             .field("require_durability", &self.require_durability)
+            .field("group_commit", &self.group_commit)
             .finish()
     }
 }

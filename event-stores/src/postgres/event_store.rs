@@ -1,17 +1,7 @@
 //! The PostgreSQL event store.
 //!
-//! # Appends
-//!
-//! An append is one statement, so one round trip once the statement is prepared on the
-//! connection: a CTE reads the stream's head (its last version and `recorded_at`, a backward scan
-//! of the primary key), and `INSERT … SELECT … FROM UNNEST(…) WITH ORDINALITY … WHERE head = $expected`
-//! writes every event or none. The statement returns the head it saw, so a refused append
-//! reports the actual version without a second query. Two appenders that both saw the same head
-//! race on the primary key `(aggregate_type, aggregate_id, version)`: the loser waits for the
-//! winner's commit, gets a unique violation and reports a version conflict.
-//!
-//! `recorded_at` is `GREATEST(now(), the stream's last recorded_at)`, so it never decreases
-//! within a stream even if the server clock steps back, and `up_to_time` reads are a prefix.
+//! Appends are in [`append`](super::append) (one at a time) and
+//! [`group_commit`](super::group_commit) (many in one statement).
 //!
 //! # Positions and `read_all`
 //!
@@ -30,89 +20,31 @@
 //! cost: a transaction that stays open anywhere on the server (also in other databases) holds
 //! `read_all` back until it ends; appends and stream reads are unaffected.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 use uuid::Uuid;
 
-use crate::error::{InvalidInput, StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult};
 use crate::event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
 use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery};
 use crate::fence::Fence;
 use crate::limits::StoreLimits;
 use crate::stream::StreamId;
 
+use super::append::{Append, Appender};
 use super::config::{DEFAULT_CLIENT_TIMEOUT, PgConfig, migrate};
 use super::durability::Durability;
-use super::error::{UNIQUE_VIOLATION, constraint, is_lost_in_flight, map_sqlx, sqlstate};
+use super::error::map_sqlx;
+use super::group_commit::{Batcher, GroupCommit, GroupCommitStats};
 
 /// Most events one append can carry in this backend: positions keep 16 bits for the event's
 /// index within its transaction.
 pub const PG_MAX_EVENTS_PER_APPEND: usize = 1 << 16;
-
-/// The append statement; the fenced variant adds a share-locked read of the shard's ownership
-/// row and inserts only when it still names the fence's owner and epoch.
-macro_rules! append_sql {
-    ($fence_cte:literal, $fence_condition:literal, $fence_ok:literal) => {
-        concat!(
-            "WITH ",
-            $fence_cte,
-            r#"last AS (
-    SELECT version, recorded_at FROM events
-    WHERE aggregate_type = $1::text AND aggregate_id = $2::text
-    ORDER BY version DESC
-    LIMIT 1
-), head AS (
-    SELECT COALESCE((SELECT version FROM last), 0) AS version,
-           GREATEST(now(), (SELECT recorded_at FROM last)) AS recorded_at,
-           pg_current_xact_id()::text::bigint AS tx
-), ins AS (
-    INSERT INTO events (aggregate_type, aggregate_id, version, event_id, event_type,
-                        schema_version, payload, correlation_id, causation_id, recorded_at,
-                        position, command_id)
-    SELECT $1::text, $2::text, head.version + e.n, e.event_id, e.event_type,
-           e.schema_version, e.payload, e.correlation_id, e.causation_id, head.recorded_at,
-           (head.tx << 16) + e.n - 1, e.command_id
-    FROM head,
-         UNNEST($4::uuid[], $5::text[], $6::int4[], $7::bytea[], $8::uuid[], $9::uuid[],
-                $10::uuid[])
-             WITH ORDINALITY AS e(event_id, event_type, schema_version, payload,
-                                  correlation_id, causation_id, command_id, n)
-    WHERE head.version = $3::bigint "#,
-            $fence_condition,
-            r#"
-    ORDER BY e.n
-    RETURNING version, position, recorded_at
-)
-SELECT head.version, COUNT(ins.version), MAX(ins.version), MAX(ins.position),
-       MAX(ins.recorded_at), "#,
-            $fence_ok,
-            r#"
-FROM head LEFT JOIN ins ON TRUE
-GROUP BY head.version
-"#
-        )
-    };
-}
-
-const APPEND: &str = append_sql!("", "", "TRUE");
-
-// Under read committed, FOR SHARE either takes the row first (a takeover's UPDATE then waits
-// for this append to commit) or waits for a takeover in progress and re-checks the row it
-// committed, which no longer matches: the append is fenced.
-const APPEND_FENCED: &str = append_sql!(
-    r#"fence AS (
-    SELECT epoch FROM shard_owners
-    WHERE shard = $11::int AND owner = $12::uuid AND epoch = $13::bigint
-    FOR SHARE
-), "#,
-    "AND EXISTS (SELECT 1 FROM fence)",
-    "EXISTS (SELECT 1 FROM fence)"
-);
 
 const READ_STREAM: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
@@ -125,13 +57,6 @@ ORDER BY version
 LIMIT $6::bigint
 "#;
 
-const STREAM_VERSION: &str = r#"
-SELECT version FROM events
-WHERE aggregate_type = $1::text AND aggregate_id = $2::text
-ORDER BY version DESC
-LIMIT 1
-"#;
-
 // The bound is an index range on `position`: see the module documentation.
 const READ_ALL: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
@@ -141,12 +66,6 @@ WHERE position > $1::bigint
   AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
 ORDER BY position
 LIMIT $2::bigint
-"#;
-
-const FIND_EVENT_IDS: &str = r#"
-SELECT event_id, aggregate_type, aggregate_id, command_id FROM events
-WHERE event_id = ANY($1::uuid[])
-LIMIT 1
 "#;
 
 // The derived id of the command's first event ($4) finds where its events start through the
@@ -173,12 +92,24 @@ ORDER BY version
 /// store.append(&stream, 0, vec![NewEvent::new("Opened", 1, vec![1, 2, 3])]).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgEventStore {
     pool: PgPool,
     limits: StoreLimits,
-    client_timeout: Duration,
     durability: Option<Durability>,
+    appender: Appender,
+    batcher: Option<Arc<Batcher>>,
+}
+
+impl std::fmt::Debug for PgEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEventStore")
+            .field("limits", &self.limits)
+            .field("durability", &self.durability)
+            .field("client_timeout", &self.appender.client_timeout)
+            .field("group_commit", &self.group_commit())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PgEventStore {
@@ -187,11 +118,13 @@ impl PgEventStore {
     pub async fn connect(config: &PgConfig) -> StoreResult<Self> {
         let pool = config.connect_pool().await?;
         let durability = config.check_durability(&pool).await?;
-        Ok(Self {
-            client_timeout: config.client_timeout(),
+        let store = Self {
             durability: Some(durability),
             ..Self::with_migrated_pool(pool, config.limits)
-        })
+        };
+        Ok(store
+            .with_client_timeout(config.client_timeout())
+            .with_group_commit(config.group_commit))
     }
 
     /// A store on an existing pool (for example one shared with a [`PgSnapshotStore`]). Runs the
@@ -204,15 +137,21 @@ impl PgEventStore {
     }
 
     /// A store on a pool whose database already has the schema (see
-    /// [`migrate`](super::migrate)); does no I/O.
+    /// [`migrate`](super::migrate)); does no I/O. Group commit is on with its defaults.
     pub fn with_migrated_pool(pool: PgPool, mut limits: StoreLimits) -> Self {
         limits.max_events_per_append = limits.max_events_per_append.min(PG_MAX_EVENTS_PER_APPEND);
+        let appender = Appender {
+            pool: pool.clone(),
+            client_timeout: DEFAULT_CLIENT_TIMEOUT,
+        };
         Self {
             pool,
             limits,
-            client_timeout: DEFAULT_CLIENT_TIMEOUT,
             durability: None,
+            batcher: None,
+            appender,
         }
+        .with_group_commit(GroupCommit::default())
     }
 
     /// Sets how long an append may wait for the server's answer after sending its statement
@@ -220,8 +159,37 @@ impl PgEventStore {
     /// [`StoreError::Indeterminate`]. [`connect`](Self::connect) takes it from
     /// [`PgConfig::client_timeout`].
     pub fn with_client_timeout(mut self, timeout: Duration) -> Self {
-        self.client_timeout = timeout;
+        self.appender.client_timeout = timeout;
+        let settings = self.group_commit();
+        self.with_group_commit(settings)
+    }
+
+    /// Sets how concurrent appends share statements (see [`GroupCommit`]);
+    /// [`connect`](Self::connect) takes it from [`PgConfig::group_commit`]. Appends already
+    /// queued are still sent by the store they were made on.
+    pub fn with_group_commit(mut self, settings: GroupCommit) -> Self {
+        self.batcher = settings
+            .enabled
+            .then(|| Arc::new(Batcher::new(self.appender.clone(), settings)));
         self
+    }
+
+    /// The group-commit settings in force (`enabled: false` when appends go one by one).
+    pub fn group_commit(&self) -> GroupCommit {
+        match &self.batcher {
+            Some(batcher) => batcher.settings(),
+            None => GroupCommit {
+                enabled: false,
+                ..GroupCommit::default()
+            },
+        }
+    }
+
+    /// What group commit did so far on this store and its clones (all zero when it is off).
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.batcher
+            .as_ref()
+            .map_or_else(GroupCommitStats::default, |b| b.stats())
     }
 
     /// The server's durability settings as read by [`connect`](Self::connect) (`None` for a
@@ -245,9 +213,9 @@ impl PgEventStore {
         self.pool.close().await;
     }
 
-    /// One append statement, fenced or not: acquire, send (bounded by the client timeout),
-    /// classify the outcome.
-    async fn append_checked(
+    /// Checks an append and sends it: through the group-commit queue when it is on, alone
+    /// otherwise.
+    async fn submit(
         &self,
         stream: &StreamId,
         expected_version: u64,
@@ -255,208 +223,20 @@ impl PgEventStore {
         fence: Option<&Fence>,
     ) -> StoreResult<AppendReceipt> {
         self.limits.check_append(&events)?;
-
         let Ok(expected) = i64::try_from(expected_version) else {
             // No stream is that long: the caller is ahead of whatever is stored.
-            return Err(self.conflict(stream, expected_version).await);
+            return Err(self.appender.conflict(stream, expected_version).await);
         };
-
-        let count = events.len();
-        let mut ids = Vec::with_capacity(count);
-        let mut types = Vec::with_capacity(count);
-        let mut schema_versions = Vec::with_capacity(count);
-        let mut payloads = Vec::with_capacity(count);
-        let mut correlations = Vec::with_capacity(count);
-        let mut causations = Vec::with_capacity(count);
-        let mut commands = Vec::with_capacity(count);
-        for event in &events {
-            ids.push(event.event_id);
-            types.push(event.event_type.as_str());
-            // Bit-cast: INT holds every u32 this way, and reads cast back.
-            schema_versions.push(event.schema_version as i32);
-            payloads.push(event.payload.as_ref());
-            correlations.push(event.metadata.correlation_id);
-            causations.push(event.metadata.causation_id);
-            commands.push(event.command_id);
-        }
-
-        // Acquire first: until the statement is sent, a failure means nothing was written.
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| map_sqlx("acquiring a connection to append", e))?;
-        let query = sqlx::query(if fence.is_some() {
-            APPEND_FENCED
-        } else {
-            APPEND
-        })
-        .bind(stream.aggregate_type())
-        .bind(stream.aggregate_id())
-        .bind(expected)
-        .bind(&ids)
-        .bind(&types)
-        .bind(&schema_versions)
-        .bind(&payloads)
-        .bind(&correlations)
-        .bind(&causations)
-        .bind(&commands);
-        let query = match fence {
-            Some(fence) => query
-                .bind(i32::try_from(fence.shard).map_err(|_| {
-                    InvalidInput::BadVersion(format!("shard {} is out of range", fence.shard))
-                })?)
-                .bind(fence.owner)
-                .bind(i64::try_from(fence.epoch).map_err(|_| {
-                    InvalidInput::BadVersion(format!("epoch {} is out of range", fence.epoch))
-                })?),
-            None => query,
-        }
-        .fetch_one(&mut *conn);
-        let result = match tokio::time::timeout(self.client_timeout, query).await {
-            Ok(result) => result,
-            Err(_) => {
-                // A stalled server or black-holed network: the statement may still commit.
-                // The connection is in an unknown state, so it must not serve anyone else.
-                conn.close_on_drop();
-                return Err(StoreError::Indeterminate {
-                    message: format!(
-                        "append to {stream}: no answer from the server within {:?}",
-                        self.client_timeout
-                    ),
-                    source: None,
-                });
-            }
+        let append = Append {
+            stream: stream.clone(),
+            expected,
+            events,
+            fence: fence.copied(),
         };
-        drop(conn);
-        let row = match result {
-            Ok(row) => row,
-            Err(err) if sqlstate(&err).as_deref() == Some(UNIQUE_VIOLATION) => {
-                return Err(self
-                    .unique_violation(stream, expected_version, &ids, &events, err)
-                    .await);
-            }
-            Err(err) if is_lost_in_flight(&err) => {
-                return Err(StoreError::Indeterminate {
-                    message: format!("append to {stream}: connection lost after sending: {err}"),
-                    source: Some(Box::new(err)),
-                });
-            }
-            Err(err) => return Err(map_sqlx("appending", err)),
-        };
-
-        let decode = |e| map_sqlx("reading the append result", e);
-        let current: i64 = row.try_get(0).map_err(decode)?;
-        let inserted: i64 = row.try_get(1).map_err(decode)?;
-        let fence_held: bool = row.try_get(5).map_err(decode)?;
-        if let (Some(fence), false) = (fence, fence_held) {
-            return Err(StoreError::Fenced {
-                stream: stream.clone(),
-                shard: fence.shard,
-                epoch: fence.epoch,
-            });
+        match &self.batcher {
+            Some(batcher) => batcher.append(append).await,
+            None => self.appender.one(&append).await,
         }
-        if inserted == 0 {
-            return Err(StoreError::VersionConflict {
-                stream: stream.clone(),
-                expected: expected_version,
-                actual: to_u64(current, "version")?,
-            });
-        }
-        let last_version: Option<i64> = row.try_get(2).map_err(decode)?;
-        let last_position: Option<i64> = row.try_get(3).map_err(decode)?;
-        let recorded_at: Option<DateTime<Utc>> = row.try_get(4).map_err(decode)?;
-        match (last_version, last_position, recorded_at) {
-            (Some(last_version), Some(last_position), Some(recorded_at))
-                if usize::try_from(inserted).ok() == Some(count) =>
-            {
-                Ok(AppendReceipt {
-                    first_version: expected_version + 1,
-                    last_version: to_u64(last_version, "version")?,
-                    recorded_at,
-                    last_position: to_u64(last_position, "position")?,
-                })
-            }
-            _ => Err(StoreError::Backend {
-                message: format!(
-                    "append to {stream} inserted {inserted} of {count} events; the statement \
-                     should write all or none"
-                ),
-                source: None,
-            }),
-        }
-    }
-
-    /// The conflict to report after a lost race, reading the version that won.
-    async fn conflict(&self, stream: &StreamId, expected: u64) -> StoreError {
-        match self.stream_version(stream).await {
-            Ok(actual) => StoreError::VersionConflict {
-                stream: stream.clone(),
-                expected,
-                actual,
-            },
-            Err(err) => err,
-        }
-    }
-
-    /// What a stored event with one of the appended ids means: the same command on the same
-    /// stream (already applied) or an id used elsewhere (bad input).
-    fn clash(&self, stream: &StreamId, events: &[NewEvent], row: &PgRow) -> StoreError {
-        let read = || -> Result<(Uuid, String, String, Option<Uuid>), sqlx::Error> {
-            Ok((
-                row.try_get(0)?,
-                row.try_get(1)?,
-                row.try_get(2)?,
-                row.try_get(3)?,
-            ))
-        };
-        let (id, aggregate_type, aggregate_id, stored_command) = match read() {
-            Ok(fields) => fields,
-            Err(e) => return map_sqlx("reading a duplicate event id", e),
-        };
-        let appended_command = events
-            .iter()
-            .find(|e| e.event_id == id)
-            .and_then(|e| e.command_id);
-        match (appended_command, stored_command) {
-            (Some(command_id), Some(stored))
-                if command_id == stored
-                    && aggregate_type == stream.aggregate_type()
-                    && aggregate_id == stream.aggregate_id() =>
-            {
-                StoreError::CommandAlreadyApplied {
-                    stream: stream.clone(),
-                    command_id,
-                }
-            }
-            _ => InvalidInput::DuplicateEventId(id).into(),
-        }
-    }
-
-    /// The error for a unique violation on an append: a lost race on the version, or an event id
-    /// that is already stored.
-    async fn unique_violation(
-        &self,
-        stream: &StreamId,
-        expected: u64,
-        ids: &[Uuid],
-        events: &[NewEvent],
-        err: sqlx::Error,
-    ) -> StoreError {
-        if constraint(&err) == Some("events_event_id_key") {
-            return match sqlx::query(FIND_EVENT_IDS)
-                .bind(ids)
-                .fetch_optional(&self.pool)
-                .await
-            {
-                Ok(Some(row)) => self.clash(stream, events, &row),
-                // The clashing event vanished (it was being written by a transaction that then
-                // rolled back); report the original error.
-                Ok(None) => map_sqlx("appending", err),
-                Err(e) => map_sqlx("finding a duplicate event id", e),
-            };
-        }
-        self.conflict(stream, expected).await
     }
 }
 
@@ -468,8 +248,7 @@ impl EventStore for PgEventStore {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendReceipt> {
-        self.append_checked(stream, expected_version, events, None)
-            .await
+        self.submit(stream, expected_version, events, None).await
     }
 
     async fn append_fenced(
@@ -479,7 +258,7 @@ impl EventStore for PgEventStore {
         events: Vec<NewEvent>,
         fence: &Fence,
     ) -> StoreResult<AppendReceipt> {
-        self.append_checked(stream, expected_version, events, Some(fence))
+        self.submit(stream, expected_version, events, Some(fence))
             .await
     }
 
@@ -515,20 +294,7 @@ impl EventStore for PgEventStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
-        let row = sqlx::query(STREAM_VERSION)
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("reading a stream version", e))?;
-        match row {
-            Some(row) => to_u64(
-                row.try_get(0)
-                    .map_err(|e| map_sqlx("reading a stream version", e))?,
-                "version",
-            ),
-            None => Ok(0),
-        }
+        self.appender.stream_version(stream).await
     }
 
     async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {

@@ -10,14 +10,17 @@
 //! (retryable); everything else the server reports maps to
 //! [`StoreError::Backend`](crate::StoreError::Backend).
 
+mod append;
 mod config;
 mod durability;
 mod error;
 mod event_store;
+mod group_commit;
 mod snapshot_store;
 
 pub use config::{DEFAULT_CLIENT_TIMEOUT, MIGRATIONS_TABLE, PgConfig, migrate};
 pub use durability::Durability;
 pub use event_store::{PG_MAX_EVENTS_PER_APPEND, PgEventStore};
+pub use group_commit::{GroupCommit, GroupCommitStats};
 pub use snapshot_store::PgSnapshotStore;
 pub use sqlx::postgres::PgPool;

@@ -30,6 +30,10 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod concurrent_streams;
+
+pub use concurrent_streams::*;
+
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -131,6 +135,9 @@ macro_rules! store_contract {
                 a_stored_event_id_reused_outside_its_command_is_a_duplicate_event_id,
                 read_command_returns_exactly_that_commands_events_in_order,
                 read_command_finds_events_with_a_command_id_but_their_own_ids,
+                concurrent_appends_to_many_streams_each_get_their_own_outcome,
+                a_command_already_applied_among_concurrent_appends_is_refused_alone,
+                an_event_id_in_two_concurrent_appends_is_stored_once,
             ];
             event_store_with_limits = [
                 a_multi_event_append_is_atomic,
@@ -242,7 +249,7 @@ pub fn now_micros() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-async fn read_whole(store: &dyn EventStore, stream: &StreamId) -> Vec<RecordedEvent> {
+pub(crate) async fn read_whole(store: &dyn EventStore, stream: &StreamId) -> Vec<RecordedEvent> {
     let mut pages = StreamPages::new(store, stream, ReadQuery::all());
     let mut all = Vec::new();
     while let Some(page) = pages.next_page().await.unwrap() {
@@ -259,7 +266,7 @@ fn ids(events: &[RecordedEvent]) -> Vec<Uuid> {
     events.iter().map(|e| e.event_id).collect()
 }
 
-fn assert_conflict(
+pub(crate) fn assert_conflict(
     result: Result<impl std::fmt::Debug, StoreError>,
     stream: &StreamId,
     expected: u64,
@@ -279,7 +286,7 @@ fn assert_conflict(
     }
 }
 
-fn invalid(result: Result<impl std::fmt::Debug, StoreError>) -> InvalidInput {
+pub(crate) fn invalid(result: Result<impl std::fmt::Debug, StoreError>) -> InvalidInput {
     match result {
         Err(StoreError::InvalidInput(input)) => input,
         other => panic!("expected InvalidInput, got {other:?}"),

@@ -1,0 +1,401 @@
+//! One append to PostgreSQL: its statement, how its outcome is read, and what a refused append
+//! means. [`group_commit`](super::group_commit) sends many of these in one statement and falls
+//! back to this path one by one when a batch as a whole is refused.
+//!
+//! An append is one statement, so one round trip once the statement is prepared on the
+//! connection: a CTE reads the stream's head (its last version and `recorded_at`, a backward scan
+//! of the primary key), and `INSERT … SELECT … FROM UNNEST(…) WITH ORDINALITY … WHERE head = $expected`
+//! writes every event or none. The statement returns the head it saw, so a refused append
+//! reports the actual version without a second query. Two appenders that both saw the same head
+//! race on the primary key `(aggregate_type, aggregate_id, version)`: the loser waits for the
+//! winner's commit, gets a unique violation and reports a version conflict.
+//!
+//! `recorded_at` is `GREATEST(now(), the stream's last recorded_at)`, so it never decreases
+//! within a stream even if the server clock steps back, and `up_to_time` reads are a prefix.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+use uuid::Uuid;
+
+use crate::error::{InvalidInput, StoreError, StoreResult};
+use crate::event::NewEvent;
+use crate::event_store::AppendReceipt;
+use crate::fence::Fence;
+use crate::stream::StreamId;
+
+use super::error::{UNIQUE_VIOLATION, constraint, is_lost_in_flight, map_sqlx, sqlstate};
+use super::event_store::to_u64;
+
+/// The append statement; the fenced variant adds a share-locked read of the shard's ownership
+/// row and inserts only when it still names the fence's owner and epoch.
+macro_rules! append_sql {
+    ($fence_cte:literal, $fence_condition:literal, $fence_ok:literal) => {
+        concat!(
+            "WITH ",
+            $fence_cte,
+            r#"last AS (
+    SELECT version, recorded_at FROM events
+    WHERE aggregate_type = $1::text AND aggregate_id = $2::text
+    ORDER BY version DESC
+    LIMIT 1
+), head AS (
+    SELECT COALESCE((SELECT version FROM last), 0) AS version,
+           GREATEST(now(), (SELECT recorded_at FROM last)) AS recorded_at,
+           pg_current_xact_id()::text::bigint AS tx
+), ins AS (
+    INSERT INTO events (aggregate_type, aggregate_id, version, event_id, event_type,
+                        schema_version, payload, correlation_id, causation_id, recorded_at,
+                        position, command_id)
+    SELECT $1::text, $2::text, head.version + e.n, e.event_id, e.event_type,
+           e.schema_version, e.payload, e.correlation_id, e.causation_id, head.recorded_at,
+           (head.tx << 16) + e.n - 1, e.command_id
+    FROM head,
+         UNNEST($4::uuid[], $5::text[], $6::int4[], $7::bytea[], $8::uuid[], $9::uuid[],
+                $10::uuid[])
+             WITH ORDINALITY AS e(event_id, event_type, schema_version, payload,
+                                  correlation_id, causation_id, command_id, n)
+    WHERE head.version = $3::bigint "#,
+            $fence_condition,
+            r#"
+    ORDER BY e.n
+    RETURNING version, position, recorded_at
+)
+SELECT head.version, COUNT(ins.version), MAX(ins.version), MAX(ins.position),
+       MAX(ins.recorded_at), "#,
+            $fence_ok,
+            r#"
+FROM head LEFT JOIN ins ON TRUE
+GROUP BY head.version
+"#
+        )
+    };
+}
+
+const APPEND: &str = append_sql!("", "", "TRUE");
+
+// Under read committed, FOR SHARE either takes the row first (a takeover's UPDATE then waits
+// for this append to commit) or waits for a takeover in progress and re-checks the row it
+// committed, which no longer matches: the append is fenced.
+const APPEND_FENCED: &str = append_sql!(
+    r#"fence AS (
+    SELECT epoch FROM shard_owners
+    WHERE shard = $11::int AND owner = $12::uuid AND epoch = $13::bigint
+    FOR SHARE
+), "#,
+    "AND EXISTS (SELECT 1 FROM fence)",
+    "EXISTS (SELECT 1 FROM fence)"
+);
+
+const STREAM_VERSION: &str = r#"
+SELECT version FROM events
+WHERE aggregate_type = $1::text AND aggregate_id = $2::text
+ORDER BY version DESC
+LIMIT 1
+"#;
+
+const FIND_EVENT_IDS: &str = r#"
+SELECT event_id, aggregate_type, aggregate_id, command_id FROM events
+WHERE event_id = ANY($1::uuid[])
+LIMIT 1
+"#;
+
+/// One append, checked and ready to send: the stream, the version it expects (at most
+/// `i64::MAX`), its events and, for a cluster's owner, its fence.
+#[derive(Debug)]
+pub(super) struct Append {
+    pub stream: StreamId,
+    pub expected: i64,
+    pub events: Vec<NewEvent>,
+    pub fence: Option<Fence>,
+}
+
+impl Append {
+    /// The receipt for this append, from what the statement returned for it.
+    fn receipt(
+        &self,
+        inserted: i64,
+        last_version: Option<i64>,
+        last_position: Option<i64>,
+        recorded_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<AppendReceipt> {
+        let count = self.events.len();
+        match (last_version, last_position, recorded_at) {
+            (Some(last_version), Some(last_position), Some(recorded_at))
+                if usize::try_from(inserted).ok() == Some(count) =>
+            {
+                Ok(AppendReceipt {
+                    first_version: self.expected.unsigned_abs() + 1,
+                    last_version: to_u64(last_version, "version")?,
+                    recorded_at,
+                    last_position: to_u64(last_position, "position")?,
+                })
+            }
+            _ => Err(StoreError::Backend {
+                message: format!(
+                    "append to {} inserted {inserted} of {count} events; the statement should \
+                     write all or none",
+                    self.stream
+                ),
+                source: None,
+            }),
+        }
+    }
+
+    /// What a statement that saw head `current`, inserted nothing or found the fence gone
+    /// means for this append.
+    fn refusal(&self, current: i64, fence_held: bool) -> StoreResult<StoreError> {
+        if let (Some(fence), false) = (self.fence, fence_held) {
+            return Ok(StoreError::Fenced {
+                stream: self.stream.clone(),
+                shard: fence.shard,
+                epoch: fence.epoch,
+            });
+        }
+        Ok(StoreError::VersionConflict {
+            stream: self.stream.clone(),
+            expected: self.expected.unsigned_abs(),
+            actual: to_u64(current, "version")?,
+        })
+    }
+
+    /// The outcome of this append from one result row: `(head seen, inserted, last version,
+    /// last position, recorded_at, fence held)`, read from `first` on.
+    pub fn outcome(&self, row: &PgRow, first: usize) -> StoreResult<AppendReceipt> {
+        let decode = |e| map_sqlx("reading the append result", e);
+        let current: i64 = row.try_get(first).map_err(decode)?;
+        let inserted: i64 = row.try_get(first + 1).map_err(decode)?;
+        let fence_held: bool = row.try_get(first + 5).map_err(decode)?;
+        if inserted == 0 || !fence_held {
+            return Err(self.refusal(current, fence_held)?);
+        }
+        self.receipt(
+            inserted,
+            row.try_get(first + 2).map_err(decode)?,
+            row.try_get(first + 3).map_err(decode)?,
+            row.try_get(first + 4).map_err(decode)?,
+        )
+    }
+}
+
+/// The columns of an append's events, as the statement's array parameters.
+pub(super) struct Columns<'a> {
+    pub ids: Vec<Uuid>,
+    pub types: Vec<&'a str>,
+    pub schema_versions: Vec<i32>,
+    pub payloads: Vec<&'a [u8]>,
+    pub correlations: Vec<Option<Uuid>>,
+    pub causations: Vec<Option<Uuid>>,
+    pub commands: Vec<Option<Uuid>>,
+}
+
+impl<'a> Columns<'a> {
+    /// Empty columns with room for `count` events.
+    pub fn with_capacity(count: usize) -> Self {
+        Self {
+            ids: Vec::with_capacity(count),
+            types: Vec::with_capacity(count),
+            schema_versions: Vec::with_capacity(count),
+            payloads: Vec::with_capacity(count),
+            correlations: Vec::with_capacity(count),
+            causations: Vec::with_capacity(count),
+            commands: Vec::with_capacity(count),
+        }
+    }
+
+    /// Adds `events`, in order.
+    pub fn extend(&mut self, events: &'a [NewEvent]) {
+        for event in events {
+            self.ids.push(event.event_id);
+            self.types.push(event.event_type.as_str());
+            // Bit-cast: INT holds every u32 this way, and reads cast back.
+            self.schema_versions.push(event.schema_version as i32);
+            self.payloads.push(event.payload.as_ref());
+            self.correlations.push(event.metadata.correlation_id);
+            self.causations.push(event.metadata.causation_id);
+            self.commands.push(event.command_id);
+        }
+    }
+}
+
+/// Sends appends on a pool: one at a time here, many at once in
+/// [`group_commit`](super::group_commit).
+#[derive(Clone, Debug)]
+pub(super) struct Appender {
+    pub pool: PgPool,
+    pub client_timeout: Duration,
+}
+
+impl Appender {
+    /// One append statement, fenced or not: acquire, send (bounded by the client timeout),
+    /// classify the outcome.
+    pub async fn one(&self, append: &Append) -> StoreResult<AppendReceipt> {
+        let stream = &append.stream;
+        let mut columns = Columns::with_capacity(append.events.len());
+        columns.extend(&append.events);
+
+        // Acquire first: until the statement is sent, a failure means nothing was written.
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| map_sqlx("acquiring a connection to append", e))?;
+        let query = sqlx::query(if append.fence.is_some() {
+            APPEND_FENCED
+        } else {
+            APPEND
+        })
+        .bind(stream.aggregate_type())
+        .bind(stream.aggregate_id())
+        .bind(append.expected)
+        .bind(&columns.ids)
+        .bind(&columns.types)
+        .bind(&columns.schema_versions)
+        .bind(&columns.payloads)
+        .bind(&columns.correlations)
+        .bind(&columns.causations)
+        .bind(&columns.commands);
+        let query = match &append.fence {
+            Some(fence) => {
+                let (shard, owner, epoch) = fence_params(fence)?;
+                query.bind(shard).bind(owner).bind(epoch)
+            }
+            None => query,
+        }
+        .fetch_one(&mut *conn);
+        let result = match tokio::time::timeout(self.client_timeout, query).await {
+            Ok(result) => result,
+            Err(_) => {
+                // A stalled server or black-holed network: the statement may still commit.
+                // The connection is in an unknown state, so it must not serve anyone else.
+                conn.close_on_drop();
+                return Err(self.no_answer(stream));
+            }
+        };
+        drop(conn);
+        match result {
+            Ok(row) => append.outcome(&row, 0),
+            Err(err) if sqlstate(&err).as_deref() == Some(UNIQUE_VIOLATION) => {
+                Err(self.unique_violation(append, &columns.ids, err).await)
+            }
+            Err(err) if is_lost_in_flight(&err) => Err(StoreError::Indeterminate {
+                message: format!("append to {stream}: connection lost after sending: {err}"),
+                source: Some(Box::new(err)),
+            }),
+            Err(err) => Err(map_sqlx("appending", err)),
+        }
+    }
+
+    /// The error of an append whose statement got no answer within the client timeout.
+    pub fn no_answer(&self, stream: &StreamId) -> StoreError {
+        StoreError::Indeterminate {
+            message: format!(
+                "append to {stream}: no answer from the server within {:?}",
+                self.client_timeout
+            ),
+            source: None,
+        }
+    }
+
+    /// The stream's current version.
+    pub async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+        let row = sqlx::query(STREAM_VERSION)
+            .bind(stream.aggregate_type())
+            .bind(stream.aggregate_id())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("reading a stream version", e))?;
+        match row {
+            Some(row) => to_u64(
+                row.try_get(0)
+                    .map_err(|e| map_sqlx("reading a stream version", e))?,
+                "version",
+            ),
+            None => Ok(0),
+        }
+    }
+
+    /// The conflict to report after a lost race, reading the version that won.
+    pub async fn conflict(&self, stream: &StreamId, expected: u64) -> StoreError {
+        match self.stream_version(stream).await {
+            Ok(actual) => StoreError::VersionConflict {
+                stream: stream.clone(),
+                expected,
+                actual,
+            },
+            Err(err) => err,
+        }
+    }
+
+    /// The error for a unique violation on an append: a lost race on the version, or an event id
+    /// that is already stored.
+    async fn unique_violation(
+        &self,
+        append: &Append,
+        ids: &[Uuid],
+        err: sqlx::Error,
+    ) -> StoreError {
+        if constraint(&err) == Some("events_event_id_key") {
+            return match sqlx::query(FIND_EVENT_IDS)
+                .bind(ids)
+                .fetch_optional(&self.pool)
+                .await
+            {
+                Ok(Some(row)) => clash(append, &row),
+                // The clashing event vanished (it was being written by a transaction that then
+                // rolled back); report the original error.
+                Ok(None) => map_sqlx("appending", err),
+                Err(e) => map_sqlx("finding a duplicate event id", e),
+            };
+        }
+        self.conflict(&append.stream, append.expected.unsigned_abs())
+            .await
+    }
+}
+
+/// A fence as the statement's parameters.
+pub(super) fn fence_params(fence: &Fence) -> StoreResult<(i32, Uuid, i64)> {
+    let shard = i32::try_from(fence.shard)
+        .map_err(|_| InvalidInput::BadVersion(format!("shard {} is out of range", fence.shard)))?;
+    let epoch = i64::try_from(fence.epoch)
+        .map_err(|_| InvalidInput::BadVersion(format!("epoch {} is out of range", fence.epoch)))?;
+    Ok((shard, fence.owner, epoch))
+}
+
+/// What a stored event with one of the appended ids means: the same command on the same stream
+/// (already applied) or an id used elsewhere (bad input).
+fn clash(append: &Append, row: &PgRow) -> StoreError {
+    let read = || -> Result<(Uuid, String, String, Option<Uuid>), sqlx::Error> {
+        Ok((
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        ))
+    };
+    let (id, aggregate_type, aggregate_id, stored_command) = match read() {
+        Ok(fields) => fields,
+        Err(e) => return map_sqlx("reading a duplicate event id", e),
+    };
+    let stream = &append.stream;
+    let appended_command = append
+        .events
+        .iter()
+        .find(|e| e.event_id == id)
+        .and_then(|e| e.command_id);
+    match (appended_command, stored_command) {
+        (Some(command_id), Some(stored))
+            if command_id == stored
+                && aggregate_type == stream.aggregate_type()
+                && aggregate_id == stream.aggregate_id() =>
+        {
+            StoreError::CommandAlreadyApplied {
+                stream: stream.clone(),
+                command_id,
+            }
+        }
+        _ => InvalidInput::DuplicateEventId(id).into(),
+    }
+}

@@ -1,0 +1,320 @@
+//! Group commit on PostgreSQL: appends that arrive while a batch is in flight are sent together,
+//! in one statement and one transaction (checked in the table with raw SQL), and each keeps its
+//! own outcome.
+//!
+//! Every test makes the batch happen rather than hoping for it: a transaction holds a `SHARE`
+//! lock on `events`, so a first, lone append stalls on the server; with one batch in flight
+//! allowed, the appends sent meanwhile all wait in the queue and leave as one batch once the
+//! lock is released.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use event_stores::contract::{fresh_stream, numbered_events};
+use event_stores::testing::{TestDatabase, fresh_database};
+use event_stores::{
+    AppendReceipt, EventStore, Fence, GroupCommit, NewEvent, PgEventStore, StoreError, StoreResult,
+    StreamId,
+};
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// A store that keeps at most one batch in flight.
+async fn one_batch_at_a_time(db: &TestDatabase) -> PgEventStore {
+    PgEventStore::connect(&db.config().group_commit_settings(GroupCommit {
+        max_batches_in_flight: 1,
+        ..GroupCommit::default()
+    }))
+    .await
+    .unwrap()
+}
+
+/// Holds every insert into `events` until the transaction ends.
+async fn hold_inserts(pool: &PgPool) -> Transaction<'static, Postgres> {
+    let mut hold = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN SHARE MODE")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    hold
+}
+
+type Outcome = JoinHandle<StoreResult<AppendReceipt>>;
+
+fn spawn_append(
+    store: &PgEventStore,
+    stream: &StreamId,
+    expected: u64,
+    events: Vec<NewEvent>,
+    fence: Option<Fence>,
+) -> Outcome {
+    let (store, stream) = (store.clone(), stream.clone());
+    tokio::spawn(async move {
+        match fence {
+            Some(fence) => store.append_fenced(&stream, expected, events, &fence).await,
+            None => store.append(&stream, expected, events).await,
+        }
+    })
+}
+
+/// Stalls a lone append on held inserts, sends `appends` while it is stuck, releases the lock
+/// and returns their outcomes. Checks that they left as exactly one batch after the lone one.
+async fn send_as_one_batch(
+    store: &PgEventStore,
+    appends: Vec<(StreamId, u64, Vec<NewEvent>, Option<Fence>)>,
+) -> Vec<StoreResult<AppendReceipt>> {
+    let hold = hold_inserts(store.pool()).await;
+    let before = store.group_commit_stats();
+    let lone = spawn_append(store, &fresh_stream("lone"), 0, numbered_events(0, 1), None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!lone.is_finished(), "the lone append waits for the lock");
+    let count = appends.len() as u64;
+    let waiting: Vec<Outcome> = appends
+        .into_iter()
+        .map(|(stream, expected, events, fence)| {
+            spawn_append(store, &stream, expected, events, fence)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store.group_commit_stats().batches,
+        before.batches + 1,
+        "only the lone append was sent while its batch was stuck"
+    );
+    hold.commit().await.unwrap();
+    lone.await.unwrap().unwrap();
+    let mut outcomes = Vec::new();
+    for outcome in waiting {
+        outcomes.push(outcome.await.unwrap());
+    }
+    let after = store.group_commit_stats();
+    assert_eq!(
+        after.batches,
+        before.batches + 2,
+        "the rest left as one batch"
+    );
+    assert_eq!(after.appends, before.appends + 1 + count);
+    assert_eq!(after.largest_batch, before.largest_batch.max(count));
+    outcomes
+}
+
+/// How many transactions wrote the events of `streams` at `version`, and how many events.
+async fn writers_at(pool: &PgPool, streams: &[StreamId], version: i64) -> (i64, i64) {
+    let ids: Vec<&str> = streams.iter().map(|s| s.aggregate_id()).collect();
+    sqlx::query_as(
+        "SELECT COUNT(DISTINCT xmin::text), COUNT(*) FROM events
+         WHERE aggregate_id = ANY($1) AND version = $2",
+    )
+    .bind(&ids)
+    .bind(version)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn set_shard_owner(pool: &PgPool, shard: i32, owner: Uuid, epoch: i64) {
+    sqlx::query(
+        "INSERT INTO shard_owners (shard, owner, epoch) VALUES ($1, $2, $3)
+         ON CONFLICT (shard) DO UPDATE SET owner = $2, epoch = $3, changed_at = now()",
+    )
+    .bind(shard)
+    .bind(owner)
+    .bind(epoch)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Twenty appends sent while a batch is stuck leave together: the stored ones were written by
+/// one transaction (raw SQL on `xmin`), while a stale expected version, an expected version
+/// ahead and a fence from a past epoch each get their own refusal and store nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_sent_together_commit_in_one_transaction_and_each_keeps_its_own_outcome() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let store = one_batch_at_a_time(&db).await;
+    let owner = Uuid::now_v7();
+    set_shard_owner(store.pool(), 9, owner, 3).await;
+    let current = Fence {
+        shard: 9,
+        owner,
+        epoch: 3,
+    };
+    let past = Fence {
+        epoch: 2,
+        ..current
+    };
+    let streams: Vec<StreamId> = (0..20).map(|_| fresh_stream("together")).collect();
+    for stream in &streams {
+        store
+            .append(stream, 0, numbered_events(0, 1))
+            .await
+            .unwrap();
+    }
+
+    let plan = |i: usize| match i {
+        3 => (0, None),        // behind
+        7 => (4, None),        // ahead
+        11 => (1, Some(past)), // fenced out
+        12 | 13 => (1, Some(current)),
+        _ => (1, None),
+    };
+    let appends = streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (expected, fence) = plan(i);
+            (
+                s.clone(),
+                expected,
+                numbered_events(1, 1 + i as u64 % 3),
+                fence,
+            )
+        })
+        .collect();
+    let outcomes = send_as_one_batch(&store, appends).await;
+
+    let mut stored = Vec::new();
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match (i, outcome) {
+            (
+                3 | 7,
+                Err(StoreError::VersionConflict {
+                    expected, actual, ..
+                }),
+            ) => {
+                assert_eq!((expected, actual), (plan(i).0, 1), "append {i}");
+            }
+            (11, Err(StoreError::Fenced { shard, epoch, .. })) => {
+                assert_eq!((shard, epoch), (9, 2));
+            }
+            (3 | 7 | 11, other) => panic!("append {i} must be refused, got {other:?}"),
+            (_, Ok(receipt)) => {
+                assert_eq!(receipt.first_version, 2, "append {i}");
+                assert_eq!(receipt.last_version, 2 + i as u64 % 3, "append {i}");
+                stored.push(streams[i].clone());
+            }
+            (_, Err(error)) => panic!("append {i} must be stored, got {error:?}"),
+        }
+    }
+    assert_eq!(stored.len(), 17);
+    assert_eq!(
+        writers_at(store.pool(), &stored, 2).await,
+        (1, 17),
+        "the batch's first events were written by one transaction"
+    );
+    for i in [3, 7, 11] {
+        assert_eq!(store.stream_version(&streams[i]).await.unwrap(), 1);
+    }
+    assert_eq!(store.group_commit_stats().reruns, 0);
+}
+
+/// A retried command in a batch makes the statement fail on the unique event id: the batch is
+/// re-run one append at a time, the retry is refused as already applied, and every other append
+/// is stored once (each by its own transaction now).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_refused_by_a_unique_violation_is_rerun_one_append_at_a_time() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let store = one_batch_at_a_time(&db).await;
+    let retried = fresh_stream("retried");
+    let command = Uuid::now_v7();
+    let first = vec![
+        numbered_events(0, 1)
+            .remove(0)
+            .for_command(&retried, command, 0),
+    ];
+    store.append(&retried, 0, first.clone()).await.unwrap();
+    let others: Vec<StreamId> = (0..10).map(|_| fresh_stream("beside")).collect();
+
+    let mut appends = vec![(retried.clone(), 1, first, None)];
+    appends.extend(
+        others
+            .iter()
+            .map(|s| (s.clone(), 0, numbered_events(0, 2), None)),
+    );
+    let outcomes = send_as_one_batch(&store, appends).await;
+
+    assert!(
+        matches!(&outcomes[0], Err(StoreError::CommandAlreadyApplied { command_id, .. }) if *command_id == command),
+        "{:?}",
+        outcomes[0]
+    );
+    for outcome in &outcomes[1..] {
+        assert_eq!(outcome.as_ref().unwrap().last_version, 2);
+    }
+    assert_eq!(store.group_commit_stats().reruns, 1);
+    assert_eq!(
+        writers_at(store.pool(), &others, 1).await,
+        (10, 10),
+        "re-run one by one: one transaction per append"
+    );
+    assert_eq!(store.stream_version(&retried).await.unwrap(), 1);
+}
+
+/// A batch that reaches a shard's ownership row while a takeover of it is in progress waits for
+/// the takeover, then refuses the appends fenced by the old epoch and stores the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_racing_a_takeover_waits_for_it_and_refuses_only_the_fenced_appends() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let store = one_batch_at_a_time(&db).await;
+    let (old, new) = (Uuid::now_v7(), Uuid::now_v7());
+    set_shard_owner(store.pool(), 5, old, 1).await;
+    set_shard_owner(store.pool(), 6, old, 1).await;
+    let fence = |shard| Fence {
+        shard,
+        owner: old,
+        epoch: 1,
+    };
+    let streams: Vec<StreamId> = (0..6).map(|_| fresh_stream("takeover")).collect();
+
+    let mut takeover = store.pool().begin().await.unwrap();
+    sqlx::query("UPDATE shard_owners SET owner = $1, epoch = epoch + 1 WHERE shard = 5")
+        .bind(new)
+        .execute(&mut *takeover)
+        .await
+        .unwrap();
+    let appends = streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let fence = match i % 3 {
+                0 => Some(fence(5)),
+                1 => Some(fence(6)),
+                _ => None,
+            };
+            (s.clone(), 0, numbered_events(0, 1), fence)
+        })
+        .collect::<Vec<_>>();
+    let releasing = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        takeover.commit().await.unwrap();
+    });
+    let outcomes = send_as_one_batch(&store, appends).await;
+    releasing.await.unwrap();
+
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i % 3 == 0 {
+            assert!(
+                matches!(
+                    outcome,
+                    Err(StoreError::Fenced {
+                        shard: 5,
+                        epoch: 1,
+                        ..
+                    })
+                ),
+                "append {i}: {outcome:?}"
+            );
+            assert_eq!(store.stream_version(&streams[i]).await.unwrap(), 0);
+        } else {
+            assert_eq!(outcome.as_ref().unwrap().last_version, 1, "append {i}");
+        }
+    }
+}
