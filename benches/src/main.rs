@@ -2,11 +2,14 @@
 //! `benches/REPORT.md` and `benches/recovery.svg`.
 //!
 //! ```text
-//! cargo run --release -p benchmarks [--features cqrs-baseline] -- [--quick] [--only SCENARIO[,…]] [--database-url URL]
+//! cargo run --release -p benchmarks [--features cqrs-baseline] -- [--quick] [--only SCENARIO[,…]]
+//!     [--database-url URL] [--durable-database-url URL]
 //! ```
 //!
 //! Without a database URL (flag or `DATABASE_URL`) the PostgreSQL scenarios are reported as not
-//! run; `make bench` / `make bench-quick` start a throw-away cluster for the run.
+//! run; without a durable one (flag or `DURABLE_DATABASE_URL`) the durable mode of scenarios 3
+//! and 4 is. `make bench` / `make bench-quick` start a throw-away cluster of each kind for the
+//! run (`benches/run.sh`).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -35,6 +38,10 @@ struct Args {
     /// and dropped at the end).
     #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
+    /// A durable PostgreSQL server (fsync, synchronous_commit and full_page_writes on) for the
+    /// second mode of scenarios 3 and 4.
+    #[arg(long, env = "DURABLE_DATABASE_URL", value_name = "URL")]
+    durable_database_url: Option<String>,
     /// Where REPORT.md and recovery.svg go (default: the benches/ folder).
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
@@ -81,6 +88,17 @@ async fn run(args: Args) -> Result<(), BoxError> {
         Some(server) => server.describe().await?,
         None => "none (no DATABASE_URL): PostgreSQL scenarios not run".to_owned(),
     };
+    let durable_pg: Result<Arc<PgServer>, String> = match &args.durable_database_url {
+        Some(url) if !url.is_empty() => match PgServer::connect(url).await {
+            Ok(server) => Ok(Arc::new(server)),
+            Err(error) => Err(format!("the durable server did not answer: {error}")),
+        },
+        _ => Err(scenarios::NO_DURABLE_URL.to_owned()),
+    };
+    let postgres_durable = match &durable_pg {
+        Ok(server) => server.describe().await?,
+        Err(why) => format!("none: {why}"),
+    };
     let out_dir = args
         .out_dir
         .clone()
@@ -89,11 +107,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let ctx = Ctx {
         quick: args.quick,
         pg: pg.clone(),
+        durable_pg: durable_pg.clone(),
         out_dir: out_dir.clone(),
     };
     let mode = if args.quick { "quick" } else { "full" };
     println!(
-        "benchmarks ({mode} mode), {} CPUs, PostgreSQL: {postgres}",
+        "benchmarks ({mode} mode), {} CPUs, PostgreSQL: {postgres}; durable: {postgres_durable}",
         cpus()
     );
 
@@ -130,10 +149,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
         print!("{}", section.text());
         sections.push(section);
     }
-    if let Some(server) = &pg
-        && let Err(error) = server.drop_created().await
-    {
-        eprintln!("could not drop the benchmark databases: {error}");
+    for server in pg.iter().chain(durable_pg.as_ref().ok()) {
+        if let Err(error) = server.drop_created().await {
+            eprintln!("could not drop the benchmark databases: {error}");
+        }
     }
 
     let mut command = String::from("cargo run --release -p benchmarks");
@@ -154,6 +173,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         cpu_model: cpu_model(),
         memory: memory(),
         postgres,
+        postgres_durable,
         only: args.only.clone(),
         wall_time: fmt_duration(started.elapsed()),
         command,

@@ -76,6 +76,15 @@ impl Measurement {
     pub fn mean(&self) -> Duration {
         Duration::from_nanos(self.latency.mean() as u64)
     }
+
+    /// Adds another run's operations, wall time and latencies to this one (rounds of one
+    /// system merged).
+    pub fn absorb(&mut self, other: &Measurement) -> Result<(), BoxError> {
+        self.latency.add(&other.latency)?;
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+        Ok(())
+    }
 }
 
 /// Runs `callers` tokio tasks, each calling `op(caller, iteration)` back to back until
@@ -146,10 +155,25 @@ where
     Arc::new(move |caller, iteration| Box::pin(f(caller, iteration)))
 }
 
+/// One contender of [`run_rounds`]: runs for about the given duration and reports what it did.
+/// Anything can be one: tokio callers ([`callers_round`]) or an external program such as
+/// pgbench.
+pub type Round =
+    Arc<dyn Fn(Duration) -> BoxFuture<'static, Result<Measurement, BoxError>> + Send + Sync>;
+
+/// A contender of `callers` tokio tasks calling `op` back to back (as [`run_callers`]).
+pub fn callers_round(callers: usize, op: Op) -> Round {
+    Arc::new(move |duration| {
+        let op = Arc::clone(&op);
+        Box::pin(async move { run_phase(callers, duration, &op, true).await })
+    })
+}
+
 /// Measures several operations side by side: after one warm-up each, `rounds` rounds each run
 /// every operation in turn for `duration / rounds` with `callers` tasks (so each operation
-/// is measured for `duration` in all), and each operation's rounds are merged. Drift in the machine's load (other processes, a compile next door) then
-/// falls on every operation alike, which keeps their ratios honest on a noisy machine.
+/// is measured for `duration` in all), and each operation's rounds are merged. Drift in the
+/// machine's load (other processes, a compile next door) then falls on every operation alike,
+/// which keeps their ratios honest on a noisy machine.
 pub async fn run_alternating(
     callers: usize,
     rounds: usize,
@@ -157,38 +181,119 @@ pub async fn run_alternating(
     duration: Duration,
     ops: &[Op],
 ) -> Result<Vec<Measurement>, BoxError> {
+    let contenders: Vec<Round> = ops
+        .iter()
+        .map(|op| callers_round(callers, Arc::clone(op)))
+        .collect();
+    run_rounds(rounds, warmup, duration, &contenders).await
+}
+
+/// [`run_alternating`] for any contenders: one unmeasured warm-up of `warmup` each, then
+/// `rounds` rounds in which every contender runs for `duration / rounds` in turn (forward
+/// order in even rounds, backward in odd ones); each contender's rounds are merged.
+pub async fn run_rounds(
+    rounds: usize,
+    warmup: Duration,
+    duration: Duration,
+    contenders: &[Round],
+) -> Result<Vec<Measurement>, BoxError> {
     let rounds = rounds.max(1);
     let slice = duration / u32::try_from(rounds).unwrap_or(u32::MAX);
     if !warmup.is_zero() {
-        for op in ops {
-            run_phase(callers, warmup, op, false).await?;
+        for contender in contenders {
+            contender(warmup).await?;
         }
     }
-    let mut merged: Vec<Option<Measurement>> = vec![None; ops.len()];
-    for round in 0..rounds {
-        // Alternate the order too, so no operation always runs right after another.
+    let work: Vec<WorkRound> = contenders
+        .iter()
+        .map(|contender| -> WorkRound {
+            let contender = Arc::clone(contender);
+            Arc::new(move |_| contender(slice))
+        })
+        .collect();
+    run_work_rounds(rounds, &work).await
+}
+
+/// A contender of [`run_work_rounds`]: does round `r`'s share of a fixed amount of work (for
+/// workloads whose cost depends on what was done before, so every system must do the same).
+pub type WorkRound =
+    Arc<dyn Fn(usize) -> BoxFuture<'static, Result<Measurement, BoxError>> + Send + Sync>;
+
+/// Runs `rounds` rounds in which every contender does its share of round `r` in turn (forward
+/// order in even rounds, backward in odd ones, so no contender always runs right after
+/// another), and merges each contender's rounds.
+pub async fn run_work_rounds(
+    rounds: usize,
+    contenders: &[WorkRound],
+) -> Result<Vec<Measurement>, BoxError> {
+    let mut merged: Vec<Option<Measurement>> = vec![None; contenders.len()];
+    for round in 0..rounds.max(1) {
         let order: Vec<usize> = if round % 2 == 0 {
-            (0..ops.len()).collect()
+            (0..contenders.len()).collect()
         } else {
-            (0..ops.len()).rev().collect()
+            (0..contenders.len()).rev().collect()
         };
         for index in order {
-            let m = run_phase(callers, slice, &ops[index], true).await?;
-            merged[index] = Some(match merged[index].take() {
-                None => m,
-                Some(mut acc) => {
-                    acc.latency.add(&m.latency)?;
-                    acc.ops += m.ops;
-                    acc.elapsed += m.elapsed;
-                    acc
-                }
-            });
+            let m = contenders[index](round).await?;
+            merge_into(&mut merged[index], m)?;
         }
     }
     merged
         .into_iter()
         .map(|m| m.ok_or_else(|| "no rounds ran".into()))
         .collect()
+}
+
+/// Merges `m` into the accumulated measurement in `slot` (or puts it there if empty).
+pub fn merge_into(slot: &mut Option<Measurement>, m: Measurement) -> Result<(), BoxError> {
+    match slot {
+        None => *slot = Some(m),
+        Some(acc) => acc.absorb(&m)?,
+    }
+    Ok(())
+}
+
+/// A small deterministic pseudo-random generator (SplitMix64) for shuffling run orders; its
+/// seed goes into the report so an order can be replayed.
+#[derive(Debug, Clone)]
+pub struct Shuffler(u64);
+
+impl Shuffler {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// A seed from the clock.
+    pub fn clock_seed() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x5EED, |d| d.as_nanos() as u64)
+    }
+
+    /// The next pseudo-random number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Shuffles `items` in place (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// The smallest and largest of some figures (NaN, NaN when there are none).
+pub fn min_max(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
+    values
+        .into_iter()
+        .fold((f64::NAN, f64::NAN), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
 /// Runs `jobs` operations over `callers` tasks (each task takes the next job index until none
@@ -383,6 +488,17 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(median(vec![ms(3), ms(1), ms(2)]), ms(2));
         assert_eq!(median(vec![]), Duration::ZERO);
+    }
+
+    #[test]
+    fn shuffles_keep_every_item_and_spread_is_min_max() {
+        let mut items: Vec<u32> = (0..10).collect();
+        Shuffler::new(7).shuffle(&mut items);
+        let mut sorted = items.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_eq!(min_max([3.0, 1.0, 2.0]), (1.0, 3.0));
+        assert!(min_max([]).0.is_nan());
     }
 
     #[tokio::test]

@@ -35,21 +35,21 @@ impl PgServer {
     /// Version and the settings that decide what "durable" means on it.
     pub async fn describe(&self) -> Result<String, BoxError> {
         let mut connection = PgConnection::connect(&self.url).await?;
-        let mut show = async |setting: &str| -> Result<String, BoxError> {
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
-                .fetch_one(&mut connection)
-                .await?;
-            Ok(row.try_get::<String, _>(0)?)
-        };
-        let version = show("server_version").await?;
-        let fsync = show("fsync").await?;
-        let synchronous_commit = show("synchronous_commit").await?;
-        let shared_buffers = show("shared_buffers").await?;
+        let version = show(&mut connection, "server_version").await?;
+        let shared_buffers = show(&mut connection, "shared_buffers").await?;
+        let durability = Durability::read(&mut connection).await?;
         connection.close().await?;
         Ok(format!(
-            "{version} (fsync={fsync}, synchronous_commit={synchronous_commit}, \
-             shared_buffers={shared_buffers}), on 127.0.0.1 over TCP"
+            "{version} ({durability}, shared_buffers={shared_buffers}), on 127.0.0.1 over TCP"
         ))
+    }
+
+    /// The settings that decide whether an acknowledged commit survives a crash.
+    pub async fn durability(&self) -> Result<Durability, BoxError> {
+        let mut connection = PgConnection::connect(&self.url).await?;
+        let durability = Durability::read(&mut connection).await?;
+        connection.close().await?;
+        Ok(durability)
     }
 
     /// Creates (or re-creates) database `bench_<pid>_<suffix>` and returns its URL. It is dropped
@@ -91,6 +91,50 @@ impl PgServer {
         }
         connection.close().await?;
         Ok(())
+    }
+}
+
+/// `SHOW setting` on a connection.
+async fn show(connection: &mut PgConnection, setting: &str) -> Result<String, BoxError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+        .fetch_one(connection)
+        .await?;
+    Ok(row.try_get::<String, _>(0)?)
+}
+
+/// A server's `fsync`, `synchronous_commit` and `full_page_writes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durability {
+    /// `fsync`.
+    pub fsync: String,
+    /// `synchronous_commit`.
+    pub synchronous_commit: String,
+    /// `full_page_writes`.
+    pub full_page_writes: String,
+}
+
+impl Durability {
+    async fn read(connection: &mut PgConnection) -> Result<Self, BoxError> {
+        Ok(Self {
+            fsync: show(connection, "fsync").await?,
+            synchronous_commit: show(connection, "synchronous_commit").await?,
+            full_page_writes: show(connection, "full_page_writes").await?,
+        })
+    }
+
+    /// True when every acknowledged commit survives a crash of the server or its machine.
+    pub fn survives_crash(&self) -> bool {
+        self.fsync == "on" && self.synchronous_commit != "off" && self.full_page_writes == "on"
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "fsync={}, synchronous_commit={}, full_page_writes={}",
+            self.fsync, self.synchronous_commit, self.full_page_writes
+        )
     }
 }
 

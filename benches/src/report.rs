@@ -195,6 +195,8 @@ pub struct RunInfo {
     pub memory: String,
     /// PostgreSQL version and durability settings, or why there was none.
     pub postgres: String,
+    /// The durable server of scenarios 3 and 4 (version and settings), or why there was none.
+    pub postgres_durable: String,
     /// Scenarios selected (`--only`), if not all.
     pub only: Option<String>,
     /// Wall time of the whole run.
@@ -218,6 +220,11 @@ pub fn render(info: &RunInfo, sections: &[Section]) -> String {
     let _ = writeln!(out, "| CPUs | {} ({}) |", info.cpus, info.cpu_model);
     let _ = writeln!(out, "| memory | {} |", info.memory);
     let _ = writeln!(out, "| PostgreSQL | {} |", info.postgres);
+    let _ = writeln!(
+        out,
+        "| PostgreSQL, durable mode (scenarios 3, 4) | {} |",
+        info.postgres_durable
+    );
     let _ = writeln!(out, "| wall time | {} |", info.wall_time);
     let _ = writeln!(out, "| command | `{}` |", info.command);
     if let Some(only) = &info.only {

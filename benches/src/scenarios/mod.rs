@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::BoxError;
 use crate::pg::PgServer;
 
 pub mod cluster;
@@ -20,8 +21,12 @@ pub mod snapshot_cost;
 pub struct Ctx {
     /// Quick mode: shorter runs and smaller sizes.
     pub quick: bool,
-    /// The PostgreSQL server, if one is available.
+    /// The PostgreSQL server, if one is available (`DATABASE_URL`; the test settings of
+    /// `scripts/pg-tmp`: fsync and synchronous commit off).
     pub pg: Option<Arc<PgServer>>,
+    /// The durable server for the second mode of scenarios 3 and 4 (`DURABLE_DATABASE_URL`:
+    /// fsync, synchronous_commit and full_page_writes on), or why there is none.
+    pub durable_pg: Result<Arc<PgServer>, String>,
     /// Where the report and plots go.
     pub out_dir: PathBuf,
 }
@@ -54,6 +59,54 @@ impl Ctx {
         }
     }
 }
+
+/// A PostgreSQL server scenarios 3 and 4 measure on, and what it promises.
+pub struct PgMode {
+    /// The mode's name in the report: `test settings` or `durable`.
+    pub name: &'static str,
+    /// The server.
+    pub server: Arc<PgServer>,
+    /// Its durability settings, e.g. `fsync=off, synchronous_commit=off, full_page_writes=off`.
+    pub settings: String,
+}
+
+impl Ctx {
+    /// The modes scenarios 3 and 4 run in, in report order: the test settings (`pg`), then
+    /// durable (`durable_pg`); and, when the durable mode does not run, why not.
+    pub async fn pg_modes(&self) -> Result<(Vec<PgMode>, Option<String>), BoxError> {
+        let mut modes = Vec::new();
+        if let Some(server) = &self.pg {
+            modes.push(PgMode {
+                name: "test settings",
+                server: Arc::clone(server),
+                settings: server.durability().await?.to_string(),
+            });
+        }
+        let why_not = match &self.durable_pg {
+            Ok(server) => {
+                let durability = server.durability().await?;
+                if durability.survives_crash() {
+                    modes.push(PgMode {
+                        name: "durable",
+                        server: Arc::clone(server),
+                        settings: durability.to_string(),
+                    });
+                    None
+                } else {
+                    Some(format!(
+                        "the server at DURABLE_DATABASE_URL is not durable ({durability})"
+                    ))
+                }
+            }
+            Err(why) => Some(why.clone()),
+        };
+        Ok((modes, why_not))
+    }
+}
+
+/// Where the durable mode's server comes from, for its "not run" note.
+pub const NO_DURABLE_URL: &str = "no durable server (DURABLE_DATABASE_URL or \
+     --durable-database-url; benches/run.sh starts one with `scripts/pg-tmp start --durable`)";
 
 /// A scenario: its name for `--only`, its title, and its entry point.
 pub struct Scenario {
