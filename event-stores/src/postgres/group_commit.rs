@@ -60,7 +60,7 @@ WITH req AS (
         ORDER BY version DESC
         LIMIT 1
     ) l ON TRUE
-), tx AS (
+), xact AS (
     SELECT pg_current_xact_id()::text::bigint AS id
 ), ins AS (
     INSERT INTO events (aggregate_type, aggregate_id, version, event_id, event_type,
@@ -68,8 +68,8 @@ WITH req AS (
                         position, command_id)
     SELECT h.aggregate_type, h.aggregate_id, h.version + e.i, e.event_id, e.event_type,
            e.schema_version, e.payload, e.correlation_id, e.causation_id, h.recorded_at,
-           (tx.id << 16) + e.n - 1, e.command_id
-    FROM tx,
+           (xact.id << 16) + e.n - 1, e.command_id
+    FROM xact,
          UNNEST($7::int4[], $8::int4[], $9::uuid[], $10::text[], $11::int4[], $12::bytea[],
                 $13::uuid[], $14::uuid[], $15::uuid[])
              WITH ORDINALITY AS e(k, i, event_id, event_type, schema_version, payload,
