@@ -4,9 +4,12 @@
 //! The account state is bounded (balance, counters and the last [`RECENT`] transactions), as a
 //! real account aggregate would be: its snapshot stays around a kilobyte however long the
 //! history. [`Statement`] is the unbounded variant (every transaction kept) used to measure the
-//! codec at several sizes.
+//! codec at several sizes, and [`StatementLedger`] an account whose state also carries its last
+//! [`STATEMENT_LINES`] statement lines (about 64 KiB encoded), for snapshot costs of a large
+//! state.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 
 use aggregate_actors::Aggregate;
 use aggregate_actors::codec;
@@ -275,6 +278,83 @@ pub fn statement(transactions: usize) -> Statement {
     }
 }
 
+/// Statement lines a [`StatementLedger`] state keeps: about 64 KiB encoded.
+pub const STATEMENT_LINES: usize = 668;
+
+/// The ledger account with a large state: the same commands and events as [`Ledger`], and a
+/// state that also carries the last [`STATEMENT_LINES`] statement lines.
+pub struct StatementLedger;
+
+/// The state of a [`StatementLedger`]: the account and its recent statement lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementState {
+    /// The account (as [`Ledger`]'s state).
+    pub account: LedgerState,
+    /// The last [`STATEMENT_LINES`] lines, oldest first.
+    pub lines: VecDeque<StatementLine>,
+}
+
+impl Default for StatementState {
+    /// An account whose statement is already full, so every snapshot has the same size.
+    fn default() -> Self {
+        Self {
+            account: LedgerState::default(),
+            lines: statement(STATEMENT_LINES).lines.into(),
+        }
+    }
+}
+
+impl StatementState {
+    fn apply(&mut self, event: &LedgerEvent) {
+        self.account.apply(event);
+        let (amount, kind) = match *event {
+            LedgerEvent::Deposited { amount } => (
+                i64::try_from(amount).unwrap_or(i64::MAX),
+                LineKind::Transfer,
+            ),
+            LedgerEvent::Withdrew { amount } => {
+                (-i64::try_from(amount).unwrap_or(i64::MAX), LineKind::Card)
+            }
+        };
+        let seq = self.account.deposits + self.account.withdrawals;
+        let booked_at = self.lines.back().map_or(0, |l| l.booked_at) + 1_000_000;
+        if self.lines.len() >= STATEMENT_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(StatementLine {
+            id: seq,
+            booked_at,
+            amount,
+            kind,
+            counterparty: COUNTERPARTIES[seq as usize % COUNTERPARTIES.len()].to_owned(),
+            reference: format!("REF-{seq:08X}"),
+        });
+    }
+}
+
+impl Aggregate for StatementLedger {
+    const TYPE: &'static str = "statement-ledger";
+    type Command = LedgerCommand;
+    type Event = LedgerEvent;
+    type State = StatementState;
+    type Error = LedgerError;
+
+    fn decide(
+        state: &StatementState,
+        command: &LedgerCommand,
+    ) -> Result<Vec<LedgerEvent>, LedgerError> {
+        state.account.decide(command)
+    }
+
+    fn apply(state: &mut StatementState, event: &LedgerEvent) {
+        state.apply(event);
+    }
+
+    fn event_type(event: &LedgerEvent) -> Cow<'static, str> {
+        <Ledger as Aggregate>::event_type(event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +380,20 @@ mod tests {
                 .map(|e| e.len()),
             Ok(3)
         );
+    }
+
+    #[test]
+    fn the_statement_ledger_state_is_about_64_kib_and_stays_so() -> Result<(), codec::CodecError> {
+        let mut state = StatementState::default();
+        let size = codec::encode(&state)?.len();
+        assert!((60 * 1024..=68 * 1024).contains(&size), "{size} bytes");
+        for i in 0..1_000 {
+            state.apply(&seeded_event(i));
+        }
+        assert_eq!(state.lines.len(), STATEMENT_LINES);
+        let size = codec::encode(&state)?.len();
+        assert!((56 * 1024..=72 * 1024).contains(&size), "{size} bytes");
+        Ok(())
     }
 
     #[test]

@@ -315,9 +315,10 @@ fn does_less(result: &ModeResult) -> String {
          transaction's id, `pg_current_xact_id()`, so `read_all` never skips a late commit), \
          no `recorded_at` clamp (ours takes `GREATEST(now(), the stream's last recorded_at)` so \
          time never goes back within a stream) and records no command id, event type, schema \
-         version or correlation/causation ids; it binds three scalars where ours binds its \
-         events as arrays (`UNNEST … WITH ORDINALITY`, any number per append) and returns the \
-         new head, last position and `recorded_at`; and it runs without our session settings \
+         version or correlation/causation ids; it binds three parameters where a lone one-event \
+         append of ours binds ten (a group-commit batch binds every append's stream, expected \
+         version and events as arrays, `UNNEST … WITH ORDINALITY`) and gets back the head it \
+         saw, the position and `recorded_at`; and it runs without our session settings \
          (statement and lock timeouts, TCP keepalives) and client-side answer timeout. \
          pgbench's script does the head read (`MAX(version)`) but nothing else of that list.",
         raw.columns.len(),
