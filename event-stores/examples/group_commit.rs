@@ -34,6 +34,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         settings.max_batches_in_flight = n;
     }
+    if let Some(n) = std::env::var("GROUP_COMMIT_LINGER_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.linger = Duration::from_micros(n);
+    }
     let on = PgEventStore::connect(&config.clone().group_commit_settings(settings)).await?;
     let off = PgEventStore::connect(&config.clone().group_commit(false)).await?;
     sqlx::query(
