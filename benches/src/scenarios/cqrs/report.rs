@@ -72,7 +72,7 @@ pub(super) fn section(
              snapshot store (every {CQRS_SNAPSHOT_EVERY} events). Every system's aggregates \
              are seeded first; then each workload is split into {} rounds of equal work in \
              which the systems take turns (backwards in every other round), and each system's \
-             rounds are merged. Everything runs in two modes, each on its own throw-away \
+             rounds are merged. Everything runs in two modes, each on its own \
              server: {servers}.",
             sizes.per_caller,
             fmt_count(sizes.cold as u64),
@@ -179,10 +179,19 @@ fn headline(
             join(&|p| fmt_duration(p.3.p99())),
         ),
         ours: join(&|p| fmt_rate(p.1.per_second())),
-        baseline: format!(
-            "stronger cqrs-es variant ({}), postgres-es",
-            join(&|p| p.2.trim_start_matches("cqrs-es ").to_owned())
-        ),
+        baseline: {
+            let variant = |name: &str| {
+                name.trim_start_matches("cqrs-es (")
+                    .trim_end_matches(')')
+                    .to_owned()
+            };
+            let names = if pairs.iter().all(|p| p.2 == pairs[0].2) {
+                variant(pairs[0].2)
+            } else {
+                join(&|p| variant(p.2))
+            };
+            format!("stronger cqrs-es variant ({names}), postgres-es")
+        },
         baseline_figure: join(&|p| fmt_rate(p.3.per_second())),
         ratio: format!(
             "{} ↑",

@@ -91,7 +91,7 @@ pub(super) fn section(
              with group commit off (`PgConfig::group_commit(false)`, otherwise the same \
              settings: every append its own statement and commit, as the raw INSERT does), and \
              our store's append called directly (no actor, no executor). Everything runs in two \
-             modes, each on its own throw-away server: {servers}. The difference between the \
+             modes, each on its own server: {servers}. The difference between the \
              modes is what waiting for the WAL flush costs each system.",
             fmt_duration(SLICE)
         ),

@@ -221,6 +221,53 @@ pub(super) async fn section(
         fmt_bytes(large_bytes as f64),
         fmt_duration(large_seal),
     ));
+    for (name, timing, series) in results {
+        let Some((never, every)) = pair(series, Size::Large) else {
+            continue;
+        };
+        let (Some((merged, _)), Some(m)) = (p99_ratios(never, every), &every.merged) else {
+            continue;
+        };
+        if merged < 1.5 {
+            continue;
+        }
+        let small_in_noise = pair(series, Size::Small)
+            .and_then(|(n, e)| p99_ratios(n, e))
+            .is_some_and(|(_, rounds)| {
+                let (lo, hi) = min_max(rounds);
+                lo <= 1.0 && 1.0 <= hi
+            });
+        let measured = secs(m.elapsed) + secs(timing.warmup) * every.rounds.len() as f64;
+        let per_second = every.snapshots as f64 / measured.max(1e-9);
+        section.notes.push(format!(
+            "Poor figure, explained ({name}, {} state): p99 is {} of never's. At {} commands/s \
+             a snapshot every {EVERY} events is about {} snapshots/s: {} of encoding on the \
+             actors' turns (each holds its aggregate's mailbox for {}) and {} of compression \
+             and checksum on the writer, per second of a {}-CPU machine; a state under 256 KiB \
+             is compressed on a runtime worker, the threads the callers run on{}. A state this \
+             large wants a sparser strategy (every 1 000 events, or by time) or a cheaper \
+             encoding{}.",
+            fmt_bytes(large_bytes as f64),
+            fmt_ratio(merged),
+            fmt_rate(m.per_second()).trim_end_matches("/s"),
+            crate::measure::sig3(per_second),
+            fmt_secs(per_second * secs(large_encode)),
+            fmt_duration(large_encode),
+            fmt_secs(per_second * secs(large_seal.saturating_sub(large_encode))),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            if *name == "PostgreSQL" {
+                "; and the snapshot writes (with their read-back verification) share the pool \
+                 and the server with the appends"
+            } else {
+                ""
+            },
+            if small_in_noise {
+                "; the small account's per-round ratios straddle 1×: its cost is inside the noise"
+            } else {
+                ""
+            },
+        ));
+    }
     Ok(section)
 }
 
