@@ -79,12 +79,35 @@ pub(crate) async fn hydrate<A: Aggregate>(
 ) -> Result<Hydrated<A>, ActivationError> {
     let started = Instant::now();
     let mut skipped = 0u32;
-    let mut candidate = first_candidate(snapshots, stream, target).await;
+    // The newest snapshot and the events from its version on, in one read where the stores
+    // share a database; otherwise the snapshot first, then the events.
+    let (mut candidate, mut preread) = match target {
+        Target::Latest => match events
+            .read_start(stream, snapshots, page_size.saturating_add(1))
+            .await
+            .map_err(|source| ActivationError::Store {
+                stream: stream.clone(),
+                source,
+            })? {
+            Some(start) => (start.snapshot, Some(start.events)),
+            None => (first_candidate(snapshots, stream, target).await, None),
+        },
+        _ => (first_candidate(snapshots, stream, target).await, None),
+    };
 
     let mut start = Start::<A>::from_scratch();
+    match (&candidate, preread.take()) {
+        // No snapshot: what was read is the stream's beginning.
+        (None, Some(first_page)) => {
+            start.complete = first_page.len() <= page_size;
+            start.first_page = first_page;
+        }
+        (_, read) => preread = read,
+    }
     while let Some(record) = candidate {
         let older_than = record.version;
-        match restore::<A>(events, stream, record, target, page_size, window).await? {
+        let read = preread.take();
+        match restore::<A>(events, stream, record, target, page_size, window, read).await? {
             Ok(restored) => {
                 start = restored;
                 break;
@@ -106,6 +129,7 @@ pub(crate) async fn hydrate<A: Aggregate>(
         mut last_recorded_at,
         snapshot,
         first_page,
+        complete,
         mut events_replayed,
         mut recent,
     } = start;
@@ -116,8 +140,7 @@ pub(crate) async fn hydrate<A: Aggregate>(
         last_recorded_at = Some(event.recorded_at);
         events_replayed += 1;
     }
-    let exhausted = first_page.len() < page_size && snapshot.is_some();
-    if !exhausted {
+    if !complete {
         let query = tail_query(version, target, page_size);
         let mut pages = StreamPages::new(events, stream, query);
         while let Some(page) = pages
@@ -160,6 +183,8 @@ struct Start<A: Aggregate> {
     last_recorded_at: Option<DateTime<Utc>>,
     snapshot: Option<SnapshotOrigin>,
     first_page: Vec<RecordedEvent>,
+    /// Whether `first_page` reached the end of what is to be replayed.
+    complete: bool,
     events_replayed: u64,
     recent: RecentCommands,
 }
@@ -173,6 +198,7 @@ impl<A: Aggregate> Start<A> {
             last_recorded_at: None,
             snapshot: None,
             first_page: Vec::new(),
+            complete: false,
             events_replayed: 0,
             recent: RecentCommands::default(),
         }
@@ -234,7 +260,8 @@ fn unavailable_is_none(
 }
 
 /// Checks a snapshot and, when it passes, returns the state with the first tail page (whose
-/// first event is the snapshot's own, used for the `last_event_id` check).
+/// first event is the snapshot's own, used for the `last_event_id` check). `preread` is that
+/// page when it came with the snapshot ([`EventStore::read_start`]).
 async fn restore<A: Aggregate>(
     events: &dyn EventStore,
     stream: &StreamId,
@@ -242,21 +269,27 @@ async fn restore<A: Aggregate>(
     target: Target,
     page_size: usize,
     window: DedupWindow,
+    preread: Option<Vec<RecordedEvent>>,
 ) -> Result<Result<Start<A>, Rejection>, ActivationError> {
     let (state, commands) = match open_snapshot::<A>(&record) {
         Ok(decoded) => decoded,
         Err(reason) => return Ok(Err(Rejection::Invalid(reason))),
     };
     // Read from the snapshot's own event: one page both verifies it and starts the tail.
-    let query = tail_query(record.version - 1, target, page_size.saturating_add(1));
-    let mut page =
-        events
-            .read_stream(stream, query)
-            .await
-            .map_err(|source| ActivationError::Store {
-                stream: stream.clone(),
-                source,
-            })?;
+    let mut page = match preread {
+        Some(page) => page,
+        None => {
+            let query = tail_query(record.version - 1, target, page_size.saturating_add(1));
+            events
+                .read_stream(stream, query)
+                .await
+                .map_err(|source| ActivationError::Store {
+                    stream: stream.clone(),
+                    source,
+                })?
+        }
+    };
+    let complete = page.len() <= page_size;
     let Some(own) = page.first() else {
         // No event at the snapshot's version within the target: past a time target, or the
         // stream is shorter than the snapshot claims.
@@ -286,6 +319,7 @@ async fn restore<A: Aggregate>(
         }),
         // A full page may have more after it; the caller continues from its last version.
         first_page: page,
+        complete,
         events_replayed: 0,
         recent: RecentCommands::from_snapshot(commands, window),
     }))

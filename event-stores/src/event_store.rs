@@ -168,10 +168,36 @@ pub trait EventStore: Send + Sync + 'static {
         Err(crate::StoreError::Unsupported("fenced appends"))
     }
 
+    /// The newest snapshot of `stream` in `snapshots` and the first page of events from that
+    /// snapshot's own version on (from version 1 without a snapshot), at most `page_size`
+    /// events, in one read: `Ok(None)` when this store cannot read `snapshots` itself (the
+    /// default), and the caller reads both stores separately. PostgreSQL answers in one
+    /// statement when the snapshot store shares its database
+    /// ([`SnapshotStore::location`](crate::SnapshotStore::location)).
+    async fn read_start(
+        &self,
+        stream: &StreamId,
+        snapshots: &dyn crate::SnapshotStore,
+        page_size: usize,
+    ) -> StoreResult<Option<StreamStart>> {
+        let _ = (stream, snapshots, page_size);
+        Ok(None)
+    }
+
     /// Whether acknowledged appends survive a crash (see [`CrashSafety`]).
     fn crash_safety(&self) -> CrashSafety {
         CrashSafety::Unknown
     }
+}
+
+/// What [`EventStore::read_start`] returns: where an activation starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStart {
+    /// The newest snapshot, unchecked (the reader verifies it, as any loaded snapshot).
+    pub snapshot: Option<crate::SnapshotRecord>,
+    /// Events in version order from the snapshot's version (its own event first, for the
+    /// `last_event_id` check), or from version 1 without a snapshot.
+    pub events: Vec<RecordedEvent>,
 }
 
 /// Reads a stream page by page, so a long stream is never held in memory at once.

@@ -57,7 +57,7 @@ pub mod testing;
 pub use error::{InvalidInput, StoreError, StoreResult};
 pub use event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
 pub use event_store::{
-    AppendReceipt, CrashSafety, DEFAULT_PAGE_SIZE, EventStore, ReadQuery, StreamPages,
+    AppendReceipt, CrashSafety, DEFAULT_PAGE_SIZE, EventStore, ReadQuery, StreamPages, StreamStart,
 };
 pub use fence::Fence;
 pub use limits::{MAX_EVENT_TYPE_LEN, StoreLimits};

@@ -49,4 +49,12 @@ pub trait SnapshotStore: Send + Sync + 'static {
 
     /// Count, total bytes, newest version and oldest/newest `taken_at` for `stream`.
     async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats>;
+
+    /// Where the snapshots are kept, when an event store might share that place and read a
+    /// snapshot together with the events after it (see
+    /// [`EventStore::read_start`](crate::EventStore::read_start)): for PostgreSQL the server
+    /// and database. `None` (the default) shares nothing.
+    fn location(&self) -> Option<String> {
+        None
+    }
 }

@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod cluster;
 pub mod node;
+pub mod pg_wire;
 pub mod proxy;
 pub mod wallet;
 pub mod wallet_cluster;

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::pg_wire::StatementCounter;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,6 +90,9 @@ pub struct ProxyStats {
     pub bytes_client_to_server: u64,
     /// Bytes forwarded from the server to the clients.
     pub bytes_server_to_client: u64,
+    /// PostgreSQL statements the clients ran (`Execute` and `Query` messages forwarded, see
+    /// [`pg_wire`](crate::pg_wire)); meaningless for other protocols.
+    pub pg_statements: u64,
 }
 
 /// A TCP proxy on 127.0.0.1 that injects faults; see the module documentation. Its controls
@@ -108,6 +112,7 @@ struct Shared {
     connections: AtomicU64,
     cuts: [AtomicU64; 4],
     bytes: [AtomicU64; 2],
+    pg_statements: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,6 +167,7 @@ impl FaultProxy {
             connections: AtomicU64::new(0),
             cuts: Default::default(),
             bytes: Default::default(),
+            pg_statements: AtomicU64::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, upstream, Arc::clone(&shared)));
         Self {
@@ -247,6 +253,7 @@ impl FaultProxy {
             },
             bytes_client_to_server: load(&self.shared.bytes[Dir::ClientToServer as usize]),
             bytes_server_to_client: load(&self.shared.bytes[Dir::ServerToClient as usize]),
+            pg_statements: load(&self.shared.pg_statements),
         }
     }
 }
@@ -350,6 +357,7 @@ async fn pump(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, dir: Dir, shared: &
     let mut stalled = shared.stalled.subscribe();
     let mut buf = vec![0; CHUNK];
     let mut index = 0;
+    let mut wire = StatementCounter::default();
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) => {
@@ -371,6 +379,10 @@ async fn pump(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, dir: Dir, shared: &
             return Flow::Broken;
         }
         shared.bytes[dir as usize].fetch_add(n as u64, Ordering::SeqCst);
+        if dir == Dir::ClientToServer {
+            let statements = wire.feed(&buf[..n]);
+            shared.pg_statements.fetch_add(statements, Ordering::SeqCst);
+        }
         if let Some(cut) = cut {
             return Flow::Cut(cut);
         }

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgPool, PgRow, Postgres};
 use uuid::Uuid;
 
 use crate::error::{InvalidInput, StoreError, StoreResult};
@@ -294,17 +295,33 @@ pub(super) struct Appender {
 }
 
 impl Appender {
-    /// One append statement, fenced or not: acquire, send (bounded by the client timeout),
-    /// classify the outcome.
-    pub async fn one(&self, append: &Append) -> StoreResult<AppendReceipt> {
+    /// The connection in `held`, acquired from the pool if there is none. Until a statement is
+    /// sent, a failure here means nothing was written.
+    pub async fn connection<'c>(
+        &self,
+        held: &'c mut Held,
+    ) -> StoreResult<&'c mut PoolConnection<Postgres>> {
+        if held.is_none() {
+            let conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| map_sqlx("acquiring a connection to append", e))?;
+            *held = Some(conn);
+        }
+        held.as_mut().ok_or_else(|| StoreError::Backend {
+            message: "no connection to append on".into(),
+            source: None,
+        })
+    }
+
+    /// One append statement, fenced or not, on the connection in `held` (acquired if none):
+    /// send (bounded by the client timeout), classify the outcome. A connection whose state is
+    /// unknown afterwards is taken out of `held` and closed.
+    pub async fn one(&self, held: &mut Held, append: &Append) -> StoreResult<AppendReceipt> {
         let stream = &append.stream;
-        // Acquire first: until the statement is sent, a failure means nothing was written.
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| map_sqlx("acquiring a connection to append", e))?;
         let fence = append.fence.as_ref().map(fence_params).transpose()?;
+        let conn = self.connection(held).await?;
         let single = append.events.len() == 1;
         let query = match (single, fence.is_some()) {
             (true, false) => APPEND_ONE,
@@ -344,22 +361,24 @@ impl Appender {
             Some((shard, owner, epoch)) => query.bind(shard).bind(owner).bind(epoch),
             None => query,
         }
-        .fetch_one(&mut *conn);
+        .fetch_one(&mut **conn);
         let result = match tokio::time::timeout(self.client_timeout, query).await {
             Ok(result) => result,
             Err(_) => {
                 // A stalled server or black-holed network: the statement may still commit.
                 // The connection is in an unknown state, so it must not serve anyone else.
-                conn.close_on_drop();
+                discard(held);
                 return Err(self.no_answer(stream));
             }
         };
-        drop(conn);
+        if result.as_ref().is_err_and(is_lost_in_flight) {
+            discard(held);
+        }
         match result {
             Ok(row) if single => append.outcome_of_one(&row),
             Ok(row) => append.outcome(&row, 0),
             Err(err) if sqlstate(&err).as_deref() == Some(UNIQUE_VIOLATION) => {
-                Err(self.unique_violation(append, err).await)
+                Err(self.unique_violation(held, append, err).await)
             }
             Err(err) if is_lost_in_flight(&err) => Err(StoreError::Indeterminate {
                 message: format!("append to {stream}: connection lost after sending: {err}"),
@@ -382,10 +401,16 @@ impl Appender {
 
     /// The stream's current version.
     pub async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+        self.stream_version_on(&mut None, stream).await
+    }
+
+    /// [`stream_version`](Self::stream_version) on the connection in `held`.
+    async fn stream_version_on(&self, held: &mut Held, stream: &StreamId) -> StoreResult<u64> {
+        let conn = self.connection(held).await?;
         let row = sqlx::query(STREAM_VERSION)
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut **conn)
             .await
             .map_err(|e| map_sqlx("reading a stream version", e))?;
         match row {
@@ -400,7 +425,12 @@ impl Appender {
 
     /// The conflict to report after a lost race, reading the version that won.
     pub async fn conflict(&self, stream: &StreamId, expected: u64) -> StoreError {
-        match self.stream_version(stream).await {
+        self.conflict_on(&mut None, stream, expected).await
+    }
+
+    /// [`conflict`](Self::conflict) on the connection in `held`.
+    async fn conflict_on(&self, held: &mut Held, stream: &StreamId, expected: u64) -> StoreError {
+        match self.stream_version_on(held, stream).await {
             Ok(actual) => StoreError::VersionConflict {
                 stream: stream.clone(),
                 expected,
@@ -412,12 +442,21 @@ impl Appender {
 
     /// The error for a unique violation on an append: a lost race on the version, or an event id
     /// that is already stored.
-    async fn unique_violation(&self, append: &Append, err: sqlx::Error) -> StoreError {
+    async fn unique_violation(
+        &self,
+        held: &mut Held,
+        append: &Append,
+        err: sqlx::Error,
+    ) -> StoreError {
         if constraint(&err) == Some("events_event_id_key") {
             let ids: Vec<Uuid> = append.events.iter().map(|e| e.event_id).collect();
+            let conn = match self.connection(held).await {
+                Ok(conn) => conn,
+                Err(error) => return error,
+            };
             return match sqlx::query(FIND_EVENT_IDS)
                 .bind(&ids)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut **conn)
                 .await
             {
                 Ok(Some(row)) => clash(append, &row),
@@ -427,8 +466,19 @@ impl Appender {
                 Err(e) => map_sqlx("finding a duplicate event id", e),
             };
         }
-        self.conflict(&append.stream, append.expected.unsigned_abs())
+        self.conflict_on(held, &append.stream, append.expected.unsigned_abs())
             .await
+    }
+}
+
+/// A connection kept across statements (by a group-commit runner between its batches, which
+/// spares sqlx's ping of every connection returning to the pool), or none yet.
+pub(super) type Held = Option<PoolConnection<Postgres>>;
+
+/// Closes the connection in `held`: it broke or its state is unknown.
+pub(super) fn discard(held: &mut Held) {
+    if let Some(mut conn) = held.take() {
+        conn.close_on_drop();
     }
 }
 

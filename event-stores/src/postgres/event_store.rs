@@ -31,9 +31,10 @@ use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
 use crate::event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
-use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery};
+use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery, StreamStart};
 use crate::fence::Fence;
 use crate::limits::StoreLimits;
+use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
 use super::append::{Append, Appender};
@@ -99,6 +100,9 @@ pub struct PgEventStore {
     durability: Option<Durability>,
     appender: Appender,
     batcher: Option<Arc<Batcher>>,
+    /// Where the events are (server and database), to recognise a snapshot store that shares
+    /// the database and read both in one statement.
+    location: String,
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -145,6 +149,7 @@ impl PgEventStore {
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
         };
         Self {
+            location: super::start::location(&pool),
             pool,
             limits,
             durability: None,
@@ -235,7 +240,7 @@ impl PgEventStore {
         };
         match &self.batcher {
             Some(batcher) => batcher.append(append).await,
-            None => self.appender.one(&append).await,
+            None => self.appender.one(&mut None, &append).await,
         }
     }
 }
@@ -333,6 +338,20 @@ impl EventStore for PgEventStore {
         Ok(events)
     }
 
+    async fn read_start(
+        &self,
+        stream: &StreamId,
+        snapshots: &dyn SnapshotStore,
+        page_size: usize,
+    ) -> StoreResult<Option<StreamStart>> {
+        if snapshots.location().as_deref() != Some(self.location.as_str()) {
+            return Ok(None);
+        }
+        super::start::read_start(&self.pool, stream, page_size)
+            .await
+            .map(Some)
+    }
+
     fn crash_safety(&self) -> CrashSafety {
         match &self.durability {
             Some(durability) if durability.survives_server_crash() => CrashSafety::Durable,
@@ -362,24 +381,33 @@ impl EventStore for PgEventStore {
 
 /// Decodes the first ten columns of [`READ_STREAM`] / [`READ_ALL`].
 fn decode_event(row: &PgRow, stream: StreamId) -> StoreResult<RecordedEvent> {
+    decode_event_at(row, stream, 0)
+}
+
+/// Decodes the event columns of `row` starting at column `first`.
+pub(super) fn decode_event_at(
+    row: &PgRow,
+    stream: StreamId,
+    first: usize,
+) -> StoreResult<RecordedEvent> {
     let decode = |e| map_sqlx("decoding an event", e);
-    let version: i64 = row.try_get(0).map_err(decode)?;
-    let schema_version: i32 = row.try_get(3).map_err(decode)?;
-    let payload: Vec<u8> = row.try_get(4).map_err(decode)?;
-    let position: i64 = row.try_get(8).map_err(decode)?;
+    let version: i64 = row.try_get(first).map_err(decode)?;
+    let schema_version: i32 = row.try_get(first + 3).map_err(decode)?;
+    let payload: Vec<u8> = row.try_get(first + 4).map_err(decode)?;
+    let position: i64 = row.try_get(first + 8).map_err(decode)?;
     Ok(RecordedEvent {
-        event_id: row.try_get(1).map_err(decode)?,
-        command_id: row.try_get(9).map_err(decode)?,
+        event_id: row.try_get(first + 1).map_err(decode)?,
+        command_id: row.try_get(first + 9).map_err(decode)?,
         stream,
         version: to_u64(version, "version")?,
-        event_type: row.try_get(2).map_err(decode)?,
+        event_type: row.try_get(first + 2).map_err(decode)?,
         schema_version: schema_version as u32,
         payload: Bytes::from(payload),
         metadata: EventMetadata {
-            correlation_id: row.try_get(5).map_err(decode)?,
-            causation_id: row.try_get(6).map_err(decode)?,
+            correlation_id: row.try_get(first + 5).map_err(decode)?,
+            causation_id: row.try_get(first + 6).map_err(decode)?,
         },
-        recorded_at: row.try_get(7).map_err(decode)?,
+        recorded_at: row.try_get(first + 7).map_err(decode)?,
         position: to_u64(position, "position")?,
     })
 }

@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 use crate::error::{StoreError, StoreResult};
 use crate::event_store::AppendReceipt;
 
-use super::append::{Append, Appender, Columns, fence_params};
+use super::append::{Append, Appender, Columns, Held, discard, fence_params};
 use super::error::{UNIQUE_VIOLATION, is_lost_in_flight, map_sqlx, sqlstate};
 use super::event_store::PG_MAX_EVENTS_PER_APPEND;
 
@@ -248,6 +248,9 @@ impl Batcher {
             stopped: false,
         };
         let mut last_batch = 0;
+        // One connection for every batch of this run: returning it to the pool between
+        // batches would cost a ping each time (sqlx tests connections on release).
+        let mut held: Held = None;
         loop {
             self.gather(last_batch).await;
             let Some(batch) = running.next_batch() else {
@@ -256,7 +259,7 @@ impl Batcher {
             last_batch = batch.len();
             let (appends, replies): (Vec<Append>, Vec<_>) =
                 batch.into_iter().map(|w| (w.append, w.reply)).unzip();
-            let results = self.send(&appends).await;
+            let results = self.send(&mut held, &appends).await;
             for (reply, result) in replies.into_iter().zip(results) {
                 // The caller may have stopped waiting; the outcome is then only in the store.
                 let _ = reply.send(result);
@@ -313,7 +316,7 @@ impl Batcher {
     }
 
     /// Sends one batch and returns each append's outcome, in order.
-    async fn send(&self, appends: &[Append]) -> Vec<StoreResult<AppendReceipt>> {
+    async fn send(&self, held: &mut Held, appends: &[Append]) -> Vec<StoreResult<AppendReceipt>> {
         let size = appends.len() as u64;
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.appends.fetch_add(size, Ordering::Relaxed);
@@ -321,15 +324,15 @@ impl Batcher {
             .largest_batch
             .fetch_max(size, Ordering::Relaxed);
         if let [one] = appends {
-            return vec![self.appender.one(one).await];
+            return vec![self.appender.one(held, one).await];
         }
-        match self.appender.many(appends).await {
+        match self.appender.many(held, appends).await {
             Ok(outcomes) => outcomes,
             Err(Batch::Rerun) => {
                 self.counters.reruns.fetch_add(1, Ordering::Relaxed);
                 let mut outcomes = Vec::with_capacity(appends.len());
                 for append in appends {
-                    outcomes.push(self.appender.one(append).await);
+                    outcomes.push(self.appender.one(held, append).await);
                 }
                 outcomes
             }
@@ -414,7 +417,11 @@ impl SharedError {
 
 impl Appender {
     /// Sends `appends` (at least two, at most one per stream) as one statement.
-    async fn many(&self, appends: &[Append]) -> Result<Vec<StoreResult<AppendReceipt>>, Batch> {
+    async fn many(
+        &self,
+        held: &mut Held,
+        appends: &[Append],
+    ) -> Result<Vec<StoreResult<AppendReceipt>>, Batch> {
         let count = appends.len();
         let events: usize = appends.iter().map(|a| a.events.len()).sum();
         let mut types = Vec::with_capacity(count);
@@ -450,9 +457,9 @@ impl Appender {
         }
 
         let failed = |error| Err(Batch::Failed(SharedError::new(error)));
-        let mut conn = match self.pool.acquire().await {
+        let conn = match self.connection(held).await {
             Ok(conn) => conn,
-            Err(e) => return failed(map_sqlx("acquiring a connection to append", e)),
+            Err(error) => return failed(error),
         };
         let query = sqlx::query(APPEND_MANY)
             .bind(&types)
@@ -470,11 +477,13 @@ impl Appender {
             .bind(&columns.correlations)
             .bind(&columns.causations)
             .bind(&columns.commands)
-            .fetch_all(&mut *conn);
+            .fetch_all(&mut **conn);
         let rows = match tokio::time::timeout(self.client_timeout, query).await {
             Ok(Ok(rows)) => rows,
             Ok(Err(err)) => {
-                drop(conn);
+                if is_lost_in_flight(&err) {
+                    discard(held);
+                }
                 return match sqlstate(&err) {
                     Some(code) if RERUN_ONE_BY_ONE.contains(&code.as_str()) => Err(Batch::Rerun),
                     _ if is_lost_in_flight(&err) => failed(StoreError::Indeterminate {
@@ -488,11 +497,10 @@ impl Appender {
             }
             Err(_) => {
                 // See `Appender::one`: the statement may still commit, for every append.
-                conn.close_on_drop();
+                discard(held);
                 return failed(self.no_answer(&appends[0].stream));
             }
         };
-        drop(conn);
         if rows.len() != count {
             return failed(StoreError::Backend {
                 message: format!("a batch of {count} appends returned {} rows", rows.len()),

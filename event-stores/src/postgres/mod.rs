@@ -17,6 +17,7 @@ mod error;
 mod event_store;
 mod group_commit;
 mod snapshot_store;
+mod start;
 
 pub use config::{DEFAULT_CLIENT_TIMEOUT, MIGRATIONS_TABLE, PgConfig, migrate};
 pub use durability::Durability;

@@ -156,6 +156,10 @@ impl PgSnapshotStore {
 
 #[async_trait]
 impl SnapshotStore for PgSnapshotStore {
+    fn location(&self) -> Option<String> {
+        Some(super::start::location(&self.pool))
+    }
+
     async fn save(&self, record: SnapshotRecord) -> StoreResult<()> {
         self.limits.check_snapshot(&record)?;
         let version = to_i64(record.version, "snapshot version")?;
@@ -297,27 +301,36 @@ impl SnapshotStore for PgSnapshotStore {
 
 /// Decodes a row of the snapshot columns, in the order the `SELECT`s above list them.
 fn decode_record(row: &PgRow, stream: StreamId) -> StoreResult<SnapshotRecord> {
+    decode_record_at(row, stream, 0)
+}
+
+/// Decodes the snapshot columns of `row` starting at column `first`.
+pub(super) fn decode_record_at(
+    row: &PgRow,
+    stream: StreamId,
+    first: usize,
+) -> StoreResult<SnapshotRecord> {
     let decode = |e| map_sqlx("decoding a snapshot", e);
-    let version: i64 = row.try_get(0).map_err(decode)?;
-    let state_schema_version: i32 = row.try_get(2).map_err(decode)?;
-    let checksum: i64 = row.try_get(5).map_err(decode)?;
-    let uncompressed_size: i64 = row.try_get(6).map_err(decode)?;
-    let stored_size: i64 = row.try_get(7).map_err(decode)?;
-    let bytes: Vec<u8> = row.try_get(9).map_err(decode)?;
+    let version: i64 = row.try_get(first).map_err(decode)?;
+    let state_schema_version: i32 = row.try_get(first + 2).map_err(decode)?;
+    let checksum: i64 = row.try_get(first + 5).map_err(decode)?;
+    let uncompressed_size: i64 = row.try_get(first + 6).map_err(decode)?;
+    let stored_size: i64 = row.try_get(first + 7).map_err(decode)?;
+    let bytes: Vec<u8> = row.try_get(first + 9).map_err(decode)?;
     Ok(SnapshotRecord {
         stream,
         version: to_u64(version, "snapshot version")?,
-        last_event_id: row.try_get(1).map_err(decode)?,
+        last_event_id: row.try_get(first + 1).map_err(decode)?,
         state_schema_version: state_schema_version as u32,
-        codec: row.try_get(3).map_err(decode)?,
-        compression: row.try_get(4).map_err(decode)?,
+        codec: row.try_get(first + 3).map_err(decode)?,
+        compression: row.try_get(first + 4).map_err(decode)?,
         checksum: checksum as u64,
         // A negative size can only come from damage outside this store. It is read as an
         // impossible size, so the reader rejects this one snapshot (and counts it, and tries
         // the next older one) instead of the store failing every read of the stream.
         uncompressed_size: u64::try_from(uncompressed_size).unwrap_or(u64::MAX),
         stored_size: u64::try_from(stored_size).unwrap_or(u64::MAX),
-        taken_at: row.try_get(8).map_err(decode)?,
+        taken_at: row.try_get(first + 8).map_err(decode)?,
         bytes: Bytes::from(bytes),
     })
 }
