@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgPool, PgRow, Postgres};
+use sqlx::postgres::{PgConnection, PgPool, PgRow, Postgres};
 use uuid::Uuid;
 
 use crate::error::{InvalidInput, StoreError, StoreResult};
@@ -297,22 +297,28 @@ pub(super) struct Appender {
 impl Appender {
     /// The connection in `held`, acquired from the pool if there is none. Until a statement is
     /// sent, a failure here means nothing was written.
-    pub async fn connection<'c>(
-        &self,
-        held: &'c mut Held,
-    ) -> StoreResult<&'c mut PoolConnection<Postgres>> {
+    pub async fn connection<'c>(&self, held: &'c mut Held) -> StoreResult<&'c mut PgConnection> {
+        if self.pool.is_closed() {
+            // A connection kept outside the pool must not outlive the store's `close`.
+            *held = None;
+            return Err(map_sqlx("appending", sqlx::Error::PoolClosed));
+        }
         if held.is_none() {
             let conn = self
                 .pool
                 .acquire()
                 .await
                 .map_err(|e| map_sqlx("acquiring a connection to append", e))?;
-            *held = Some(conn);
+            *held = Some(Conn::Pooled(conn));
         }
-        held.as_mut().ok_or_else(|| StoreError::Backend {
-            message: "no connection to append on".into(),
-            source: None,
-        })
+        match held {
+            Some(Conn::Pooled(conn)) => Ok(&mut *conn),
+            Some(Conn::Own(conn)) => Ok(conn),
+            None => Err(StoreError::Backend {
+                message: "no connection to append on".into(),
+                source: None,
+            }),
+        }
     }
 
     /// One append statement, fenced or not, on the connection in `held` (acquired if none):
@@ -361,7 +367,7 @@ impl Appender {
             Some((shard, owner, epoch)) => query.bind(shard).bind(owner).bind(epoch),
             None => query,
         }
-        .fetch_one(&mut **conn);
+        .fetch_one(&mut *conn);
         let result = match tokio::time::timeout(self.client_timeout, query).await {
             Ok(result) => result,
             Err(_) => {
@@ -410,7 +416,7 @@ impl Appender {
         let row = sqlx::query(STREAM_VERSION)
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
-            .fetch_optional(&mut **conn)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(|e| map_sqlx("reading a stream version", e))?;
         match row {
@@ -456,7 +462,7 @@ impl Appender {
             };
             return match sqlx::query(FIND_EVENT_IDS)
                 .bind(&ids)
-                .fetch_optional(&mut **conn)
+                .fetch_optional(&mut *conn)
                 .await
             {
                 Ok(Some(row)) => clash(append, &row),
@@ -471,14 +477,25 @@ impl Appender {
     }
 }
 
-/// A connection kept across statements (by a group-commit runner between its batches, which
-/// spares sqlx's ping of every connection returning to the pool), or none yet.
-pub(super) type Held = Option<PoolConnection<Postgres>>;
+/// A connection appends are sent on: borrowed from the pool, or the store's own (taken out of
+/// the pool by a group-commit runner and kept between runs).
+pub(super) enum Conn {
+    /// Returned to the pool when dropped (sqlx pings it on the way back).
+    Pooled(PoolConnection<Postgres>),
+    /// Outside the pool: closed when dropped.
+    Own(PgConnection),
+}
+
+/// The connection statements are sent on, if one was taken yet.
+pub(super) type Held = Option<Conn>;
 
 /// Closes the connection in `held`: it broke or its state is unknown.
 pub(super) fn discard(held: &mut Held) {
-    if let Some(mut conn) = held.take() {
-        conn.close_on_drop();
+    match held.take() {
+        Some(Conn::Pooled(mut conn)) => conn.close_on_drop(),
+        // Dropping a connection of our own closes its socket.
+        Some(Conn::Own(conn)) => drop(conn),
+        None => {}
     }
 }
 

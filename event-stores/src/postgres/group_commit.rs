@@ -26,12 +26,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::Row;
+use sqlx::postgres::PgConnection;
 use tokio::sync::oneshot;
 
 use crate::error::{StoreError, StoreResult};
 use crate::event_store::AppendReceipt;
 
-use super::append::{Append, Appender, Columns, Held, discard, fence_params};
+use super::append::{Append, Appender, Columns, Conn, Held, discard, fence_params};
 use super::error::{UNIQUE_VIOLATION, is_lost_in_flight, map_sqlx, sqlstate};
 use super::event_store::PG_MAX_EVENTS_PER_APPEND;
 
@@ -113,7 +114,9 @@ pub struct GroupCommit {
     /// [`PG_MAX_EVENTS_PER_APPEND`], since positions number the events of one transaction).
     /// A single append larger than this goes alone.
     pub max_events: usize,
-    /// Most batches in flight at once, each on its own connection (default 1: one committer,
+    /// Most batches in flight at once, each on a connection of its own, kept outside the pool
+    /// (so the store may hold this many connections beyond the pool's maximum), since sqlx
+    /// pings every connection that returns to its pool (default 1: one committer,
     /// like a database's WAL writer). While they are all busy, new appends gather into the next
     /// batch. On two cores one in flight measured best at 16 and 64 appenders (fewer, larger
     /// statements leave the server more CPU); more can help a server whose commits are slow
@@ -177,6 +180,8 @@ pub(super) struct Batcher {
     settings: GroupCommit,
     queue: Mutex<Queue>,
     counters: Counters,
+    /// Connections of runners that ended, for the next runners.
+    parked: Mutex<Vec<PgConnection>>,
 }
 
 impl Batcher {
@@ -192,6 +197,7 @@ impl Batcher {
             },
             queue: Mutex::new(Queue::default()),
             counters: Counters::default(),
+            parked: Mutex::new(Vec::new()),
         }
     }
 
@@ -248,9 +254,9 @@ impl Batcher {
             stopped: false,
         };
         let mut last_batch = 0;
-        // One connection for every batch of this run: returning it to the pool between
-        // batches would cost a ping each time (sqlx tests connections on release).
-        let mut held: Held = None;
+        // The batcher's own connection, kept out of the pool: sqlx pings every connection it
+        // gets back, a round trip per batch that the server and this machine would pay for.
+        let mut held: Held = self.own_connection().await;
         loop {
             self.gather(last_batch).await;
             let Some(batch) = running.next_batch() else {
@@ -264,6 +270,26 @@ impl Batcher {
                 // The caller may have stopped waiting; the outcome is then only in the store.
                 let _ = reply.send(result);
             }
+        }
+        if let Some(Conn::Own(conn)) = held {
+            self.parked().push(conn);
+        }
+    }
+
+    fn parked(&self) -> MutexGuard<'_, Vec<PgConnection>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A parked connection of this batcher's, or one taken out of the pool for good (the pool
+    /// opens a replacement), or none when the pool has none to give: the first statement then
+    /// borrows one and reports why it could not.
+    async fn own_connection(&self) -> Held {
+        if let Some(conn) = self.parked().pop() {
+            return Some(Conn::Own(conn));
+        }
+        match self.appender.pool.acquire().await {
+            Ok(conn) => Some(Conn::Own(conn.detach())),
+            Err(_) => None,
         }
     }
 
@@ -477,7 +503,7 @@ impl Appender {
             .bind(&columns.correlations)
             .bind(&columns.causations)
             .bind(&columns.commands)
-            .fetch_all(&mut **conn);
+            .fetch_all(&mut *conn);
         let rows = match tokio::time::timeout(self.client_timeout, query).await {
             Ok(Ok(rows)) => rows,
             Ok(Err(err)) => {
