@@ -14,8 +14,8 @@ use std::time::Duration;
 use event_stores::contract::{fresh_stream, numbered_events};
 use event_stores::testing::{TestDatabase, fresh_database};
 use event_stores::{
-    AppendReceipt, EventStore, Fence, GroupCommit, NewEvent, PgEventStore, StoreError, StoreResult,
-    StreamId,
+    AppendReceipt, EventStore, Fence, GroupCommit, NewEvent, PgEventStore, SnapshotStore,
+    StoreError, StoreResult, StreamId,
 };
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::task::JoinHandle;
@@ -317,4 +317,77 @@ async fn a_batch_racing_a_takeover_waits_for_it_and_refuses_only_the_fenced_appe
             assert_eq!(outcome.as_ref().unwrap().last_version, 1, "append {i}");
         }
     }
+}
+
+/// Activation reads sent while others are stuck leave together: twenty streams, half with
+/// snapshots, read at once get, each, exactly its newest snapshot and the events from that
+/// snapshot's version (from version 1 without one), as separate reads of both stores say.
+#[tokio::test(flavor = "multi_thread")]
+async fn activation_reads_sent_together_share_a_statement_and_each_gets_its_own_start() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (store, snapshots) = db
+        .stores(event_stores::StoreLimits::default())
+        .await
+        .unwrap();
+    let streams: Vec<StreamId> = (0..20).map(|_| fresh_stream("start")).collect();
+    for (i, stream) in streams.iter().enumerate() {
+        store
+            .append(stream, 0, numbered_events(0, 3 + i as u64))
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            for version in [1, 2 + i as u64 / 2] {
+                let record = event_stores::contract::snapshot(
+                    stream,
+                    version,
+                    event_stores::contract::now_micros(),
+                );
+                snapshots.save(record).await.unwrap();
+            }
+        }
+    }
+    let page = 4;
+
+    // Reads wait while the snapshots table is locked; the first two (one per runner) go alone.
+    let mut hold = store.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let reads: Vec<_> = streams
+        .iter()
+        .map(|stream| {
+            let (store, snapshots, stream) = (store.clone(), snapshots.clone(), stream.clone());
+            tokio::spawn(async move { store.read_start(&stream, &snapshots, page).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hold.commit().await.unwrap();
+
+    for (stream, read) in streams.iter().zip(reads) {
+        let start = read
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("snapshots share the database");
+        let snapshot = snapshots.load_latest(stream).await.unwrap();
+        let from = snapshot.as_ref().map_or(1, |s| s.version);
+        let events = store
+            .read_stream(
+                stream,
+                event_stores::ReadQuery::after(from - 1).page_size(page),
+            )
+            .await
+            .unwrap();
+        assert_eq!(start.snapshot, snapshot, "{stream}");
+        assert_eq!(start.events, events, "{stream}");
+    }
+    let stats = store.activation_read_stats();
+    assert_eq!(stats.appends, 20);
+    assert!(
+        stats.batches <= 4 && stats.largest_batch >= 9,
+        "the reads queued behind the lock left in few batches: {stats:?}"
+    );
 }

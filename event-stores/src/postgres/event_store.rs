@@ -38,10 +38,12 @@ use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
 use super::append::{Append, Appender};
+use super::batcher::Statement;
 use super::config::{DEFAULT_CLIENT_TIMEOUT, PgConfig, migrate};
 use super::durability::Durability;
 use super::error::map_sqlx;
-use super::group_commit::{Batcher, GroupCommit, GroupCommitStats};
+use super::group_commit::{AppendBatcher, AppendStatement, GroupCommit, GroupCommitStats};
+use super::start::{StartBatcher, StartRead, StartStatement};
 
 /// Most events one append can carry in this backend: positions keep 16 bits for the event's
 /// index within its transaction.
@@ -99,7 +101,9 @@ pub struct PgEventStore {
     limits: StoreLimits,
     durability: Option<Durability>,
     appender: Appender,
-    batcher: Option<Arc<Batcher>>,
+    batcher: Option<Arc<AppendBatcher>>,
+    /// Activation reads, batched like appends when group commit is on.
+    reader: Option<Arc<StartBatcher>>,
     /// Where the events are (server and database), to recognise a snapshot store that shares
     /// the database and read both in one statement.
     location: String,
@@ -154,6 +158,7 @@ impl PgEventStore {
             limits,
             durability: None,
             batcher: None,
+            reader: None,
             appender,
         }
         .with_group_commit(GroupCommit::default())
@@ -175,14 +180,17 @@ impl PgEventStore {
     pub fn with_group_commit(mut self, settings: GroupCommit) -> Self {
         self.batcher = settings
             .enabled
-            .then(|| Arc::new(Batcher::new(self.appender.clone(), settings)));
+            .then(|| Arc::new(AppendStatement::batcher(self.appender.clone(), settings)));
+        self.reader = settings
+            .enabled
+            .then(|| Arc::new(StartStatement::batcher(self.pool.clone(), settings.linger)));
         self
     }
 
     /// The group-commit settings in force (`enabled: false` when appends go one by one).
     pub fn group_commit(&self) -> GroupCommit {
         match &self.batcher {
-            Some(batcher) => batcher.settings(),
+            Some(batcher) => batcher.statement().settings,
             None => GroupCommit {
                 enabled: false,
                 ..GroupCommit::default()
@@ -190,11 +198,30 @@ impl PgEventStore {
         }
     }
 
+    /// How activation reads ([`EventStore::read_start`]) were batched so far on this store and
+    /// its clones: `appends` counts reads here, and `reruns` stays 0 (all zero when group
+    /// commit is off, which turns this batching off too).
+    pub fn activation_read_stats(&self) -> GroupCommitStats {
+        self.reader
+            .as_ref()
+            .map_or_else(GroupCommitStats::default, |r| {
+                let counters = r.counters();
+                GroupCommitStats {
+                    batches: counters.batches.load(std::sync::atomic::Ordering::Relaxed),
+                    appends: counters.jobs.load(std::sync::atomic::Ordering::Relaxed),
+                    largest_batch: counters
+                        .largest_batch
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    reruns: 0,
+                }
+            })
+    }
+
     /// What group commit did so far on this store and its clones (all zero when it is off).
     pub fn group_commit_stats(&self) -> GroupCommitStats {
         self.batcher
             .as_ref()
-            .map_or_else(GroupCommitStats::default, |b| b.stats())
+            .map_or_else(GroupCommitStats::default, |b| super::group_commit::stats(b))
     }
 
     /// The server's durability settings as read by [`connect`](Self::connect) (`None` for a
@@ -239,7 +266,7 @@ impl PgEventStore {
             fence: fence.copied(),
         };
         match &self.batcher {
-            Some(batcher) => batcher.append(append).await,
+            Some(batcher) => batcher.call(append).await,
             None => self.appender.one(&mut None, &append).await,
         }
     }
@@ -347,9 +374,26 @@ impl EventStore for PgEventStore {
         if snapshots.location().as_deref() != Some(self.location.as_str()) {
             return Ok(None);
         }
-        super::start::read_start(&self.pool, stream, page_size)
+        let read = StartRead {
+            stream: stream.clone(),
+            page_size,
+        };
+        match &self.reader {
+            Some(reader) => reader.call(read).await.map(Some),
+            None => StartStatement {
+                pool: self.pool.clone(),
+            }
+            .send(&mut None, std::slice::from_ref(&read))
             .await
-            .map(Some)
+            .pop()
+            .unwrap_or_else(|| {
+                Err(StoreError::Backend {
+                    message: "an activation read returned no outcome".into(),
+                    source: None,
+                })
+            })
+            .map(Some),
+        }
     }
 
     fn crash_safety(&self) -> CrashSafety {

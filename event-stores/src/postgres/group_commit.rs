@@ -20,19 +20,19 @@
 //! precise answer. A batch whose connection broke after sending answers every append
 //! [`StoreError::Indeterminate`]: the commit may have happened, for all of them or none.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::PgConnection;
-use tokio::sync::oneshot;
 
 use crate::error::{StoreError, StoreResult};
 use crate::event_store::AppendReceipt;
 
-use super::append::{Append, Appender, Columns, Conn, Held, discard, fence_params};
+use crate::stream::StreamId;
+
+use super::append::{Append, Appender, Columns, Held, discard, fence_params};
+use super::batcher::{Batcher, Job, Limits, SharedError, Statement};
 use super::error::{UNIQUE_VIOLATION, is_lost_in_flight, map_sqlx, sqlstate};
 use super::event_store::PG_MAX_EVENTS_PER_APPEND;
 
@@ -106,7 +106,9 @@ ORDER BY h.k
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupCommit {
-    /// Whether appends are batched at all (default true).
+    /// Whether appends are batched at all (default true). Activation reads
+    /// ([`EventStore::read_start`](crate::EventStore::read_start)) are batched the same way
+    /// while this is on.
     pub enabled: bool,
     /// Most appends in one batch (default 128).
     pub max_appends: usize,
@@ -154,241 +156,86 @@ pub struct GroupCommitStats {
     pub reruns: u64,
 }
 
-/// An append waiting for its batch, and where its answer goes.
-struct Waiting {
-    append: Append,
-    reply: oneshot::Sender<StoreResult<AppendReceipt>>,
+impl Job for Append {
+    fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    fn weight(&self) -> usize {
+        self.events.len()
+    }
 }
 
-#[derive(Default)]
-struct Queue {
-    waiting: VecDeque<Waiting>,
-    running: usize,
-}
-
-#[derive(Default)]
-struct Counters {
-    batches: AtomicU64,
-    appends: AtomicU64,
-    largest_batch: AtomicU64,
+/// Appends in batches: one alone as a single append, two or more in [`APPEND_MANY`].
+pub(super) struct AppendStatement {
+    appender: Appender,
+    /// The settings in force (limits clamped to what a batch can hold).
+    pub settings: GroupCommit,
     reruns: AtomicU64,
 }
 
-/// The queue of one store's appends and its batch runners.
-pub(super) struct Batcher {
-    appender: Appender,
-    settings: GroupCommit,
-    queue: Mutex<Queue>,
-    counters: Counters,
-    /// Connections of runners that ended, for the next runners.
-    parked: Mutex<Vec<PgConnection>>,
+/// The group-commit queue of one store.
+pub(super) type AppendBatcher = Batcher<AppendStatement>;
+
+impl AppendStatement {
+    /// The batcher of a store's appends on `appender`'s pool, as `settings` say.
+    pub fn batcher(appender: Appender, settings: GroupCommit) -> AppendBatcher {
+        let pool = appender.pool.clone();
+        let settings = GroupCommit {
+            max_appends: settings.max_appends.max(1),
+            max_events: settings.max_events.clamp(1, PG_MAX_EVENTS_PER_APPEND),
+            max_batches_in_flight: settings.max_batches_in_flight.max(1),
+            ..settings
+        };
+        let limits = Limits {
+            max_jobs: settings.max_appends,
+            max_weight: settings.max_events,
+            max_in_flight: settings.max_batches_in_flight,
+            linger: settings.linger,
+        };
+        Batcher::new(
+            Self {
+                appender,
+                settings,
+                reruns: AtomicU64::new(0),
+            },
+            pool,
+            limits,
+        )
+    }
 }
 
-impl Batcher {
-    /// A batcher sending on `appender`'s pool.
-    pub fn new(appender: Appender, settings: GroupCommit) -> Self {
-        Self {
-            appender,
-            settings: GroupCommit {
-                max_appends: settings.max_appends.max(1),
-                max_events: settings.max_events.clamp(1, PG_MAX_EVENTS_PER_APPEND),
-                max_batches_in_flight: settings.max_batches_in_flight.max(1),
-                ..settings
-            },
-            queue: Mutex::new(Queue::default()),
-            counters: Counters::default(),
-            parked: Mutex::new(Vec::new()),
-        }
+/// What group commit did so far on `batcher`.
+pub(super) fn stats(batcher: &AppendBatcher) -> GroupCommitStats {
+    let counters = batcher.counters();
+    GroupCommitStats {
+        batches: counters.batches.load(Ordering::Relaxed),
+        appends: counters.jobs.load(Ordering::Relaxed),
+        largest_batch: counters.largest_batch.load(Ordering::Relaxed),
+        reruns: batcher.statement().reruns.load(Ordering::Relaxed),
     }
+}
 
-    /// The settings in force.
-    pub fn settings(&self) -> GroupCommit {
-        self.settings
-    }
+#[async_trait]
+impl Statement for AppendStatement {
+    type Job = Append;
+    type Output = AppendReceipt;
 
-    /// What the batcher did so far.
-    pub fn stats(&self) -> GroupCommitStats {
-        GroupCommitStats {
-            batches: self.counters.batches.load(Ordering::Relaxed),
-            appends: self.counters.appends.load(Ordering::Relaxed),
-            largest_batch: self.counters.largest_batch.load(Ordering::Relaxed),
-            reruns: self.counters.reruns.load(Ordering::Relaxed),
-        }
-    }
-
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        // Nothing panics while the lock is held; a poisoned queue is still consistent.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Queues `append` and waits for its batch's answer. Starts a runner when fewer than
-    /// `max_batches_in_flight` are running, so a lone append is sent at once.
-    pub async fn append(self: &Arc<Self>, append: Append) -> StoreResult<AppendReceipt> {
-        let (reply, answer) = oneshot::channel();
-        let start = {
-            let mut queue = self.queue();
-            queue.waiting.push_back(Waiting { append, reply });
-            let start = queue.running < self.settings.max_batches_in_flight;
-            if start {
-                queue.running += 1;
-            }
-            start
-        };
-        if start {
-            // Spawned, not run by this caller: a caller that gives up must not abandon the
-            // other appends of the batch it would have led.
-            tokio::spawn(Arc::clone(self).run());
-        }
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Indeterminate {
-                message: "append: the batch runner stopped before answering".into(),
-                source: None,
-            })
-        })
-    }
-
-    /// A runner: sends batches until the queue is empty.
-    async fn run(self: Arc<Self>) {
-        let mut running = Running {
-            batcher: &self,
-            stopped: false,
-        };
-        let mut last_batch = 0;
-        // The batcher's own connection, kept out of the pool: sqlx pings every connection it
-        // gets back, a round trip per batch that the server and this machine would pay for.
-        let mut held: Held = self.own_connection().await;
-        loop {
-            self.gather(last_batch).await;
-            let Some(batch) = running.next_batch() else {
-                break;
-            };
-            last_batch = batch.len();
-            let (appends, replies): (Vec<Append>, Vec<_>) =
-                batch.into_iter().map(|w| (w.append, w.reply)).unzip();
-            let results = self.send(&mut held, &appends).await;
-            for (reply, result) in replies.into_iter().zip(results) {
-                // The caller may have stopped waiting; the outcome is then only in the store.
-                let _ = reply.send(result);
-            }
-        }
-        if let Some(Conn::Own(conn)) = held {
-            self.parked().push(conn);
-        }
-    }
-
-    fn parked(&self) -> MutexGuard<'_, Vec<PgConnection>> {
-        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A parked connection of this batcher's, or one taken out of the pool for good (the pool
-    /// opens a replacement), or none when the pool has none to give: the first statement then
-    /// borrows one and reports why it could not.
-    async fn own_connection(&self) -> Held {
-        if let Some(conn) = self.parked().pop() {
-            return Some(Conn::Own(conn));
-        }
-        match self.appender.pool.acquire().await {
-            Ok(conn) => Some(Conn::Own(conn.detach())),
-            Err(_) => None,
-        }
-    }
-
-    /// Under load (the last batch had company), lets the appenders it just answered come back
-    /// before the next batch leaves: yields until as many wait as were in the last batch or
-    /// `linger` has passed. After a lone append nothing waits, so a quiet store adds no latency.
-    async fn gather(&self, last_batch: usize) {
-        if last_batch < 2 || self.settings.linger.is_zero() {
-            return;
-        }
-        let deadline = Instant::now() + self.settings.linger;
-        // tokio's timers tick in milliseconds; a linger of microseconds is a bounded yield loop.
-        while self.queue().waiting.len() < last_batch && Instant::now() < deadline {
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// The next batch, in arrival order, at most one append per stream; `None` (and this runner
-    /// counted out, under the same lock) when nothing waits.
-    fn take_batch(&self) -> Option<Vec<Waiting>> {
-        let mut queue = self.queue();
-        if queue.waiting.is_empty() {
-            queue.running -= 1;
-            return None;
-        }
-        let mut batch: Vec<Waiting> = Vec::new();
-        let mut events = 0;
-        let mut skipped = VecDeque::new();
-        while let Some(next) = queue.waiting.pop_front() {
-            let count = next.append.events.len();
-            if !batch.is_empty()
-                && (batch.len() == self.settings.max_appends
-                    || events + count > self.settings.max_events)
-            {
-                queue.waiting.push_front(next);
-                break;
-            }
-            // A second append to a stream in this batch would race the first on its head:
-            // it waits for the next batch.
-            if batch.iter().any(|b| b.append.stream == next.append.stream) {
-                skipped.push_back(next);
-                continue;
-            }
-            events += count;
-            batch.push(next);
-        }
-        skipped.append(&mut queue.waiting);
-        queue.waiting = skipped;
-        Some(batch)
-    }
-
-    /// Sends one batch and returns each append's outcome, in order.
     async fn send(&self, held: &mut Held, appends: &[Append]) -> Vec<StoreResult<AppendReceipt>> {
-        let size = appends.len() as u64;
-        self.counters.batches.fetch_add(1, Ordering::Relaxed);
-        self.counters.appends.fetch_add(size, Ordering::Relaxed);
-        self.counters
-            .largest_batch
-            .fetch_max(size, Ordering::Relaxed);
         if let [one] = appends {
             return vec![self.appender.one(held, one).await];
         }
         match self.appender.many(held, appends).await {
             Ok(outcomes) => outcomes,
             Err(Batch::Rerun) => {
-                self.counters.reruns.fetch_add(1, Ordering::Relaxed);
+                self.reruns.fetch_add(1, Ordering::Relaxed);
                 let mut outcomes = Vec::with_capacity(appends.len());
                 for append in appends {
                     outcomes.push(self.appender.one(held, append).await);
                 }
                 outcomes
             }
-            Err(Batch::Failed(mut error)) => appends
-                .iter()
-                .enumerate()
-                .map(|(i, _)| Err(if i == 0 { error.take() } else { error.copy() }))
-                .collect(),
-        }
-    }
-}
-
-/// Counts a runner out if it ends without having done so (a panic in a batch).
-struct Running<'a> {
-    batcher: &'a Batcher,
-    stopped: bool,
-}
-
-impl Running<'_> {
-    fn next_batch(&mut self) -> Option<Vec<Waiting>> {
-        let batch = self.batcher.take_batch();
-        self.stopped = batch.is_none();
-        batch
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        if !self.stopped {
-            self.batcher.queue().running -= 1;
+            Err(Batch::Failed(error)) => error.spread(appends.len()),
         }
     }
 }
@@ -399,46 +246,6 @@ enum Batch {
     Rerun,
     /// Failed for every append alike.
     Failed(SharedError),
-}
-
-/// One failure reported to every append of a batch: the first gets the original error (with
-/// its source), the others a copy of its kind and message.
-struct SharedError {
-    first: Option<StoreError>,
-    kind: fn(String) -> StoreError,
-    message: String,
-}
-
-impl SharedError {
-    fn new(error: StoreError) -> Self {
-        let kind: fn(String) -> StoreError = match &error {
-            StoreError::Unavailable { .. } => |message| StoreError::Unavailable {
-                message,
-                source: None,
-            },
-            StoreError::Indeterminate { .. } => |message| StoreError::Indeterminate {
-                message,
-                source: None,
-            },
-            _ => |message| StoreError::Backend {
-                message,
-                source: None,
-            },
-        };
-        Self {
-            message: error.to_string(),
-            first: Some(error),
-            kind,
-        }
-    }
-
-    fn take(&mut self) -> StoreError {
-        self.first.take().unwrap_or_else(|| self.copy())
-    }
-
-    fn copy(&self) -> StoreError {
-        (self.kind)(format!("batch of appends: {}", self.message))
-    }
 }
 
 impl Appender {

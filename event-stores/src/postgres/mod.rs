@@ -11,6 +11,7 @@
 //! [`StoreError::Backend`](crate::StoreError::Backend).
 
 mod append;
+mod batcher;
 mod config;
 mod durability;
 mod error;

@@ -1,0 +1,304 @@
+//! Natural batching of store calls: concurrent calls wait in one queue, and a runner sends
+//! what has gathered as one statement on a connection of its own. Group commit
+//! ([`group_commit`](super::group_commit)) batches appends with it, and activation reads
+//! ([`start`](super::start)) batch the same way.
+//!
+//! Nobody waits on purpose: the first call of a quiet store starts a runner at once and goes
+//! alone, so a lone caller waits for nothing. Batches form while the runners are busy; under
+//! load (the last batch had company) a runner also lingers up to a bound for the callers it
+//! just answered to come back, so that batches stay as large as the concurrency. A batch holds
+//! at most one call per stream.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnection, PgPool};
+use tokio::sync::oneshot;
+
+use crate::error::{StoreError, StoreResult};
+use crate::stream::StreamId;
+
+use super::append::{Conn, Held};
+
+/// A call that can share a statement with others of its kind.
+pub(super) trait Job: Send + 'static {
+    /// Its stream: a batch holds at most one job per stream.
+    fn stream(&self) -> &StreamId;
+    /// What it counts against a batch's weight limit (events, for an append).
+    fn weight(&self) -> usize;
+}
+
+/// Sends a batch of jobs as one statement.
+#[async_trait]
+pub(super) trait Statement: Send + Sync + 'static {
+    /// The jobs it sends.
+    type Job: Job;
+    /// What each job gets back.
+    type Output: Send + 'static;
+    /// Sends `jobs` (at least one, at most one per stream) on the connection in `held`, and
+    /// returns each job's outcome, in order.
+    async fn send(&self, held: &mut Held, jobs: &[Self::Job]) -> Vec<StoreResult<Self::Output>>;
+}
+
+/// How large batches grow and how many run at once.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limits {
+    pub max_jobs: usize,
+    pub max_weight: usize,
+    pub max_in_flight: usize,
+    pub linger: Duration,
+}
+
+/// Batches sent so far.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub batches: AtomicU64,
+    pub jobs: AtomicU64,
+    pub largest_batch: AtomicU64,
+}
+
+/// A job waiting for its batch, and where its answer goes.
+struct Waiting<S: Statement> {
+    job: S::Job,
+    reply: oneshot::Sender<StoreResult<S::Output>>,
+}
+
+struct Queue<S: Statement> {
+    waiting: VecDeque<Waiting<S>>,
+    running: usize,
+}
+
+/// The queue of one kind of call and its runners.
+pub(super) struct Batcher<S: Statement> {
+    statement: S,
+    pool: PgPool,
+    limits: Limits,
+    queue: Mutex<Queue<S>>,
+    counters: Counters,
+    /// Connections of runners that ended, for the next runners.
+    parked: Mutex<Vec<PgConnection>>,
+}
+
+impl<S: Statement> Batcher<S> {
+    /// A batcher sending `statement`s on connections taken from `pool`.
+    pub fn new(statement: S, pool: PgPool, limits: Limits) -> Self {
+        Self {
+            statement,
+            pool,
+            limits: Limits {
+                max_jobs: limits.max_jobs.max(1),
+                max_weight: limits.max_weight.max(1),
+                max_in_flight: limits.max_in_flight.max(1),
+                ..limits
+            },
+            queue: Mutex::new(Queue {
+                waiting: VecDeque::new(),
+                running: 0,
+            }),
+            counters: Counters::default(),
+            parked: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The statement batches are sent with.
+    pub fn statement(&self) -> &S {
+        &self.statement
+    }
+
+    /// Batches sent so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue<S>> {
+        // Nothing panics while the lock is held; a poisoned queue is still consistent.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn parked(&self) -> MutexGuard<'_, Vec<PgConnection>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `job` and waits for its batch's answer. Starts a runner when fewer than
+    /// `max_in_flight` are running, so a lone call is sent at once.
+    pub async fn call(self: &Arc<Self>, job: S::Job) -> StoreResult<S::Output> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut queue = self.queue();
+            queue.waiting.push_back(Waiting { job, reply });
+            let start = queue.running < self.limits.max_in_flight;
+            if start {
+                queue.running += 1;
+            }
+            start
+        };
+        if start {
+            // Spawned, not run by this caller: a caller that gives up must not abandon the
+            // other calls of the batch it would have led.
+            tokio::spawn(Arc::clone(self).run());
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Indeterminate {
+                message: "the batch runner stopped before answering".into(),
+                source: None,
+            })
+        })
+    }
+
+    /// A runner: sends batches until the queue is empty.
+    async fn run(self: Arc<Self>) {
+        let mut running = Running {
+            batcher: &self,
+            stopped: false,
+        };
+        let mut last_batch = 0;
+        // A connection of the runner's own, kept out of the pool: sqlx pings every connection
+        // it gets back, a round trip per batch that the server and this machine would pay for.
+        let mut held: Held = self.own_connection().await;
+        loop {
+            self.gather(last_batch).await;
+            let Some(batch) = running.next_batch() else {
+                break;
+            };
+            last_batch = batch.len();
+            let size = batch.len() as u64;
+            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            self.counters.jobs.fetch_add(size, Ordering::Relaxed);
+            self.counters
+                .largest_batch
+                .fetch_max(size, Ordering::Relaxed);
+            let (jobs, replies): (Vec<S::Job>, Vec<_>) =
+                batch.into_iter().map(|w| (w.job, w.reply)).unzip();
+            let results = self.statement.send(&mut held, &jobs).await;
+            for (reply, result) in replies.into_iter().zip(results) {
+                // The caller may have stopped waiting; the outcome is then only in the store.
+                let _ = reply.send(result);
+            }
+        }
+        if let Some(Conn::Own(conn)) = held {
+            self.parked().push(conn);
+        }
+    }
+
+    /// A parked connection, or one taken out of the pool for good (the pool opens a
+    /// replacement), or none when the pool has none to give: the first statement then borrows
+    /// one and reports why it could not.
+    async fn own_connection(&self) -> Held {
+        if let Some(conn) = self.parked().pop() {
+            return Some(Conn::Own(conn));
+        }
+        match self.pool.acquire().await {
+            Ok(conn) => Some(Conn::Own(conn.detach())),
+            Err(_) => None,
+        }
+    }
+
+    /// Under load (the last batch had company), lets the callers it just answered come back
+    /// before the next batch leaves: yields until as many wait as were in the last batch or
+    /// `linger` has passed. After a lone call nothing waits, so a quiet store adds no latency.
+    async fn gather(&self, last_batch: usize) {
+        if last_batch < 2 || self.limits.linger.is_zero() {
+            return;
+        }
+        let deadline = Instant::now() + self.limits.linger;
+        // tokio's timers tick in milliseconds; a linger of microseconds is a bounded yield loop.
+        while self.queue().waiting.len() < last_batch && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The next batch, in arrival order, at most one job per stream; `None` (and this runner
+    /// counted out, under the same lock) when nothing waits.
+    fn take_batch(&self) -> Option<Vec<Waiting<S>>> {
+        let mut queue = self.queue();
+        if queue.waiting.is_empty() {
+            queue.running -= 1;
+            return None;
+        }
+        let mut batch: Vec<Waiting<S>> = Vec::new();
+        let mut weight = 0;
+        let mut skipped = VecDeque::new();
+        while let Some(next) = queue.waiting.pop_front() {
+            let w = next.job.weight();
+            if !batch.is_empty()
+                && (batch.len() == self.limits.max_jobs || weight + w > self.limits.max_weight)
+            {
+                queue.waiting.push_front(next);
+                break;
+            }
+            // A second call on a stream in this batch would race the first (on its head, for
+            // an append): it waits for the next batch.
+            if batch.iter().any(|b| b.job.stream() == next.job.stream()) {
+                skipped.push_back(next);
+                continue;
+            }
+            weight += w;
+            batch.push(next);
+        }
+        skipped.append(&mut queue.waiting);
+        queue.waiting = skipped;
+        Some(batch)
+    }
+}
+
+/// Counts a runner out if it ends without having done so (a panic in a batch).
+struct Running<'a, S: Statement> {
+    batcher: &'a Batcher<S>,
+    stopped: bool,
+}
+
+impl<S: Statement> Running<'_, S> {
+    fn next_batch(&mut self) -> Option<Vec<Waiting<S>>> {
+        let batch = self.batcher.take_batch();
+        self.stopped = batch.is_none();
+        batch
+    }
+}
+
+impl<S: Statement> Drop for Running<'_, S> {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.batcher.queue().running -= 1;
+        }
+    }
+}
+
+/// One failure reported to every call of a batch: the first gets the original error (with its
+/// source), the others a copy of its kind and message.
+pub(super) struct SharedError {
+    first: StoreError,
+    kind: fn(String) -> StoreError,
+}
+
+impl SharedError {
+    /// The failure of a whole batch.
+    pub fn new(error: StoreError) -> Self {
+        let kind: fn(String) -> StoreError = match &error {
+            StoreError::Unavailable { .. } => |message| StoreError::Unavailable {
+                message,
+                source: None,
+            },
+            StoreError::Indeterminate { .. } => |message| StoreError::Indeterminate {
+                message,
+                source: None,
+            },
+            _ => |message| StoreError::Backend {
+                message,
+                source: None,
+            },
+        };
+        Self { first: error, kind }
+    }
+
+    /// The outcomes of the `count` calls of the batch, all failed.
+    pub fn spread<T>(self, count: usize) -> Vec<StoreResult<T>> {
+        let message = format!("in a batch of {count}: {}", self.first);
+        let mut outcomes = Vec::with_capacity(count);
+        outcomes.push(Err(self.first));
+        outcomes.extend((1..count).map(|_| Err((self.kind)(message.clone()))));
+        outcomes
+    }
+}
