@@ -63,7 +63,9 @@ pub use fence::Fence;
 pub use limits::{MAX_EVENT_TYPE_LEN, StoreLimits};
 pub use memory::{InMemoryEventStore, InMemorySnapshotStore};
 #[cfg(feature = "postgres")]
-pub use postgres::{GroupCommit, GroupCommitStats, PgConfig, PgEventStore, PgSnapshotStore};
+pub use postgres::{
+    BatchStats, GroupCommit, GroupCommitStats, PgConfig, PgEventStore, PgSnapshotStore,
+};
 pub use snapshot::{SnapshotRecord, SnapshotStats};
 pub use snapshot_store::SnapshotStore;
 pub use stream::{MAX_ID_LEN, StreamId};

@@ -25,7 +25,8 @@ event_stores::store_contract! {
     }
 }
 
-/// The same contract with group commit off: every append is its own statement.
+/// The same contract with group commit off: every append, activation read, snapshot save and
+/// retention pass is its own statement.
 mod one_statement_per_append {
     use super::*;
 
@@ -37,7 +38,8 @@ mod one_statement_per_append {
                 .await
                 .unwrap();
             assert!(!events.group_commit().enabled);
-            let snapshots = PgSnapshotStore::with_migrated_pool(events.pool().clone(), limits);
+            let snapshots = PgSnapshotStore::with_migrated_pool(events.pool().clone(), limits)
+                .with_group_commit(events.group_commit());
             Some(Fixture::new(events, snapshots, limits).keep_alive(db))
         }
     }

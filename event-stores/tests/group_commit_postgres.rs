@@ -385,9 +385,103 @@ async fn activation_reads_sent_together_share_a_statement_and_each_gets_its_own_
         assert_eq!(start.events, events, "{stream}");
     }
     let stats = store.activation_read_stats();
-    assert_eq!(stats.appends, 20);
+    assert_eq!(stats.calls, 20);
     assert!(
         stats.batches <= 4 && stats.largest_batch >= 9,
         "the reads queued behind the lock left in few batches: {stats:?}"
     );
+}
+
+/// Runs `calls` while the snapshots table is locked, so that all but the first (which waits
+/// for the lock alone) leave in one batch, and returns their outcomes.
+async fn behind_a_snapshots_lock<T: Send + 'static>(
+    pool: &PgPool,
+    calls: Vec<JoinHandleFn<T>>,
+) -> Vec<T> {
+    let mut hold = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let running: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hold.commit().await.unwrap();
+    let mut outcomes = Vec::new();
+    for call in running {
+        outcomes.push(call.await.unwrap());
+    }
+    outcomes
+}
+
+type JoinHandleFn<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Snapshot saves, then retention passes, of twenty streams at once leave in a few statements;
+/// every stream ends with exactly its own newest `keep` snapshots, each as saved.
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_saves_and_retention_of_many_streams_share_statements_and_stay_per_stream() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (_, snapshots) = db
+        .stores(event_stores::StoreLimits::default())
+        .await
+        .unwrap();
+    let streams: Vec<StreamId> = (0..20).map(|_| fresh_stream("snap")).collect();
+    let now = event_stores::contract::now_micros();
+    for stream in &streams {
+        for version in 1..=4 {
+            let record = event_stores::contract::snapshot(stream, version, now);
+            snapshots.save(record).await.unwrap();
+        }
+    }
+    let (saves_before, _) = snapshots.write_batch_stats();
+
+    let newest: Vec<_> = streams
+        .iter()
+        .map(|s| event_stores::contract::snapshot(s, 5, now))
+        .collect();
+    let saves = newest
+        .iter()
+        .map(|record| {
+            let (snapshots, record) = (snapshots.clone(), record.clone());
+            Box::pin(async move { snapshots.save(record).await }) as JoinHandleFn<_>
+        })
+        .collect();
+    for outcome in behind_a_snapshots_lock::<StoreResult<()>>(snapshots.pool(), saves).await {
+        outcome.unwrap();
+    }
+    let (saves_after, _) = snapshots.write_batch_stats();
+    assert_eq!(saves_after.calls - saves_before.calls, 20);
+    assert!(
+        saves_after.batches - saves_before.batches <= 3 && saves_after.largest_batch >= 10,
+        "{saves_before:?} → {saves_after:?}"
+    );
+
+    let passes = streams
+        .iter()
+        .enumerate()
+        .map(|(i, stream)| {
+            let (snapshots, stream) = (snapshots.clone(), stream.clone());
+            Box::pin(async move { snapshots.retain_newest(&stream, 1 + i % 3).await })
+                as JoinHandleFn<_>
+        })
+        .collect();
+    let deleted = behind_a_snapshots_lock::<StoreResult<u64>>(snapshots.pool(), passes).await;
+    let (_, retention) = snapshots.write_batch_stats();
+    assert!(
+        retention.batches <= 3 && retention.largest_batch >= 10,
+        "{retention:?}"
+    );
+    for (i, (stream, deleted)) in streams.iter().zip(deleted).enumerate() {
+        let keep = 1 + i as u64 % 3;
+        assert_eq!(deleted.unwrap(), 5 - keep, "{stream}");
+        let kept = snapshots.list(stream, 0, u64::MAX).await.unwrap();
+        let versions: Vec<u64> = kept.iter().map(|r| r.version).collect();
+        assert_eq!(
+            versions,
+            (6 - keep..=5).rev().collect::<Vec<_>>(),
+            "{stream}"
+        );
+        assert_eq!(kept[0], newest[i], "{stream}: the newest as saved");
+    }
 }

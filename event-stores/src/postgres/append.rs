@@ -295,30 +295,9 @@ pub(super) struct Appender {
 }
 
 impl Appender {
-    /// The connection in `held`, acquired from the pool if there is none. Until a statement is
-    /// sent, a failure here means nothing was written.
+    /// The connection in `held`, or one borrowed from the pool.
     pub async fn connection<'c>(&self, held: &'c mut Held) -> StoreResult<&'c mut PgConnection> {
-        if self.pool.is_closed() {
-            // A connection kept outside the pool must not outlive the store's `close`.
-            *held = None;
-            return Err(map_sqlx("appending", sqlx::Error::PoolClosed));
-        }
-        if held.is_none() {
-            let conn = self
-                .pool
-                .acquire()
-                .await
-                .map_err(|e| map_sqlx("acquiring a connection to append", e))?;
-            *held = Some(Conn::Pooled(conn));
-        }
-        match held {
-            Some(Conn::Pooled(conn)) => Ok(&mut *conn),
-            Some(Conn::Own(conn)) => Ok(conn),
-            None => Err(StoreError::Backend {
-                message: "no connection to append on".into(),
-                source: None,
-            }),
-        }
+        connection(held, &self.pool).await
     }
 
     /// One append statement, fenced or not, on the connection in `held` (acquired if none):
@@ -488,6 +467,34 @@ pub(super) enum Conn {
 
 /// The connection statements are sent on, if one was taken yet.
 pub(super) type Held = Option<Conn>;
+
+/// The connection in `held`, or one borrowed from `pool` if there is none. Until a statement is
+/// sent, a failure here means nothing was written.
+pub(super) async fn connection<'c>(
+    held: &'c mut Held,
+    pool: &PgPool,
+) -> StoreResult<&'c mut PgConnection> {
+    if pool.is_closed() {
+        // A connection kept outside the pool must not outlive the store's `close`.
+        *held = None;
+        return Err(map_sqlx("using the store", sqlx::Error::PoolClosed));
+    }
+    if held.is_none() {
+        let conn = pool
+            .acquire()
+            .await
+            .map_err(|e| map_sqlx("acquiring a connection", e))?;
+        *held = Some(Conn::Pooled(conn));
+    }
+    match held {
+        Some(Conn::Pooled(conn)) => Ok(&mut **conn),
+        Some(Conn::Own(conn)) => Ok(conn),
+        None => Err(StoreError::Backend {
+            message: "no connection".into(),
+            source: None,
+        }),
+    }
+}
 
 /// Closes the connection in `held`: it broke or its state is unknown.
 pub(super) fn discard(held: &mut Held) {

@@ -60,6 +60,28 @@ pub(super) struct Counters {
     pub largest_batch: AtomicU64,
 }
 
+impl Counters {
+    /// A copy of the counts.
+    pub fn stats(&self) -> BatchStats {
+        BatchStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            calls: self.jobs.load(Ordering::Relaxed),
+            largest_batch: self.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How a kind of store call was batched so far: for diagnostics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Statements sent.
+    pub batches: u64,
+    /// Calls they carried.
+    pub calls: u64,
+    /// Calls of the largest batch.
+    pub largest_batch: u64,
+}
+
 /// A job waiting for its batch, and where its answer goes.
 struct Waiting<S: Statement> {
     job: S::Job,

@@ -38,7 +38,7 @@ use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
 use super::append::{Append, Appender};
-use super::batcher::Statement;
+use super::batcher::{BatchStats, Statement};
 use super::config::{DEFAULT_CLIENT_TIMEOUT, PgConfig, migrate};
 use super::durability::Durability;
 use super::error::map_sqlx;
@@ -199,22 +199,11 @@ impl PgEventStore {
     }
 
     /// How activation reads ([`EventStore::read_start`]) were batched so far on this store and
-    /// its clones: `appends` counts reads here, and `reruns` stays 0 (all zero when group
-    /// commit is off, which turns this batching off too).
-    pub fn activation_read_stats(&self) -> GroupCommitStats {
+    /// its clones (all zero when group commit is off, which turns this batching off too).
+    pub fn activation_read_stats(&self) -> BatchStats {
         self.reader
             .as_ref()
-            .map_or_else(GroupCommitStats::default, |r| {
-                let counters = r.counters();
-                GroupCommitStats {
-                    batches: counters.batches.load(std::sync::atomic::Ordering::Relaxed),
-                    appends: counters.jobs.load(std::sync::atomic::Ordering::Relaxed),
-                    largest_batch: counters
-                        .largest_batch
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                    reruns: 0,
-                }
-            })
+            .map_or_else(BatchStats::default, |r| r.counters().stats())
     }
 
     /// What group commit did so far on this store and its clones (all zero when it is off).

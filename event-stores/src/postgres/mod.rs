@@ -18,8 +18,10 @@ mod error;
 mod event_store;
 mod group_commit;
 mod snapshot_store;
+mod snapshot_writes;
 mod start;
 
+pub use batcher::BatchStats;
 pub use config::{DEFAULT_CLIENT_TIMEOUT, MIGRATIONS_TABLE, PgConfig, migrate};
 pub use durability::Durability;
 pub use event_store::{PG_MAX_EVENTS_PER_APPEND, PgEventStore};

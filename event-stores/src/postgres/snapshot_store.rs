@@ -4,6 +4,8 @@
 //! version)`: "newest at or before version V" walks it backwards from V and stops at the first
 //! row. `taken_at` is kept at microsecond precision, as PostgreSQL stores it.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -16,9 +18,12 @@ use crate::snapshot::{SnapshotRecord, SnapshotStats};
 use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
+use super::batcher::BatchStats;
 use super::config::{PgConfig, migrate};
 use super::error::map_sqlx;
 use super::event_store::to_u64;
+use super::group_commit::GroupCommit;
+use super::snapshot_writes::{Retain, Save, SnapshotWrites};
 
 const SAVE: &str = r#"
 INSERT INTO snapshots (aggregate_type, aggregate_id, version, last_event_id,
@@ -98,10 +103,21 @@ WHERE aggregate_type = $1::text AND aggregate_id = $2::text
 "#;
 
 /// A [`SnapshotStore`] on PostgreSQL. Cheap to clone: clones share the pool.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgSnapshotStore {
     pool: PgPool,
     limits: StoreLimits,
+    /// Saves and retention of many streams per statement; `None` sends each alone.
+    writes: Option<Arc<SnapshotWrites>>,
+}
+
+impl std::fmt::Debug for PgSnapshotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSnapshotStore")
+            .field("limits", &self.limits)
+            .field("batched_writes", &self.writes.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PgSnapshotStore {
@@ -110,7 +126,7 @@ impl PgSnapshotStore {
     /// server cannot be reached in time.
     pub async fn connect(config: &PgConfig) -> StoreResult<Self> {
         let pool = config.connect_pool().await?;
-        Ok(Self::with_migrated_pool(pool, config.limits))
+        Ok(Self::with_migrated_pool(pool, config.limits).with_group_commit(config.group_commit))
     }
 
     /// A store on an existing pool (for example the one of a
@@ -120,9 +136,33 @@ impl PgSnapshotStore {
         Ok(Self::with_migrated_pool(pool, limits))
     }
 
-    /// A store on a pool whose database already has the schema; does no I/O.
+    /// A store on a pool whose database already has the schema; does no I/O. Saves and
+    /// retention are batched as with the default [`GroupCommit`].
     pub fn with_migrated_pool(pool: PgPool, limits: StoreLimits) -> Self {
-        Self { pool, limits }
+        Self {
+            pool,
+            limits,
+            writes: None,
+        }
+        .with_group_commit(GroupCommit::default())
+    }
+
+    /// Batches saves and retention passes of concurrent snapshot writes (many streams per
+    /// statement, as [`GroupCommit`] batches appends) while `settings.enabled`, with its
+    /// linger; otherwise each is its own statement.
+    pub fn with_group_commit(mut self, settings: GroupCommit) -> Self {
+        self.writes = settings
+            .enabled
+            .then(|| Arc::new(SnapshotWrites::new(&self.pool, settings.linger)));
+        self
+    }
+
+    /// How saves (first) and retention passes (second) were batched so far on this store and
+    /// its clones (all zero when batching is off).
+    pub fn write_batch_stats(&self) -> (BatchStats, BatchStats) {
+        self.writes.as_ref().map_or_else(Default::default, |w| {
+            (w.saves.counters().stats(), w.retention.counters().stats())
+        })
     }
 
     /// The connection pool.
@@ -165,6 +205,17 @@ impl SnapshotStore for PgSnapshotStore {
         let version = to_i64(record.version, "snapshot version")?;
         let uncompressed_size = to_i64(record.uncompressed_size, "snapshot uncompressed size")?;
         let stored_size = to_i64(record.stored_size, "snapshot stored size")?;
+        if let Some(writes) = &self.writes {
+            return writes
+                .saves
+                .call(Save {
+                    record,
+                    version,
+                    uncompressed_size,
+                    stored_size,
+                })
+                .await;
+        }
         sqlx::query(SAVE)
             .bind(record.stream.aggregate_type())
             .bind(record.stream.aggregate_id())
@@ -268,6 +319,15 @@ impl SnapshotStore for PgSnapshotStore {
 
     async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
         let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        if let Some(writes) = &self.writes {
+            return writes
+                .retention
+                .call(Retain {
+                    stream: stream.clone(),
+                    keep,
+                })
+                .await;
+        }
         let done = sqlx::query(RETAIN_NEWEST)
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use sqlx::postgres::{PgPool, PgRow};
 
 use crate::error::{StoreError, StoreResult};
 use crate::event_store::StreamStart;
 use crate::stream::StreamId;
 
-use super::append::{Conn, Held, discard};
+use super::append::{Held, connection, discard};
 use super::batcher::{Batcher, Job, Limits, SharedError, Statement};
 use super::error::{is_lost_in_flight, map_sqlx};
 use super::event_store::decode_event_at;
@@ -153,29 +153,6 @@ pub(super) fn location(pool: &PgPool) -> String {
         options.get_port(),
         options.get_database().unwrap_or_default()
     )
-}
-
-/// The connection in `held`, or one borrowed from `pool`.
-async fn connection<'c>(held: &'c mut Held, pool: &PgPool) -> StoreResult<&'c mut PgConnection> {
-    if pool.is_closed() {
-        *held = None;
-        return Err(map_sqlx("reading", sqlx::Error::PoolClosed));
-    }
-    if held.is_none() {
-        let conn = pool
-            .acquire()
-            .await
-            .map_err(|e| map_sqlx("acquiring a connection to read", e))?;
-        *held = Some(Conn::Pooled(conn));
-    }
-    match held {
-        Some(Conn::Pooled(conn)) => Ok(&mut **conn),
-        Some(Conn::Own(conn)) => Ok(conn),
-        None => Err(StoreError::Backend {
-            message: "no connection to read on".into(),
-            source: None,
-        }),
-    }
 }
 
 /// The error of a failed read; a connection that broke is not used again.
