@@ -6,6 +6,9 @@
 //! acknowledged command is stored exactly once, nothing unacknowledged is stored, every stream
 //! is contiguous, some outcomes were indeterminate and some of those had in fact committed (the
 //! retry was answered as a duplicate), and a fresh executor serves the fold of what is stored.
+//!
+//! The store runs with its defaults, so group commit is on: concurrent appends share statements,
+//! and a cut after a batch was sent leaves every append of the batch indeterminate at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -243,7 +246,9 @@ async fn commands_retried_with_their_id_through_hundreds_of_cut_connections_are_
         return;
     };
     let seed = seed("cut_connections", "CUT_CONNECTIONS_SEED");
-    let commands: u64 = env_or("CUT_CONNECTIONS_COMMANDS", 80);
+    // Group commit sends several appends per statement, so fewer statements (and chunks to
+    // cut) than commands: enough commands for MIN_CUTS.
+    let commands: u64 = env_or("CUT_CONNECTIONS_COMMANDS", 250);
     let server_to_client: f64 = env_or("CUT_CONNECTIONS_S2C", 0.06);
     let client_to_server: f64 = env_or("CUT_CONNECTIONS_C2S", 0.06);
 
