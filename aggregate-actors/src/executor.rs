@@ -210,7 +210,8 @@ impl Executor {
     }
 
     /// The current state and version of aggregate `id`. An id with no events is
-    /// [`ExecutorError::NotFound`] and activates nothing.
+    /// [`ExecutorError::NotFound`] and leaves nothing live (its activation, one read, is what
+    /// finds that out; the actor is passivated before this returns).
     pub async fn state<A: Aggregate>(&self, id: &str) -> Result<StateView<A>, ExecutorError> {
         self.query::<A, _, _, _>(
             id,
@@ -264,13 +265,24 @@ impl Executor {
     ) -> Result<StateView<A>, ExecutorError> {
         let registration = self.registration::<A>(id)?;
         let key = id.to_owned();
-        if !registration.directory.is_live(&key) {
-            self.require_exists::<A>(id).await?;
-        }
-        registration
+        let was_live = registration.directory.is_live(&key);
+        // The activation's read tells whether the aggregate exists: no separate check first.
+        let view = registration
             .directory
             .call(&key, |reply| AggregateMessage::State { reply })
-            .await?
+            .await?;
+        if let Err(ExecutorError::NotFound { .. }) = &view {
+            self.leave_no_trace::<A>(&key, was_live).await;
+        }
+        view
+    }
+
+    /// Passivates the actor a query about an aggregate with no events activated, so that an
+    /// unknown id leaves nothing live (a command that arrived meanwhile is handled first).
+    async fn leave_no_trace<A: Aggregate>(&self, key: &String, was_live: bool) {
+        if let (false, Some(registration)) = (was_live, self.typed::<A>()) {
+            registration.directory.passivate(key).await;
+        }
     }
 
     /// Takes a snapshot of aggregate `id` now, on the node that serves it, and waits until it
@@ -290,14 +302,13 @@ impl Executor {
     pub(crate) async fn snapshot_here<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
         let registration = self.registration::<A>(id)?;
         let key = id.to_owned();
-        if !registration.directory.is_live(&key) {
-            self.require_exists::<A>(id).await?;
-        }
+        let was_live = registration.directory.is_live(&key);
         let written = registration
             .directory
             .call(&key, |reply| AggregateMessage::SnapshotNow { reply })
             .await??;
         let Some(written) = written else {
+            self.leave_no_trace::<A>(&key, was_live).await;
             return Err(self.not_found::<A>(id));
         };
         match written.await {
@@ -498,14 +509,6 @@ impl Executor {
             .ok_or(ExecutorError::UnknownAggregateType(A::TYPE))?;
         StreamId::check(A::TYPE, id)?;
         Ok(registration)
-    }
-
-    async fn require_exists<A: Aggregate>(&self, id: &str) -> Result<(), ExecutorError> {
-        let stream = StreamId::new(A::TYPE, id)?;
-        if self.inner.shared.events.stream_version(&stream).await? == 0 {
-            return Err(self.not_found::<A>(id));
-        }
-        Ok(())
     }
 
     fn not_found<A: Aggregate>(&self, id: &str) -> ExecutorError {

@@ -31,10 +31,12 @@ fn executor(
 }
 
 /// A cold aggregate with a snapshot at version 20 and 5 events after it: its first command
-/// costs two requests on the wire, one to activate (snapshot and tail in one statement) and one
-/// to append; the activation started from the snapshot and replayed exactly the 5 events.
+/// costs two statements on the wire, one to activate (snapshot and tail in one statement) and
+/// one to append; the activation started from the snapshot and replayed exactly the 5 events.
+/// A state read of another cold aggregate costs one statement: no existence check first.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cold_aggregate_with_a_snapshot_activates_in_one_round_trip() {
+async fn a_cold_aggregate_with_a_snapshot_activates_in_one_round_trip_and_a_cold_state_read_is_one_statement()
+ {
     let Some(db) = fresh_database().await else {
         return;
     };
@@ -58,7 +60,7 @@ async fn a_cold_aggregate_with_a_snapshot_activates_in_one_round_trip() {
             .strategy(EveryNEvents::new(10))
             .snapshot_on_passivation(false),
     );
-    for id in ["warm", "cold"] {
+    for id in ["warm", "cold", "read"] {
         for _ in 0..25 {
             writer
                 .execute::<Wallet>(id, WalletCommand::deposit(1))
@@ -104,6 +106,15 @@ async fn a_cold_aggregate_with_a_snapshot_activates_in_one_round_trip() {
     assert_eq!(
         statements, 2,
         "a cold command with a snapshot: one read to activate, one append"
+    );
+
+    let before = proxy.stats().pg_statements;
+    let view = reader.state::<Wallet>("read").await.unwrap();
+    let statements = proxy.stats().pg_statements - before;
+    assert_eq!(view.version, 25);
+    assert_eq!(
+        statements, 1,
+        "a cold state read: the activation's read is also the existence check"
     );
     reader.shutdown().await;
 }
