@@ -37,9 +37,17 @@ struct Call {
 }
 
 /// True when `error` is the typed "store unreachable" error, directly or through activation.
-fn is_typed_unavailable(error: &CommandError<WalletError>) -> bool {
+/// `Unavailable` (nothing sent), or `Indeterminate` from the store: an append sent on a
+/// connection that had died with the server (group commit keeps its own connection between
+/// batches, and a write into a dead socket cannot tell whether the server read it). The audit
+/// below shows that none of those committed.
+fn is_typed_retryable_failure(error: &CommandError<WalletError>) -> bool {
     match error {
         CommandError::NotStored(ExecutorError::Store(StoreError::Unavailable { .. })) => true,
+        CommandError::Indeterminate(indeterminate) => matches!(
+            &indeterminate.cause,
+            ExecutorError::Store(StoreError::Indeterminate { .. })
+        ),
         CommandError::NotStored(ExecutorError::Activation(activation)) => matches!(
             &**activation,
             ActivationError::Store {
@@ -86,7 +94,7 @@ async fn load(
             Err(CommandError::Rejected(_)) => Err("rejected".into()),
             Err(error) => {
                 assert!(
-                    is_typed_unavailable(&error) && error.is_retryable(),
+                    is_typed_retryable_failure(&error) && error.is_retryable(),
                     "during an outage a call fails with a typed retryable store error, got: {error:?}"
                 );
                 Err(error.to_string())
