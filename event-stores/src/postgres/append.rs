@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgPool, PgRow, Postgres};
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use uuid::Uuid;
 
 use crate::error::{InvalidInput, StoreError, StoreResult};
@@ -27,8 +26,9 @@ use crate::event_store::AppendReceipt;
 use crate::fence::Fence;
 use crate::stream::StreamId;
 
+use super::connection::{Held, connection, discard};
 use super::error::{UNIQUE_VIOLATION, constraint, is_lost_in_flight, map_sqlx, sqlstate};
-use super::event_store::to_u64;
+use super::rows::to_u64;
 
 /// The append statement; the fenced variant adds a share-locked read of the shard's ownership
 /// row and inserts only when it still names the fence's owner and epoch.
@@ -453,56 +453,6 @@ impl Appender {
         }
         self.conflict_on(held, &append.stream, append.expected.unsigned_abs())
             .await
-    }
-}
-
-/// A connection appends are sent on: borrowed from the pool, or the store's own (taken out of
-/// the pool by a group-commit runner and kept between runs).
-pub(super) enum Conn {
-    /// Returned to the pool when dropped (sqlx pings it on the way back).
-    Pooled(PoolConnection<Postgres>),
-    /// Outside the pool: closed when dropped.
-    Own(PgConnection),
-}
-
-/// The connection statements are sent on, if one was taken yet.
-pub(super) type Held = Option<Conn>;
-
-/// The connection in `held`, or one borrowed from `pool` if there is none. Until a statement is
-/// sent, a failure here means nothing was written.
-pub(super) async fn connection<'c>(
-    held: &'c mut Held,
-    pool: &PgPool,
-) -> StoreResult<&'c mut PgConnection> {
-    if pool.is_closed() {
-        // A connection kept outside the pool must not outlive the store's `close`.
-        *held = None;
-        return Err(map_sqlx("using the store", sqlx::Error::PoolClosed));
-    }
-    if held.is_none() {
-        let conn = pool
-            .acquire()
-            .await
-            .map_err(|e| map_sqlx("acquiring a connection", e))?;
-        *held = Some(Conn::Pooled(conn));
-    }
-    match held {
-        Some(Conn::Pooled(conn)) => Ok(&mut **conn),
-        Some(Conn::Own(conn)) => Ok(conn),
-        None => Err(StoreError::Backend {
-            message: "no connection".into(),
-            source: None,
-        }),
-    }
-}
-
-/// Closes the connection in `held`: it broke or its state is unknown.
-pub(super) fn discard(held: &mut Held) {
-    match held.take() {
-        Some(Conn::Pooled(mut conn)) => conn.close_on_drop(),
-        // Dropping a connection of our own closes its socket.
-        Some(Conn::Own(conn)) => drop(conn),
-        None => {}
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use crate::error::{StoreError, StoreResult};
 use crate::stream::StreamId;
 
-use super::append::{Conn, Held};
+use super::connection::{Conn, Held};
 
 /// A call that can share a statement with others of its kind.
 pub(super) trait Job: Send + 'static {

@@ -24,13 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgPool;
 use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
-use crate::event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
+use crate::event::{NewEvent, RecordedEvent, command_event_id};
 use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery, StreamStart};
 use crate::fence::Fence;
 use crate::limits::StoreLimits;
@@ -39,15 +38,14 @@ use crate::stream::StreamId;
 
 use super::append::{Append, Appender};
 use super::batcher::{BatchStats, Statement};
-use super::config::{DEFAULT_CLIENT_TIMEOUT, PgConfig, migrate};
+use super::config::{DEFAULT_CLIENT_TIMEOUT, GroupCommit, PgConfig, migrate};
 use super::durability::Durability;
 use super::error::map_sqlx;
-use super::group_commit::{AppendBatcher, AppendStatement, GroupCommit, GroupCommitStats};
+use super::group_commit::{AppendBatcher, AppendStatement, GroupCommitStats};
+use super::rows::decode_event;
 use super::start::{StartBatcher, StartRead, StartStatement};
 
-/// Most events one append can carry in this backend: positions keep 16 bits for the event's
-/// index within its transaction.
-pub const PG_MAX_EVENTS_PER_APPEND: usize = 1 << 16;
+pub use super::rows::PG_MAX_EVENTS_PER_APPEND;
 
 const READ_STREAM: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
@@ -153,7 +151,7 @@ impl PgEventStore {
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
         };
         Self {
-            location: super::start::location(&pool),
+            location: super::connection::location(&pool),
             pool,
             limits,
             durability: None,
@@ -410,42 +408,4 @@ impl EventStore for PgEventStore {
             .map(|row| decode_event(row, stream.clone()))
             .collect()
     }
-}
-
-/// Decodes the first ten columns of [`READ_STREAM`] / [`READ_ALL`].
-fn decode_event(row: &PgRow, stream: StreamId) -> StoreResult<RecordedEvent> {
-    decode_event_at(row, stream, 0)
-}
-
-/// Decodes the event columns of `row` starting at column `first`.
-pub(super) fn decode_event_at(
-    row: &PgRow,
-    stream: StreamId,
-    first: usize,
-) -> StoreResult<RecordedEvent> {
-    let decode = |e| map_sqlx("decoding an event", e);
-    let version: i64 = row.try_get(first).map_err(decode)?;
-    let schema_version: i32 = row.try_get(first + 3).map_err(decode)?;
-    let payload: Vec<u8> = row.try_get(first + 4).map_err(decode)?;
-    let position: i64 = row.try_get(first + 8).map_err(decode)?;
-    Ok(RecordedEvent {
-        event_id: row.try_get(first + 1).map_err(decode)?,
-        command_id: row.try_get(first + 9).map_err(decode)?,
-        stream,
-        version: to_u64(version, "version")?,
-        event_type: row.try_get(first + 2).map_err(decode)?,
-        schema_version: schema_version as u32,
-        payload: Bytes::from(payload),
-        metadata: EventMetadata {
-            correlation_id: row.try_get(first + 5).map_err(decode)?,
-            causation_id: row.try_get(first + 6).map_err(decode)?,
-        },
-        recorded_at: row.try_get(first + 7).map_err(decode)?,
-        position: to_u64(position, "position")?,
-    })
-}
-
-/// A stored BIGINT that must not be negative.
-pub(crate) fn to_u64(value: i64, what: &str) -> StoreResult<u64> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what} {value}")))
 }

@@ -21,7 +21,6 @@
 //! [`StoreError::Indeterminate`]: the commit may have happened, for all of them or none.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -31,10 +30,12 @@ use crate::event_store::AppendReceipt;
 
 use crate::stream::StreamId;
 
-use super::append::{Append, Appender, Columns, Held, discard, fence_params};
+use super::append::{Append, Appender, Columns, fence_params};
 use super::batcher::{Batcher, Job, Limits, SharedError, Statement};
+use super::config::GroupCommit;
+use super::connection::{Held, discard};
 use super::error::{UNIQUE_VIOLATION, is_lost_in_flight, map_sqlx, sqlstate};
-use super::event_store::PG_MAX_EVENTS_PER_APPEND;
+use super::rows::PG_MAX_EVENTS_PER_APPEND;
 
 /// SQLSTATEs after which a batch is re-run one append at a time: unique violation, deadlock,
 /// serialization failure. Each means the transaction rolled back, so nothing was stored.
@@ -93,55 +94,6 @@ LEFT JOIN ins ON ins.aggregate_type = h.aggregate_type AND ins.aggregate_id = h.
 GROUP BY h.k, h.version, h.fence_ok
 ORDER BY h.k
 "#;
-
-/// How concurrent appends of one [`PgEventStore`](super::PgEventStore) share statements.
-///
-/// ```
-/// use event_stores::{GroupCommit, PgConfig};
-///
-/// // On by default; turn it off to send every append as its own statement.
-/// let config = PgConfig::new("postgres://app@localhost/app").group_commit(false);
-/// assert!(!config.group_commit.enabled);
-/// assert_eq!(GroupCommit::default().max_appends, 128);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GroupCommit {
-    /// Whether appends are batched at all (default true). Activation reads
-    /// ([`EventStore::read_start`](crate::EventStore::read_start)) are batched the same way
-    /// while this is on.
-    pub enabled: bool,
-    /// Most appends in one batch (default 128).
-    pub max_appends: usize,
-    /// Most events in one batch (default 8 192; capped at
-    /// [`PG_MAX_EVENTS_PER_APPEND`], since positions number the events of one transaction).
-    /// A single append larger than this goes alone.
-    pub max_events: usize,
-    /// Most batches in flight at once, each on a connection of its own, kept outside the pool
-    /// (so the store may hold this many connections beyond the pool's maximum), since sqlx
-    /// pings every connection that returns to its pool (default 1: one committer,
-    /// like a database's WAL writer). While they are all busy, new appends gather into the next
-    /// batch. On two cores one in flight measured best at 16 and 64 appenders (fewer, larger
-    /// statements leave the server more CPU); more can help a server whose commits are slow
-    /// (remote storage), at the price of smaller batches.
-    pub max_batches_in_flight: usize,
-    /// Under load only, how long a runner may hold the next batch for the appenders of its last
-    /// batch to come back (default 200 µs): a batch of N waits until N appends are queued again
-    /// or this has passed. After a batch of one it never waits, so a lone caller's latency is
-    /// unchanged. Zero sends whatever is queued at once.
-    pub linger: Duration,
-}
-
-impl Default for GroupCommit {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            max_appends: 128,
-            max_events: 8_192,
-            max_batches_in_flight: 1,
-            linger: Duration::from_micros(200),
-        }
-    }
-}
 
 /// What group commit did so far, for diagnostics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -13,18 +13,20 @@
 mod append;
 mod batcher;
 mod config;
+mod connection;
 mod durability;
 mod error;
 mod event_store;
 mod group_commit;
+mod rows;
 mod snapshot_store;
 mod snapshot_writes;
 mod start;
 
 pub use batcher::BatchStats;
-pub use config::{DEFAULT_CLIENT_TIMEOUT, MIGRATIONS_TABLE, PgConfig, migrate};
+pub use config::{DEFAULT_CLIENT_TIMEOUT, GroupCommit, MIGRATIONS_TABLE, PgConfig, migrate};
 pub use durability::Durability;
 pub use event_store::{PG_MAX_EVENTS_PER_APPEND, PgEventStore};
-pub use group_commit::{GroupCommit, GroupCommitStats};
+pub use group_commit::GroupCommitStats;
 pub use snapshot_store::PgSnapshotStore;
 pub use sqlx::postgres::PgPool;

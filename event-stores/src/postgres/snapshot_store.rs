@@ -7,10 +7,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgPool;
 
 use crate::error::{InvalidInput, StoreResult};
 use crate::limits::StoreLimits;
@@ -19,10 +18,9 @@ use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
 use super::batcher::BatchStats;
-use super::config::{PgConfig, migrate};
+use super::config::{GroupCommit, PgConfig, migrate};
 use super::error::map_sqlx;
-use super::event_store::to_u64;
-use super::group_commit::GroupCommit;
+use super::rows::{decode_record, to_u64};
 use super::snapshot_writes::{Retain, Save, SnapshotWrites};
 
 const SAVE: &str = r#"
@@ -197,7 +195,7 @@ impl PgSnapshotStore {
 #[async_trait]
 impl SnapshotStore for PgSnapshotStore {
     fn location(&self) -> Option<String> {
-        Some(super::start::location(&self.pool))
+        Some(super::connection::location(&self.pool))
     }
 
     async fn save(&self, record: SnapshotRecord) -> StoreResult<()> {
@@ -357,42 +355,6 @@ impl SnapshotStore for PgSnapshotStore {
             newest_taken_at: row.try_get(4).map_err(decode)?,
         })
     }
-}
-
-/// Decodes a row of the snapshot columns, in the order the `SELECT`s above list them.
-fn decode_record(row: &PgRow, stream: StreamId) -> StoreResult<SnapshotRecord> {
-    decode_record_at(row, stream, 0)
-}
-
-/// Decodes the snapshot columns of `row` starting at column `first`.
-pub(super) fn decode_record_at(
-    row: &PgRow,
-    stream: StreamId,
-    first: usize,
-) -> StoreResult<SnapshotRecord> {
-    let decode = |e| map_sqlx("decoding a snapshot", e);
-    let version: i64 = row.try_get(first).map_err(decode)?;
-    let state_schema_version: i32 = row.try_get(first + 2).map_err(decode)?;
-    let checksum: i64 = row.try_get(first + 5).map_err(decode)?;
-    let uncompressed_size: i64 = row.try_get(first + 6).map_err(decode)?;
-    let stored_size: i64 = row.try_get(first + 7).map_err(decode)?;
-    let bytes: Vec<u8> = row.try_get(first + 9).map_err(decode)?;
-    Ok(SnapshotRecord {
-        stream,
-        version: to_u64(version, "snapshot version")?,
-        last_event_id: row.try_get(first + 1).map_err(decode)?,
-        state_schema_version: state_schema_version as u32,
-        codec: row.try_get(first + 3).map_err(decode)?,
-        compression: row.try_get(first + 4).map_err(decode)?,
-        checksum: checksum as u64,
-        // A negative size can only come from damage outside this store. It is read as an
-        // impossible size, so the reader rejects this one snapshot (and counts it, and tries
-        // the next older one) instead of the store failing every read of the stream.
-        uncompressed_size: u64::try_from(uncompressed_size).unwrap_or(u64::MAX),
-        stored_size: u64::try_from(stored_size).unwrap_or(u64::MAX),
-        taken_at: row.try_get(first + 8).map_err(decode)?,
-        bytes: Bytes::from(bytes),
-    })
 }
 
 /// A u64 for a BIGINT column; larger values are refused as input, before anything is written.

@@ -17,9 +17,9 @@ use crate::error::{StoreError, StoreResult};
 use crate::snapshot::SnapshotRecord;
 use crate::stream::StreamId;
 
-use super::append::{Held, connection, discard};
 use super::batcher::{Batcher, Job, Limits, SharedError, Statement};
-use super::error::{is_lost_in_flight, map_sqlx};
+use super::connection::{Held, connection, failed};
+use super::error::map_sqlx;
 
 /// Most bytes of snapshots one save statement carries; a larger snapshot goes alone.
 const MAX_SAVE_BYTES: usize = 16 << 20;
@@ -145,14 +145,6 @@ impl SnapshotWrites {
     }
 }
 
-/// The error of a failed write; a connection that broke is not used again.
-fn write_failed(held: &mut Held, what: &str, err: sqlx::Error) -> StoreError {
-    if is_lost_in_flight(&err) {
-        discard(held);
-    }
-    map_sqlx(what, err)
-}
-
 #[async_trait]
 impl Statement for SaveStatement {
     type Job = Save;
@@ -220,9 +212,7 @@ impl Statement for SaveStatement {
         };
         match outcome {
             Ok(()) => saves.iter().map(|_| Ok(())).collect(),
-            Err(err) => {
-                SharedError::new(write_failed(held, "saving snapshots", err)).spread(saves.len())
-            }
+            Err(err) => SharedError::new(failed(held, "saving snapshots", err)).spread(saves.len()),
         }
     }
 }
@@ -269,7 +259,7 @@ impl Statement for RetainStatement {
                 .spread(passes.len());
             }
             Err(err) => {
-                return SharedError::new(write_failed(held, "applying snapshot retention", err))
+                return SharedError::new(failed(held, "applying snapshot retention", err))
                     .spread(passes.len());
             }
         };

@@ -17,11 +17,10 @@ use crate::error::{StoreError, StoreResult};
 use crate::event_store::StreamStart;
 use crate::stream::StreamId;
 
-use super::append::{Held, connection, discard};
 use super::batcher::{Batcher, Job, Limits, SharedError, Statement};
-use super::error::{is_lost_in_flight, map_sqlx};
-use super::event_store::decode_event_at;
-use super::snapshot_store::decode_record_at;
+use super::connection::{Held, connection, failed};
+use super::error::map_sqlx;
+use super::rows::{decode_event_at, decode_record_at};
 
 /// Column 0 says which kind of row it is; columns 1–10 are a snapshot's, 11–20 an event's.
 const READ_START: &str = r#"
@@ -144,25 +143,6 @@ impl Statement for StartStatement {
     }
 }
 
-/// The server and database `pool` connects to, as `postgres://host:port/database`.
-pub(super) fn location(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "postgres://{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or_default()
-    )
-}
-
-/// The error of a failed read; a connection that broke is not used again.
-fn read_failed(held: &mut Held, err: sqlx::Error) -> StoreError {
-    if is_lost_in_flight(&err) {
-        discard(held);
-    }
-    map_sqlx("reading a snapshot and the events after it", err)
-}
-
 /// The newest snapshot of `stream` and up to `page_size` events from its version on.
 async fn read_start(
     held: &mut Held,
@@ -177,7 +157,7 @@ async fn read_start(
         .bind(i64::try_from(page_size).unwrap_or(i64::MAX))
         .fetch_all(&mut *conn)
         .await;
-    let rows = rows.map_err(|e| read_failed(held, e))?;
+    let rows = rows.map_err(|e| failed(held, "reading a snapshot and the events after it", e))?;
     let mut start = StreamStart {
         snapshot: None,
         events: Vec::with_capacity(rows.len()),
@@ -209,7 +189,7 @@ async fn read_starts(
         .bind(&pages)
         .fetch_all(&mut *conn)
         .await;
-    let rows = rows.map_err(|e| read_failed(held, e))?;
+    let rows = rows.map_err(|e| failed(held, "reading a snapshot and the events after it", e))?;
     let mut starts: Vec<StreamStart> = reads
         .iter()
         .map(|_| StreamStart {

@@ -1,0 +1,78 @@
+//! The connections batched statements run on: borrowed from the pool, or a batcher's own,
+//! kept outside the pool between runs (sqlx pings every connection that returns to its pool).
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool, Postgres};
+
+use crate::error::{StoreError, StoreResult};
+
+use super::error::{is_lost_in_flight, map_sqlx};
+
+/// A connection appends are sent on: borrowed from the pool, or the store's own (taken out of
+/// the pool by a group-commit runner and kept between runs).
+pub(super) enum Conn {
+    /// Returned to the pool when dropped (sqlx pings it on the way back).
+    Pooled(PoolConnection<Postgres>),
+    /// Outside the pool: closed when dropped.
+    Own(PgConnection),
+}
+
+/// The connection statements are sent on, if one was taken yet.
+pub(super) type Held = Option<Conn>;
+
+/// The connection in `held`, or one borrowed from `pool` if there is none. Until a statement is
+/// sent, a failure here means nothing was written.
+pub(super) async fn connection<'c>(
+    held: &'c mut Held,
+    pool: &PgPool,
+) -> StoreResult<&'c mut PgConnection> {
+    if pool.is_closed() {
+        // A connection kept outside the pool must not outlive the store's `close`.
+        *held = None;
+        return Err(map_sqlx("using the store", sqlx::Error::PoolClosed));
+    }
+    if held.is_none() {
+        let conn = pool
+            .acquire()
+            .await
+            .map_err(|e| map_sqlx("acquiring a connection", e))?;
+        *held = Some(Conn::Pooled(conn));
+    }
+    match held {
+        Some(Conn::Pooled(conn)) => Ok(&mut **conn),
+        Some(Conn::Own(conn)) => Ok(conn),
+        None => Err(StoreError::Backend {
+            message: "no connection".into(),
+            source: None,
+        }),
+    }
+}
+
+/// Closes the connection in `held`: it broke or its state is unknown.
+pub(super) fn discard(held: &mut Held) {
+    match held.take() {
+        Some(Conn::Pooled(mut conn)) => conn.close_on_drop(),
+        // Dropping a connection of our own closes its socket.
+        Some(Conn::Own(conn)) => drop(conn),
+        None => {}
+    }
+}
+
+/// The error of a failed statement (`what` it did); a connection that broke is not used again.
+pub(super) fn failed(held: &mut Held, what: &str, err: sqlx::Error) -> StoreError {
+    if is_lost_in_flight(&err) {
+        discard(held);
+    }
+    map_sqlx(what, err)
+}
+
+/// The server and database `pool` connects to, as `postgres://host:port/database`.
+pub(super) fn location(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "postgres://{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    )
+}
