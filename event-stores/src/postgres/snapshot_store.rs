@@ -17,29 +17,11 @@ use crate::snapshot::{SnapshotRecord, SnapshotStats};
 use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
-use super::batcher::BatchStats;
+use super::batcher::{BatchStats, Statement};
 use super::config::{GroupCommit, PgConfig, migrate};
 use super::error::map_sqlx;
 use super::rows::{decode_record, to_u64};
-use super::snapshot_writes::{Retain, Save, SnapshotWrites};
-
-const SAVE: &str = r#"
-INSERT INTO snapshots (aggregate_type, aggregate_id, version, last_event_id,
-                       state_schema_version, codec, compression, checksum,
-                       uncompressed_size, stored_size, taken_at, bytes)
-VALUES ($1::text, $2::text, $3::bigint, $4::uuid, $5::int4, $6::text, $7::text, $8::bigint,
-        $9::bigint, $10::bigint, $11::timestamptz, $12::bytea)
-ON CONFLICT (aggregate_type, aggregate_id, version) DO UPDATE SET
-    last_event_id = EXCLUDED.last_event_id,
-    state_schema_version = EXCLUDED.state_schema_version,
-    codec = EXCLUDED.codec,
-    compression = EXCLUDED.compression,
-    checksum = EXCLUDED.checksum,
-    uncompressed_size = EXCLUDED.uncompressed_size,
-    stored_size = EXCLUDED.stored_size,
-    taken_at = EXCLUDED.taken_at,
-    bytes = EXCLUDED.bytes
-"#;
+use super::snapshot_writes::{Retain, RetainStatement, Save, SaveStatement, SnapshotWrites};
 
 // Static statements (not built with format!) so sqlx can cache their prepared forms.
 const LOAD_AT_OR_BEFORE_VERSION: &str = r#"
@@ -77,20 +59,6 @@ WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND version = $3::bi
 const DELETE_OLDER_THAN: &str = r#"
 DELETE FROM snapshots
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND version < $3::bigint
-"#;
-
-// The subquery finds the version of the keep-th newest snapshot; with fewer snapshots it is NULL
-// and `version < NULL` deletes nothing.
-const RETAIN_NEWEST: &str = r#"
-DELETE FROM snapshots
-WHERE aggregate_type = $1::text AND aggregate_id = $2::text
-  AND version < (
-      SELECT version FROM snapshots
-      WHERE aggregate_type = $1::text AND aggregate_id = $2::text
-      ORDER BY version DESC
-      OFFSET $3::bigint - 1
-      LIMIT 1
-  )
 "#;
 
 const STATS: &str = r#"
@@ -203,35 +171,19 @@ impl SnapshotStore for PgSnapshotStore {
         let version = to_i64(record.version, "snapshot version")?;
         let uncompressed_size = to_i64(record.uncompressed_size, "snapshot uncompressed size")?;
         let stored_size = to_i64(record.stored_size, "snapshot stored size")?;
-        if let Some(writes) = &self.writes {
-            return writes
-                .saves
-                .call(Save {
-                    record,
-                    version,
-                    uncompressed_size,
-                    stored_size,
-                })
-                .await;
+        let save = Save {
+            record,
+            version,
+            uncompressed_size,
+            stored_size,
+        };
+        match &self.writes {
+            Some(writes) => writes.saves.call(save).await,
+            // The batch statement with one row.
+            None => one(SaveStatement::new(&self.pool)
+                .send(&mut None, &[save])
+                .await),
         }
-        sqlx::query(SAVE)
-            .bind(record.stream.aggregate_type())
-            .bind(record.stream.aggregate_id())
-            .bind(version)
-            .bind(record.last_event_id)
-            // Bit-casts: the columns hold every u32 / u64 this way, and reads cast back.
-            .bind(record.state_schema_version as i32)
-            .bind(record.codec.as_str())
-            .bind(record.compression.as_str())
-            .bind(record.checksum as i64)
-            .bind(uncompressed_size)
-            .bind(stored_size)
-            .bind(record.taken_at)
-            .bind(record.bytes.as_ref())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("saving a snapshot", e))?;
-        Ok(())
     }
 
     async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>> {
@@ -317,23 +269,16 @@ impl SnapshotStore for PgSnapshotStore {
 
     async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
         let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
-        if let Some(writes) = &self.writes {
-            return writes
-                .retention
-                .call(Retain {
-                    stream: stream.clone(),
-                    keep,
-                })
-                .await;
+        let pass = Retain {
+            stream: stream.clone(),
+            keep,
+        };
+        match &self.writes {
+            Some(writes) => writes.retention.call(pass).await,
+            None => one(RetainStatement::new(&self.pool)
+                .send(&mut None, &[pass])
+                .await),
         }
-        let done = sqlx::query(RETAIN_NEWEST)
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .bind(keep)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("applying snapshot retention", e))?;
-        Ok(done.rows_affected())
     }
 
     async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {
@@ -355,6 +300,16 @@ impl SnapshotStore for PgSnapshotStore {
             newest_taken_at: row.try_get(4).map_err(decode)?,
         })
     }
+}
+
+/// The outcome of a batch of one.
+fn one<T>(outcomes: Vec<StoreResult<T>>) -> StoreResult<T> {
+    outcomes.into_iter().next().unwrap_or_else(|| {
+        Err(crate::error::StoreError::Backend {
+            message: "a statement of one returned no outcome".into(),
+            source: None,
+        })
+    })
 }
 
 /// A u64 for a BIGINT column; larger values are refused as input, before anything is written.

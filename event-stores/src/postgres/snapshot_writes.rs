@@ -61,9 +61,16 @@ ON CONFLICT (aggregate_type, aggregate_id, version) DO UPDATE SET
     bytes = EXCLUDED.bytes
 "#;
 
-/// Saves, alone or many at once (the single-row statement is [`SAVE_MANY`] with arrays of one).
+/// Saves, alone or many at once (one save is [`SAVE_MANY`] with arrays of one).
 pub(super) struct SaveStatement {
     pool: PgPool,
+}
+
+impl SaveStatement {
+    /// Saves on `pool`.
+    pub fn new(pool: &PgPool) -> Self {
+        Self { pool: pool.clone() }
+    }
 }
 
 /// One retention pass: keep the newest `keep` snapshots of the stream.
@@ -111,6 +118,13 @@ pub(super) struct RetainStatement {
     pool: PgPool,
 }
 
+impl RetainStatement {
+    /// Retention passes on `pool`.
+    pub fn new(pool: &PgPool) -> Self {
+        Self { pool: pool.clone() }
+    }
+}
+
 /// The batchers of one snapshot store's writes.
 pub(super) struct SnapshotWrites {
     pub saves: Arc<Batcher<SaveStatement>>,
@@ -128,13 +142,9 @@ impl SnapshotWrites {
             linger,
         };
         Self {
-            saves: Arc::new(Batcher::new(
-                SaveStatement { pool: pool.clone() },
-                pool.clone(),
-                limits,
-            )),
+            saves: Arc::new(Batcher::new(SaveStatement::new(pool), pool.clone(), limits)),
             retention: Arc::new(Batcher::new(
-                RetainStatement { pool: pool.clone() },
+                RetainStatement::new(pool),
                 pool.clone(),
                 Limits {
                     max_weight: usize::MAX,
