@@ -223,9 +223,10 @@ fn notes(results: &[(&PgMode, ModeResult)]) -> Vec<String> {
          event, COMMIT): four round trips or more; the event-sourced mode's read grows with the \
          history. Ours reads nothing on a warm aggregate: the actor holds the state and the \
          append is one statement (shared with other aggregates' appends by group commit). On a \
-         cold aggregate ours first activates the actor: snapshot lookup, then the tail read \
-         (here a snapshot taken when the seeding executor passivated, and {replayed} events \
-         after it), then the append: three round trips. The framework measured a mean \
+         cold aggregate ours first activates the actor: one statement reads the newest \
+         snapshot and the events after it (here a snapshot taken when the seeding executor \
+         passivated, and {replayed} events after it), shared with other activations' reads, \
+         then the append: two round trips. The framework measured a mean \
          activation time of {activation} during the cold rounds."
     ));
     for (mode, result) in results {
