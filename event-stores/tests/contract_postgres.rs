@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::set_shard_owner;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -334,19 +337,6 @@ async fn a_server_that_would_lose_acknowledged_commits_is_reported_and_can_be_re
             "{refused:?}"
         );
     }
-}
-
-async fn set_shard_owner(pool: &sqlx::PgPool, shard: i32, owner: uuid::Uuid, epoch: i64) {
-    sqlx::query(
-        "INSERT INTO shard_owners (shard, owner, epoch) VALUES ($1, $2, $3)
-         ON CONFLICT (shard) DO UPDATE SET owner = $2, epoch = $3, changed_at = now()",
-    )
-    .bind(shard)
-    .bind(owner)
-    .bind(epoch)
-    .execute(pool)
-    .await
-    .unwrap();
 }
 
 /// A fenced append stores only while its fence is the shard's current (owner, epoch): after a

@@ -9,6 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::set_shard_owner;
 use std::time::Duration;
 
 use event_stores::contract::{fresh_stream, numbered_events};
@@ -112,19 +115,6 @@ async fn writers_at(pool: &PgPool, streams: &[StreamId], version: i64) -> (i64, 
     .fetch_one(pool)
     .await
     .unwrap()
-}
-
-async fn set_shard_owner(pool: &PgPool, shard: i32, owner: Uuid, epoch: i64) {
-    sqlx::query(
-        "INSERT INTO shard_owners (shard, owner, epoch) VALUES ($1, $2, $3)
-         ON CONFLICT (shard) DO UPDATE SET owner = $2, epoch = $3, changed_at = now()",
-    )
-    .bind(shard)
-    .bind(owner)
-    .bind(epoch)
-    .execute(pool)
-    .await
-    .unwrap();
 }
 
 /// Twenty appends sent while a batch is stuck leave together: the stored ones were written by
