@@ -19,8 +19,13 @@ use crate::{
 };
 
 /// Starts the task that activates `slot` (already in the map for `key`) and watches it until it
-/// stops.
-pub(crate) fn start<V: VirtualActor>(core: &Arc<Core<V>>, key: V::Key, slot: Arc<Slot<V>>) {
+/// stops. `creation`: the first message declares the key new (see [`VirtualActor::is_creation`]).
+pub(crate) fn start<V: VirtualActor>(
+    core: &Arc<Core<V>>,
+    key: V::Key,
+    slot: Arc<Slot<V>>,
+    creation: bool,
+) {
     let mut guard = SlotGuard {
         core: Arc::clone(core),
         key,
@@ -34,7 +39,7 @@ pub(crate) fn start<V: VirtualActor>(core: &Arc<Core<V>>, key: V::Key, slot: Arc
         .or_else(|| core.runtime.clone());
     match runtime {
         Some(runtime) => {
-            runtime.spawn(run(guard));
+            runtime.spawn(run(guard, creation));
         }
         None => {
             tracing::error!(
@@ -77,7 +82,7 @@ impl<V: VirtualActor> Drop for SlotGuard<V> {
     }
 }
 
-async fn run<V: VirtualActor>(mut guard: SlotGuard<V>) {
+async fn run<V: VirtualActor>(mut guard: SlotGuard<V>, creation: bool) {
     let core = Arc::clone(&guard.core);
     match eviction::acquire_capacity(&core).await {
         Capacity::Unlimited => {}
@@ -105,6 +110,7 @@ async fn run<V: VirtualActor>(mut guard: SlotGuard<V>) {
         key: guard.key.clone(),
         context: Arc::clone(&core.context),
         shared: Arc::clone(&guard.slot.shared),
+        creation,
     };
     let spawned = Actor::spawn(None, Host::<V>::new(), args)
         .instrument(span.clone())

@@ -94,8 +94,9 @@ impl<V: VirtualActor> Core<V> {
         }
     }
 
-    /// The key's slot, inserting one and starting its activation if the key has none.
-    fn slot_for(self: &Arc<Self>, key: &V::Key) -> Arc<Slot<V>> {
+    /// The key's slot, inserting one and starting its activation if the key has none;
+    /// `creation` says the message that needs it declares the key new.
+    fn slot_for(self: &Arc<Self>, key: &V::Key, creation: bool) -> Arc<Slot<V>> {
         if let Some(slot) = self.slots.get(key) {
             return Arc::clone(slot.value());
         }
@@ -109,7 +110,7 @@ impl<V: VirtualActor> Core<V> {
                 slot
             }
         };
-        activation::start(self, key.clone(), Arc::clone(&slot));
+        activation::start(self, key.clone(), Arc::clone(&slot), creation);
         slot
     }
 
@@ -131,7 +132,7 @@ impl<V: VirtualActor> Core<V> {
                     key: key.to_string(),
                 });
             }
-            let slot = self.slot_for(key);
+            let slot = self.slot_for(key, V::is_creation(&message));
             if let Some(actor) = slot.actor() {
                 let Some(permit) = slot.shared.try_admit() else {
                     self.counters.overloaded();

@@ -1,6 +1,6 @@
 //! The ractor actor that hosts one [`VirtualActor`].
 //!
-//! `pre_start` runs [`VirtualActor::activate`], `handle` gives the message's mailbox place back
+//! `pre_start` runs [`VirtualActor::activate`] (or `activate_new`), `handle` gives the message's mailbox place back
 //! and runs [`VirtualActor::handle`], `post_stop` (reached only by a drain, never after a
 //! panic) runs [`VirtualActor::passivate`] with the recorded reason.
 
@@ -34,6 +34,8 @@ pub(crate) struct HostArgs<V: VirtualActor> {
     pub(crate) key: V::Key,
     pub(crate) context: Arc<V::Context>,
     pub(crate) shared: Arc<SlotShared>,
+    /// The first message declares the key new: [`VirtualActor::activate_new`] builds the actor.
+    pub(crate) creation: bool,
 }
 
 /// The running actor and its slot's shared half.
@@ -69,7 +71,12 @@ impl<V: VirtualActor> Actor for Host<V> {
         _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        match V::activate(&args.key, &args.context).await {
+        let activated = if args.creation {
+            V::activate_new(&args.key, &args.context).await
+        } else {
+            V::activate(&args.key, &args.context).await
+        };
+        match activated {
             Ok(actor) => {
                 args.shared.touch();
                 Ok(HostState {

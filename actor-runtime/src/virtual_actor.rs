@@ -28,6 +28,25 @@ pub trait VirtualActor: Sized + Send + 'static {
         context: &Arc<Self::Context>,
     ) -> Result<Self, Self::ActivationError>;
 
+    /// Whether `first`, the message whose arrival starts an activation, declares its key new
+    /// (a creation command, say). If so the runtime builds the actor with
+    /// [`activate_new`](VirtualActor::activate_new) instead of
+    /// [`activate`](VirtualActor::activate). Asked only when a call finds no actor for its key.
+    fn is_creation(_first: &Self::Message) -> bool {
+        false
+    }
+
+    /// Builds the actor for a key whose first message says it is new, so an actor that loads
+    /// state in [`activate`](VirtualActor::activate) may skip the load. The message is a hint:
+    /// the actor must still find out, and cope, when the key was not new after all. Defaults
+    /// to [`activate`](VirtualActor::activate).
+    async fn activate_new(
+        key: &Self::Key,
+        context: &Arc<Self::Context>,
+    ) -> Result<Self, Self::ActivationError> {
+        Self::activate(key, context).await
+    }
+
     /// Handles one message. Calls never overlap for one actor; they run in mailbox order.
     /// A panic here stops the actor (without [`passivate`](VirtualActor::passivate)); its
     /// unanswered callers get [`RuntimeError::ActorStopped`](crate::RuntimeError::ActorStopped).

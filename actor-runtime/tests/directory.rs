@@ -96,6 +96,9 @@ enum Msg {
     Wait(Reply<u64>),
     /// Panics in `handle`.
     Panic(Reply<()>),
+    /// Declares its key new ([`VirtualActor::is_creation`]); answers whether this activation
+    /// was built by `activate_new`.
+    Create(Reply<bool>),
 }
 
 struct TestActor {
@@ -104,6 +107,8 @@ struct TestActor {
     total: u64,
     sequence: u64,
     in_handle: Arc<AtomicBool>,
+    /// Built by `activate_new`.
+    built_new: bool,
 }
 
 #[actor_runtime::async_trait]
@@ -140,7 +145,18 @@ impl VirtualActor for TestActor {
             total: 0,
             sequence: 0,
             in_handle,
+            built_new: false,
         })
+    }
+
+    fn is_creation(first: &Msg) -> bool {
+        matches!(first, Msg::Create(_))
+    }
+
+    async fn activate_new(key: &u64, probe: &Arc<Probe>) -> Result<Self, Refused> {
+        let mut actor = Self::activate(key, probe).await?;
+        actor.built_new = true;
+        Ok(actor)
     }
 
     async fn handle(&mut self, message: Msg) {
@@ -167,6 +183,9 @@ impl VirtualActor for TestActor {
                 let mut gate = self.probe.gate.subscribe();
                 let _ = gate.wait_for(|open| *open).await;
                 reply.send(self.total);
+            }
+            Msg::Create(reply) => {
+                reply.send(self.built_new);
             }
             Msg::Panic(_reply) => {
                 self.in_handle.store(false, Ordering::SeqCst);
@@ -233,6 +252,32 @@ impl Rng {
 // ---------------------------------------------------------------------------------------------
 // Activation
 // ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_creation_message_activates_a_cold_key_with_activate_new_and_is_only_a_hint_for_live_keys()
+{
+    let probe = Probe::new();
+    let dir = directory(&probe, config());
+
+    assert!(dir.call(&1, Msg::Create).await.unwrap(), "cold key + creation message: activate_new");
+    assert!(dir.call(&1, Msg::Create).await.unwrap(), "the same live actor answers again");
+    assert_eq!(probe.activations_of(1), 1);
+
+    add(&dir, 2, 1).await.unwrap();
+    assert!(
+        !dir.call(&2, Msg::Create).await.unwrap(),
+        "a live key is not activated again: the message reaches the actor built by activate"
+    );
+    assert_eq!(probe.activations_of(2), 1);
+
+    assert!(dir.passivate(&1).await);
+    add(&dir, 1, 1).await.unwrap();
+    assert!(
+        !dir.call(&1, Msg::Create).await.unwrap(),
+        "after a passivation, an ordinary first message activates with activate"
+    );
+    dir.shutdown().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_keys_called_concurrently_activate_exactly_once_each() {

@@ -76,6 +76,10 @@ pub(crate) struct AggregateActor<A: Aggregate> {
     stale: bool,
     /// An append was fenced: another node owns this aggregate now, so this actor must go.
     fenced: bool,
+    /// Activated for a creation command without reading the store: the default state at
+    /// version 0 is presumed, not known. A creation command may decide on it (its append at
+    /// version 0 verifies the presumption); anything else reads the stream first.
+    presumed_new: bool,
     activation: ActivationReport,
     /// Commands applied lately, for deduplication.
     recent: RecentCommands,
@@ -114,23 +118,29 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                 });
             }
         };
-        let activation = hydrated.report();
-        context.metrics.activated(&activation);
-        tracing::debug!(%stream, ?activation, "activated");
-        Ok(Self {
-            context: Arc::clone(context),
-            last_snapshot_version: hydrated.snapshot.as_ref().map_or(0, |s| s.version),
-            state: hydrated.state,
-            version: hydrated.version,
-            last_event_id: hydrated.last_event_id,
-            stale: false,
-            fenced: false,
-            activation,
-            recent: hydrated.recent,
-            last_snapshot_at: Instant::now(),
-            snapshotted_since_activation: false,
+        let actor = Self::from_hydrated(context, stream, hydrated, false);
+        context.metrics.activated(&actor.activation);
+        tracing::debug!(stream = %actor.stream, activation = ?actor.activation, "activated");
+        Ok(actor)
+    }
+
+    fn is_creation(first: &AggregateMessage<A>) -> bool {
+        matches!(first, AggregateMessage::Execute { command, .. } if A::is_creation(command))
+    }
+
+    /// No read: the first command decides on the default state, and its append at version 0
+    /// tells whether the stream was new. The activation is counted once that is known.
+    async fn activate_new(
+        id: &String,
+        context: &Arc<AggregateContext<A>>,
+    ) -> Result<Self, ActivationError> {
+        let stream = StreamId::new(A::TYPE, id)?;
+        Ok(Self::from_hydrated(
+            context,
             stream,
-        })
+            Hydrated::presumed_new(),
+            true,
+        ))
     }
 
     async fn handle(&mut self, message: AggregateMessage<A>) {
@@ -203,6 +213,29 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
 }
 
 impl<A: Aggregate> AggregateActor<A> {
+    fn from_hydrated(
+        context: &Arc<AggregateContext<A>>,
+        stream: StreamId,
+        hydrated: Hydrated<A>,
+        presumed_new: bool,
+    ) -> Self {
+        Self {
+            context: Arc::clone(context),
+            last_snapshot_version: hydrated.snapshot.as_ref().map_or(0, |s| s.version),
+            activation: hydrated.report(),
+            state: hydrated.state,
+            version: hydrated.version,
+            last_event_id: hydrated.last_event_id,
+            stale: false,
+            fenced: false,
+            presumed_new,
+            recent: hydrated.recent,
+            last_snapshot_at: Instant::now(),
+            snapshotted_since_activation: false,
+            stream,
+        }
+    }
+
     /// catch up → deduplicate → decide → encode → apply → append (expected version) → remember
     /// the command → snapshot check → reply.
     async fn execute(
@@ -213,10 +246,10 @@ impl<A: Aggregate> AggregateActor<A> {
         let command_id = call.command_id.as_uuid();
         let mut retries = 0;
         loop {
-            // Reads are bounded by the deadline too; one that cannot finish stores nothing.
-            match tokio::time::timeout_at(call.deadline, self.catch_up()).await {
-                Ok(caught_up) => caught_up?,
-                Err(_) => return Err(self.expired(call.command_id)),
+            // A creation command on a presumed-new stream skips the read: its append verifies.
+            let presumed = self.presumed_new && !self.stale && A::is_creation(command);
+            if !presumed {
+                self.catch_up_by(call).await?;
             }
             if let Some((first, last)) = self.recent.get(command_id) {
                 return self.duplicate(call, first, last).await;
@@ -224,7 +257,14 @@ impl<A: Aggregate> AggregateActor<A> {
             if tokio::time::Instant::now() >= call.deadline {
                 return Err(self.expired(call.command_id));
             }
-            let events = A::decide(&self.state, command).map_err(CommandError::Rejected)?;
+            let decided = A::decide(&self.state, command);
+            if presumed && !matches!(&decided, Ok(events) if !events.is_empty()) {
+                // No append will tell whether the stream was new: read it, then decide again.
+                self.context.metrics.creation_hint_missed();
+                self.catch_up_by(call).await?;
+                continue;
+            }
+            let events = decided.map_err(CommandError::Rejected)?;
             if events.is_empty() {
                 return Ok(Committed {
                     version: self.version,
@@ -260,6 +300,12 @@ impl<A: Aggregate> AggregateActor<A> {
             };
             match appended {
                 Ok(receipt) => {
+                    if self.presumed_new {
+                        self.presumed_new = false;
+                        self.context
+                            .metrics
+                            .activated_without_read(&self.activation);
+                    }
                     self.stale = false;
                     self.version = receipt.last_version;
                     self.last_event_id = last_event_id;
@@ -277,6 +323,15 @@ impl<A: Aggregate> AggregateActor<A> {
                         command_id: call.command_id,
                         duplicate: false,
                     });
+                }
+                Err(StoreError::VersionConflict {
+                    stream,
+                    expected,
+                    actual,
+                }) if presumed => {
+                    // The stream was not new. The state is stale now: the next round reads it.
+                    self.context.metrics.creation_hint_missed();
+                    tracing::debug!(%stream, expected, actual, "creation command on an existing stream; re-deciding on its stored state");
                 }
                 Err(StoreError::VersionConflict {
                     stream,
@@ -399,9 +454,19 @@ impl<A: Aggregate> AggregateActor<A> {
         })
     }
 
-    /// Rebuilds the state from the stores if it may have run ahead of them.
+    /// [`catch_up`](Self::catch_up) within the command's deadline; a read that cannot finish
+    /// in time stores nothing.
+    async fn catch_up_by(&mut self, call: &CommandCall) -> Result<(), CommandError<A::Error>> {
+        match tokio::time::timeout_at(call.deadline, self.catch_up()).await {
+            Ok(caught_up) => Ok(caught_up?),
+            Err(_) => Err(self.expired(call.command_id)),
+        }
+    }
+
+    /// Rebuilds the state from the stores if it may have run ahead of them, or was only
+    /// presumed (a creation command's activation, which then counts as an ordinary one).
     async fn catch_up(&mut self) -> Result<(), ExecutorError> {
-        if !self.stale {
+        if !self.stale && !self.presumed_new {
             return Ok(());
         }
         let hydrated = load::<A>(&self.context, &self.stream)
@@ -409,6 +474,11 @@ impl<A: Aggregate> AggregateActor<A> {
             .map_err(|e| ExecutorError::Activation(Arc::new(e)))?;
         if let Some(snapshot) = &hydrated.snapshot {
             self.last_snapshot_version = self.last_snapshot_version.max(snapshot.version);
+        }
+        if self.presumed_new {
+            self.presumed_new = false;
+            self.activation = hydrated.report();
+            self.context.metrics.activated(&self.activation);
         }
         self.state = hydrated.state;
         self.version = hydrated.version;

@@ -45,6 +45,20 @@ pub trait Aggregate: Send + Sync + 'static {
     /// Folds one event into the state.
     fn apply(state: &mut Self::State, event: &Self::Event);
 
+    /// Whether `command` usually starts a new aggregate (`OpenAccount`, `PlaceOrder`). A hint
+    /// for a cold aggregate: its actor then skips reading the store, decides on the default
+    /// state and appends with expected version 0, so a brand-new aggregate's first command
+    /// costs one round trip instead of two.
+    ///
+    /// A wrong hint costs a round trip, never correctness: if the stream exists, that append
+    /// conflicts and the command is decided again on the stored state (a duplicate command id
+    /// is recognised there too). A rejection, or a decision with no events, on the presumed
+    /// default state is likewise checked against the store before it is answered. Defaults to
+    /// `false`: every cold aggregate reads first.
+    fn is_creation(_command: &Self::Command) -> bool {
+        false
+    }
+
     /// The stored type name of an event. Defaults to the enum variant name (`Deposited` for
     /// `AccountEvent::Deposited { .. }`), or the Rust type name for non-enum events.
     fn event_type(event: &Self::Event) -> Cow<'static, str> {

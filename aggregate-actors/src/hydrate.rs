@@ -56,6 +56,21 @@ pub(crate) struct Hydrated<A: Aggregate> {
 }
 
 impl<A: Aggregate> Hydrated<A> {
+    /// A stream with no events, presumed without reading (see [`Aggregate::is_creation`]).
+    pub(crate) fn presumed_new() -> Self {
+        Self {
+            state: A::State::default(),
+            version: 0,
+            last_event_id: None,
+            last_recorded_at: None,
+            snapshot: None,
+            snapshots_skipped: 0,
+            events_replayed: 0,
+            elapsed: Duration::ZERO,
+            recent: RecentCommands::default(),
+        }
+    }
+
     pub(crate) fn report(&self) -> ActivationReport {
         ActivationReport {
             snapshot_version: self.snapshot.as_ref().map(|s| s.version),

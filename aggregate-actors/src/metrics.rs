@@ -42,8 +42,17 @@ pub struct AggregateStats {
     pub commands_indeterminate: u64,
     /// Version conflicts met (each retry counts).
     pub conflicts: u64,
-    /// Activations (state rebuilt from the stores).
+    /// Activations (state rebuilt from the stores, or started empty for a creation command).
     pub activations: u64,
+    /// Activations that read nothing: a creation command ([`Aggregate::is_creation`]) on a
+    /// new stream, decided on the default state and stored with expected version 0.
+    ///
+    /// [`Aggregate::is_creation`]: crate::Aggregate::is_creation
+    pub activations_without_read: u64,
+    /// Creation commands whose stream existed after all: the append at version 0 conflicted
+    /// (or the decision could not be verified by an append), so the actor read the stream and
+    /// decided again. Not counted in [`conflicts`](AggregateStats::conflicts).
+    pub creation_hints_missed: u64,
     /// Events replayed over all activations.
     pub events_replayed: u64,
     /// Most events replayed by one activation.
@@ -101,6 +110,8 @@ pub(crate) struct AggregateMetrics {
     commands_indeterminate: AtomicU64,
     conflicts: AtomicU64,
     activations: AtomicU64,
+    activations_without_read: AtomicU64,
+    creation_hints_missed: AtomicU64,
     events_replayed: AtomicU64,
     max_events_replayed: AtomicU64,
     activation_micros: AtomicU64,
@@ -145,6 +156,8 @@ impl AggregateMetrics {
             commands_indeterminate: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             activations: AtomicU64::new(0),
+            activations_without_read: AtomicU64::new(0),
+            creation_hints_missed: AtomicU64::new(0),
             events_replayed: AtomicU64::new(0),
             max_events_replayed: AtomicU64::new(0),
             activation_micros: AtomicU64::new(0),
@@ -227,6 +240,17 @@ impl AggregateMetrics {
             .record(report.elapsed.as_secs_f64());
     }
 
+    /// A creation command's actor started on the default state and its append at version 0
+    /// succeeded: an activation that read nothing.
+    pub(crate) fn activated_without_read(&self, report: &ActivationReport) {
+        self.activations_without_read.fetch_add(1, Relaxed);
+        self.activated(report);
+    }
+
+    pub(crate) fn creation_hint_missed(&self) {
+        self.creation_hints_missed.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn snapshot_skipped_invalid(&self) {
         self.snapshots_skipped_invalid.fetch_add(1, Relaxed);
         self.facade.snapshots_skipped.increment(1);
@@ -261,6 +285,8 @@ impl AggregateMetrics {
             commands_indeterminate: self.commands_indeterminate.load(Relaxed),
             conflicts: self.conflicts.load(Relaxed),
             activations: self.activations.load(Relaxed),
+            activations_without_read: self.activations_without_read.load(Relaxed),
+            creation_hints_missed: self.creation_hints_missed.load(Relaxed),
             events_replayed: self.events_replayed.load(Relaxed),
             max_events_replayed: self.max_events_replayed.load(Relaxed),
             activation_time: Duration::from_micros(self.activation_micros.load(Relaxed)),

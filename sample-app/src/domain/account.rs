@@ -436,4 +436,9 @@ impl Aggregate for Account {
             }
         }
     }
+
+    /// Opening starts an account: a cold account's `Open` appends without reading first.
+    fn is_creation(dated: &Dated<AccountCommand>) -> bool {
+        matches!(dated.command, AccountCommand::Open { .. })
+    }
 }

@@ -340,6 +340,11 @@ impl Aggregate for Customer {
             CustomerEvent::Verified { at } => state.verified_at = Some(*at),
         }
     }
+
+    /// Registering starts a customer: a cold customer's `Register` appends without reading.
+    fn is_creation(dated: &Dated<CustomerCommand>) -> bool {
+        matches!(dated.command, CustomerCommand::Register { .. })
+    }
 }
 
 #[cfg(test)]
