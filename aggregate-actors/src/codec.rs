@@ -10,6 +10,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use event_stores::{EventMetadata, NewEvent, StreamId};
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
 use crate::dedup::RecentCommand;
 
 /// Name recorded for snapshots whose bytes are the MessagePack state alone (written before
@@ -212,6 +216,28 @@ fn decompress_at_most(bytes: &[u8], recorded_size: u64) -> Result<Vec<u8>, Codec
         .read_to_end(&mut out)
         .map_err(|e| CodecError::Decompress(e.to_string()))?;
     Ok(out)
+}
+
+/// Encodes a command's events for the store, with ids derived from the command id (so a retry
+/// of the command collides with its first attempt in the store).
+pub(crate) fn encode_events<A: Aggregate>(
+    stream: &StreamId,
+    command_id: Uuid,
+    events: &[A::Event],
+    metadata: EventMetadata,
+) -> Result<Vec<NewEvent>, CodecError> {
+    (0u32..)
+        .zip(events)
+        .map(|(index, event)| {
+            Ok(NewEvent::new(
+                A::event_type(event).into_owned(),
+                A::EVENT_SCHEMA_VERSION,
+                encode(event)?,
+            )
+            .for_command(stream, command_id, index)
+            .with_metadata(metadata))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -34,9 +34,9 @@ use event_stores::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::actor::encode_events;
 use crate::aggregate::Aggregate;
 use crate::codec;
+use crate::codec::encode_events;
 use crate::error::CommandError;
 use crate::executor::Executor;
 use crate::outcome::Committed;

@@ -4,30 +4,28 @@
 //! snapshot plus the events after it; [`handle`](AggregateActor::handle) runs commands one at
 //! a time; [`passivate`](AggregateActor::passivate) may leave a snapshot behind.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actor_runtime::{PassivationReason, Reply, VirtualActor};
-use event_stores::{
-    EventMetadata, EventStore, NewEvent, ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStore,
-    StoreError, StreamId,
-};
+use event_stores::{EventMetadata, EventStore, SnapshotStore, StoreError, StreamId};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
-use crate::codec::{self, CodecError};
+use crate::codec::encode_events;
 use crate::command::CommandId;
 use crate::dedup::RecentCommands;
 use crate::error::{ActivationError, CommandError, ExecutorError, Indeterminate};
-use crate::hydrate::{Hydrated, Target, hydrate, open_snapshot};
+use crate::hydrate::{Hydrated, Target, hydrate};
 use crate::metrics::{ActivationReport, AggregateMetrics};
 use crate::outcome::{Committed, StateView};
 use crate::settings::AggregateSettings;
-use crate::snapshot_writer::{SnapshotJob, SnapshotWriter, WriteOutcome};
-use crate::strategy::{ActivationCost, SnapshotContext};
+use crate::snapshot_writer::{SnapshotWriter, WriteOutcome};
+
+mod duplicates;
+mod snapshots;
 
 /// What every actor of one aggregate type shares.
 pub(crate) struct AggregateContext<A: Aggregate> {
@@ -367,78 +365,6 @@ impl<A: Aggregate> AggregateActor<A> {
         }
     }
 
-    /// The answer to a command id already applied in the window: its original version and
-    /// events, read back from the store.
-    async fn duplicate(
-        &mut self,
-        call: &CommandCall,
-        first: u64,
-        last: u64,
-    ) -> Result<Committed<A>, CommandError<A::Error>> {
-        let query = ReadQuery::after(first - 1)
-            .up_to_version(last)
-            .page_size(usize::try_from(last - first + 1).unwrap_or(usize::MAX));
-        let read = self.context.events.read_stream(&self.stream, query);
-        let stored = match tokio::time::timeout_at(call.deadline, read).await {
-            Ok(Ok(stored)) => stored,
-            // It is stored, but the answer cannot be read back now: the caller retries.
-            Ok(Err(error)) => return Err(self.indeterminate(call, ExecutorError::Store(error))),
-            Err(_) => {
-                let after = self.context.settings.runtime.call_timeout;
-                let id = self.stream.aggregate_id().to_owned();
-                return Err(self.indeterminate(call, ExecutorError::Timeout { id, after }));
-            }
-        };
-        self.committed_duplicate(call, &stored)
-    }
-
-    /// The answer to a command the store refused as already applied (older than the window).
-    async fn duplicate_from_store(
-        &mut self,
-        call: &CommandCall,
-    ) -> Result<Committed<A>, CommandError<A::Error>> {
-        let read = self
-            .context
-            .events
-            .read_command(&self.stream, call.command_id.as_uuid());
-        match tokio::time::timeout_at(call.deadline, read).await {
-            Ok(Ok(stored)) if !stored.is_empty() => self.committed_duplicate(call, &stored),
-            Ok(Ok(_)) => Err(self.indeterminate(
-                call,
-                ExecutorError::Store(StoreError::Indeterminate {
-                    message: "the store refused the command as applied but holds none of its \
-                              events"
-                        .into(),
-                    source: None,
-                }),
-            )),
-            Ok(Err(error)) => Err(self.indeterminate(call, ExecutorError::Store(error))),
-            Err(_) => {
-                let after = self.context.settings.runtime.call_timeout;
-                let id = self.stream.aggregate_id().to_owned();
-                Err(self.indeterminate(call, ExecutorError::Timeout { id, after }))
-            }
-        }
-    }
-
-    fn committed_duplicate(
-        &self,
-        call: &CommandCall,
-        stored: &[RecordedEvent],
-    ) -> Result<Committed<A>, CommandError<A::Error>> {
-        let events = stored
-            .iter()
-            .map(|e| codec::decode::<A::Event>(&e.payload))
-            .collect::<Result<Vec<_>, _>>()?;
-        tracing::debug!(stream = %self.stream, command_id = %call.command_id, "duplicate command answered with its original outcome");
-        Ok(Committed {
-            version: stored.last().map_or(self.version, |e| e.version),
-            events,
-            command_id: call.command_id,
-            duplicate: true,
-        })
-    }
-
     fn expired(&self, command_id: CommandId) -> CommandError<A::Error> {
         CommandError::NotStored(ExecutorError::Expired {
             id: self.stream.aggregate_id().to_owned(),
@@ -487,68 +413,6 @@ impl<A: Aggregate> AggregateActor<A> {
         self.stale = false;
         Ok(())
     }
-
-    /// Runs the strategy (user code, after the append): a panic in it is caught and counted
-    /// as a failed snapshot, so it can never turn a stored command into a failure.
-    fn consider_snapshot(&mut self, new_events: &[A::Event]) {
-        let considered = catch_unwind(AssertUnwindSafe(|| self.decide_snapshot(new_events)));
-        if considered.is_err() {
-            self.context.metrics.snapshot_failed();
-            tracing::error!(stream = %self.stream, version = self.version, "snapshot strategy or state encoding panicked after a stored command; no snapshot taken");
-        }
-    }
-
-    fn decide_snapshot(&mut self, new_events: &[A::Event]) {
-        let context = SnapshotContext::<A> {
-            state: &self.state,
-            new_events,
-            version: self.version,
-            last_snapshot_version: self.last_snapshot_version,
-            since_last_snapshot: self.last_snapshot_at.elapsed(),
-            activation: ActivationCost {
-                events_replayed: self.activation.events_replayed,
-                elapsed: self.activation.elapsed,
-            },
-            snapshotted_since_activation: self.snapshotted_since_activation,
-        };
-        if self.context.settings.strategy.should_snapshot(&context) {
-            self.take_snapshot(Vec::new());
-        }
-    }
-
-    /// Encodes the state here (so no copy of it is needed) and hands the bytes to the
-    /// background writer. Returns false when there is nothing to snapshot or encoding failed.
-    fn take_snapshot(&mut self, waiters: Vec<oneshot::Sender<WriteOutcome>>) -> bool {
-        let Some(last_event_id) = self.last_event_id else {
-            return false;
-        };
-        let encoded = match codec::encode_snapshot(&self.state, &self.recent.to_vec()) {
-            Ok(encoded) => encoded,
-            Err(error) => {
-                self.context.metrics.snapshot_failed();
-                tracing::warn!(stream = %self.stream, %error, "state could not be encoded for a snapshot");
-                return false;
-            }
-        };
-        let settings = &self.context.settings;
-        self.context.writer.submit(SnapshotJob {
-            stream: self.stream.clone(),
-            version: self.version,
-            last_event_id,
-            state_schema_version: A::STATE_SCHEMA_VERSION,
-            codec: codec::CODEC_MSGPACK_WITH_COMMANDS,
-            verify: verify_snapshot::<A>,
-            encoded,
-            compression: settings.compression,
-            retention: settings.retention,
-            metrics: Arc::clone(&self.context.metrics),
-            waiters,
-        });
-        self.last_snapshot_version = self.version;
-        self.last_snapshot_at = Instant::now();
-        self.snapshotted_since_activation = true;
-        true
-    }
 }
 
 async fn load<A: Aggregate>(
@@ -565,32 +429,4 @@ async fn load<A: Aggregate>(
         &context.metrics,
     )
     .await
-}
-
-/// Checks a stored snapshot the way activation will (see [`open_snapshot`]). Retention deletes
-/// nothing until the new snapshot passes.
-pub(crate) fn verify_snapshot<A: Aggregate>(record: &SnapshotRecord) -> Result<(), String> {
-    open_snapshot::<A>(record).map(|_| ())
-}
-
-/// Encodes a command's events for the store, with ids derived from the command id (so a retry
-/// of the command collides with its first attempt in the store).
-pub(crate) fn encode_events<A: Aggregate>(
-    stream: &StreamId,
-    command_id: Uuid,
-    events: &[A::Event],
-    metadata: EventMetadata,
-) -> Result<Vec<NewEvent>, CodecError> {
-    (0u32..)
-        .zip(events)
-        .map(|(index, event)| {
-            Ok(NewEvent::new(
-                A::event_type(event).into_owned(),
-                A::EVENT_SCHEMA_VERSION,
-                codec::encode(event)?,
-            )
-            .for_command(stream, command_id, index)
-            .with_metadata(metadata))
-        })
-        .collect()
 }
