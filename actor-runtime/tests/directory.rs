@@ -255,12 +255,18 @@ impl Rng {
 
 #[tokio::test]
 async fn a_creation_message_activates_a_cold_key_with_activate_new_and_is_only_a_hint_for_live_keys()
-{
+ {
     let probe = Probe::new();
     let dir = directory(&probe, config());
 
-    assert!(dir.call(&1, Msg::Create).await.unwrap(), "cold key + creation message: activate_new");
-    assert!(dir.call(&1, Msg::Create).await.unwrap(), "the same live actor answers again");
+    assert!(
+        dir.call(&1, Msg::Create).await.unwrap(),
+        "cold key + creation message: activate_new"
+    );
+    assert!(
+        dir.call(&1, Msg::Create).await.unwrap(),
+        "the same live actor answers again"
+    );
     assert_eq!(probe.activations_of(1), 1);
 
     add(&dir, 2, 1).await.unwrap();
