@@ -31,8 +31,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod concurrent_streams;
+mod single_events;
 
 pub use concurrent_streams::*;
+pub use single_events::*;
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -138,6 +140,8 @@ macro_rules! store_contract {
                 concurrent_appends_to_many_streams_each_get_their_own_outcome,
                 a_command_already_applied_among_concurrent_appends_is_refused_alone,
                 an_event_id_in_two_concurrent_appends_is_stored_once,
+                one_event_appends_conflict_from_behind_and_ahead_and_store_nothing,
+                a_one_event_command_appended_again_meets_the_version_check_first,
             ];
             event_store_with_limits = [
                 a_multi_event_append_is_atomic,

@@ -3,8 +3,8 @@
 //! ([`group_commit`](super::group_commit)) batches appends with it, and activation reads
 //! ([`start`](super::start)) batch the same way.
 //!
-//! Nobody waits on purpose: the first call of a quiet store starts a runner at once and goes
-//! alone, so a lone caller waits for nothing. Batches form while the runners are busy; under
+//! Nobody waits on purpose: the first call of a quiet store is sent at once by its own caller,
+//! so a lone caller waits for nothing and pays no hand-over between tasks. Batches form while the runners are busy; under
 //! load (the last batch had company) a runner also lingers up to a bound for the callers it
 //! just answered to come back, so that batches stay as large as the concurrency. A batch holds
 //! at most one call per stream.
@@ -88,6 +88,16 @@ struct Waiting<S: Statement> {
     reply: oneshot::Sender<StoreResult<S::Output>>,
 }
 
+/// Where a call goes: sent by its caller, or queued for a runner (`start`: this call starts
+/// one).
+enum Route<S: Statement> {
+    Alone(S::Job),
+    Queued {
+        answer: oneshot::Receiver<StoreResult<S::Output>>,
+        start: bool,
+    },
+}
+
 struct Queue<S: Statement> {
     waiting: VecDeque<Waiting<S>>,
     running: usize,
@@ -144,18 +154,30 @@ impl<S: Statement> Batcher<S> {
         self.parked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `job` and waits for its batch's answer. Starts a runner when fewer than
-    /// `max_in_flight` are running, so a lone call is sent at once.
+    /// Sends `job` at once when nothing waits and a runner may start (the caller sends it
+    /// itself); otherwise queues it and waits for its batch's answer, starting a runner when
+    /// fewer than `max_in_flight` are running.
     pub async fn call(self: &Arc<Self>, job: S::Job) -> StoreResult<S::Output> {
-        let (reply, answer) = oneshot::channel();
-        let start = {
+        let route: Route<S> = {
             let mut queue = self.queue();
-            queue.waiting.push_back(Waiting { job, reply });
-            let start = queue.running < self.limits.max_in_flight;
-            if start {
+            let free = queue.running < self.limits.max_in_flight;
+            if free {
                 queue.running += 1;
             }
-            start
+            if free && queue.waiting.is_empty() {
+                Route::Alone(job)
+            } else {
+                let (reply, answer) = oneshot::channel();
+                queue.waiting.push_back(Waiting { job, reply });
+                Route::Queued {
+                    answer,
+                    start: free,
+                }
+            }
+        };
+        let (answer, start) = match route {
+            Route::Alone(job) => return self.send_alone(job).await,
+            Route::Queued { answer, start } => (answer, start),
         };
         if start {
             // Spawned, not run by this caller: a caller that gives up must not abandon the
@@ -165,6 +187,32 @@ impl<S: Statement> Batcher<S> {
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Indeterminate {
                 message: "the batch runner stopped before answering".into(),
+                source: None,
+            })
+        })
+    }
+
+    /// A batch of one, sent by its own caller as a runner of its own: no task to start and no
+    /// hand-over of the answer, the latency of a quiet store. Calls that queue meanwhile are
+    /// handed to a runner when it ends ([`Alone`]'s drop), even if its caller gives up.
+    async fn send_alone(self: &Arc<Self>, job: S::Job) -> StoreResult<S::Output> {
+        let mut alone = Alone {
+            batcher: self,
+            held: None,
+            settled: false,
+        };
+        alone.held = self.own_connection().await;
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.jobs.fetch_add(1, Ordering::Relaxed);
+        self.counters.largest_batch.fetch_max(1, Ordering::Relaxed);
+        let results = self
+            .statement
+            .send(&mut alone.held, std::slice::from_ref(&job))
+            .await;
+        alone.settled = true;
+        results.into_iter().next().unwrap_or_else(|| {
+            Err(StoreError::Backend {
+                message: "a batch of one was answered with no outcome".into(),
                 source: None,
             })
         })
@@ -284,6 +332,41 @@ impl<S: Statement> Drop for Running<'_, S> {
     fn drop(&mut self) {
         if !self.stopped {
             self.batcher.queue().running -= 1;
+        }
+    }
+}
+
+/// A caller sending its own job ([`Batcher::send_alone`]). When it ends, even by its caller
+/// giving up mid-statement, its connection is parked (or closed if the statement's fate on it is
+/// unknown) and the calls that queued meanwhile get a runner.
+struct Alone<'a, S: Statement> {
+    batcher: &'a Arc<Batcher<S>>,
+    held: Held,
+    /// The statement finished: the connection is fit for the next one.
+    settled: bool,
+}
+
+impl<S: Statement> Drop for Alone<'_, S> {
+    fn drop(&mut self) {
+        if let (true, Some(Conn::Own(conn))) = (self.settled, self.held.take()) {
+            self.batcher.parked().push(conn);
+        }
+        let mut queue = self.batcher.queue();
+        if queue.waiting.is_empty() {
+            queue.running -= 1;
+            return;
+        }
+        // This caller's place as a runner passes to a new runner for those who queued.
+        drop(queue);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(Arc::clone(self.batcher).run());
+            }
+            Err(_) => {
+                // Outside a runtime nothing can run them now; the next call starts a runner.
+                self.batcher.queue().running -= 1;
+                tracing::warn!("a store call ended outside a Tokio runtime with calls queued");
+            }
         }
     }
 }
