@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        settings.max_batches_in_flight = n;
+        settings.max_batches_in_flight = Some(n);
     }
     if let Some(n) = std::env::var("GROUP_COMMIT_LINGER_US")
         .ok()

@@ -27,7 +27,7 @@ use uuid::Uuid;
 /// A store that keeps at most one batch in flight.
 async fn one_batch_at_a_time(db: &TestDatabase) -> PgEventStore {
     PgEventStore::connect(&db.config().group_commit_settings(GroupCommit {
-        max_batches_in_flight: 1,
+        max_batches_in_flight: Some(1),
         ..GroupCommit::default()
     }))
     .await
@@ -120,6 +120,21 @@ async fn writers_at(pool: &PgPool, streams: &[StreamId], version: i64) -> (i64, 
 /// Twenty appends sent while a batch is stuck leave together: the stored ones were written by
 /// one transaction (raw SQL on `xmin`), while a stale expected version, an expected version
 /// ahead and a fence from a past epoch each get their own refusal and store nothing.
+/// The test server runs without `fsync` (its commits wait for no flush): by default two batches
+/// may be in flight there; a store made from a pool reads no settings and keeps to one.
+#[tokio::test(flavor = "multi_thread")]
+async fn by_default_two_batches_fly_on_a_server_whose_commits_wait_for_no_flush() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let store = PgEventStore::connect(&db.config()).await.unwrap();
+    let durability = store.server_durability().unwrap();
+    assert!(!durability.commits_wait_for_flush(), "{durability}");
+    assert_eq!(store.group_commit().max_batches_in_flight, Some(2));
+    let from_pool = PgEventStore::with_migrated_pool(store.pool().clone(), Default::default());
+    assert_eq!(from_pool.group_commit().max_batches_in_flight, Some(1));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn appends_sent_together_commit_in_one_transaction_and_each_keeps_its_own_outcome() {
     let Some(db) = fresh_database().await else {

@@ -10,6 +10,10 @@
 //! race on the primary key `(aggregate_type, aggregate_id, version)`: the loser waits for the
 //! winner's commit, gets a unique violation and reports a version conflict.
 //!
+//! One event without a fence, the common command, skips the CTE: a plain `INSERT … SELECT` from
+//! the event at the expected version (none for a new stream), with the primary key refusing the
+//! next version if it exists. Only a refused one reads the head, for its conflict.
+//!
 //! `recorded_at` is `GREATEST(now(), the stream's last recorded_at)`, so it never decreases
 //! within a stream even if the server clock steps back, and `up_to_time` reads are a prefix.
 

@@ -38,6 +38,11 @@ impl Durability {
         })
     }
 
+    /// True when a commit waits for its WAL to be flushed before it is acknowledged.
+    pub fn commits_wait_for_flush(&self) -> bool {
+        self.fsync && self.synchronous_commit != "off"
+    }
+
     /// True when every acknowledged commit survives a crash of the server (or its machine).
     pub fn survives_server_crash(&self) -> bool {
         self.fsync && self.synchronous_commit != "off" && self.full_page_writes

@@ -176,9 +176,13 @@ impl PgEventStore {
     /// [`connect`](Self::connect) takes it from [`PgConfig::group_commit`]. Appends already
     /// queued are still sent by the store they were made on.
     pub fn with_group_commit(mut self, settings: GroupCommit) -> Self {
-        self.batcher = settings
-            .enabled
-            .then(|| Arc::new(AppendStatement::batcher(self.appender.clone(), settings)));
+        self.batcher = settings.enabled.then(|| {
+            Arc::new(AppendStatement::batcher(
+                self.appender.clone(),
+                settings,
+                self.durability.as_ref(),
+            ))
+        });
         self.reader = settings
             .enabled
             .then(|| Arc::new(StartStatement::batcher(self.pool.clone(), settings.linger)));

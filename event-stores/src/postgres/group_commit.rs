@@ -34,6 +34,7 @@ use super::append::{Append, Appender, Columns, fence_params};
 use super::batcher::{Batcher, Job, Limits, SharedError, Statement};
 use super::config::GroupCommit;
 use super::connection::{Held, discard};
+use super::durability::Durability;
 use super::error::{UNIQUE_VIOLATION, is_lost_in_flight, map_sqlx, sqlstate};
 use super::rows::PG_MAX_EVENTS_PER_APPEND;
 
@@ -130,19 +131,25 @@ pub(super) struct AppendStatement {
 pub(super) type AppendBatcher = Batcher<AppendStatement>;
 
 impl AppendStatement {
-    /// The batcher of a store's appends on `appender`'s pool, as `settings` say.
-    pub fn batcher(appender: Appender, settings: GroupCommit) -> AppendBatcher {
+    /// The batcher of a store's appends on `appender`'s pool, as `settings` say, against a
+    /// server with `durability` (if read).
+    pub fn batcher(
+        appender: Appender,
+        settings: GroupCommit,
+        durability: Option<&Durability>,
+    ) -> AppendBatcher {
         let pool = appender.pool.clone();
+        let in_flight = settings.batches_in_flight(durability);
         let settings = GroupCommit {
             max_appends: settings.max_appends.max(1),
             max_events: settings.max_events.clamp(1, PG_MAX_EVENTS_PER_APPEND),
-            max_batches_in_flight: settings.max_batches_in_flight.max(1),
+            max_batches_in_flight: Some(in_flight),
             ..settings
         };
         let limits = Limits {
             max_jobs: settings.max_appends,
             max_weight: settings.max_events,
-            max_in_flight: settings.max_batches_in_flight,
+            max_in_flight: in_flight,
             linger: settings.linger,
         };
         Batcher::new(

@@ -77,7 +77,9 @@ pub(super) fn section(
              to its own aggregate through `Executor::execute` on `PgEventStore` (pool of {POOL}, \
              `PgConfig` defaults: no ping of a connection before handing it out, group commit on, \
              so concurrent appends to different streams share one statement and one commit, \
-             each with its own expected-version check; strategy `Never`). Baselines on the same server, same run, same concurrency: a raw \
+             each with its own expected-version check, with one batch in flight where commits \
+             wait for their WAL flush (durable) and two where they do not (test settings), as \
+             `GroupCommit::max_batches_in_flight` picks by default; strategy `Never`). Baselines on the same server, same run, same concurrency: a raw \
              single-row `INSERT` loop through sqlx (pool of {POOL} with the same \
              `test_before_acquire(false)`; each caller inserts the next version of its own \
              stream: the least work a durable append can be), and `pgbench -M prepared` with a \
