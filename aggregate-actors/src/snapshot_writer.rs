@@ -221,19 +221,14 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
             taken_at: chrono::Utc::now(),
             bytes: sealed.bytes,
         };
-        store.save(record).await.map_err(|e| e.to_string())?;
-        metrics.snapshot_taken(stored_size, sealed.uncompressed_size);
-        // Read back what the store kept: retention may only delete older snapshots once the
+        // What the store kept, checked: retention may only delete older snapshots once the
         // newest is known to be usable.
         let stored = store
-            .load_at_or_before_version(&stream, version)
+            .save_and_read_back(record)
             .await
-            .map_err(|e| format!("reading the snapshot back: {e}"))?;
-        match stored {
-            Some(record) if record.version == version => verify(&record)
-                .map_err(|e| format!("snapshot read back fails verification: {e}"))?,
-            _ => return Err("the snapshot is not in the store after saving it".to_owned()),
-        }
+            .map_err(|e| e.to_string())?;
+        metrics.snapshot_taken(stored_size, sealed.uncompressed_size);
+        verify(&stored).map_err(|e| format!("snapshot read back fails verification: {e}"))?;
         apply_retention(&*store, &stream, retention).await;
         Ok(version)
     }

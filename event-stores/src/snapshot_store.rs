@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::snapshot::{SnapshotRecord, SnapshotStats};
 use crate::stream::StreamId;
 
@@ -15,6 +15,24 @@ use crate::stream::StreamId;
 pub trait SnapshotStore: Send + Sync + 'static {
     /// Saves a snapshot. Saving again at the same `(stream, version)` replaces the record.
     async fn save(&self, record: SnapshotRecord) -> StoreResult<()>;
+
+    /// Saves `record` like [`save`](Self::save) and returns the record the store now holds at
+    /// its `(stream, version)`, for the caller to verify before trusting it (the snapshot
+    /// writer does, before retention deletes older ones). By default a save, then a read;
+    /// PostgreSQL answers both with one statement (`RETURNING`), shared with other saves.
+    async fn save_and_read_back(&self, record: SnapshotRecord) -> StoreResult<SnapshotRecord> {
+        let (stream, version) = (record.stream.clone(), record.version);
+        self.save(record).await?;
+        match self.load_at_or_before_version(&stream, version).await? {
+            Some(stored) if stored.version == version => Ok(stored),
+            _ => Err(StoreError::Backend {
+                message: format!(
+                    "the snapshot of {stream} at {version} is not in the store after saving it"
+                ),
+                source: None,
+            }),
+        }
+    }
 
     /// The newest snapshot of `stream` (highest version), if any.
     async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>>;

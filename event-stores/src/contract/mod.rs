@@ -151,6 +151,7 @@ macro_rules! store_contract {
             ];
             snapshot_store = [
                 a_saved_snapshot_loads_back_exactly,
+                a_save_with_read_back_returns_the_record_as_stored,
                 load_latest_returns_the_highest_version,
                 load_at_or_before_version_returns_the_newest_not_after_it,
                 load_at_or_before_time_returns_the_newest_version_taken_by_then,
@@ -1467,6 +1468,47 @@ async fn save_versions(
             .save(snapshot(stream, v, t0 + TimeDelta::seconds(v as i64)))
             .await
             .unwrap();
+    }
+}
+
+/// A save with read-back answers exactly the record a load then returns, replacing one at the
+/// same version; saves of many streams at once each get their own record back.
+pub async fn a_save_with_read_back_returns_the_record_as_stored(store: Arc<dyn SnapshotStore>) {
+    let stream = fresh_stream("snap-back");
+    let mut record = snapshot(&stream, 7, now_micros());
+    record.bytes = Bytes::from_static(b"first");
+    record.stored_size = 5;
+    assert_eq!(
+        store.save_and_read_back(record.clone()).await.unwrap(),
+        record
+    );
+    record.bytes = Bytes::from_static(b"second!");
+    record.stored_size = 7;
+    let stored = store.save_and_read_back(record.clone()).await.unwrap();
+    assert_eq!(stored, record, "the replacing save's record comes back");
+    assert_eq!(store.load_latest(&stream).await.unwrap(), Some(record));
+
+    let records: Vec<SnapshotRecord> = (0..24u8)
+        .map(|i| {
+            let mut record = snapshot(&fresh_stream("snap-many"), 3, now_micros());
+            record.bytes = Bytes::from(vec![i; usize::from(i) + 1]);
+            record.stored_size = u64::from(i) + 1;
+            record
+        })
+        .collect();
+    let tasks: Vec<_> = records
+        .iter()
+        .map(|record| {
+            let (store, record) = (Arc::clone(&store), record.clone());
+            tokio::spawn(async move { store.save_and_read_back(record).await })
+        })
+        .collect();
+    for (task, record) in tasks.into_iter().zip(&records) {
+        assert_eq!(
+            &task.await.unwrap().unwrap(),
+            record,
+            "each save gets its own record"
+        );
     }
 }
 

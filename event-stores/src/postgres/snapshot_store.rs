@@ -167,6 +167,10 @@ impl SnapshotStore for PgSnapshotStore {
     }
 
     async fn save(&self, record: SnapshotRecord) -> StoreResult<()> {
+        self.save_and_read_back(record).await.map(|_| ())
+    }
+
+    async fn save_and_read_back(&self, record: SnapshotRecord) -> StoreResult<SnapshotRecord> {
         self.limits.check_snapshot(&record)?;
         let version = to_i64(record.version, "snapshot version")?;
         let uncompressed_size = to_i64(record.uncompressed_size, "snapshot uncompressed size")?;

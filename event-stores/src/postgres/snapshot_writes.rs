@@ -20,6 +20,7 @@ use crate::stream::StreamId;
 use super::batcher::{Batcher, Job, Limits, SharedError, Statement};
 use super::connection::{Held, connection, failed};
 use super::error::map_sqlx;
+use super::rows::decode_record_at;
 
 /// Most bytes of snapshots one save statement carries; a larger snapshot goes alone.
 const MAX_SAVE_BYTES: usize = 16 << 20;
@@ -59,9 +60,12 @@ ON CONFLICT (aggregate_type, aggregate_id, version) DO UPDATE SET
     stored_size = EXCLUDED.stored_size,
     taken_at = EXCLUDED.taken_at,
     bytes = EXCLUDED.bytes
+RETURNING aggregate_type, aggregate_id, version, last_event_id, state_schema_version, codec,
+          compression, checksum, uncompressed_size, stored_size, taken_at, bytes
 "#;
 
-/// Saves, alone or many at once (one save is [`SAVE_MANY`] with arrays of one).
+/// Saves, alone or many at once (one save is [`SAVE_MANY`] with arrays of one); each answered
+/// with the row as stored, so the writer verifies it without reading it back.
 pub(super) struct SaveStatement {
     pool: PgPool,
 }
@@ -158,9 +162,9 @@ impl SnapshotWrites {
 #[async_trait]
 impl Statement for SaveStatement {
     type Job = Save;
-    type Output = ();
+    type Output = SnapshotRecord;
 
-    async fn send(&self, held: &mut Held, saves: &[Save]) -> Vec<StoreResult<()>> {
+    async fn send(&self, held: &mut Held, saves: &[Save]) -> Vec<StoreResult<SnapshotRecord>> {
         let conn = match connection(held, &self.pool).await {
             Ok(conn) => conn,
             Err(error) => return SharedError::new(error).spread(saves.len()),
@@ -216,14 +220,36 @@ impl Statement for SaveStatement {
                 .bind(saves.iter().map(|s| s.stored_size).collect::<Vec<_>>())
                 .bind(records.clone().map(|r| r.taken_at).collect::<Vec<_>>())
                 .bind(records.map(|r| r.bytes.as_ref()).collect::<Vec<_>>())
-                .execute(&mut *conn)
+                .fetch_all(&mut *conn)
                 .await
-                .map(|_| ())
         };
-        match outcome {
-            Ok(()) => saves.iter().map(|_| Ok(())).collect(),
-            Err(err) => SharedError::new(failed(held, "saving snapshots", err)).spread(saves.len()),
-        }
+        let rows = match outcome {
+            Ok(rows) => rows,
+            Err(err) => {
+                return SharedError::new(failed(held, "saving snapshots", err)).spread(saves.len());
+            }
+        };
+        // RETURNING keeps no input order; a batch holds one save per stream.
+        saves
+            .iter()
+            .map(|save| {
+                let stream = &save.record.stream;
+                let row = rows.iter().find(|row| {
+                    row.try_get::<&str, _>(0).ok() == Some(stream.aggregate_type())
+                        && row.try_get::<&str, _>(1).ok() == Some(stream.aggregate_id())
+                });
+                match row {
+                    Some(row) => decode_record_at(row, stream.clone(), 2),
+                    None => Err(StoreError::Backend {
+                        message: format!(
+                            "the snapshot of {stream} at {} is not in the store after saving it",
+                            save.record.version
+                        ),
+                        source: None,
+                    }),
+                }
+            })
+            .collect()
     }
 }
 
