@@ -212,3 +212,41 @@ async fn a_creation_command_on_a_brand_new_stream_costs_one_statement_instead_of
         "without the hint: one read to activate, one append"
     );
 }
+
+/// A snapshot write is two statements on the wire: the save, which returns the row as stored
+/// for verification (no read-back query), and the retention pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_write_is_two_statements_save_with_read_back_and_retention() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (proxy, events, snapshots) = counted_stores(&db).await;
+    let executor = executor(
+        &events,
+        &snapshots,
+        AggregateSettings::new()
+            .strategy(Never)
+            .snapshot_on_passivation(false),
+    );
+    for id in ["warm", "snap"] {
+        for _ in 0..3 {
+            executor
+                .execute::<Wallet>(id, WalletCommand::deposit(1))
+                .await
+                .unwrap();
+        }
+    }
+    // Prepares the save and the retention statements on the pool's one connection.
+    executor.snapshot_now::<Wallet>("warm").await.unwrap();
+
+    let before = proxy.stats().pg_statements;
+    assert_eq!(executor.snapshot_now::<Wallet>("snap").await.unwrap(), 3);
+    let statements = proxy.stats().pg_statements - before;
+    assert_eq!(
+        statements, 2,
+        "one save returning the stored row, one retention pass"
+    );
+    let stats = executor.stats_of::<Wallet>().unwrap().aggregate;
+    assert_eq!((stats.snapshots_taken, stats.snapshots_failed), (2, 0));
+    executor.shutdown().await;
+}
