@@ -202,6 +202,12 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
     }
 
     async fn passivate(&mut self, reason: PassivationReason) {
+        if self.presumed_new {
+            // Its first command ended without telling whether the stream was new (expired,
+            // indeterminate, fenced): still an activation, one that read nothing.
+            self.presumed_new = false;
+            self.context.metrics.activated(&self.activation);
+        }
         let behind = self.version > self.last_snapshot_version;
         if self.context.settings.snapshot_on_passivation && behind && !self.stale {
             tracing::debug!(stream = %self.stream, ?reason, version = self.version, "snapshot on passivation");

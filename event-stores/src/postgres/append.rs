@@ -30,7 +30,7 @@ use crate::event_store::AppendReceipt;
 use crate::fence::Fence;
 use crate::stream::StreamId;
 
-use super::connection::{Held, connection, discard};
+use super::connection::{Held, connection, discard, failed};
 use super::error::{UNIQUE_VIOLATION, constraint, is_lost_in_flight, map_sqlx, sqlstate};
 use super::rows::to_u64;
 
@@ -415,6 +415,31 @@ impl Appender {
         }
     }
 
+    /// The outcome of a read after a refused append (`what` it does), awaited within the client
+    /// timeout. Nothing was stored, so a silent server is the retryable
+    /// [`StoreError::Unavailable`]; a connection that broke or stayed silent is closed.
+    fn settle<T>(
+        &self,
+        held: &mut Held,
+        outcome: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
+        what: &str,
+    ) -> StoreResult<T> {
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(failed(held, what, err)),
+            Err(_) => {
+                discard(held);
+                Err(StoreError::Unavailable {
+                    message: format!(
+                        "{what}: no answer from the server within {:?}",
+                        self.client_timeout
+                    ),
+                    source: None,
+                })
+            }
+        }
+    }
+
     /// The error of an append whose statement got no answer within the client timeout.
     pub fn no_answer(&self, stream: &StreamId) -> StoreError {
         StoreError::Indeterminate {
@@ -431,15 +456,16 @@ impl Appender {
         self.stream_version_on(&mut None, stream).await
     }
 
-    /// [`stream_version`](Self::stream_version) on the connection in `held`.
+    /// [`stream_version`](Self::stream_version) on the connection in `held`, bounded by the
+    /// client timeout; a connection that breaks or stays silent is closed, not reused.
     async fn stream_version_on(&self, held: &mut Held, stream: &StreamId) -> StoreResult<u64> {
         let conn = self.connection(held).await?;
-        let row = sqlx::query(STREAM_VERSION)
+        let read = sqlx::query(STREAM_VERSION)
             .bind(stream.aggregate_type())
             .bind(stream.aggregate_id())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| map_sqlx("reading a stream version", e))?;
+            .fetch_optional(&mut *conn);
+        let read = tokio::time::timeout(self.client_timeout, read).await;
+        let row = self.settle(held, read, "reading a stream version")?;
         match row {
             Some(row) => to_u64(
                 row.try_get(0)
@@ -495,16 +521,16 @@ impl Appender {
                 Ok(conn) => conn,
                 Err(error) => return error,
             };
-            return match sqlx::query(FIND_EVENT_IDS)
+            let find = sqlx::query(FIND_EVENT_IDS)
                 .bind(&ids)
-                .fetch_optional(&mut *conn)
-                .await
-            {
+                .fetch_optional(&mut *conn);
+            let find = tokio::time::timeout(self.client_timeout, find).await;
+            return match self.settle(held, find, "finding a duplicate event id") {
                 Ok(Some(row)) => clash(append, &row),
                 // The clashing event vanished (it was being written by a transaction that then
                 // rolled back); report the original error.
                 Ok(None) => map_sqlx("appending", err),
-                Err(e) => map_sqlx("finding a duplicate event id", e),
+                Err(error) => error,
             };
         }
         self.conflict_on(held, &append.stream, append.expected.unsigned_abs())

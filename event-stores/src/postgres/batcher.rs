@@ -21,7 +21,8 @@ use tokio::sync::oneshot;
 use crate::error::{StoreError, StoreResult};
 use crate::stream::StreamId;
 
-use super::connection::{Conn, Held};
+use super::connection::{Conn, Held, discard};
+use super::error::map_sqlx;
 
 /// A call that can share a statement with others of its kind.
 pub(super) trait Job: Send + 'static {
@@ -182,7 +183,7 @@ impl<S: Statement> Batcher<S> {
         if start {
             // Spawned, not run by this caller: a caller that gives up must not abandon the
             // other calls of the batch it would have led.
-            tokio::spawn(Arc::clone(self).run());
+            tokio::spawn(Self::run(Running::claimed(self)));
         }
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Indeterminate {
@@ -201,7 +202,9 @@ impl<S: Statement> Batcher<S> {
             held: None,
             settled: false,
         };
-        alone.held = self.own_connection().await;
+        // A pool that cannot give a connection in time fails the call now (nothing was sent),
+        // rather than after a second wait in the statement.
+        alone.held = Some(self.own_connection().await?);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.jobs.fetch_add(1, Ordering::Relaxed);
         self.counters.largest_batch.fetch_max(1, Ordering::Relaxed);
@@ -219,51 +222,64 @@ impl<S: Statement> Batcher<S> {
     }
 
     /// A runner: sends batches until the queue is empty.
-    async fn run(self: Arc<Self>) {
-        let mut running = Running {
-            batcher: &self,
-            stopped: false,
-        };
+    async fn run(mut running: Running<S>) {
+        let batcher = Arc::clone(&running.batcher);
         let mut last_batch = 0;
         // A connection of the runner's own, kept out of the pool: sqlx pings every connection
         // it gets back, a round trip per batch that the server and this machine would pay for.
-        let mut held: Held = self.own_connection().await;
+        let mut held: Held = None;
         loop {
-            self.gather(last_batch).await;
+            batcher.gather(last_batch).await;
             let Some(batch) = running.next_batch() else {
                 break;
             };
             last_batch = batch.len();
             let size = batch.len() as u64;
-            self.counters.batches.fetch_add(1, Ordering::Relaxed);
-            self.counters.jobs.fetch_add(size, Ordering::Relaxed);
-            self.counters
+            batcher.counters.batches.fetch_add(1, Ordering::Relaxed);
+            batcher.counters.jobs.fetch_add(size, Ordering::Relaxed);
+            batcher
+                .counters
                 .largest_batch
                 .fetch_max(size, Ordering::Relaxed);
             let (jobs, replies): (Vec<S::Job>, Vec<_>) =
                 batch.into_iter().map(|w| (w.job, w.reply)).unzip();
-            let results = self.statement.send(&mut held, &jobs).await;
+            if held.is_none() {
+                match batcher.own_connection().await {
+                    Ok(conn) => held = Some(conn),
+                    Err(error) => {
+                        // Nothing was sent: every call of the batch fails alike, and the next
+                        // batch tries again.
+                        let failed = SharedError::new(error).spread(replies.len());
+                        for (reply, result) in replies.into_iter().zip(failed) {
+                            let _ = reply.send(result);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let results = batcher.statement.send(&mut held, &jobs).await;
             for (reply, result) in replies.into_iter().zip(results) {
                 // The caller may have stopped waiting; the outcome is then only in the store.
                 let _ = reply.send(result);
             }
         }
         if let Some(Conn::Own(conn)) = held {
-            self.parked().push(conn);
+            batcher.parked().push(conn);
         }
     }
 
     /// A parked connection, or one taken out of the pool for good (the pool opens a
-    /// replacement), or none when the pool has none to give: the first statement then borrows
-    /// one and reports why it could not.
-    async fn own_connection(&self) -> Held {
+    /// replacement); the pool's error (retryable: nothing was sent) when it has none to give
+    /// within its acquire timeout.
+    async fn own_connection(&self) -> StoreResult<Conn> {
         if let Some(conn) = self.parked().pop() {
-            return Some(Conn::Own(conn));
+            return Ok(Conn::Own(conn));
         }
-        match self.pool.acquire().await {
-            Ok(conn) => Some(Conn::Own(conn.detach())),
-            Err(_) => None,
-        }
+        self.pool
+            .acquire()
+            .await
+            .map(|conn| Conn::Own(conn.detach()))
+            .map_err(|e| map_sqlx("acquiring a connection", e))
     }
 
     /// Under load (the last batch had company), lets the callers it just answered come back
@@ -314,13 +330,23 @@ impl<S: Statement> Batcher<S> {
     }
 }
 
-/// Counts a runner out if it ends without having done so (a panic in a batch).
-struct Running<'a, S: Statement> {
-    batcher: &'a Batcher<S>,
+/// A runner's place in `running`, taken before its task is spawned: it is given back when the
+/// runner finds nothing to do (under the queue's lock), or when it ends any other way (a panic
+/// in a batch, or its task dropped before it ever ran, as a runtime shutting down does).
+struct Running<S: Statement> {
+    batcher: Arc<Batcher<S>>,
     stopped: bool,
 }
 
-impl<S: Statement> Running<'_, S> {
+impl<S: Statement> Running<S> {
+    /// A place already counted in `running` by the caller.
+    fn claimed(batcher: &Arc<Batcher<S>>) -> Self {
+        Self {
+            batcher: Arc::clone(batcher),
+            stopped: false,
+        }
+    }
+
     fn next_batch(&mut self) -> Option<Vec<Waiting<S>>> {
         let batch = self.batcher.take_batch();
         self.stopped = batch.is_none();
@@ -328,7 +354,7 @@ impl<S: Statement> Running<'_, S> {
     }
 }
 
-impl<S: Statement> Drop for Running<'_, S> {
+impl<S: Statement> Drop for Running<S> {
     fn drop(&mut self) {
         if !self.stopped {
             self.batcher.queue().running -= 1;
@@ -348,8 +374,12 @@ struct Alone<'a, S: Statement> {
 
 impl<S: Statement> Drop for Alone<'_, S> {
     fn drop(&mut self) {
-        if let (true, Some(Conn::Own(conn))) = (self.settled, self.held.take()) {
-            self.batcher.parked().push(conn);
+        match (self.settled, self.held.take()) {
+            (true, Some(Conn::Own(conn))) => self.batcher.parked().push(conn),
+            // Interrupted mid-statement: the connection's state is unknown, it serves nobody.
+            (false, mut held @ Some(_)) => discard(&mut held),
+            // A settled pooled connection goes back to the pool.
+            _ => {}
         }
         let mut queue = self.batcher.queue();
         if queue.waiting.is_empty() {
@@ -358,13 +388,15 @@ impl<S: Statement> Drop for Alone<'_, S> {
         }
         // This caller's place as a runner passes to a new runner for those who queued.
         drop(queue);
+        let running = Running::claimed(self.batcher);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(Arc::clone(self.batcher).run());
+                runtime.spawn(Batcher::run(running));
             }
             Err(_) => {
-                // Outside a runtime nothing can run them now; the next call starts a runner.
-                self.batcher.queue().running -= 1;
+                // Outside a runtime nothing can run them now (dropping `running` gives the
+                // place back); the next call starts a runner.
+                drop(running);
                 tracing::warn!("a store call ended outside a Tokio runtime with calls queued");
             }
         }
