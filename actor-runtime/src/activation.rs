@@ -12,9 +12,9 @@ use tracing::Instrument;
 
 use crate::{
     PassivationReason, VirtualActor,
-    directory::Core,
     eviction::{self, Capacity},
     host::{ActivationFailure, Host, HostArgs},
+    shared::Core,
     slot::{Phase, Slot},
 };
 

@@ -1,25 +1,16 @@
 //! [`Directory`]: get-or-activate by key, calls, passivation and shutdown.
 
-use std::{
-    fmt,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence},
-    },
-    time::{Duration, Instant},
-};
+use std::{fmt, sync::Arc, time::Duration};
 
-use dashmap::{DashMap, mapref::entry::Entry};
+use dashmap::mapref::entry::Entry;
 use ractor::MessagingErr;
-use tokio::sync::Semaphore;
 
 use crate::{
     LocalPlacement, PassivationReason, Placement, Reply, RuntimeConfig, RuntimeError, RuntimeStats,
     VirtualActor, activation,
-    host::Envelope,
     reply::{Answer, ReplyReceiver},
-    slot::{Phase, Slot, SlotShared},
-    stats::Counters,
+    shared::Core,
+    slot::{Envelope, Phase, Slot, SlotShared},
     sweeper,
 };
 
@@ -54,46 +45,7 @@ impl<V: VirtualActor> Drop for Handle<V> {
     }
 }
 
-/// The directory's shared state, also held by activation tasks (strongly) and the sweeper
-/// (weakly).
-pub(crate) struct Core<V: VirtualActor> {
-    pub(crate) context: Arc<V::Context>,
-    pub(crate) config: RuntimeConfig,
-    pub(crate) placement: Arc<dyn Placement<V::Key>>,
-    pub(crate) slots: DashMap<V::Key, Arc<Slot<V>>>,
-    pub(crate) activation_permits: Arc<Semaphore>,
-    /// `max_live_actors` permits; a slot holds one from activation start until fully stopped.
-    pub(crate) capacity: Option<Arc<Semaphore>>,
-    /// Activations waiting for a capacity permit.
-    pub(crate) capacity_waiters: AtomicUsize,
-    /// Evictions requested whose actor has not fully stopped yet.
-    pub(crate) evictions_in_flight: AtomicUsize,
-    pub(crate) counters: Counters,
-    pub(crate) actor_name: &'static str,
-    pub(crate) epoch: Instant,
-    pub(crate) runtime: Option<tokio::runtime::Handle>,
-    next_generation: AtomicU64,
-    shutting_down: AtomicBool,
-}
-
 impl<V: VirtualActor> Core<V> {
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
-    }
-
-    /// Stops accepting calls and asks every started actor to drain and passivate.
-    /// Activations still in progress see the flag and stop their actor themselves.
-    fn begin_shutdown(&self) {
-        if self.shutting_down.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        fence(Ordering::SeqCst);
-        tracing::debug!(actor = self.actor_name, "actor directory shutting down");
-        for entry in &self.slots {
-            entry.value().request_stop(PassivationReason::Shutdown);
-        }
-    }
-
     /// The key's slot, inserting one and starting its activation if the key has none;
     /// `creation` says the message that needs it declares the key new.
     fn slot_for(self: &Arc<Self>, key: &V::Key, creation: bool) -> Arc<Slot<V>> {
@@ -103,7 +55,7 @@ impl<V: VirtualActor> Core<V> {
         let slot = match self.slots.entry(key.clone()) {
             Entry::Occupied(entry) => return Arc::clone(entry.get()),
             Entry::Vacant(entry) => {
-                let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                let generation = self.next_generation();
                 let shared = SlotShared::new(self.epoch, self.config.mailbox_capacity);
                 let slot = Arc::new(Slot::new(generation, Arc::new(shared)));
                 entry.insert(Arc::clone(&slot));
@@ -218,25 +170,7 @@ impl<V: VirtualActor> Directory<V> {
         config: RuntimeConfig,
         placement: Arc<dyn Placement<V::Key>>,
     ) -> Self {
-        let config = config.normalized();
-        let actor_name = std::any::type_name::<V>();
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let core = Arc::new(Core {
-            context,
-            placement,
-            slots: DashMap::new(),
-            activation_permits: Arc::new(Semaphore::new(config.max_concurrent_activations)),
-            capacity: config.max_live_actors.map(|n| Arc::new(Semaphore::new(n))),
-            capacity_waiters: AtomicUsize::new(0),
-            evictions_in_flight: AtomicUsize::new(0),
-            counters: Counters::new(actor_name),
-            actor_name,
-            epoch: Instant::now(),
-            runtime,
-            next_generation: AtomicU64::new(0),
-            shutting_down: AtomicBool::new(false),
-            config,
-        });
+        let core = Arc::new(Core::new(context, config, placement));
         if let Some(idle_timeout) = core.config.idle_timeout {
             sweeper::spawn(&core, idle_timeout);
         }

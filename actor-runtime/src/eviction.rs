@@ -8,7 +8,7 @@ use std::{
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::{PassivationReason, VirtualActor, directory::Core, slot::Slot};
+use crate::{PassivationReason, VirtualActor, shared::Core, slot::Slot};
 
 /// How often a waiting activation looks for a victim again (a busy actor may have gone quiet).
 const EVICTION_RETRY: Duration = Duration::from_millis(10);

@@ -11,14 +11,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::{
     PassivationReason, VirtualActor,
     reply::IN_HANDLER,
-    slot::{MailboxPermit, SlotShared},
+    slot::{Envelope, SlotShared},
 };
-
-/// What travels through the ractor mailbox: the user's message and its mailbox place.
-pub(crate) struct Envelope<V: VirtualActor> {
-    pub(crate) message: V::Message,
-    pub(crate) permit: MailboxPermit,
-}
 
 /// The ractor actor definition (stateless; the virtual actor lives in [`HostState`]).
 pub(crate) struct Host<V>(PhantomData<fn() -> V>);

@@ -85,6 +85,7 @@ mod host;
 mod placement;
 pub mod remote;
 mod reply;
+mod shared;
 mod slot;
 pub mod stats;
 mod sweeper;

@@ -15,7 +15,13 @@ use std::time::Instant;
 use ractor::ActorRef;
 use tokio::sync::watch;
 
-use crate::{PassivationReason, VirtualActor, host::Envelope};
+use crate::{PassivationReason, VirtualActor};
+
+/// What travels through the ractor mailbox: the user's message and its mailbox place.
+pub(crate) struct Envelope<V: VirtualActor> {
+    pub(crate) message: V::Message,
+    pub(crate) permit: MailboxPermit,
+}
 
 /// Where one activation is in its life.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::PassivationReason;
+use crate::virtual_actor::PassivationReason;
 
 /// Counter: successful activations.
 pub const ACTIVATIONS_TOTAL: &str = "actor_runtime_activations_total";

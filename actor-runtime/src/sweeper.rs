@@ -7,7 +7,7 @@ use std::{
 
 use crate::{
     PassivationReason, VirtualActor,
-    directory::Core,
+    shared::Core,
     slot::{Slot, millis_since},
 };
 
