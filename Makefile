@@ -5,13 +5,14 @@ SHELL := bash
 
 CARGO ?= cargo
 
-.PHONY: help test fmt-check clippy test-only run cluster-demo bench bench-quick soak
+.PHONY: help test fmt-check clippy test-only tests-and-examples run cluster-demo bench bench-quick soak
 
 help:
 	@echo "make run          run the sample app's demo"
 	@echo "make cluster-demo 3 sample-app nodes on one throw-away PostgreSQL, one SIGKILLed under load;"
 	@echo "                  prints shard moves, time to recover and an SQL audit (exit 1 if it fails)"
-	@echo "make test         fmt check, clippy, then every test (PostgreSQL ones on a throw-away cluster)"
+	@echo "make test         fmt check, clippy, then every test and every aggregate-actors example"
+	@echo "                  (PostgreSQL ones on a throw-away cluster)"
 	@echo "                  prints 'PostgreSQL tests skipped: N' and fails when N > 0;"
 	@echo "                  ALLOW_PG_SKIP=1 make test accepts skipped PostgreSQL tests"
 	@echo "make bench        every benchmark scenario; writes benches/REPORT.md and benches/recovery.svg"
@@ -31,11 +32,14 @@ clippy:
 # skipped with the install line printed, except with CI=true, where that is a failure.
 # Every skipped PostgreSQL test appends a line to $PG_SKIP_LOG (a temp file made here); the
 # count is printed at the end, and any skip fails the run unless ALLOW_PG_SKIP=1.
+# The tests and then the examples (tests-and-examples) run inside one scripts/pg-tmp run, so
+# the postgres example uses the same DATABASE_URL: the caller's, or the throw-away cluster.
 test-only:
 	@skip_log=$$(mktemp "$${TMPDIR:-/tmp}/pg-skips.XXXXXX"); \
 	trap 'rm -f "$$skip_log"' EXIT; \
 	status=0; \
-	PG_SKIP_LOG="$$skip_log" scripts/pg-tmp run -- $(CARGO) test --workspace || status=$$?; \
+	PG_SKIP_LOG="$$skip_log" scripts/pg-tmp run -- $(MAKE) --no-print-directory tests-and-examples \
+		|| status=$$?; \
 	skipped=$$(sort -u "$$skip_log" | grep -c . || true); \
 	echo "PostgreSQL tests skipped: $$skipped"; \
 	if ((skipped > 0)); then \
@@ -47,6 +51,30 @@ test-only:
 				"or set DATABASE_URL; ALLOW_PG_SKIP=1 accepts the skips)" >&2; \
 			((status != 0)) || status=1; \
 		fi; \
+	fi; \
+	exit $$status
+
+# The examples of aggregate-actors/examples/; each asserts what it shows and exits non-zero when
+# that fails.
+EXAMPLES := in_memory custom_strategy time_travel postgres
+
+# Run by test-only inside scripts/pg-tmp: every test, then every example (built once, then run;
+# also when tests failed), failing if any of them failed. Without DATABASE_URL the postgres
+# example only prints how to run it, so it counts as a skipped PostgreSQL test in $PG_SKIP_LOG.
+tests-and-examples:
+	@status=0; \
+	$(CARGO) test --workspace || status=$$?; \
+	if $(CARGO) build -q -p aggregate-actors --examples; then \
+		for example in $(EXAMPLES); do \
+			echo "example $$example:"; \
+			if [[ $$example == postgres && -z "$${DATABASE_URL:-}" ]]; then \
+				echo "aggregate-actors example postgres" >>"$${PG_SKIP_LOG:-/dev/null}"; \
+			fi; \
+			$(CARGO) run -q -p aggregate-actors --example "$$example" \
+				|| { echo "error: example $$example failed" >&2; status=1; }; \
+		done; \
+	else \
+		status=1; \
 	fi; \
 	exit $$status
 
