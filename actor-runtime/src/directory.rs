@@ -208,7 +208,11 @@ impl<V: VirtualActor> Directory<V> {
         }
         let (reply, answer) = Reply::channel();
         let message = make(reply);
-        match tokio::time::timeout(timeout, core.deliver(key, message, answer)).await {
+        match core
+            .deadlines
+            .within(timeout, core.deliver(key, message, answer))
+            .await
+        {
             Ok(result) => result,
             Err(_) => {
                 core.counters.timed_out();

@@ -78,6 +78,7 @@
 
 mod activation;
 mod config;
+mod deadlines;
 mod directory;
 mod error;
 mod eviction;

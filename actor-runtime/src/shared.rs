@@ -14,7 +14,8 @@ use dashmap::DashMap;
 use tokio::sync::Semaphore;
 
 use crate::{
-    PassivationReason, Placement, RuntimeConfig, VirtualActor, slot::Slot, stats::Counters,
+    PassivationReason, Placement, RuntimeConfig, VirtualActor, deadlines::Deadlines, slot::Slot,
+    stats::Counters,
 };
 
 /// The directory's shared state, also held by activation tasks (strongly) and the sweeper
@@ -35,6 +36,8 @@ pub(crate) struct Core<V: VirtualActor> {
     pub(crate) actor_name: &'static str,
     pub(crate) epoch: Instant,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
+    /// Where calls wait out their timeouts.
+    pub(crate) deadlines: Arc<Deadlines>,
     next_generation: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -48,7 +51,9 @@ impl<V: VirtualActor> Core<V> {
     ) -> Self {
         let config = config.normalized();
         let actor_name = std::any::type_name::<V>();
+        let runtime = tokio::runtime::Handle::try_current().ok();
         Self {
+            deadlines: Deadlines::start(config.call_timeout, runtime.as_ref()),
             context,
             placement,
             slots: DashMap::new(),
@@ -59,7 +64,7 @@ impl<V: VirtualActor> Core<V> {
             counters: Counters::new(actor_name),
             actor_name,
             epoch: Instant::now(),
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            runtime,
             next_generation: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             config,

@@ -655,6 +655,36 @@ async fn call_without_reply_in_time_answers_timeout() {
     dir.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_without_reply_time_out_late_by_at_most_a_few_ticks_with_no_timer_of_their_own() {
+    // 300 ms is long enough for the directory's deadline ring (no timer armed per call).
+    let probe = Probe::new();
+    let dir = directory(&probe, config());
+    let after = Duration::from_millis(300);
+    let waits = (0..8).map(|_| {
+        let dir = dir.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let result = dir.call_timeout(&9, after, Msg::Wait).await;
+            (result, started.elapsed())
+        }
+    });
+    let answered = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(waits))
+        .await
+        .expect("every call was answered");
+    for (result, took) in answered {
+        assert!(
+            matches!(result, Err(RuntimeError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert!(took >= after, "never early: {took:?}");
+        assert!(took < after + Duration::from_millis(250), "{took:?}");
+    }
+    assert_eq!(dir.stats().timeouts, 8);
+    probe.open_gate();
+    dir.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shutdown, placement
 // ---------------------------------------------------------------------------------------------

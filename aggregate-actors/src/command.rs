@@ -148,9 +148,14 @@ impl CommandOptions {
 
     /// The time left to wait, given the type's default timeout.
     pub(crate) fn budget(&self, default_timeout: Duration) -> Duration {
+        self.budget_at(Instant::now(), default_timeout)
+    }
+
+    /// The time left to wait at `now`, given the type's default timeout.
+    pub(crate) fn budget_at(&self, now: Instant, default_timeout: Duration) -> Duration {
         let timeout = self.timeout.unwrap_or(default_timeout);
         match self.deadline {
-            Some(deadline) => timeout.min(deadline.saturating_duration_since(Instant::now())),
+            Some(deadline) => timeout.min(deadline.saturating_duration_since(now)),
             None => timeout,
         }
     }

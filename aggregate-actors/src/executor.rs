@@ -181,15 +181,18 @@ impl Executor {
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let command_id = options.command_id.unwrap_or_default();
         let registration = self.registration::<A>(id)?;
-        let budget = options.budget(registration.context.settings.runtime.call_timeout);
+        // One clock read gives both the budget and the deadline the actor checks.
+        let now = tokio::time::Instant::now();
+        let budget = options.budget_at(now, registration.context.settings.runtime.call_timeout);
         let call = CommandCall {
             command_id,
             metadata: options.metadata,
-            deadline: tokio::time::Instant::now() + budget,
+            deadline: now + budget,
         };
+        let key = id.to_owned();
         let answer = registration
             .directory
-            .call_timeout(&id.to_owned(), budget, |reply| AggregateMessage::Execute {
+            .call_timeout(&key, budget, |reply| AggregateMessage::Execute {
                 command,
                 call,
                 reply,

@@ -24,6 +24,7 @@ use crate::outcome::{Committed, StateView};
 use crate::settings::AggregateSettings;
 use crate::snapshot_writer::{SnapshotWriter, WriteOutcome};
 
+mod deadline;
 mod duplicates;
 mod snapshots;
 
@@ -291,9 +292,7 @@ impl<A: Aggregate> AggregateActor<A> {
                 .context
                 .events
                 .append(&self.stream, self.version, batch);
-            let appended = tokio::time::timeout_at(call.deadline, append)
-                .instrument(append_span)
-                .await;
+            let appended = deadline::by(call.deadline, append.instrument(append_span)).await;
             let appended = match appended {
                 Ok(appended) => appended,
                 Err(_) => {
@@ -389,7 +388,7 @@ impl<A: Aggregate> AggregateActor<A> {
     /// [`catch_up`](Self::catch_up) within the command's deadline; a read that cannot finish
     /// in time stores nothing.
     async fn catch_up_by(&mut self, call: &CommandCall) -> Result<(), CommandError<A::Error>> {
-        match tokio::time::timeout_at(call.deadline, self.catch_up()).await {
+        match deadline::by(call.deadline, self.catch_up()).await {
             Ok(caught_up) => Ok(caught_up?),
             Err(_) => Err(self.expired(call.command_id)),
         }

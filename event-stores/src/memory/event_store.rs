@@ -4,8 +4,6 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use std::collections::HashMap;
-
 use uuid::Uuid;
 
 use crate::error::{InvalidInput, StoreError, StoreResult};
@@ -22,15 +20,21 @@ pub struct InMemoryEventStore {
     inner: Arc<Inner>,
 }
 
+/// Hashing for the store's own maps: foldhash is several times faster than the standard
+/// library's SipHash on 16-byte ids and short stream names, and keeps a random per-map seed.
+type Hasher = foldhash::fast::RandomState;
+
+type Stream = Arc<Mutex<Vec<Arc<RecordedEvent>>>>;
+
 #[derive(Default)]
 struct Log {
     events: Vec<Arc<RecordedEvent>>,
-    ids: HashMap<Uuid, u64>,
+    ids: std::collections::HashMap<Uuid, u64, Hasher>,
 }
 
 #[derive(Default)]
 struct Inner {
-    streams: DashMap<StreamId, Arc<Mutex<Vec<Arc<RecordedEvent>>>>>,
+    streams: DashMap<StreamId, Stream, Hasher>,
     /// Every event in position order; `log[p - 1]` has position `p`; and every event id with
     /// the position of its event, the store-wide uniqueness check of event ids.
     log: Mutex<Log>,
@@ -53,7 +57,7 @@ impl InMemoryEventStore {
         }
     }
 
-    fn stream(&self, stream: &StreamId) -> Option<Arc<Mutex<Vec<Arc<RecordedEvent>>>>> {
+    fn stream(&self, stream: &StreamId) -> Option<Stream> {
         self.inner
             .streams
             .get(stream)
@@ -70,13 +74,17 @@ impl EventStore for InMemoryEventStore {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendReceipt> {
         self.inner.limits.check_append(&events)?;
-        let slot = Arc::clone(
-            self.inner
-                .streams
-                .entry(stream.clone())
-                .or_default()
-                .value(),
-        );
+        // A shared lookup first: only a stream's first append takes the shard's write lock.
+        let slot = match self.stream(stream) {
+            Some(slot) => slot,
+            None => Arc::clone(
+                self.inner
+                    .streams
+                    .entry(stream.clone())
+                    .or_default()
+                    .value(),
+            ),
+        };
         let mut recorded = slot.lock();
         let actual = recorded.len() as u64;
         if actual != expected_version {

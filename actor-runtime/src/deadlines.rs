@@ -1,0 +1,221 @@
+//! Call deadlines without a timer per call.
+//!
+//! A tokio timer armed and cancelled around every call cost about 1 µs of a 1.8 µs call on two
+//! cores (`benches/PROFILE.md`, section 1): when no other timer is due sooner, registering it
+//! wakes the parked time driver, a syscall and a thread wake-up per call. So a directory keeps a
+//! ring of [`Notify`]s instead, one per [`TICK`] of wall time, and one watchdog task that wakes
+//! each tick's waiters once the tick has passed. A call waits on the entry for the first tick
+//! at or after its deadline: registering there takes a lock and a list push, and nothing is
+//! armed. Timeouts come out late by at most one tick plus scheduling, never early.
+//!
+//! Timeouts the ring cannot serve well arm their own timer as before: shorter than
+//! [`MIN_TICKS`] ticks (a tick's lateness would be a large share), longer than the ring, or in
+//! a directory made outside a Tokio runtime (no watchdog).
+
+use std::{
+    future::Future,
+    pin::pin,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::Poll,
+    time::Duration,
+};
+
+use tokio::{sync::Notify, time::Instant};
+
+/// The ring's resolution.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+
+/// Timeouts of fewer ticks than this get a timer of their own (at most 10 % late otherwise).
+pub(crate) const MIN_TICKS: u64 = 10;
+
+/// The ring never has more entries than this (8 192 ticks: 82 s).
+const MAX_RING: u64 = 8192;
+
+/// A call's timeout passed before it got an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Elapsed;
+
+/// The deadline ring of one directory.
+pub(crate) struct Deadlines {
+    origin: Instant,
+    ring: Box<[Notify]>,
+    /// Every tick up to this one has passed and been announced (or is being announced).
+    fired: AtomicU64,
+    /// Whether a watchdog runs; without one every call arms a timer.
+    watched: bool,
+}
+
+impl Deadlines {
+    /// A ring long enough for `longest` (the directory's call timeout), with its watchdog
+    /// spawned on `runtime`; without a runtime, a ring that is never used.
+    pub(crate) fn start(longest: Duration, runtime: Option<&tokio::runtime::Handle>) -> Arc<Self> {
+        let ticks = ticks_in(longest).saturating_add(2);
+        let len = ticks.next_power_of_two().clamp(64, MAX_RING);
+        let deadlines = Arc::new(Self {
+            origin: Instant::now(),
+            ring: (0..len).map(|_| Notify::new()).collect(),
+            fired: AtomicU64::new(0),
+            watched: runtime.is_some(),
+        });
+        if let Some(runtime) = runtime {
+            runtime.spawn(watch(Arc::downgrade(&deadlines)));
+        }
+        deadlines
+    }
+
+    /// Runs `work` until it finishes or `timeout` has passed.
+    pub(crate) async fn within<F: Future>(
+        &self,
+        timeout: Duration,
+        work: F,
+    ) -> Result<F::Output, Elapsed> {
+        let Some(due) = self.due_tick(timeout) else {
+            return tokio::time::timeout(timeout, work)
+                .await
+                .map_err(|_| Elapsed);
+        };
+        let entry = &self.ring[self.index(due)];
+        let mut work = pin!(work);
+        loop {
+            // Created before `fired` is read: an announcement after that read reaches it.
+            let announced = pin!(entry.notified());
+            if self.fired.load(Ordering::SeqCst) >= due {
+                return Err(Elapsed);
+            }
+            let mut announced = announced;
+            let finished = std::future::poll_fn(|cx| {
+                if let Poll::Ready(output) = work.as_mut().poll(cx) {
+                    return Poll::Ready(Some(output));
+                }
+                announced.as_mut().poll(cx).map(|()| None)
+            })
+            .await;
+            match finished {
+                Some(output) => return Ok(output),
+                // The entry's tick passed; it may be an earlier lap of the ring: look again.
+                None => continue,
+            }
+        }
+    }
+
+    /// The tick at or after `now + timeout`, if the ring serves this timeout.
+    fn due_tick(&self, timeout: Duration) -> Option<u64> {
+        if !self.watched || ticks_in(timeout) < MIN_TICKS {
+            return None;
+        }
+        let deadline = Instant::now()
+            .checked_add(timeout)?
+            .saturating_duration_since(self.origin);
+        let due = ticks_in(deadline).saturating_add(1);
+        // The entry's previous lap must have been announced already.
+        let len = self.ring.len() as u64;
+        (due < self.fired.load(Ordering::SeqCst).saturating_add(len)).then_some(due)
+    }
+
+    fn index(&self, tick: u64) -> usize {
+        // The ring's length is a power of two no larger than MAX_RING: the cast is lossless.
+        (tick % self.ring.len() as u64) as usize
+    }
+
+    /// Announces every tick that has passed since the last call.
+    fn advance(&self) {
+        let now = ticks_in(self.origin.elapsed());
+        let last = self.fired.load(Ordering::SeqCst);
+        let len = self.ring.len() as u64;
+        // After a stall longer than the ring, one lap announces every entry.
+        for tick in (last + 1).max(now.saturating_sub(len - 1))..=now {
+            // Recorded before the announcement: a waiter that misses it sees the new value.
+            self.fired.store(tick, Ordering::SeqCst);
+            self.ring[self.index(tick)].notify_waiters();
+        }
+    }
+}
+
+/// Whole ticks in `span`.
+fn ticks_in(span: Duration) -> u64 {
+    u64::try_from(span.as_nanos() / TICK.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The watchdog: announces passed ticks until the directory is gone.
+async fn watch(deadlines: Weak<Deadlines>) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(deadlines) = deadlines.upgrade() else {
+            return;
+        };
+        deadlines.advance();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use super::*;
+
+    fn ring(longest: Duration) -> Arc<Deadlines> {
+        Deadlines::start(longest, Some(&tokio::runtime::Handle::current()))
+    }
+
+    #[tokio::test]
+    async fn work_that_finishes_in_time_returns_its_output() {
+        let deadlines = ring(Duration::from_secs(30));
+        let output = deadlines.within(Duration::from_secs(5), async { 7 }).await;
+        assert_eq!(output, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn a_ring_served_timeout_fires_after_its_deadline_and_within_two_ticks() {
+        let deadlines = ring(Duration::from_secs(30));
+        let timeout = Duration::from_millis(150);
+        assert!(deadlines.due_tick(timeout).is_some(), "served by the ring");
+        let started = std::time::Instant::now();
+        let waiting = deadlines.within(timeout, std::future::pending::<()>());
+        let output = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the watchdog announced the tick");
+        let took = started.elapsed();
+        assert_eq!(output, Err(Elapsed));
+        assert!(took >= timeout, "never early: {took:?}");
+        assert!(
+            took < timeout + 2 * TICK + Duration::from_millis(200),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn short_and_overlong_timeouts_get_a_timer_of_their_own() {
+        let deadlines = ring(Duration::from_secs(1));
+        assert_eq!(deadlines.due_tick(TICK * (MIN_TICKS as u32 - 1)), None);
+        assert_eq!(deadlines.due_tick(Duration::from_secs(3600)), None);
+        let output = deadlines
+            .within(Duration::from_millis(20), std::future::pending::<()>())
+            .await;
+        assert_eq!(output, Err(Elapsed));
+    }
+
+    #[test]
+    fn without_a_runtime_nothing_is_served_by_the_ring() {
+        let deadlines = Deadlines::start(Duration::from_secs(30), None);
+        assert_eq!(deadlines.due_tick(Duration::from_secs(1)), None);
+    }
+
+    #[tokio::test]
+    async fn an_announcement_for_an_earlier_lap_does_not_end_the_wait() {
+        let deadlines = ring(Duration::from_millis(500));
+        let timeout = Duration::from_millis(200);
+        let due = deadlines.due_tick(timeout).expect("served by the ring");
+        let waiting = deadlines.within(timeout, std::future::pending::<()>());
+        let mut waiting = pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        // Its entry announced before its tick (as for a tick a lap earlier): it looks, waits on.
+        deadlines.ring[deadlines.index(due)].notify_waiters();
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        assert_eq!(waiting.await, Err(Elapsed));
+    }
+}
