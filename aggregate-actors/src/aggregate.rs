@@ -6,6 +6,8 @@ use std::fmt::Debug;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::upcast::Upcaster;
+
 /// An event-sourced aggregate: its commands, events and state, and the two functions that give
 /// them meaning.
 ///
@@ -26,6 +28,10 @@ pub trait Aggregate: Send + Sync + 'static {
     const STATE_SCHEMA_VERSION: u32 = 1;
     /// Version of the events' shape, stored with every event for upcasting.
     const EVENT_SCHEMA_VERSION: u32 = 1;
+    /// Steps that lift events stored under an older [`EVENT_SCHEMA_VERSION`](Self::EVENT_SCHEMA_VERSION)
+    /// to the current one, one version at a time, in any order (see [`crate::upcast`]). Empty by
+    /// default: every stored event must then be of the current version.
+    const UPCASTERS: &'static [Upcaster] = &[];
 
     /// What callers ask for.
     type Command: Send + Sync + 'static;

@@ -28,7 +28,7 @@ pub const COMPRESSION_NONE: &str = "none";
 pub const COMPRESSION_ZSTD: &str = "zstd";
 
 /// Why bytes could not be encoded or decoded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// Serialization failed (a type serde cannot represent as MessagePack).
     #[error("encoding failed: {0}")]

@@ -7,6 +7,7 @@ use event_stores::{InvalidInput, StoreError, StreamId};
 
 use crate::codec::CodecError;
 use crate::command::CommandId;
+use crate::upcast::UpcastError;
 
 /// Why an actor could not be activated (its state could not be rebuilt).
 #[derive(Debug, thiserror::Error)]
@@ -20,17 +21,24 @@ pub enum ActivationError {
         #[source]
         source: StoreError,
     },
-    /// A stored event could not be decoded: events are the source of truth, so this is not
-    /// skipped the way a bad snapshot is.
-    #[error("event {version} of {stream} cannot be decoded: {source}")]
+    /// A stored event could not be read as the current event type (undecodable, or no
+    /// [upcaster](crate::upcast) chain lifts its schema version): events are the source of truth,
+    /// so this is not skipped the way a bad snapshot is.
+    #[error(
+        "event {version} of {stream} ({event_type}, event schema {schema_version}) cannot be read: {source}"
+    )]
     CorruptEvent {
         /// The stream.
         stream: StreamId,
         /// The event's version.
         version: u64,
+        /// The event's stored type name.
+        event_type: String,
+        /// The event schema version it was stored with.
+        schema_version: u32,
         /// What went wrong.
         #[source]
-        source: CodecError,
+        source: UpcastError,
     },
     /// The id does not make a valid stream name.
     #[error(transparent)]

@@ -20,6 +20,7 @@ use crate::codec;
 use crate::dedup::{DedupWindow, RecentCommand, RecentCommands};
 use crate::error::ActivationError;
 use crate::metrics::{ActivationReport, AggregateMetrics};
+use crate::upcast;
 
 /// How far to rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,12 +392,19 @@ fn apply_recorded<A: Aggregate>(
     if let Some(command_id) = event.command_id {
         recent.record(command_id, event.version, event.recorded_at, window);
     }
-    let decoded: A::Event =
-        codec::decode(&event.payload).map_err(|source| ActivationError::CorruptEvent {
+    A::apply(state, &read_event::<A>(event)?);
+    Ok(())
+}
+
+/// A stored event as the current event type, lifted through the upcasters if it is older.
+pub(crate) fn read_event<A: Aggregate>(event: &RecordedEvent) -> Result<A::Event, ActivationError> {
+    upcast::decode_event::<A>(&event.event_type, event.schema_version, &event.payload).map_err(
+        |source| ActivationError::CorruptEvent {
             stream: event.stream.clone(),
             version: event.version,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
             source,
-        })?;
-    A::apply(state, &decoded);
-    Ok(())
+        },
+    )
 }

@@ -111,6 +111,7 @@ mod settings;
 mod snapshot_writer;
 pub mod strategy;
 pub mod testkit;
+pub mod upcast;
 
 pub use actor_runtime;
 pub use actor_runtime::{PassivationReason, Placement, RuntimeConfig, RuntimeStats};
@@ -125,3 +126,4 @@ pub use hydrate::SnapshotOrigin;
 pub use metrics::{ActivationReport, AggregateStats};
 pub use outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};
 pub use settings::{AggregateSettings, Retention};
+pub use upcast::{UpcastError, Upcaster};

@@ -2,6 +2,7 @@
 
 use aggregate_actors::Aggregate;
 use aggregate_actors::codec::{self, CodecError};
+use aggregate_actors::upcast;
 use aggregate_actors::event_stores::{RecordedEvent, SnapshotRecord};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -40,9 +41,10 @@ pub struct StoredEventView {
 }
 
 impl StoredEventView {
-    /// Decodes `event` as an event of `A`.
+    /// Decodes `event` as an event of `A`, lifted through `A`'s upcasters if it is older.
     pub fn of<A: Aggregate>(event: &RecordedEvent) -> Self {
-        let payload = match codec::decode::<A::Event>(&event.payload) {
+        let read = upcast::decode_event::<A>(&event.event_type, event.schema_version, &event.payload);
+        let payload = match read {
             Ok(typed) => event_json::<A>(&typed)["data"].take(),
             Err(typed_error) => match codec::decode::<Value>(&event.payload) {
                 Ok(untyped) => serde_json::json!({ "undecodable_as": A::TYPE, "raw": untyped }),

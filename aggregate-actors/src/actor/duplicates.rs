@@ -1,11 +1,13 @@
 //! Answers to a command id seen before: its original version and events, read back from the
 //! store, so a retry learns what its first attempt did.
 
+use std::sync::Arc;
+
 use event_stores::{ReadQuery, RecordedEvent, StoreError};
 
 use super::{AggregateActor, CommandCall};
 use crate::aggregate::Aggregate;
-use crate::codec;
+use crate::hydrate::read_event;
 use crate::error::{CommandError, ExecutorError};
 use crate::outcome::Committed;
 
@@ -71,8 +73,9 @@ impl<A: Aggregate> AggregateActor<A> {
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let events = stored
             .iter()
-            .map(|e| codec::decode::<A::Event>(&e.payload))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(read_event::<A>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CommandError::NotStored(ExecutorError::Activation(Arc::new(e))))?;
         tracing::debug!(stream = %self.stream, command_id = %call.command_id, "duplicate command answered with its original outcome");
         Ok(Committed {
             version: stored.last().map_or(self.version, |e| e.version),
