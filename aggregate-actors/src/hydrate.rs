@@ -398,13 +398,11 @@ fn apply_recorded<A: Aggregate>(
 
 /// A stored event as the current event type, lifted through the upcasters if it is older.
 pub(crate) fn read_event<A: Aggregate>(event: &RecordedEvent) -> Result<A::Event, ActivationError> {
-    upcast::decode_event::<A>(&event.event_type, event.schema_version, &event.payload).map_err(
-        |source| ActivationError::CorruptEvent {
-            stream: event.stream.clone(),
-            version: event.version,
-            event_type: event.event_type.clone(),
-            schema_version: event.schema_version,
-            source,
-        },
-    )
+    upcast::read::<A>(event).map_err(|source| ActivationError::CorruptEvent {
+        stream: event.stream.clone(),
+        version: event.version,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        source,
+    })
 }

@@ -42,6 +42,7 @@
 //! # let _ = UPCASTERS;
 //! ```
 
+use event_stores::RecordedEvent;
 /// The decoded MessagePack value an upcaster works on (re-exported from `rmpv`).
 pub use rmpv::Value;
 use serde::Serialize;
@@ -152,6 +153,11 @@ pub fn decode_event<A: Aggregate>(
         })?;
     }
     Ok(codec::decode(&write_value(&value)?)?)
+}
+
+/// A stored event as `A::Event`: [`decode_event`] on its recorded type, schema and payload.
+pub fn read<A: Aggregate>(event: &RecordedEvent) -> Result<A::Event, UpcastError> {
+    decode_event::<A>(&event.event_type, event.schema_version, &event.payload)
 }
 
 /// An upcaster's body on typed shapes: reads `value` as `Old`, maps it, and gives back the

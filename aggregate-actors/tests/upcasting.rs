@@ -173,7 +173,12 @@ fn corrupt_event<T: std::fmt::Debug>(
                 schema_version,
                 source,
                 ..
-            } => (*version, event_type.clone(), *schema_version, source.clone()),
+            } => (
+                *version,
+                event_type.clone(),
+                *schema_version,
+                source.clone(),
+            ),
             other => panic!("expected CorruptEvent, got {other:?}"),
         },
         other => panic!("expected an activation error, got {other:?}"),
@@ -231,7 +236,10 @@ async fn old_events_are_read_by_the_new_build_through_two_upcasters(stores: Stor
     assert_eq!(view.activation.events_replayed, 4);
 
     // It appends at its own schema after the old events.
-    let committed = new.execute::<WalletV3<true>>("w1", deposit(1)).await.unwrap();
+    let committed = new
+        .execute::<WalletV3<true>>("w1", deposit(1))
+        .await
+        .unwrap();
     assert_eq!(committed.version, 5);
     let stream = StreamId::new("wallet", "w1").unwrap();
     let stored = stores

@@ -2,8 +2,8 @@
 
 use aggregate_actors::Aggregate;
 use aggregate_actors::codec::{self, CodecError};
-use aggregate_actors::upcast;
 use aggregate_actors::event_stores::{RecordedEvent, SnapshotRecord};
+use aggregate_actors::upcast;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -43,7 +43,8 @@ pub struct StoredEventView {
 impl StoredEventView {
     /// Decodes `event` as an event of `A`, lifted through `A`'s upcasters if it is older.
     pub fn of<A: Aggregate>(event: &RecordedEvent) -> Self {
-        let read = upcast::decode_event::<A>(&event.event_type, event.schema_version, &event.payload);
+        let read =
+            upcast::decode_event::<A>(&event.event_type, event.schema_version, &event.payload);
         let payload = match read {
             Ok(typed) => event_json::<A>(&typed)["data"].take(),
             Err(typed_error) => match codec::decode::<Value>(&event.payload) {

@@ -7,8 +7,8 @@ use event_stores::{ReadQuery, RecordedEvent, StoreError};
 
 use super::{AggregateActor, CommandCall};
 use crate::aggregate::Aggregate;
-use crate::hydrate::read_event;
 use crate::error::{CommandError, ExecutorError};
+use crate::hydrate::read_event;
 use crate::outcome::Committed;
 
 impl<A: Aggregate> AggregateActor<A> {

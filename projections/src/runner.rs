@@ -1,0 +1,482 @@
+//! [`Projector`]: runs projections over the event feed, catch-up first, then live.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use event_stores::{EventStore, RecordedEvent};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::checkpoint::Checkpoints;
+use crate::error::ProjectionError;
+use crate::projection::{EventFilter, Projection};
+
+/// How a [`Projector`] reads and waits.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProjectorSettings {
+    /// Events read from the feed per batch (and handed to a projection at most). Default 1 000.
+    pub batch_size: usize,
+    /// When caught up, how often to look for new events without a wake-up. Default 100 ms.
+    pub poll_interval: Duration,
+    /// The longest pause between retries of a failing batch (it doubles from 10 ms). Default 5 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for ProjectorSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 1_000,
+            poll_interval: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ProjectorSettings {
+    /// Events per batch (at least 1).
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events.max(1);
+        self
+    }
+
+    /// How often to poll when caught up.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// The longest pause between retries.
+    pub fn max_backoff(mut self, pause: Duration) -> Self {
+        self.max_backoff = pause;
+        self
+    }
+}
+
+/// How far a projection got, and how far behind it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ProjectionStats {
+    /// The projection's name.
+    pub name: String,
+    /// Position of the last event it has handled and checkpointed.
+    pub position: u64,
+    /// Events handed to it (after its filter) since this runner started.
+    pub events_handled: u64,
+    /// Events read from the feed since this runner started (its filter's rejects included).
+    pub events_read: u64,
+    /// Batches checkpointed since this runner started.
+    pub batches: u64,
+    /// Batches that failed and were retried.
+    pub retries: u64,
+    /// Whether its last read found the end of the feed.
+    pub caught_up: bool,
+    /// When the last event it handled was recorded.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// How long ago the newest event it has handled was recorded, measured when it checkpointed
+    /// a batch that did not reach the end of the feed; zero once caught up.
+    pub lag: Duration,
+    /// The last error, until a batch succeeds again.
+    pub last_error: Option<String>,
+}
+
+/// What a runner drives: a projection with its checkpoint. An at-least-once projection saves
+/// the checkpoint after handling; a PostgreSQL one commits both in one transaction.
+#[async_trait]
+pub(crate) trait Sink: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn filter(&self) -> EventFilter;
+    /// The checkpointed position.
+    async fn position(&self) -> Result<u64, ProjectionError>;
+    /// Handles `events` (already filtered, possibly empty) and moves the checkpoint from `from`
+    /// to `to`.
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        from: u64,
+        to: u64,
+    ) -> Result<(), ProjectionError>;
+    /// Clears the read model and sets the checkpoint to 0.
+    async fn reset(&self) -> Result<(), ProjectionError>;
+}
+
+/// An at-least-once [`Projection`] with its [`Checkpoints`].
+struct AtLeastOnce<P> {
+    projection: P,
+    checkpoints: Arc<dyn Checkpoints>,
+}
+
+#[async_trait]
+impl<P: Projection> Sink for AtLeastOnce<P> {
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    fn filter(&self) -> EventFilter {
+        self.projection.filter()
+    }
+
+    async fn position(&self) -> Result<u64, ProjectionError> {
+        self.checkpoints.load(self.projection.name()).await
+    }
+
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        _from: u64,
+        to: u64,
+    ) -> Result<(), ProjectionError> {
+        if !events.is_empty() {
+            self.projection
+                .handle(events)
+                .await
+                .map_err(|source| ProjectionError::Handler {
+                    projection: self.name().to_owned(),
+                    source,
+                })?;
+        }
+        self.checkpoints.save(self.name(), to).await
+    }
+
+    async fn reset(&self) -> Result<(), ProjectionError> {
+        self.projection
+            .reset()
+            .await
+            .map_err(|source| ProjectionError::Handler {
+                projection: self.name().to_owned(),
+                source,
+            })?;
+        self.checkpoints.save(self.name(), 0).await
+    }
+}
+
+/// Runs projections, each on a task of its own, over one event store's feed.
+///
+/// A projection reads from its checkpoint in batches until the feed is exhausted (catch-up),
+/// then waits for a wake-up ([`wake`](Self::wake), or PostgreSQL notifications with
+/// [`listen`](Self::listen)) or the poll interval, and reads again (live). A failing batch is
+/// retried with a doubling back-off and never skipped.
+pub struct Projector {
+    events: Arc<dyn EventStore>,
+    settings: ProjectorSettings,
+    wake: Arc<Notify>,
+}
+
+impl Projector {
+    /// A projector over `events` with default settings.
+    pub fn new(events: Arc<dyn EventStore>) -> Self {
+        Self::with_settings(events, ProjectorSettings::default())
+    }
+
+    /// A projector over `events` with `settings`.
+    pub fn with_settings(events: Arc<dyn EventStore>, settings: ProjectorSettings) -> Self {
+        Self {
+            events,
+            settings,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Starts `projection` at least once, with its checkpoint in `checkpoints`.
+    pub fn run<P: Projection>(
+        &self,
+        projection: P,
+        checkpoints: Arc<dyn Checkpoints>,
+    ) -> ProjectionHandle {
+        self.start(Arc::new(AtLeastOnce {
+            projection,
+            checkpoints,
+        }))
+    }
+
+    /// Tells every projection of this projector that events may have been appended, so those
+    /// that are caught up read at once instead of at their next poll.
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    pub(crate) fn wake_handle(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    pub(crate) fn start(&self, sink: Arc<dyn Sink>) -> ProjectionHandle {
+        let stats = Arc::new(Mutex::new(ProjectionStats {
+            name: sink.name().to_owned(),
+            ..ProjectionStats::default()
+        }));
+        let progress = Arc::new(Notify::new());
+        let (control, requests) = mpsc::channel(4);
+        let task = Task {
+            sink,
+            events: Arc::clone(&self.events),
+            settings: self.settings.clone(),
+            wake: Arc::clone(&self.wake),
+            stats: Arc::clone(&stats),
+            progress: Arc::clone(&progress),
+            requests,
+        };
+        ProjectionHandle {
+            stats,
+            progress,
+            control,
+            task: Mutex::new(Some(tokio::spawn(task.run()))),
+        }
+    }
+}
+
+enum Request {
+    Rebuild(oneshot::Sender<Result<(), String>>),
+    Stop,
+}
+
+/// A running projection: its stats, and the way to stop or rebuild it.
+pub struct ProjectionHandle {
+    stats: Arc<Mutex<ProjectionStats>>,
+    progress: Arc<Notify>,
+    control: mpsc::Sender<Request>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ProjectionHandle {
+    /// A snapshot of the projection's stats.
+    pub fn stats(&self) -> ProjectionStats {
+        self.stats.lock().clone()
+    }
+
+    /// Waits until the projection has checkpointed `position` or beyond, at most `timeout`;
+    /// `true` if it got there.
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let reached = async {
+            loop {
+                let progressed = self.progress.notified();
+                if self.stats.lock().position >= position {
+                    return;
+                }
+                progressed.await;
+            }
+        };
+        tokio::time::timeout(timeout, reached).await.is_ok()
+    }
+
+    /// Clears the read model ([`Projection::reset`]) and replays the feed from the first event.
+    /// Returns once the reset is done (the replay goes on in the background).
+    pub async fn rebuild(&self) -> Result<(), ProjectionError> {
+        let name = self.stats.lock().name.clone();
+        let stopped = || ProjectionError::Checkpoint {
+            projection: name.clone(),
+            message: "the projection is not running".into(),
+        };
+        let (done, answer) = oneshot::channel();
+        self.control
+            .send(Request::Rebuild(done))
+            .await
+            .map_err(|_| stopped())?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(ProjectionError::Checkpoint {
+                projection: name.clone(),
+                message,
+            }),
+            Err(_) => Err(stopped()),
+        }
+    }
+
+    /// Stops the projection after the batch in progress, and waits for it.
+    pub async fn stop(&self) {
+        let _ = self.control.send(Request::Stop).await;
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ProjectionHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().take() {
+            task.abort();
+        }
+    }
+}
+
+/// One projection's loop.
+struct Task {
+    sink: Arc<dyn Sink>,
+    events: Arc<dyn EventStore>,
+    settings: ProjectorSettings,
+    wake: Arc<Notify>,
+    stats: Arc<Mutex<ProjectionStats>>,
+    progress: Arc<Notify>,
+    requests: mpsc::Receiver<Request>,
+}
+
+/// After a wake-up, the first pause before looking again when a read found nothing.
+const FIRST_RECHECK: Duration = Duration::from_millis(2);
+
+/// What the loop does next.
+enum Next {
+    Read,
+    Wait,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(10);
+        let mut position = None;
+        // After a wake-up, look again soon, backing off up to the poll interval: the appended
+        // event may not be readable yet (read_all waits for older transactions to end).
+        // Until a read finds events, the start counts as a wake-up: events appended just
+        // before may be invisible to the first read for the same reason.
+        let mut recheck = Some(FIRST_RECHECK);
+        let wake = Arc::clone(&self.wake);
+        loop {
+            // Armed before the read: a wake-up during it is not lost.
+            let woken = wake.notified();
+            let step = match position {
+                None => self.sink.position().await.map(|p| {
+                    position = Some(p);
+                    self.record(|s| s.position = p);
+                    Next::Read
+                }),
+                Some(from) => self.step(from).await.map(|(to, next)| {
+                    position = Some(to);
+                    next
+                }),
+            };
+            let next = match step {
+                Ok(next) => {
+                    backoff = Duration::from_millis(10);
+                    next
+                }
+                Err(error) => {
+                    tracing::warn!(projection = self.sink.name(), %error, "projection batch failed; retrying");
+                    metrics::counter!("projection_retries_total", "projection" => self.sink.name().to_owned()).increment(1);
+                    if matches!(error, ProjectionError::CheckpointMoved { .. }) {
+                        position = None;
+                    }
+                    self.record(|s| {
+                        s.retries += 1;
+                        s.last_error = Some(error.to_string());
+                    });
+                    let request = tokio::select! {
+                        () = tokio::time::sleep(backoff) => None,
+                        request = self.requests.recv() => Some(request),
+                    };
+                    let stop = match request {
+                        None => false,
+                        Some(None) => true,
+                        Some(Some(request)) => self.serve(request, &mut position).await,
+                    };
+                    if stop {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    continue;
+                }
+            };
+            match next {
+                Next::Read => {
+                    // Progress: the next empty read waits for a wake-up or the poll again.
+                    recheck = None;
+                    // Between batches: a rebuild or stop request goes first.
+                    match self.requests.try_recv() {
+                        Ok(request) => {
+                            if self.serve(request, &mut position).await {
+                                return;
+                            }
+                        }
+                        Err(_) => continue,
+                    }
+                }
+                Next::Wait => {
+                    let poll = self.settings.poll_interval;
+                    let pause = recheck.map_or(poll, |pause| pause.min(poll));
+                    recheck = recheck.map(|pause| pause * 2).filter(|&next| next < poll);
+                    tokio::select! {
+                        () = woken => recheck = Some(FIRST_RECHECK),
+                        () = tokio::time::sleep(pause) => {}
+                        request = self.requests.recv() => match request {
+                            Some(request) => {
+                                if self.serve(request, &mut position).await {
+                                    return;
+                                }
+                            }
+                            None => return,
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one batch after `from`, hands it over and checkpoints it.
+    async fn step(&self, from: u64) -> Result<(u64, Next), ProjectionError> {
+        let batch = self.events.read_all(from, self.settings.batch_size).await?;
+        let Some(last) = batch.last() else {
+            self.record(|s| {
+                s.caught_up = true;
+                s.lag = Duration::ZERO;
+            });
+            return Ok((from, Next::Wait));
+        };
+        let to = last.position;
+        let newest = last.recorded_at;
+        let fetched = batch.len();
+        let filter = self.sink.filter();
+        let admitted: Vec<RecordedEvent> = match filter {
+            EventFilter::All => batch,
+            filter => batch.into_iter().filter(|e| filter.admits(e)).collect(),
+        };
+        let read = admitted.len();
+        self.sink.apply(&admitted, from, to).await?;
+        let full = fetched == self.settings.batch_size;
+        let lag = if full {
+            (Utc::now() - newest).to_std().unwrap_or_default()
+        } else {
+            Duration::ZERO
+        };
+        let name = self.sink.name().to_owned();
+        metrics::counter!("projection_events_handled_total", "projection" => name.clone())
+            .increment(read as u64);
+        metrics::gauge!("projection_lag_seconds", "projection" => name).set(lag.as_secs_f64());
+        self.record(|s| {
+            s.position = to;
+            s.events_handled += read as u64;
+            s.events_read += fetched as u64;
+            s.batches += 1;
+            s.caught_up = !full;
+            s.last_event_at = Some(newest);
+            s.lag = lag;
+            s.last_error = None;
+        });
+        Ok((to, Next::Read))
+    }
+
+    /// Serves a control request; `true` when the loop must end.
+    async fn serve(&self, request: Request, position: &mut Option<u64>) -> bool {
+        match request {
+            Request::Stop => true,
+            Request::Rebuild(done) => {
+                let reset = self.sink.reset().await;
+                if reset.is_ok() {
+                    *position = Some(0);
+                    self.record(|s| {
+                        s.position = 0;
+                        s.caught_up = false;
+                    });
+                }
+                let _ = done.send(reset.map_err(|e| e.to_string()));
+                false
+            }
+        }
+    }
+
+    /// Changes the stats and wakes whoever waits for progress.
+    fn record(&self, change: impl FnOnce(&mut ProjectionStats)) {
+        change(&mut self.stats.lock());
+        self.progress.notify_waiters();
+    }
+}

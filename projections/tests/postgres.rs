@@ -1,0 +1,260 @@
+//! PostgreSQL projections: a read model counted exactly once though its handler fails and a
+//! second runner races it (audited with raw SQL), live wake-ups by LISTEN/NOTIFY, and
+//! checkpoints in PostgreSQL for an at-least-once read model that lives elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use event_stores::testing::fresh_database;
+use event_stores::{EventStore, NewEvent, RecordedEvent, StoreLimits, StreamId};
+use parking_lot::Mutex;
+use projections::postgres::{PgCheckpoints, PgProjection};
+use projections::{HandlerError, Projection, Projector, ProjectorSettings};
+use sqlx::{PgConnection, PgPool, Row};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Counts events per stream with a non-idempotent increment; fails every `fail_every`-th batch
+/// after writing, so only the transaction keeps the count exact.
+struct Totals {
+    batches: AtomicU64,
+    fail_every: u64,
+}
+
+#[async_trait]
+impl PgProjection for Totals {
+    fn name(&self) -> &str {
+        "totals"
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), HandlerError> {
+        for event in events {
+            sqlx::query(
+                "INSERT INTO totals (stream, events) VALUES ($1, 1) \
+                 ON CONFLICT (stream) DO UPDATE SET events = totals.events + 1",
+            )
+            .bind(event.stream.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let batch = self.batches.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.fail_every > 0 && batch.is_multiple_of(self.fail_every) {
+            return Err("failing after writing, on purpose".into());
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        sqlx::query("TRUNCATE totals").execute(&mut *tx).await?;
+        Ok(())
+    }
+}
+
+async fn append_concurrently(
+    store: Arc<dyn EventStore>,
+    writers: u64,
+    per_writer: u64,
+    streams: u64,
+) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in 0..per_writer {
+                    let stream =
+                        StreamId::new("account", format!("w{w}-s{}", i % streams)).unwrap();
+                    let version = store.stream_version(&stream).await.unwrap();
+                    store
+                        .append(
+                            &stream,
+                            version,
+                            vec![NewEvent::new("Happened", 1, vec![0x90])],
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+async fn last_position(pool: &PgPool) -> u64 {
+    let position: i64 = sqlx::query("SELECT COALESCE(MAX(position), 0) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get(0);
+    position as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_read_model_counts_every_event_exactly_once_despite_failures_and_a_rival_runner()
+{
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    sqlx::query("CREATE TABLE totals (stream text PRIMARY KEY, events bigint NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(events);
+    let settings = ProjectorSettings::default()
+        .batch_size(40)
+        .poll_interval(Duration::from_millis(10))
+        .max_backoff(Duration::from_millis(20));
+    let projector = Projector::with_settings(Arc::clone(&store), settings);
+    let first = projector
+        .run_pg(
+            Totals {
+                batches: AtomicU64::new(0),
+                fail_every: 3,
+            },
+            pool.clone(),
+        )
+        .await
+        .unwrap();
+    let rival = projector
+        .run_pg(
+            Totals {
+                batches: AtomicU64::new(0),
+                fail_every: 0,
+            },
+            pool.clone(),
+        )
+        .await
+        .unwrap();
+
+    append_concurrently(Arc::clone(&store), 4, 500, 4).await;
+    let last = last_position(&pool).await;
+    assert!(first.wait_for(last, WAIT).await, "{:?}", first.stats());
+    assert!(rival.wait_for(last, WAIT).await, "{:?}", rival.stats());
+
+    let stored: Vec<(String, i64)> = sqlx::query(
+        "SELECT aggregate_type || '/' || aggregate_id, COUNT(*) FROM events GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect();
+    let counted: Vec<(String, i64)> = sqlx::query("SELECT stream, events FROM totals ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(stored.len(), 16);
+    assert_eq!(counted, stored, "every event counted exactly once");
+    let (a, b) = (first.stats(), rival.stats());
+    assert!(
+        a.retries > 0,
+        "the failing handler's batches were rolled back and retried"
+    );
+    assert_eq!(
+        a.events_handled + b.events_handled,
+        2_000,
+        "committed batches cover each event once between the two runners"
+    );
+    first.stop().await;
+    rival.stop().await;
+}
+
+/// Counts what it is handed, in memory.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<u64>>>);
+
+#[async_trait]
+impl Projection for Seen {
+    fn name(&self) -> &str {
+        "seen"
+    }
+
+    async fn handle(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        self.0.lock().extend(events.iter().map(|e| e.position));
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<(), HandlerError> {
+        self.0.lock().clear();
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_wakes_a_caught_up_projection_without_polling() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let store: Arc<dyn EventStore> = Arc::new(events);
+    let projector = Projector::with_settings(
+        Arc::clone(&store),
+        ProjectorSettings::default().poll_interval(Duration::from_secs(3600)),
+    );
+    let _listening = projector.listen(&pool).await.unwrap();
+    let seen = Seen::default();
+    let checkpoints = Arc::new(PgCheckpoints::new(pool.clone()).await.unwrap());
+    let running = projector.run(seen.clone(), checkpoints);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut lags = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        append_concurrently(Arc::clone(&store), 1, 1, 1).await;
+        let last = last_position(&pool).await;
+        assert!(
+            running.wait_for(last, Duration::from_secs(5)).await,
+            "seen without a poll (the next one is an hour away)"
+        );
+        lags.push(started.elapsed());
+    }
+    println!("live lag after an append (LISTEN/NOTIFY): {lags:?}");
+    assert_eq!(seen.0.lock().len(), 5);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_in_postgres_let_a_new_runner_resume_where_the_last_one_stopped() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let store: Arc<dyn EventStore> = Arc::new(events);
+    append_concurrently(Arc::clone(&store), 2, 50, 3).await;
+    let first_last = last_position(&pool).await;
+    let seen = Seen::default();
+    let projector = Projector::new(Arc::clone(&store));
+    let running = projector.run(
+        seen.clone(),
+        Arc::new(PgCheckpoints::new(pool.clone()).await.unwrap()),
+    );
+    assert!(running.wait_for(first_last, WAIT).await);
+    running.stop().await;
+
+    append_concurrently(Arc::clone(&store), 2, 10, 3).await;
+    let projector = Projector::new(Arc::clone(&store));
+    let running = projector.run(
+        seen.clone(),
+        Arc::new(PgCheckpoints::new(pool.clone()).await.unwrap()),
+    );
+    assert!(running.wait_for(last_position(&pool).await, WAIT).await);
+    assert_eq!(running.stats().events_handled, 20, "only the new events");
+    assert_eq!(seen.0.lock().len(), 120);
+    running.stop().await;
+}

@@ -1,0 +1,226 @@
+//! The projector on the in-memory store: catch-up in batches then live, filters, resuming from a
+//! checkpoint, rebuilds, retries that never skip a batch, and wake-ups that beat the poll.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use event_stores::{EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StreamId};
+use parking_lot::Mutex;
+use projections::{
+    EventFilter, HandlerError, InMemoryCheckpoints, Projection, Projector, ProjectorSettings,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Records every event it is handed (stream, version, position), in order; can fail its first
+/// `fail_first` batches.
+#[derive(Clone, Default)]
+struct Recorder {
+    seen: Arc<Mutex<Vec<(String, u64, u64)>>>,
+    resets: Arc<AtomicU32>,
+    fail_first: Arc<AtomicU32>,
+    filter: Option<&'static str>,
+}
+
+#[async_trait]
+impl Projection for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+
+    fn filter(&self) -> EventFilter {
+        match self.filter {
+            Some(aggregate_type) => EventFilter::Types(vec![aggregate_type]),
+            None => EventFilter::All,
+        }
+    }
+
+    async fn handle(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        let failing = self
+            .fail_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err("failing on purpose".into());
+        }
+        self.seen.lock().extend(
+            events
+                .iter()
+                .map(|e| (e.stream.to_string(), e.version, e.position)),
+        );
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<(), HandlerError> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().clear();
+        Ok(())
+    }
+}
+
+/// Appends `count` one-event commands round-robin over `streams` streams of `aggregate_type`;
+/// returns the last position.
+async fn append(store: &InMemoryEventStore, aggregate_type: &str, streams: u64, count: u64) -> u64 {
+    let mut last = 0;
+    for i in 0..count {
+        let stream = StreamId::new(aggregate_type, format!("s{}", i % streams)).unwrap();
+        let version = store.stream_version(&stream).await.unwrap();
+        let receipt = store
+            .append(
+                &stream,
+                version,
+                vec![NewEvent::new("Happened", 1, vec![0x90])],
+            )
+            .await
+            .unwrap();
+        last = receipt.last_position;
+    }
+    last
+}
+
+fn settings() -> ProjectorSettings {
+    ProjectorSettings::default()
+        .batch_size(1_000)
+        .poll_interval(Duration::from_millis(20))
+}
+
+fn positions(recorder: &Recorder) -> Vec<u64> {
+    recorder.seen.lock().iter().map(|(_, _, p)| *p).collect()
+}
+
+#[tokio::test]
+async fn catches_up_in_batches_then_follows_new_events_in_store_order_once_each() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let before = append(&store, "account", 7, 2_500).await;
+    let recorder = Recorder::default();
+    let projector = Projector::with_settings(store.clone(), settings());
+    let running = projector.run(recorder.clone(), Arc::new(InMemoryCheckpoints::new()));
+    assert!(running.wait_for(before, WAIT).await);
+    let stats = running.stats();
+    assert_eq!((stats.events_handled, stats.batches), (2_500, 3));
+
+    let after = append(&store, "account", 7, 300).await;
+    assert!(running.wait_for(after, WAIT).await);
+    let seen = positions(&recorder);
+    assert_eq!(seen.len(), 2_800);
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "store order, no repeats"
+    );
+    assert_eq!(running.stats().position, after);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_filter_hands_over_only_its_types_and_the_checkpoint_passes_the_rest() {
+    let store = Arc::new(InMemoryEventStore::new());
+    append(&store, "account", 3, 40).await;
+    let last = append(&store, "customer", 2, 10).await;
+    let recorder = Recorder {
+        filter: Some("customer"),
+        ..Recorder::default()
+    };
+    let projector = Projector::with_settings(store.clone(), settings());
+    let running = projector.run(recorder.clone(), Arc::new(InMemoryCheckpoints::new()));
+    assert!(running.wait_for(last, WAIT).await);
+    let seen = recorder.seen.lock().clone();
+    assert_eq!(seen.len(), 10);
+    assert!(
+        seen.iter()
+            .all(|(stream, _, _)| stream.starts_with("customer/"))
+    );
+    let stats = running.stats();
+    assert_eq!((stats.events_read, stats.events_handled), (50, 10));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_projection_resumes_from_its_checkpoint() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let checkpoints = Arc::new(InMemoryCheckpoints::new());
+    let first = append(&store, "account", 4, 100).await;
+    let recorder = Recorder::default();
+    let projector = Projector::with_settings(store.clone(), settings());
+    let running = projector.run(recorder.clone(), checkpoints.clone());
+    assert!(running.wait_for(first, WAIT).await);
+    running.stop().await;
+
+    let second = append(&store, "account", 4, 25).await;
+    let running = projector.run(recorder.clone(), checkpoints);
+    assert!(running.wait_for(second, WAIT).await);
+    assert_eq!(running.stats().events_handled, 25, "only the new events");
+    assert_eq!(positions(&recorder).len(), 125);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_rebuild_resets_the_read_model_and_replays_from_the_first_event() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let last = append(&store, "account", 4, 60).await;
+    let recorder = Recorder::default();
+    let projector = Projector::with_settings(store.clone(), settings());
+    let running = projector.run(recorder.clone(), Arc::new(InMemoryCheckpoints::new()));
+    assert!(running.wait_for(last, WAIT).await);
+    running.rebuild().await.unwrap();
+    assert_eq!(recorder.resets.load(Ordering::SeqCst), 1);
+    assert!(running.wait_for(last, WAIT).await);
+    let seen = positions(&recorder);
+    assert_eq!(seen.len(), 60, "the read model holds each event once");
+    assert_eq!(
+        running.stats().events_handled,
+        120,
+        "every event handled twice in all"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_batch_is_retried_never_skipped() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let last = append(&store, "account", 2, 30).await;
+    let recorder = Recorder {
+        fail_first: Arc::new(AtomicU32::new(3)),
+        ..Recorder::default()
+    };
+    let projector = Projector::with_settings(
+        store.clone(),
+        settings().max_backoff(Duration::from_millis(50)),
+    );
+    let running = projector.run(recorder.clone(), Arc::new(InMemoryCheckpoints::new()));
+    assert!(running.wait_for(last, WAIT).await);
+    let stats = running.stats();
+    assert_eq!(stats.retries, 3);
+    assert_eq!(
+        stats.last_error, None,
+        "cleared by the batch that succeeded"
+    );
+    assert_eq!(positions(&recorder).len(), 30);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_wake_up_reaches_a_caught_up_projection_before_its_next_poll() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let first = append(&store, "account", 1, 1).await;
+    let recorder = Recorder::default();
+    let projector = Projector::with_settings(
+        store.clone(),
+        settings().poll_interval(Duration::from_secs(3600)),
+    );
+    let running = projector.run(recorder.clone(), Arc::new(InMemoryCheckpoints::new()));
+    assert!(running.wait_for(first, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(running.stats().caught_up);
+
+    let second = append(&store, "account", 1, 1).await;
+    assert!(
+        !running.wait_for(second, Duration::from_millis(300)).await,
+        "no poll for an hour: not seen without a wake-up"
+    );
+    projector.wake();
+    assert!(running.wait_for(second, WAIT).await);
+    running.stop().await;
+}
