@@ -5,27 +5,35 @@ SHELL := bash
 
 CARGO ?= cargo
 
-.PHONY: help test fmt-check clippy test-only tests-and-examples run cluster-demo bench bench-quick soak
+.PHONY: help test fmt-check clippy test-in-memory-only test-only tests-and-examples run cluster-demo bench bench-quick soak
 
 help:
 	@echo "make run          run the sample app's demo"
 	@echo "make cluster-demo 3 sample-app nodes on one throw-away PostgreSQL, one SIGKILLed under load;"
 	@echo "                  prints shard moves, time to recover and an SQL audit (exit 1 if it fails)"
 	@echo "make test         fmt check, clippy, then every test and every aggregate-actors example"
-	@echo "                  (PostgreSQL ones on a throw-away cluster)"
+	@echo "                  (PostgreSQL ones on a throw-away cluster); also clippy and the tests of"
+	@echo "                  event-stores and aggregate-actors without PostgreSQL (test-in-memory-only)"
 	@echo "                  prints 'PostgreSQL tests skipped: N' and fails when N > 0;"
 	@echo "                  ALLOW_PG_SKIP=1 make test accepts skipped PostgreSQL tests"
 	@echo "make bench        every benchmark scenario; writes benches/REPORT.md and benches/recovery.svg"
 	@echo "make bench-quick the same scenarios at smaller sizes (under 3 minutes after the build)"
 	@echo "make soak         long fault-injection runs (ignored by make test)"
 
-test: fmt-check clippy test-only
+test: fmt-check clippy test-in-memory-only test-only
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# event-stores and aggregate-actors without their default `postgres` feature (the in-memory
+# stores only, no sqlx: what `default-features = false` gives a user): clippy, then their tests
+# that need no PostgreSQL (the others are `required-features = ["postgres"]` in Cargo.toml).
+test-in-memory-only:
+	$(CARGO) clippy -p event-stores -p aggregate-actors --no-default-features --all-targets -- -D warnings
+	$(CARGO) test -p event-stores -p aggregate-actors --no-default-features
 
 # Uses DATABASE_URL when set; otherwise scripts/pg-tmp starts a throw-away cluster for the run
 # and stops it however the run ends. Without PostgreSQL binaries the PostgreSQL tests are

@@ -93,6 +93,14 @@
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
+//!
+//! # Features
+//!
+//! - `postgres` (default): the PostgreSQL stores of [`event_stores`] (`PgEventStore`,
+//!   `PgSnapshotStore`, `PgConfig`, …), on sqlx; it turns on `event-stores/postgres`. Without
+//!   it, with `aggregate-actors = { …, default-features = false }`, you get the in-memory
+//!   stores ([`Executor::in_memory`], `InMemoryEventStore`, `InMemorySnapshotStore`) and any
+//!   store of your own, and sqlx is not compiled. Nothing else in this crate changes.
 
 mod actor;
 mod aggregate;

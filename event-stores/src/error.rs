@@ -137,7 +137,14 @@ pub enum StoreError {
     #[error("{0} is not supported by this store")]
     Unsupported(&'static str),
     /// The server would lose acknowledged commits in a crash and
-    /// [`PgConfig::require_durability`](crate::PgConfig::require_durability) is set.
+    #[cfg_attr(
+        feature = "postgres",
+        doc = "[`PgConfig::require_durability`](crate::PgConfig::require_durability) is set."
+    )]
+    #[cfg_attr(
+        not(feature = "postgres"),
+        doc = "`PgConfig::require_durability` (feature `postgres`) is set."
+    )]
     #[error("the server is not crash-safe: {0}")]
     NotDurable(String),
     /// Stored data that violates the store's own rules (for example a negative version).

@@ -37,6 +37,15 @@
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
+//!
+//! # Features
+//!
+//! - `postgres` (default): the PostgreSQL backends (`postgres`, `PgEventStore`,
+//!   `PgSnapshotStore`, `PgConfig`, …), on sqlx. Without it (`default-features = false`) the
+//!   crate has the in-memory stores only and does not compile sqlx.
+//! - `test-support`: the backend contract suite (`contract`, `store_contract!`) and the test
+//!   helpers (`testing`); with `postgres` as well, `testing` also makes throw-away PostgreSQL
+//!   databases.
 
 #[cfg(feature = "test-support")]
 pub mod contract;

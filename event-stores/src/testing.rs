@@ -1,19 +1,12 @@
-//! Throw-away PostgreSQL databases for tests (feature `test-support`).
+//! Throw-away PostgreSQL databases for tests (feature `test-support`; the databases need the
+//! `postgres` feature as well).
 //!
-//! [`fresh_database`] creates a uniquely named database on the server named by `DATABASE_URL`,
+//! `fresh_database` creates a uniquely named database on the server named by `DATABASE_URL`,
 //! so tests running in parallel (in one process or many) never see each other's rows, and drops
-//! it again when the [`TestDatabase`] is dropped. `make test` points `DATABASE_URL` at a cluster
-//! that `scripts/pg-tmp` starts for the run.
-//!
-//! ```no_run
-//! # async fn demo() {
-//! let Some(db) = event_stores::testing::fresh_database().await else {
-//!     return; // no PostgreSQL here, and not in CI: the test is skipped
-//! };
-//! let (events, snapshots) = db.stores(event_stores::StoreLimits::default()).await.unwrap();
-//! # drop((events, snapshots));
-//! # }
-//! ```
+//! it again when the `TestDatabase` is dropped. `make test` points `DATABASE_URL` at a cluster
+//! that `scripts/pg-tmp` starts for the run. Both exist only with the `postgres` feature; the
+//! rest of this module (whether PostgreSQL tests run, skip or fail: [`database_url`],
+//! [`in_ci`]) is plain `std` and exists without it.
 //!
 //! Without `DATABASE_URL` the functions print [`SKIP_MESSAGE`] once and return `None`, except
 //! when `CI=true`, where a missing PostgreSQL is a failure and they panic. Every skip is also
@@ -22,13 +15,19 @@
 
 use std::io::Write;
 use std::sync::Once;
+#[cfg(feature = "postgres")]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "postgres")]
 use std::time::Duration;
 
+#[cfg(feature = "postgres")]
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+#[cfg(feature = "postgres")]
 use crate::error::StoreResult;
+#[cfg(feature = "postgres")]
 use crate::limits::StoreLimits;
+#[cfg(feature = "postgres")]
 use crate::postgres::{PgConfig, PgEventStore, PgSnapshotStore};
 
 /// What tests print (once per process) when they skip for want of PostgreSQL.
@@ -45,6 +44,8 @@ pub const SKIP_LOG_VAR: &str = "PG_SKIP_LOG";
 pub const KEEP_VAR: &str = "KEEP_TEST_DATABASES";
 
 /// A database created for one test; dropped (with `WITH (FORCE)`) when this value is dropped.
+/// Feature `postgres`.
+#[cfg(feature = "postgres")]
 #[derive(Debug)]
 pub struct TestDatabase {
     name: String,
@@ -52,6 +53,7 @@ pub struct TestDatabase {
     admin_url: String,
 }
 
+#[cfg(feature = "postgres")]
 impl TestDatabase {
     /// The database's name.
     pub fn name(&self) -> &str {
@@ -84,6 +86,7 @@ impl TestDatabase {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if std::env::var(KEEP_VAR).is_ok_and(|v| v == "1") {
@@ -181,9 +184,21 @@ fn record_skip() {
 
 /// Creates a fresh, uniquely named database on the `DATABASE_URL` server (from `template0`, so
 /// it is empty and quick to make) and returns it; `None` when PostgreSQL tests are skipped.
+/// Feature `postgres`.
 ///
 /// Panics when `DATABASE_URL` is set but the server cannot be used: a configured database that
 /// does not work is a failure, not a reason to skip.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let Some(db) = event_stores::testing::fresh_database().await else {
+///     return; // no PostgreSQL here, and not in CI: the test is skipped
+/// };
+/// let (events, snapshots) = db.stores(event_stores::StoreLimits::default()).await.unwrap();
+/// # drop((events, snapshots));
+/// # }
+/// ```
+#[cfg(feature = "postgres")]
 pub async fn fresh_database() -> Option<TestDatabase> {
     let admin_url = database_url()?;
     let name = unique_name();
@@ -205,6 +220,7 @@ pub async fn fresh_database() -> Option<TestDatabase> {
 }
 
 /// `esa_test_<pid>_<counter>_<random>`: unique across processes and within one.
+#[cfg(feature = "postgres")]
 fn unique_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     format!(
@@ -250,6 +266,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "postgres")]
     #[test]
     fn names_are_unique() {
         assert_ne!(unique_name(), unique_name());
