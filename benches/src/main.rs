@@ -31,7 +31,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (comma-separated): executor, recovery, durable, cqrs,
-    /// snapshot-cost, scale, codec, cluster.
+    /// snapshot-cost, scale, codec, cluster, projections.
     #[arg(long, value_name = "SCENARIO")]
     only: Option<String>,
     /// PostgreSQL server for the PostgreSQL scenarios (a database per scenario is created on it
@@ -130,6 +130,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "scale" => scenarios::scale::run(&ctx).await,
             "codec" => scenarios::codec::run(&ctx).await,
             "cluster" => scenarios::cluster::run(&ctx).await,
+            "projections" => scenarios::projections::run(&ctx).await,
             other => Err(format!("no runner for {other}").into()),
         };
         let section = match outcome {

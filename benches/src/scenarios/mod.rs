@@ -13,6 +13,7 @@ pub mod codec;
 pub mod cqrs;
 pub mod durable;
 pub mod executor;
+pub mod projections;
 pub mod recovery;
 pub mod scale;
 pub mod snapshot_cost;
@@ -117,7 +118,7 @@ pub struct Scenario {
 }
 
 /// Every scenario, in report order.
-pub const ALL: [Scenario; 8] = [
+pub const ALL: [Scenario; 9] = [
     Scenario {
         name: "executor",
         title: "1. Executor overhead (in-memory)",
@@ -149,5 +150,9 @@ pub const ALL: [Scenario; 8] = [
     Scenario {
         name: "cluster",
         title: "8. Cluster: forwarding overhead, 3 nodes vs 1",
+    },
+    Scenario {
+        name: "projections",
+        title: "9. Projections: catch-up and live lag (PostgreSQL)",
     },
 ];
