@@ -5,7 +5,7 @@ SHELL := bash
 
 CARGO ?= cargo
 
-.PHONY: help test fmt-check clippy test-in-memory-only test-only tests-and-examples run cluster-demo bench bench-quick soak
+.PHONY: help test fmt-check clippy doc-check test-in-memory-only test-only tests-and-examples run cluster-demo bench bench-quick soak
 
 help:
 	@echo "make run          run the sample app's demo"
@@ -20,13 +20,17 @@ help:
 	@echo "make bench-quick the same scenarios at smaller sizes (under 3 minutes after the build)"
 	@echo "make soak         long fault-injection runs (ignored by make test)"
 
-test: fmt-check clippy test-in-memory-only test-only
+test: fmt-check clippy doc-check test-in-memory-only test-only
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# The API docs build without a warning (broken or private intra-doc links fail it).
+doc-check:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace
 
 # event-stores and aggregate-actors without their default `postgres` feature (the in-memory
 # stores only, no sqlx: what `default-features = false` gives a user): clippy, then their tests

@@ -123,14 +123,14 @@ impl ExecutorBuilder {
 
     /// Carries calls for ids served by other nodes (see
     /// [`register_remote`](Self::register_remote)). Without one, such calls fail with
-    /// [`ExecutorError::NotLocal`].
+    /// [`ExecutorError::NotLocal`](crate::ExecutorError::NotLocal).
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
         self
     }
 
     /// Serves only the ids `placement` gives each aggregate type (a cluster's shards owned by
-    /// this node); calls for other ids fail with [`ExecutorError::NotLocal`] and activate
+    /// this node); calls for other ids fail with [`ExecutorError::NotLocal`](crate::ExecutorError::NotLocal) and activate
     /// nothing. Default: every id is local.
     pub fn placement(mut self, placement: PlacementFactory) -> Self {
         self.placement = placement;

@@ -128,7 +128,7 @@ impl Executor {
     /// [`execute`](Self::execute) with options: your own [`CommandId`](crate::CommandId) (send
     /// it again and the command is applied at most once: a repeat returns the original outcome
     /// with [`Committed::duplicate`] set), a timeout or deadline, and the correlation and
-    /// causation ids stored on every event (an [`EventMetadata`] converts into options).
+    /// causation ids stored on every event (an [`EventMetadata`](event_stores::EventMetadata) converts into options).
     pub async fn execute_with<A: Aggregate>(
         &self,
         id: &str,

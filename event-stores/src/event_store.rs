@@ -106,7 +106,7 @@ pub enum CrashSafety {
 /// An append-only store of event streams.
 ///
 /// Implementations are object safe and shared as `Arc<dyn EventStore>`. Every implementation
-/// passes the contract suite in [`contract`](crate::contract) (feature `test-support`).
+/// passes the contract suite in `event_stores::contract` (feature `test-support`).
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream` atomically (all or none) if the stream's current version

@@ -1,6 +1,6 @@
 //! Cluster mode of `serve`: several processes on one PostgreSQL database share the aggregates.
 //!
-//! Each process joins as a node of the [`cluster`](::cluster) crate: a row in
+//! Each process joins as a node of the `cluster` crate: a row in
 //! `cluster_members` with a heartbeat, the shards rendezvous hashing gives it in
 //! `shard_owners`, appends fenced by the shard epochs, and a node-to-node HTTP/2 listener that
 //! answers the calls other nodes forward. Any node takes any request: a command for an

@@ -1,12 +1,12 @@
 //! The HTTP/2 transport between cluster nodes: [`HttpTransport`] carries a
-//! [`RemoteCall`] to another node, [`serve`] answers them there through an [`Inbound`].
+//! [`RemoteCall`] to another node, [`serve`] answers them there through an [`Inbound`](actor_runtime::Inbound).
 //!
 //! # Wire format
 //!
 //! One call is one `POST http://{node}/v1/call` over HTTP/2 with prior knowledge on plain TCP
 //! (h2c, no TLS, no upgrade round trip). The request body is the whole [`RemoteCall`] encoded
 //! with MessagePack (`rmp-serde`, as a map with the fields `directory`, `key`, `payload` as
-//! MessagePack `bin`, `timeout_ms` and `hops`); the answer is `200` with the [`Inbound`]'s
+//! MessagePack `bin`, `timeout_ms` and `hops`); the answer is `200` with the [`Inbound`](actor_runtime::Inbound)'s
 //! bytes as `application/octet-stream`. A body that does not decode is answered `400` with a
 //! short text.
 //!
@@ -20,11 +20,11 @@
 //!
 //! # Errors
 //!
-//! A call fails with [`TransportError::Unreachable`] only when it certainly was not delivered:
+//! A call fails with [`TransportError::Unreachable`](actor_runtime::TransportError::Unreachable) only when it certainly was not delivered:
 //! the address is not usable, or no connection could be made (refused, connect timeout). Every
 //! failure after that, where the request may have been sent (the call's own timeout, a reset
 //! or lost connection, a protocol error, a status other than `200`), is
-//! [`TransportError::Lost`]: the call may have been carried out there. When the call's timeout
+//! [`TransportError::Lost`](actor_runtime::TransportError::Lost): the call may have been carried out there. When the call's timeout
 //! elapses while the connection is still being made, the call is reported `Lost` too: the
 //! client cannot tell that phase apart, and `Lost` is the answer that is never wrong.
 //!

@@ -169,7 +169,7 @@ impl Drop for TransportServer {
 
 /// Serves remote calls on `listener` with `inbound`, with the default [`ServerConfig`].
 ///
-/// Speaks HTTP/2 with prior knowledge (what [`HttpTransport`] sends) and HTTP/1.1, on the
+/// Speaks HTTP/2 with prior knowledge (what [`HttpTransport`](super::HttpTransport) sends) and HTTP/1.1, on the
 /// current Tokio runtime.
 pub fn serve(listener: TcpListener, inbound: Arc<dyn Inbound>) -> TransportServer {
     serve_with_config(listener, inbound, &ServerConfig::default())

@@ -352,7 +352,7 @@ pub struct GroupCommit {
     /// Most appends in one batch (default 128).
     pub max_appends: usize,
     /// Most events in one batch (default 8 192; capped at
-    /// [`PG_MAX_EVENTS_PER_APPEND`], since positions number the events of one transaction).
+    /// [`PG_MAX_EVENTS_PER_APPEND`](super::PG_MAX_EVENTS_PER_APPEND), since positions number the events of one transaction).
     /// A single append larger than this goes alone.
     pub max_events: usize,
     /// Most batches in flight at once, each on a connection of its own, kept outside the pool

@@ -8,7 +8,7 @@
 //!   caller knows its next version), the least work a durable append can be;
 //! - `pgbench` with a custom script that appends the way our store does (read the stream's head
 //!   and insert the next version in one statement), one connection per client, `-M prepared`,
-//!   with per-transaction logs for the latencies ([`pgbench`]).
+//!   with per-transaction logs for the latencies (the `pgbench` module).
 //!
 //! Every system runs in short rounds, interleaved (ours, the store alone, the raw INSERT,
 //! pgbench; backwards in the next round), and each system's rounds are merged. All of it runs in
