@@ -142,6 +142,21 @@ pub trait EventStore: Send + Sync + 'static {
     /// PostgreSQL, once the transactions that started before it have ended).
     async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>>;
 
+    /// How many events [`read_all`](Self::read_all) would return after `position` if asked
+    /// for all of them now: how far behind a reader at `position` is. The default pages through
+    /// `read_all`; the backends count without reading the events.
+    async fn count_after(&self, position: u64) -> StoreResult<u64> {
+        let (mut after, mut count) = (position, 0u64);
+        loop {
+            let page = self.read_all(after, 10_000).await?;
+            let Some(last) = page.last() else {
+                return Ok(count);
+            };
+            after = last.position;
+            count += page.len() as u64;
+        }
+    }
+
     /// The events command `command_id` stored in `stream`, in version order; empty when it
     /// stored none there. Cheap for events written with
     /// [`NewEvent::for_command`](crate::NewEvent::for_command) (a unique-index lookup of the

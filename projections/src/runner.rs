@@ -1,7 +1,7 @@
 //! [`Projector`]: runs projections over the event feed, catch-up first, then live.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -79,6 +79,9 @@ pub struct ProjectionStats {
     /// How long ago the newest event it has handled was recorded, measured when it checkpointed
     /// a batch that did not reach the end of the feed; zero once caught up.
     pub lag: Duration,
+    /// Events in the feed after its position, counted at most once a second while it is
+    /// behind ([`EventStore::count_after`]); zero once caught up.
+    pub events_behind: u64,
     /// The last error, until a batch succeeds again.
     pub last_error: Option<String>,
 }
@@ -217,6 +220,7 @@ impl Projector {
             stats: Arc::clone(&stats),
             progress: Arc::clone(&progress),
             requests,
+            counted_at: Mutex::new(None),
         };
         ProjectionHandle {
             stats,
@@ -311,7 +315,12 @@ struct Task {
     stats: Arc<Mutex<ProjectionStats>>,
     progress: Arc<Notify>,
     requests: mpsc::Receiver<Request>,
+    /// When the events behind were last counted.
+    counted_at: Mutex<Option<Instant>>,
 }
+
+/// How often, at most, a projection that is behind counts the events it has still to read.
+const COUNT_PERIOD: Duration = Duration::from_secs(1);
 
 /// After a wake-up, the first pause before looking again when a read found nothing.
 const FIRST_RECHECK: Duration = Duration::from_millis(2);
@@ -419,6 +428,7 @@ impl Task {
             self.record(|s| {
                 s.caught_up = true;
                 s.lag = Duration::ZERO;
+                s.events_behind = 0;
             });
             return Ok((from, Next::Wait));
         };
@@ -438,9 +448,18 @@ impl Task {
         } else {
             Duration::ZERO
         };
+        let behind = if full {
+            self.count_behind(to).await
+        } else {
+            Some(0)
+        };
         let name = self.sink.name().to_owned();
         metrics::counter!("projection_events_handled_total", "projection" => name.clone())
             .increment(read as u64);
+        if let Some(behind) = behind {
+            metrics::gauge!("projection_lag_events", "projection" => name.clone())
+                .set(behind as f64);
+        }
         metrics::gauge!("projection_lag_seconds", "projection" => name).set(lag.as_secs_f64());
         self.record(|s| {
             s.position = to;
@@ -450,9 +469,31 @@ impl Task {
             s.caught_up = !full;
             s.last_event_at = Some(newest);
             s.lag = lag;
+            if let Some(behind) = behind {
+                s.events_behind = behind;
+            }
             s.last_error = None;
         });
         Ok((to, Next::Read))
+    }
+
+    /// The events after `position`, if a second has passed since the last count (and the store
+    /// could count them).
+    async fn count_behind(&self, position: u64) -> Option<u64> {
+        {
+            let mut counted_at = self.counted_at.lock();
+            if counted_at.is_some_and(|at| at.elapsed() < COUNT_PERIOD) {
+                return None;
+            }
+            *counted_at = Some(Instant::now());
+        }
+        match self.events.count_after(position).await {
+            Ok(behind) => Some(behind),
+            Err(error) => {
+                tracing::debug!(projection = self.sink.name(), %error, "could not count the events behind");
+                None
+            }
+        }
     }
 
     /// Serves a control request; `true` when the loop must end.

@@ -224,3 +224,53 @@ async fn a_wake_up_reaches_a_caught_up_projection_before_its_next_poll() {
     assert!(running.wait_for(second, WAIT).await);
     running.stop().await;
 }
+
+/// Handles its first batch, then waits at the gate before each further one.
+#[derive(Clone)]
+struct Gated {
+    batches: Arc<AtomicU32>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl Projection for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+
+    async fn handle(&self, _events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        if self.batches.fetch_add(1, Ordering::SeqCst) > 0 {
+            self.gate.acquire().await?.forget();
+        }
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_projection_behind_reports_how_many_events_it_has_still_to_read() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let last = append(&store, "account", 5, 2_500).await;
+    let gated = Gated {
+        batches: Arc::new(AtomicU32::new(0)),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    let projector = Projector::with_settings(store.clone(), settings());
+    let running = projector.run(gated.clone(), Arc::new(InMemoryCheckpoints::new()));
+    // The first batch of 1 000 is checkpointed; the second waits at the gate.
+    let first_batch = last - 1_500;
+    assert!(running.wait_for(first_batch, WAIT).await);
+    let stats = running.stats();
+    assert_eq!((stats.position, stats.events_behind), (first_batch, 1_500));
+    assert!(!stats.caught_up);
+
+    gated.gate.add_permits(10);
+    assert!(running.wait_for(last, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = running.stats();
+    assert_eq!((stats.events_behind, stats.caught_up), (0, true));
+    running.stop().await;
+}

@@ -31,9 +31,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod concurrent_streams;
+mod feed;
 mod single_events;
 
 pub use concurrent_streams::*;
+pub use feed::*;
 pub use single_events::*;
 
 use std::any::Any;
@@ -126,6 +128,7 @@ macro_rules! store_contract {
                 up_to_time_reads_the_events_recorded_by_then,
                 read_all_returns_every_stream_in_position_order,
                 read_all_never_skips_an_event_committed_late,
+                count_after_counts_what_read_all_returns_after_a_position,
                 malformed_stream_ids_are_refused_with_typed_errors,
                 an_append_without_events_is_refused_and_stores_nothing,
                 duplicate_event_ids_in_one_append_are_refused_and_store_nothing,

@@ -189,6 +189,12 @@ impl EventStore for InMemoryEventStore {
             .collect())
     }
 
+    async fn count_after(&self, position: u64) -> StoreResult<u64> {
+        // Positions are 1, 2, 3 … with no gaps here.
+        let stored = self.inner.log.lock().events.len() as u64;
+        Ok(stored.saturating_sub(position))
+    }
+
     fn crash_safety(&self) -> CrashSafety {
         CrashSafety::ProcessMemory
     }

@@ -42,7 +42,7 @@ use super::config::{DEFAULT_CLIENT_TIMEOUT, GroupCommit, PgConfig, migrate};
 use super::durability::Durability;
 use super::error::map_sqlx;
 use super::group_commit::{AppendBatcher, AppendStatement, GroupCommitStats};
-use super::rows::decode_event;
+use super::rows::{decode_event, to_u64};
 use super::start::{StartBatcher, StartRead, StartStatement};
 
 pub use super::rows::PG_MAX_EVENTS_PER_APPEND;
@@ -59,6 +59,13 @@ LIMIT $6::bigint
 "#;
 
 // The bound is an index range on `position`: see the module documentation.
+/// What `READ_ALL` would return after `$1` with no limit, counted.
+const COUNT_AFTER: &str = r#"
+SELECT COUNT(*) FROM events
+WHERE position > $1::bigint
+  AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
+"#;
+
 const READ_ALL: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
        recorded_at, position, command_id, aggregate_type, aggregate_id
@@ -318,6 +325,18 @@ impl EventStore for PgEventStore {
 
     async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
         self.appender.stream_version(stream).await
+    }
+
+    async fn count_after(&self, position: u64) -> StoreResult<u64> {
+        let Ok(after) = i64::try_from(position) else {
+            return Ok(0);
+        };
+        let count: i64 = sqlx::query_scalar(COUNT_AFTER)
+            .bind(after)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("counting events after a position", e))?;
+        to_u64(count, "count")
     }
 
     async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {

@@ -1,0 +1,43 @@
+//! Contract cases for the store-wide feed beyond `read_all` itself.
+
+use std::sync::Arc;
+
+use super::{event, fresh_stream};
+use crate::EventStore;
+
+/// `count_after` counts what `read_all` would return after a position: between what a read
+/// just before and one just after return (other writers may append meanwhile), and at least this
+/// case's own events after that position.
+pub async fn count_after_counts_what_read_all_returns_after_a_position(store: Arc<dyn EventStore>) {
+    let streams = [fresh_stream("feed-a"), fresh_stream("feed-b")];
+    let mut positions = Vec::new();
+    for round in 0..4u64 {
+        for stream in &streams {
+            let events = (0..=round % 3)
+                .map(|i| event(format!("{round}-{i}")))
+                .collect();
+            let version = store.stream_version(stream).await.unwrap();
+            let receipt = store.append(stream, version, events).await.unwrap();
+            positions.push((receipt.last_position, round % 3 + 1));
+        }
+    }
+    let total_mine: u64 = positions.iter().map(|(_, n)| n).sum();
+    let first_mine = positions[0].0 - positions[0].1 + 1;
+    for (at, mine_after) in [
+        (first_mine - 1, total_mine),
+        (positions[3].0, positions[4..].iter().map(|(_, n)| n).sum()),
+        (positions[positions.len() - 1].0, 0),
+    ] {
+        let before = store.read_all(at, usize::MAX).await.unwrap().len() as u64;
+        let counted = store.count_after(at).await.unwrap();
+        let after = store.read_all(at, usize::MAX).await.unwrap().len() as u64;
+        assert!(
+            before <= counted && counted <= after,
+            "count_after({at}) = {counted}, read_all saw {before} then {after}"
+        );
+        assert!(
+            counted >= mine_after,
+            "count_after({at}) = {counted} < {mine_after}"
+        );
+    }
+}
