@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use event_stores::RecordedEvent;
 use sqlx::postgres::{PgListener, PgPool};
-use sqlx::{Acquire, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 
 use crate::checkpoint::Checkpoints;
 use crate::error::ProjectionError;
@@ -147,12 +147,11 @@ impl<P: PgProjection> Sink for Transactional<P> {
         to: u64,
     ) -> Result<(), ProjectionError> {
         let name = self.name();
-        let mut conn = self
+        let mut tx = self
             .pool
-            .acquire()
+            .begin()
             .await
             .map_err(|e| checkpoint_error(name, e))?;
-        let mut tx = conn.begin().await.map_err(|e| checkpoint_error(name, e))?;
         let written = async {
             // The checkpoint row first: a second runner of this projection waits here, then
             // finds it moved, before touching the read model (no deadlocks between them).
@@ -205,12 +204,11 @@ impl<P: PgProjection> Sink for Transactional<P> {
 
     async fn reset(&self) -> Result<(), ProjectionError> {
         let name = self.name();
-        let mut conn = self
+        let mut tx = self
             .pool
-            .acquire()
+            .begin()
             .await
             .map_err(|e| checkpoint_error(name, e))?;
-        let mut tx = conn.begin().await.map_err(|e| checkpoint_error(name, e))?;
         if let Err(source) = self.projection.reset(&mut tx).await {
             let _ = tx.rollback().await;
             return Err(ProjectionError::Handler {
@@ -260,8 +258,7 @@ impl Projector {
             projection: "*".into(),
             message: format!("installing the append notification: {e}"),
         };
-        let mut conn = pool.acquire().await.map_err(ddl)?;
-        let mut tx = conn.begin().await.map_err(ddl)?;
+        let mut tx = pool.begin().await.map_err(ddl)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(DDL_LOCK)
             .execute(&mut *tx)
@@ -308,8 +305,7 @@ impl Drop for Listening {
 
 async fn create_table(pool: &PgPool) -> Result<(), ProjectionError> {
     let ddl = |e| checkpoint_error("*", e);
-    let mut conn = pool.acquire().await.map_err(ddl)?;
-    let mut tx = conn.begin().await.map_err(ddl)?;
+    let mut tx = pool.begin().await.map_err(ddl)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(DDL_LOCK)
         .execute(&mut *tx)
