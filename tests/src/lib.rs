@@ -9,6 +9,8 @@
 //! - [`cluster`]: a PostgreSQL cluster a test owns and can stop and start;
 //! - [`node`]: the line protocol of the `cluster_node` binary (one node of a wallet cluster)
 //!   and a handle to run, kill, stop, resume and talk to it;
+//! - [`projection_node`]: the read model, line protocol and raw-SQL audit of the
+//!   `projection_node` binary (an exactly-once projection), and a handle to run, watch and kill it;
 //! - [`proxy`]: a TCP proxy that cuts, stalls or closes connections to a server;
 //! - [`wallet_cluster`]: a cluster of `cluster_node` processes under a deposit load, and the
 //!   raw-SQL audit of what it stored.
@@ -17,6 +19,7 @@ pub mod audit;
 pub mod cluster;
 pub mod node;
 pub mod pg_wire;
+pub mod projection_node;
 pub mod proxy;
 pub mod wallet;
 pub mod wallet_cluster;
