@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use parking_lot::Mutex;
 
 use uuid::Uuid;
@@ -12,6 +13,7 @@ use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery};
 use crate::limits::StoreLimits;
 use crate::stream::StreamId;
 
+use super::feed::Feed;
 use super::now_micros;
 
 /// An event store held in process memory. Fast, and gone when the process ends.
@@ -26,18 +28,21 @@ type Hasher = foldhash::fast::RandomState;
 
 type Stream = Arc<Mutex<Vec<Arc<RecordedEvent>>>>;
 
-#[derive(Default)]
-struct Log {
-    events: Vec<Arc<RecordedEvent>>,
-    ids: std::collections::HashMap<Uuid, u64, Hasher>,
+/// Where a stored (or being stored) event id is: enough to tell a retried command from a
+/// reused id, and to find a command's events in its stream.
+struct IdEntry {
+    stream: StreamId,
+    version: u64,
+    command_id: Option<Uuid>,
 }
 
 #[derive(Default)]
 struct Inner {
     streams: DashMap<StreamId, Stream, Hasher>,
-    /// Every event in position order; `log[p - 1]` has position `p`; and every event id with
-    /// the position of its event, the store-wide uniqueness check of event ids.
-    log: Mutex<Log>,
+    /// Every event id: the store-wide uniqueness check, sharded (no store-wide lock).
+    ids: DashMap<Uuid, IdEntry, Hasher>,
+    /// Every event in position order.
+    feed: Feed,
     limits: StoreLimits,
 }
 
@@ -55,6 +60,46 @@ impl InMemoryEventStore {
                 ..Inner::default()
             }),
         }
+    }
+
+    /// Records the ids of `events` (about to be stored in `stream` after `expected_version`),
+    /// or, when one is taken, records none and says why: the same command again on this stream,
+    /// or an id in use elsewhere. Runs under the stream's lock, so a command's events on its own
+    /// stream are either all stored or not claimed at all when a retry looks.
+    fn claim_ids(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: &[NewEvent],
+    ) -> StoreResult<()> {
+        for (index, event) in events.iter().enumerate() {
+            let refusal = match self.inner.ids.entry(event.event_id) {
+                Entry::Vacant(vacant) => {
+                    vacant.insert(IdEntry {
+                        stream: stream.clone(),
+                        version: expected_version + index as u64 + 1,
+                        command_id: event.command_id,
+                    });
+                    continue;
+                }
+                Entry::Occupied(taken) => match (taken.get(), event.command_id) {
+                    (held, Some(command_id))
+                        if held.stream == *stream && held.command_id == Some(command_id) =>
+                    {
+                        StoreError::CommandAlreadyApplied {
+                            stream: stream.clone(),
+                            command_id,
+                        }
+                    }
+                    _ => InvalidInput::DuplicateEventId(event.event_id).into(),
+                },
+            };
+            for claimed in &events[..index] {
+                self.inner.ids.remove(&claimed.event_id);
+            }
+            return Err(refusal);
+        }
+        Ok(())
     }
 
     fn stream(&self, stream: &StreamId) -> Option<Stream> {
@@ -98,46 +143,29 @@ impl EventStore for InMemoryEventStore {
             Some(last) => now_micros().max(last.recorded_at),
             None => now_micros(),
         };
-        let mut log = self.inner.log.lock();
-        if let Some(clash) = events
-            .iter()
-            .find_map(|e| log.ids.get(&e.event_id).map(|p| (e, *p)))
-        {
-            let (event, position) = clash;
-            let stored = usize::try_from(position - 1)
-                .ok()
-                .and_then(|i| log.events.get(i));
-            return Err(match (stored, event.command_id) {
-                (Some(stored), Some(command_id))
-                    if stored.stream == *stream && stored.command_id == Some(command_id) =>
-                {
-                    StoreError::CommandAlreadyApplied {
-                        stream: stream.clone(),
-                        command_id,
-                    }
-                }
-                _ => InvalidInput::DuplicateEventId(event.event_id).into(),
-            });
-        }
-        let first_position = log.events.len() as u64 + 1;
+        self.claim_ids(stream, expected_version, &events)?;
+        // Every check has passed: from here the append cannot fail, so no position is wasted.
         let count = events.len() as u64;
-        for (offset, event) in (0u64..).zip(events) {
-            let event = Arc::new(RecordedEvent {
-                event_id: event.event_id,
-                command_id: event.command_id,
-                stream: stream.clone(),
-                version: expected_version + offset + 1,
-                event_type: event.event_type,
-                schema_version: event.schema_version,
-                payload: event.payload,
-                metadata: event.metadata,
-                recorded_at,
-                position: first_position + offset,
-            });
-            log.ids.insert(event.event_id, first_position + offset);
-            log.events.push(Arc::clone(&event));
-            recorded.push(event);
-        }
+        let first_position = self.inner.feed.reserve(count);
+        let stored: Vec<Arc<RecordedEvent>> = (0u64..)
+            .zip(events)
+            .map(|(offset, event)| {
+                Arc::new(RecordedEvent {
+                    event_id: event.event_id,
+                    command_id: event.command_id,
+                    stream: stream.clone(),
+                    version: expected_version + offset + 1,
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    payload: event.payload,
+                    metadata: event.metadata,
+                    recorded_at,
+                    position: first_position + offset,
+                })
+            })
+            .collect();
+        recorded.extend(stored.iter().cloned());
+        self.inner.feed.fill(first_position, &stored);
         Ok(AppendReceipt {
             first_version: expected_version + 1,
             last_version: expected_version + count,
@@ -178,21 +206,17 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
-        let log = self.inner.log.lock();
-        let start = usize::try_from(after_position)
-            .unwrap_or(usize::MAX)
-            .min(log.events.len());
-        let end = start.saturating_add(limit).min(log.events.len());
-        Ok(log.events[start..end]
+        Ok(self
+            .inner
+            .feed
+            .read(after_position, limit)
             .iter()
             .map(|e| RecordedEvent::clone(e))
             .collect())
     }
 
     async fn count_after(&self, position: u64) -> StoreResult<u64> {
-        // Positions are 1, 2, 3 … with no gaps here.
-        let stored = self.inner.log.lock().events.len() as u64;
-        Ok(stored.saturating_sub(position))
+        Ok(self.inner.feed.count_after(position))
     }
 
     fn crash_safety(&self) -> CrashSafety {
@@ -209,14 +233,12 @@ impl EventStore for InMemoryEventStore {
         };
         let first = command_event_id(stream, command_id, 0);
         // The derived id of the first event finds the command at once; otherwise scan.
-        let found = {
-            let log = self.inner.log.lock();
-            log.ids
-                .get(&first)
-                .and_then(|&position| log.events.get(usize::try_from(position - 1).ok()?))
-                .filter(|e| e.stream == *stream)
-                .map(|e| e.version)
-        };
+        let found = self
+            .inner
+            .ids
+            .get(&first)
+            .filter(|entry| entry.stream == *stream)
+            .map(|entry| entry.version);
         let recorded = slot.lock();
         let start = found.map_or(0, |version| {
             usize::try_from(version - 1)

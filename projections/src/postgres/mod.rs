@@ -43,6 +43,11 @@ AFTER INSERT ON events
 FOR EACH STATEMENT EXECUTE FUNCTION events_appended_notify()
 "#;
 
+const TRIGGER_INSTALLED: &str = r#"
+SELECT EXISTS (SELECT 1 FROM pg_trigger
+               WHERE tgname = 'events_appended' AND tgrelid = 'events'::regclass)
+"#;
+
 /// Serialises this crate's DDL between processes starting at once.
 const DDL_LOCK: i64 = 0x7072_6f6a_6563_7473; // "projects"
 
@@ -63,7 +68,9 @@ pub trait PgProjection: Send + Sync + 'static {
     }
 
     /// Writes the effect of `events` (in store order, never empty) through `tx`, an open
-    /// transaction. Do not commit it.
+    /// transaction. Do not commit it. Keep it short: while it is open it holds back
+    /// `read_all` for every reader of the server (the feed waits for older transactions), so a
+    /// slow handler delays the other projections and the live feed too.
     async fn handle(
         &self,
         tx: &mut PgConnection,
@@ -264,11 +271,18 @@ impl Projector {
             .execute(&mut *tx)
             .await
             .map_err(ddl)?;
-        for statement in [NOTIFY_FUNCTION, NOTIFY_TRIGGER] {
-            sqlx::query(statement)
-                .execute(&mut *tx)
-                .await
-                .map_err(ddl)?;
+        // Installed once: replacing a trigger locks `events` against appends for a moment.
+        let installed: bool = sqlx::query_scalar(TRIGGER_INSTALLED)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(ddl)?;
+        if !installed {
+            for statement in [NOTIFY_FUNCTION, NOTIFY_TRIGGER] {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ddl)?;
+            }
         }
         tx.commit().await.map_err(ddl)?;
         let mut listener = PgListener::connect_with(pool).await.map_err(ddl)?;
