@@ -70,14 +70,15 @@ pub struct ProjectionStats {
     pub events_read: u64,
     /// Batches checkpointed since this runner started.
     pub batches: u64,
-    /// Batches that failed and were retried.
+    /// Batches that failed and were retried (not those another runner of the same projection
+    /// checkpointed first: this one just goes on from there).
     pub retries: u64,
     /// Whether its last read found the end of the feed.
     pub caught_up: bool,
     /// When the last event it handled was recorded.
     pub last_event_at: Option<DateTime<Utc>>,
-    /// How long ago the newest event it has handled was recorded, measured when it checkpointed
-    /// a batch that did not reach the end of the feed; zero once caught up.
+    /// How long the oldest event of its last batch had waited since it was recorded when that
+    /// batch was checkpointed (catch-up or live delay); zero once a read finds nothing new.
     pub lag: Duration,
     /// Events in the feed after its position, counted at most once a second while it is
     /// behind ([`EventStore::count_after`]); zero once caught up.
@@ -360,12 +361,19 @@ impl Task {
                     backoff = Duration::from_millis(10);
                     next
                 }
+                Err(ProjectionError::CheckpointMoved { .. }) => {
+                    // Another runner of this projection committed first: not a failure. Go on
+                    // from the checkpoint it left.
+                    tracing::debug!(
+                        projection = self.sink.name(),
+                        "checkpoint moved by another runner"
+                    );
+                    position = None;
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(projection = self.sink.name(), %error, "projection batch failed; retrying");
                     metrics::counter!("projection_retries_total", "projection" => self.sink.name().to_owned()).increment(1);
-                    if matches!(error, ProjectionError::CheckpointMoved { .. }) {
-                        position = None;
-                    }
                     self.record(|s| {
                         s.retries += 1;
                         s.last_error = Some(error.to_string());
@@ -429,11 +437,13 @@ impl Task {
                 s.caught_up = true;
                 s.lag = Duration::ZERO;
                 s.events_behind = 0;
+                s.last_error = None;
             });
             return Ok((from, Next::Wait));
         };
         let to = last.position;
         let newest = last.recorded_at;
+        let oldest = batch.first().map_or(newest, |first| first.recorded_at);
         let fetched = batch.len();
         let filter = self.sink.filter();
         let admitted: Vec<RecordedEvent> = match filter {
@@ -443,11 +453,7 @@ impl Task {
         let read = admitted.len();
         self.sink.apply(&admitted, from, to).await?;
         let full = fetched == self.settings.batch_size;
-        let lag = if full {
-            (Utc::now() - newest).to_std().unwrap_or_default()
-        } else {
-            Duration::ZERO
-        };
+        let lag = (Utc::now() - oldest).to_std().unwrap_or_default();
         let behind = if full {
             self.count_behind(to).await
         } else {

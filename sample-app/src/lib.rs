@@ -6,7 +6,10 @@
 //!   events, state, typed domain errors, and the `decide` / `apply` pair.
 //! - [`ledger`]: which aggregates the service hosts, their snapshot strategies, and opening the
 //!   stores (in-memory or PostgreSQL).
-//! - [`http`]: the axum API (commands, state, time travel, snapshots, Prometheus metrics).
+//! - [`http`]: the axum API (commands, state, time travel, snapshots, the read model,
+//!   Prometheus metrics).
+//! - [`read_model`]: per-customer totals kept by a projection (in memory, or exactly once in
+//!   PostgreSQL tables).
 //! - [`cluster`]: cluster mode, several `serve` processes sharing the aggregates through one
 //!   PostgreSQL database.
 //! - [`cluster_demo`]: three cluster nodes under load, one killed, then an audit in SQL.
@@ -23,4 +26,5 @@ pub mod domain;
 pub mod http;
 pub mod inspect;
 pub mod ledger;
+pub mod read_model;
 pub mod views;

@@ -44,6 +44,8 @@ fn assert_prints_the_tables(stdout: &str) {
         "no snapshots",
         "(mid-run)",
         "OK: every state rebuilt from snapshots equals its full replay",
+        "Read model: customer totals kept by the projection customer_totals",
+        "this run's 10 customers hold",
     ] {
         assert!(
             stdout.contains(expected),
@@ -51,6 +53,16 @@ fn assert_prints_the_tables(stdout: &str) {
         );
     }
     assert!(stdout.contains("failed 0"), "{stdout}");
+    let caught_up = stdout
+        .lines()
+        .find(|line| line.starts_with("caught up with the last event written"))
+        .expect("the read model's catch-up line");
+    assert!(caught_up.contains(": yes,"), "{caught_up}");
+    let projection = stdout
+        .lines()
+        .find(|line| line.starts_with("projection: position"))
+        .expect("the projection's stats line");
+    assert!(projection.ends_with("caught up: yes"), "{projection}");
     let equal = stdout
         .lines()
         .find(|line| line.starts_with("states equal to full replay"))

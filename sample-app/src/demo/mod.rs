@@ -10,7 +10,10 @@
 //!    time); compares every state and prints replay sizes and activation times side by side.
 //! 4. Travels in time on the busiest account: its state at an earlier version and at an
 //!    earlier instant, showing the snapshot each reconstruction started from.
+//! 5. Shows the read model ([`crate::read_model`]), kept by a projection during the workload:
+//!    how long it took to catch up with the last event written, its stats, a few rows.
 
+pub mod read_model;
 pub mod table;
 pub mod workload;
 
@@ -29,6 +32,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::domain::{Account, Customer, Dated};
 use crate::ledger::{LedgerAggregate, Stores};
+use crate::read_model::{ReadModel, ReadModelError};
+use read_model::ReadModelReport;
 use table::{Table, bytes, duration, int};
 use workload::{Ids, PlanError, Planned, Step};
 
@@ -66,6 +71,9 @@ pub enum DemoError {
     /// Reading a state or reconstructing failed.
     #[error(transparent)]
     Executor(#[from] ExecutorError),
+    /// The read model could not be started or read.
+    #[error(transparent)]
+    ReadModel(#[from] ReadModelError),
     /// The progress bar template is invalid (a bug).
     #[error("progress bar: {0}")]
     Progress(#[from] indicatif::style::TemplateError),
@@ -251,14 +259,18 @@ pub struct DemoReport {
     pub travels: Vec<Travel>,
     /// True when the two reconstructions at the same version agreed.
     pub travel_states_equal: bool,
+    /// The read model once the projection caught up.
+    pub read_model: ReadModelReport,
     /// Wall time of the whole run.
     pub total_time: Duration,
 }
 
 impl DemoReport {
-    /// True when nothing failed and every state matched its full replay.
+    /// True when nothing failed, every state matched its full replay and the read model caught
+    /// up.
     pub fn passed(&self) -> bool {
-        self.tally.failed == 0
+        self.read_model.caught_up
+            && self.tally.failed == 0
             && self.tally.indeterminate == 0
             && self.travel_states_equal
             && self.comparisons.iter().all(|c| c.equal == c.compared)
@@ -270,6 +282,8 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
     let stores = Stores::open(options.database_url.as_deref(), options.max_connections).await?;
     let executor = stores.executor()?;
+    // Catches up with what the store holds already, then follows the workload.
+    let projection = ReadModel::start(&stores).await?;
     // A per-run id, so runs sharing a PostgreSQL database never touch each other's aggregates.
     let run = format!("{:08x}", rand::random::<u32>());
     let ids = Ids::new(run.clone(), options.accounts.max(1));
@@ -307,6 +321,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
                 StepOutcome::Account(result) => tally.record::<Account, _>(result),
                 StepOutcome::Customer(result) => tally.record::<Customer, _>(result),
             }
+            projection.wake();
             progress.inc(1);
             if midpoint.is_none() && progress.position() * 2 >= commands {
                 // The instant the time-travel query will go back to.
@@ -316,6 +331,8 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
     }
     progress.finish_and_clear();
     let workload_time = workload_started.elapsed();
+    let read_model = read_model::measure(&projection, &ids).await?;
+    projection.stop().await;
 
     // 2. Every actor leaves memory; accounts write a snapshot on the way out.
     let passivation_started = Instant::now();
@@ -398,6 +415,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
         snapshots_kept: (kept.len(), oldest_kept, kept.iter().copied().max()),
         travels,
         travel_states_equal,
+        read_model,
         total_time: started.elapsed(),
         options,
     })
@@ -677,6 +695,7 @@ impl DemoReport {
                 "(retention keeps its newest {count} snapshots, v{oldest} to v{newest}; older points replay from the first event)"
             );
         }
+        self.read_model.render(&mut out);
         let _ = writeln!(
             out,
             "\n{} in {}",

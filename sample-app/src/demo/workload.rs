@@ -69,7 +69,12 @@ impl Ids {
 
     /// Id of customer `index`.
     pub fn customer(&self, index: usize) -> String {
-        format!("cus-{}-{index:05}", self.run)
+        format!("{}{index:05}", self.customer_prefix())
+    }
+
+    /// What every customer id of this run starts with.
+    pub fn customer_prefix(&self) -> String {
+        format!("cus-{}-", self.run)
     }
 
     /// The customer who owns account `index`.

@@ -11,7 +11,7 @@
 //! | 400 | `malformed_json` | false | the body is not JSON |
 //! | 400 | `invalid_id` | false | the id is empty, longer than 256 bytes or has control characters |
 //! | 400 | `invalid_idempotency_key` | false | the `Idempotency-Key` header is empty, longer than 255 bytes, repeated or not printable ASCII |
-//! | 400 | `invalid_query` | false | `/at` without exactly one of `version` / `time`, or a bad time |
+//! | 400 | `invalid_query` | false | `/at` without exactly one of `version` / `time`, or a bad time; `/read-model/customers` with an unknown parameter or a `limit` outside 1 to 1 000 |
 //! | 404 | `unknown_aggregate_type` | false | the path names neither `accounts` nor `customers` |
 //! | 404 | `not_found` | false | no such aggregate (it has no events), or no such route |
 //! | 404 | `version_not_reached` | false | `/at?version=N` beyond the aggregate's version |

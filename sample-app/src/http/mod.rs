@@ -7,6 +7,9 @@
 //! | `GET /{type}/{id}/at?version=N` or `?time=RFC3339` | the state at a past point | 200 `{version, reached_at, from_snapshot, events_replayed, elapsed_ms, state}` |
 //! | `GET /{type}/{id}/snapshots` | stored snapshots, verified | 200 `{version, snapshots: […]}` |
 //! | `POST /{type}/{id}/snapshots` | takes a snapshot now | 201 `{version}` |
+//! | `GET /read-model/customers?prefix=P&after=ID&limit=N` | per-customer totals kept by a projection ([`crate::read_model`]), in id order | 200 `{customers, next_after, projection}` |
+//! | `GET /read-model/customers/{id}` | one customer's totals | 200 `{customer, projection}` |
+//! | `GET /read-model/stats` | the projection's position, events handled, lag, caught up | 200 |
 //! | `GET /metrics` | Prometheus text | 200 |
 //! | `GET /health` | the event store answers (and, in cluster mode, this node's figures) | 200 / 503 |
 //!
@@ -32,6 +35,7 @@
 //! stores nothing and so is not remembered: sending its key again decides again.
 
 pub mod error;
+pub mod read_model;
 pub mod server;
 
 use std::time::{Duration, Instant};
@@ -56,6 +60,7 @@ use uuid::Uuid;
 use crate::cluster::ClusterStatus;
 use crate::domain::{Account, Customer};
 use crate::ledger::{Collection, LedgerAggregate};
+use crate::read_model::ReadModel;
 use crate::views::{SnapshotView, event_json};
 use error::ApiError;
 pub use server::{ServeError, ServeOptions, serve};
@@ -130,6 +135,8 @@ pub struct AppState {
     pub stores: String,
     /// This node's part in the cluster, for `/health`; `None` on a single process.
     pub cluster: Option<ClusterStatus>,
+    /// The customer totals, for `/read-model/…`; woken after every command that stored events.
+    pub read_model: ReadModel,
 }
 
 /// The API's routes on `state`.
@@ -137,6 +144,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/read-model/customers", get(read_model::list_customers))
+        .route("/read-model/customers/{id}", get(read_model::get_customer))
+        .route("/read-model/stats", get(read_model::stats))
         .route("/{aggregate_type}/{id}", get(get_state))
         .route(
             "/{aggregate_type}/{id}/commands",
@@ -228,6 +238,9 @@ async fn execute<A: LedgerAggregate>(
         .metadata(metadata);
     match app.executor.execute_with::<A>(id, command, options).await {
         Ok(committed) => {
+            if !committed.duplicate && !committed.events.is_empty() {
+                app.read_model.wake();
+            }
             let correlation_id = if committed.duplicate {
                 original_correlation_id::<A>(app, id, committed.command_id).await
             } else {

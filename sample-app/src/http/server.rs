@@ -9,6 +9,7 @@ use aggregate_actors::event_stores::StoreError;
 use super::{AppState, router};
 use crate::cluster::{ClusterOptions, JoinError, Member};
 use crate::ledger::Stores;
+use crate::read_model::{ReadModel, ReadModelError};
 
 /// How to run `serve`.
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub enum ServeError {
     /// Joining the cluster failed (`--cluster` without a database among the reasons).
     #[error(transparent)]
     Cluster(#[from] JoinError),
+    /// The read model's projection could not be started.
+    #[error("cannot start the read model: {0}")]
+    ReadModel(#[from] ReadModelError),
     /// Binding or serving failed.
     #[error("cannot serve on {address}: {source}")]
     Io {
@@ -86,6 +90,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         source,
     })?;
     let stores = Stores::open(options.database_url.as_deref(), options.max_connections).await?;
+    // Before joining: a failure here leaves no shard to hand back.
+    let read_model = ReadModel::start(&stores).await?;
     let (executor, member) = match &options.cluster {
         Some(cluster) => {
             let (member, executor) = Member::join(&stores, cluster).await?;
@@ -109,6 +115,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         metrics: Some(handle),
         stores: stores.description.clone(),
         cluster: member.as_ref().map(Member::status),
+        read_model: read_model.clone(),
     });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -119,7 +126,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Some(member) => member.leave(&executor).await,
         None => executor.shutdown().await,
     }
-    tracing::info!("executor shut down");
+    read_model.stop().await;
+    tracing::info!("executor and read model shut down");
     served
 }
 
