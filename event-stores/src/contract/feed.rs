@@ -21,6 +21,18 @@ pub async fn count_after_counts_what_read_all_returns_after_a_position(store: Ar
             positions.push((receipt.last_position, round % 3 + 1));
         }
     }
+    // The feed shows an event once older transactions have ended (others may be running on a
+    // shared server): wait until this case's last event is readable.
+    let last_mine = positions[positions.len() - 1].0;
+    let mut visible = false;
+    for _ in 0..500 {
+        if !store.read_all(last_mine - 1, 1).await.unwrap().is_empty() {
+            visible = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(visible, "the last event appended never became readable");
     let total_mine: u64 = positions.iter().map(|(_, n)| n).sum();
     let first_mine = positions[0].0 - positions[0].1 + 1;
     for (at, mine_after) in [
