@@ -25,10 +25,11 @@ use std::time::Duration;
 use aggregate_actors::codec;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use crate::worker::{Chunk, read_lines};
 
 /// The projection's name: its row in `projection_checkpoints`.
 pub const PROJECTION: &str = "stream_totals";
@@ -183,11 +184,6 @@ impl ProjectionNodeArgs {
     }
 }
 
-enum Chunk {
-    Line(String),
-    Cut,
-}
-
 /// What a node reported before it was killed.
 #[derive(Debug)]
 pub struct NodeOutput {
@@ -245,25 +241,7 @@ impl ProjectionNodeProcess {
             .stdout
             .take()
             .ok_or_else(|| std::io::Error::other("no stdout"))?;
-        let (sender, lines) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(async move {
-            let mut stdout = BufReader::new(stdout);
-            let mut buffer = Vec::new();
-            loop {
-                buffer.clear();
-                match stdout.read_until(b'\n', &mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) if buffer.last() == Some(&b'\n') => {
-                        let line = String::from_utf8_lossy(&buffer).trim_end().to_owned();
-                        let _ = sender.send(Chunk::Line(line));
-                    }
-                    Ok(_) => {
-                        let _ = sender.send(Chunk::Cut);
-                        break;
-                    }
-                }
-            }
-        });
+        let (lines, reader) = read_lines(stdout);
         Ok(Self {
             child,
             lines,

@@ -195,9 +195,39 @@ impl WorkerOutput {
     }
 }
 
-enum Chunk {
+/// What a process output reader sends: a whole line, or word that the output ended inside one.
+pub(crate) enum Chunk {
+    /// A whole line, without its line end.
     Line(String),
+    /// The output ended inside a line (the process died while writing it).
     Cut,
+}
+
+/// Reads `stdout` line by line on a task of its own, sending each line, or [`Chunk::Cut`] when
+/// the output ends inside one.
+pub(crate) fn read_lines(
+    stdout: tokio::process::ChildStdout,
+) -> (mpsc::UnboundedReceiver<Chunk>, JoinHandle<()>) {
+    let (sender, lines) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        let mut stdout = BufReader::new(stdout);
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            match stdout.read_until(b'\n', &mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) if buffer.last() == Some(&b'\n') => {
+                    let line = String::from_utf8_lossy(&buffer).trim_end().to_owned();
+                    let _ = sender.send(Chunk::Line(line));
+                }
+                Ok(_) => {
+                    let _ = sender.send(Chunk::Cut);
+                    break;
+                }
+            }
+        }
+    });
+    (lines, reader)
 }
 
 /// A running worker process.
@@ -225,25 +255,7 @@ impl WorkerProcess {
             .take()
             .ok_or_else(|| std::io::Error::other("no stdout"))?;
         let stdin = child.stdin.take();
-        let (sender, lines) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(async move {
-            let mut stdout = BufReader::new(stdout);
-            let mut buffer = Vec::new();
-            loop {
-                buffer.clear();
-                match stdout.read_until(b'\n', &mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) if buffer.last() == Some(&b'\n') => {
-                        let line = String::from_utf8_lossy(&buffer).trim_end().to_owned();
-                        let _ = sender.send(Chunk::Line(line));
-                    }
-                    Ok(_) => {
-                        let _ = sender.send(Chunk::Cut);
-                        break;
-                    }
-                }
-            }
-        });
+        let (lines, reader) = read_lines(stdout);
         Ok(Self {
             child,
             stdin,
