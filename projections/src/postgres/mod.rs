@@ -99,12 +99,7 @@ impl PgCheckpoints {
 #[async_trait]
 impl Checkpoints for PgCheckpoints {
     async fn load(&self, projection: &str) -> Result<u64, ProjectionError> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| checkpoint_error(projection, e))?;
-        load(&mut conn, projection).await
+        load(&self.pool, projection).await
     }
 
     async fn save(&self, projection: &str, position: u64) -> Result<(), ProjectionError> {
@@ -139,12 +134,7 @@ impl<P: PgProjection> Sink for Transactional<P> {
 
     async fn position(&self) -> Result<u64, ProjectionError> {
         let name = self.name();
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| checkpoint_error(name, e))?;
-        load(&mut conn, name).await
+        load(&self.pool, name).await
     }
 
     async fn apply(
@@ -332,10 +322,10 @@ async fn create_table(pool: &PgPool) -> Result<(), ProjectionError> {
     tx.commit().await.map_err(ddl)
 }
 
-async fn load(conn: &mut PgConnection, projection: &str) -> Result<u64, ProjectionError> {
+async fn load(pool: &PgPool, projection: &str) -> Result<u64, ProjectionError> {
     let row = sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1")
         .bind(projection)
-        .fetch_optional(conn)
+        .fetch_optional(pool)
         .await
         .map_err(|e| checkpoint_error(projection, e))?;
     let Some(row) = row else {
