@@ -326,6 +326,43 @@ const COUNT_PERIOD: Duration = Duration::from_secs(1);
 /// After a wake-up, the first pause before looking again when a read found nothing.
 const FIRST_RECHECK: Duration = Duration::from_millis(2);
 
+/// The longest pause between rechecks after a wake-up.
+const RECHECK_CAP: Duration = Duration::from_millis(250);
+
+/// How long after a wake-up the runner keeps rechecking before it falls back to the poll
+/// interval. A notification promises a committed event, but PostgreSQL's `read_all` shows it
+/// only once every older transaction in the cluster has ended, which a long transaction
+/// elsewhere can delay by seconds.
+const RECHECK_WINDOW: Duration = Duration::from_secs(60);
+
+/// Rechecking after a wake-up: quick at first, then every [`RECHECK_CAP`], until a read makes
+/// progress or [`RECHECK_WINDOW`] has passed.
+#[derive(Clone, Copy)]
+struct Recheck {
+    pause: Duration,
+    until: Instant,
+}
+
+impl Recheck {
+    fn start() -> Self {
+        Self {
+            pause: FIRST_RECHECK,
+            until: Instant::now() + RECHECK_WINDOW,
+        }
+    }
+
+    /// The pause before the next look, and the recheck state after it (`None` once the window
+    /// has closed).
+    fn next(self, poll: Duration) -> (Duration, Option<Self>) {
+        let pause = self.pause.min(poll);
+        let later = Self {
+            pause: (self.pause * 2).min(RECHECK_CAP),
+            until: self.until,
+        };
+        (pause, (Instant::now() < self.until).then_some(later))
+    }
+}
+
 /// What the loop does next.
 enum Next {
     Read,
@@ -340,7 +377,7 @@ impl Task {
         // event may not be readable yet (read_all waits for older transactions to end).
         // Until a read finds events, the start counts as a wake-up: events appended just
         // before may be invisible to the first read for the same reason.
-        let mut recheck = Some(FIRST_RECHECK);
+        let mut recheck = Some(Recheck::start());
         let wake = Arc::clone(&self.wake);
         loop {
             // Armed before the read: a wake-up during it is not lost.
@@ -410,10 +447,10 @@ impl Task {
                 }
                 Next::Wait => {
                     let poll = self.settings.poll_interval;
-                    let pause = recheck.map_or(poll, |pause| pause.min(poll));
-                    recheck = recheck.map(|pause| pause * 2).filter(|&next| next < poll);
+                    let (pause, later) = recheck.map_or((poll, None), |r| r.next(poll));
+                    recheck = later;
                     tokio::select! {
-                        () = woken => recheck = Some(FIRST_RECHECK),
+                        () = woken => recheck = Some(Recheck::start()),
                         () = tokio::time::sleep(pause) => {}
                         request = self.requests.recv() => match request {
                             Some(request) => {

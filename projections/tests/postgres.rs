@@ -218,13 +218,60 @@ async fn a_notification_wakes_a_caught_up_projection_without_polling() {
         append_concurrently(Arc::clone(&store), 1, 1, 1).await;
         let last = last_position(&pool).await;
         assert!(
-            running.wait_for(last, Duration::from_secs(5)).await,
+            running.wait_for(last, WAIT).await,
             "seen without a poll (the next one is an hour away)"
         );
         lags.push(started.elapsed());
     }
     println!("live lag after an append (LISTEN/NOTIFY): {lags:?}");
     assert_eq!(seen.0.lock().len(), 5);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notified_event_hidden_behind_an_older_transaction_is_seen_once_it_ends() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let store: Arc<dyn EventStore> = Arc::new(events);
+    let projector = Projector::with_settings(
+        Arc::clone(&store),
+        ProjectorSettings::default().poll_interval(Duration::from_secs(3600)),
+    );
+    let _listening = projector.listen(&pool).await.unwrap();
+    let seen = Seen::default();
+    let checkpoints = Arc::new(PgCheckpoints::new(pool.clone()).await.unwrap());
+    let running = projector.run(seen.clone(), checkpoints);
+
+    // An older transaction holds a transaction id: read_all may not show anything appended
+    // after it began until it ends, though the append's notification arrives at once.
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("SELECT txid_current()")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    append_concurrently(Arc::clone(&store), 1, 1, 1).await;
+    let last = last_position(&pool).await;
+    assert!(
+        !running.wait_for(last, Duration::from_secs(1)).await,
+        "hidden while the older transaction runs"
+    );
+    // Ten seconds in all: a back-off that doubled from the wake-up would look next at 16 s.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    blocker.commit().await.unwrap();
+    let released = std::time::Instant::now();
+    assert!(
+        running.wait_for(last, Duration::from_secs(3)).await,
+        "seen soon after the older transaction ends, without a poll: {:?}",
+        running.stats()
+    );
+    println!(
+        "seen {:?} after the older transaction ended",
+        released.elapsed()
+    );
+    assert_eq!(seen.0.lock().len(), 1);
     running.stop().await;
 }
 
