@@ -68,7 +68,7 @@ test-only:
 
 # The examples of aggregate-actors/examples/; each asserts what it shows and exits non-zero when
 # that fails.
-EXAMPLES := in_memory custom_strategy time_travel postgres
+EXAMPLES := in_memory custom_strategy time_travel context postgres
 
 # Run by test-only inside scripts/pg-tmp: every test, then every example (built once, then run;
 # also when tests failed), failing if any of them failed. Without DATABASE_URL the postgres

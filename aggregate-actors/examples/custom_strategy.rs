@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use aggregate_actors::Context;
 use aggregate_actors::event_stores::StreamId;
 use aggregate_actors::strategy::{SnapshotContext, SnapshotStrategy};
 use aggregate_actors::{Aggregate, AggregateSettings, Executor, Retention};
@@ -41,7 +42,11 @@ impl Aggregate for Account {
     type State = Balance;
     type Error = InsufficientFunds;
 
-    fn decide(state: &Balance, command: &Command) -> Result<Vec<Event>, InsufficientFunds> {
+    fn decide(
+        state: &Balance,
+        command: &Command,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<Event>, InsufficientFunds> {
         match *command {
             Command::Deposit(amount) => Ok(vec![Event::Deposited { amount }]),
             Command::Withdraw(amount) if amount > state.cents => Err(InsufficientFunds),

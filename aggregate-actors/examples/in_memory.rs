@@ -3,6 +3,7 @@
 //!
 //! Run it with `cargo run -p aggregate-actors --example in_memory`.
 
+use aggregate_actors::Context;
 use aggregate_actors::{
     Aggregate, AggregateSettings, CommandError, CommandId, CommandOptions, Executor,
     strategy::EveryNEvents,
@@ -53,7 +54,11 @@ impl Aggregate for Account {
     type State = Balance;
     type Error = AccountError;
 
-    fn decide(state: &Balance, command: &Command) -> Result<Vec<Event>, AccountError> {
+    fn decide(
+        state: &Balance,
+        command: &Command,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<Event>, AccountError> {
         match command {
             Command::Open(_) if state.owner.is_some() => Err(AccountError::AlreadyOpen),
             Command::Open(owner) => Ok(vec![Event::Opened {

@@ -25,6 +25,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aggregate_actors::Context;
 use aggregate_actors::event_stores::{
     PgConfig, PgEventStore, PgSnapshotStore, SnapshotStore, StreamId,
 };
@@ -76,7 +77,11 @@ impl Aggregate for Account {
     type State = Balance;
     type Error = AccountError;
 
-    fn decide(state: &Balance, command: &Command) -> Result<Vec<Event>, AccountError> {
+    fn decide(
+        state: &Balance,
+        command: &Command,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<Event>, AccountError> {
         match command {
             Command::Open(_) if state.owner.is_some() => Err(AccountError::AlreadyOpen),
             Command::Open(owner) => Ok(vec![Event::Opened {

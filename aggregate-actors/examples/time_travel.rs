@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use aggregate_actors::Context;
 use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{Aggregate, AggregateSettings, At, Executor, ExecutorError, Reconstruction};
 use chrono::{DateTime, Utc};
@@ -36,7 +37,11 @@ impl Aggregate for Account {
     // Deposits are never rejected.
     type Error = Infallible;
 
-    fn decide(_: &Balance, Deposit(amount): &Deposit) -> Result<Vec<Deposited>, Infallible> {
+    fn decide(
+        _: &Balance,
+        Deposit(amount): &Deposit,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<Deposited>, Infallible> {
         Ok(vec![Deposited { amount: *amount }])
     }
 

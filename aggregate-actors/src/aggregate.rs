@@ -6,22 +6,42 @@ use std::fmt::Debug;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::context::Context;
 use crate::upcast::Upcaster;
 
 /// An event-sourced aggregate: its commands, events and state, and the two functions that give
 /// them meaning.
 ///
 /// - [`decide`](Aggregate::decide) looks at the current state and a command and either emits
-///   events or rejects the command with a domain error. It must not have side effects: it may
-///   run again for the same command after a version conflict.
+///   events or rejects the command with a domain error. Its [`Context`] gives it the
+///   aggregate's id, the command's id, a clock and the services registered with the type.
 /// - [`apply`](Aggregate::apply) folds one event into the state. It must be deterministic and
 ///   total: replaying the stored events must always give the same state.
+///
+/// # What `decide` may do
+///
+/// `decide` can run more than once for one command: again after a version conflict (another
+/// writer got there first, so it decides on the newer state), and again when a creation hint
+/// proves wrong. Only the last run's events are stored. So:
+///
+/// - read the time from [`Context::now`], not the system: the test kit sets it, and one
+///   decision sees one instant however often it reads it;
+/// - derive anything that must come out the same each run (a reference, a random draw) from
+///   [`Context::command_id`];
+/// - use services ([`Context::service`]) to read, not to write: sending an email or charging
+///   a card from `decide` would happen once per run. Do those after the command is stored
+///   (from a projection of its events, or from the caller);
+/// - keep it quick and synchronous: it runs on the aggregate's actor, which handles one
+///   command at a time.
+///
+/// `apply` sees no context at all, so it cannot depend on anything but the state and the
+/// event: put what it needs (a timestamp, a computed amount) into the event in `decide`.
 ///
 /// Events and state are stored as MessagePack with named fields, so fields can be added later
 /// (with `#[serde(default)]`). Bump [`STATE_SCHEMA_VERSION`](Aggregate::STATE_SCHEMA_VERSION)
 /// when a state change makes old snapshots unreadable or wrong: they are then skipped and the
 /// state is rebuilt from events.
-pub trait Aggregate: Send + Sync + 'static {
+pub trait Aggregate: Sized + Send + Sync + 'static {
     /// The aggregate type name; with the id it names the event stream, e.g. `"account"`.
     const TYPE: &'static str;
     /// Version of the state's shape. Snapshots of another version are ignored.
@@ -42,10 +62,12 @@ pub trait Aggregate: Send + Sync + 'static {
     /// Why a command was rejected.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Decides which events a command produces, or rejects it.
+    /// Decides which events a command produces, or rejects it. See the trait docs for what it
+    /// may do: it can run more than once for one command.
     fn decide(
         state: &Self::State,
         command: &Self::Command,
+        ctx: &mut Context<'_, Self>,
     ) -> Result<Vec<Self::Event>, Self::Error>;
 
     /// Folds one event into the state.

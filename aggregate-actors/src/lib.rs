@@ -28,7 +28,7 @@
 //!
 //! ```
 //! use aggregate_actors::{
-//!     Aggregate, AggregateSettings, CommandError, CommandId, CommandOptions, Executor,
+//!     Aggregate, AggregateSettings, CommandError, CommandId, CommandOptions, Context, Executor,
 //!     strategy::EveryNEvents,
 //! };
 //! use serde::{Deserialize, Serialize};
@@ -54,7 +54,12 @@
 //!     type State = Balance;
 //!     type Error = InsufficientFunds;
 //!
-//!     fn decide(state: &Balance, command: &Command) -> Result<Vec<Event>, InsufficientFunds> {
+//!     // `ctx` has the id, the command id, a clock and services: see `Context`.
+//!     fn decide(
+//!         state: &Balance,
+//!         command: &Command,
+//!         _ctx: &mut Context<'_, Self>,
+//!     ) -> Result<Vec<Event>, InsufficientFunds> {
 //!         match *command {
 //!             Command::Deposit(amount) => Ok(vec![Event::Deposited { amount }]),
 //!             Command::Withdraw(amount) if amount > state.cents => Err(InsufficientFunds),
@@ -107,6 +112,7 @@ mod aggregate;
 mod builder;
 pub mod codec;
 mod command;
+pub mod context;
 mod dedup;
 mod error;
 mod executor;
@@ -126,6 +132,7 @@ pub use actor_runtime::{PassivationReason, Placement, RuntimeConfig, RuntimeStat
 pub use aggregate::Aggregate;
 pub use builder::{BuildError, ExecutorBuilder, PlacementFactory};
 pub use command::{CommandId, CommandOptions};
+pub use context::{Clock, Context, ManualClock, Services, SystemClock};
 pub use dedup::DedupWindow;
 pub use error::{ActivationError, CommandError, ExecutorError, Indeterminate};
 pub use event_stores;

@@ -7,6 +7,7 @@ use actor_runtime::RuntimeConfig;
 
 use crate::aggregate::Aggregate;
 use crate::codec::CompressionConfig;
+use crate::context::{Clock, Services, SystemClock};
 use crate::dedup::DedupWindow;
 use crate::strategy::{EveryNEvents, SnapshotStrategy};
 
@@ -51,6 +52,11 @@ pub struct AggregateSettings<A: Aggregate> {
     pub runtime: RuntimeConfig,
     /// How many recent command ids each aggregate remembers for deduplication.
     pub dedup: DedupWindow,
+    /// The services `decide` can look up ([`Context::service`](crate::Context::service)).
+    pub services: Services,
+    /// The clock `decide` reads ([`Context::now`](crate::Context::now)); the system clock by
+    /// default.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl<A: Aggregate> Default for AggregateSettings<A> {
@@ -64,6 +70,8 @@ impl<A: Aggregate> Default for AggregateSettings<A> {
             replay_page_size: 1_000,
             runtime: RuntimeConfig::default(),
             dedup: DedupWindow::default(),
+            services: Services::new(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -79,6 +87,8 @@ impl<A: Aggregate> Clone for AggregateSettings<A> {
             replay_page_size: self.replay_page_size,
             runtime: self.runtime.clone(),
             dedup: self.dedup,
+            services: self.services.clone(),
+            clock: Arc::clone(&self.clock),
         }
     }
 }
@@ -134,6 +144,21 @@ impl<A: Aggregate> AggregateSettings<A> {
     /// Sets the runtime settings.
     pub fn runtime(mut self, runtime: RuntimeConfig) -> Self {
         self.runtime = runtime;
+        self
+    }
+
+    /// Registers a service that `decide` can look up by its type with
+    /// [`Context::service`](crate::Context::service): a price list, a currency table, an id
+    /// generator. `decide` may run more than once for one command, so a service should be
+    /// read-only or idempotent, and quick (it runs on the aggregate's actor).
+    pub fn service<T: Send + Sync + 'static>(mut self, service: T) -> Self {
+        self.services.insert(service);
+        self
+    }
+
+    /// Sets the clock `decide` reads ([`Context::now`](crate::Context::now)).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 }

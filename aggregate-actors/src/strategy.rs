@@ -231,6 +231,7 @@ impl<A: Aggregate> SnapshotStrategy<A> for ReplayCost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Context;
     use serde::{Deserialize, Serialize};
 
     struct Counter;
@@ -248,7 +249,7 @@ mod tests {
         type Event = Added;
         type State = u64;
         type Error = NoError;
-        fn decide(_: &u64, n: &u64) -> Result<Vec<Added>, NoError> {
+        fn decide(_: &u64, n: &u64, _ctx: &mut Context<'_, Self>) -> Result<Vec<Added>, NoError> {
             Ok(vec![Added(*n)])
         }
         fn apply(state: &mut u64, event: &Added) {

@@ -1,7 +1,7 @@
 //! A test kit for aggregates: given events, when a command, then events or an error.
 //!
 //! ```
-//! # use aggregate_actors::{Aggregate, testkit::TestKit};
+//! # use aggregate_actors::{Aggregate, Context, testkit::TestKit};
 //! # use serde::{Deserialize, Serialize};
 //! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 //! # enum Event { Added(u32) }
@@ -11,7 +11,7 @@
 //! # impl Aggregate for Counter {
 //! #     const TYPE: &'static str = "counter";
 //! #     type Command = u32; type Event = Event; type State = u32; type Error = TooBig;
-//! #     fn decide(total: &u32, n: &u32) -> Result<Vec<Event>, TooBig> {
+//! #     fn decide(total: &u32, n: &u32, _ctx: &mut Context<'_, Self>) -> Result<Vec<Event>, TooBig> {
 //! #         if total + n > 10 { Err(TooBig) } else { Ok(vec![Event::Added(*n)]) }
 //! #     }
 //! #     fn apply(total: &mut u32, Event::Added(n): &Event) { *total += n; }
@@ -37,6 +37,7 @@ use serde::de::DeserializeOwned;
 use crate::aggregate::Aggregate;
 use crate::codec;
 use crate::codec::encode_events;
+use crate::context::ManualClock;
 use crate::error::CommandError;
 use crate::executor::Executor;
 use crate::outcome::Committed;
@@ -49,6 +50,7 @@ pub struct TestKit<A: Aggregate> {
     settings: AggregateSettings<A>,
     executor: Executor,
     id: String,
+    clock: ManualClock,
     last: Option<Result<Committed<A>, CommandError<A::Error>>>,
 }
 
@@ -63,11 +65,17 @@ impl<A: Aggregate> TestKit<A> {
     }
 
     /// A kit on the given stores and settings. Needs a Tokio runtime.
+    ///
+    /// The kit's [`clock`](Self::clock) replaces the settings' clock: it stands at the time
+    /// the kit was made until the test moves it, so `decide`'s
+    /// [`Context::now`](crate::Context::now) is reproducible.
     pub fn with_stores(
         events: Arc<dyn EventStore>,
         snapshots: Arc<dyn SnapshotStore>,
         settings: AggregateSettings<A>,
     ) -> Self {
+        let clock = ManualClock::new(chrono::Utc::now());
+        let settings = settings.clock(clock.clone());
         let executor = build(&events, &snapshots, &settings);
         Self {
             events,
@@ -75,8 +83,14 @@ impl<A: Aggregate> TestKit<A> {
             settings,
             executor,
             id: uuid::Uuid::now_v7().to_string(),
+            clock,
             last: None,
         }
+    }
+
+    /// The clock `decide` reads: set it or advance it between commands.
+    pub fn clock(&self) -> &ManualClock {
+        &self.clock
     }
 
     /// The aggregate id under test.

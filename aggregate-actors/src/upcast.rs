@@ -188,6 +188,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::Context;
     use serde::Deserialize;
     use std::borrow::Cow;
 
@@ -244,7 +245,7 @@ mod tests {
         type Event = V3;
         type State = ();
         type Error = std::convert::Infallible;
-        fn decide(_: &(), _: &()) -> Result<Vec<V3>, Self::Error> {
+        fn decide(_: &(), _: &(), _ctx: &mut Context<'_, Self>) -> Result<Vec<V3>, Self::Error> {
             Ok(Vec::new())
         }
         fn apply(_: &mut (), _: &V3) {}

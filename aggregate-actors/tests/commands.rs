@@ -7,6 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
+use aggregate_actors::Context;
 use aggregate_actors::event_stores::{EventStore, InvalidInput, SnapshotStore};
 use aggregate_actors::strategy::{EveryNEvents, Never};
 use aggregate_actors::{
@@ -280,7 +281,11 @@ async fn bad_input_gets_a_typed_error_and_stores_nothing(stores: Stores) {
         type Event = ();
         type State = ();
         type Error = std::convert::Infallible;
-        fn decide(_: &(), _: &()) -> Result<Vec<()>, std::convert::Infallible> {
+        fn decide(
+            _: &(),
+            _: &(),
+            _ctx: &mut Context<'_, Self>,
+        ) -> Result<Vec<()>, std::convert::Infallible> {
             Ok(vec![()])
         }
         fn apply(_: &mut (), _: &()) {}

@@ -11,6 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use aggregate_actors::Context;
 use aggregate_actors::event_stores::{
     AppendReceipt, EventStore, Fence, InMemoryEventStore, InMemorySnapshotStore, NewEvent,
     ReadQuery, RecordedEvent, SnapshotStore, StoreResult, StreamId, StreamStart,
@@ -74,6 +75,7 @@ impl<const HINT: bool> Aggregate for Account<HINT> {
     fn decide(
         state: &AccountState,
         command: &AccountCommand,
+        _ctx: &mut Context<'_, Self>,
     ) -> Result<Vec<AccountEvent>, AccountError> {
         match command {
             AccountCommand::Open { .. } if state.owner.is_some() => Err(AccountError::AlreadyOpen),

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use aggregate_actors::Context;
 use aggregate_actors::event_stores::{
     AppendReceipt, EventStore, NewEvent, ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStats,
     SnapshotStore, StoreError, StoreResult, StreamId,
@@ -90,7 +91,11 @@ impl Aggregate for Tally {
     type State = TallyState;
     type Error = NotEnough;
 
-    fn decide(state: &TallyState, command: &TallyCommand) -> Result<Vec<TallyEvent>, NotEnough> {
+    fn decide(
+        state: &TallyState,
+        command: &TallyCommand,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<TallyEvent>, NotEnough> {
         let tag = match command {
             TallyCommand::Add { tag, .. }
             | TallyCommand::AddMany { tag, .. }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use aggregate_actors::Context;
 use aggregate_actors::actor_runtime::{Inbound, Location, RemoteCall, Transport, TransportError};
 use aggregate_actors::event_stores::{
     EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, SnapshotStore, StreamId,
@@ -49,7 +50,11 @@ impl Aggregate for Counter {
     type State = u32;
     type Error = NotEnough;
 
-    fn decide(state: &u32, command: &CounterCommand) -> Result<Vec<CounterEvent>, NotEnough> {
+    fn decide(
+        state: &u32,
+        command: &CounterCommand,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<CounterEvent>, NotEnough> {
         match *command {
             CounterCommand::Add(n) => Ok(vec![CounterEvent::Added(n)]),
             CounterCommand::Take(n) if n > *state => Err(NotEnough { have: *state }),

@@ -11,6 +11,7 @@ mod common;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use aggregate_actors::Context;
 use aggregate_actors::event_stores::{ReadQuery, StreamId};
 use aggregate_actors::upcast::{self, UpcastError, Upcaster, Value};
 use aggregate_actors::{
@@ -49,7 +50,11 @@ impl Aggregate for WalletV1 {
     type State = StateV1;
     type Error = Never;
 
-    fn decide(_: &StateV1, command: &EventV1) -> Result<Vec<EventV1>, Never> {
+    fn decide(
+        _: &StateV1,
+        command: &EventV1,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<EventV1>, Never> {
         Ok(vec![command.clone()])
     }
 
@@ -128,7 +133,11 @@ impl<const FULL: bool> Aggregate for WalletV3<FULL> {
     type State = StateV3;
     type Error = Never;
 
-    fn decide(_: &StateV3, command: &EventV3) -> Result<Vec<EventV3>, Never> {
+    fn decide(
+        _: &StateV3,
+        command: &EventV3,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<EventV3>, Never> {
         Ok(vec![command.clone()])
     }
 

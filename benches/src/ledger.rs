@@ -11,8 +11,8 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use aggregate_actors::Aggregate;
 use aggregate_actors::codec;
+use aggregate_actors::{Aggregate, Context};
 use event_stores::NewEvent;
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +142,7 @@ impl Aggregate for Ledger {
     fn decide(
         state: &LedgerState,
         command: &LedgerCommand,
+        _ctx: &mut Context<'_, Self>,
     ) -> Result<Vec<LedgerEvent>, LedgerError> {
         state.decide(command)
     }
@@ -342,6 +343,7 @@ impl Aggregate for StatementLedger {
     fn decide(
         state: &StatementState,
         command: &LedgerCommand,
+        _ctx: &mut Context<'_, Self>,
     ) -> Result<Vec<LedgerEvent>, LedgerError> {
         state.account.decide(command)
     }

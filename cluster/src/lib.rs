@@ -39,7 +39,7 @@
 //! use aggregate_actors::AggregateSettings;
 //! use aggregate_actors::event_stores::{PgConfig, PgEventStore, PgSnapshotStore};
 //! use cluster::{ClusterConfig, ClusterNode, HttpTransport};
-//! # use aggregate_actors::Aggregate;
+//! # use aggregate_actors::{Aggregate, Context};
 //! # use serde::{Deserialize, Serialize};
 //! # struct Account;
 //! # #[derive(Debug, Serialize, Deserialize)] struct Deposited(u64);
@@ -47,7 +47,7 @@
 //! # impl Aggregate for Account {
 //! #     const TYPE: &'static str = "account";
 //! #     type Command = u64; type Event = Deposited; type State = u64; type Error = Never;
-//! #     fn decide(_: &u64, c: &u64) -> Result<Vec<Deposited>, Never> { Ok(vec![Deposited(*c)]) }
+//! #     fn decide(_: &u64, c: &u64, _ctx: &mut Context<'_, Self>) -> Result<Vec<Deposited>, Never> { Ok(vec![Deposited(*c)]) }
 //! #     fn apply(s: &mut u64, e: &Deposited) { *s += e.0 }
 //! # }
 //!

@@ -8,7 +8,7 @@
 //! history. The digest depends on the order of events, so two states are equal only if the same
 //! events were applied in the same order.
 
-use aggregate_actors::Aggregate;
+use aggregate_actors::{Aggregate, Context};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -219,6 +219,7 @@ impl Aggregate for Wallet {
     fn decide(
         state: &WalletState,
         command: &WalletCommand,
+        _ctx: &mut Context<'_, Self>,
     ) -> Result<Vec<WalletEvent>, WalletError> {
         Ok(match command {
             WalletCommand::Deposit { command, amount } => vec![WalletEvent::Deposited {

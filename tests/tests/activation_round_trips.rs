@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use aggregate_actors::Aggregate;
+use aggregate_actors::Context;
 use aggregate_actors::event_stores::testing::TestDatabase;
 use aggregate_actors::event_stores::testing::fresh_database;
 use aggregate_actors::event_stores::{
@@ -150,7 +151,11 @@ impl<const HINT: bool> Aggregate for Counter<HINT> {
     type State = u64;
     type Error = AlreadyOpen;
 
-    fn decide(state: &u64, command: &&'static str) -> Result<Vec<CounterEvent>, AlreadyOpen> {
+    fn decide(
+        state: &u64,
+        command: &&'static str,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<CounterEvent>, AlreadyOpen> {
         match *command {
             "open" if *state > 0 => Err(AlreadyOpen),
             "open" => Ok(vec![CounterEvent::Opened]),

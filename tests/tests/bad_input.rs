@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use aggregate_actors::Context;
 use aggregate_actors::event_stores::testing::{TestDatabase, fresh_database};
 use aggregate_actors::event_stores::{
     EventStore, InvalidInput, MAX_ID_LEN, NewEvent, SnapshotStore, StoreLimits,
@@ -278,7 +279,11 @@ async fn an_unregistered_type_gets_a_typed_error_at_every_entry_point() {
         type Event = ();
         type State = ();
         type Error = std::convert::Infallible;
-        fn decide(_: &(), _: &()) -> Result<Vec<()>, std::convert::Infallible> {
+        fn decide(
+            _: &(),
+            _: &(),
+            _ctx: &mut Context<'_, Self>,
+        ) -> Result<Vec<()>, std::convert::Infallible> {
             Ok(vec![()])
         }
         fn apply(_: &mut (), _: &()) {}

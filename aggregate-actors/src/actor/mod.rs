@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::codec::encode_events;
 use crate::command::CommandId;
+use crate::context::Context;
 use crate::dedup::RecentCommands;
 use crate::error::{ActivationError, CommandError, ExecutorError, Indeterminate};
 use crate::hydrate::{Hydrated, Target, hydrate};
@@ -262,7 +263,17 @@ impl<A: Aggregate> AggregateActor<A> {
             if tokio::time::Instant::now() >= call.deadline {
                 return Err(self.expired(call.command_id));
             }
-            let decided = A::decide(&self.state, command);
+            let decided = {
+                let settings = &self.context.settings;
+                let mut ctx = Context::new(
+                    self.stream.aggregate_id(),
+                    call.command_id,
+                    self.version,
+                    settings.clock.as_ref(),
+                    &settings.services,
+                );
+                A::decide(&self.state, command, &mut ctx)
+            };
             if presumed && !matches!(&decided, Ok(events) if !events.is_empty()) {
                 // No append will tell whether the stream was new: read it, then decide again.
                 self.context.metrics.creation_hint_missed();

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use aggregate_actors::Aggregate;
+use aggregate_actors::Context;
 use aggregate_actors::event_stores::testing::{TestDatabase, fresh_database};
 use aggregate_actors::event_stores::{
     EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotRecord, SnapshotStats,
@@ -58,7 +59,11 @@ impl Aggregate for Ledger {
     type State = LedgerState;
     type Error = Refused;
 
-    fn decide(_: &LedgerState, command: &LedgerCommand) -> Result<Vec<LedgerEvent>, Refused> {
+    fn decide(
+        _: &LedgerState,
+        command: &LedgerCommand,
+        _ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<LedgerEvent>, Refused> {
         match command {
             LedgerCommand::Add(amount) => Ok(vec![LedgerEvent::Added { amount: *amount }]),
             LedgerCommand::AddMany(amounts) => Ok(amounts
@@ -113,7 +118,12 @@ pub fn expected_events(command: &LedgerCommand) -> Option<Vec<LedgerEvent>> {
         LedgerCommand::Overdraw | LedgerCommand::PanicInDecide | LedgerCommand::PanicInApply => {
             None
         }
-        other => Ledger::decide(&LedgerState::default(), other).ok(),
+        other => Ledger::decide(
+            &LedgerState::default(),
+            other,
+            &mut Context::standalone("model"),
+        )
+        .ok(),
     }
 }
 

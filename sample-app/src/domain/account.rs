@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use aggregate_actors::Aggregate;
+use aggregate_actors::{Aggregate, Context};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -329,6 +329,7 @@ impl Aggregate for Account {
     fn decide(
         state: &AccountState,
         command: &Self::Command,
+        _ctx: &mut Context<'_, Self>,
     ) -> Result<Vec<AccountEvent>, AccountError> {
         let at = command.at;
         let event = match &command.command {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use aggregate_actors::Aggregate;
+use aggregate_actors::{Aggregate, Context};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -262,6 +262,7 @@ impl Aggregate for Customer {
     fn decide(
         state: &CustomerState,
         command: &Self::Command,
+        _ctx: &mut Context<'_, Self>,
     ) -> Result<Vec<CustomerEvent>, CustomerError> {
         let at = command.at;
         if let CustomerCommand::Register {
