@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use event_stores::EventMetadata;
+use event_stores::{EventMetadata, TraceParent};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -112,7 +112,7 @@ pub struct CommandOptions {
     pub timeout: Option<Duration>,
     /// An absolute deadline; the earlier of this and `timeout` applies.
     pub deadline: Option<Instant>,
-    /// Correlation and causation ids stored with every event.
+    /// Correlation and causation ids and the caller's trace context, stored with every event.
     pub metadata: EventMetadata,
 }
 
@@ -140,9 +140,16 @@ impl CommandOptions {
         self
     }
 
-    /// Sets the correlation and causation ids.
+    /// Sets the correlation and causation ids and the trace context.
     pub fn metadata(mut self, metadata: EventMetadata) -> Self {
         self.metadata = metadata;
+        self
+    }
+
+    /// Sets the caller's W3C trace context (its `traceparent`), stored with every event of the
+    /// command and recorded on the command's span as `trace_id`.
+    pub fn trace_parent(mut self, trace_parent: TraceParent) -> Self {
+        self.metadata.trace_parent = Some(trace_parent);
         self
     }
 

@@ -25,6 +25,7 @@ use crate::hydrate::{Target, hydrate};
 use crate::outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};
 use crate::remote::{self, ExecutorInbound, Forwarded, RemoteCodec, RemoteHandler};
 use crate::routing::{Hop, Route};
+use tracing::Instrument;
 
 /// Runs commands against event-sourced aggregates held by virtual actors. Cheap to clone.
 #[derive(Clone)]
@@ -139,8 +140,33 @@ impl Executor {
         let mut options = options.into();
         let budget = options.budget(registration.context.settings.runtime.call_timeout);
         let deadline = tokio::time::Instant::now() + budget;
-        options.command_id.get_or_insert_with(CommandId::new);
+        let command_id = *options.command_id.get_or_insert_with(CommandId::new);
         options.deadline = Some(deadline);
+        let span = tracing::info_span!(
+            "execute",
+            aggregate = A::TYPE,
+            id,
+            command_id = %command_id,
+            trace_id = tracing::field::Empty,
+        );
+        if let (false, Some(trace)) = (span.is_disabled(), options.metadata.trace_parent) {
+            span.record("trace_id", trace.trace_id_hex());
+        }
+        self.route_execute::<A>(registration, id, command, options, deadline)
+            .instrument(span)
+            .await
+    }
+
+    /// Where [`execute_with`](Self::execute_with) sends the command: this node's actor, or the
+    /// owner's, hop by hop.
+    async fn route_execute<A: Aggregate>(
+        &self,
+        registration: &Registration<A>,
+        id: &str,
+        command: A::Command,
+        options: CommandOptions,
+        deadline: tokio::time::Instant,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
         let key = id.to_owned();
         let mut route = self.route(registration, &key, deadline);
         let mut last = ExecutorError::NotLocal { id: key.clone() };
@@ -188,6 +214,7 @@ impl Executor {
             command_id,
             metadata: options.metadata,
             deadline: now + budget,
+            span: tracing::Span::current(),
         };
         let key = id.to_owned();
         let answer = registration

@@ -39,6 +39,9 @@ pub(crate) enum Request {
         command_id: Uuid,
         correlation_id: Option<Uuid>,
         causation_id: Option<Uuid>,
+        /// Absent from nodes built before trace context was carried.
+        #[serde(default)]
+        trace_parent: Option<event_stores::TraceParent>,
     },
     State,
     SnapshotNow,
@@ -173,6 +176,7 @@ pub(crate) async fn forward_execute<A: Aggregate>(
             command_id: command_id.as_uuid(),
             correlation_id: metadata.correlation_id,
             causation_id: metadata.causation_id,
+            trace_parent: metadata.trace_parent,
         })
     });
     let payload = match request {
@@ -435,6 +439,7 @@ impl<A: Aggregate> RemoteHandler for RemoteType<A> {
                 command_id,
                 correlation_id,
                 causation_id,
+                trace_parent,
             } => {
                 let Some(codec) = executor.remote_codec::<A>() else {
                     return bad_request(format!("{} is not served to other nodes", A::TYPE));
@@ -449,6 +454,7 @@ impl<A: Aggregate> RemoteHandler for RemoteType<A> {
                     .metadata(event_stores::EventMetadata {
                         correlation_id,
                         causation_id,
+                        trace_parent,
                     });
                 let outcome = executor
                     .execute_here::<A>(&call.key, command, options)

@@ -14,7 +14,8 @@ use std::time::Duration;
 use aggregate_actors::Context;
 use aggregate_actors::actor_runtime::{Inbound, Location, RemoteCall, Transport, TransportError};
 use aggregate_actors::event_stores::{
-    EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, SnapshotStore, StreamId,
+    EventMetadata, EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, SnapshotStore,
+    StreamId, TraceParent,
 };
 use aggregate_actors::{
     Aggregate, AggregateSettings, At, CommandError, CommandId, CommandOptions, Executor,
@@ -225,6 +226,32 @@ async fn a_command_for_an_id_served_elsewhere_runs_on_its_owner_and_the_outcome_
         matches!(missing, Err(ExecutorError::NotFound { .. })),
         "{missing:?}"
     );
+}
+
+#[tokio::test]
+async fn a_forwarded_command_carries_its_correlation_causation_and_trace_context_to_the_owner() {
+    let n = nodes(true).await;
+    let metadata = EventMetadata {
+        correlation_id: Some(uuid::Uuid::now_v7()),
+        causation_id: Some(uuid::Uuid::now_v7()),
+        trace_parent: Some(TraceParent::generate()),
+    };
+    n.b.execute_with::<Counter>(
+        "a-traced",
+        CounterCommand::Add(1),
+        CommandOptions::new().metadata(metadata),
+    )
+    .await
+    .unwrap();
+    assert!(n.a.is_live::<Counter>("a-traced"), "ran on the owner");
+    let stream = StreamId::new("counter", "a-traced").unwrap();
+    let read = n
+        .events
+        .read_stream(&stream, ReadQuery::all())
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].metadata, metadata);
 }
 
 #[tokio::test]

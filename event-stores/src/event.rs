@@ -5,14 +5,17 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::stream::StreamId;
+use crate::trace::TraceParent;
 
-/// Correlation and causation ids carried with every event.
+/// Correlation and causation ids and the caller's trace context, carried with every event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct EventMetadata {
     /// Id shared by everything done on behalf of one request.
     pub correlation_id: Option<Uuid>,
     /// Id of the message (command or event) that caused this event.
     pub causation_id: Option<Uuid>,
+    /// The W3C `traceparent` of the call that produced the event.
+    pub trace_parent: Option<TraceParent>,
 }
 
 /// An event to append. The store assigns its version, `recorded_at` and position.

@@ -62,6 +62,7 @@ mod snapshot_store;
 mod stream;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod trace;
 
 pub use error::{InvalidInput, StoreError, StoreResult};
 pub use event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
@@ -78,3 +79,4 @@ pub use postgres::{
 pub use snapshot::{SnapshotRecord, SnapshotStats};
 pub use snapshot_store::SnapshotStore;
 pub use stream::{MAX_ID_LEN, StreamId};
+pub use trace::{InvalidTraceParent, TraceParent};

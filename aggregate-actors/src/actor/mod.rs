@@ -46,6 +46,9 @@ pub(crate) struct CommandCall {
     pub(crate) metadata: EventMetadata,
     /// When the caller stops waiting; the command is not started after it.
     pub(crate) deadline: tokio::time::Instant,
+    /// The caller's span (the executor's `execute`), parent of the actor's `command` span, so
+    /// one command reads as one tree across the task boundary.
+    pub(crate) span: tracing::Span,
 }
 
 /// Messages an aggregate actor answers.
@@ -157,7 +160,13 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                     reply.send(Err(self.expired(call.command_id)));
                     return;
                 }
-                let span = tracing::debug_span!("command", stream = %self.stream, version = self.version, command_id = %call.command_id);
+                let span = tracing::debug_span!(
+                    parent: &call.span,
+                    "command",
+                    stream = %self.stream,
+                    version = self.version,
+                    command_id = %call.command_id
+                );
                 let outcome = self.execute(&command, &call).instrument(span).await;
                 match &outcome {
                     Ok(committed) if committed.duplicate => metrics.command_duplicate(),

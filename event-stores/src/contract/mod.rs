@@ -32,10 +32,12 @@
 
 mod concurrent_streams;
 mod feed;
+mod metadata;
 mod single_events;
 
 pub use concurrent_streams::*;
 pub use feed::*;
+pub use metadata::*;
 pub use single_events::*;
 
 use std::any::Any;
@@ -145,6 +147,7 @@ macro_rules! store_contract {
                 an_event_id_in_two_concurrent_appends_is_stored_once,
                 one_event_appends_conflict_from_behind_and_ahead_and_store_nothing,
                 a_one_event_command_appended_again_meets_the_version_check_first,
+                trace_context_survives_every_append_path_and_every_read,
             ];
             event_store_with_limits = [
                 a_multi_event_append_is_atomic,
@@ -349,11 +352,13 @@ pub async fn appended_events_read_back_in_order_with_every_field(store: Arc<dyn 
             EventMetadata {
                 correlation_id: Some(correlation),
                 causation_id: None,
+                trace_parent: None,
             },
         ),
         NewEvent::new("Deposited", 2, Bytes::new()).with_metadata(EventMetadata {
             correlation_id: Some(correlation),
             causation_id: Some(causation),
+            trace_parent: Some(crate::TraceParent::generate()),
         }),
         // The largest schema version must survive a backend's signed integer column.
         NewEvent::new("Withdrawn", u32::MAX, vec![0u8, 255, 0, 7]),

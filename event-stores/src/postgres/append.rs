@@ -53,15 +53,15 @@ macro_rules! append_sql {
 ), ins AS (
     INSERT INTO events (aggregate_type, aggregate_id, version, event_id, event_type,
                         schema_version, payload, correlation_id, causation_id, recorded_at,
-                        position, command_id)
+                        position, command_id, trace_parent)
     SELECT $1::text, $2::text, head.version + e.n, e.event_id, e.event_type,
            e.schema_version, e.payload, e.correlation_id, e.causation_id, head.recorded_at,
-           (head.tx << 16) + e.n - 1, e.command_id
+           (head.tx << 16) + e.n - 1, e.command_id, e.trace_parent
     FROM head,
          UNNEST($4::uuid[], $5::text[], $6::int4[], $7::bytea[], $8::uuid[], $9::uuid[],
-                $10::uuid[])
+                $10::uuid[], $11::bytea[])
              WITH ORDINALITY AS e(event_id, event_type, schema_version, payload,
-                                  correlation_id, causation_id, command_id, n)
+                                  correlation_id, causation_id, command_id, trace_parent, n)
     WHERE head.version = $3::bigint "#,
             $fence_condition,
             r#"
@@ -87,7 +87,7 @@ const APPEND: &str = append_sql!("", "", "TRUE");
 const APPEND_FENCED: &str = append_sql!(
     r#"fence AS (
     SELECT epoch FROM shard_owners
-    WHERE shard = $11::int AND owner = $12::uuid AND epoch = $13::bigint
+    WHERE shard = $12::int AND owner = $13::uuid AND epoch = $14::bigint
     FOR SHARE
 ), "#,
     "AND EXISTS (SELECT 1 FROM fence)",
@@ -110,10 +110,10 @@ macro_rules! append_one_sql {
 ), ins AS (
     INSERT INTO events (aggregate_type, aggregate_id, version, event_id, event_type,
                         schema_version, payload, correlation_id, causation_id, recorded_at,
-                        position, command_id)
+                        position, command_id, trace_parent)
     SELECT $1::text, $2::text, $3::bigint + 1, $4::uuid, $5::text, $6::int4, $7::bytea,
            $8::uuid, $9::uuid, GREATEST(now(), (SELECT recorded_at FROM last)),
-           pg_current_xact_id()::text::bigint << 16, $10::uuid
+           pg_current_xact_id()::text::bigint << 16, $10::uuid, $11::bytea
     WHERE COALESCE((SELECT version FROM last), 0) = $3::bigint "#,
             $fence_condition,
             r#"
@@ -136,10 +136,10 @@ SELECT COALESCE((SELECT version FROM last), 0), (SELECT position FROM ins),
 const APPEND_ONE: &str = r#"
 INSERT INTO events (aggregate_type, aggregate_id, version, event_id, event_type,
                     schema_version, payload, correlation_id, causation_id, recorded_at,
-                    position, command_id)
+                    position, command_id, trace_parent)
 SELECT $1::text, $2::text, $3::bigint + 1, $4::uuid, $5::text, $6::int4, $7::bytea,
        $8::uuid, $9::uuid, GREATEST(now(), head.recorded_at),
-       pg_current_xact_id()::text::bigint << 16, $10::uuid
+       pg_current_xact_id()::text::bigint << 16, $10::uuid, $11::bytea
 FROM (SELECT NULL::timestamptz AS recorded_at WHERE $3::bigint = 0
       UNION ALL
       SELECT recorded_at FROM events
@@ -150,7 +150,7 @@ RETURNING position, recorded_at
 const APPEND_ONE_FENCED: &str = append_one_sql!(
     r#"fence AS (
     SELECT epoch FROM shard_owners
-    WHERE shard = $11::int AND owner = $12::uuid AND epoch = $13::bigint
+    WHERE shard = $12::int AND owner = $13::uuid AND epoch = $14::bigint
     FOR SHARE
 ), "#,
     "AND EXISTS (SELECT 1 FROM fence)",
@@ -287,6 +287,7 @@ pub(super) struct Columns<'a> {
     pub correlations: Vec<Option<Uuid>>,
     pub causations: Vec<Option<Uuid>>,
     pub commands: Vec<Option<Uuid>>,
+    pub traces: Vec<Option<Vec<u8>>>,
 }
 
 impl<'a> Columns<'a> {
@@ -300,6 +301,7 @@ impl<'a> Columns<'a> {
             correlations: Vec::with_capacity(count),
             causations: Vec::with_capacity(count),
             commands: Vec::with_capacity(count),
+            traces: Vec::with_capacity(count),
         }
     }
 
@@ -314,6 +316,8 @@ impl<'a> Columns<'a> {
             self.correlations.push(event.metadata.correlation_id);
             self.causations.push(event.metadata.causation_id);
             self.commands.push(event.command_id);
+            self.traces
+                .push(event.metadata.trace_parent.map(|t| t.to_bytes().to_vec()));
         }
     }
 }
@@ -360,7 +364,8 @@ impl Appender {
                 .bind(event.payload.as_ref())
                 .bind(event.metadata.correlation_id)
                 .bind(event.metadata.causation_id)
-                .bind(event.command_id),
+                .bind(event.command_id)
+                .bind(event.metadata.trace_parent.map(|t| t.to_bytes())),
             _ => {
                 columns = Columns::with_capacity(append.events.len());
                 columns.extend(&append.events);
@@ -372,6 +377,7 @@ impl Appender {
                     .bind(&columns.correlations)
                     .bind(&columns.causations)
                     .bind(&columns.commands)
+                    .bind(&columns.traces)
             }
         };
         let query = match fence {

@@ -49,7 +49,7 @@ pub use super::rows::PG_MAX_EVENTS_PER_APPEND;
 
 const READ_STREAM: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
-       recorded_at, position, command_id
+       recorded_at, position, command_id, trace_parent
 FROM events
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text
   AND version > $3::bigint AND version <= $4::bigint
@@ -68,7 +68,7 @@ WHERE position > $1::bigint
 
 const READ_ALL: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
-       recorded_at, position, command_id, aggregate_type, aggregate_id
+       recorded_at, position, command_id, trace_parent, aggregate_type, aggregate_id
 FROM events
 WHERE position > $1::bigint
   AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
@@ -80,7 +80,7 @@ LIMIT $2::bigint
 // unique index; without it (events not written with derived ids) the stream is scanned.
 const READ_COMMAND: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
-       recorded_at, position, command_id
+       recorded_at, position, command_id, trace_parent
 FROM events
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND command_id = $3::uuid
   AND version >= COALESCE((SELECT version FROM events
@@ -272,6 +272,7 @@ impl PgEventStore {
 
 #[async_trait]
 impl EventStore for PgEventStore {
+    #[tracing::instrument(level = "debug", name = "pg.append", skip_all, fields(stream = %stream, expected = expected_version, events = events.len()))]
     async fn append(
         &self,
         stream: &StreamId,
@@ -281,6 +282,7 @@ impl EventStore for PgEventStore {
         self.submit(stream, expected_version, events, None).await
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.append_fenced", skip_all, fields(stream = %stream, expected = expected_version, events = events.len(), shard = fence.shard, epoch = fence.epoch))]
     async fn append_fenced(
         &self,
         stream: &StreamId,
@@ -292,6 +294,7 @@ impl EventStore for PgEventStore {
             .await
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.read_stream", skip_all, fields(stream = %stream))]
     async fn read_stream(
         &self,
         stream: &StreamId,
@@ -323,10 +326,12 @@ impl EventStore for PgEventStore {
             .collect()
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.stream_version", skip_all, fields(stream = %stream))]
     async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
         self.appender.stream_version(stream).await
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.count_after", skip(self))]
     async fn count_after(&self, position: u64) -> StoreResult<u64> {
         let Ok(after) = i64::try_from(position) else {
             return Ok(0);
@@ -339,6 +344,7 @@ impl EventStore for PgEventStore {
         to_u64(count, "count")
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.read_all", skip(self))]
     async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
         let Ok(after) = i64::try_from(after_position) else {
             return Ok(Vec::new());
@@ -356,8 +362,8 @@ impl EventStore for PgEventStore {
         let mut last_stream: Option<StreamId> = None;
         for row in &rows {
             let decode = |e| map_sqlx("reading all streams", e);
-            let aggregate_type: &str = row.try_get(10).map_err(decode)?;
-            let aggregate_id: &str = row.try_get(11).map_err(decode)?;
+            let aggregate_type: &str = row.try_get(11).map_err(decode)?;
+            let aggregate_id: &str = row.try_get(12).map_err(decode)?;
             // Consecutive events mostly share a stream; reuse its id instead of reallocating.
             let stream = match last_stream.take() {
                 Some(s)
@@ -375,6 +381,7 @@ impl EventStore for PgEventStore {
         Ok(events)
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.read_start", skip_all, fields(stream = %stream, page_size = page_size))]
     async fn read_start(
         &self,
         stream: &StreamId,
@@ -414,6 +421,7 @@ impl EventStore for PgEventStore {
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.read_command", skip_all, fields(stream = %stream, command_id = %command_id))]
     async fn read_command(
         &self,
         stream: &StreamId,

@@ -80,15 +80,15 @@ WITH req AS (
 ), ins AS (
     INSERT INTO events (aggregate_type, aggregate_id, version, event_id, event_type,
                         schema_version, payload, correlation_id, causation_id, recorded_at,
-                        position, command_id)
+                        position, command_id, trace_parent)
     SELECT h.aggregate_type, h.aggregate_id, h.version + e.i, e.event_id, e.event_type,
            e.schema_version, e.payload, e.correlation_id, e.causation_id, h.recorded_at,
-           (xact.id << 16) + e.n - 1, e.command_id
+           (xact.id << 16) + e.n - 1, e.command_id, e.trace_parent
     FROM xact,
          UNNEST($7::int4[], $8::int4[], $9::uuid[], $10::text[], $11::int4[], $12::bytea[],
-                $13::uuid[], $14::uuid[], $15::uuid[])
+                $13::uuid[], $14::uuid[], $15::uuid[], $18::bytea[])
              WITH ORDINALITY AS e(k, i, event_id, event_type, schema_version, payload,
-                                  correlation_id, causation_id, command_id, n)
+                                  correlation_id, causation_id, command_id, trace_parent, n)
          JOIN head h ON h.k = e.k
     WHERE h.version = h.expected AND h.fence_ok
 )
@@ -280,6 +280,7 @@ impl Appender {
             .bind(&columns.commands)
             .bind(&counts)
             .bind(&last_numbers)
+            .bind(&columns.traces)
             .fetch_all(&mut *conn);
         let rows = match tokio::time::timeout(self.client_timeout, query).await {
             Ok(Ok(rows)) => rows,

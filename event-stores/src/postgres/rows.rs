@@ -8,6 +8,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::event::{EventMetadata, RecordedEvent};
 use crate::snapshot::SnapshotRecord;
 use crate::stream::StreamId;
+use crate::trace::TraceParent;
 
 use super::error::map_sqlx;
 
@@ -15,7 +16,7 @@ use super::error::map_sqlx;
 /// index within its transaction.
 pub const PG_MAX_EVENTS_PER_APPEND: usize = 1 << 16;
 
-/// Decodes the first ten columns of [`READ_STREAM`] / [`READ_ALL`].
+/// Decodes the first eleven columns of [`READ_STREAM`] / [`READ_ALL`].
 pub(super) fn decode_event(row: &PgRow, stream: StreamId) -> StoreResult<RecordedEvent> {
     decode_event_at(row, stream, 0)
 }
@@ -31,6 +32,16 @@ pub(super) fn decode_event_at(
     let schema_version: i32 = row.try_get(first + 3).map_err(decode)?;
     let payload: Vec<u8> = row.try_get(first + 4).map_err(decode)?;
     let position: i64 = row.try_get(first + 8).map_err(decode)?;
+    let trace_parent = match row
+        .try_get::<Option<&[u8]>, _>(first + 10)
+        .map_err(decode)?
+    {
+        Some(bytes) => Some(
+            TraceParent::from_bytes(bytes)
+                .map_err(|e| StoreError::Corrupt(format!("event {version} of {stream}: {e}")))?,
+        ),
+        None => None,
+    };
     Ok(RecordedEvent {
         event_id: row.try_get(first + 1).map_err(decode)?,
         command_id: row.try_get(first + 9).map_err(decode)?,
@@ -42,6 +53,7 @@ pub(super) fn decode_event_at(
         metadata: EventMetadata {
             correlation_id: row.try_get(first + 5).map_err(decode)?,
             causation_id: row.try_get(first + 6).map_err(decode)?,
+            trace_parent,
         },
         recorded_at: row.try_get(first + 7).map_err(decode)?,
         position: to_u64(position, "position")?,

@@ -170,6 +170,7 @@ impl SnapshotStore for PgSnapshotStore {
         self.save_and_read_back(record).await.map(|_| ())
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.save_snapshot", skip_all, fields(stream = %record.stream, version = record.version, bytes = record.stored_size))]
     async fn save_and_read_back(&self, record: SnapshotRecord) -> StoreResult<SnapshotRecord> {
         self.limits.check_snapshot(&record)?;
         let version = to_i64(record.version, "snapshot version")?;
@@ -194,6 +195,7 @@ impl SnapshotStore for PgSnapshotStore {
         self.load_at_or_before_version(stream, u64::MAX).await
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.load_snapshot", skip_all, fields(stream = %stream, at_or_before = at_or_before))]
     async fn load_at_or_before_version(
         &self,
         stream: &StreamId,
@@ -207,6 +209,7 @@ impl SnapshotStore for PgSnapshotStore {
         self.fetch_one_record(stream, query).await
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.load_snapshot_at_time", skip_all, fields(stream = %stream))]
     async fn load_at_or_before_time(
         &self,
         stream: &StreamId,
@@ -259,6 +262,7 @@ impl SnapshotStore for PgSnapshotStore {
         Ok(done.rows_affected() > 0)
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.delete_snapshots", skip_all, fields(stream = %stream, before = before))]
     async fn delete_older_than(&self, stream: &StreamId, before: u64) -> StoreResult<u64> {
         let before = i64::try_from(before).unwrap_or(i64::MAX);
         let done = sqlx::query(DELETE_OLDER_THAN)
@@ -271,6 +275,7 @@ impl SnapshotStore for PgSnapshotStore {
         Ok(done.rows_affected())
     }
 
+    #[tracing::instrument(level = "debug", name = "pg.retain_snapshots", skip_all, fields(stream = %stream, keep = keep))]
     async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
         let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
         let pass = Retain {

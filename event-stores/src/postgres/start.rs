@@ -35,13 +35,13 @@ WITH snap AS (
 SELECT TRUE, s.version, s.last_event_id, s.state_schema_version, s.codec, s.compression,
        s.checksum, s.uncompressed_size, s.stored_size, s.taken_at, s.bytes,
        NULL::bigint, NULL::uuid, NULL::text, NULL::int4, NULL::bytea, NULL::uuid, NULL::uuid,
-       NULL::timestamptz, NULL::bigint, NULL::uuid
+       NULL::timestamptz, NULL::bigint, NULL::uuid, NULL::bytea
 FROM snap s
 UNION ALL
 (SELECT FALSE, NULL::bigint, NULL::uuid, NULL::int4, NULL::text, NULL::text, NULL::bigint,
         NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::bytea,
         e.version, e.event_id, e.event_type, e.schema_version, e.payload, e.correlation_id,
-        e.causation_id, e.recorded_at, e.position, e.command_id
+        e.causation_id, e.recorded_at, e.position, e.command_id, e.trace_parent
  FROM events e
  WHERE e.aggregate_type = $1::text AND e.aggregate_id = $2::text
    AND e.version >= COALESCE((SELECT version FROM snap), 1)
@@ -50,7 +50,7 @@ UNION ALL
 "#;
 
 /// [`READ_START`] for many streams: `k` numbers the requests, and each row carries the `k` of
-/// its stream in column 0; columns 2–11 are a snapshot's, 12–21 an event's.
+/// its stream in column 0; columns 2–11 are a snapshot's, 12–22 an event's.
 const READ_START_MANY: &str = r#"
 WITH req AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])
@@ -70,17 +70,17 @@ WITH req AS (
 SELECT s.k, TRUE, s.version, s.last_event_id, s.state_schema_version, s.codec, s.compression,
        s.checksum, s.uncompressed_size, s.stored_size, s.taken_at, s.bytes,
        NULL::bigint, NULL::uuid, NULL::text, NULL::int4, NULL::bytea, NULL::uuid, NULL::uuid,
-       NULL::timestamptz, NULL::bigint, NULL::uuid
+       NULL::timestamptz, NULL::bigint, NULL::uuid, NULL::bytea
 FROM snap s
 UNION ALL
 SELECT r.k, FALSE, NULL::bigint, NULL::uuid, NULL::int4, NULL::text, NULL::text, NULL::bigint,
        NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::bytea,
        e.version, e.event_id, e.event_type, e.schema_version, e.payload, e.correlation_id,
-       e.causation_id, e.recorded_at, e.position, e.command_id
+       e.causation_id, e.recorded_at, e.position, e.command_id, e.trace_parent
 FROM req r
 CROSS JOIN LATERAL (
     SELECT version, event_id, event_type, schema_version, payload, correlation_id,
-           causation_id, recorded_at, position, command_id
+           causation_id, recorded_at, position, command_id, trace_parent
     FROM events
     WHERE aggregate_type = r.aggregate_type AND aggregate_id = r.aggregate_id
       AND version >= COALESCE((SELECT version FROM snap WHERE snap.k = r.k), 1)
