@@ -344,13 +344,11 @@ pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
         "Per command, ours costs {} more than a bare actor round trip ({} vs {}, {}× the time). \
          A command is a ractor round trip plus real work: the directory's concurrent-map lookup \
          and mailbox permit ({}), MessagePack encoding with a fresh UUID v7 ({}), the store \
-         append ({}: a DashMap entry, a per-stream lock and the store-wide log lock), and \
+         append ({}: a per-stream lock, a sharded id map and a slot in the segmented feed), and \
          decide/apply/metrics/spans ({}). The raw baseline does none of that, so a ratio well \
          below 1× is expected; what matters is that the overhead is a fixed few microseconds \
-         that does not grow with the number of aggregates. One cheap win shows in the \
-         table: a UUID v7 costs {} here because the uuid crate reads the OS random source (a \
-         `getrandom` syscall, visible in a `perf` profile) for every id; its `fast-rng` \
-         feature uses a user-space generator instead.",
+         that does not grow with the number of aggregates. Of the encoding, a UUID v7 costs {} \
+         (uuid's `fast-rng` generator plus a system clock read per id).",
         fmt_duration(overhead),
         fmt_duration(b.execute),
         fmt_duration(b.ractor),
