@@ -67,6 +67,7 @@ pub trait VirtualActor: Sized + Send + 'static {
 
 /// Why an actor is being passivated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PassivationReason {
     /// It received no message for [`RuntimeConfig::idle_timeout`](crate::RuntimeConfig::idle_timeout).
     Idle,

@@ -184,10 +184,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let view = executor.state::<Account>("bob").await?;
     println!(
         "re-activated: {:?} at version {}, from snapshot {:?}, {} events replayed",
-        view.state, view.version, view.activation.snapshot_version, view.activation.events_replayed
+        view.state,
+        view.version,
+        view.activation.snapshot_version(),
+        view.activation.events_replayed
     );
     assert_eq!(view.state.cents, 592);
-    assert_eq!(view.activation.snapshot_version, Some(8));
+    assert_eq!(view.activation.snapshot_version(), Some(8));
     assert_eq!(view.activation.events_replayed, 2);
 
     executor.shutdown().await;

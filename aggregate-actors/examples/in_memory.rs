@@ -93,6 +93,10 @@ impl Aggregate for Account {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // In-memory event and snapshot stores; `Executor::builder(events, snapshots)` takes others.
+    // Snapshots: every 100 events here, and also when an actor passivates with newer events
+    // (`.snapshot_on_passivation(false)` turns that off). They are written in the background:
+    // another executor sees them after `executor.flush_snapshots().await`. Only the newest 3
+    // are kept (`.retention(..)`), so time travel further back replays from the first event.
     let executor = Executor::in_memory()
         .register::<Account>(AggregateSettings::new().strategy(EveryNEvents::new(100)))
         .build()?;

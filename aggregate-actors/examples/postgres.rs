@@ -200,10 +200,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let view = other.state::<Account>(&id).await?;
     println!(
         "another executor: {:?} at version {}, from snapshot {:?}, {} events replayed",
-        view.state, view.version, view.activation.snapshot_version, view.activation.events_replayed
+        view.state,
+        view.version,
+        view.activation.snapshot_version(),
+        view.activation.events_replayed
     );
     assert_eq!(view.state.cents, 1_450);
-    assert_eq!(view.activation.snapshot_version, Some(22));
+    assert_eq!(view.activation.snapshot_version(), Some(22));
     assert_eq!(view.activation.events_replayed, 0);
     other.shutdown().await;
 

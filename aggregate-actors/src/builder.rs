@@ -25,6 +25,7 @@ const MAX_CONCURRENT_SNAPSHOT_WRITES: usize = 8;
 
 /// Why an executor could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// Two registered types share one `Aggregate::TYPE` name (they would share streams).
     #[error("aggregate type name {0:?} is registered twice")]

@@ -29,6 +29,7 @@ pub const COMPRESSION_ZSTD: &str = "zstd";
 
 /// Why bytes could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// Serialization failed (a type serde cannot represent as MessagePack).
     #[error("encoding failed: {0}")]

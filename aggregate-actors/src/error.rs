@@ -11,6 +11,7 @@ use crate::upcast::UpcastError;
 
 /// Why an actor could not be activated (its state could not be rebuilt).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ActivationError {
     /// The event store failed (see [`StoreError::is_retryable`]).
     #[error("could not load {stream}: {source}")]
@@ -54,6 +55,7 @@ impl ActivationError {
 
 /// Everything that can go wrong in the executor, apart from a command's domain rejection.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExecutorError {
     /// The aggregate type was never registered with this executor.
     #[error("aggregate type {0:?} is not registered with this executor")]

@@ -19,7 +19,7 @@ use crate::aggregate::Aggregate;
 use crate::codec;
 use crate::dedup::{DedupWindow, RecentCommand, RecentCommands};
 use crate::error::ActivationError;
-use crate::metrics::{ActivationReport, AggregateMetrics};
+use crate::metrics::{ActivationReport, AggregateMetrics, SnapshotOrigin};
 use crate::upcast;
 
 /// How far to rebuild.
@@ -31,15 +31,6 @@ pub enum Target {
     Version(u64),
     /// The state with every event recorded at or before this instant.
     Time(DateTime<Utc>),
-}
-
-/// Where a rebuild started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotOrigin {
-    /// The snapshot's version.
-    pub version: u64,
-    /// When it was taken.
-    pub taken_at: DateTime<Utc>,
 }
 
 /// A rebuilt state.
@@ -74,7 +65,7 @@ impl<A: Aggregate> Hydrated<A> {
 
     pub(crate) fn report(&self) -> ActivationReport {
         ActivationReport {
-            snapshot_version: self.snapshot.as_ref().map(|s| s.version),
+            from_snapshot: self.snapshot.clone(),
             snapshots_skipped: self.snapshots_skipped,
             events_replayed: self.events_replayed,
             version: self.version,

@@ -99,6 +99,28 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # Snapshot semantics worth knowing
+//!
+//! - Besides the strategy, an actor that passivates (idle, evicted, shut down) with events
+//!   newer than its last snapshot takes one
+//!   ([`AggregateSettings::snapshot_on_passivation`] turns that off).
+//! - Snapshots are written in the background, off the command path: another executor on the
+//!   same stores sees a snapshot only once it is written ([`Executor::flush_snapshots`] waits
+//!   for that).
+//! - [`Retention`] keeps the newest 3 per aggregate by default, so
+//!   [time travel](Executor::reconstruct) to a version before the oldest kept one replays from
+//!   the first event.
+//!
+//! # Errors
+//!
+//! A command fails in one of three ways, by what is known about the store afterwards:
+//! [`CommandError::Rejected`] and [`CommandError::NotStored`] stored nothing,
+//! [`CommandError::Indeterminate`] may have stored (retry with the same command id). To act on
+//! a failure without matching nested enums, match [`CommandError::kind`] (or
+//! [`ExecutorError::kind`], for `state` and `reconstruct`): an [`ErrorKind`] such as
+//! `InvalidInput`, `Rejected`, `Conflict`, `Unavailable` or `Indeterminate`. The error enums are
+//! `#[non_exhaustive]`: new failure modes can be added without breaking your matches.
+//!
 //! # Features
 //!
 //! - `postgres` (default): the PostgreSQL stores of [`event_stores`] (`PgEventStore`,
@@ -115,6 +137,7 @@ mod command;
 pub mod context;
 mod dedup;
 mod error;
+mod error_kind;
 mod executor;
 mod hydrate;
 mod metrics;
@@ -135,10 +158,10 @@ pub use command::{CommandId, CommandOptions};
 pub use context::{Clock, Context, ManualClock, Services, SystemClock};
 pub use dedup::DedupWindow;
 pub use error::{ActivationError, CommandError, ExecutorError, Indeterminate};
+pub use error_kind::ErrorKind;
 pub use event_stores;
 pub use executor::Executor;
-pub use hydrate::SnapshotOrigin;
-pub use metrics::{ActivationReport, AggregateStats};
+pub use metrics::{ActivationReport, AggregateStats, SnapshotOrigin};
 pub use outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};
 pub use settings::{AggregateSettings, Retention};
 pub use upcast::{UpcastError, Upcaster};

@@ -4,13 +4,25 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use metrics::{Counter, Histogram, counter, histogram};
+
+/// The snapshot a rebuild started from: the same shape in an [`ActivationReport`] and a
+/// [`Reconstruction`](crate::Reconstruction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotOrigin {
+    /// The snapshot's version.
+    pub version: u64,
+    /// When it was taken.
+    pub taken_at: DateTime<Utc>,
+}
 
 /// What one activation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ActivationReport {
-    /// Version of the snapshot it started from, if one was valid.
-    pub snapshot_version: Option<u64>,
+    /// The snapshot it started from, if a valid one was found.
+    pub from_snapshot: Option<SnapshotOrigin>,
     /// Snapshots skipped as invalid before that one (or before a full replay).
     pub snapshots_skipped: u32,
     /// Events replayed after the snapshot.
@@ -19,6 +31,13 @@ pub struct ActivationReport {
     pub version: u64,
     /// Wall time of the activation.
     pub elapsed: Duration,
+}
+
+impl ActivationReport {
+    /// The version of the snapshot it started from, if any.
+    pub fn snapshot_version(&self) -> Option<u64> {
+        self.from_snapshot.map(|s| s.version)
+    }
 }
 
 /// A point-in-time copy of one aggregate type's counters.

@@ -9,7 +9,7 @@ use event_stores::CrashSafety;
 
 use crate::aggregate::Aggregate;
 use crate::command::CommandId;
-use crate::hydrate::SnapshotOrigin;
+use crate::metrics::SnapshotOrigin;
 use crate::metrics::{ActivationReport, AggregateStats};
 
 /// The outcome of a successful command.
@@ -68,6 +68,7 @@ impl<A: Aggregate> Clone for StateView<A> {
 
 /// The point in an aggregate's history to reconstruct.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum At {
     /// Right after this version.
     Version(u64),
@@ -91,6 +92,14 @@ pub struct Reconstruction<A: Aggregate> {
     pub events_replayed: u64,
     /// Wall time taken.
     pub elapsed: Duration,
+}
+
+impl<A: Aggregate> Reconstruction<A> {
+    /// The version of the snapshot it started from, if any (as
+    /// [`ActivationReport::snapshot_version`](crate::ActivationReport::snapshot_version)).
+    pub fn snapshot_version(&self) -> Option<u64> {
+        self.from_snapshot.map(|s| s.version)
+    }
 }
 
 impl<A: Aggregate> std::fmt::Debug for Reconstruction<A> {

@@ -403,7 +403,7 @@ async fn snapshots_are_taken_on_demand_and_on_passivation(stores: Stores) {
         6
     );
     let view = executor.state::<Ledger>("s").await.unwrap();
-    assert_eq!(view.activation.snapshot_version, Some(6));
+    assert_eq!(view.activation.snapshot_version(), Some(6));
     assert_eq!(view.activation.events_replayed, 0);
 }
 

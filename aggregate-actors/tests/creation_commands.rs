@@ -284,7 +284,10 @@ async fn creation_on_a_new_stream_reads_nothing(stores: Stores) {
     assert_eq!((stats.activations, stats.activations_without_read), (1, 1));
     assert_eq!((stats.creation_hints_missed, stats.conflicts), (0, 0));
     let report = stats.last_activation.unwrap();
-    assert_eq!((report.events_replayed, report.snapshot_version), (0, None));
+    assert_eq!(
+        (report.events_replayed, report.snapshot_version()),
+        (0, None)
+    );
     assert_eq!(
         executor.state::<Hinted>("new").await.unwrap().state.balance,
         7

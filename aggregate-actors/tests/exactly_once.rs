@@ -486,7 +486,7 @@ async fn a_retry_after_passivation_is_answered_from_the_replayed_window(stores: 
     assert_eq!(retry.events, vec![TallyEvent::Added { amount: 5 }]);
     assert_eq!(decisions(&tag), 1);
     let view = executor.state::<Tally>("passive").await.unwrap();
-    assert_eq!(view.activation.snapshot_version, None);
+    assert_eq!(view.activation.snapshot_version(), None);
     assert_eq!(view.activation.events_replayed, 1);
     assert_eq!(stored(&*stores.events, "passive").await.len(), 1);
 }
@@ -518,7 +518,7 @@ async fn a_retry_after_activation_from_a_snapshot_is_answered_from_the_snapshots
         .unwrap();
     let view = executor.state::<Tally>("snap").await.unwrap();
     assert_eq!(
-        view.activation.snapshot_version,
+        view.activation.snapshot_version(),
         Some(4),
         "activated from the snapshot"
     );
@@ -1007,7 +1007,7 @@ async fn a_snapshot_failing_verification_never_replaces_the_older_valid_one(stor
 
     assert!(executor.passivate::<Tally>("kept").await.unwrap());
     let view = executor.state::<Tally>("kept").await.unwrap();
-    assert_eq!(view.activation.snapshot_version, Some(2));
+    assert_eq!(view.activation.snapshot_version(), Some(2));
     assert_eq!(view.activation.snapshots_skipped, 1);
     assert_eq!((view.version, view.state.total), (4, 4));
 }

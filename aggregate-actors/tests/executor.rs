@@ -107,7 +107,7 @@ async fn passivation_then_the_next_command_reactivates_from_snapshot_plus_tail(s
         .await
         .unwrap();
     let view = executor.state::<Ledger>("pass").await.unwrap();
-    assert_eq!(view.activation.snapshot_version, Some(20));
+    assert_eq!(view.activation.snapshot_version(), Some(20));
     assert_eq!(view.activation.events_replayed, 5);
     assert_eq!(view.state.total, (0..25).sum::<i64>() + 100);
     let stats = executor.stats_of::<Ledger>().unwrap();
@@ -138,7 +138,7 @@ async fn idle_actors_passivate_by_themselves_and_come_back_on_the_next_command(s
     assert_eq!(next.version, 2);
     let view = executor.state::<Ledger>("idle").await.unwrap();
     assert_eq!(
-        view.activation.snapshot_version,
+        view.activation.snapshot_version(),
         Some(1),
         "snapshot taken on passivation"
     );

@@ -62,7 +62,7 @@ async fn reactivation_replays_at_most_100_events(stores: Stores) {
         "replayed {}",
         view.activation.events_replayed
     );
-    assert!(view.activation.snapshot_version.is_some());
+    assert!(view.activation.snapshot_version().is_some());
     let stats = with_snapshots.stats_of::<Ledger>().unwrap().aggregate;
     assert_eq!(stats.activations, 1);
     assert!(stats.mean_replay_size() <= 100.0);

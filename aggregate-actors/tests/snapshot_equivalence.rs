@@ -171,9 +171,9 @@ async fn check_history(
         kind,
         on_passivation,
         steps,
-        view.activation.snapshot_version,
+        view.activation.snapshot_version(),
     );
-    let replayed_from = view.activation.snapshot_version.unwrap_or(0);
+    let replayed_from = view.activation.snapshot_version().unwrap_or(0);
     prop_assert_eq!(
         view.activation.events_replayed,
         model.len() as u64 - replayed_from

@@ -137,7 +137,7 @@ async fn each_damage_is_detected_counted_and_skipped(stores: Stores) {
                 "{name} (compressed: {compress}): state"
             );
             assert_eq!(
-                view.activation.snapshot_version,
+                view.activation.snapshot_version(),
                 Some(20),
                 "{name}: falls back to the next older snapshot"
             );
@@ -166,7 +166,7 @@ async fn with_every_snapshot_damaged_the_state_comes_from_a_full_replay(stores: 
     );
     let view = fresh.state::<Ledger>(id).await.unwrap();
     assert_eq!(view.state, fold(&stored_events(&*stores.events, id).await));
-    assert_eq!(view.activation.snapshot_version, None);
+    assert_eq!(view.activation.snapshot_version(), None);
     assert_eq!(view.activation.snapshots_skipped, 3);
     assert_eq!(view.activation.events_replayed, 35);
     assert_eq!(

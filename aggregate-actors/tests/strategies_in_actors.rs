@@ -239,7 +239,10 @@ async fn replay_cost_snapshots_once_after_an_expensive_activation_and_never_afte
         .aggregate
         .last_activation
         .unwrap();
-    assert_eq!((last.snapshot_version, last.events_replayed), (Some(11), 1));
+    assert_eq!(
+        (last.snapshot_version(), last.events_replayed),
+        (Some(11), 1)
+    );
     assert_eq!(snapshot_versions(&executor, "rc").await, vec![11]);
     assert_eq!(snapshots_taken(&executor), 1);
     executor.shutdown().await;

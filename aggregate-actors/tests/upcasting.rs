@@ -240,7 +240,7 @@ async fn old_events_are_read_by_the_new_build_through_two_upcasters(stores: Stor
             currencies: vec!["EUR".into(); 3],
         }
     );
-    assert_eq!(view.activation.snapshot_version, None, "old state schema");
+    assert_eq!(view.activation.snapshot_version(), None, "old state schema");
     assert_eq!(view.activation.snapshots_skipped, 1);
     assert_eq!(view.activation.events_replayed, 4);
 

@@ -4,6 +4,7 @@ use crate::stream::StreamId;
 
 /// Input a store refuses before touching storage. Nothing is written when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidInput {
     /// An aggregate type or id was empty.
     #[error("{what} must not be empty")]
@@ -69,6 +70,7 @@ pub enum InvalidInput {
 
 /// Every failure of an [`EventStore`](crate::EventStore) or [`SnapshotStore`](crate::SnapshotStore).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The stream's current version was not the expected one: someone else appended first
     /// (expected behind) or the caller assumed events that do not exist (expected ahead).

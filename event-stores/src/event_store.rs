@@ -91,6 +91,7 @@ pub struct AppendReceipt {
 
 /// Whether an acknowledged append survives a crash, as far as the store can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CrashSafety {
     /// Events live in this process's memory and are gone when it ends.
     ProcessMemory,

@@ -111,7 +111,7 @@ async fn a_cold_aggregate_with_a_snapshot_activates_in_one_round_trip_and_a_cold
         .last_activation
         .unwrap();
     assert_eq!(
-        (activation.snapshot_version, activation.events_replayed),
+        (activation.snapshot_version(), activation.events_replayed),
         (Some(20), 5),
         "activated from the snapshot at 20, replaying 21..=25"
     );

@@ -147,7 +147,7 @@ async fn a_command_id_resent_to_a_new_executor_after_snapshot_and_passivation_is
 
     let view = second.state::<Wallet>(ID).await.unwrap();
     assert_eq!(
-        view.activation.snapshot_version,
+        view.activation.snapshot_version(),
         Some(2),
         "the new executor activated from the snapshot"
     );
@@ -225,7 +225,7 @@ async fn beyond_the_window_a_command_id_resent_to_a_new_executor_is_answered_fro
     let view = second.state::<Wallet>(ID).await.unwrap();
     assert_eq!(
         (
-            view.activation.snapshot_version,
+            view.activation.snapshot_version(),
             view.activation.events_replayed
         ),
         (Some(6), 0),

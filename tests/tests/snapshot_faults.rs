@@ -329,10 +329,11 @@ async fn check(stores: &Stores, id: &str, case: &Case) -> Result<(), String> {
             view.version, view.state
         ));
     }
-    if view.activation.snapshot_version != case.expect_from {
+    if view.activation.snapshot_version() != case.expect_from {
         problems.push(format!(
             "started from snapshot {:?}, expected {:?}",
-            view.activation.snapshot_version, case.expect_from
+            view.activation.snapshot_version(),
+            case.expect_from
         ));
     }
     if view.activation.snapshots_skipped != case.expect_skipped

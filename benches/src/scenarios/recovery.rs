@@ -124,7 +124,7 @@ async fn activate(
     Ok((
         elapsed,
         view.activation.events_replayed,
-        view.activation.snapshot_version,
+        view.activation.snapshot_version(),
         view.state,
     ))
 }

@@ -469,7 +469,7 @@ async fn compare<A: LedgerAggregate>(
         ] {
             activations.replayed.push(view.activation.events_replayed);
             activations.elapsed.push(view.activation.elapsed);
-            activations.from_snapshot += u64::from(view.activation.snapshot_version.is_some());
+            activations.from_snapshot += u64::from(view.activation.snapshot_version().is_some());
         }
         comparison.compared += 1;
         if a.state == b.state && a.version == b.version {

@@ -310,7 +310,7 @@ async fn state<A: LedgerAggregate>(app: &AppState, id: &str) -> Result<Response,
         "version": view.version,
         "state": view.state,
         "activation": {
-            "snapshot_version": view.activation.snapshot_version,
+            "snapshot_version": view.activation.snapshot_version(),
             "snapshots_skipped": view.activation.snapshots_skipped,
             "events_replayed": view.activation.events_replayed,
             "elapsed_ms": millis(view.activation.elapsed),

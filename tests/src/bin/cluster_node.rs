@@ -160,7 +160,9 @@ impl Node {
                 match self.executor.state::<Wallet>(id).await {
                     Ok(view) => {
                         let a = view.activation;
-                        let snapshot = a.snapshot_version.map_or("-".to_owned(), |v| v.to_string());
+                        let snapshot = a
+                            .snapshot_version()
+                            .map_or("-".to_owned(), |v| v.to_string());
                         format!(
                             "ACTIVATION {id} {} {snapshot} {}",
                             view.version, a.events_replayed

@@ -60,7 +60,7 @@ async fn activate(url: &str, id: &str) -> Result<(), Box<dyn Error>> {
             "state version={} from={} skipped={}",
             view.version,
             view.activation
-                .snapshot_version
+                .snapshot_version()
                 .map_or("none".to_owned(), |v| v.to_string()),
             view.activation.snapshots_skipped
         ),
