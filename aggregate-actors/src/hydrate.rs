@@ -65,7 +65,7 @@ impl<A: Aggregate> Hydrated<A> {
 
     pub(crate) fn report(&self) -> ActivationReport {
         ActivationReport {
-            from_snapshot: self.snapshot.clone(),
+            from_snapshot: self.snapshot,
             snapshots_skipped: self.snapshots_skipped,
             events_replayed: self.events_replayed,
             version: self.version,

@@ -616,3 +616,119 @@ async fn a_key_whose_command_was_rejected_decides_again_when_sent_again() {
     assert_eq!(events_of_command(&store, command_uuid(&applied)).await, 1);
     assert!(server.terminate().await.success());
 }
+
+#[tokio::test]
+async fn events_page_through_a_stream_and_stats_count_what_the_dashboard_shows() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+
+    // A customer with six events (customers write no passivation snapshot, so a restart
+    // replays them all).
+    let commands = server.url("/customers/cus-1/commands");
+    let (status, registered) = post(
+        &client,
+        commands.clone(),
+        json!({"type": "register", "name": "Ada", "email": "ada@example.com",
+               "address": {"line1": "1 Main St", "city": "Utrecht", "postal_code": "3511", "country": "NL"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{registered}");
+    for n in 1..=5 {
+        let body = json!({"type": "link_account", "account_id": format!("acc-{n}")});
+        let (status, linked) = post(&client, commands.clone(), body).await;
+        assert_eq!(status, StatusCode::OK, "{linked}");
+    }
+
+    // Pages of events, decoded, with where each sits in the store.
+    let (status, first) = get(&client, server.url("/customers/cus-1/events?limit=4")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["version"], 6);
+    let versions = |page: &Value| -> Vec<u64> {
+        let events = page["events"].as_array().unwrap();
+        events
+            .iter()
+            .map(|e| e["version"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(versions(&first), [1, 2, 3, 4]);
+    assert_eq!(first["next_after"], 4);
+    let event = &first["events"][1];
+    assert_eq!(event["event_type"], "AccountLinked", "{event}");
+    assert_eq!(event["payload"]["account_id"], "acc-1", "{event}");
+    assert!(event["correlation_id"].is_string(), "{event}");
+    assert_eq!(
+        first["events"][0]["correlation_id"],
+        registered["correlation_id"]
+    );
+    assert!(event["position"].as_u64().unwrap() > first["events"][0]["position"].as_u64().unwrap());
+    let (status, rest) = get(&client, server.url("/customers/cus-1/events?after=4")).await;
+    assert_eq!(status, StatusCode::OK, "{rest}");
+    assert_eq!(versions(&rest), [5, 6]);
+    assert_eq!(rest["next_after"], Value::Null);
+    let (status, past_end) = get(&client, server.url("/customers/cus-1/events?after=9")).await;
+    assert_eq!((status, versions(&past_end)), (StatusCode::OK, vec![]));
+    for (query, kind) in [
+        ("limit=0", "invalid_query"),
+        ("limit=1001", "invalid_query"),
+        ("from=1", "invalid_query"),
+    ] {
+        let (status, body) = get(
+            &client,
+            server.url(&format!("/customers/cus-1/events?{query}")),
+        )
+        .await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(kind)),
+            "{query}: {body}"
+        );
+    }
+    let (status, body) = get(&client, server.url("/customers/nobody/events")).await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    // After a restart, reading the customer activates it: one activation replaying six events,
+    // counted in the replay-size histogram; the customer is the newest aggregate written.
+    assert!(server.terminate().await.success());
+    let server = Server::start(&db).await;
+    let (status, state) = get(&client, server.url("/customers/cus-1")).await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    assert_eq!(state["activation"]["events_replayed"], 6);
+    let (status, stats) = get(&client, server.url("/stats")).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    let customers = stats["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["collection"] == "customers")
+        .unwrap_or_else(|| panic!("customers in {stats}"));
+    assert_eq!(customers["live_actors"], 1, "{customers}");
+    assert_eq!(customers["activations"], 1, "{customers}");
+    assert_eq!(customers["replay"]["max"], 6, "{customers}");
+    assert_eq!(customers["commands"]["total"], 0, "{customers}");
+    let replay = &customers["histograms"]["replay_size"];
+    let counted: Vec<(Value, Value)> = replay["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["count"] != 0)
+        .map(|b| (b["le"].clone(), b["count"].clone()))
+        .collect();
+    assert_eq!(counted, [(json!(10.0), json!(1))], "{replay}");
+    assert_eq!(customers["histograms"]["activation_time"]["count"], 1);
+    assert_eq!(stats["recent"][0]["collection"], "customers", "{stats}");
+    assert_eq!(stats["recent"][0]["id"], "cus-1", "{stats}");
+    assert_eq!(stats["recent"][0]["version"], 6, "{stats}");
+
+    // The dashboard itself: a page from the binary.
+    let page = client.get(server.url("/dashboard")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(page.text().await.unwrap().contains("/dashboard/app.js"));
+    assert!(server.terminate().await.success());
+}

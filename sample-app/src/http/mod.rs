@@ -1,15 +1,19 @@
-//! The HTTP API (axum): commands, state, time travel, snapshots, metrics and health.
+//! The HTTP API (axum): commands, state, events, time travel, snapshots, stats, the dashboard,
+//! metrics and health.
 //!
 //! | method and path | does | success |
 //! |---|---|---|
 //! | `POST /{type}/{id}/commands` | runs the JSON command in the body | 200 `{version, events, command_id, duplicate, …}` |
 //! | `GET /{type}/{id}` | the current state | 200 `{version, state, activation}` |
 //! | `GET /{type}/{id}/at?version=N` or `?time=RFC3339` | the state at a past point | 200 `{version, reached_at, from_snapshot, events_replayed, elapsed_ms, state}` |
+//! | `GET /{type}/{id}/events?after=V&limit=N` | one page of its stored events, decoded ([`events`]) | 200 `{version, after, events: […], next_after}` |
 //! | `GET /{type}/{id}/snapshots` | stored snapshots, verified | 200 `{version, snapshots: […]}` |
 //! | `POST /{type}/{id}/snapshots` | takes a snapshot now | 201 `{version}` |
 //! | `GET /read-model/customers?prefix=P&after=ID&limit=N` | per-customer totals kept by a projection ([`crate::read_model`]), in id order | 200 `{customers, next_after, projection}` |
 //! | `GET /read-model/customers/{id}` | one customer's totals | 200 `{customer, projection}` |
 //! | `GET /read-model/stats` | the projection's position, events handled, lag, caught up | 200 |
+//! | `GET /stats` | per aggregate type: live actors, activations, commands, histograms, snapshots; recent aggregates ([`stats`]) | 200 `{at, stores, types: […], recent: […]}` |
+//! | `GET /dashboard` | the operators' dashboard, an HTML page in the binary ([`dashboard`]) | 200 |
 //! | `GET /metrics` | Prometheus text | 200 |
 //! | `GET /health` | the event store answers (and, in cluster mode, this node's figures) | 200 / 503 |
 //!
@@ -34,9 +38,13 @@
 //! body gets the first request's outcome back (the body is not compared). A rejected command
 //! stores nothing and so is not remembered: sending its key again decides again.
 
+pub mod dashboard;
 pub mod error;
+pub mod events;
+pub mod histograms;
 pub mod read_model;
 pub mod server;
+pub mod stats;
 
 use std::time::{Duration, Instant};
 
@@ -147,12 +155,18 @@ pub fn router(state: AppState) -> Router {
         .route("/read-model/customers", get(read_model::list_customers))
         .route("/read-model/customers/{id}", get(read_model::get_customer))
         .route("/read-model/stats", get(read_model::stats))
+        .route("/stats", get(stats::stats))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/style.css", get(dashboard::style))
         .route("/{aggregate_type}/{id}", get(get_state))
         .route(
             "/{aggregate_type}/{id}/commands",
             axum::routing::post(post_command),
         )
         .route("/{aggregate_type}/{id}/at", get(get_at))
+        .route("/{aggregate_type}/{id}/events", get(events::list_events))
         .route(
             "/{aggregate_type}/{id}/snapshots",
             get(list_snapshots).post(take_snapshot),

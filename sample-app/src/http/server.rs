@@ -67,7 +67,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     }
     // The recorder must be in place before the executor is built: the framework resolves its
     // metric handles when aggregate types are registered.
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    // Tapped: the activation histograms are also kept in buckets for `/stats` and the dashboard.
+    let handle = super::histograms::install_recorder()?;
     let upkeep = handle.clone();
     tokio::spawn(async move {
         // Histograms accumulate until upkeep drains them into their summaries.
