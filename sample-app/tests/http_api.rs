@@ -732,3 +732,78 @@ async fn events_page_through_a_stream_and_stats_count_what_the_dashboard_shows()
     assert!(page.text().await.unwrap().contains("/dashboard/app.js"));
     assert!(server.terminate().await.success());
 }
+
+#[tokio::test]
+async fn a_requests_traceparent_is_answered_and_stored_with_its_events_and_a_missing_one_is_started()
+ {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+    let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    let response = client
+        .post(server.url("/accounts/acc-traced/commands"))
+        .header("traceparent", caller)
+        .json(&json!({"type": "open", "owner": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["traceparent"], caller);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+
+    // Without a header (or with a malformed one) the service starts a trace of its own.
+    let mut started = Vec::new();
+    for header in [None, Some("00-not-a-trace-01")] {
+        let mut request = client
+            .post(server.url("/accounts/acc-traced/commands"))
+            .json(&json!({"type": "deposit", "amount_cents": 100, "reference": "traced"}));
+        if let Some(header) = header {
+            request = request.header("traceparent", header);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let answered = response.headers()["traceparent"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(answered, caller);
+        assert!(
+            answered
+                .parse::<aggregate_actors::event_stores::TraceParent>()
+                .is_ok()
+        );
+        started.push(answered);
+    }
+
+    // The rows, with raw SQL: each event carries its request's traceparent.
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let stored: Vec<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT version, trace_parent FROM events \
+         WHERE aggregate_type = 'account' AND aggregate_id = 'acc-traced' ORDER BY version",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let shown: Vec<String> = stored
+        .iter()
+        .map(|(_, bytes)| {
+            aggregate_actors::event_stores::TraceParent::from_bytes(bytes.as_deref().unwrap())
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [caller.to_owned(), started[0].clone(), started[1].clone()]
+    );
+
+    // And the events API shows them.
+    let (status, events) = get(&client, server.url("/accounts/acc-traced/events")).await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    assert_eq!(events["events"][0]["trace_parent"], caller);
+    assert!(server.terminate().await.success());
+}

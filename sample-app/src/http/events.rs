@@ -9,7 +9,8 @@
 //!   "events": [{"version": 81, "event_type": "Deposited", "schema_version": 1,
 //!               "event_id": "…", "recorded_at": "…", "payload": {…},
 //!               "position": 81, "command_id": "…" | null,
-//!               "correlation_id": "…" | null, "causation_id": "…" | null}, …],
+//!               "correlation_id": "…" | null, "causation_id": "…" | null,
+//!               "trace_parent": "00-…-…-01" | null}, …],
 //!   "next_after": 130 | null        // `after` of the next page; null on the last one
 //! }
 //! ```
@@ -19,7 +20,7 @@
 //! ([`StoredEventView`]). An aggregate with no events is 404 `not_found`.
 
 use aggregate_actors::ExecutorError;
-use aggregate_actors::event_stores::{ReadQuery, RecordedEvent, StreamId};
+use aggregate_actors::event_stores::{ReadQuery, RecordedEvent, StreamId, TraceParent};
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -59,6 +60,7 @@ struct EventRow {
     command_id: Option<Uuid>,
     correlation_id: Option<Uuid>,
     causation_id: Option<Uuid>,
+    trace_parent: Option<TraceParent>,
 }
 
 impl EventRow {
@@ -69,6 +71,7 @@ impl EventRow {
             command_id: event.command_id,
             correlation_id: event.metadata.correlation_id,
             causation_id: event.metadata.causation_id,
+            trace_parent: event.metadata.trace_parent,
         }
     }
 }

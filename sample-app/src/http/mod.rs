@@ -19,6 +19,11 @@
 //!
 //! `{type}` is `accounts` or `customers`. Errors are described in [`error`].
 //!
+//! Every request runs in a `request` span with the W3C trace id of its `traceparent` header (a
+//! new trace when it has none or a malformed one), and every response carries that
+//! `traceparent`. A command request stores it with each of its events, beside the request's
+//! correlation id, so a request can be followed to its rows (see [`trace`]).
+//!
 //! # Exactly-once commands: `Idempotency-Key`
 //!
 //! A command request may carry an `Idempotency-Key` header (the convention of the IETF draft
@@ -45,20 +50,21 @@ pub mod histograms;
 pub mod read_model;
 pub mod server;
 pub mod stats;
+pub mod trace;
 
 use std::time::{Duration, Instant};
 
-use aggregate_actors::event_stores::{EventMetadata, ReadQuery, StreamId};
+use aggregate_actors::event_stores::{EventMetadata, ReadQuery, StreamId, TraceParent};
 use aggregate_actors::{At, CommandError, CommandId, CommandOptions, Executor, ExecutorError};
-use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -72,6 +78,7 @@ use crate::read_model::ReadModel;
 use crate::views::{SnapshotView, event_json};
 use error::ApiError;
 pub use server::{ServeError, ServeOptions, serve};
+use trace::RequestTrace;
 
 /// Largest request body accepted; larger ones get 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -174,7 +181,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(trace::trace_requests))
         .with_state(state)
 }
 
@@ -205,6 +212,7 @@ async fn post_command(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
+    trace: Option<Extension<RequestTrace>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (collection, id) = target(path)?;
@@ -227,7 +235,14 @@ async fn post_command(
     })?;
     dispatch!(
         collection,
-        execute(&app, &id, &body, command_id, key.is_some())
+        execute(
+            &app,
+            &id,
+            &body,
+            command_id,
+            key.is_some(),
+            trace.map(|Extension(RequestTrace(t))| t)
+        )
     )
 }
 
@@ -237,6 +252,7 @@ async fn execute<A: LedgerAggregate>(
     body: &[u8],
     command_id: CommandId,
     had_key: bool,
+    trace: Option<TraceParent>,
 ) -> Result<Response, ApiError> {
     let request: A::Request = serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
     // One id per request, stored on every event it produces, so the events of one HTTP call
@@ -244,6 +260,7 @@ async fn execute<A: LedgerAggregate>(
     let correlation_id = Uuid::now_v7();
     let metadata = EventMetadata {
         correlation_id: Some(correlation_id),
+        trace_parent: trace,
         ..EventMetadata::default()
     };
     let command = A::command(request, Utc::now());
@@ -268,6 +285,7 @@ async fn execute<A: LedgerAggregate>(
                 "command_id": committed.command_id,
                 "duplicate": committed.duplicate,
                 "correlation_id": correlation_id,
+                "trace_id": trace.map(|t| t.trace_id_hex()),
             }))
             .into_response();
             if committed.duplicate {
@@ -545,21 +563,6 @@ async fn method_not_allowed(request: Request) -> ApiError {
             request.uri().path()
         ),
     )
-}
-
-async fn log_request(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    tracing::info!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        elapsed_ms = millis(started.elapsed()),
-        "request"
-    );
-    response
 }
 
 /// Milliseconds with microsecond resolution (no float noise in the JSON).
