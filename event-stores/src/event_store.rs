@@ -200,6 +200,42 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// [`append`](Self::append) (or [`append_fenced`](Self::append_fenced) when `fence` is
+    /// set) together with changes to the stream's reminders, in one transaction: after the
+    /// same checks (expected version, fence, event ids), `events` are appended and `reminders`
+    /// applied in order, or nothing is stored. `events` may be empty: then only the version
+    /// (and fence) is checked, and the receipt's versions both equal `expected_version`
+    /// (its position is 0 and its time the store's now). A reminder scheduled under a fence
+    /// records the fence's shard. Stores without reminders answer
+    /// [`StoreError::Unsupported`](crate::StoreError::Unsupported).
+    async fn append_with_reminders(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        reminders: Vec<crate::ReminderChange>,
+        fence: Option<&crate::Fence>,
+    ) -> StoreResult<AppendReceipt> {
+        let _ = (stream, expected_version, events, reminders, fence);
+        Err(crate::StoreError::Unsupported("reminders"))
+    }
+
+    /// The reminders of `stream`, by name.
+    async fn reminders_of(&self, stream: &StreamId) -> StoreResult<Vec<crate::StoredReminder>> {
+        let _ = stream;
+        Err(crate::StoreError::Unsupported("reminders"))
+    }
+
+    /// Reminders in state `Scheduled` due by `query.due_by`, earliest first, at most
+    /// `query.limit`, of the shards asked for.
+    async fn due_reminders(
+        &self,
+        query: &crate::DueReminders,
+    ) -> StoreResult<Vec<crate::StoredReminder>> {
+        let _ = query;
+        Err(crate::StoreError::Unsupported("reminders"))
+    }
+
     /// Whether acknowledged appends survive a crash (see [`CrashSafety`]).
     fn crash_safety(&self) -> CrashSafety {
         CrashSafety::Unknown

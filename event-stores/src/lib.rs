@@ -57,6 +57,7 @@ mod limits;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod reminder;
 mod snapshot;
 mod snapshot_store;
 mod stream;
@@ -75,6 +76,9 @@ pub use memory::{InMemoryEventStore, InMemorySnapshotStore};
 #[cfg(feature = "postgres")]
 pub use postgres::{
     BatchStats, GroupCommit, GroupCommitStats, PgConfig, PgEventStore, PgSnapshotStore,
+};
+pub use reminder::{
+    DueReminders, MAX_REMINDER_NAME_LEN, ReminderChange, ReminderState, StoredReminder,
 };
 pub use snapshot::{SnapshotRecord, SnapshotStats};
 pub use snapshot_store::SnapshotStore;

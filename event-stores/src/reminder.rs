@@ -1,0 +1,131 @@
+//! Durable reminders as stored: a named wake-up for one stream, due at a time (optionally
+//! periodic), carrying the encoded command to deliver.
+//!
+//! Reminders change only together with the stream they belong to:
+//! [`EventStore::append_with_reminders`](crate::EventStore::append_with_reminders) stores a
+//! command's events and its reminder changes in one transaction, after the same version check
+//! (and fence) as an append, so there is never a reminder without its command, nor a command
+//! without its reminder. A scheduler finds due reminders with
+//! [`EventStore::due_reminders`](crate::EventStore::due_reminders).
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::stream::StreamId;
+
+/// Longest reminder name, in bytes.
+pub const MAX_REMINDER_NAME_LEN: usize = 200;
+
+/// A reminder as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReminder {
+    /// The stream it belongs to.
+    pub stream: StreamId,
+    /// Its name, unique within the stream.
+    pub name: String,
+    /// A fresh id for every schedule of the name: a replaced reminder gets a new id, so
+    /// anything still holding the old id (a firing in flight) no longer matches it.
+    pub reminder_id: Uuid,
+    /// The shard of the stream when it was scheduled under a fence (0 otherwise), so a node
+    /// can load the reminders of the shards it owns.
+    pub shard: u32,
+    /// When it is due next.
+    pub due_at: DateTime<Utc>,
+    /// For a periodic reminder, the period in milliseconds (at least 1).
+    pub period_ms: Option<u64>,
+    /// The command to deliver, encoded by the caller.
+    pub payload: Bytes,
+    /// Whether the scheduler still fires it (`Scheduled`), or its last firing was refused and
+    /// it waits for a new schedule or a cancel (`Rejected`).
+    pub state: ReminderState,
+    /// Why its last firing failed, if it did.
+    pub last_error: Option<String>,
+    /// When it last fired, if it has.
+    pub last_fired_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a stored reminder is still fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReminderState {
+    /// Due reminders in this state are fired.
+    Scheduled,
+    /// A one-shot reminder whose command was rejected when it fired: kept, with its error, so
+    /// the rejection is visible; never fired again in this form.
+    Rejected,
+}
+
+impl ReminderState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReminderState::Scheduled => "scheduled",
+            ReminderState::Rejected => "rejected",
+        }
+    }
+}
+
+/// A change to a stream's reminders, stored with a command's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReminderChange {
+    /// Creates the reminder `name`, or replaces it (new id, due time, period and payload;
+    /// state back to `Scheduled`, error cleared).
+    Schedule {
+        /// The name, 1 to [`MAX_REMINDER_NAME_LEN`] bytes without control characters.
+        name: String,
+        /// The new id (see [`StoredReminder::reminder_id`]).
+        reminder_id: Uuid,
+        /// When it is due.
+        due_at: DateTime<Utc>,
+        /// The period in milliseconds for a periodic reminder (at least 1).
+        period_ms: Option<u64>,
+        /// The encoded command.
+        payload: Bytes,
+    },
+    /// Removes the reminder `name`, whatever its id; nothing when there is none.
+    Cancel {
+        /// The name.
+        name: String,
+    },
+    /// Records that reminder `reminder_id` fired: a periodic one moves to `next_due_at`; a
+    /// one-shot one (`next_due_at` None) is removed, unless `error` is set, in which case it is
+    /// kept as `Rejected` with that error. `last_fired_at` is set to `fired_at`. Nothing happens
+    /// when the stream's reminder of that name has another id by now (it was replaced or
+    /// cancelled).
+    Fired {
+        /// The reminder's name.
+        name: String,
+        /// The id it fired under.
+        reminder_id: Uuid,
+        /// When it fired.
+        fired_at: DateTime<Utc>,
+        /// The next due time of a periodic reminder.
+        next_due_at: Option<DateTime<Utc>>,
+        /// Why the delivered command was refused, if it was.
+        error: Option<String>,
+    },
+}
+
+impl ReminderChange {
+    /// The name of the reminder it changes.
+    pub fn name(&self) -> &str {
+        match self {
+            ReminderChange::Schedule { name, .. }
+            | ReminderChange::Cancel { name }
+            | ReminderChange::Fired { name, .. } => name,
+        }
+    }
+}
+
+/// What [`EventStore::due_reminders`](crate::EventStore::due_reminders) looks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueReminders {
+    /// Only reminders of these shards; every shard when `None`.
+    pub shards: Option<Vec<u32>>,
+    /// Due at or before this time.
+    pub due_by: DateTime<Utc>,
+    /// At most this many (at least 1), the earliest due first.
+    pub limit: usize,
+}
