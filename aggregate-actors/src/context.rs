@@ -44,6 +44,7 @@ use parking_lot::Mutex;
 
 use crate::aggregate::Aggregate;
 use crate::command::CommandId;
+use crate::reminder::{Reminder, ReminderRequest};
 
 /// Where `decide` reads the time. [`SystemClock`] in production; [`ManualClock`] in tests (the
 /// [`TestKit`](crate::testkit::TestKit) uses one), so decisions that stamp or compare times
@@ -152,6 +153,7 @@ pub struct Context<'a, A: Aggregate> {
     clock: &'a dyn Clock,
     now: Cell<Option<DateTime<Utc>>>,
     services: &'a Services,
+    reminders: Vec<ReminderRequest<A>>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -171,6 +173,7 @@ impl<'a, A: Aggregate> Context<'a, A> {
             clock,
             now: Cell::new(None),
             services,
+            reminders: Vec::new(),
             aggregate: PhantomData,
         }
     }
@@ -211,6 +214,38 @@ impl<'a, A: Aggregate> Context<'a, A> {
     /// The service of type `T` registered with the aggregate type, if any.
     pub fn service<T: Send + Sync + 'static>(&self) -> Option<&'a T> {
         self.services.get::<T>()
+    }
+
+    /// Schedules `reminder` (replacing one of the same name) as part of this command's
+    /// outcome: stored in the same transaction as the command's events, and only if the
+    /// command is stored. Needs reminders turned on for the type
+    /// ([`AggregateSettings::reminders`](crate::AggregateSettings::reminders)); otherwise the
+    /// command fails with [`ExecutorError::RemindersOff`](crate::ExecutorError::RemindersOff)
+    /// and stores nothing.
+    pub fn schedule_reminder(&mut self, reminder: Reminder<A>) {
+        self.reminders.push(ReminderRequest::Schedule(reminder));
+    }
+
+    /// Cancels the reminder `name` as part of this command's outcome (nothing if there is
+    /// none).
+    pub fn cancel_reminder(&mut self, name: impl Into<String>) {
+        self.reminders.push(ReminderRequest::Cancel(name.into()));
+    }
+
+    /// The names of the reminders this decision scheduled so far, in order.
+    pub fn scheduled_reminders(&self) -> Vec<&str> {
+        self.reminders
+            .iter()
+            .filter_map(|request| match request {
+                ReminderRequest::Schedule(reminder) => Some(reminder.name()),
+                ReminderRequest::Cancel(_) => None,
+            })
+            .collect()
+    }
+
+    /// The reminder changes this decision asked for.
+    pub(crate) fn take_reminders(&mut self) -> Vec<ReminderRequest<A>> {
+        std::mem::take(&mut self.reminders)
     }
 }
 

@@ -157,6 +157,14 @@ pub enum ExecutorError {
         /// Whether the same call may succeed later.
         retryable: bool,
     },
+    /// A command scheduled or cancelled a reminder, but reminders are not turned on for its
+    /// type ([`AggregateSettings::reminders`](crate::AggregateSettings::reminders)). Nothing
+    /// was stored.
+    #[error("aggregate type {aggregate_type:?} does not have reminders turned on")]
+    RemindersOff {
+        /// The aggregate type.
+        aggregate_type: &'static str,
+    },
     /// Reconstruction asked for a version the stream has not reached.
     #[error("version {requested} requested, but the stream is at version {current}")]
     VersionNotReached {

@@ -74,7 +74,8 @@ impl ExecutorError {
         match self {
             ExecutorError::UnknownAggregateType(_)
             | ExecutorError::InvalidInput(_)
-            | ExecutorError::VersionNotReached { .. } => ErrorKind::InvalidInput,
+            | ExecutorError::VersionNotReached { .. }
+            | ExecutorError::RemindersOff { .. } => ErrorKind::InvalidInput,
             ExecutorError::NotFound { .. } => ErrorKind::NotFound,
             ExecutorError::Conflict { .. } => ErrorKind::Conflict,
             ExecutorError::Store(error) => store_kind(error),

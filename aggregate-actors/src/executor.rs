@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actor_runtime::{Directory, Inbound, RuntimeError, Transport};
 use event_stores::{
-    EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StreamId,
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StoredReminder, StreamId,
 };
 
 use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, CommandCall};
@@ -23,6 +23,7 @@ use crate::command::{CommandId, CommandOptions};
 use crate::error::{CommandError, ExecutorError, Indeterminate};
 use crate::hydrate::{Target, hydrate};
 use crate::outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};
+use crate::reminder::FireOutcome;
 use crate::remote::{self, ExecutorInbound, Forwarded, RemoteCodec, RemoteHandler};
 use crate::routing::{Hop, Route};
 use tracing::Instrument;
@@ -47,7 +48,10 @@ pub(crate) struct Inner {
 #[async_trait::async_trait]
 pub(crate) trait Registered: Send + Sync {
     fn as_any(&self) -> &dyn Any;
+    fn aggregate_type(&self) -> &'static str;
     fn stats(&self) -> TypeStats;
+    /// Fires a due reminder of this type through its aggregate's actor.
+    async fn fire(&self, reminder: StoredReminder) -> FireOutcome;
     async fn passivate_all(&self);
     async fn passivate_matching(
         &self,
@@ -67,6 +71,28 @@ pub(crate) struct Registration<A: Aggregate> {
 impl<A: Aggregate> Registered for Registration<A> {
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn aggregate_type(&self) -> &'static str {
+        A::TYPE
+    }
+
+    async fn fire(&self, reminder: StoredReminder) -> FireOutcome {
+        let key = reminder.stream.aggregate_id().to_owned();
+        let budget = self.context.settings.runtime.call_timeout;
+        let deadline = tokio::time::Instant::now() + budget;
+        let answer = self
+            .directory
+            .call_timeout(&key, budget, |reply| AggregateMessage::Fire {
+                reminder,
+                deadline,
+                reply,
+            })
+            .await;
+        match answer {
+            Ok(outcome) => outcome,
+            Err(error) => FireOutcome::Failed(error.into()),
+        }
     }
 
     fn stats(&self) -> TypeStats {
@@ -215,6 +241,7 @@ impl Executor {
             metadata: options.metadata,
             deadline: now + budget,
             span: tracing::Span::current(),
+            firing: None,
         };
         let key = id.to_owned();
         let answer = registration
@@ -523,6 +550,19 @@ impl Executor {
         )
     }
 
+    /// The registered type named `aggregate_type`, type-erased.
+    pub(crate) fn registered_by_name(&self, aggregate_type: &str) -> Option<&dyn Registered> {
+        self.inner
+            .types
+            .values()
+            .find(|registered| registered.aggregate_type() == aggregate_type)
+            .map(|registered| &**registered)
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.inner.shut_down.load(Ordering::Relaxed)
+    }
+
     fn typed<A: Aggregate>(&self) -> Option<&Registration<A>> {
         self.inner
             .types
@@ -530,7 +570,10 @@ impl Executor {
             .and_then(|registration| registration.as_any().downcast_ref::<Registration<A>>())
     }
 
-    fn registration<A: Aggregate>(&self, id: &str) -> Result<&Registration<A>, ExecutorError> {
+    pub(crate) fn registration<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<&Registration<A>, ExecutorError> {
         if self.inner.shut_down.load(Ordering::Relaxed) {
             return Err(ExecutorError::ShuttingDown);
         }

@@ -25,6 +25,9 @@
 //!    [`CommandError::NotStored`]) or [`CommandError::Indeterminate`]: the append may have
 //!    committed, and retrying with the same command id is always safe. A command carries its
 //!    deadline and is dropped unstarted once its caller has gone.
+//! 5. **Reminders**: `decide` can schedule a command for later through its [`Context`],
+//!    stored with the command's events; a [`scheduler::Scheduler`] fires each exactly once
+//!    (see [`reminder`]).
 //!
 //! ```
 //! use aggregate_actors::{
@@ -142,8 +145,11 @@ mod executor;
 mod hydrate;
 mod metrics;
 mod outcome;
+pub mod reminder;
+mod reminder_calls;
 mod remote;
 mod routing;
+pub mod scheduler;
 mod settings;
 mod snapshot_writer;
 pub mod strategy;

@@ -9,6 +9,7 @@ use crate::aggregate::Aggregate;
 use crate::codec::CompressionConfig;
 use crate::context::{Clock, Services, SystemClock};
 use crate::dedup::DedupWindow;
+use crate::reminder::ReminderCodec;
 use crate::strategy::{EveryNEvents, SnapshotStrategy};
 
 /// How many snapshots to keep per aggregate.
@@ -57,6 +58,8 @@ pub struct AggregateSettings<A: Aggregate> {
     /// The clock `decide` reads ([`Context::now`](crate::Context::now)); the system clock by
     /// default.
     pub clock: Arc<dyn Clock>,
+    /// Set when the type uses durable reminders (see [`reminders`](Self::reminders)).
+    pub reminders: Option<ReminderCodec<A>>,
 }
 
 impl<A: Aggregate> Default for AggregateSettings<A> {
@@ -72,6 +75,7 @@ impl<A: Aggregate> Default for AggregateSettings<A> {
             dedup: DedupWindow::default(),
             services: Services::new(),
             clock: Arc::new(SystemClock),
+            reminders: None,
         }
     }
 }
@@ -89,6 +93,7 @@ impl<A: Aggregate> Clone for AggregateSettings<A> {
             dedup: self.dedup,
             services: self.services.clone(),
             clock: Arc::clone(&self.clock),
+            reminders: self.reminders,
         }
     }
 }
@@ -153,6 +158,16 @@ impl<A: Aggregate> AggregateSettings<A> {
     /// read-only or idempotent, and quick (it runs on the aggregate's actor).
     pub fn service<T: Send + Sync + 'static>(mut self, service: T) -> Self {
         self.services.insert(service);
+        self
+    }
+
+    /// Turns durable reminders on for this type (see [`crate::reminder`]): `decide` may
+    /// schedule them, the executor can fire them. Their commands are stored as MessagePack.
+    pub fn reminders(mut self) -> Self
+    where
+        A::Command: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.reminders = Some(ReminderCodec::msgpack());
         self
     }
 

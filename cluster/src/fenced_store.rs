@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use event_stores::{
-    AppendReceipt, CrashSafety, EventStore, Fence, NewEvent, ReadQuery, RecordedEvent, StoreError,
-    StoreResult, StreamId,
+    AppendReceipt, CrashSafety, DueReminders, EventStore, Fence, NewEvent, ReadQuery,
+    RecordedEvent, ReminderChange, StoreError, StoreResult, StoredReminder, StreamId,
 };
 use uuid::Uuid;
 
@@ -16,7 +16,8 @@ use crate::shard::shard_of;
 /// Wraps an event store (PostgreSQL: the check needs `shard_owners`): appends become
 /// [`EventStore::append_fenced`] with `(shard, this node, the epoch it owns the shard at)`, and
 /// an append to a shard this node does not own fails at once with [`StoreError::Fenced`]
-/// (epoch 0). Reads pass through.
+/// (epoch 0). [`EventStore::append_with_reminders`] is fenced the same way (so reminders record
+/// the stream's shard); reads, reminder reads included, pass through.
 #[derive(Clone)]
 pub struct FencedEventStore {
     inner: Arc<dyn EventStore>,
@@ -82,6 +83,45 @@ impl EventStore for FencedEventStore {
         appended
     }
 
+    /// Fenced like [`append`](Self::append) when `fence` is `None` (the usual call): the
+    /// stream's shard at the epoch this node owns it, or [`StoreError::Fenced`] (epoch 0) at
+    /// once. A fence given by the caller is passed on as it is, like
+    /// [`append_fenced`](Self::append_fenced).
+    async fn append_with_reminders(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        reminders: Vec<ReminderChange>,
+        fence: Option<&Fence>,
+    ) -> StoreResult<AppendReceipt> {
+        if let Some(fence) = fence {
+            return self
+                .inner
+                .append_with_reminders(stream, expected_version, events, reminders, Some(fence))
+                .await;
+        }
+        let fence = self
+            .fence(stream)
+            .inspect_err(|_| count_fenced(&self.owned))?;
+        let appended = self
+            .inner
+            .append_with_reminders(stream, expected_version, events, reminders, Some(&fence))
+            .await;
+        if matches!(appended, Err(StoreError::Fenced { .. })) {
+            count_fenced(&self.owned);
+        }
+        appended
+    }
+
+    async fn reminders_of(&self, stream: &StreamId) -> StoreResult<Vec<StoredReminder>> {
+        self.inner.reminders_of(stream).await
+    }
+
+    async fn due_reminders(&self, query: &DueReminders) -> StoreResult<Vec<StoredReminder>> {
+        self.inner.due_reminders(query).await
+    }
+
     async fn append_fenced(
         &self,
         stream: &StreamId,
@@ -120,5 +160,196 @@ impl EventStore for FencedEventStore {
 
     fn crash_safety(&self) -> CrashSafety {
         self.inner.crash_safety()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Mutex;
+
+    use event_stores::contract::{fresh_stream, numbered_events, schedule};
+    use event_stores::{InMemoryEventStore, ReminderState};
+
+    use super::*;
+
+    /// An in-memory store that records the fence of every `append_with_reminders` and then
+    /// stores the call unfenced, or refuses it as fenced when told to.
+    #[derive(Default)]
+    struct Recording {
+        inner: InMemoryEventStore,
+        fences: Mutex<Vec<Option<Fence>>>,
+        refuse: bool,
+    }
+
+    #[async_trait]
+    impl EventStore for Recording {
+        async fn append(
+            &self,
+            stream: &StreamId,
+            expected_version: u64,
+            events: Vec<NewEvent>,
+        ) -> StoreResult<AppendReceipt> {
+            self.inner.append(stream, expected_version, events).await
+        }
+
+        async fn read_stream(
+            &self,
+            stream: &StreamId,
+            query: ReadQuery,
+        ) -> StoreResult<Vec<RecordedEvent>> {
+            self.inner.read_stream(stream, query).await
+        }
+
+        async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+            self.inner.stream_version(stream).await
+        }
+
+        async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
+            self.inner.read_all(after, limit).await
+        }
+
+        async fn read_command(
+            &self,
+            stream: &StreamId,
+            command_id: Uuid,
+        ) -> StoreResult<Vec<RecordedEvent>> {
+            self.inner.read_command(stream, command_id).await
+        }
+
+        async fn append_with_reminders(
+            &self,
+            stream: &StreamId,
+            expected_version: u64,
+            events: Vec<NewEvent>,
+            reminders: Vec<ReminderChange>,
+            fence: Option<&Fence>,
+        ) -> StoreResult<AppendReceipt> {
+            self.fences.lock().unwrap().push(fence.copied());
+            if let (true, Some(fence)) = (self.refuse, fence) {
+                return Err(StoreError::Fenced {
+                    stream: stream.clone(),
+                    shard: fence.shard,
+                    epoch: fence.epoch,
+                });
+            }
+            self.inner
+                .append_with_reminders(stream, expected_version, events, reminders, None)
+                .await
+        }
+
+        async fn reminders_of(&self, stream: &StreamId) -> StoreResult<Vec<StoredReminder>> {
+            self.inner.reminders_of(stream).await
+        }
+
+        async fn due_reminders(&self, query: &DueReminders) -> StoreResult<Vec<StoredReminder>> {
+            self.inner.due_reminders(query).await
+        }
+    }
+
+    fn fenced_store(
+        recording: &Arc<Recording>,
+        node: Uuid,
+    ) -> (FencedEventStore, Arc<OwnedShards>) {
+        let owned = Arc::new(OwnedShards::new(16));
+        let inner: Arc<dyn EventStore> = Arc::clone(recording) as Arc<dyn EventStore>;
+        (
+            FencedEventStore::new(inner, node, Arc::clone(&owned)),
+            owned,
+        )
+    }
+
+    /// A call on an owned shard carries (shard, this node, its epoch) to the inner store; on a
+    /// shard not owned it is fenced at once (epoch 0) without reaching it; a refusal by the inner
+    /// store is counted like an append's. Reminder reads pass through.
+    #[tokio::test]
+    async fn append_with_reminders_is_fenced_like_an_append_and_reads_pass_through() {
+        let recording = Arc::new(Recording::default());
+        let node = Uuid::now_v7();
+        let (store, owned) = fenced_store(&recording, node);
+        let stream = fresh_stream("fenced-reminders");
+        let shard = shard_of(stream.aggregate_type(), stream.aggregate_id(), 16);
+        let due = event_stores::contract::now_micros();
+
+        let refused = store
+            .append_with_reminders(
+                &stream,
+                0,
+                numbered_events(0, 1),
+                vec![schedule("r", due, None, b"r")],
+                None,
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { epoch: 0, shard: s, .. }) if s == shard),
+            "{refused:?}"
+        );
+        assert!(recording.fences.lock().unwrap().is_empty());
+        assert_eq!(owned.fenced_appends(), 1);
+
+        owned.grant(shard, 9);
+        store
+            .append_with_reminders(
+                &stream,
+                0,
+                numbered_events(0, 1),
+                vec![schedule("r", due, None, b"r")],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            *recording.fences.lock().unwrap(),
+            [Some(Fence {
+                shard,
+                owner: node,
+                epoch: 9
+            })]
+        );
+        let stored = store.reminders_of(&stream).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].state, ReminderState::Scheduled);
+        let due_now = store
+            .due_reminders(&DueReminders {
+                shards: None,
+                due_by: due,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(due_now, stored);
+
+        // A fence given by the caller goes through as given.
+        let given = Fence {
+            shard: 3,
+            owner: Uuid::now_v7(),
+            epoch: 77,
+        };
+        store
+            .append_with_reminders(&stream, 1, Vec::new(), Vec::new(), Some(&given))
+            .await
+            .unwrap();
+        assert_eq!(recording.fences.lock().unwrap().last(), Some(&Some(given)));
+        assert_eq!(owned.fenced_appends(), 1);
+
+        let refusing = Arc::new(Recording {
+            refuse: true,
+            ..Recording::default()
+        });
+        let (store, owned) = fenced_store(&refusing, node);
+        owned.grant(shard, 2);
+        let refused = store
+            .append_with_reminders(&stream, 0, Vec::new(), Vec::new(), None)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Fenced { epoch: 2, .. })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            owned.fenced_appends(),
+            1,
+            "a refusal by the store is counted"
+        );
     }
 }

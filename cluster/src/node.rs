@@ -241,6 +241,15 @@ impl ClusterNode {
         &self.inner.owned
     }
 
+    /// The shards this node owns at each call, as a reminder scheduler's filter
+    /// ([`SchedulerSettings::shards`](aggregate_actors::scheduler::SchedulerSettings::shards)):
+    /// every reminder fires on the owner of its aggregate's shard, and after a shard moves, on
+    /// its new owner (the old owner's firing, if any, is refused by the fence).
+    pub fn reminder_shards(&self) -> aggregate_actors::scheduler::ShardFilter {
+        let owned = Arc::clone(&self.inner.owned);
+        Arc::new(move || Some(owned.owned()))
+    }
+
     /// Sets what runs when shards leave this node.
     pub async fn set_handoff(&self, handoff: Arc<dyn ShardHandoff>) {
         *self.inner.handoff.write().await = Some(handoff);

@@ -66,6 +66,60 @@ pub enum InvalidInput {
     /// A page size of zero.
     #[error("page size must be at least 1")]
     ZeroPageSize,
+    /// A reminder name was empty or longer than
+    /// [`MAX_REMINDER_NAME_LEN`](crate::MAX_REMINDER_NAME_LEN) bytes.
+    #[error("a reminder name must be 1..={max} bytes long, got {len}")]
+    BadReminderName {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A reminder name contained control characters.
+    #[error("reminder name {name:?} must not contain control characters")]
+    ReminderNameHasControlCharacters {
+        /// The name.
+        name: String,
+    },
+    /// A periodic reminder's period was zero, or longer than a store can keep (`i64::MAX` ms).
+    #[error("reminder {name:?}: the period must be 1..={max} ms, got {period_ms}")]
+    BadReminderPeriod {
+        /// The reminder's name.
+        name: String,
+        /// The period asked for, in milliseconds.
+        period_ms: u64,
+        /// The longest period accepted, in milliseconds.
+        max: u64,
+    },
+    /// A reminder time (due, next due or fired) outside the years every store keeps
+    /// ([`REMINDER_YEARS`](crate::REMINDER_YEARS)).
+    #[error("reminder {name:?}: {what} {at} is outside the years {min_year}..={max_year}")]
+    ReminderTimeOutOfRange {
+        /// The reminder's name.
+        name: String,
+        /// Which time ("due time", "next due time", "firing time").
+        what: &'static str,
+        /// The time given.
+        at: chrono::DateTime<chrono::Utc>,
+        /// The earliest year accepted.
+        min_year: i32,
+        /// The latest year accepted.
+        max_year: i32,
+    },
+    /// The error recorded for a reminder's firing contained a NUL character (which PostgreSQL
+    /// text cannot hold) or was longer than the event payload limit.
+    #[error(
+        "reminder {name:?}: a firing's error must be at most {max} bytes without NUL characters \
+         (got {len} bytes)"
+    )]
+    BadReminderError {
+        /// The reminder's name.
+        name: String,
+        /// The error's length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
 }
 
 /// Every failure of an [`EventStore`](crate::EventStore) or [`SnapshotStore`](crate::SnapshotStore).

@@ -205,9 +205,20 @@ pub trait EventStore: Send + Sync + 'static {
     /// same checks (expected version, fence, event ids), `events` are appended and `reminders`
     /// applied in order, or nothing is stored. `events` may be empty: then only the version
     /// (and fence) is checked, and the receipt's versions both equal `expected_version`
-    /// (its position is 0 and its time the store's now). A reminder scheduled under a fence
-    /// records the fence's shard. Stores without reminders answer
-    /// [`StoreError::Unsupported`](crate::StoreError::Unsupported).
+    /// (its position is 0 and its time the store's now); with no reminder changes either, the
+    /// call is that check alone. A reminder scheduled under a fence records the fence's shard.
+    ///
+    /// The input is checked before anything is stored
+    /// ([`StoreLimits::check_reminders`](crate::StoreLimits::check_reminders), and
+    /// [`check_append`](crate::StoreLimits::check_append) when there are events). Calls that
+    /// change one stream's reminders are serialised with each other, so changes are never
+    /// applied on a version another such call has moved past. The refusals are an append's:
+    /// [`StoreError::VersionConflict`](crate::StoreError::VersionConflict),
+    /// [`StoreError::Fenced`](crate::StoreError::Fenced),
+    /// [`StoreError::CommandAlreadyApplied`](crate::StoreError::CommandAlreadyApplied) and
+    /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput). Stores without reminders
+    /// answer [`StoreError::Unsupported`](crate::StoreError::Unsupported), as do stores without
+    /// shard owners given a fence (the in-memory store).
     async fn append_with_reminders(
         &self,
         stream: &StreamId,

@@ -5,7 +5,10 @@
 //!
 //! - [`EventStore`]: atomic, optimistic appends to a stream (`expected_version` must equal the
 //!   stream's current version, or the append fails with [`StoreError::VersionConflict`]), paged
-//!   reads of one stream, and reads across all streams in position order.
+//!   reads of one stream, and reads across all streams in position order; and durable reminders
+//!   ([`StoredReminder`]) changed in the same transaction as a command's events
+//!   ([`EventStore::append_with_reminders`]) and found by due time
+//!   ([`EventStore::due_reminders`]).
 //! - [`SnapshotStore`] (the "state provider"): snapshot records kept apart from the events,
 //!   looked up by version or time, with retention and statistics.
 //!
@@ -78,7 +81,8 @@ pub use postgres::{
     BatchStats, GroupCommit, GroupCommitStats, PgConfig, PgEventStore, PgSnapshotStore,
 };
 pub use reminder::{
-    DueReminders, MAX_REMINDER_NAME_LEN, ReminderChange, ReminderState, StoredReminder,
+    DueReminders, MAX_REMINDER_NAME_LEN, REMINDER_YEARS, ReminderChange, ReminderState,
+    StoredReminder,
 };
 pub use snapshot::{SnapshotRecord, SnapshotStats};
 pub use snapshot_store::SnapshotStore;

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use crate::error::InvalidInput;
 use crate::event::NewEvent;
+use crate::reminder::{MAX_REMINDER_NAME_LEN, REMINDER_YEARS, ReminderChange};
 use crate::snapshot::SnapshotRecord;
 
 /// Longest event type name accepted, in bytes.
@@ -60,6 +61,92 @@ impl StoreLimits {
             }
             if !ids.insert(event.event_id) {
                 return Err(InvalidInput::DuplicateEventId(event.event_id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks reminder changes before storing them: names of 1 to [`MAX_REMINDER_NAME_LEN`]
+    /// bytes without control characters, periods of 1 to `i64::MAX` ms, times within
+    /// [`REMINDER_YEARS`], payloads within `max_event_payload_bytes`, and firing errors within
+    /// that limit too and without NUL characters.
+    pub fn check_reminders(&self, changes: &[ReminderChange]) -> Result<(), InvalidInput> {
+        changes
+            .iter()
+            .try_for_each(|change| self.check_reminder(change))
+    }
+
+    fn check_reminder(&self, change: &ReminderChange) -> Result<(), InvalidInput> {
+        let name = change.name();
+        if name.is_empty() || name.len() > MAX_REMINDER_NAME_LEN {
+            return Err(InvalidInput::BadReminderName {
+                len: name.len(),
+                max: MAX_REMINDER_NAME_LEN,
+            });
+        }
+        if name.chars().any(char::is_control) {
+            return Err(InvalidInput::ReminderNameHasControlCharacters { name: name.into() });
+        }
+        let time = |what: &'static str, at: &chrono::DateTime<chrono::Utc>| {
+            use chrono::Datelike;
+            if REMINDER_YEARS.contains(&at.year()) {
+                Ok(())
+            } else {
+                Err(InvalidInput::ReminderTimeOutOfRange {
+                    name: name.into(),
+                    what,
+                    at: *at,
+                    min_year: *REMINDER_YEARS.start(),
+                    max_year: *REMINDER_YEARS.end(),
+                })
+            }
+        };
+        match change {
+            ReminderChange::Schedule {
+                due_at,
+                period_ms,
+                payload,
+                ..
+            } => {
+                time("due time", due_at)?;
+                let max = i64::MAX.unsigned_abs();
+                if let Some(period_ms) = *period_ms
+                    && !(1..=max).contains(&period_ms)
+                {
+                    return Err(InvalidInput::BadReminderPeriod {
+                        name: name.into(),
+                        period_ms,
+                        max,
+                    });
+                }
+                if payload.len() > self.max_event_payload_bytes {
+                    return Err(InvalidInput::PayloadTooLarge {
+                        what: "reminder payload",
+                        size: payload.len(),
+                        limit: self.max_event_payload_bytes,
+                    });
+                }
+            }
+            ReminderChange::Cancel { .. } => {}
+            ReminderChange::Fired {
+                fired_at,
+                next_due_at,
+                error,
+                ..
+            } => {
+                time("firing time", fired_at)?;
+                if let Some(next) = next_due_at {
+                    time("next due time", next)?;
+                }
+                if let Some(error) = error
+                    && (error.len() > self.max_event_payload_bytes || error.contains('\0'))
+                {
+                    return Err(InvalidInput::BadReminderError {
+                        name: name.into(),
+                        len: error.len(),
+                        max: self.max_event_payload_bytes,
+                    });
+                }
             }
         }
         Ok(())

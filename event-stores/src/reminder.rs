@@ -7,6 +7,9 @@
 //! (and fence) as an append, so there is never a reminder without its command, nor a command
 //! without its reminder. A scheduler finds due reminders with
 //! [`EventStore::due_reminders`](crate::EventStore::due_reminders).
+//!
+//! Times are kept to the microsecond (finer parts are truncated), within the years
+//! [`REMINDER_YEARS`]; names are compared and ordered byte by byte.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -16,6 +19,11 @@ use crate::stream::StreamId;
 
 /// Longest reminder name, in bytes.
 pub const MAX_REMINDER_NAME_LEN: usize = 200;
+
+/// The years a reminder's times (due, next due, fired) may fall in: what every backend can
+/// store. A time outside them is refused with
+/// [`InvalidInput::ReminderTimeOutOfRange`](crate::InvalidInput::ReminderTimeOutOfRange).
+pub const REMINDER_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
 
 /// A reminder as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +79,8 @@ impl ReminderState {
 #[non_exhaustive]
 pub enum ReminderChange {
     /// Creates the reminder `name`, or replaces it (new id, due time, period and payload;
-    /// state back to `Scheduled`, error cleared).
+    /// state back to `Scheduled`, error and `last_fired_at` cleared: the replacement has not
+    /// fired yet). Under a fence it records the fence's shard, otherwise shard 0.
     Schedule {
         /// The name, 1 to [`MAX_REMINDER_NAME_LEN`] bytes without control characters.
         name: String,
@@ -94,6 +103,12 @@ pub enum ReminderChange {
     /// kept as `Rejected` with that error. `last_fired_at` is set to `fired_at`. Nothing happens
     /// when the stream's reminder of that name has another id by now (it was replaced or
     /// cancelled).
+    ///
+    /// Whether it is periodic is decided by `next_due_at` alone, not by the stored period. A
+    /// periodic firing keeps the reminder's state and records `error` as `last_error` (`None`
+    /// clears it), so a refused periodic command is visible while the reminder goes on. The
+    /// error must be at most the store's event payload limit long and hold no NUL character
+    /// ([`InvalidInput::BadReminderError`](crate::InvalidInput::BadReminderError)).
     Fired {
         /// The reminder's name.
         name: String,
@@ -120,12 +135,14 @@ impl ReminderChange {
 }
 
 /// What [`EventStore::due_reminders`](crate::EventStore::due_reminders) looks for.
+///
+/// Reminders due at the same instant come back in no particular order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueReminders {
     /// Only reminders of these shards; every shard when `None`.
     pub shards: Option<Vec<u32>>,
     /// Due at or before this time.
     pub due_by: DateTime<Utc>,
-    /// At most this many (at least 1), the earliest due first.
+    /// At most this many (at least 1; 0 returns nothing), the earliest due first.
     pub limit: usize,
 }

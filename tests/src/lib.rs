@@ -21,6 +21,7 @@ pub mod node;
 pub mod pg_wire;
 pub mod projection_node;
 pub mod proxy;
+pub mod reminders;
 pub mod wallet;
 pub mod wallet_cluster;
 pub mod worker;

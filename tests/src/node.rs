@@ -56,6 +56,8 @@ pub struct NodeArgs {
     pub listen: String,
     /// The address it advertises to the others (default: the bound listen address).
     pub advertise: Option<String>,
+    /// Reminders on for wallets, with a scheduler on the node's shards.
+    pub reminders: bool,
 }
 
 impl NodeArgs {
@@ -71,6 +73,7 @@ impl NodeArgs {
             call_timeout: Duration::from_secs(5),
             listen: "127.0.0.1:0".into(),
             advertise: None,
+            reminders: false,
         }
     }
 
@@ -93,6 +96,9 @@ impl NodeArgs {
         ];
         if let Some(advertise) = &self.advertise {
             args.extend(["--advertise".into(), advertise.clone()]);
+        }
+        if self.reminders {
+            args.push("--reminders".into());
         }
         args
     }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actor_runtime::{PassivationReason, Reply, VirtualActor};
-use event_stores::{EventMetadata, EventStore, SnapshotStore, StoreError, StreamId};
+use event_stores::{
+    EventMetadata, EventStore, SnapshotStore, StoreError, StoredReminder, StreamId,
+};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -22,11 +24,15 @@ use crate::error::{ActivationError, CommandError, ExecutorError, Indeterminate};
 use crate::hydrate::{Hydrated, Target, hydrate};
 use crate::metrics::{ActivationReport, AggregateMetrics};
 use crate::outcome::{Committed, StateView};
+use crate::reminder::{FireOutcome, ReminderRequest};
 use crate::settings::AggregateSettings;
 use crate::snapshot_writer::{SnapshotWriter, WriteOutcome};
 
 mod deadline;
 mod duplicates;
+mod reminders;
+
+use reminders::Firing;
 mod snapshots;
 
 /// What every actor of one aggregate type shares.
@@ -49,6 +55,8 @@ pub(crate) struct CommandCall {
     /// The caller's span (the executor's `execute`), parent of the actor's `command` span, so
     /// one command reads as one tree across the task boundary.
     pub(crate) span: tracing::Span,
+    /// The reminder this command is the firing of, if it is one.
+    pub(crate) firing: Option<Firing>,
 }
 
 /// Messages an aggregate actor answers.
@@ -64,6 +72,17 @@ pub(crate) enum AggregateMessage<A: Aggregate> {
     /// Answers with a receiver that resolves when the snapshot is written (None at version 0).
     SnapshotNow {
         reply: Reply<Result<Option<oneshot::Receiver<WriteOutcome>>, ExecutorError>>,
+    },
+    /// Fires a due reminder, if it is still the stored one.
+    Fire {
+        reminder: StoredReminder,
+        deadline: tokio::time::Instant,
+        reply: Reply<FireOutcome>,
+    },
+    /// Schedules or cancels reminders from outside.
+    ChangeReminders {
+        requests: Vec<ReminderRequest<A>>,
+        reply: Reply<Result<(), ExecutorError>>,
     },
 }
 
@@ -202,6 +221,18 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                 });
                 reply.send(written);
             }
+            AggregateMessage::Fire {
+                reminder,
+                deadline,
+                reply,
+            } => {
+                let outcome = self.fire(reminder, deadline).await;
+                reply.send(outcome);
+            }
+            AggregateMessage::ChangeReminders { requests, reply } => {
+                let changed = self.change_reminders(requests).await;
+                reply.send(changed);
+            }
         }
     }
 
@@ -272,7 +303,7 @@ impl<A: Aggregate> AggregateActor<A> {
             if tokio::time::Instant::now() >= call.deadline {
                 return Err(self.expired(call.command_id));
             }
-            let decided = {
+            let (decided, requests) = {
                 let settings = &self.context.settings;
                 let mut ctx = Context::new(
                     self.stream.aggregate_id(),
@@ -281,7 +312,8 @@ impl<A: Aggregate> AggregateActor<A> {
                     settings.clock.as_ref(),
                     &settings.services,
                 );
-                A::decide(&self.state, command, &mut ctx)
+                let decided = A::decide(&self.state, command, &mut ctx);
+                (decided, ctx.take_reminders())
             };
             if presumed && !matches!(&decided, Ok(events) if !events.is_empty()) {
                 // No append will tell whether the stream was new: read it, then decide again.
@@ -289,8 +321,17 @@ impl<A: Aggregate> AggregateActor<A> {
                 self.catch_up_by(call).await?;
                 continue;
             }
-            let events = decided.map_err(CommandError::Rejected)?;
-            if events.is_empty() {
+            let events = match decided {
+                Ok(events) => events,
+                Err(error) => {
+                    if let Some(firing) = &call.firing {
+                        self.record_refused_firing(firing, error.to_string()).await;
+                    }
+                    return Err(CommandError::Rejected(error));
+                }
+            };
+            let reminders = self.reminder_changes(requests, call.firing.as_ref())?;
+            if events.is_empty() && reminders.is_empty() {
                 return Ok(Committed {
                     version: self.version,
                     events,
@@ -308,10 +349,13 @@ impl<A: Aggregate> AggregateActor<A> {
             }
             let append_span =
                 tracing::debug_span!("append", expected = self.version, events = events.len());
-            let append = self
-                .context
-                .events
-                .append(&self.stream, self.version, batch);
+            let store = &self.context.events;
+            let append = if reminders.is_empty() {
+                store.append(&self.stream, self.version, batch)
+            } else {
+                // Stored in the same transaction as the events, or not at all.
+                store.append_with_reminders(&self.stream, self.version, batch, reminders, None)
+            };
             let appended = deadline::by(call.deadline, append.instrument(append_span)).await;
             let appended = match appended {
                 Ok(appended) => appended,
@@ -330,16 +374,19 @@ impl<A: Aggregate> AggregateActor<A> {
                             .activated_without_read(&self.activation);
                     }
                     self.stale = false;
-                    self.version = receipt.last_version;
-                    self.last_event_id = last_event_id;
-                    self.recent.record_command(
-                        command_id,
-                        receipt.first_version,
-                        receipt.last_version,
-                        receipt.recorded_at,
-                        self.context.settings.dedup,
-                    );
-                    self.consider_snapshot(&events);
+                    if !events.is_empty() {
+                        // (Only reminder changes otherwise: no version, nothing to remember.)
+                        self.version = receipt.last_version;
+                        self.last_event_id = last_event_id;
+                        self.recent.record_command(
+                            command_id,
+                            receipt.first_version,
+                            receipt.last_version,
+                            receipt.recorded_at,
+                            self.context.settings.dedup,
+                        );
+                        self.consider_snapshot(&events);
+                    }
                     return Ok(Committed {
                         version: self.version,
                         events,

@@ -33,11 +33,13 @@
 mod concurrent_streams;
 mod feed;
 mod metadata;
+mod reminders;
 mod single_events;
 
 pub use concurrent_streams::*;
 pub use feed::*;
 pub use metadata::*;
+pub use reminders::*;
 pub use single_events::*;
 
 use std::any::Any;
@@ -148,12 +150,25 @@ macro_rules! store_contract {
                 one_event_appends_conflict_from_behind_and_ahead_and_store_nothing,
                 a_one_event_command_appended_again_meets_the_version_check_first,
                 trace_context_survives_every_append_path_and_every_read,
+                events_and_reminders_are_stored_together_and_read_back_with_every_field,
+                an_append_with_reminders_that_conflicts_stores_neither_events_nor_reminder_changes,
+                reminder_changes_without_events_check_the_version,
+                scheduling_a_name_again_replaces_it_and_cancel_removes_it,
+                changes_to_one_name_in_one_call_apply_in_order,
+                fired_moves_a_periodic_reminder_removes_a_one_shot_and_keeps_a_rejected_one,
+                fired_with_a_stale_id_changes_nothing,
+                due_reminders_returns_scheduled_reminders_due_by_a_time_earliest_first,
+                due_reminders_honours_the_shard_filter,
+                a_command_sent_again_with_reminders_is_refused_and_changes_no_reminder,
+                reminder_changes_racing_appends_on_one_stream_are_serialised,
+                random_reminder_changes_match_a_simple_model,
             ];
             event_store_with_limits = [
                 a_multi_event_append_is_atomic,
                 a_100_000_event_stream_reads_back_page_by_page,
                 an_oversized_payload_is_refused_and_stores_nothing,
                 an_append_with_too_many_events_is_refused_and_stores_nothing,
+                bad_reminder_input_is_refused_with_typed_errors_and_stores_nothing,
             ];
             snapshot_store = [
                 a_saved_snapshot_loads_back_exactly,

@@ -10,11 +10,14 @@ use uuid::Uuid;
 use crate::error::{InvalidInput, StoreError, StoreResult};
 use crate::event::{NewEvent, RecordedEvent, command_event_id};
 use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery};
+use crate::fence::Fence;
 use crate::limits::StoreLimits;
+use crate::reminder::{DueReminders, ReminderChange, StoredReminder};
 use crate::stream::StreamId;
 
 use super::feed::Feed;
 use super::now_micros;
+use super::reminders::Reminders;
 
 /// An event store held in process memory. Fast, and gone when the process ends.
 #[derive(Default, Clone)]
@@ -24,7 +27,7 @@ pub struct InMemoryEventStore {
 
 /// Hashing for the store's own maps: foldhash is several times faster than the standard
 /// library's SipHash on 16-byte ids and short stream names, and keeps a random per-map seed.
-type Hasher = foldhash::fast::RandomState;
+pub(super) type Hasher = foldhash::fast::RandomState;
 
 type Stream = Arc<Mutex<Vec<Arc<RecordedEvent>>>>;
 
@@ -43,6 +46,8 @@ struct Inner {
     ids: DashMap<Uuid, IdEntry, Hasher>,
     /// Every event in position order.
     feed: Feed,
+    /// Every stream's reminders: changed only under the stream's lock, and never by `append`.
+    reminders: Mutex<Reminders>,
     limits: StoreLimits,
 }
 
@@ -108,19 +113,11 @@ impl InMemoryEventStore {
             .get(stream)
             .map(|s| Arc::clone(s.value()))
     }
-}
 
-#[async_trait]
-impl EventStore for InMemoryEventStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<AppendReceipt> {
-        self.inner.limits.check_append(&events)?;
-        // A shared lookup first: only a stream's first append takes the shard's write lock.
-        let slot = match self.stream(stream) {
+    /// The stream's slot, made if it has none yet.
+    fn stream_or_new(&self, stream: &StreamId) -> Stream {
+        // A shared lookup first: only a stream's first write takes the shard's write lock.
+        match self.stream(stream) {
             Some(slot) => slot,
             None => Arc::clone(
                 self.inner
@@ -129,8 +126,18 @@ impl EventStore for InMemoryEventStore {
                     .or_default()
                     .value(),
             ),
-        };
-        let mut recorded = slot.lock();
+        }
+    }
+
+    /// Appends checked `events` (at least one) to the locked stream `recorded` if it is at
+    /// `expected_version` and their ids are free.
+    fn append_locked(
+        &self,
+        recorded: &mut Vec<Arc<RecordedEvent>>,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendReceipt> {
         let actual = recorded.len() as u64;
         if actual != expected_version {
             return Err(StoreError::VersionConflict {
@@ -172,6 +179,78 @@ impl EventStore for InMemoryEventStore {
             recorded_at,
             last_position: first_position + count - 1,
         })
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendReceipt> {
+        self.inner.limits.check_append(&events)?;
+        let slot = self.stream_or_new(stream);
+        let mut recorded = slot.lock();
+        self.append_locked(&mut recorded, stream, expected_version, events)
+    }
+
+    /// Checks everything first (fence, events, reminder changes), then, under the stream's
+    /// lock, the version and the event ids; stores the events, then applies the changes before
+    /// the lock is released. The store has no shard owners: a fence is
+    /// [`StoreError::Unsupported`], as for [`append_fenced`](EventStore::append_fenced).
+    async fn append_with_reminders(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        reminders: Vec<ReminderChange>,
+        fence: Option<&Fence>,
+    ) -> StoreResult<AppendReceipt> {
+        if fence.is_some() {
+            return Err(StoreError::Unsupported("fenced appends"));
+        }
+        if !events.is_empty() {
+            self.inner.limits.check_append(&events)?;
+        }
+        self.inner.limits.check_reminders(&reminders)?;
+        let slot = self.stream_or_new(stream);
+        let mut recorded = slot.lock();
+        let receipt = if events.is_empty() {
+            let actual = recorded.len() as u64;
+            if actual != expected_version {
+                return Err(StoreError::VersionConflict {
+                    stream: stream.clone(),
+                    expected: expected_version,
+                    actual,
+                });
+            }
+            AppendReceipt {
+                first_version: expected_version,
+                last_version: expected_version,
+                recorded_at: now_micros(),
+                last_position: 0,
+            }
+        } else {
+            self.append_locked(&mut recorded, stream, expected_version, events)?
+        };
+        if !reminders.is_empty() {
+            self.inner.reminders.lock().apply(stream, reminders);
+        }
+        drop(recorded);
+        Ok(receipt)
+    }
+
+    async fn reminders_of(&self, stream: &StreamId) -> StoreResult<Vec<StoredReminder>> {
+        // Under the stream's lock, like a write: never half of a call's changes.
+        let slot = self.stream(stream);
+        let _recorded = slot.as_ref().map(|slot| slot.lock());
+        Ok(self.inner.reminders.lock().of(stream))
+    }
+
+    async fn due_reminders(&self, query: &DueReminders) -> StoreResult<Vec<StoredReminder>> {
+        Ok(self.inner.reminders.lock().due(query))
     }
 
     async fn read_stream(

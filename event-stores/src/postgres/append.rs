@@ -214,7 +214,7 @@ impl Append {
 
     /// What a statement that saw head `current`, inserted nothing or found the fence gone
     /// means for this append.
-    fn refusal(&self, current: i64, fence_held: bool) -> StoreResult<StoreError> {
+    pub fn refusal(&self, current: i64, fence_held: bool) -> StoreResult<StoreError> {
         if let (Some(fence), false) = (self.fence, fence_held) {
             return Ok(StoreError::Fenced {
                 stream: self.stream.clone(),
@@ -249,6 +249,15 @@ impl Append {
 }
 
 impl Append {
+    /// The outcome of this append from the row its statement ([`Appender::send`]) returned.
+    pub fn outcome_of_row(&self, row: &PgRow) -> StoreResult<AppendReceipt> {
+        match (self.events.len() == 1, self.fence.is_some()) {
+            (true, false) => self.outcome_of_plain_one(row),
+            (true, true) => self.outcome_of_one(row),
+            (false, _) => self.outcome(row, 0),
+        }
+    }
+
     /// The outcome of a one-event append from [`APPEND_ONE`]'s row: it was stored.
     fn outcome_of_plain_one(&self, row: &PgRow) -> StoreResult<AppendReceipt> {
         let decode = |e| map_sqlx("reading the append result", e);
@@ -340,9 +349,40 @@ impl Appender {
     /// send (bounded by the client timeout), classify the outcome. A connection whose state is
     /// unknown afterwards is taken out of `held` and closed.
     pub async fn one(&self, held: &mut Held, append: &Append) -> StoreResult<AppendReceipt> {
+        let conn = self.connection(held).await?;
+        let Ok(result) = self.send(conn, append).await? else {
+            // A stalled server or black-holed network: the statement may still commit.
+            // The connection is in an unknown state, so it must not serve anyone else.
+            discard(held);
+            return Err(self.no_answer(&append.stream));
+        };
+        if result.as_ref().is_err_and(is_lost_in_flight) {
+            discard(held);
+        }
+        match result {
+            Ok(Some(row)) => append.outcome_of_row(&row),
+            Err(err) if is_lost_in_flight(&err) => Err(StoreError::Indeterminate {
+                message: format!(
+                    "append to {}: connection lost after sending: {err}",
+                    append.stream
+                ),
+                source: Some(Box::new(err)),
+            }),
+            refused => Err(self.refused(held, append, refused).await),
+        }
+    }
+
+    /// Sends `append`'s statement (the one-event or many-event form, fenced or not) on `conn`
+    /// and waits for its answer within the client timeout (`Err(Elapsed)` when none came).
+    /// A row is decided by [`Append::outcome_of_row`]; no row or an error by
+    /// [`refused`](Self::refused).
+    pub async fn send(
+        &self,
+        conn: &mut PgConnection,
+        append: &Append,
+    ) -> StoreResult<Result<Result<Option<PgRow>, sqlx::Error>, tokio::time::error::Elapsed>> {
         let stream = &append.stream;
         let fence = append.fence.as_ref().map(fence_params).transpose()?;
-        let conn = self.connection(held).await?;
         let single = append.events.len() == 1;
         let query = match (single, fence.is_some()) {
             (true, false) => APPEND_ONE,
@@ -385,39 +425,42 @@ impl Appender {
             None => query,
         }
         .fetch_optional(&mut *conn);
-        let result = match tokio::time::timeout(self.client_timeout, query).await {
-            Ok(result) => result,
-            Err(_) => {
-                // A stalled server or black-holed network: the statement may still commit.
-                // The connection is in an unknown state, so it must not serve anyone else.
-                discard(held);
-                return Err(self.no_answer(stream));
-            }
-        };
-        if result.as_ref().is_err_and(is_lost_in_flight) {
-            discard(held);
-        }
-        let unfenced_one = single && fence.is_none();
+        Ok(tokio::time::timeout(self.client_timeout, query).await)
+    }
+
+    /// Why `append` was refused when its statement answered `result` (no row, or an error the
+    /// server sent: not a lost connection), reading the stream on the connection in `held` (or
+    /// a new one) when the answer alone does not say. Must not run inside the append's own
+    /// transaction once it failed: roll that back first.
+    pub async fn refused(
+        &self,
+        held: &mut Held,
+        append: &Append,
+        result: Result<Option<PgRow>, sqlx::Error>,
+    ) -> StoreError {
+        let stream = &append.stream;
+        let unfenced_one = append.events.len() == 1 && append.fence.is_none();
         match result {
-            Ok(Some(row)) if unfenced_one => append.outcome_of_plain_one(&row),
             // No event at the expected version: the stream is behind it.
-            Ok(None) if unfenced_one => Err(self
-                .conflict_on(held, stream, append.expected.unsigned_abs())
-                .await),
-            Ok(Some(row)) if single => append.outcome_of_one(&row),
-            Ok(Some(row)) => append.outcome(&row, 0),
-            Ok(None) => Err(StoreError::Backend {
+            Ok(None) if unfenced_one => {
+                self.conflict_on(held, stream, append.expected.unsigned_abs())
+                    .await
+            }
+            Ok(Some(row)) => match append.outcome_of_row(&row) {
+                Err(refusal) => refusal,
+                Ok(_) => StoreError::Backend {
+                    message: format!("append to {stream}: a stored append was taken as refused"),
+                    source: None,
+                },
+            },
+            Ok(None) => StoreError::Backend {
                 message: format!("append to {stream}: the statement returned no row"),
                 source: None,
-            }),
+            },
             Err(err) if sqlstate(&err).as_deref() == Some(UNIQUE_VIOLATION) => {
-                Err(self.unique_violation(held, append, err).await)
+                self.unique_violation(held, append, err).await
             }
-            Err(err) if is_lost_in_flight(&err) => Err(StoreError::Indeterminate {
-                message: format!("append to {stream}: connection lost after sending: {err}"),
-                source: Some(Box::new(err)),
-            }),
-            Err(err) => Err(map_sqlx("appending", err)),
+            Err(err) => map_sqlx("appending", err),
         }
     }
 

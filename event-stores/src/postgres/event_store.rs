@@ -33,6 +33,7 @@ use crate::event::{NewEvent, RecordedEvent, command_event_id};
 use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery, StreamStart};
 use crate::fence::Fence;
 use crate::limits::StoreLimits;
+use crate::reminder::{DueReminders, ReminderChange, StoredReminder};
 use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
@@ -411,6 +412,49 @@ impl EventStore for PgEventStore {
             })
             .map(Some),
         }
+    }
+
+    /// One transaction on a pooled connection, never group-committed (see the module
+    /// `reminders`): the stream's reminder lock, the append (or, without events, the version
+    /// and fence check), the changes in order, `COMMIT`.
+    #[tracing::instrument(level = "debug", name = "pg.append_with_reminders", skip_all, fields(stream = %stream, expected = expected_version, events = events.len(), reminders = reminders.len(), shard = fence.map(|f| f.shard), epoch = fence.map(|f| f.epoch)))]
+    async fn append_with_reminders(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        reminders: Vec<ReminderChange>,
+        fence: Option<&Fence>,
+    ) -> StoreResult<AppendReceipt> {
+        if !events.is_empty() {
+            self.limits.check_append(&events)?;
+        }
+        self.limits.check_reminders(&reminders)?;
+        let shard = match fence {
+            Some(fence) => super::append::fence_params(fence)?.0,
+            None => 0,
+        };
+        let Ok(expected) = i64::try_from(expected_version) else {
+            // No stream is that long: the caller is ahead of whatever is stored.
+            return Err(self.appender.conflict(stream, expected_version).await);
+        };
+        let append = Append {
+            stream: stream.clone(),
+            expected,
+            events,
+            fence: fence.copied(),
+        };
+        super::reminders::write(&self.appender, &append, &reminders, shard).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "pg.reminders_of", skip_all, fields(stream = %stream))]
+    async fn reminders_of(&self, stream: &StreamId) -> StoreResult<Vec<StoredReminder>> {
+        super::reminder_reads::reminders_of(&self.pool, stream).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "pg.due_reminders", skip_all, fields(due_by = %query.due_by, limit = query.limit, shards = query.shards.as_ref().map(Vec::len)))]
+    async fn due_reminders(&self, query: &DueReminders) -> StoreResult<Vec<StoredReminder>> {
+        super::reminder_reads::due(&self.pool, query).await
     }
 
     fn crash_safety(&self) -> CrashSafety {

@@ -18,6 +18,8 @@ mod durability;
 mod error;
 mod event_store;
 mod group_commit;
+mod reminder_reads;
+mod reminders;
 mod rows;
 mod snapshot_store;
 mod snapshot_writes;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aggregate_actors::event_stores::{PgConfig, PgEventStore, PgSnapshotStore, StoreError};
+use aggregate_actors::scheduler::{Scheduler, SchedulerSettings};
 use aggregate_actors::{
     AggregateSettings, CommandError, CommandOptions, Executor, ExecutorError, RuntimeConfig,
 };
@@ -55,6 +56,9 @@ struct Args {
     /// Database connections.
     #[arg(long, default_value_t = 12)]
     connections: u32,
+    /// Turns reminders on for wallets and runs a reminder scheduler on this node's shards.
+    #[arg(long)]
+    reminders: bool,
 }
 
 /// One flushed line on stdout; a closed pipe means the test is gone.
@@ -229,18 +233,33 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let node = ClusterNode::start(pool, cluster_config).await?;
 
     let transport = HttpTransport::new()?;
+    let mut wallet_settings = AggregateSettings::new().runtime(RuntimeConfig {
+        call_timeout: Duration::from_millis(args.call_timeout_ms),
+        ..RuntimeConfig::default()
+    });
+    if args.reminders {
+        wallet_settings = wallet_settings.reminders();
+    }
     let executor = node
         .executor_builder(
             Arc::new(events),
             Arc::new(snapshots),
             Arc::new(transport.clone()),
         )
-        .register_remote::<Wallet>(AggregateSettings::new().runtime(RuntimeConfig {
-            call_timeout: Duration::from_millis(args.call_timeout_ms),
-            ..RuntimeConfig::default()
-        }))
+        .register_remote::<Wallet>(wallet_settings)
         .build()?;
     node.attach(&executor).await;
+    let _scheduler = args.reminders.then(|| {
+        Scheduler::start(
+            executor.clone(),
+            SchedulerSettings {
+                poll_interval: Duration::from_millis(50),
+                retry_after: Duration::from_millis(200),
+                shards: Some(node.reminder_shards()),
+                ..SchedulerSettings::default()
+            },
+        )
+    });
     let server = cluster::serve(listener, executor.inbound());
 
     let state = Arc::new(Node {

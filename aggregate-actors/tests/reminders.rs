@@ -1,0 +1,461 @@
+//! Durable reminders on both backends: scheduled by `decide` with the command's events, fired
+//! once by the scheduler through the aggregate's actor, never in a cancelled or replaced form,
+//! a refused firing recorded and not retried, periodic ones moving on (a missed run fires once),
+//! and changes from outside through the actor.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregate_actors::event_stores::{ReadQuery, ReminderState, StreamId};
+use aggregate_actors::reminder::{FireOutcome, Reminder};
+use aggregate_actors::scheduler::{Scheduler, SchedulerHandle, SchedulerSettings};
+use aggregate_actors::{
+    Aggregate, AggregateSettings, CommandError, Context, ErrorKind, Executor, ExecutorError,
+};
+use chrono::{TimeDelta, Utc};
+use common::Stores;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum SeatCommand {
+    /// Holds the seat; expires (with `tag`) after `ms` unless confirmed.
+    Hold {
+        ms: i64,
+        tag: String,
+    },
+    Confirm,
+    Expire {
+        tag: String,
+    },
+    /// Schedules a reminder whose command is always refused.
+    ArmRefusal {
+        ms: i64,
+    },
+    Refused,
+    /// Ticks every `every_ms`, first due `first_in_ms` from now (negative: already missed).
+    StartTicking {
+        first_in_ms: i64,
+        every_ms: i64,
+    },
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum SeatEvent {
+    Held,
+    Confirmed,
+    Expired { tag: String },
+    Armed,
+    Ticked,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SeatState {
+    held: bool,
+    confirmed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SeatError {
+    #[error("refused on purpose")]
+    Refused,
+}
+
+struct Seat;
+
+impl Aggregate for Seat {
+    const TYPE: &'static str = "seat";
+    type Command = SeatCommand;
+    type Event = SeatEvent;
+    type State = SeatState;
+    type Error = SeatError;
+
+    fn decide(
+        state: &SeatState,
+        command: &SeatCommand,
+        ctx: &mut Context<'_, Self>,
+    ) -> Result<Vec<SeatEvent>, SeatError> {
+        let now = ctx.now();
+        Ok(match command {
+            SeatCommand::Hold { ms, tag } => {
+                let expire = SeatCommand::Expire { tag: tag.clone() };
+                ctx.schedule_reminder(Reminder::at(
+                    "expire",
+                    now + TimeDelta::milliseconds(*ms),
+                    expire,
+                ));
+                vec![SeatEvent::Held]
+            }
+            SeatCommand::Confirm => {
+                ctx.cancel_reminder("expire");
+                vec![SeatEvent::Confirmed]
+            }
+            SeatCommand::Expire { tag } if state.held && !state.confirmed => {
+                vec![SeatEvent::Expired { tag: tag.clone() }]
+            }
+            SeatCommand::Expire { .. } => Vec::new(),
+            SeatCommand::ArmRefusal { ms } => {
+                ctx.schedule_reminder(Reminder::at(
+                    "refusal",
+                    now + TimeDelta::milliseconds(*ms),
+                    SeatCommand::Refused,
+                ));
+                vec![SeatEvent::Armed]
+            }
+            SeatCommand::Refused => return Err(SeatError::Refused),
+            SeatCommand::StartTicking {
+                first_in_ms,
+                every_ms,
+            } => {
+                ctx.schedule_reminder(
+                    Reminder::at(
+                        "tick",
+                        now + TimeDelta::milliseconds(*first_in_ms),
+                        SeatCommand::Tick,
+                    )
+                    .every(TimeDelta::milliseconds(*every_ms)),
+                );
+                vec![SeatEvent::Armed]
+            }
+            SeatCommand::Tick => vec![SeatEvent::Ticked],
+        })
+    }
+
+    fn apply(state: &mut SeatState, event: &SeatEvent) {
+        match event {
+            SeatEvent::Held => state.held = true,
+            SeatEvent::Confirmed => state.confirmed = true,
+            _ => {}
+        }
+    }
+}
+
+fn executor(stores: &Stores) -> Executor {
+    Executor::builder(Arc::clone(&stores.events), Arc::clone(&stores.snapshots))
+        .register::<Seat>(AggregateSettings::new().reminders())
+        .build()
+        .unwrap()
+}
+
+fn scheduler(executor: &Executor) -> SchedulerHandle {
+    Scheduler::start(
+        executor.clone(),
+        SchedulerSettings {
+            poll_interval: Duration::from_millis(20),
+            retry_after: Duration::from_millis(100),
+            ..SchedulerSettings::default()
+        },
+    )
+}
+
+async fn events(stores: &Stores, id: &str) -> Vec<SeatEvent> {
+    let stream = StreamId::new(Seat::TYPE, id).unwrap();
+    stores
+        .events
+        .read_stream(&stream, ReadQuery::all())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| aggregate_actors::upcast::read::<Seat>(e).unwrap())
+        .collect()
+}
+
+/// Waits until `id`'s events satisfy `done`, for at most 10 s.
+async fn wait_for_events(stores: &Stores, id: &str, done: impl Fn(&[SeatEvent]) -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let seen = events(stores, id).await;
+        if done(&seen) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited 10 s; events are {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_reminder_scheduled_by_decide_is_stored_with_its_command_and_fires_once(stores: Stores) {
+    let executor = executor(&stores);
+    let id = "hold-1";
+    executor
+        .execute::<Seat>(
+            id,
+            SeatCommand::Hold {
+                ms: 150,
+                tag: "t".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let listed = executor.reminders::<Seat>(id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "expire");
+    assert_eq!(listed[0].state, ReminderState::Scheduled);
+
+    let scheduler = scheduler(&executor);
+    wait_for_events(&stores, id, |e| e.len() == 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        events(&stores, id).await,
+        [SeatEvent::Held, SeatEvent::Expired { tag: "t".into() }],
+        "fired exactly once"
+    );
+    assert!(
+        executor.reminders::<Seat>(id).await.unwrap().is_empty(),
+        "a one-shot reminder is gone once fired"
+    );
+    let stats = scheduler.stats();
+    assert_eq!((stats.fired, stats.failed), (1, 0), "{stats:?}");
+    scheduler.stop().await;
+    executor.shutdown().await;
+}
+
+async fn cancelled_and_replaced_reminders_never_fire_in_their_old_form(stores: Stores) {
+    let executor = executor(&stores);
+    let scheduler = scheduler(&executor);
+    // Cancelled by the confirmation before it is due.
+    executor
+        .execute::<Seat>(
+            "cancelled",
+            SeatCommand::Hold {
+                ms: 300,
+                tag: "c".into(),
+            },
+        )
+        .await
+        .unwrap();
+    executor
+        .execute::<Seat>("cancelled", SeatCommand::Confirm)
+        .await
+        .unwrap();
+    // Replaced by a second hold: only the new form fires, at its new time.
+    executor
+        .execute::<Seat>(
+            "replaced",
+            SeatCommand::Hold {
+                ms: 100,
+                tag: "old".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let old = executor
+        .reminders::<Seat>("replaced")
+        .await
+        .unwrap()
+        .remove(0);
+    let stream = StreamId::new(Seat::TYPE, "replaced").unwrap();
+    let old_stored = stores.events.reminders_of(&stream).await.unwrap().remove(0);
+    executor
+        .execute::<Seat>(
+            "replaced",
+            SeatCommand::Hold {
+                ms: 500,
+                tag: "new".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let new = executor
+        .reminders::<Seat>("replaced")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_ne!(new.reminder_id, old.reminder_id);
+    assert!(new.due_at > old.due_at);
+    // A firing of the old form asked for directly (as a scheduler holding a stale copy would).
+    assert!(matches!(
+        executor.fire_reminder(old_stored).await,
+        FireOutcome::Stale
+    ));
+
+    wait_for_events(&stores, "replaced", |e| e.len() == 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        events(&stores, "replaced").await,
+        [
+            SeatEvent::Held,
+            SeatEvent::Held,
+            SeatEvent::Expired { tag: "new".into() }
+        ]
+    );
+    assert_eq!(
+        events(&stores, "cancelled").await,
+        [SeatEvent::Held, SeatEvent::Confirmed],
+        "the cancelled reminder never fired"
+    );
+    scheduler.stop().await;
+    executor.shutdown().await;
+}
+
+async fn a_refused_firing_is_recorded_on_the_reminder_and_not_retried(stores: Stores) {
+    let executor = executor(&stores);
+    let scheduler = scheduler(&executor);
+    executor
+        .execute::<Seat>("refusal", SeatCommand::ArmRefusal { ms: 50 })
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let listed = executor.reminders::<Seat>("refusal").await.unwrap();
+        if listed[0].state == ReminderState::Rejected {
+            assert_eq!(listed[0].last_error.as_deref(), Some("refused on purpose"));
+            assert!(listed[0].last_fired_at.is_some());
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{listed:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stats = scheduler.stats();
+    assert_eq!(stats.rejected, 1, "refused once, never retried: {stats:?}");
+    assert_eq!(events(&stores, "refusal").await, [SeatEvent::Armed]);
+    scheduler.stop().await;
+    executor.shutdown().await;
+}
+
+async fn a_periodic_reminder_moves_on_and_a_missed_run_fires_once(stores: Stores) {
+    let executor = executor(&stores);
+    // First due ten periods ago: the missed runs fire once, not ten times.
+    executor
+        .execute::<Seat>(
+            "ticks",
+            SeatCommand::StartTicking {
+                first_in_ms: -2_000,
+                every_ms: 200,
+            },
+        )
+        .await
+        .unwrap();
+    let scheduler = scheduler(&executor);
+    wait_for_events(&stores, "ticks", |e| e.len() >= 2).await;
+    let after_first = executor.reminders::<Seat>("ticks").await.unwrap().remove(0);
+    assert!(
+        after_first.due_at > Utc::now() - TimeDelta::milliseconds(50),
+        "moved past now: {after_first:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    scheduler.stop().await;
+    let ticks = events(&stores, "ticks")
+        .await
+        .iter()
+        .filter(|e| **e == SeatEvent::Ticked)
+        .count();
+    // One for the missed runs, then one per 200 ms over about 700 ms.
+    assert!((3..=6).contains(&ticks), "{ticks} ticks");
+    assert_eq!(
+        executor.reminders::<Seat>("ticks").await.unwrap().len(),
+        1,
+        "still scheduled"
+    );
+    executor.shutdown().await;
+}
+
+async fn a_firing_retried_after_it_was_stored_fires_nothing_more(stores: Stores) {
+    let executor = executor(&stores);
+    executor
+        .execute::<Seat>(
+            "twice",
+            SeatCommand::Hold {
+                ms: 0,
+                tag: "x".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let stream = StreamId::new(Seat::TYPE, "twice").unwrap();
+    let due = stores.events.reminders_of(&stream).await.unwrap().remove(0);
+    let (first, second) = tokio::join!(
+        executor.fire_reminder(due.clone()),
+        executor.fire_reminder(due.clone())
+    );
+    let outcomes = [first, second];
+    let fired = outcomes
+        .iter()
+        .filter(|o| matches!(o, FireOutcome::Fired { .. }))
+        .count();
+    let stale = outcomes
+        .iter()
+        .filter(|o| matches!(o, FireOutcome::Stale))
+        .count();
+    assert_eq!((fired, stale), (1, 1), "{outcomes:?}");
+    assert!(matches!(
+        executor.fire_reminder(due).await,
+        FireOutcome::Stale
+    ));
+    assert_eq!(
+        events(&stores, "twice").await,
+        [SeatEvent::Held, SeatEvent::Expired { tag: "x".into() }]
+    );
+    executor.shutdown().await;
+}
+
+async fn reminders_from_outside_go_through_the_actor_and_need_them_turned_on(stores: Stores) {
+    let executor = executor(&stores);
+    executor
+        .execute::<Seat>("outside", SeatCommand::Confirm)
+        .await
+        .unwrap();
+    let due = Utc::now() + TimeDelta::hours(1);
+    executor
+        .remind::<Seat>("outside", Reminder::at("later", due, SeatCommand::Tick))
+        .await
+        .unwrap();
+    let listed = executor.reminders::<Seat>("outside").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["later"]
+    );
+    executor
+        .cancel_reminder::<Seat>("outside", "later")
+        .await
+        .unwrap();
+    assert!(
+        executor
+            .reminders::<Seat>("outside")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    executor.shutdown().await;
+
+    // Without `reminders()`, a command that schedules one stores nothing.
+    let plain = Executor::builder(Arc::clone(&stores.events), Arc::clone(&stores.snapshots))
+        .register::<Seat>(AggregateSettings::new())
+        .build()
+        .unwrap();
+    let refused = plain
+        .execute::<Seat>(
+            "off",
+            SeatCommand::Hold {
+                ms: 10,
+                tag: "o".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            CommandError::NotStored(ExecutorError::RemindersOff { .. })
+        ),
+        "{refused}"
+    );
+    assert_eq!(refused.kind(), ErrorKind::InvalidInput);
+    assert!(events(&stores, "off").await.is_empty());
+    plain.shutdown().await;
+}
+
+on_both_backends! {
+    fires_once => a_reminder_scheduled_by_decide_is_stored_with_its_command_and_fires_once;
+    old_forms => cancelled_and_replaced_reminders_never_fire_in_their_old_form;
+    refused => a_refused_firing_is_recorded_on_the_reminder_and_not_retried;
+    periodic => a_periodic_reminder_moves_on_and_a_missed_run_fires_once;
+    retried_firing => a_firing_retried_after_it_was_stored_fires_nothing_more;
+    from_outside => reminders_from_outside_go_through_the_actor_and_need_them_turned_on;
+}
