@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use event_stores::testing::fresh_database;
+use event_stores::testing::{TestDatabase, fresh_database};
 use event_stores::{EventStore, NewEvent, RecordedEvent, StoreLimits, StreamId};
 use parking_lot::Mutex;
-use projections::postgres::{PgCheckpoints, PgProjection};
-use projections::{HandlerError, Projection, Projector, ProjectorSettings};
+use projections::postgres::{Listening, PgCheckpoints, PgProjection};
+use projections::{HandlerError, Projection, ProjectionHandle, Projector, ProjectorSettings};
 use sqlx::{PgConnection, PgPool, Row};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -194,11 +194,19 @@ impl Projection for Seen {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_notification_wakes_a_caught_up_projection_without_polling() {
-    let Some(db) = fresh_database().await else {
-        return;
-    };
+/// A `Seen` projection running on a fresh database, woken by notifications only (its poll is
+/// an hour away).
+struct Listened {
+    _db: TestDatabase,
+    pool: PgPool,
+    store: Arc<dyn EventStore>,
+    _listening: Listening,
+    seen: Seen,
+    running: ProjectionHandle,
+}
+
+async fn listened() -> Option<Listened> {
+    let db = fresh_database().await?;
     let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
     let pool = events.pool().clone();
     let store: Arc<dyn EventStore> = Arc::new(events);
@@ -206,10 +214,33 @@ async fn a_notification_wakes_a_caught_up_projection_without_polling() {
         Arc::clone(&store),
         ProjectorSettings::default().poll_interval(Duration::from_secs(3600)),
     );
-    let _listening = projector.listen(&pool).await.unwrap();
+    let listening = projector.listen(&pool).await.unwrap();
     let seen = Seen::default();
     let checkpoints = Arc::new(PgCheckpoints::new(pool.clone()).await.unwrap());
     let running = projector.run(seen.clone(), checkpoints);
+    Some(Listened {
+        _db: db,
+        pool,
+        store,
+        _listening: listening,
+        seen,
+        running,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_wakes_a_caught_up_projection_without_polling() {
+    let Some(Listened {
+        _db,
+        pool,
+        store,
+        _listening,
+        seen,
+        running,
+    }) = listened().await
+    else {
+        return;
+    };
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let mut lags = Vec::new();
@@ -230,20 +261,17 @@ async fn a_notification_wakes_a_caught_up_projection_without_polling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notified_event_hidden_behind_an_older_transaction_is_seen_once_it_ends() {
-    let Some(db) = fresh_database().await else {
+    let Some(Listened {
+        _db,
+        pool,
+        store,
+        _listening,
+        seen,
+        running,
+    }) = listened().await
+    else {
         return;
     };
-    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
-    let pool = events.pool().clone();
-    let store: Arc<dyn EventStore> = Arc::new(events);
-    let projector = Projector::with_settings(
-        Arc::clone(&store),
-        ProjectorSettings::default().poll_interval(Duration::from_secs(3600)),
-    );
-    let _listening = projector.listen(&pool).await.unwrap();
-    let seen = Seen::default();
-    let checkpoints = Arc::new(PgCheckpoints::new(pool.clone()).await.unwrap());
-    let running = projector.run(seen.clone(), checkpoints);
 
     // An older transaction holds a transaction id: read_all may not show anything appended
     // after it began until it ends, though the append's notification arrives at once.
