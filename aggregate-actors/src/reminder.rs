@@ -31,7 +31,7 @@
 //! `tokio::time` task of the caller's that sends a command later) ends with the process. Use
 //! a reminder whenever the command must be sent even if the process restarts.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use event_stores::{ReminderChange, ReminderState, StoredReminder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -71,11 +71,12 @@ pub struct Reminder<A: Aggregate> {
 }
 
 impl<A: Aggregate> Reminder<A> {
-    /// A reminder named `name` that sends `command` at `due_at`.
+    /// A reminder named `name` that sends `command` at `due_at` (kept to the microsecond, as
+    /// the stores keep it).
     pub fn at(name: impl Into<String>, due_at: DateTime<Utc>, command: A::Command) -> Self {
         Self {
             name: name.into(),
-            due_at,
+            due_at: due_at.trunc_subsecs(6),
             period: None,
             command,
         }

@@ -144,6 +144,9 @@ impl Member {
                 Arc::new(transport.clone()),
             ),
             Reach::Cluster,
+            // Reviews are single-process for now: the fenced store does not carry reminders
+            // yet and no scheduler fires them per shard, so a freeze schedules nothing here.
+            None,
         )
         .build();
         let executor = match built {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
-use crate::domain::{Account, AccountCommand, Customer, CustomerCommand, Dated};
+use crate::domain::{Account, AccountCommand, Customer, CustomerCommand, Dated, ReviewPolicy};
 
 /// An aggregate the ledger service hosts: what the HTTP API, the demo and the inspector need
 /// beyond [`Aggregate`].
@@ -69,16 +69,26 @@ impl LedgerAggregate for Account {
     /// Accounts grow with every transaction, so they snapshot every 100 events and when they
     /// passivate; twenty snapshots are kept so that time-travel queries into the recent past
     /// start from one instead of replaying from the first event.
+    ///
+    /// Durable reminders are on (a freeze schedules the account's review) with the default
+    /// [`ReviewPolicy`] (30 days); [`host`] registers the configured one instead.
     fn settings() -> AggregateSettings<Self> {
-        AggregateSettings::new()
-            .strategy(EveryNEvents::new(100))
-            .snapshot_on_passivation(true)
-            .retention(Retention {
-                keep_newest: 20,
-                max_age: None,
-            })
-            .runtime(runtime())
+        account_settings()
+            .service(ReviewPolicy::default())
+            .reminders()
     }
+}
+
+/// The account settings without reviews: no [`ReviewPolicy`], reminders off.
+fn account_settings() -> AggregateSettings<Account> {
+    AggregateSettings::new()
+        .strategy(EveryNEvents::new(100))
+        .snapshot_on_passivation(true)
+        .retention(Retention {
+            keep_newest: 20,
+            max_age: None,
+        })
+        .runtime(runtime())
 }
 
 impl LedgerAggregate for Customer {
@@ -164,13 +174,20 @@ impl Stores {
         }
     }
 
-    /// The executor the service runs: both aggregates with their [`LedgerAggregate::settings`].
-    /// Build it after installing a metrics recorder: the framework resolves its metric handles
-    /// at registration.
+    /// The executor the service runs: both aggregates with their [`LedgerAggregate::settings`]
+    /// (accounts reviewed after the default [`ReviewPolicy`]). Build it after installing a
+    /// metrics recorder: the framework resolves its metric handles at registration.
     pub fn executor(&self) -> Result<Executor, BuildError> {
+        self.executor_with(Some(ReviewPolicy::default()))
+    }
+
+    /// [`executor`](Self::executor) with frozen accounts reviewed after `reviews`, or never
+    /// (`None`: no review is scheduled, reminders are off for accounts).
+    pub fn executor_with(&self, reviews: Option<ReviewPolicy>) -> Result<Executor, BuildError> {
         host(
             Executor::builder(Arc::clone(&self.events), Arc::clone(&self.snapshots)),
             Reach::ThisNode,
+            reviews,
         )
         .build()
     }
@@ -203,13 +220,25 @@ pub enum Reach {
 
 /// Registers the hosted aggregates on `builder` with their [`LedgerAggregate::settings`]: the
 /// one list of what the service hosts, for a single process and for a cluster node alike.
-pub fn host(builder: ExecutorBuilder, reach: Reach) -> ExecutorBuilder {
+///
+/// `reviews` is how long a frozen account waits for its automatic review (registered as the
+/// account type's [`ReviewPolicy`] service, with reminders on); `None` turns reviews off, and
+/// then a freeze schedules nothing and accounts need no reminder storage.
+pub fn host(
+    builder: ExecutorBuilder,
+    reach: Reach,
+    reviews: Option<ReviewPolicy>,
+) -> ExecutorBuilder {
+    let accounts = match reviews {
+        Some(policy) => Account::settings().service(policy),
+        None => account_settings(),
+    };
     match reach {
         Reach::ThisNode => builder
-            .register::<Account>(Account::settings())
+            .register::<Account>(accounts)
             .register::<Customer>(Customer::settings()),
         Reach::Cluster => builder
-            .register_remote::<Account>(Account::settings())
+            .register_remote::<Account>(accounts)
             .register_remote::<Customer>(Customer::settings()),
     }
 }

@@ -15,6 +15,8 @@
 //! - [`cluster_demo`]: three cluster nodes under load, one killed, then an audit in SQL.
 //! - [`demo`]: a workload that shows what snapshots buy, with a comparison against full replay.
 //! - [`inspect`]: everything stored about one aggregate, decoded and verified.
+//! - [`scheduler`]: the reminder scheduler run next to the executor (it fires the accounts'
+//!   reviews).
 //!
 //! The binary `sample-app` wires these to the `serve`, `demo`, `inspect` and `cluster-demo`
 //! subcommands.
@@ -27,4 +29,5 @@ pub mod http;
 pub mod inspect;
 pub mod ledger;
 pub mod read_model;
+pub mod scheduler;
 pub mod views;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use sample_app::cluster::ClusterOptions;
 use sample_app::cluster_demo::{self, ClusterDemoOptions};
 use sample_app::demo::{self, DemoOptions};
+use sample_app::domain::ReviewPolicy;
 use sample_app::http::{self, ServeOptions};
 use sample_app::inspect;
 use sample_app::ledger::Stores;
@@ -47,6 +48,10 @@ enum Command {
         /// PostgreSQL pool size.
         #[arg(long, default_value_t = 16)]
         max_connections: u32,
+        /// How long the reminders section's accounts stay frozen before their automatic
+        /// review (a whole number with ms, s, m, h or d); the workload's accounts keep 30d.
+        #[arg(long, default_value = "200ms")]
+        review_frozen_after: ReviewPolicy,
     },
     /// Serve the HTTP API until Ctrl-C or SIGTERM.
     Serve {
@@ -59,6 +64,11 @@ enum Command {
         /// PostgreSQL pool size.
         #[arg(long, default_value_t = 16)]
         max_connections: u32,
+        /// How long an account may stay frozen before its automatic review is requested (a
+        /// whole number with ms, s, m, h or d: 500ms, 2s, 30d). Not with --cluster: reviews
+        /// are fired by single-process services only, for now.
+        #[arg(long, default_value = "30d", conflicts_with = "cluster")]
+        review_frozen_after: ReviewPolicy,
         /// Join a cluster of `serve` processes sharing the aggregates through the same
         /// PostgreSQL database (needs --database-url or DATABASE_URL).
         #[arg(long)]
@@ -168,6 +178,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
             seed,
             database_url,
             max_connections,
+            review_frozen_after,
         } => {
             // Warnings only: info lines would tear the progress bar.
             init_logging("warn");
@@ -179,6 +190,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
                 database_url,
                 max_connections,
                 progress: std::io::stderr().is_terminal(),
+                review_frozen_after,
             })
             .await?;
             Ok(verdict(&report.render(), report.passed()))
@@ -187,6 +199,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
             listen,
             database_url,
             max_connections,
+            review_frozen_after,
             cluster,
             cluster_listen,
             advertise,
@@ -202,6 +215,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
                 listen,
                 database_url,
                 max_connections,
+                review_frozen_after,
                 cluster,
             })
             .await?;

@@ -1,16 +1,23 @@
 //! The rules of a ledger account, given/when/then with the framework's test kit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aggregate_actors::event_stores::StreamId;
+use std::sync::Arc;
+
+use aggregate_actors::event_stores::{
+    InMemoryEventStore, InMemorySnapshotStore, ReminderState, StreamId,
+};
 use aggregate_actors::testkit::{TestKit, assert_round_trip};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use aggregate_actors::{Aggregate, Clock, CommandId, Context, ManualClock, Services};
+use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use sample_app::domain::account::{
     AccountStatus, Direction, MAX_BALANCE_CENTS, RECENT_TRANSACTIONS,
 };
 use sample_app::domain::amount::MAX_AMOUNT_CENTS;
+use sample_app::domain::review::REVIEW_REMINDER;
 use sample_app::domain::{
-    Account, AccountCommand, AccountError, AccountEvent, Amount, BoundedText, Dated,
+    Account, AccountCommand, AccountError, AccountEvent, Amount, BoundedText, Dated, ReviewPolicy,
 };
+use sample_app::ledger::LedgerAggregate;
 
 fn day(n: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 1, 1, 9, 0, 0).unwrap() + Duration::days(n)
@@ -202,6 +209,136 @@ async fn a_frozen_account_takes_no_transactions_until_unfrozen() {
     assert_eq!((state.counts.freezes, state.counts.unfreezes), (1, 1));
 }
 
+fn frozen(on: i64) -> AccountEvent {
+    AccountEvent::Frozen {
+        reason: "fraud check".into(),
+        at: day(on),
+    }
+}
+
+fn freeze(on: i64) -> Dated<AccountCommand> {
+    Dated::at(
+        AccountCommand::Freeze {
+            reason: BoundedText::new("fraud check").unwrap(),
+        },
+        day(on),
+    )
+}
+
+fn review(on: i64) -> Dated<AccountCommand> {
+    Dated::at(AccountCommand::Review {}, day(on))
+}
+
+#[tokio::test]
+async fn a_review_is_requested_for_a_frozen_account_only_and_it_stays_frozen() {
+    let mut kit = TestKit::<Account>::new();
+    kit.when(review(1))
+        .await
+        .then_rejected(|e| *e == AccountError::NotOpen);
+    kit.when(open()).await.then_events(&[opened()]);
+    kit.when(review(1))
+        .await
+        .then_rejected(|e| *e == AccountError::NotFrozen);
+    assert_eq!(stored_version(&kit).await, 1);
+
+    kit.when(freeze(2)).await.then_events(&[frozen(2)]);
+    kit.when(review(32))
+        .await
+        .then_events(&[AccountEvent::ReviewRequested {
+            frozen_since: day(2),
+            at: day(32),
+        }]);
+    let state = kit.state().await;
+    assert_eq!(
+        state.status,
+        AccountStatus::Frozen,
+        "a review does not unfreeze"
+    );
+    assert_eq!(state.frozen_since, Some(day(2)));
+    assert_eq!(state.counts.reviews, 1);
+
+    kit.when(plain(AccountCommand::Unfreeze {})).await;
+    assert_eq!(kit.state().await.frozen_since, None);
+    kit.when(review(40))
+        .await
+        .then_rejected(|e| *e == AccountError::NotFrozen);
+    kit.when(plain(AccountCommand::Close {})).await;
+    kit.when(review(41))
+        .await
+        .then_rejected(|e| *e == AccountError::Closed);
+    assert_eq!(stored_version(&kit).await, 5);
+}
+
+#[test]
+fn a_freeze_schedules_a_review_only_when_a_review_policy_is_registered() {
+    let mut state = sample_app::domain::AccountState::default();
+    Account::apply(&mut state, &opened());
+    let clock = ManualClock::new(day(100));
+    let mut services = Services::new();
+    services.insert(ReviewPolicy::after(Duration::days(30)));
+    let mut ctx = Context::<Account>::new("acc-1", CommandId::new(), 1, &clock, &services);
+    let events = Account::decide(&state, &freeze(1), &mut ctx).unwrap();
+    assert_eq!(events, [frozen(1)]);
+    assert_eq!(ctx.scheduled_reminders(), [REVIEW_REMINDER]);
+
+    let mut without = Context::<Account>::standalone("acc-1");
+    Account::decide(&state, &freeze(1), &mut without).unwrap();
+    assert!(without.scheduled_reminders().is_empty(), "reviews off");
+    // A refused freeze schedules nothing either.
+    Account::apply(&mut state, &frozen(1));
+    let mut again = Context::<Account>::new("acc-1", CommandId::new(), 2, &clock, &services);
+    assert_eq!(
+        Account::decide(&state, &freeze(2), &mut again),
+        Err(AccountError::Frozen)
+    );
+    assert!(again.scheduled_reminders().is_empty());
+}
+
+#[tokio::test]
+async fn the_review_is_due_after_the_policy_from_the_clock_not_the_commands_instant_and_unfreeze_cancels_it()
+ {
+    let settings = Account::settings().service(ReviewPolicy::after(Duration::days(30)));
+    let mut kit = TestKit::<Account>::with_stores(
+        Arc::new(InMemoryEventStore::new()),
+        Arc::new(InMemorySnapshotStore::new()),
+        settings,
+    );
+    kit.when(open()).await;
+    // The command says 2025-01-02 (a replayed or late command); the clock says now.
+    kit.when(freeze(1)).await.then_events(&[frozen(1)]);
+    let reminders = kit.executor().reminders::<Account>(kit.id()).await.unwrap();
+    assert_eq!(reminders.len(), 1, "{reminders:?}");
+    assert_eq!(reminders[0].name, REVIEW_REMINDER);
+    assert_eq!(reminders[0].state, ReminderState::Scheduled);
+    assert_eq!(reminders[0].period, None);
+    assert_eq!(
+        reminders[0].due_at,
+        (kit.clock().now() + Duration::days(30)).trunc_subsecs(6)
+    );
+
+    kit.clock().advance(Duration::days(3));
+    kit.when(plain(AccountCommand::Unfreeze {}))
+        .await
+        .then_events(&[AccountEvent::Unfrozen { at: day(1) }]);
+    assert!(
+        kit.executor()
+            .reminders::<Account>(kit.id())
+            .await
+            .unwrap()
+            .is_empty(),
+        "the unfreeze cancelled the review"
+    );
+
+    // Frozen again: a new review, due 30 days from the new now.
+    kit.when(freeze(5)).await;
+    let again = kit.executor().reminders::<Account>(kit.id()).await.unwrap();
+    assert_eq!(
+        again[0].due_at,
+        (kit.clock().now() + Duration::days(30)).trunc_subsecs(6)
+    );
+    assert_ne!(again[0].reminder_id, reminders[0].reminder_id);
+}
+
 #[tokio::test]
 async fn closing_needs_a_zero_balance_and_a_closed_account_refuses_everything() {
     let mut kit = TestKit::<Account>::new();
@@ -290,11 +427,14 @@ fn every_event_and_a_filled_state_survive_the_storage_encoding() {
         },
         AccountEvent::Unfrozen { at: day(7) },
         AccountEvent::Closed { at: day(8) },
+        AccountEvent::ReviewRequested {
+            frozen_since: day(6),
+            at: day(36),
+        },
     ] {
         assert_round_trip(&event);
     }
     let mut state = sample_app::domain::AccountState::default();
-    use aggregate_actors::Aggregate;
     Account::apply(&mut state, &opened());
     for n in 1..=400u64 {
         Account::apply(&mut state, &deposited(n, n as i64));
@@ -306,8 +446,17 @@ fn every_event_and_a_filled_state_survive_the_storage_encoding() {
             at: day(500),
         },
     );
+    Account::apply(
+        &mut state,
+        &AccountEvent::ReviewRequested {
+            frozen_since: day(500),
+            at: day(530),
+        },
+    );
     assert_eq!(state.recent.len(), RECENT_TRANSACTIONS);
     assert!(state.monthly.len() > 12);
+    assert_eq!(state.frozen_since, Some(day(500)));
+    assert_eq!(state.counts.reviews, 1);
     assert_round_trip(&state);
 }
 
@@ -325,7 +474,12 @@ fn commands_parse_from_json_and_refuse_unknown_types_fields_and_bad_amounts() {
         parse(r#"{"type":"close"}"#).unwrap(),
         AccountCommand::Close {}
     );
+    assert_eq!(
+        parse(r#"{"type":"review"}"#).unwrap(),
+        AccountCommand::Review {}
+    );
     for bad in [
+        r#"{"type":"review","now":true}"#,
         r#"{"type":"teleport"}"#,
         r#"{"type":"close","force":true}"#,
         r#"{"amount_cents":5,"reference":"x"}"#,

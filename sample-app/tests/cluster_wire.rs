@@ -26,6 +26,8 @@ fn every_command_survives_the_trip_to_the_owner_with_its_instant() {
         json!({"type": "freeze", "reason": "fraud check"}),
         json!({"type": "unfreeze"}),
         json!({"type": "close"}),
+        // Also what a review reminder stores (the same MessagePack codec).
+        json!({"type": "review"}),
     ] {
         let command: AccountCommand = serde_json::from_value(command).unwrap();
         round_trip(Dated::at(command, at));

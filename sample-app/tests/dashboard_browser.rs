@@ -455,6 +455,8 @@ async fn the_dashboard_shows_what_the_api_says_and_travels_in_time() {
         "cus-2",
     )
     .await;
+    // The reminder scheduler's card (`reminders` of /stats): nothing has fired here.
+    wait_text(&browser, "#reminders-card [data-fact='fired'] .value", "0").await;
     let png = browser.screenshot().await.unwrap();
     let overview_png = target_dir().join("dashboard.png");
     std::fs::write(&overview_png, png).unwrap();

@@ -71,6 +71,34 @@ fn assert_prints_the_tables(stdout: &str) {
         equal.contains("20 / 20") && equal.contains("10 / 10"),
         "{equal}"
     );
+    // The reminders section: four accounts reviewed once each, the one unfrozen in time not.
+    assert!(
+        stdout.contains("Reminders: accounts frozen for 200ms get a review"),
+        "{stdout}"
+    );
+    let reviewed: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("rev-") && !line.contains("unfrozen"))
+        .collect();
+    assert_eq!(reviewed.len(), 4, "{stdout}");
+    assert!(
+        reviewed.iter().all(|line| line.ends_with(" 1")),
+        "{reviewed:?}"
+    );
+    let cancelled = stdout
+        .lines()
+        .find(|line| line.starts_with("rev-") && line.contains("unfrozen"))
+        .expect("the cancelled review's line");
+    assert!(cancelled.ends_with("reviews 0"), "{cancelled}");
+    let scheduler = stdout
+        .lines()
+        .find(|line| line.starts_with("scheduler: fired"))
+        .expect("the scheduler's line");
+    assert!(
+        scheduler.starts_with("scheduler: fired 4, refused 0, stale 0, failed 0"),
+        "{scheduler}"
+    );
+    assert!(!stdout.contains("PROBLEM"), "{stdout}");
 }
 
 #[test]

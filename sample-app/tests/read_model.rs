@@ -276,6 +276,7 @@ async fn serve(stores: &Stores) -> String {
         stores: stores.description.clone(),
         cluster: None,
         read_model: ReadModel::start(stores).await.unwrap(),
+        scheduler: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

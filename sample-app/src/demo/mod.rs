@@ -12,8 +12,12 @@
 //!    earlier instant, showing the snapshot each reconstruction started from.
 //! 5. Shows the read model ([`crate::read_model`]), kept by a projection during the workload:
 //!    how long it took to catch up with the last event written, its stats, a few rows.
+//! 6. Shows durable reminders ([`reminders`]): a few accounts frozen before the workload, with a
+//!    short review delay, get their automatic review while it runs; one unfrozen in time does
+//!    not.
 
 pub mod read_model;
+pub mod reminders;
 pub mod table;
 pub mod workload;
 
@@ -30,10 +34,11 @@ use chrono::Utc;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::domain::{Account, Customer, Dated};
+use crate::domain::{Account, Customer, Dated, ReviewPolicy};
 use crate::ledger::{LedgerAggregate, Stores};
 use crate::read_model::{ReadModel, ReadModelError};
 use read_model::ReadModelReport;
+use reminders::{ReviewDemo, ReviewReport};
 use table::{Table, bytes, duration, int};
 use workload::{Ids, PlanError, Planned, Step};
 
@@ -54,6 +59,9 @@ pub struct DemoOptions {
     pub max_connections: u32,
     /// Draw a progress bar (on a terminal).
     pub progress: bool,
+    /// How long the reminders section's accounts stay frozen before their review (the
+    /// workload's accounts keep the service's default, 30 days).
+    pub review_frozen_after: ReviewPolicy,
 }
 
 /// Why the demo could not run.
@@ -261,15 +269,18 @@ pub struct DemoReport {
     pub travel_states_equal: bool,
     /// The read model once the projection caught up.
     pub read_model: ReadModelReport,
+    /// The reminders section: reviews of frozen accounts.
+    pub reviews: ReviewReport,
     /// Wall time of the whole run.
     pub total_time: Duration,
 }
 
 impl DemoReport {
-    /// True when nothing failed, every state matched its full replay and the read model caught
-    /// up.
+    /// True when nothing failed, every state matched its full replay, the read model caught
+    /// up and every review fired exactly once (and the cancelled one not at all).
     pub fn passed(&self) -> bool {
         self.read_model.caught_up
+            && self.reviews.passed()
             && self.tally.failed == 0
             && self.tally.indeterminate == 0
             && self.travel_states_equal
@@ -289,6 +300,8 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
     let ids = Ids::new(run.clone(), options.accounts.max(1));
     let plan = workload::plan(&ids, options.commands, options.seed)?;
     let commands = plan.len() as u64;
+    // Frozen now; their reviews fall due while the workload and the comparison run.
+    let reviews = ReviewDemo::start(&stores, &run, options.review_frozen_after).await?;
 
     let progress = if options.progress {
         ProgressBar::new(commands)
@@ -402,6 +415,8 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
 
     executor.shutdown().await;
     full_replay.shutdown().await;
+    // 5. The reviews, fired meanwhile by the section's scheduler.
+    let reviews = reviews.finish().await;
     Ok(DemoReport {
         stores: stores.description.clone(),
         run,
@@ -416,6 +431,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
         travels,
         travel_states_equal,
         read_model,
+        reviews,
         total_time: started.elapsed(),
         options,
     })
@@ -696,6 +712,7 @@ impl DemoReport {
             );
         }
         self.read_model.render(&mut out);
+        self.reviews.render(&mut out);
         let _ = writeln!(
             out,
             "\n{} in {}",

@@ -1,17 +1,28 @@
-//! Ledger accounts: open, deposit, withdraw (never below zero), freeze, unfreeze, close.
+//! Ledger accounts: open, deposit, withdraw (never below zero), freeze, unfreeze, close, and
+//! the automatic review of accounts frozen for too long.
 //!
 //! The state grows with use (the last [`RECENT_TRANSACTIONS`] transactions, totals per month,
 //! counters), so replaying a long history costs real time: this is the aggregate that shows
 //! what snapshots buy.
+//!
+//! **Reviews.** When a [`ReviewPolicy`] is registered with the type (as the service does), a
+//! freeze schedules a durable reminder, [`REVIEW_REMINDER`], that sends the account
+//! [`AccountCommand::Review`] once it has been frozen for [`ReviewPolicy::after`]. The
+//! reminder is stored with the `Frozen` event, in the same transaction; `unfreeze` and `close`
+//! cancel it the same way. A review of an account that is still frozen records
+//! [`AccountEvent::ReviewRequested`]; otherwise it is refused ([`AccountError::NotFrozen`]),
+//! and the reminder machinery records the refusal on the reminder instead of retrying.
 
 use std::collections::{BTreeMap, VecDeque};
 
+use aggregate_actors::reminder::Reminder;
 use aggregate_actors::{Aggregate, Context};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::amount::Amount;
 use super::dated::Dated;
+use super::review::{REVIEW_REMINDER, ReviewPolicy};
 use super::text::BoundedText;
 
 /// How many recent transactions an account keeps in its state.
@@ -61,6 +72,9 @@ pub enum AccountCommand {
     Unfreeze {},
     /// Closes the account for good; only at a zero balance.
     Close {},
+    /// Asks for a review of a frozen account (`{"type":"review"}`); refused unless the account
+    /// is frozen. The review reminder of a freeze sends it; a caller may send it too.
+    Review {},
 }
 
 /// What happened to an account. Plain data: every value was validated before it was stored.
@@ -106,6 +120,15 @@ pub enum AccountEvent {
     /// The account was closed.
     Closed {
         /// When.
+        at: DateTime<Utc>,
+    },
+    /// A frozen account was put up for review (added after the others: older streams simply
+    /// do not contain it).
+    ReviewRequested {
+        /// When the freeze began.
+        frozen_since: DateTime<Utc>,
+        /// When the review was asked for: for a review sent by the reminder, the instant it
+        /// was due.
         at: DateTime<Utc>,
     },
 }
@@ -172,6 +195,9 @@ pub struct AccountCounts {
     pub freezes: u64,
     /// Unfreezes.
     pub unfreezes: u64,
+    /// Reviews requested.
+    #[serde(default)]
+    pub reviews: u64,
 }
 
 /// Everything an account knows, folded from its events.
@@ -189,6 +215,9 @@ pub struct AccountState {
     pub closed_at: Option<DateTime<Utc>>,
     /// Why it is frozen, while it is.
     pub freeze_reason: Option<String>,
+    /// Since when it is frozen, while it is.
+    #[serde(default)]
+    pub frozen_since: Option<DateTime<Utc>>,
     /// The last [`RECENT_TRANSACTIONS`] transactions, oldest first.
     pub recent: VecDeque<Transaction>,
     /// Totals per calendar month, keyed `"YYYY-MM"` (sorted, so the JSON reads in order).
@@ -260,7 +289,7 @@ pub enum AccountError {
     /// A transaction (or a second freeze) on a frozen account.
     #[error("the account is frozen")]
     Frozen,
-    /// `unfreeze` on an account that is not frozen.
+    /// `unfreeze` or `review` on an account that is not frozen.
     #[error("the account is not frozen")]
     NotFrozen,
     /// A withdrawal larger than the balance: overdrafts are not allowed.
@@ -317,10 +346,54 @@ impl Account {
             AccountStatus::Closed => Err(AccountError::Closed),
         }
     }
+
+    /// Refuses unless the account is frozen.
+    fn require_frozen(state: &AccountState) -> Result<(), AccountError> {
+        match state.status {
+            AccountStatus::Frozen => Ok(()),
+            AccountStatus::Open => Err(AccountError::NotFrozen),
+            AccountStatus::NotOpened => Err(AccountError::NotOpen),
+            AccountStatus::Closed => Err(AccountError::Closed),
+        }
+    }
+
+    /// With a [`ReviewPolicy`] registered, schedules the freeze's review, `policy.after` from
+    /// now; without one, reviews are off and nothing is scheduled.
+    ///
+    /// The due time counts from [`Context::now`], the aggregate type's clock, and not from the
+    /// command's own `at`: a reminder is a wake-up on the wall clock the scheduler compares due
+    /// times with, while `at` is the instant the caller says the command was issued at. The demo
+    /// replays a simulated year of bookings with `at` in the past; a command that waited in a
+    /// mailbox carries an older instant, and one forwarded in a cluster the clock of the node
+    /// that received it. Counting from `at` would make such reviews due at once (or early), not
+    /// `after` the freeze was stored. `now` stays reproducible where it matters: the test kit
+    /// gives `decide` a manual clock.
+    fn schedule_review(ctx: &mut Context<'_, Self>) {
+        let Some(policy) = ctx.service::<ReviewPolicy>() else {
+            return;
+        };
+        // Stores keep reminder times to the microsecond: truncated here, the due time the
+        // reminder lists and the one its command carries are the same instant.
+        let due_at = (ctx.now() + policy.after).trunc_subsecs(6);
+        // The stored command carries the due time as its instant, so the `ReviewRequested`
+        // it records says when the review was due, whenever the reminder actually fires.
+        let review = Dated::at(AccountCommand::Review {}, due_at);
+        ctx.schedule_reminder(Reminder::at(REVIEW_REMINDER, due_at, review));
+    }
+
+    /// Cancels a scheduled review (nothing if there is none), when reviews are on.
+    fn cancel_review(ctx: &mut Context<'_, Self>) {
+        if ctx.service::<ReviewPolicy>().is_some() {
+            ctx.cancel_reminder(REVIEW_REMINDER);
+        }
+    }
 }
 
 impl Aggregate for Account {
     const TYPE: &'static str = "account";
+    /// 2 since the state keeps `frozen_since`: a snapshot of a frozen account taken before
+    /// would lack it, so older snapshots are skipped and the state is rebuilt from events.
+    const STATE_SCHEMA_VERSION: u32 = 2;
     type Command = Dated<AccountCommand>;
     type Event = AccountEvent;
     type State = AccountState;
@@ -329,7 +402,7 @@ impl Aggregate for Account {
     fn decide(
         state: &AccountState,
         command: &Self::Command,
-        _ctx: &mut Context<'_, Self>,
+        ctx: &mut Context<'_, Self>,
     ) -> Result<Vec<AccountEvent>, AccountError> {
         let at = command.at;
         let event = match &command.command {
@@ -380,17 +453,17 @@ impl Aggregate for Account {
             }
             AccountCommand::Freeze { reason } => {
                 Self::require_active(state)?;
+                Self::schedule_review(ctx);
                 AccountEvent::Frozen {
                     reason: reason.to_string(),
                     at,
                 }
             }
-            AccountCommand::Unfreeze {} => match state.status {
-                AccountStatus::Frozen => AccountEvent::Unfrozen { at },
-                AccountStatus::Open => return Err(AccountError::NotFrozen),
-                AccountStatus::NotOpened => return Err(AccountError::NotOpen),
-                AccountStatus::Closed => return Err(AccountError::Closed),
-            },
+            AccountCommand::Unfreeze {} => {
+                Self::require_frozen(state)?;
+                Self::cancel_review(ctx);
+                AccountEvent::Unfrozen { at }
+            }
             AccountCommand::Close {} => {
                 Self::require_active(state)?;
                 if state.balance_cents != 0 {
@@ -398,7 +471,18 @@ impl Aggregate for Account {
                         balance_cents: state.balance_cents,
                     });
                 }
+                // Only an open account closes, so its review was cancelled when it was
+                // unfrozen; this also removes a review kept as refused, if there is one.
+                Self::cancel_review(ctx);
                 AccountEvent::Closed { at }
+            }
+            AccountCommand::Review {} => {
+                Self::require_frozen(state)?;
+                AccountEvent::ReviewRequested {
+                    // Always set while frozen; a hand-edited stream falls back to the review.
+                    frozen_since: state.frozen_since.unwrap_or(at),
+                    at,
+                }
             }
         };
         Ok(vec![event])
@@ -421,20 +505,23 @@ impl Aggregate for Account {
                 reference,
                 at,
             } => state.book(Direction::Debit, *amount_cents, reference, *at),
-            AccountEvent::Frozen { reason, .. } => {
+            AccountEvent::Frozen { reason, at } => {
                 state.status = AccountStatus::Frozen;
                 state.freeze_reason = Some(reason.clone());
+                state.frozen_since = Some(*at);
                 state.counts.freezes += 1;
             }
             AccountEvent::Unfrozen { .. } => {
                 state.status = AccountStatus::Open;
                 state.freeze_reason = None;
+                state.frozen_since = None;
                 state.counts.unfreezes += 1;
             }
             AccountEvent::Closed { at } => {
                 state.status = AccountStatus::Closed;
                 state.closed_at = Some(*at);
             }
+            AccountEvent::ReviewRequested { .. } => state.counts.reviews += 1,
         }
     }
 

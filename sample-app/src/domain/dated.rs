@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 /// reads the clock once, here, and the events carry that instant: replays, tests and the demo
 /// (which simulates a year of bookings) all see the same dates.
 ///
+/// The one exception is a reminder's due time, which lives on the scheduler's wall clock rather
+/// than in an event: `freeze` schedules its review from `Context::now`, the clock the framework
+/// hands `decide` (a manual one in the test kit), not from `at` (see
+/// [`Account`](super::Account)).
+///
 /// Serializable, so that a command can travel to the node that owns its aggregate (cluster
 /// mode) with the instant it was issued at on the node that received it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

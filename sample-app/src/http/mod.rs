@@ -8,6 +8,7 @@
 //! | `GET /{type}/{id}/at?version=N` or `?time=RFC3339` | the state at a past point | 200 `{version, reached_at, from_snapshot, events_replayed, elapsed_ms, state}` |
 //! | `GET /{type}/{id}/events?after=V&limit=N` | one page of its stored events, decoded ([`events`]) | 200 `{version, after, events: […], next_after}` |
 //! | `GET /{type}/{id}/snapshots` | stored snapshots, verified | 200 `{version, snapshots: […]}` |
+//! | `GET /{type}/{id}/reminders` | its durable reminders, by name ([`reminders`]) | 200 `{version, reminders: […]}` |
 //! | `POST /{type}/{id}/snapshots` | takes a snapshot now | 201 `{version}` |
 //! | `GET /read-model/customers?prefix=P&after=ID&limit=N` | per-customer totals kept by a projection ([`crate::read_model`]), in id order | 200 `{customers, next_after, projection}` |
 //! | `GET /read-model/customers/{id}` | one customer's totals | 200 `{customer, projection}` |
@@ -48,6 +49,7 @@ pub mod error;
 pub mod events;
 pub mod histograms;
 pub mod read_model;
+pub mod reminders;
 pub mod server;
 pub mod stats;
 pub mod trace;
@@ -75,6 +77,7 @@ use crate::cluster::ClusterStatus;
 use crate::domain::{Account, Customer};
 use crate::ledger::{Collection, LedgerAggregate};
 use crate::read_model::ReadModel;
+use crate::scheduler::ReminderScheduler;
 use crate::views::{SnapshotView, event_json};
 use error::ApiError;
 pub use server::{ServeError, ServeOptions, serve};
@@ -152,6 +155,9 @@ pub struct AppState {
     pub cluster: Option<ClusterStatus>,
     /// The customer totals, for `/read-model/…`; woken after every command that stored events.
     pub read_model: ReadModel,
+    /// The reminder scheduler next to the executor, for `/stats`; `None` when none runs
+    /// (cluster mode, or a router built without one).
+    pub scheduler: Option<ReminderScheduler>,
 }
 
 /// The API's routes on `state`.
@@ -174,6 +180,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{aggregate_type}/{id}/at", get(get_at))
         .route("/{aggregate_type}/{id}/events", get(events::list_events))
+        .route(
+            "/{aggregate_type}/{id}/reminders",
+            get(reminders::list_reminders),
+        )
         .route(
             "/{aggregate_type}/{id}/snapshots",
             get(list_snapshots).post(take_snapshot),

@@ -8,8 +8,10 @@ use aggregate_actors::event_stores::StoreError;
 
 use super::{AppState, router};
 use crate::cluster::{ClusterOptions, JoinError, Member};
+use crate::domain::ReviewPolicy;
 use crate::ledger::Stores;
 use crate::read_model::{ReadModel, ReadModelError};
+use crate::scheduler::ReminderScheduler;
 
 /// How to run `serve`.
 #[derive(Debug, Clone)]
@@ -20,6 +22,9 @@ pub struct ServeOptions {
     pub database_url: Option<String>,
     /// PostgreSQL pool size.
     pub max_connections: u32,
+    /// How long an account may stay frozen before its automatic review (single process only;
+    /// a cluster node does not review accounts yet).
+    pub review_frozen_after: ReviewPolicy,
     /// Join a cluster of `serve` processes on the same database; a single process when `None`.
     pub cluster: Option<ClusterOptions>,
 }
@@ -56,6 +61,10 @@ pub enum ServeError {
 /// Runs the API until Ctrl-C or SIGTERM, then drains requests in flight and shuts the
 /// executor down (queued commands finish, passivation snapshots are written). In cluster mode
 /// the node then leaves the cluster first, handing its shards to the others.
+///
+/// A single process also runs a [`ReminderScheduler`] next to the executor, which fires due
+/// reminders (the reviews of accounts frozen for [`ServeOptions::review_frozen_after`]); it is
+/// stopped after the HTTP server and before the executor.
 ///
 /// Prints `listening on http://ADDRESS` on stdout once serving, so a caller that asked for
 /// port 0 can read the port; in cluster mode a second line follows,
@@ -98,8 +107,16 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             let (member, executor) = Member::join(&stores, cluster).await?;
             (executor, Some(member))
         }
-        None => (stores.executor()?, None),
+        None => (
+            stores.executor_with(Some(options.review_frozen_after))?,
+            None,
+        ),
     };
+    // Cluster mode fires no reminders yet: a node would need the shard filter (the reminders
+    // of the shards it owns) and a fenced store that carries reminders.
+    let scheduler = member
+        .is_none()
+        .then(|| ReminderScheduler::start(&executor, ReminderScheduler::service_settings()));
     tracing::info!(%address, stores = %stores.description, "serving");
     println!("listening on http://{address}");
     if let Some(member) = &member {
@@ -117,12 +134,22 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         stores: stores.description.clone(),
         cluster: member.as_ref().map(Member::status),
         read_model: read_model.clone(),
+        scheduler: scheduler.clone(),
     });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|source| ServeError::Io { address, source });
     tracing::info!("HTTP server stopped; shutting the executor down");
+    if let Some(scheduler) = &scheduler {
+        let stats = scheduler.stop().await;
+        tracing::info!(
+            fired = stats.fired,
+            rejected = stats.rejected,
+            failed = stats.failed,
+            "reminder scheduler stopped"
+        );
+    }
     match member {
         Some(member) => member.leave(&executor).await,
         None => executor.shutdown().await,

@@ -23,9 +23,20 @@
 //!       "activation_time": {"unit": "ms", …} | null
 //!     }
 //!   }, …],
+//!   "reminders": {"running": true, "fired", "duplicates", "rejected", "stale", "failed",
+//!                 "unserved", "in_flight", "polls", "poll_errors",
+//!                 "lag_p50_ms", "lag_p99_ms", "lag_max_ms"} | null,
 //!   "recent": [{"collection": "accounts", "id": "acc-1", "version": 12, "recorded_at": "…"}, …]
 //! }
 //! ```
+//!
+//! `reminders` are the figures of the reminder scheduler running next to the executor
+//! ([`crate::scheduler`]; `null` when there is none, as in cluster mode): reminders whose
+//! command was stored (`fired`, of which `duplicates` had been stored by an earlier attempt),
+//! refused by the aggregate (`rejected`, recorded on the reminder), skipped because they had
+//! been replaced or cancelled (`stale`), failed and to be retried (`failed`), waiting for their
+//! due time or running (`in_flight`), and how late firings started after their due time
+//! (median, 99th percentile and maximum over the last 65 536 firings).
 //!
 //! `commands.total` counts every answered command whatever its outcome; a client computes
 //! commands per second from two polls. The histograms are kept by [`super::histograms`] (`null`
@@ -46,6 +57,7 @@ use serde_json::{Value, json};
 
 use super::{AppState, histograms, millis};
 use crate::ledger::Collection;
+use crate::scheduler::ReminderScheduler;
 
 /// Most aggregates listed under `recent`.
 pub const RECENT_AGGREGATES: usize = 12;
@@ -65,6 +77,7 @@ pub(super) async fn stats(State(app): State<AppState>) -> Response {
         "at": Utc::now(),
         "stores": app.stores,
         "types": types,
+        "reminders": app.scheduler.as_ref().map(reminders_json),
         "recent": recent(&app).await,
     }))
     .into_response()
@@ -137,6 +150,26 @@ fn type_json(stats: &TypeStats) -> Value {
             "replay_size": histograms::replay_size(a.aggregate_type),
             "activation_time": histograms::activation_time(a.aggregate_type),
         },
+    })
+}
+
+/// The `reminders` entry: the scheduler's figures.
+fn reminders_json(scheduler: &ReminderScheduler) -> Value {
+    let s = scheduler.stats();
+    json!({
+        "running": scheduler.is_running(),
+        "fired": s.fired,
+        "duplicates": s.duplicates,
+        "rejected": s.rejected,
+        "stale": s.stale,
+        "failed": s.failed,
+        "unserved": s.unserved,
+        "in_flight": s.in_flight,
+        "polls": s.polls,
+        "poll_errors": s.poll_errors,
+        "lag_p50_ms": millis(s.lag_p50),
+        "lag_p99_ms": millis(s.lag_p99),
+        "lag_max_ms": millis(s.lag_max),
     })
 }
 

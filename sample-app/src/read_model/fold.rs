@@ -175,6 +175,8 @@ impl Totals {
                 totals.frozen_accounts = totals.frozen_accounts.saturating_sub(1);
             }
             AccountEvent::Closed { .. } => totals.closed_accounts += 1,
+            // A review changes no total: the account stays frozen.
+            AccountEvent::ReviewRequested { .. } => {}
         }
     }
 }

@@ -230,6 +230,7 @@ async function refreshOverview() {
   }
   renderOpenForm(stats.types);
   renderRecent(stats.recent || []);
+  renderReminders(stats.reminders);
   markUpdated(true, stats.at);
 }
 
@@ -403,6 +404,30 @@ function renderRecent(recent) {
       el('td', {}, el('a', { href: aggHash(r.collection, r.id), text: r.id })),
       el('td', { class: 'num', text: `v${fmt(r.version)}` }),
       el('td', { class: 'muted', title: r.recorded_at, text: ago(r.recorded_at) }))));
+}
+
+// The scheduler's figures (`reminders` of /stats); the card stays hidden without a scheduler.
+function renderReminders(reminders) {
+  const card = $('#reminders-card');
+  card.hidden = !reminders;
+  if (!reminders) return;
+  const facts = [
+    ['fired', fmt(reminders.fired)],
+    ['refused', fmt(reminders.rejected)],
+    ['stale', fmt(reminders.stale)],
+    ['failed', fmt(reminders.failed)],
+    ['in flight', fmt(reminders.in_flight)],
+    ['lag p50', fmtMs(reminders.lag_p50_ms)],
+    ['lag p99', fmtMs(reminders.lag_p99_ms)],
+  ];
+  const box = $('#reminders-facts');
+  if (box.children.length !== facts.length) {
+    box.replaceChildren(...facts.map(([label]) =>
+      el('div', { class: 'fact', 'data-fact': label },
+        el('span', { class: 'label', text: label }),
+        el('span', { class: 'value', text: '–' }))));
+  }
+  facts.forEach(([, value], i) => setText(box.children[i].lastChild, value));
 }
 
 // ---------- one aggregate ----------
