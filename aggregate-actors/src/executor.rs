@@ -175,7 +175,13 @@ impl Executor {
             command_id = %command_id,
             trace_id = tracing::field::Empty,
         );
-        if let (false, Some(trace)) = (span.is_disabled(), options.metadata.trace_parent) {
+        if span.is_disabled() {
+            // No subscriber wants it: skip the instrumented wrapper on the hot path.
+            return self
+                .route_execute::<A>(registration, id, command, options, deadline)
+                .await;
+        }
+        if let Some(trace) = options.metadata.trace_parent {
             span.record("trace_id", trace.trace_id_hex());
         }
         self.route_execute::<A>(registration, id, command, options, deadline)
