@@ -84,7 +84,7 @@ impl<A: Aggregate> Registered for Registration<A> {
         let answer = self
             .directory
             .call_timeout(&key, budget, |reply| AggregateMessage::Fire {
-                reminder,
+                reminder: Box::new(reminder),
                 deadline,
                 reply,
             })

@@ -56,7 +56,7 @@ pub(crate) struct CommandCall {
     /// one command reads as one tree across the task boundary.
     pub(crate) span: tracing::Span,
     /// The reminder this command is the firing of, if it is one.
-    pub(crate) firing: Option<Firing>,
+    pub(crate) firing: Option<Box<Firing>>,
 }
 
 /// Messages an aggregate actor answers.
@@ -75,7 +75,9 @@ pub(crate) enum AggregateMessage<A: Aggregate> {
     },
     /// Fires a due reminder, if it is still the stored one.
     Fire {
-        reminder: StoredReminder,
+        // Boxed, like the firing in `CommandCall`: every mailbox slot is as large as the
+        // largest message, and a firing is rare.
+        reminder: Box<StoredReminder>,
         deadline: tokio::time::Instant,
         reply: Reply<FireOutcome>,
     },
@@ -226,7 +228,7 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                 deadline,
                 reply,
             } => {
-                let outcome = self.fire(reminder, deadline).await;
+                let outcome = self.fire(*reminder, deadline).await;
                 reply.send(outcome);
             }
             AggregateMessage::ChangeReminders { requests, reply } => {
@@ -330,7 +332,7 @@ impl<A: Aggregate> AggregateActor<A> {
                     return Err(CommandError::Rejected(error));
                 }
             };
-            let reminders = self.reminder_changes(requests, call.firing.as_ref())?;
+            let reminders = self.reminder_changes(requests, call.firing.as_deref())?;
             if events.is_empty() && reminders.is_empty() {
                 return Ok(Committed {
                     version: self.version,

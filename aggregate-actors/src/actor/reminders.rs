@@ -157,7 +157,7 @@ impl<A: Aggregate> AggregateActor<A> {
             },
             deadline,
             span: tracing::Span::current(),
-            firing: Some(firing.clone()),
+            firing: Some(Box::new(firing.clone())),
         };
         match self.execute(&command, &call).await {
             Ok(committed) if committed.duplicate => {
