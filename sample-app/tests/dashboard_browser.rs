@@ -10,16 +10,17 @@
 //! test prints a `SKIPPED:` line and passes, except under `CI=true`, where it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::Server;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 /// How long any one thing may take to show up on the page.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -29,49 +30,6 @@ const ACCOUNT_VERSION: u64 = 135;
 
 /// Events per page on the aggregate page (`EVENTS_PAGE` in app.js).
 const EVENTS_PAGE: u64 = 50;
-
-/// A running `sample-app serve` on in-memory stores; killed on drop.
-struct Server {
-    _child: Child,
-    base: String,
-    // Kept open: the server's stdout must not become a broken pipe.
-    _stdout: Lines<BufReader<ChildStdout>>,
-}
-
-impl Server {
-    async fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sample-app"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            // In-memory stores, also inside `make test`, whose throw-away PostgreSQL is named
-            // by DATABASE_URL (which `serve` would use).
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sample-app serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
-            .await
-            .expect("serve printed its address in time")
-            .unwrap()
-            .expect("serve printed a line");
-        let base = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Self {
-            _child: child,
-            base,
-            _stdout: stdout,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
 
 /// chromedriver on a free port, in a process group of its own; the group (chromedriver and
 /// the browsers it started) is killed on drop, however the test ends.
@@ -317,7 +275,7 @@ async fn the_dashboard_shows_what_the_api_says_and_travels_in_time() {
         return;
     };
 
-    let (server, driver) = tokio::join!(Server::start(), Driver::start(&chromedriver));
+    let (server, driver) = tokio::join!(Server::start(None, &[]), Driver::start(&chromedriver));
     let api = reqwest::Client::new();
 
     // An account with a history: opened, 134 deposits, one rejected withdrawal; a snapshot by

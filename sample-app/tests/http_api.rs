@@ -4,75 +4,18 @@
 //! `fresh_database` panics instead.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{ExitStatus, Stdio};
+mod common;
+
 use std::time::Duration;
 
 use aggregate_actors::CommandId;
 use aggregate_actors::event_stores::{EventStore, PgEventStore, StreamId};
 use chrono::Utc;
+use common::Server;
 use event_stores::testing::{TestDatabase, fresh_database};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 use uuid::Uuid;
-
-/// A running `sample-app serve`; killed if the test fails before stopping it.
-struct Server {
-    child: Child,
-    base: String,
-    // Kept open: the server's stdout must not become a broken pipe.
-    _stdout: Lines<BufReader<ChildStdout>>,
-}
-
-impl Server {
-    async fn start(db: &TestDatabase) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sample-app"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--max-connections", "4"])
-            .args(["--database-url", db.url()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sample-app serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
-            .await
-            .expect("serve printed its address in time")
-            .unwrap()
-            .expect("serve printed a line");
-        let base = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Self {
-            child,
-            base,
-            _stdout: stdout,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// SIGTERM, then wait for a graceful exit.
-    async fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().expect("server still running");
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !sent {
-            self.child.start_kill().unwrap();
-        }
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("server stopped in time")
-            .unwrap()
-    }
-}
 
 async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.expect("request sent");
@@ -156,7 +99,7 @@ async fn the_service_runs_commands_travels_in_time_takes_snapshots_and_survives_
     let Some(db) = fresh_database().await else {
         return;
     };
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let client = reqwest::Client::new();
 
     let (status, health) = get(&client, server.url("/health")).await;
@@ -306,7 +249,7 @@ async fn the_service_runs_commands_travels_in_time_takes_snapshots_and_survives_
     // A graceful stop, a new process on the same database: the same states.
     let status = server.terminate().await;
     assert!(status.success(), "serve exited with {status}");
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let (status, again) = get(&client, server.url("/accounts/acc-1")).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["version"], current["version"]);
@@ -332,7 +275,7 @@ async fn every_bad_input_gets_its_documented_error_and_stores_nothing() {
     let Some(db) = fresh_database().await else {
         return;
     };
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let client = reqwest::Client::new();
     let store = event_store(&db).await;
     let commands = server.url("/accounts/acc-1/commands");
@@ -425,7 +368,7 @@ async fn the_same_idempotency_key_sent_twice_applies_the_deposit_once_and_replay
     let Some(db) = fresh_database().await else {
         return;
     };
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let client = reqwest::Client::new();
     let store = event_store(&db).await;
     let commands = server.url("/accounts/acc-1/commands");
@@ -470,7 +413,7 @@ async fn the_same_idempotency_key_sent_twice_applies_the_deposit_once_and_replay
 
     // Still a duplicate in a new process, whose actor starts from the passivation snapshot.
     assert!(server.terminate().await.success());
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let (status, replayed, third) = post_with_key(
         &client,
         server.url("/accounts/acc-1/commands"),
@@ -492,7 +435,7 @@ async fn the_same_idempotency_key_on_two_accounts_names_two_commands_each_stored
     let Some(db) = fresh_database().await else {
         return;
     };
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let client = reqwest::Client::new();
     let store = event_store(&db).await;
     let deposit = json!({"type": "deposit", "amount_cents": 700, "reference": "r"});
@@ -529,7 +472,7 @@ async fn a_bad_idempotency_key_is_refused_with_400_and_stores_nothing() {
     let Some(db) = fresh_database().await else {
         return;
     };
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let client = reqwest::Client::new();
     let store = event_store(&db).await;
     let commands = server.url("/accounts/acc-1/commands");
@@ -588,7 +531,7 @@ async fn a_key_whose_command_was_rejected_decides_again_when_sent_again() {
     let Some(db) = fresh_database().await else {
         return;
     };
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let client = reqwest::Client::new();
     let store = event_store(&db).await;
     let commands = server.url("/accounts/acc-1/commands");
@@ -622,7 +565,7 @@ async fn events_page_through_a_stream_and_stats_count_what_the_dashboard_shows()
     let Some(db) = fresh_database().await else {
         return;
     };
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let client = reqwest::Client::new();
 
     // A customer with six events (customers write no passivation snapshot, so a restart
@@ -695,7 +638,7 @@ async fn events_page_through_a_stream_and_stats_count_what_the_dashboard_shows()
     // After a restart, reading the customer activates it: one activation replaying six events,
     // counted in the replay-size histogram; the customer is the newest aggregate written.
     assert!(server.terminate().await.success());
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let (status, state) = get(&client, server.url("/customers/cus-1")).await;
     assert_eq!(status, StatusCode::OK, "{state}");
     assert_eq!(state["activation"]["events_replayed"], 6);
@@ -747,7 +690,7 @@ async fn a_requests_traceparent_is_answered_and_stored_with_its_events_and_a_mis
     let Some(db) = fresh_database().await else {
         return;
     };
-    let server = Server::start(&db).await;
+    let server = Server::start(Some(db.url()), &["--max-connections", "4"]).await;
     let client = reqwest::Client::new();
     let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 

@@ -8,7 +8,8 @@
 //! `CI=true`), checked with raw SQL on `events` and `reminders`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{ExitStatus, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use aggregate_actors::Executor;
@@ -16,15 +17,14 @@ use aggregate_actors::event_stores::{PgEventStore, ReadQuery, ReminderState, Str
 use aggregate_actors::reminder::Reminder;
 use aggregate_actors::upcast;
 use chrono::{DateTime, Utc};
-use event_stores::testing::{TestDatabase, fresh_database};
+use common::Server;
+use event_stores::testing::fresh_database;
 use reqwest::StatusCode;
 use sample_app::domain::review::REVIEW_REMINDER;
 use sample_app::domain::{Account, AccountCommand, AccountEvent, BoundedText, Dated, ReviewPolicy};
 use sample_app::ledger::Stores;
 use sample_app::scheduler::ReminderScheduler;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 // ---------- in memory: the executor and the scheduler ----------
 
@@ -221,63 +221,15 @@ async fn in_memory_a_review_of_an_account_no_longer_frozen_is_refused_and_record
 /// and unfreeze before it is due.
 const DELAY_MS: i64 = 1_000;
 
-/// A running `sample-app serve`; killed if the test fails before stopping it.
-struct Server {
-    child: Child,
-    base: String,
-    // Kept open: the server's stdout must not become a broken pipe.
-    _stdout: Lines<BufReader<ChildStdout>>,
+/// What the served tests ask of the server.
+trait ServedAccounts {
+    async fn get(&self, path: &str) -> (StatusCode, Value);
+    async fn command(&self, id: &str, body: Value) -> Value;
+    async fn reminders(&self, id: &str) -> Vec<Value>;
+    async fn scheduler_stats(&self) -> Value;
 }
 
-impl Server {
-    async fn start(db: &TestDatabase) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sample-app"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--max-connections", "4"])
-            .args(["--database-url", db.url()])
-            .args(["--review-frozen-after", &format!("{DELAY_MS}ms")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sample-app serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
-            .await
-            .expect("serve printed its address in time")
-            .unwrap()
-            .expect("serve printed a line");
-        let base = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Self {
-            child,
-            base,
-            _stdout: stdout,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// SIGTERM, then wait for a graceful exit.
-    async fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().expect("server still running");
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !sent {
-            self.child.start_kill().unwrap();
-        }
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("server stopped in time")
-            .unwrap()
-    }
-
+impl ServedAccounts for Server {
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = reqwest::get(self.url(path)).await.expect("request sent");
         let status = response.status();
@@ -360,7 +312,12 @@ async fn served_a_frozen_account_is_reviewed_exactly_once_after_the_delay_and_it
         return;
     };
     let started = Instant::now();
-    let server = Server::start(&db).await;
+    let delay = format!("{DELAY_MS}ms");
+    let server = Server::start(
+        Some(db.url()),
+        &["--max-connections", "4", "--review-frozen-after", &delay],
+    )
+    .await;
     let store = PgEventStore::connect(&db.config()).await.unwrap();
     let id = "acc-review";
 
@@ -454,7 +411,12 @@ async fn served_an_account_unfrozen_before_the_delay_gets_no_review_and_no_remin
         return;
     };
     let started = Instant::now();
-    let server = Server::start(&db).await;
+    let delay = format!("{DELAY_MS}ms");
+    let server = Server::start(
+        Some(db.url()),
+        &["--max-connections", "4", "--review-frozen-after", &delay],
+    )
+    .await;
     let store = PgEventStore::connect(&db.config()).await.unwrap();
     let (lifted, control) = ("acc-lifted", "acc-control");
 
