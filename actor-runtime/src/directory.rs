@@ -93,7 +93,11 @@ impl<V: VirtualActor> Core<V> {
                         capacity: slot.shared.capacity(),
                     });
                 };
-                match actor.send_message(Envelope { message, permit }) {
+                match actor.send_message(Envelope {
+                    message,
+                    permit,
+                    traffic: true,
+                }) {
                     Ok(()) => break slot,
                     Err(MessagingErr::SendErr(envelope)) => {
                         // Draining or stopped: wait until it is gone, then go again.

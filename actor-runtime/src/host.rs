@@ -12,6 +12,7 @@ use crate::{
     PassivationReason, VirtualActor,
     reply::IN_HANDLER,
     slot::{Envelope, SlotShared},
+    timer::Timers,
 };
 
 /// The ractor actor definition (stateless; the virtual actor lives in [`HostState`]).
@@ -62,7 +63,7 @@ impl<V: VirtualActor> Actor for Host<V> {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let activated = if args.creation {
@@ -71,7 +72,8 @@ impl<V: VirtualActor> Actor for Host<V> {
             V::activate(&args.key, &args.context).await
         };
         match activated {
-            Ok(actor) => {
+            Ok(mut actor) => {
+                actor.attach_timers(Timers::new(myself, Arc::clone(&args.shared)));
                 args.shared.touch();
                 Ok(HostState {
                     actor,
@@ -88,14 +90,18 @@ impl<V: VirtualActor> Actor for Host<V> {
         envelope: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let Envelope { message, permit } = envelope;
+        let Envelope {
+            message,
+            permit,
+            traffic,
+        } = envelope;
         // Busy first, then free the mailbox place: the actor never looks quiet in between.
         // The place is freed before `handle` so that a caller who got its answer (sent from
         // inside `handle`) is never refused on its next call because of its own old message.
         state.shared.begin_handling();
         drop(permit);
         IN_HANDLER.scope((), state.actor.handle(message)).await;
-        state.shared.end_handling();
+        state.shared.end_handling(traffic);
         if state.actor.should_passivate() && state.shared.claim_stop(PassivationReason::Requested) {
             // The actor holds nothing worth keeping: stop after what is already queued.
             let _ = myself.drain();

@@ -14,6 +14,7 @@
 //! - **supervises**: a panic in `handle` stops only that actor (its unanswered callers get
 //!   [`RuntimeError::ActorStopped`]), a failed activation reaches every waiting caller, and the
 //!   next call activates afresh;
+//! - gives each live actor **timers** ([`Timers`]) that send it messages later and end with it;
 //! - **shuts down gracefully**, letting every actor finish what it accepted;
 //! - reports through the `metrics` facade (see [`stats`]) and `tracing` spans.
 //!
@@ -90,6 +91,7 @@ mod shared;
 mod slot;
 pub mod stats;
 mod sweeper;
+mod timer;
 mod virtual_actor;
 
 /// Re-exported so implementors of [`VirtualActor`] need no direct dependency on `async-trait`.
@@ -102,4 +104,5 @@ pub use placement::{LocalPlacement, Placement};
 pub use remote::{Inbound, Location, RemoteCall, Transport, TransportError};
 pub use reply::{Reply, ReplyReceiver};
 pub use stats::RuntimeStats;
+pub use timer::{TimerHandle, Timers};
 pub use virtual_actor::{PassivationReason, VirtualActor};

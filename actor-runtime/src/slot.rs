@@ -21,6 +21,8 @@ use crate::{PassivationReason, VirtualActor};
 pub(crate) struct Envelope<V: VirtualActor> {
     pub(crate) message: V::Message,
     pub(crate) permit: MailboxPermit,
+    /// A caller's message (not a timer's): handling it counts as use for idle passivation.
+    pub(crate) traffic: bool,
 }
 
 /// Where one activation is in its life.
@@ -130,9 +132,11 @@ impl SlotShared {
         self.busy.store(true, Ordering::Release);
     }
 
-    /// Marks the end of `handle`.
-    pub(crate) fn end_handling(&self) {
-        self.touch();
+    /// Marks the end of `handle`; `traffic` counts it as use (a timer's message does not).
+    pub(crate) fn end_handling(&self, traffic: bool) {
+        if traffic {
+            self.touch();
+        }
         self.busy.store(false, Ordering::Release);
     }
 

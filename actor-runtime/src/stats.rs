@@ -18,6 +18,13 @@ pub const OVERLOADED_TOTAL: &str = "actor_runtime_overloaded_total";
 pub const TIMEOUTS_TOTAL: &str = "actor_runtime_timeouts_total";
 /// Gauge: live actors (activating, running or stopping).
 pub const LIVE_ACTORS: &str = "actor_runtime_live_actors";
+/// Counter: timer ticks skipped because the actor's mailbox was full (see [`crate::Timers`]).
+pub const TIMER_TICKS_SKIPPED_TOTAL: &str = "actor_runtime_timer_ticks_skipped_total";
+
+/// Counts a timer tick that found its actor's mailbox full.
+pub(crate) fn timer_tick_skipped() {
+    metrics::counter!(TIMER_TICKS_SKIPPED_TOTAL).increment(1);
+}
 
 /// A snapshot of one directory's counters. Every metric also carries an `actor` label (the
 /// virtual actor's type name) so directories of different actor types can be told apart.

@@ -52,6 +52,12 @@ pub trait VirtualActor: Sized + Send + 'static {
     /// unanswered callers get [`RuntimeError::ActorStopped`](crate::RuntimeError::ActorStopped).
     async fn handle(&mut self, message: Self::Message);
 
+    /// Hands a freshly activated actor its [`Timers`](crate::Timers), through which it can
+    /// send itself messages later. Called once, right after `activate` succeeded and before
+    /// the first message. The default drops them: an actor that never needs a timer pays
+    /// nothing.
+    fn attach_timers(&mut self, _timers: crate::Timers<Self>) {}
+
     /// Asked after each handled message: `true` passivates the actor (after the messages
     /// already in its mailbox, with [`PassivationReason::Requested`]). For an actor that turned
     /// out to hold nothing worth keeping, e.g. an aggregate with no events after a refused

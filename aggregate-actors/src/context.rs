@@ -45,6 +45,7 @@ use parking_lot::Mutex;
 use crate::aggregate::Aggregate;
 use crate::command::CommandId;
 use crate::reminder::{Reminder, ReminderRequest};
+use crate::timer::{Timer, TimerRequest};
 
 /// Where `decide` reads the time. [`SystemClock`] in production; [`ManualClock`] in tests (the
 /// [`TestKit`](crate::testkit::TestKit) uses one), so decisions that stamp or compare times
@@ -154,6 +155,7 @@ pub struct Context<'a, A: Aggregate> {
     now: Cell<Option<DateTime<Utc>>>,
     services: &'a Services,
     reminders: Vec<ReminderRequest<A>>,
+    timers: Vec<TimerRequest<A>>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -174,6 +176,7 @@ impl<'a, A: Aggregate> Context<'a, A> {
             now: Cell::new(None),
             services,
             reminders: Vec::new(),
+            timers: Vec::new(),
             aggregate: PhantomData,
         }
     }
@@ -243,9 +246,35 @@ impl<'a, A: Aggregate> Context<'a, A> {
             .collect()
     }
 
-    /// The reminder changes this decision asked for.
-    pub(crate) fn take_reminders(&mut self) -> Vec<ReminderRequest<A>> {
-        std::mem::take(&mut self.reminders)
+    /// Starts `timer` (replacing a running one of the same name) if this command succeeds: it
+    /// sends its command to this aggregate while its actor stays live, and ends with it. Not
+    /// stored; see [`crate::timer`] for how timers differ from reminders.
+    pub fn start_timer(&mut self, timer: Timer<A>) {
+        self.timers.push(TimerRequest::Start(timer));
+    }
+
+    /// Cancels the timer `name` if this command succeeds (nothing if there is none).
+    pub fn cancel_timer(&mut self, name: impl Into<String>) {
+        self.timers.push(TimerRequest::Cancel(name.into()));
+    }
+
+    /// The names of the timers this decision started so far, in order.
+    pub fn started_timers(&self) -> Vec<&str> {
+        self.timers
+            .iter()
+            .filter_map(|request| match request {
+                TimerRequest::Start(timer) => Some(timer.name()),
+                TimerRequest::Cancel(_) => None,
+            })
+            .collect()
+    }
+
+    /// The reminder and timer changes this decision asked for.
+    pub(crate) fn take_requests(&mut self) -> (Vec<ReminderRequest<A>>, Vec<TimerRequest<A>>) {
+        (
+            std::mem::take(&mut self.reminders),
+            std::mem::take(&mut self.timers),
+        )
     }
 }
 

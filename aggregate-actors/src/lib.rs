@@ -154,6 +154,7 @@ mod settings;
 mod snapshot_writer;
 pub mod strategy;
 pub mod testkit;
+pub mod timer;
 pub mod upcast;
 
 pub use actor_runtime;

@@ -95,6 +95,9 @@ pub struct AggregateStats {
     pub snapshot_bytes_stored: u64,
     /// Bytes those snapshots had before compression.
     pub snapshot_bytes_uncompressed: u64,
+    /// Commands delivered by [timers](crate::timer) (their outcomes are counted with the
+    /// other commands above as well).
+    pub timer_ticks: u64,
 }
 
 impl AggregateStats {
@@ -142,6 +145,7 @@ pub(crate) struct AggregateMetrics {
     snapshots_superseded: AtomicU64,
     snapshot_bytes_stored: AtomicU64,
     snapshot_bytes_uncompressed: AtomicU64,
+    timer_ticks: AtomicU64,
     facade: Facade,
 }
 
@@ -160,6 +164,7 @@ struct Facade {
     snapshots_failed: Counter,
     snapshots_skipped: Counter,
     snapshot_bytes: Counter,
+    timer_ticks: Counter,
 }
 
 impl AggregateMetrics {
@@ -188,6 +193,7 @@ impl AggregateMetrics {
             snapshots_superseded: AtomicU64::new(0),
             snapshot_bytes_stored: AtomicU64::new(0),
             snapshot_bytes_uncompressed: AtomicU64::new(0),
+            timer_ticks: AtomicU64::new(0),
             facade: Facade {
                 commands_ok: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "ok"),
                 commands_rejected: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "rejected"),
@@ -203,6 +209,7 @@ impl AggregateMetrics {
                 snapshots_failed: counter!("aggregate_snapshots_total", label.0 => label.1, "outcome" => "failed"),
                 snapshots_skipped: counter!("aggregate_snapshots_total", label.0 => label.1, "outcome" => "skipped_invalid"),
                 snapshot_bytes: counter!("aggregate_snapshot_bytes_total", label.0 => label.1),
+                timer_ticks: counter!("aggregate_timer_ticks_total", label.0 => label.1),
             },
         }
     }
@@ -289,6 +296,11 @@ impl AggregateMetrics {
         self.facade.snapshots_failed.increment(1);
     }
 
+    pub(crate) fn timer_ticked(&self) {
+        self.timer_ticks.fetch_add(1, Relaxed);
+        self.facade.timer_ticks.increment(1);
+    }
+
     pub(crate) fn snapshot_superseded(&self) {
         self.snapshots_superseded.fetch_add(1, Relaxed);
     }
@@ -317,6 +329,7 @@ impl AggregateMetrics {
             snapshots_superseded: self.snapshots_superseded.load(Relaxed),
             snapshot_bytes_stored: self.snapshot_bytes_stored.load(Relaxed),
             snapshot_bytes_uncompressed: self.snapshot_bytes_uncompressed.load(Relaxed),
+            timer_ticks: self.timer_ticks.load(Relaxed),
         }
     }
 }

@@ -27,9 +27,9 @@
 //! ([`AggregateSettings::reminders`](crate::AggregateSettings::reminders)), whose commands can
 //! be stored (`Serialize + DeserializeOwned`).
 //!
-//! **Timers** are the other, non-durable kind: work while the aggregate is live (a
-//! `tokio::time` task of the caller's that sends a command later) ends with the process. Use
-//! a reminder whenever the command must be sent even if the process restarts.
+//! **Timers** ([`crate::timer`]) are the other, non-durable kind: commands a live aggregate
+//! sends itself while it stays in memory, gone on passivation or restart. Use a reminder
+//! whenever the command must be sent even if the process stops.
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use event_stores::{ReminderChange, ReminderState, StoredReminder};

@@ -31,9 +31,11 @@ use crate::snapshot_writer::{SnapshotWriter, WriteOutcome};
 mod deadline;
 mod duplicates;
 mod reminders;
+mod snapshots;
+mod timers;
 
 use reminders::Firing;
-mod snapshots;
+use timers::ActorTimers;
 
 /// What every actor of one aggregate type shares.
 pub(crate) struct AggregateContext<A: Aggregate> {
@@ -86,6 +88,8 @@ pub(crate) enum AggregateMessage<A: Aggregate> {
         requests: Vec<ReminderRequest<A>>,
         reply: Reply<Result<(), ExecutorError>>,
     },
+    /// A tick of timer `id` (sent by the actor's own timer, see [`crate::timer`]).
+    TimerTick { id: u64 },
 }
 
 /// One aggregate's live state and bookkeeping.
@@ -110,6 +114,8 @@ pub(crate) struct AggregateActor<A: Aggregate> {
     last_snapshot_version: u64,
     last_snapshot_at: Instant,
     snapshotted_since_activation: bool,
+    /// Timers its decisions started; they end with this activation.
+    timers: ActorTimers<A>,
 }
 
 #[async_trait::async_trait]
@@ -174,10 +180,9 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                 call,
                 reply,
             } => {
-                let metrics = Arc::clone(&self.context.metrics);
                 // A command nobody waits for any more is not started: it stores nothing.
                 if reply.is_closed() || tokio::time::Instant::now() >= call.deadline {
-                    metrics.command_expired();
+                    self.context.metrics.command_expired();
                     reply.send(Err(self.expired(call.command_id)));
                     return;
                 }
@@ -189,16 +194,7 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                     command_id = %call.command_id
                 );
                 let outcome = self.execute(&command, &call).instrument(span).await;
-                match &outcome {
-                    Ok(committed) if committed.duplicate => metrics.command_duplicate(),
-                    Ok(_) => metrics.command_succeeded(),
-                    Err(CommandError::Rejected(_)) => metrics.command_rejected(),
-                    Err(CommandError::NotStored(ExecutorError::Expired { .. })) => {
-                        metrics.command_expired()
-                    }
-                    Err(CommandError::NotStored(_)) => metrics.command_failed(),
-                    Err(CommandError::Indeterminate(_)) => metrics.command_indeterminate(),
-                }
+                self.count_outcome(&outcome);
                 reply.send(outcome);
             }
             AggregateMessage::State { reply } => {
@@ -235,7 +231,12 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                 let changed = self.change_reminders(requests).await;
                 reply.send(changed);
             }
+            AggregateMessage::TimerTick { id } => self.tick(id).await,
         }
+    }
+
+    fn attach_timers(&mut self, timers: actor_runtime::Timers<Self>) {
+        self.timers.attach(timers);
     }
 
     /// An aggregate with no events (a refused first command, a read of an unknown id) leaves
@@ -246,6 +247,7 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
     }
 
     async fn passivate(&mut self, reason: PassivationReason) {
+        self.timers.clear();
         if self.presumed_new {
             // Its first command ended without telling whether the stream was new (expired,
             // indeterminate, fenced): still an activation, one that read nothing.
@@ -280,6 +282,7 @@ impl<A: Aggregate> AggregateActor<A> {
             recent: hydrated.recent,
             last_snapshot_at: Instant::now(),
             snapshotted_since_activation: false,
+            timers: ActorTimers::new(),
             stream,
         }
     }
@@ -305,7 +308,7 @@ impl<A: Aggregate> AggregateActor<A> {
             if tokio::time::Instant::now() >= call.deadline {
                 return Err(self.expired(call.command_id));
             }
-            let (decided, requests) = {
+            let (decided, requests, timers) = {
                 let settings = &self.context.settings;
                 let mut ctx = Context::new(
                     self.stream.aggregate_id(),
@@ -315,7 +318,8 @@ impl<A: Aggregate> AggregateActor<A> {
                     &settings.services,
                 );
                 let decided = A::decide(&self.state, command, &mut ctx);
-                (decided, ctx.take_reminders())
+                let (reminders, timers) = ctx.take_requests();
+                (decided, reminders, timers)
             };
             if presumed && !matches!(&decided, Ok(events) if !events.is_empty()) {
                 // No append will tell whether the stream was new: read it, then decide again.
@@ -334,6 +338,7 @@ impl<A: Aggregate> AggregateActor<A> {
             };
             let reminders = self.reminder_changes(requests, call.firing.as_deref())?;
             if events.is_empty() && reminders.is_empty() {
+                self.timers.apply(timers);
                 return Ok(Committed {
                     version: self.version,
                     events,
@@ -389,6 +394,7 @@ impl<A: Aggregate> AggregateActor<A> {
                         );
                         self.consider_snapshot(&events);
                     }
+                    self.timers.apply(timers);
                     return Ok(Committed {
                         version: self.version,
                         events,
@@ -436,6 +442,21 @@ impl<A: Aggregate> AggregateActor<A> {
                 }
                 Err(other) => return Err(CommandError::NotStored(other.into())),
             }
+        }
+    }
+
+    /// Counts a command's outcome in the type's metrics.
+    fn count_outcome(&self, outcome: &Result<Committed<A>, CommandError<A::Error>>) {
+        let metrics = &self.context.metrics;
+        match outcome {
+            Ok(committed) if committed.duplicate => metrics.command_duplicate(),
+            Ok(_) => metrics.command_succeeded(),
+            Err(CommandError::Rejected(_)) => metrics.command_rejected(),
+            Err(CommandError::NotStored(ExecutorError::Expired { .. })) => {
+                metrics.command_expired()
+            }
+            Err(CommandError::NotStored(_)) => metrics.command_failed(),
+            Err(CommandError::Indeterminate(_)) => metrics.command_indeterminate(),
         }
     }
 
