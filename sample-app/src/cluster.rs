@@ -19,10 +19,12 @@ use std::sync::Arc;
 use ::cluster::{
     ClusterConfig, ClusterError, ClusterNode, HttpTransport, TransportBuildError, TransportServer,
 };
+use aggregate_actors::scheduler::ShardFilter;
 use aggregate_actors::{BuildError, Executor};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::domain::ReviewPolicy;
 use crate::ledger::{self, Reach, Stores};
 
 /// How a `serve` process joins the cluster.
@@ -118,6 +120,7 @@ impl Member {
     pub async fn join(
         stores: &Stores,
         options: &ClusterOptions,
+        reviews: ReviewPolicy,
     ) -> Result<(Self, Executor), JoinError> {
         let pool = stores.pool.clone().ok_or(JoinError::NeedsDatabase)?;
         let listener = tokio::net::TcpListener::bind(options.listen)
@@ -144,9 +147,9 @@ impl Member {
                 Arc::new(transport.clone()),
             ),
             Reach::Cluster,
-            // Reviews are single-process for now: the fenced store does not carry reminders
-            // yet and no scheduler fires them per shard, so a freeze schedules nothing here.
-            None,
+            // A freeze stores its review reminder with the fenced append; the node's scheduler
+            // fires it ([`Member::reminder_shards`]).
+            Some(reviews),
         )
         .build();
         let executor = match built {
@@ -182,6 +185,11 @@ impl Member {
             },
             executor,
         ))
+    }
+
+    /// The shards whose reminders this node fires, as of each call: the scheduler's filter.
+    pub fn reminder_shards(&self) -> ShardFilter {
+        self.node.reminder_shards()
     }
 
     /// This node's id.

@@ -65,9 +65,10 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         max_connections: u32,
         /// How long an account may stay frozen before its automatic review is requested (a
-        /// whole number with ms, s, m, h or d: 500ms, 2s, 30d). Not with --cluster: reviews
-        /// are fired by single-process services only, for now.
-        #[arg(long, default_value = "30d", conflicts_with = "cluster")]
+        /// whole number with ms, s, m, h or d: 500ms, 2s, 30d). With --cluster, each node
+        /// fires the reviews of the accounts whose shards it owns; every node should be given
+        /// the same value.
+        #[arg(long, default_value = "30d")]
         review_frozen_after: ReviewPolicy,
         /// Join a cluster of `serve` processes sharing the aggregates through the same
         /// PostgreSQL database (needs --database-url or DATABASE_URL).

@@ -12,6 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use ::cluster::DEFAULT_SHARD_COUNT;
 use aggregate_actors::Executor;
 use aggregate_actors::event_stores::{PgEventStore, ReadQuery, ReminderState, StreamId};
 use aggregate_actors::reminder::Reminder;
@@ -465,4 +466,105 @@ async fn served_an_account_unfrozen_before_the_delay_gets_no_review_and_no_remin
 
     assert!(server.terminate().await.success());
     eprintln!("served unfreeze test took {:?}", started.elapsed());
+}
+
+// ---------- end to end: two `serve --cluster` nodes on one PostgreSQL database ----------
+
+/// Waits until both nodes see each other and own every shard between them, each some.
+async fn settled(nodes: &[&Server]) -> Vec<u64> {
+    let waited = Instant::now();
+    loop {
+        let mut owned = Vec::new();
+        for node in nodes {
+            let (_, health) = node.get("/health").await;
+            let cluster = &health["cluster"];
+            if cluster["members"] == 2 {
+                owned.push(cluster["shards_owned"].as_u64().unwrap_or(0));
+            }
+        }
+        let total: u64 = owned.iter().sum();
+        if owned.len() == nodes.len()
+            && total == u64::from(DEFAULT_SHARD_COUNT)
+            && !owned.contains(&0)
+        {
+            return owned;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the nodes did not share the shards in 30 s: {owned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn served_in_a_cluster_each_node_reviews_the_frozen_accounts_of_its_shards_exactly_once() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let started = Instant::now();
+    let args = [
+        "--cluster",
+        "--cluster-max-releases-per-tick",
+        "1024",
+        "--max-connections",
+        "4",
+        "--review-frozen-after",
+        "1500ms",
+    ];
+    let first = Server::start(Some(db.url()), &args).await;
+    let second = Server::start(Some(db.url()), &args).await;
+    let owned = settled(&[&first, &second]).await;
+    let store = PgEventStore::connect(&db.config()).await.unwrap();
+
+    // Sixteen accounts, all through the first node: the shards of about half belong to the
+    // second, which stores their freezes (and review reminders) behind its fence.
+    let ids: Vec<String> = (0..16).map(|i| format!("acc-cluster-{i}")).collect();
+    for id in &ids {
+        open_and_freeze(&first, id).await;
+    }
+    let waited = Instant::now();
+    for id in &ids {
+        while stored_reviews(&store, id).await == 0 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(15),
+                "{id} not reviewed 15 s after its freeze; reminders: {:?}",
+                first.reminders(id).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A few more polls: still one review each, and no reminder left.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for id in &ids {
+        assert_eq!(
+            stored_reviews(&store, id).await,
+            1,
+            "{id} reviewed exactly once"
+        );
+        assert_eq!(
+            stored_reminders(&store, id).await,
+            0,
+            "{id}'s reminder went"
+        );
+    }
+    let fired: Vec<u64> = [
+        first.scheduler_stats().await,
+        second.scheduler_stats().await,
+    ]
+    .iter()
+    .map(|stats| stats["fired"].as_u64().unwrap())
+    .collect();
+    assert_eq!(fired.iter().sum::<u64>(), 16, "fired per node: {fired:?}");
+    assert!(
+        fired.iter().all(|&n| n > 0),
+        "each node fired the reviews of its own shards: {fired:?} (shards {owned:?})"
+    );
+
+    assert!(first.terminate().await.success());
+    assert!(second.terminate().await.success());
+    eprintln!(
+        "cluster review test: fired per node {fired:?}, shards {owned:?}, took {:?}",
+        started.elapsed()
+    );
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use aggregate_actors::event_stores::StoreError;
+use aggregate_actors::scheduler::SchedulerSettings;
 
 use super::{AppState, router};
 use crate::cluster::{ClusterOptions, JoinError, Member};
@@ -22,8 +23,7 @@ pub struct ServeOptions {
     pub database_url: Option<String>,
     /// PostgreSQL pool size.
     pub max_connections: u32,
-    /// How long an account may stay frozen before its automatic review (single process only;
-    /// a cluster node does not review accounts yet).
+    /// How long an account may stay frozen before its automatic review.
     pub review_frozen_after: ReviewPolicy,
     /// Join a cluster of `serve` processes on the same database; a single process when `None`.
     pub cluster: Option<ClusterOptions>,
@@ -62,9 +62,10 @@ pub enum ServeError {
 /// executor down (queued commands finish, passivation snapshots are written). In cluster mode
 /// the node then leaves the cluster first, handing its shards to the others.
 ///
-/// A single process also runs a [`ReminderScheduler`] next to the executor, which fires due
-/// reminders (the reviews of accounts frozen for [`ServeOptions::review_frozen_after`]); it is
-/// stopped after the HTTP server and before the executor.
+/// A [`ReminderScheduler`] runs next to the executor and fires due reminders (the reviews of
+/// accounts frozen for [`ServeOptions::review_frozen_after`]); a cluster node fires those of
+/// the shards it owns. It is stopped after the HTTP server and before the executor (and before
+/// the node leaves the cluster).
 ///
 /// Prints `listening on http://ADDRESS` on stdout once serving, so a caller that asked for
 /// port 0 can read the port; in cluster mode a second line follows,
@@ -104,7 +105,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let read_model = ReadModel::start(&stores).await?;
     let (executor, member) = match &options.cluster {
         Some(cluster) => {
-            let (member, executor) = Member::join(&stores, cluster).await?;
+            let (member, executor) =
+                Member::join(&stores, cluster, options.review_frozen_after).await?;
             (executor, Some(member))
         }
         None => (
@@ -112,11 +114,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             None,
         ),
     };
-    // Cluster mode fires no reminders yet: a node would need the shard filter (the reminders
-    // of the shards it owns) and a fenced store that carries reminders.
-    let scheduler = member
-        .is_none()
-        .then(|| ReminderScheduler::start(&executor, ReminderScheduler::service_settings()));
+    // A cluster node fires the reminders of the shards it owns at each poll: after a shard
+    // moves, its new owner fires them (an old owner's late firing is refused by the fence).
+    let settings = SchedulerSettings {
+        shards: member.as_ref().map(Member::reminder_shards),
+        ..ReminderScheduler::service_settings()
+    };
+    let scheduler = Some(ReminderScheduler::start(&executor, settings));
     tracing::info!(%address, stores = %stores.description, "serving");
     println!("listening on http://{address}");
     if let Some(member) = &member {
