@@ -42,6 +42,8 @@ pub(crate) struct Hydrated<A: Aggregate> {
     pub(crate) snapshot: Option<SnapshotOrigin>,
     pub(crate) snapshots_skipped: u32,
     pub(crate) events_replayed: u64,
+    /// Payload bytes of the replayed events (for size-based snapshot strategies).
+    pub(crate) event_bytes_replayed: u64,
     pub(crate) elapsed: Duration,
     /// The recent commands: the snapshot's window, extended by the replayed events.
     pub(crate) recent: RecentCommands,
@@ -58,6 +60,7 @@ impl<A: Aggregate> Hydrated<A> {
             snapshot: None,
             snapshots_skipped: 0,
             events_replayed: 0,
+            event_bytes_replayed: 0,
             elapsed: Duration::ZERO,
             recent: RecentCommands::default(),
         }
@@ -140,7 +143,9 @@ pub(crate) async fn hydrate<A: Aggregate>(
         mut events_replayed,
         mut recent,
     } = start;
+    let mut event_bytes_replayed = 0u64;
     for event in &first_page {
+        event_bytes_replayed += event.payload.len() as u64;
         apply_recorded::<A>(&mut state, &mut recent, window, event)?;
         version = event.version;
         last_event_id = Some(event.event_id);
@@ -161,6 +166,7 @@ pub(crate) async fn hydrate<A: Aggregate>(
             for event in &page {
                 apply_recorded::<A>(&mut state, &mut recent, window, event)?;
                 events_replayed += 1;
+                event_bytes_replayed += event.payload.len() as u64;
             }
             if let Some(last) = page.last() {
                 version = last.version;
@@ -177,6 +183,7 @@ pub(crate) async fn hydrate<A: Aggregate>(
         snapshot,
         snapshots_skipped: skipped,
         events_replayed,
+        event_bytes_replayed,
         elapsed: started.elapsed(),
         recent,
     })
@@ -323,6 +330,7 @@ async fn restore<A: Aggregate>(
         snapshot: Some(SnapshotOrigin {
             version: record.version,
             taken_at: record.taken_at,
+            size: record.uncompressed_size,
         }),
         // A full page may have more after it; the caller continues from its last version.
         first_page: page,

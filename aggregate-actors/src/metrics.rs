@@ -16,6 +16,8 @@ pub struct SnapshotOrigin {
     pub version: u64,
     /// When it was taken.
     pub taken_at: DateTime<Utc>,
+    /// The size of its encoded body (state and recent command ids) before compression.
+    pub size: u64,
 }
 
 /// What one activation did.

@@ -6,11 +6,40 @@
 //! writer stores it in the background, so a strategy never slows the reply.
 //!
 //! Built-in: [`Never`], [`EveryNEvents`], [`Interval`], [`Hybrid`], [`Bounded`], [`Predicate`],
-//! [`ReplayCost`]. Any type implementing [`SnapshotStrategy`] works the same way.
+//! [`ReplayCost`], [`SizeThreshold`]. Any type implementing [`SnapshotStrategy`] works the same
+//! way, and strategies compose ([`Compose`]): `a.or(b)` snapshots when either says so,
+//! `a.and(b)` when both do.
+//!
+//! ```
+//! use std::time::Duration;
+//! use aggregate_actors::strategy::{Compose, EveryNEvents, Interval, SizeThreshold};
+//! # use aggregate_actors::{Aggregate, AggregateSettings, Context};
+//! # #[derive(Debug, serde::Serialize, serde::Deserialize)] struct Ev;
+//! # #[derive(Debug, thiserror::Error)] #[error("no")] struct No;
+//! # struct Doc;
+//! # impl Aggregate for Doc {
+//! #     const TYPE: &'static str = "doc";
+//! #     type Command = (); type Event = Ev; type State = Vec<u8>; type Error = No;
+//! #     fn decide(_: &Vec<u8>, _: &(), _: &mut Context<'_, Self>) -> Result<Vec<Ev>, No> { Ok(vec![]) }
+//! #     fn apply(_: &mut Vec<u8>, _: &Ev) {}
+//! # }
+//! // Every 64 KiB of events, or every 500 events if they are small, but at most once a second.
+//! let strategy = SizeThreshold::event_bytes(64 * 1024)
+//!     .or(EveryNEvents::new(500))
+//!     .and(Interval::new(Duration::from_secs(1)));
+//! let settings = AggregateSettings::<Doc>::new().strategy(strategy);
+//! ```
 
+use std::cell::OnceCell;
 use std::time::Duration;
 
 use crate::aggregate::Aggregate;
+
+mod combine;
+mod size;
+
+pub use combine::{And, Compose, Or};
+pub use size::SizeThreshold;
 
 /// What the last activation of this actor cost: how many events it replayed and how long it took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,6 +51,8 @@ pub struct ActivationCost {
 }
 
 /// What a strategy sees after a successful command.
+///
+/// Built by the actor; [`SnapshotContext::new`] builds one for a test of a strategy.
 #[derive(Debug)]
 pub struct SnapshotContext<'a, A: Aggregate> {
     /// The state after the command's events.
@@ -38,9 +69,44 @@ pub struct SnapshotContext<'a, A: Aggregate> {
     pub activation: ActivationCost,
     /// Whether this actor has taken a snapshot since it was activated.
     pub snapshotted_since_activation: bool,
+    /// Bytes of event payload (as stored) since the last snapshot, the new events included.
+    /// Events replayed at activation count too.
+    pub event_bytes_since_snapshot: u64,
+    /// Encoded size of the last snapshot's body (the state and the recent command ids) before
+    /// compression; 0 when there is none.
+    pub last_snapshot_size: u64,
+    /// [`state_size`](Self::state_size), once computed.
+    state_size: OnceCell<u64>,
 }
 
-impl<A: Aggregate> SnapshotContext<'_, A> {
+impl<'a, A: Aggregate> SnapshotContext<'a, A> {
+    /// The context of a command that stored `new_events`, bringing the stream to `version`,
+    /// with no snapshot so far, a free activation, and no event bytes counted (set the public
+    /// fields for other cases). For testing a strategy.
+    pub fn new(state: &'a A::State, new_events: &'a [A::Event], version: u64) -> Self {
+        Self {
+            state,
+            new_events,
+            version,
+            last_snapshot_version: 0,
+            since_last_snapshot: Duration::ZERO,
+            activation: ActivationCost::default(),
+            snapshotted_since_activation: false,
+            event_bytes_since_snapshot: 0,
+            last_snapshot_size: 0,
+            state_size: OnceCell::new(),
+        }
+    }
+
+    /// The size of the state encoded as it is stored (MessagePack, before compression).
+    /// Counted on the first call, without allocating, then remembered; a strategy that never
+    /// asks pays nothing. 0 if the state cannot be encoded.
+    pub fn state_size(&self) -> u64 {
+        *self
+            .state_size
+            .get_or_init(|| size::encoded_size(self.state))
+    }
+
     /// Events stored since the last snapshot.
     pub fn events_since_snapshot(&self) -> u64 {
         self.version.saturating_sub(self.last_snapshot_version)
@@ -267,13 +333,8 @@ mod tests {
         last_snapshot_version: u64,
     ) -> SnapshotContext<'a, Counter> {
         SnapshotContext {
-            state,
-            new_events,
-            version,
             last_snapshot_version,
-            since_last_snapshot: Duration::ZERO,
-            activation: ActivationCost::default(),
-            snapshotted_since_activation: false,
+            ..SnapshotContext::new(state, new_events, version)
         }
     }
 

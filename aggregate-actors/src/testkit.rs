@@ -24,6 +24,14 @@
 //! assert_eq!(kit.restart().await, 9);
 //! # });
 //! ```
+//!
+//! Snapshots: [`reactivate`](TestKit::reactivate) passivates the aggregate (its snapshot
+//! written) and activates it again; then [`then_activated_from`](TestKit::then_activated_from)
+//! and [`then_replayed`](TestKit::then_replayed) assert which snapshot the activation used and
+//! how many events it replayed, and [`reconstruct`](TestKit::reconstruct) reads the aggregate
+//! at an earlier point. A strategy of your own is tested on its own with
+//! [`SnapshotContext::new`](crate::strategy::SnapshotContext::new), and in place with
+//! [`TestKit::with_settings`].
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -40,7 +48,8 @@ use crate::codec::encode_events;
 use crate::context::ManualClock;
 use crate::error::CommandError;
 use crate::executor::Executor;
-use crate::outcome::Committed;
+use crate::metrics::ActivationReport;
+use crate::outcome::{At, Committed, Reconstruction};
 use crate::settings::AggregateSettings;
 
 /// Drives one aggregate instance through an executor on real stores (in-memory by default).
@@ -52,6 +61,7 @@ pub struct TestKit<A: Aggregate> {
     id: String,
     clock: ManualClock,
     last: Option<Result<Committed<A>, CommandError<A::Error>>>,
+    activation: Option<ActivationReport>,
 }
 
 impl<A: Aggregate> TestKit<A> {
@@ -85,7 +95,17 @@ impl<A: Aggregate> TestKit<A> {
             id: uuid::Uuid::now_v7().to_string(),
             clock,
             last: None,
+            activation: None,
         }
+    }
+
+    /// A kit on fresh in-memory stores with `settings` (a snapshot strategy under test, say).
+    pub fn with_settings(settings: AggregateSettings<A>) -> Self {
+        Self::with_stores(
+            Arc::new(InMemoryEventStore::new()),
+            Arc::new(InMemorySnapshotStore::new()),
+            settings,
+        )
     }
 
     /// The clock `decide` reads: set it or advance it between commands.
@@ -192,6 +212,59 @@ impl<A: Aggregate> TestKit<A> {
         let after = self.state().await;
         assert_eq!(before, after, "restart: state after re-activation differs");
         after
+    }
+
+    /// Passivates the aggregate (leaving the snapshot its settings ask for on passivation),
+    /// waits for every snapshot write, activates it again and returns what that activation
+    /// did; the `then_activated_from` / `then_replayed` assertions check it.
+    pub async fn reactivate(&mut self) -> ActivationReport {
+        if let Err(error) = self.executor.passivate::<A>(&self.id).await {
+            panic!("reactivate: could not passivate: {error}");
+        }
+        self.executor.flush_snapshots().await;
+        let report = match self.executor.state::<A>(&self.id).await {
+            Ok(view) => view.activation,
+            Err(error) => panic!("reactivate: could not activate: {error}"),
+        };
+        self.activation = Some(report.clone());
+        report
+    }
+
+    /// Asserts that the last [`reactivate`](Self::reactivate) started from the snapshot at
+    /// `version` (`None`: from no snapshot, a full replay).
+    pub fn then_activated_from(&mut self, version: Option<u64>) -> &mut Self {
+        let report = self.last_activation("then_activated_from");
+        assert_eq!(
+            report.snapshot_version(),
+            version,
+            "then_activated_from: the activation started from another snapshot ({report:?})"
+        );
+        self
+    }
+
+    /// Asserts that the last [`reactivate`](Self::reactivate) replayed exactly `events`.
+    pub fn then_replayed(&mut self, events: u64) -> &mut Self {
+        let report = self.last_activation("then_replayed");
+        assert_eq!(
+            report.events_replayed, events,
+            "then_replayed: the activation replayed another number of events ({report:?})"
+        );
+        self
+    }
+
+    /// The aggregate as it was at `at`, rebuilt from the newest snapshot at or before it.
+    pub async fn reconstruct(&self, at: At) -> Reconstruction<A> {
+        match self.executor.reconstruct::<A>(&self.id, at).await {
+            Ok(reconstruction) => reconstruction,
+            Err(error) => panic!("reconstruct: {error}"),
+        }
+    }
+
+    fn last_activation(&self, assertion: &str) -> &ActivationReport {
+        match &self.activation {
+            Some(report) => report,
+            None => panic!("{assertion}: no reactivation yet (call reactivate first)"),
+        }
     }
 
     fn stream(&self) -> StreamId {

@@ -114,6 +114,10 @@ pub(crate) struct AggregateActor<A: Aggregate> {
     last_snapshot_version: u64,
     last_snapshot_at: Instant,
     snapshotted_since_activation: bool,
+    /// Event payload bytes since the last snapshot (for size-based strategies).
+    event_bytes_since_snapshot: u64,
+    /// Encoded size of the last snapshot's body, before compression.
+    last_snapshot_size: u64,
     /// Timers its decisions started; they end with this activation.
     timers: ActorTimers<A>,
 }
@@ -272,6 +276,8 @@ impl<A: Aggregate> AggregateActor<A> {
         Self {
             context: Arc::clone(context),
             last_snapshot_version: hydrated.snapshot.as_ref().map_or(0, |s| s.version),
+            last_snapshot_size: hydrated.snapshot.map_or(0, |s| s.size),
+            event_bytes_since_snapshot: hydrated.event_bytes_replayed,
             activation: hydrated.report(),
             state: hydrated.state,
             version: hydrated.version,
@@ -348,6 +354,7 @@ impl<A: Aggregate> AggregateActor<A> {
             }
             let batch = encode_events::<A>(&self.stream, command_id, &events, call.metadata)?;
             let last_event_id = batch.last().map(|e| e.event_id);
+            let event_bytes: u64 = batch.iter().map(|e| e.payload.len() as u64).sum();
             // Apply before appending: if user code panics here the actor stops with nothing
             // stored. Until the append is confirmed the state is marked stale.
             self.stale = true;
@@ -385,6 +392,7 @@ impl<A: Aggregate> AggregateActor<A> {
                         // (Only reminder changes otherwise: no version, nothing to remember.)
                         self.version = receipt.last_version;
                         self.last_event_id = last_event_id;
+                        self.event_bytes_since_snapshot += event_bytes;
                         self.recent.record_command(
                             command_id,
                             receipt.first_version,

@@ -27,18 +27,16 @@ impl<A: Aggregate> AggregateActor<A> {
     }
 
     fn decide_snapshot(&mut self, new_events: &[A::Event]) {
-        let context = SnapshotContext::<A> {
-            state: &self.state,
-            new_events,
-            version: self.version,
-            last_snapshot_version: self.last_snapshot_version,
-            since_last_snapshot: self.last_snapshot_at.elapsed(),
-            activation: ActivationCost {
-                events_replayed: self.activation.events_replayed,
-                elapsed: self.activation.elapsed,
-            },
-            snapshotted_since_activation: self.snapshotted_since_activation,
+        let mut context = SnapshotContext::<A>::new(&self.state, new_events, self.version);
+        context.last_snapshot_version = self.last_snapshot_version;
+        context.since_last_snapshot = self.last_snapshot_at.elapsed();
+        context.activation = ActivationCost {
+            events_replayed: self.activation.events_replayed,
+            elapsed: self.activation.elapsed,
         };
+        context.snapshotted_since_activation = self.snapshotted_since_activation;
+        context.event_bytes_since_snapshot = self.event_bytes_since_snapshot;
+        context.last_snapshot_size = self.last_snapshot_size;
         if self.context.settings.strategy.should_snapshot(&context) {
             self.take_snapshot(Vec::new());
         }
@@ -58,6 +56,7 @@ impl<A: Aggregate> AggregateActor<A> {
                 return false;
             }
         };
+        let encoded_size = encoded.len() as u64;
         let settings = &self.context.settings;
         self.context.writer.submit(SnapshotJob {
             stream: self.stream.clone(),
@@ -73,6 +72,8 @@ impl<A: Aggregate> AggregateActor<A> {
             waiters,
         });
         self.last_snapshot_version = self.version;
+        self.last_snapshot_size = encoded_size;
+        self.event_bytes_since_snapshot = 0;
         self.last_snapshot_at = Instant::now();
         self.snapshotted_since_activation = true;
         true
