@@ -501,6 +501,12 @@ impl<A: Aggregate> AggregateActor<A> {
         let hydrated = load::<A>(&self.context, &self.stream)
             .await
             .map_err(|e| ExecutorError::Activation(Arc::new(e)))?;
+        // What size strategies count from: the rebuild's snapshot, unless this actor knows a
+        // newer one (a snapshot it handed to the writer that is not stored yet).
+        if hydrated.snapshot.map_or(0, |s| s.version) >= self.last_snapshot_version {
+            self.last_snapshot_size = hydrated.snapshot.map_or(0, |s| s.size);
+            self.event_bytes_since_snapshot = hydrated.event_bytes_replayed;
+        }
         if let Some(snapshot) = &hydrated.snapshot {
             self.last_snapshot_version = self.last_snapshot_version.max(snapshot.version);
         }
