@@ -20,7 +20,7 @@ use crate::remote::{RemoteCodec, RemoteHandler, RemoteType};
 use crate::settings::AggregateSettings;
 use crate::snapshot_writer::SnapshotWriter;
 
-/// Snapshot writes in flight at once, over all aggregates of an executor.
+/// Snapshot writes in flight at once, over all aggregates of an executor, by default.
 const MAX_CONCURRENT_SNAPSHOT_WRITES: usize = 8;
 
 /// Why an executor could not be built.
@@ -30,6 +30,15 @@ pub enum BuildError {
     /// Two registered types share one `Aggregate::TYPE` name (they would share streams).
     #[error("aggregate type name {0:?} is registered twice")]
     DuplicateType(&'static str),
+    /// A type's snapshot compression setting cannot be used (e.g. a zstd level out of range).
+    #[error("snapshot compression of aggregate type {aggregate_type:?}: {source}")]
+    InvalidCompression {
+        /// The aggregate type.
+        aggregate_type: &'static str,
+        /// What is wrong with the setting.
+        #[source]
+        source: crate::codec::InvalidCompression,
+    },
 }
 
 /// Builds an [`Executor`]: stores, then one `register` per aggregate type.
@@ -38,9 +47,12 @@ pub struct ExecutorBuilder {
     snapshots: Arc<dyn SnapshotStore>,
     registrations: Vec<Registrar>,
     names: Vec<&'static str>,
+    /// Settings found unusable at registration, reported by `build`.
+    invalid: Vec<BuildError>,
     shutdown_timeout: Duration,
     placement: PlacementFactory,
     transport: Option<Arc<dyn Transport>>,
+    snapshot_writers: usize,
 }
 
 /// Gives the placement of each aggregate type (which ids this node serves).
@@ -67,9 +79,11 @@ impl ExecutorBuilder {
             snapshots,
             registrations: Vec::new(),
             names: Vec::new(),
+            invalid: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
             placement: Arc::new(|_| Arc::new(LocalPlacement)),
             transport: None,
+            snapshot_writers: MAX_CONCURRENT_SNAPSHOT_WRITES,
         }
     }
 
@@ -99,6 +113,12 @@ impl ExecutorBuilder {
         codec: Option<RemoteCodec<A>>,
     ) -> Self {
         self.names.push(A::TYPE);
+        if let Err(source) = settings.compression.validate() {
+            self.invalid.push(BuildError::InvalidCompression {
+                aggregate_type: A::TYPE,
+                source,
+            });
+        }
         self.registrations.push(Box::new(move |shared: &Shared| {
             let context = Arc::new(AggregateContext {
                 events: Arc::clone(&shared.events),
@@ -144,8 +164,19 @@ impl ExecutorBuilder {
         self
     }
 
+    /// How many snapshot writes may be in flight at once, over all aggregate types (default
+    /// 8; 0 counts as 1). More helps a bulk rebuild ([`crate::batch`]) against a store that
+    /// writes in parallel; each write holds a store connection meanwhile.
+    pub fn snapshot_writers(mut self, writes: usize) -> Self {
+        self.snapshot_writers = writes.max(1);
+        self
+    }
+
     /// Builds the executor. Must run inside a Tokio runtime (it starts background tasks).
-    pub fn build(self) -> Result<Executor, BuildError> {
+    pub fn build(mut self) -> Result<Executor, BuildError> {
+        if let Some(invalid) = self.invalid.drain(..).next() {
+            return Err(invalid);
+        }
         let mut seen = std::collections::HashSet::new();
         for name in &self.names {
             if !seen.insert(*name) {
@@ -153,10 +184,7 @@ impl ExecutorBuilder {
             }
         }
         let shared = Shared {
-            writer: SnapshotWriter::start(
-                Arc::clone(&self.snapshots),
-                MAX_CONCURRENT_SNAPSHOT_WRITES,
-            ),
+            writer: SnapshotWriter::start(Arc::clone(&self.snapshots), self.snapshot_writers),
             events: self.events,
             snapshots: self.snapshots,
             placement: self.placement,

@@ -2,9 +2,11 @@
 //!
 //! Events and state are MessagePack with named fields (rmp-serde's `to_vec_named`): compact,
 //! fast, and tolerant of added fields, unlike positional MessagePack. Snapshots are compressed
-//! with zstd above a size threshold (small states gain little and pay the frame header), and
-//! carry an xxh3-64 checksum over the stored bytes: xxh3 is several times faster than CRC32 on
-//! large buffers and a 64-bit sum makes an undetected corruption vanishingly unlikely.
+//! above a size threshold (small states gain little and pay the frame header) with the
+//! algorithm chosen per aggregate type (zstd by default, or lz4, or none: [`compression`]), or
+//! written as deltas against an earlier full snapshot ([`delta`]), and carry an xxh3-64
+//! checksum over the stored bytes: xxh3 is several times faster than CRC32 on large buffers and
+//! a 64-bit sum makes an undetected corruption vanishingly unlikely.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -16,6 +18,14 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::dedup::RecentCommand;
 
+pub mod compression;
+pub mod delta;
+
+pub use compression::{
+    CompressionConfig, DEFAULT_ZSTD_LEVEL, InvalidCompression, SnapshotCompression,
+};
+pub use delta::{delta_number, seal_delta, unseal_delta};
+
 /// Name recorded for snapshots whose bytes are the MessagePack state alone (written before
 /// snapshots carried the recent command ids; still read).
 pub const CODEC_MSGPACK: &str = "msgpack";
@@ -26,6 +36,11 @@ pub const CODEC_MSGPACK_WITH_COMMANDS: &str = "msgpack+commands";
 pub const COMPRESSION_NONE: &str = "none";
 /// Name recorded for zstd-compressed snapshots.
 pub const COMPRESSION_ZSTD: &str = "zstd";
+/// Name recorded for lz4-compressed snapshots (LZ4 block format).
+pub const COMPRESSION_LZ4: &str = "lz4";
+/// Name recorded for delta snapshots: zstd against the base snapshot's encoded bytes (see
+/// [`delta`]).
+pub const COMPRESSION_ZSTD_DELTA: &str = "zstd-delta";
 
 /// Why bytes could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +71,9 @@ pub enum CodecError {
     /// Decompression failed or produced another size than recorded.
     #[error("decompression failed: {0}")]
     Decompress(String),
+    /// A delta snapshot was opened without its base (see [`unseal_delta`]).
+    #[error("a delta snapshot cannot be read without its base")]
+    NeedsBase,
 }
 
 /// Encodes a value as MessagePack with named fields.
@@ -112,30 +130,12 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
-/// How snapshots are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CompressionConfig {
-    /// Encoded states at least this large are compressed with zstd.
-    pub threshold_bytes: usize,
-    /// zstd level (1 = fastest; 3 is zstd's default).
-    pub zstd_level: i32,
-}
-
-impl Default for CompressionConfig {
-    fn default() -> Self {
-        Self {
-            threshold_bytes: 4 * 1024,
-            zstd_level: 3,
-        }
-    }
-}
-
 /// Snapshot bytes ready to store, with what was done to them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedSnapshot {
     /// The bytes to store.
     pub bytes: Bytes,
-    /// `"none"` or `"zstd"`.
+    /// The compression name to record: `"none"`, `"zstd"`, `"lz4"` or `"zstd-delta"`.
     pub compression: &'static str,
     /// xxh3-64 of `bytes`.
     pub checksum: u64,
@@ -143,13 +143,12 @@ pub struct SealedSnapshot {
     pub uncompressed_size: u64,
 }
 
-/// Compresses (above the threshold) and checksums an encoded state.
+/// Compresses (above the threshold, with the configured algorithm) and checksums an encoded
+/// state as a full snapshot.
 pub fn seal(encoded: Vec<u8>, config: &CompressionConfig) -> Result<SealedSnapshot, CodecError> {
     let uncompressed_size = encoded.len() as u64;
     let (bytes, compression) = if encoded.len() >= config.threshold_bytes {
-        let compressed = zstd::bulk::compress(&encoded, config.zstd_level)
-            .map_err(|e| CodecError::Encode(format!("zstd: {e}")))?;
-        (compressed, COMPRESSION_ZSTD)
+        compression::compress(encoded, config.algorithm)?
     } else {
         (encoded, COMPRESSION_NONE)
     };
@@ -161,7 +160,8 @@ pub fn seal(encoded: Vec<u8>, config: &CompressionConfig) -> Result<SealedSnapsh
     })
 }
 
-/// Checks the checksum and codec of stored snapshot bytes and returns the encoded state.
+/// Checks the checksum and codec of a stored full snapshot and returns the encoded state. A
+/// delta ([`COMPRESSION_ZSTD_DELTA`]) needs its base: [`unseal_delta`].
 pub fn unseal(
     bytes: &[u8],
     codec: &str,
@@ -182,16 +182,10 @@ pub fn unseal(
             name: codec.to_owned(),
         });
     }
-    let encoded = match compression {
-        COMPRESSION_NONE => bytes.to_vec(),
-        COMPRESSION_ZSTD => decompress_at_most(bytes, uncompressed_size)?,
-        other => {
-            return Err(CodecError::Unknown {
-                what: "compression",
-                name: other.to_owned(),
-            });
-        }
-    };
+    if compression == COMPRESSION_ZSTD_DELTA {
+        return Err(CodecError::NeedsBase);
+    }
+    let encoded = compression::decompress(compression, bytes, uncompressed_size)?;
     if encoded.len() as u64 != uncompressed_size {
         return Err(CodecError::Decompress(format!(
             "expected {uncompressed_size} bytes, got {}",
@@ -199,24 +193,6 @@ pub fn unseal(
         )));
     }
     Ok(encoded)
-}
-
-/// Decompresses a zstd frame, reading at most one byte more than the recorded size.
-///
-/// The recorded size is metadata outside the checksum, so it may lie: it must never decide an
-/// allocation up front (a damaged row claiming terabytes would abort the process). The output
-/// grows as real bytes arrive, starting from a capacity bounded by the input.
-fn decompress_at_most(bytes: &[u8], recorded_size: u64) -> Result<Vec<u8>, CodecError> {
-    use std::io::Read;
-    let decoder = zstd::stream::read::Decoder::with_buffer(bytes)
-        .map_err(|e| CodecError::Decompress(e.to_string()))?;
-    let initial = recorded_size.min(bytes.len() as u64 * 8 + 1024);
-    let mut out = Vec::with_capacity(usize::try_from(initial).unwrap_or(0));
-    decoder
-        .take(recorded_size.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| CodecError::Decompress(e.to_string()))?;
-    Ok(out)
 }
 
 /// Encodes a command's events for the store, with ids derived from the command id (so a retry
@@ -249,7 +225,7 @@ mod tests {
     fn config(threshold: usize) -> CompressionConfig {
         CompressionConfig {
             threshold_bytes: threshold,
-            zstd_level: 3,
+            ..CompressionConfig::default()
         }
     }
 
@@ -347,7 +323,7 @@ mod tests {
             unseal(
                 &sealed.bytes,
                 CODEC_MSGPACK,
-                "lz4",
+                "brotli",
                 sealed.checksum,
                 sealed.uncompressed_size
             ),

@@ -60,6 +60,13 @@ pub enum ExecutorError {
     /// The aggregate type was never registered with this executor.
     #[error("aggregate type {0:?} is not registered with this executor")]
     UnknownAggregateType(&'static str),
+    /// No aggregate type of this name is registered with this executor (asked by name, e.g.
+    /// from a stored schedule or the command line).
+    #[error("no aggregate type named {aggregate_type:?} is registered with this executor")]
+    TypeNotServed {
+        /// The name asked for.
+        aggregate_type: String,
+    },
     /// Bad input (empty or oversized id, oversized payload, …): nothing was stored.
     #[error("invalid input: {0}")]
     InvalidInput(#[from] InvalidInput),

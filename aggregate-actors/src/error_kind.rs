@@ -73,6 +73,7 @@ impl ExecutorError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ExecutorError::UnknownAggregateType(_)
+            | ExecutorError::TypeNotServed { .. }
             | ExecutorError::InvalidInput(_)
             | ExecutorError::VersionNotReached { .. }
             | ExecutorError::RemindersOff { .. } => ErrorKind::InvalidInput,

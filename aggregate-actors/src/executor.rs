@@ -18,6 +18,7 @@ use event_stores::{
 
 use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, CommandCall};
 use crate::aggregate::Aggregate;
+use crate::batch::{BatchOptions, BatchReport};
 use crate::builder::{ExecutorBuilder, Shared};
 use crate::command::{CommandId, CommandOptions};
 use crate::error::{CommandError, ExecutorError, Indeterminate};
@@ -52,6 +53,13 @@ pub(crate) trait Registered: Send + Sync {
     fn stats(&self) -> TypeStats;
     /// Fires a due reminder of this type through its aggregate's actor.
     async fn fire(&self, reminder: StoredReminder) -> FireOutcome;
+    /// Snapshots `ids` of this type, or every aggregate of it when `None` (see [`crate::batch`]).
+    async fn snapshot_batch(
+        &self,
+        executor: &Executor,
+        ids: Option<Vec<String>>,
+        options: &BatchOptions,
+    ) -> Result<BatchReport, ExecutorError>;
     async fn passivate_all(&self);
     async fn passivate_matching(
         &self,
@@ -75,6 +83,18 @@ impl<A: Aggregate> Registered for Registration<A> {
 
     fn aggregate_type(&self) -> &'static str {
         A::TYPE
+    }
+
+    async fn snapshot_batch(
+        &self,
+        executor: &Executor,
+        ids: Option<Vec<String>>,
+        options: &BatchOptions,
+    ) -> Result<BatchReport, ExecutorError> {
+        match ids {
+            Some(ids) => executor.create_snapshots::<A>(ids, options).await,
+            None => executor.rebuild_snapshots::<A>(options).await,
+        }
     }
 
     async fn fire(&self, reminder: StoredReminder) -> FireOutcome {

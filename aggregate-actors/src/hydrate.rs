@@ -4,8 +4,9 @@
 //! version or a time). A snapshot is trusted only after every check passes — same state
 //! schema version, consistent sizes, checksum, codec and decompression, decoding, and the stored event at its
 //! version having its `last_event_id` (checked on the first page of the tail read, so it costs
-//! no extra round trip). A snapshot that fails is logged, counted and skipped for the next
-//! older one; with none left, the whole stream is replayed.
+//! no extra round trip). A delta snapshot is read with its base, which must be the very full
+//! snapshot it names (see [`open`]). A snapshot that fails is logged, counted and skipped for the
+//! next older one; with none left, the whole stream is replayed.
 
 use std::time::{Duration, Instant};
 
@@ -16,11 +17,15 @@ use event_stores::{
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
-use crate::codec;
-use crate::dedup::{DedupWindow, RecentCommand, RecentCommands};
+use crate::dedup::{DedupWindow, RecentCommands};
 use crate::error::ActivationError;
 use crate::metrics::{ActivationReport, AggregateMetrics, SnapshotOrigin};
 use crate::upcast;
+
+mod open;
+
+use open::{Opened, open_record};
+pub(crate) use open::{open_base, open_snapshot};
 
 /// How far to rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +122,13 @@ pub(crate) async fn hydrate<A: Aggregate>(
     while let Some(record) = candidate {
         let older_than = record.version;
         let read = preread.take();
-        match restore::<A>(events, stream, record, target, page_size, window, read).await? {
+        let restored = match open_record::<A>(snapshots, record).await {
+            Ok(opened) => {
+                restore::<A>(events, stream, opened, target, page_size, window, read).await?
+            }
+            Err(reason) => Err(Rejection::Invalid(reason)),
+        };
+        match restored {
             Ok(restored) => {
                 start = restored;
                 break;
@@ -273,22 +284,23 @@ fn unavailable_is_none(
     })
 }
 
-/// Checks a snapshot and, when it passes, returns the state with the first tail page (whose
-/// first event is the snapshot's own, used for the `last_event_id` check). `preread` is that
-/// page when it came with the snapshot ([`EventStore::read_start`]).
+/// Checks an opened snapshot against the stream and, when it passes, returns the state with
+/// the first tail page (whose first event is the snapshot's own, used for the `last_event_id`
+/// check). `preread` is that page when it came with the snapshot ([`EventStore::read_start`]).
 async fn restore<A: Aggregate>(
     events: &dyn EventStore,
     stream: &StreamId,
-    record: SnapshotRecord,
+    opened: Opened<A>,
     target: Target,
     page_size: usize,
     window: DedupWindow,
     preread: Option<Vec<RecordedEvent>>,
 ) -> Result<Result<Start<A>, Rejection>, ActivationError> {
-    let (state, commands) = match open_snapshot::<A>(&record) {
-        Ok(decoded) => decoded,
-        Err(reason) => return Ok(Err(Rejection::Invalid(reason))),
-    };
+    let Opened {
+        record,
+        state,
+        commands,
+    } = opened;
     // Read from the snapshot's own event: one page both verifies it and starts the tail.
     let mut page = match preread {
         Some(page) => page,
@@ -338,38 +350,6 @@ async fn restore<A: Aggregate>(
         events_replayed: 0,
         recent: RecentCommands::from_snapshot(commands, window),
     }))
-}
-
-/// Every check of a snapshot record that needs no event: state schema version, stored size,
-/// checksum, codec, decompression and decoding. Returns the state and the recent commands it
-/// carries, or why it is invalid. Activation also checks `last_event_id` against the stream;
-/// the snapshot writer runs this on what it just stored before retention deletes anything.
-pub(crate) fn open_snapshot<A: Aggregate>(
-    record: &SnapshotRecord,
-) -> Result<(A::State, Vec<RecentCommand>), String> {
-    if record.state_schema_version != A::STATE_SCHEMA_VERSION {
-        return Err(format!(
-            "state schema version {} (expected {})",
-            record.state_schema_version,
-            A::STATE_SCHEMA_VERSION
-        ));
-    }
-    if record.stored_size != record.bytes.len() as u64 {
-        return Err(format!(
-            "recorded stored size {} but {} bytes are stored",
-            record.stored_size,
-            record.bytes.len()
-        ));
-    }
-    codec::unseal(
-        &record.bytes,
-        &record.codec,
-        &record.compression,
-        record.checksum,
-        record.uncompressed_size,
-    )
-    .and_then(|encoded| codec::decode_snapshot_body::<A::State>(&record.codec, &encoded))
-    .map_err(|error| error.to_string())
 }
 
 async fn stream_end(events: &dyn EventStore, stream: &StreamId) -> Result<u64, ActivationError> {

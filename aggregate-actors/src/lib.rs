@@ -14,8 +14,10 @@
 //!    writer are retried on fresh state.
 //! 3. **Snapshots** are decided by a [`SnapshotStrategy`](strategy::SnapshotStrategy) after
 //!    each command (or on passivation, or on demand) and written in the background; a failed
-//!    write never fails a command. States are MessagePack, zstd-compressed above a threshold,
-//!    checksummed with xxh3.
+//!    write never fails a command. States are MessagePack, compressed above a threshold (zstd
+//!    by default; lz4 through the pure-Rust `lz4_flex` for speed; or none, see
+//!    [`SnapshotCompression`]), optionally as deltas against an earlier full snapshot
+//!    ([`AggregateSettings::incremental`]), checksummed with xxh3.
 //! 4. **Exactly once**: every command has a [`CommandId`] (yours, through [`CommandOptions`],
 //!    or a generated one). Its events carry it and their ids derive from it; each aggregate
 //!    remembers its recent command ids ([`DedupWindow`], carried in snapshots), so a command id
@@ -112,7 +114,9 @@
 //!   for that).
 //! - [`Retention`] keeps the newest 3 per aggregate by default, so
 //!   [time travel](Executor::reconstruct) to a version before the oldest kept one replays from
-//!   the first event.
+//!   the first event. With incremental snapshots, retention also keeps the full snapshot that
+//!   each kept delta was written against, and a delta whose base is missing or damaged is
+//!   skipped like any invalid snapshot.
 //!
 //! # Errors
 //!
@@ -134,9 +138,11 @@
 
 mod actor;
 mod aggregate;
+pub mod batch;
 mod builder;
 pub mod codec;
 mod command;
+pub mod config;
 pub mod context;
 mod dedup;
 mod error;
@@ -149,6 +155,7 @@ pub mod reminder;
 mod reminder_calls;
 mod remote;
 mod routing;
+pub mod schedule;
 pub mod scheduler;
 mod settings;
 mod snapshot_writer;
@@ -161,6 +168,7 @@ pub use actor_runtime;
 pub use actor_runtime::{PassivationReason, Placement, RuntimeConfig, RuntimeStats};
 pub use aggregate::Aggregate;
 pub use builder::{BuildError, ExecutorBuilder, PlacementFactory};
+pub use codec::SnapshotCompression;
 pub use command::{CommandId, CommandOptions};
 pub use context::{Clock, Context, ManualClock, Services, SystemClock};
 pub use dedup::DedupWindow;

@@ -86,6 +86,9 @@ pub struct AggregateStats {
     pub last_activation: Option<ActivationReport>,
     /// Snapshots written.
     pub snapshots_taken: u64,
+    /// Of [`snapshots_taken`](AggregateStats::snapshots_taken), those written as deltas against
+    /// an earlier full snapshot (incremental snapshots).
+    pub snapshots_delta: u64,
     /// Snapshot writes (or encodings) that failed; commands were unaffected.
     pub snapshots_failed: u64,
     /// Snapshots found invalid on load and skipped.
@@ -142,6 +145,7 @@ pub(crate) struct AggregateMetrics {
     max_activation_micros: AtomicU64,
     last_activation: parking_lot::Mutex<Option<ActivationReport>>,
     snapshots_taken: AtomicU64,
+    snapshots_delta: AtomicU64,
     snapshots_failed: AtomicU64,
     snapshots_skipped_invalid: AtomicU64,
     snapshots_superseded: AtomicU64,
@@ -163,6 +167,7 @@ struct Facade {
     replayed: Histogram,
     activation_seconds: Histogram,
     snapshots_taken: Counter,
+    snapshots_delta: Counter,
     snapshots_failed: Counter,
     snapshots_skipped: Counter,
     snapshot_bytes: Counter,
@@ -190,6 +195,7 @@ impl AggregateMetrics {
             max_activation_micros: AtomicU64::new(0),
             last_activation: parking_lot::Mutex::new(None),
             snapshots_taken: AtomicU64::new(0),
+            snapshots_delta: AtomicU64::new(0),
             snapshots_failed: AtomicU64::new(0),
             snapshots_skipped_invalid: AtomicU64::new(0),
             snapshots_superseded: AtomicU64::new(0),
@@ -208,6 +214,7 @@ impl AggregateMetrics {
                 replayed: histogram!("aggregate_events_replayed", label.0 => label.1),
                 activation_seconds: histogram!("aggregate_activation_seconds", label.0 => label.1),
                 snapshots_taken: counter!("aggregate_snapshots_total", label.0 => label.1, "outcome" => "taken"),
+                snapshots_delta: counter!("aggregate_snapshots_total", label.0 => label.1, "outcome" => "taken_delta"),
                 snapshots_failed: counter!("aggregate_snapshots_total", label.0 => label.1, "outcome" => "failed"),
                 snapshots_skipped: counter!("aggregate_snapshots_total", label.0 => label.1, "outcome" => "skipped_invalid"),
                 snapshot_bytes: counter!("aggregate_snapshot_bytes_total", label.0 => label.1),
@@ -293,6 +300,12 @@ impl AggregateMetrics {
         self.facade.snapshot_bytes.increment(stored);
     }
 
+    /// The snapshot just counted by `snapshot_taken` was a delta.
+    pub(crate) fn snapshot_was_delta(&self) {
+        self.snapshots_delta.fetch_add(1, Relaxed);
+        self.facade.snapshots_delta.increment(1);
+    }
+
     pub(crate) fn snapshot_failed(&self) {
         self.snapshots_failed.fetch_add(1, Relaxed);
         self.facade.snapshots_failed.increment(1);
@@ -326,6 +339,7 @@ impl AggregateMetrics {
             max_activation_time: Duration::from_micros(self.max_activation_micros.load(Relaxed)),
             last_activation: self.last_activation.lock().clone(),
             snapshots_taken: self.snapshots_taken.load(Relaxed),
+            snapshots_delta: self.snapshots_delta.load(Relaxed),
             snapshots_failed: self.snapshots_failed.load(Relaxed),
             snapshots_skipped_invalid: self.snapshots_skipped_invalid.load(Relaxed),
             snapshots_superseded: self.snapshots_superseded.load(Relaxed),

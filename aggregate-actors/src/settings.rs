@@ -6,7 +6,7 @@ use std::time::Duration;
 use actor_runtime::RuntimeConfig;
 
 use crate::aggregate::Aggregate;
-use crate::codec::CompressionConfig;
+use crate::codec::{CompressionConfig, SnapshotCompression};
 use crate::context::{Clock, Services, SystemClock};
 use crate::dedup::DedupWindow;
 use crate::reminder::ReminderCodec;
@@ -15,7 +15,8 @@ use crate::strategy::{EveryNEvents, SnapshotStrategy};
 /// How many snapshots to keep per aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Keep this many newest snapshots (at least 1).
+    /// Keep this many newest snapshots (at least 1), plus the full snapshots that the kept
+    /// deltas were written against (see [`AggregateSettings::incremental`]).
     pub keep_newest: usize,
     /// Also delete snapshots older than this, except the newest one.
     pub max_age: Option<Duration>,
@@ -31,7 +32,8 @@ impl Default for Retention {
 }
 
 /// Settings of one registered aggregate type. `AggregateSettings::default()` snapshots every
-/// 100 events and on passivation, keeps 3 snapshots, compresses states of 4 KiB and more,
+/// 100 events and on passivation, keeps 3 snapshots, compresses states of 4 KiB and more with
+/// zstd level 3 (each snapshot in full),
 /// retries a conflicting command 3 times and remembers the last 128 command ids (up to an hour)
 /// per aggregate.
 pub struct AggregateSettings<A: Aggregate> {
@@ -42,7 +44,7 @@ pub struct AggregateSettings<A: Aggregate> {
     pub snapshot_on_passivation: bool,
     /// Snapshot retention.
     pub retention: Retention,
-    /// Snapshot compression.
+    /// Snapshot compression: algorithm, threshold and incremental snapshots.
     pub compression: CompressionConfig,
     /// How often a command is re-decided on fresh state after a version conflict.
     pub max_conflict_retries: u32,
@@ -122,9 +124,30 @@ impl<A: Aggregate> AggregateSettings<A> {
         self
     }
 
-    /// Sets compression.
-    pub fn compression(mut self, compression: CompressionConfig) -> Self {
+    /// Sets the compression algorithm of snapshots (zstd level 3 by default; lz4; none). Each
+    /// snapshot records its own, so changing it later leaves older snapshots readable. A zstd
+    /// level out of range fails [`ExecutorBuilder::build`](crate::ExecutorBuilder::build) with
+    /// [`BuildError::InvalidCompression`](crate::BuildError::InvalidCompression).
+    pub fn compression(mut self, algorithm: SnapshotCompression) -> Self {
+        self.compression.algorithm = algorithm;
+        self
+    }
+
+    /// Sets the whole compression setting: algorithm, size threshold and incremental snapshots.
+    pub fn compression_config(mut self, compression: CompressionConfig) -> Self {
         self.compression = compression;
+        self
+    }
+
+    /// Incremental snapshots: up to `max_deltas` snapshots after a full one are written as
+    /// deltas against it (zstd with the full snapshot's bytes as dictionary; a small change to
+    /// a large state stores a small fraction of it), then the next one is full again. 0 (the
+    /// default) writes every snapshot in full. States below the compression threshold are
+    /// always written in full. A delta whose base is missing or damaged is skipped on
+    /// activation for an older snapshot, as any invalid snapshot is; retention keeps the base
+    /// of every delta it keeps.
+    pub fn incremental(mut self, max_deltas: u32) -> Self {
+        self.compression.max_deltas = max_deltas;
         self
     }
 

@@ -7,6 +7,9 @@
 //! concurrently up to a limit. After a save succeeds, the snapshot is read back and verified
 //! (checksum, codec, decoding with the current state schema); only then does retention delete
 //! older ones, so an aggregate never loses its newest *valid* snapshot.
+//! With incremental snapshots on, a snapshot may be written as a delta against the newest full
+//! one (see [`incremental`]); it is verified against that base the same way, and retention in
+//! the stores keeps every base that a kept delta names.
 //! A failed write is logged and counted; it never fails a command.
 
 use std::collections::HashMap;
@@ -19,9 +22,13 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::codec::{self, CompressionConfig};
+use crate::codec::CompressionConfig;
 use crate::metrics::AggregateMetrics;
 use crate::settings::Retention;
+
+mod incremental;
+
+use incremental::Sealed;
 
 /// Requests the writer holds before it starts refusing (and counting) new ones.
 const QUEUE_CAPACITY: usize = 16_384;
@@ -199,12 +206,21 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
         waiters,
     } = job;
     let outcome = async {
-        let sealed = if encoded.len() >= BLOCKING_SEAL_BYTES {
-            tokio::task::spawn_blocking(move || codec::seal(encoded, &compression))
+        // Incremental snapshots: small states are always full (as they are uncompressed).
+        let base = if encoded.len() >= compression.threshold_bytes {
+            incremental::choose_base(&*store, &stream, version, compression.max_deltas).await
+        } else {
+            None
+        };
+        let Sealed {
+            snapshot: sealed,
+            base,
+        } = if encoded.len() >= BLOCKING_SEAL_BYTES {
+            tokio::task::spawn_blocking(move || incremental::seal(encoded, &compression, base))
                 .await
                 .map_err(|e| format!("compression task failed: {e}"))?
         } else {
-            codec::seal(encoded, &compression)
+            incremental::seal(encoded, &compression, base)
         }
         .map_err(|e| e.to_string())?;
         let stored_size = sealed.bytes.len() as u64;
@@ -220,6 +236,7 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
             stored_size,
             taken_at: chrono::Utc::now(),
             bytes: sealed.bytes,
+            base: base.as_ref().map(|base| base.reference),
         };
         // What the store kept, checked: retention may only delete older snapshots once the
         // newest is known to be usable.
@@ -228,7 +245,14 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
             .await
             .map_err(|e| e.to_string())?;
         metrics.snapshot_taken(stored_size, sealed.uncompressed_size);
-        verify(&stored).map_err(|e| format!("snapshot read back fails verification: {e}"))?;
+        match &base {
+            Some(base) => {
+                metrics.snapshot_was_delta();
+                incremental::verify_delta(&stored, base, verify)
+            }
+            None => verify(&stored),
+        }
+        .map_err(|e| format!("snapshot read back fails verification: {e}"))?;
         apply_retention(&*store, &stream, retention).await;
         Ok(version)
     }

@@ -27,6 +27,14 @@ fn settings(strategy: impl SnapshotStrategy<Ledger>) -> AggregateSettings<Ledger
         .retention(KEEP_ALL)
 }
 
+/// Runs `command`, then waits for the snapshot it may have caused: the writer lets a newer
+/// request for a stream supersede one still waiting, so without waiting a busy machine could
+/// skip a version the strategy chose.
+async fn run(kit: &mut TestKit<Ledger>, command: LedgerCommand) {
+    kit.when(command).await;
+    kit.executor().flush_snapshots().await;
+}
+
 fn kit(stores: &Stores, settings: AggregateSettings<Ledger>) -> TestKit<Ledger> {
     TestKit::with_stores(
         std::sync::Arc::clone(&stores.events),
@@ -54,7 +62,7 @@ async fn snapshot_versions(stores: &Stores, kit: &TestKit<Ledger>) -> Vec<u64> {
 async fn aether_workflow(stores: Stores) {
     let mut kit = kit(&stores, settings(EveryNEvents::new(100)));
     for n in 1..=900 {
-        kit.when(LedgerCommand::Add(n)).await;
+        run(&mut kit, LedgerCommand::Add(n)).await;
     }
     // The last 100 events come from another writer: no snapshot covers them.
     let rest: Vec<LedgerEvent> = (901..=1_000)
@@ -103,7 +111,7 @@ async fn event_bytes_threshold(stores: Stores) {
     // threshold on the fourth, one-byte ones only after hundreds.
     let mut kit = kit(&stores, settings(SizeThreshold::event_bytes(4 * 1024)));
     for _ in 0..4 {
-        kit.when(LedgerCommand::Note("x".repeat(1_024))).await;
+        run(&mut kit, LedgerCommand::Note("x".repeat(1_024))).await;
     }
     assert_eq!(
         snapshot_versions(&stores, &kit).await,
@@ -112,7 +120,7 @@ async fn event_bytes_threshold(stores: Stores) {
         stores.name
     );
     for _ in 0..100 {
-        kit.when(LedgerCommand::Note("y".into())).await;
+        run(&mut kit, LedgerCommand::Note("y".into())).await;
     }
     assert_eq!(
         snapshot_versions(&stores, &kit).await,
@@ -124,7 +132,7 @@ async fn event_bytes_threshold(stores: Stores) {
     kit.reactivate().await;
     kit.then_activated_from(Some(4)).then_replayed(100);
     for _ in 0..3 {
-        kit.when(LedgerCommand::Note("z".repeat(1_024))).await;
+        run(&mut kit, LedgerCommand::Note("z".repeat(1_024))).await;
     }
     assert_eq!(snapshot_versions(&stores, &kit).await, vec![4, 107]);
 }
@@ -147,12 +155,12 @@ async fn a_state_change_threshold_snapshots_when_the_encoded_state_has_grown_tha
     // Notes grow the state; amounts barely change its size.
     let mut kit = kit(&stores, settings(SizeThreshold::state_change(2_000)));
     for n in 0..50 {
-        kit.when(LedgerCommand::Add(n)).await;
+        run(&mut kit, LedgerCommand::Add(n)).await;
     }
     assert!(snapshot_versions(&stores, &kit).await.is_empty());
-    kit.when(LedgerCommand::Note("n".repeat(1_500))).await;
+    run(&mut kit, LedgerCommand::Note("n".repeat(1_500))).await;
     assert!(snapshot_versions(&stores, &kit).await.is_empty());
-    kit.when(LedgerCommand::Note("n".repeat(1_500))).await;
+    run(&mut kit, LedgerCommand::Note("n".repeat(1_500))).await;
     assert_eq!(snapshot_versions(&stores, &kit).await, vec![52]);
 }
 
@@ -162,17 +170,17 @@ async fn composed_strategies_fire_when_either_or_both_say_so() {
     let either = SizeThreshold::event_bytes(4 * 1024).or(EveryNEvents::new(10));
     let mut kit = kit(&stores, settings(either));
     for _ in 0..10 {
-        kit.when(LedgerCommand::Add(1)).await;
+        run(&mut kit, LedgerCommand::Add(1)).await;
     }
     for _ in 0..4 {
-        kit.when(LedgerCommand::Note("b".repeat(1_024))).await;
+        run(&mut kit, LedgerCommand::Note("b".repeat(1_024))).await;
     }
     assert_eq!(snapshot_versions(&stores, &kit).await, vec![10, 14]);
 
     let both = EveryNEvents::new(5).and(Interval::new(std::time::Duration::from_secs(3_600)));
     let mut kit = self::kit(&stores, settings(both));
     for _ in 0..20 {
-        kit.when(LedgerCommand::Add(1)).await;
+        run(&mut kit, LedgerCommand::Add(1)).await;
     }
     assert!(
         snapshot_versions(&stores, &kit).await.is_empty(),
@@ -213,11 +221,11 @@ async fn a_user_written_strategy_is_tested_on_its_own_and_in_place() {
     // In place: through the executor, read back with the test kit.
     let stores = memory();
     let mut kit = kit(&stores, settings(WhenNegative));
-    kit.when(LedgerCommand::Add(5)).await;
-    kit.when(LedgerCommand::Add(-10)).await;
-    kit.when(LedgerCommand::Add(-1)).await;
-    kit.when(LedgerCommand::Add(20)).await;
-    kit.when(LedgerCommand::Add(-30)).await;
+    run(&mut kit, LedgerCommand::Add(5)).await;
+    run(&mut kit, LedgerCommand::Add(-10)).await;
+    run(&mut kit, LedgerCommand::Add(-1)).await;
+    run(&mut kit, LedgerCommand::Add(20)).await;
+    run(&mut kit, LedgerCommand::Add(-30)).await;
     assert_eq!(snapshot_versions(&stores, &kit).await, vec![2, 5]);
     kit.reactivate().await;
     kit.then_activated_from(Some(5)).then_replayed(0);

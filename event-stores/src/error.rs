@@ -120,6 +120,19 @@ pub enum InvalidInput {
         /// The limit in bytes.
         max: usize,
     },
+    /// A snapshot schedule's name, aggregate type or id, or cron expression was empty, too
+    /// long or contained a NUL character.
+    #[error(
+        "a schedule's {what} must be non-empty, at most {max} bytes, without NUL characters \
+         (got {value:?})",
+        max = crate::schedule::MAX_SCHEDULE_NAME_LEN
+    )]
+    Schedule {
+        /// Which field.
+        what: &'static str,
+        /// Its value (the first 64 characters).
+        value: String,
+    },
 }
 
 /// Every failure of an [`EventStore`](crate::EventStore) or [`SnapshotStore`](crate::SnapshotStore).

@@ -158,6 +158,39 @@ pub trait EventStore: Send + Sync + 'static {
         }
     }
 
+    /// Ids of the streams of `aggregate_type` that have events, in ascending order, after
+    /// `after` (from the first when `None`), at most `limit`: pages through every aggregate of
+    /// a type, e.g. to rebuild their snapshots. The default scans `read_all` (every event of
+    /// the store per page); the backends read their stream index.
+    async fn stream_ids(
+        &self,
+        aggregate_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let mut ids = std::collections::BTreeSet::new();
+        let mut position = 0;
+        loop {
+            let page = self.read_all(position, 10_000).await?;
+            let Some(last) = page.last() else {
+                return Ok(ids.into_iter().collect());
+            };
+            position = last.position;
+            for event in &page {
+                let id = event.stream.aggregate_id();
+                if event.stream.aggregate_type() == aggregate_type
+                    && after.is_none_or(|after| id > after)
+                    && !ids.contains(id)
+                {
+                    ids.insert(id.to_owned());
+                    if ids.len() > limit {
+                        ids.pop_last();
+                    }
+                }
+            }
+        }
+    }
+
     /// The events command `command_id` stored in `stream`, in version order; empty when it
     /// stored none there. Cheap for events written with
     /// [`NewEvent::for_command`](crate::NewEvent::for_command) (a unique-index lookup of the

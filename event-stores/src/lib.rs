@@ -50,17 +50,21 @@
 //!   helpers (`testing`); with `postgres` as well, `testing` also makes throw-away PostgreSQL
 //!   databases.
 
+pub mod archive;
+pub mod backup;
 #[cfg(feature = "test-support")]
 pub mod contract;
 mod error;
 mod event;
 mod event_store;
 mod fence;
+pub mod file_archive;
 mod limits;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod reminder;
+mod schedule;
 mod snapshot;
 mod snapshot_store;
 mod stream;
@@ -68,23 +72,29 @@ mod stream;
 pub mod testing;
 mod trace;
 
+pub use archive::{ArchivedSnapshot, SnapshotArchive};
 pub use error::{InvalidInput, StoreError, StoreResult};
 pub use event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
 pub use event_store::{
     AppendReceipt, CrashSafety, DEFAULT_PAGE_SIZE, EventStore, ReadQuery, StreamPages, StreamStart,
 };
 pub use fence::Fence;
+pub use file_archive::FileSnapshotArchive;
 pub use limits::{MAX_EVENT_TYPE_LEN, StoreLimits};
-pub use memory::{InMemoryEventStore, InMemorySnapshotStore};
+pub use memory::{
+    InMemoryEventStore, InMemoryScheduleStore, InMemorySnapshotArchive, InMemorySnapshotStore,
+};
 #[cfg(feature = "postgres")]
 pub use postgres::{
-    BatchStats, GroupCommit, GroupCommitStats, PgConfig, PgEventStore, PgSnapshotStore,
+    BatchStats, GroupCommit, GroupCommitStats, PgConfig, PgEventStore, PgScheduleStore,
+    PgSnapshotArchive, PgSnapshotStore,
 };
 pub use reminder::{
     DueReminders, MAX_REMINDER_NAME_LEN, REMINDER_YEARS, ReminderChange, ReminderState,
     StoredReminder,
 };
-pub use snapshot::{SnapshotRecord, SnapshotStats};
+pub use schedule::{MAX_SCHEDULE_NAME_LEN, ScheduleStore, StoredSchedule};
+pub use snapshot::{SnapshotBase, SnapshotRecord, SnapshotStats};
 pub use snapshot_store::SnapshotStore;
 pub use stream::{MAX_ID_LEN, StreamId};
 pub use trace::{InvalidTraceParent, TraceParent};

@@ -21,7 +21,8 @@ pub struct SnapshotRecord {
     pub state_schema_version: u32,
     /// Name of the codec that encoded the state, e.g. `"msgpack"`.
     pub codec: String,
-    /// Name of the compression applied after encoding, e.g. `"none"` or `"zstd"`.
+    /// Name of the compression applied after encoding, e.g. `"none"`, `"zstd"`, `"lz4"`, or
+    /// `"zstd-delta"` for a delta against [`base`](Self::base).
     pub compression: String,
     /// Checksum over `bytes` exactly as stored.
     pub checksum: u64,
@@ -33,6 +34,21 @@ pub struct SnapshotRecord {
     pub taken_at: DateTime<Utc>,
     /// The stored bytes.
     pub bytes: Bytes,
+    /// For an incremental (delta) snapshot: the earlier full snapshot its bytes are relative to.
+    /// `None` for a full snapshot, which can be read on its own.
+    pub base: Option<SnapshotBase>,
+}
+
+/// The full snapshot a delta snapshot was written against. A reader needs that snapshot's bytes
+/// to decode the delta, and checks them against `checksum` so a replaced or damaged base is
+/// detected instead of silently producing a wrong state. Stores never delete a snapshot that a
+/// kept delta names as its base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotBase {
+    /// The stream version of the base snapshot.
+    pub version: u64,
+    /// The base snapshot's `checksum` (over its bytes as stored) when the delta was written.
+    pub checksum: u64,
 }
 
 /// Per-aggregate snapshot statistics.

@@ -55,14 +55,18 @@ pub trait SnapshotStore: Send + Sync + 'static {
     async fn list(&self, stream: &StreamId, from: u64, to: u64)
     -> StoreResult<Vec<SnapshotRecord>>;
 
-    /// Deletes the snapshot at `version`; true when one was deleted.
+    /// Deletes the snapshot at `version`; true when one was deleted. A snapshot that another
+    /// kept snapshot names as its base ([`SnapshotRecord::base`]) is not deleted (false): a
+    /// delta cannot be read without its base, so delete the deltas first.
     async fn delete(&self, stream: &StreamId, version: u64) -> StoreResult<bool>;
 
-    /// Deletes every snapshot with `version < before`; returns how many.
+    /// Deletes every snapshot with `version < before`, except those that a snapshot at or
+    /// after `before` names as its base; returns how many were deleted.
     async fn delete_older_than(&self, stream: &StreamId, before: u64) -> StoreResult<u64>;
 
-    /// Keeps the newest `keep` snapshots and deletes the rest; returns how many were deleted.
-    /// `keep == 0` is treated as 1: retention never removes the newest snapshot.
+    /// Keeps the newest `keep` snapshots, and the bases those name, and deletes the rest;
+    /// returns how many were deleted. `keep == 0` is treated as 1: retention never removes the
+    /// newest snapshot, nor a base that a kept delta needs.
     async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64>;
 
     /// Count, total bytes, newest version and oldest/newest `taken_at` for `stream`.

@@ -150,6 +150,7 @@ impl Member {
             // A freeze stores its review reminder with the fenced append; the node's scheduler
             // fires it ([`Member::reminder_shards`]).
             Some(reviews),
+            stores.snapshot_config.as_deref(),
         )
         .build();
         let executor = match built {

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aggregate_actors::config::{ConfigError, SnapshotConfigFile};
 use aggregate_actors::event_stores::{
-    EventStore, InMemoryEventStore, InMemorySnapshotStore, PgConfig, PgEventStore, PgSnapshotStore,
-    SnapshotStore, StoreError,
+    EventStore, InMemoryEventStore, InMemoryScheduleStore, InMemorySnapshotStore, PgConfig,
+    PgEventStore, PgScheduleStore, PgSnapshotStore, ScheduleStore, SnapshotStore, StoreError,
 };
 use aggregate_actors::strategy::{EveryNEvents, Never, ReplayCost};
 use aggregate_actors::{
@@ -126,6 +127,9 @@ pub struct Stores {
     /// The PostgreSQL pool both stores share (cluster mode keeps its membership and shard
     /// ownership in the same database); `None` in memory.
     pub pool: Option<PgPool>,
+    /// Snapshot settings read from a file, applied over the types' own
+    /// ([`with_snapshot_config`](Self::with_snapshot_config)).
+    pub snapshot_config: Option<Arc<SnapshotConfigFile>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -144,6 +148,7 @@ impl Stores {
             snapshots: Arc::new(InMemorySnapshotStore::new()),
             description: "in-memory".to_owned(),
             pool: None,
+            snapshot_config: None,
         }
     }
 
@@ -160,7 +165,28 @@ impl Stores {
             events: Arc::new(events),
             snapshots: Arc::new(snapshots),
             description: format!("PostgreSQL at {}", config.redacted_url()),
+            snapshot_config: None,
         })
+    }
+
+    /// Where snapshot schedules are kept: the `snapshot_schedules` table on PostgreSQL, a
+    /// fresh in-memory store otherwise.
+    pub fn schedule_store(&self) -> Arc<dyn ScheduleStore> {
+        match &self.pool {
+            Some(pool) => Arc::new(PgScheduleStore::new(pool.clone())),
+            None => Arc::new(InMemoryScheduleStore::new()),
+        }
+    }
+
+    /// These stores with the snapshot settings of `file` applied to the hosted types, checked
+    /// now: a type the service does not host, or a bad value, is an error here rather than a
+    /// setting silently ignored later.
+    pub fn with_snapshot_config(mut self, file: SnapshotConfigFile) -> Result<Self, ConfigError> {
+        file.check_types(&[Account::TYPE, Customer::TYPE])?;
+        file.apply::<Account>(Account::settings())?;
+        file.apply::<Customer>(Customer::settings())?;
+        self.snapshot_config = Some(Arc::new(file));
+        Ok(self)
     }
 
     /// PostgreSQL when `database_url` is given, in-memory otherwise.
@@ -188,6 +214,7 @@ impl Stores {
             Executor::builder(Arc::clone(&self.events), Arc::clone(&self.snapshots)),
             Reach::ThisNode,
             reviews,
+            self.snapshot_config.as_deref(),
         )
         .build()
     }
@@ -218,28 +245,97 @@ pub enum Reach {
     Cluster,
 }
 
+/// Why a snapshot configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read the snapshot configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration for the hosted types.
+    #[error("{path}: {source}")]
+    Config {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: ConfigError,
+    },
+}
+
+/// Reads the snapshot configuration at `path`: JSON when its name ends in `.json`, TOML
+/// otherwise (see `sample-app/snapshots.toml`).
+pub fn read_snapshot_config(
+    path: &std::path::Path,
+) -> Result<SnapshotConfigFile, SnapshotConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SnapshotConfigFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parsed = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        SnapshotConfigFile::from_json(&text)
+    } else {
+        SnapshotConfigFile::from_toml(&text)
+    };
+    parsed.map_err(|source| SnapshotConfigFileError::Config {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// Registers the hosted aggregates on `builder` with their [`LedgerAggregate::settings`]: the
 /// one list of what the service hosts, for a single process and for a cluster node alike.
 ///
 /// `reviews` is how long a frozen account waits for its automatic review (registered as the
 /// account type's [`ReviewPolicy`] service, with reminders on); `None` turns reviews off, and
-/// then a freeze schedules nothing and accounts need no reminder storage.
+/// then a freeze schedules nothing and accounts need no reminder storage. `config`'s snapshot
+/// settings, if any, go over the types' own.
 pub fn host(
     builder: ExecutorBuilder,
     reach: Reach,
     reviews: Option<ReviewPolicy>,
+    config: Option<&SnapshotConfigFile>,
 ) -> ExecutorBuilder {
     let accounts = match reviews {
         Some(policy) => Account::settings().service(policy),
         None => account_settings(),
     };
+    let accounts = configured(config, accounts);
+    let customers = configured(config, Customer::settings());
     match reach {
         Reach::ThisNode => builder
             .register::<Account>(accounts)
-            .register::<Customer>(Customer::settings()),
+            .register::<Customer>(customers),
         Reach::Cluster => builder
             .register_remote::<Account>(accounts)
-            .register_remote::<Customer>(Customer::settings()),
+            .register_remote::<Customer>(customers),
+    }
+}
+
+/// `settings` with `config`'s section for `A` applied. The file was checked when it was read
+/// ([`Stores::with_snapshot_config`]); should applying fail anyway, the type keeps its own
+/// settings and the error is logged.
+fn configured<A: Aggregate>(
+    config: Option<&SnapshotConfigFile>,
+    settings: AggregateSettings<A>,
+) -> AggregateSettings<A> {
+    let Some(config) = config else {
+        return settings;
+    };
+    match config.apply::<A>(settings.clone()) {
+        Ok(configured) => configured,
+        Err(error) => {
+            tracing::error!(%error, aggregate = A::TYPE, "snapshot configuration not applied");
+            settings
+        }
     }
 }
 

@@ -17,10 +17,12 @@
 //! - [`inspect`]: everything stored about one aggregate, decoded and verified.
 //! - [`scheduler`]: the reminder scheduler run next to the executor (it fires the accounts'
 //!   reviews).
+//! - [`backup`]: `backup export` / `backup import`, the store to a backup file and back.
 //!
-//! The binary `sample-app` wires these to the `serve`, `demo`, `inspect` and `cluster-demo`
-//! subcommands.
+//! The binary `sample-app` wires these to the `serve`, `demo`, `inspect`, `cluster-demo` and
+//! `backup` subcommands.
 
+pub mod backup;
 pub mod cluster;
 pub mod cluster_demo;
 pub mod demo;
@@ -30,4 +32,5 @@ pub mod inspect;
 pub mod ledger;
 pub mod read_model;
 pub mod scheduler;
+pub mod snapshot_cli;
 pub mod views;

@@ -1,5 +1,5 @@
 //! `sample-app`: the ledger service's command line (`demo`, `serve`, `inspect`,
-//! `cluster-demo`).
+//! `cluster-demo`, `backup`).
 
 use std::error::Error;
 use std::io::IsTerminal;
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand};
+use sample_app::backup::BackupCommand;
 use sample_app::cluster::ClusterOptions;
 use sample_app::cluster_demo::{self, ClusterDemoOptions};
 use sample_app::demo::{self, DemoOptions};
@@ -16,6 +17,7 @@ use sample_app::domain::ReviewPolicy;
 use sample_app::http::{self, ServeOptions};
 use sample_app::inspect;
 use sample_app::ledger::Stores;
+use sample_app::snapshot_cli::SnapshotsCommand;
 use tracing_subscriber::EnvFilter;
 
 /// A ledger service on aggregate-actors: accounts and customers as event-sourced virtual actors.
@@ -88,6 +90,10 @@ enum Command {
               value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000),
               requires = "cluster")]
         cluster_max_releases_per_tick: usize,
+        /// Snapshot settings per aggregate type from a file (TOML, or JSON when it ends in
+        /// .json; see sample-app/snapshots.toml), applied over the built-in ones.
+        #[arg(long, env = "LEDGER_SNAPSHOT_CONFIG")]
+        snapshot_config: Option<std::path::PathBuf>,
     },
     /// Start a cluster of `serve --cluster` nodes on one PostgreSQL database, load it, kill a
     /// node with SIGKILL mid-load, then audit in SQL that every acknowledged command was stored
@@ -134,6 +140,18 @@ enum Command {
         aggregate_type: String,
         /// The aggregate id.
         id: String,
+    },
+    /// Export events and snapshots to a backup file, or import one (verified before anything
+    /// is written).
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Snapshot aggregates in bulk (every aggregate of a type, or some ids), with a progress
+    /// bar.
+    Snapshots {
+        #[command(subcommand)]
+        command: SnapshotsCommand,
     },
 }
 
@@ -205,6 +223,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
             cluster_listen,
             advertise,
             cluster_max_releases_per_tick,
+            snapshot_config,
         } => {
             init_logging("info");
             let cluster = cluster.then_some(ClusterOptions {
@@ -218,6 +237,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
                 max_connections,
                 review_frozen_after,
                 cluster,
+                snapshot_config,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -270,6 +290,20 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn Error>> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Backup { command } => {
+            // Warnings only: info lines would tear the progress bar.
+            init_logging("warn");
+            let report = sample_app::backup::run(command, std::io::stderr().is_terminal()).await?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshots { command } => {
+            init_logging("warn");
+            let report =
+                sample_app::snapshot_cli::run(command, std::io::stderr().is_terminal()).await?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -271,6 +271,7 @@ async fn on_postgresql_the_read_model_equals_an_independent_fold_despite_a_rival
 /// The API on `stores`, served in this process; returns its base URL.
 async fn serve(stores: &Stores) -> String {
     let app = router(AppState {
+        schedules: None,
         executor: stores.executor().unwrap(),
         metrics: None,
         stores: stores.description.clone(),

@@ -3,7 +3,9 @@
 //! every damaged snapshot is detected, counted in `snapshots_skipped_invalid` and skipped for
 //! the next older one, deleted snapshots fall back the same way, and a snapshot store that
 //! cannot be reached at all (a pool on a closed port) fails no command, only counts
-//! `snapshots_failed`. Every case ends in the state folded from the stored events.
+//! `snapshots_failed`. Every case ends in the state folded from the stored events. The same
+//! damage done to a delta snapshot, or to the full snapshot it was written against, falls back
+//! as far as needed (to the older snapshot, or to a full replay).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -39,23 +41,66 @@ async fn stores() -> Option<Stores> {
 
 /// 35 deposits with a snapshot every 10 events: snapshots at 10, 20 and 30.
 async fn history(stores: &Stores, id: &str, compress: bool) {
-    let compression = if compress {
+    history_with(stores, id, compression_config(compress)).await;
+    let compression: String = sqlx::query_scalar(
+        "SELECT compression FROM snapshots WHERE aggregate_id = $1 AND version = 30",
+    )
+    .bind(id)
+    .fetch_one(&stores.pool)
+    .await
+    .unwrap();
+    assert_eq!(compression, if compress { "zstd" } else { "none" });
+}
+
+/// The history with incremental snapshots: full at 10, deltas against it at 20 and 30, as the
+/// rows say (compression, base version, and base checksum equal to the base row's).
+async fn incremental_history(stores: &Stores, id: &str) {
+    let config = CompressionConfig {
+        max_deltas: 5,
+        ..compression_config(true)
+    };
+    history_with(stores, id, config).await;
+    let rows: Vec<(i64, String, Option<i64>, Option<bool>)> = sqlx::query_as(
+        "SELECT d.version, d.compression, d.base_version, d.base_checksum = b.checksum \
+         FROM snapshots d LEFT JOIN snapshots b ON b.aggregate_type = d.aggregate_type \
+         AND b.aggregate_id = d.aggregate_id AND b.version = d.base_version \
+         WHERE d.aggregate_type = 'wallet' AND d.aggregate_id = $1 ORDER BY d.version",
+    )
+    .bind(id)
+    .fetch_all(&stores.pool)
+    .await
+    .unwrap();
+    let delta = |version| (version, "zstd-delta".to_owned(), Some(10), Some(true));
+    assert_eq!(
+        rows,
+        [(10, "zstd".to_owned(), None, None), delta(20), delta(30)],
+        "{id}: a full snapshot and two deltas naming it"
+    );
+}
+
+fn compression_config(compress: bool) -> CompressionConfig {
+    if compress {
         CompressionConfig {
             threshold_bytes: 0,
-            zstd_level: 1,
+            algorithm: codec::SnapshotCompression::Zstd { level: 1 },
+            ..CompressionConfig::default()
         }
     } else {
         CompressionConfig {
             threshold_bytes: usize::MAX,
-            zstd_level: 1,
+            algorithm: codec::SnapshotCompression::Zstd { level: 1 },
+            ..CompressionConfig::default()
         }
-    };
+    }
+}
+
+async fn history_with(stores: &Stores, id: &str, compression: CompressionConfig) {
     let executor = Executor::builder(Arc::clone(&stores.events), Arc::clone(&stores.snapshots))
         .register::<Wallet>(
             AggregateSettings::new()
                 .strategy(EveryNEvents::new(10))
                 .snapshot_on_passivation(false)
-                .compression(compression)
+                .compression_config(compression)
                 .retention(Retention {
                     keep_newest: 10,
                     max_age: None,
@@ -87,14 +132,6 @@ async fn history(stores: &Stores, id: &str, compress: bool) {
         [10, 20, 30],
         "{id}: the history left its snapshots"
     );
-    let compression: String = sqlx::query_scalar(
-        "SELECT compression FROM snapshots WHERE aggregate_id = $1 AND version = 30",
-    )
-    .bind(id)
-    .fetch_one(&stores.pool)
-    .await
-    .unwrap();
-    assert_eq!(compression, if compress { "zstd" } else { "none" });
 }
 
 /// How one case damages the snapshot at version 30 of its wallet, in SQL. `$1` is the wallet id.
@@ -194,6 +231,10 @@ fn cases() -> Vec<Case> {
         ),
         corrupt(
             "compression renamed to an unknown one",
+            "UPDATE snapshots SET compression = 'brotli' WHERE {AT_30}",
+        ),
+        corrupt(
+            "compression relabelled as lz4",
             "UPDATE snapshots SET compression = 'lz4' WHERE {AT_30}",
         ),
         corrupt(
@@ -274,9 +315,20 @@ fn cases() -> Vec<Case> {
 }
 
 async fn apply_damage(stores: &Stores, id: &str, donor: &str, damage: &Damage) {
+    apply_damage_at(stores, id, donor, damage, 30).await;
+}
+
+/// [`apply_damage`] aimed at the snapshot at `version` instead of 30 (the event before it
+/// instead of 29).
+async fn apply_damage_at(stores: &Stores, id: &str, donor: &str, damage: &Damage, version: u64) {
+    let retarget = |sql: &str| {
+        sql.replace("{AT_30}", AT_30)
+            .replace("version = 29", &format!("version = {}", version - 1))
+            .replace("version = 30", &format!("version = {version}"))
+    };
     match damage {
         Damage::Sql(sql) => {
-            let sql = sql.replace("{AT_30}", AT_30).replace("{DONOR}", donor);
+            let sql = retarget(sql).replace("{DONOR}", donor);
             let done = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(id)
                 .execute(&stores.pool)
@@ -292,9 +344,9 @@ async fn apply_damage(stores: &Stores, id: &str, donor: &str, damage: &Damage) {
             } else {
                 bytes.len()
             };
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+            sqlx::query(sqlx::AssertSqlSafe(retarget(
                 "UPDATE snapshots SET bytes = $2, checksum = $3, stored_size = $4, \
-                 uncompressed_size = $5, compression = $6 WHERE {AT_30}"
+                 uncompressed_size = $5, compression = $6 WHERE {AT_30}",
             )))
             .bind(id)
             .bind(&bytes)
@@ -385,6 +437,72 @@ async fn every_kind_of_snapshot_damage_done_in_sql_is_detected_counted_and_skipp
         "snapshot_faults: corruption cases detected {detected} of {tried} tried ({} cases with \
          deletions); {:.1?}",
         cases.len() * 2 - tried,
+        started.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n  - {}",
+        failures.len(),
+        failures.join("\n  - ")
+    );
+}
+
+/// Where activation should start, and how many snapshots it should skip, when `case` damages
+/// the base (at 10) of the deltas at 20 and 30; `None` for the cases that are not about one
+/// snapshot. A delta needs only its base's bytes (as its recorded checksum says): damage to the
+/// base's schema version or `last_event_id` leaves them usable, and the delta's own are checked.
+/// Any other damage invalidates both deltas and the base itself.
+fn base_damage_outcome(case: &Case) -> Option<(Option<u64>, u32)> {
+    match case.name {
+        "every snapshot deleted" | "every snapshot damaged" | "newest deleted, next damaged" => {
+            None
+        }
+        "newest snapshot deleted" => Some((None, 2)),
+        "state schema version bumped"
+        | "state schema version negative"
+        | "last_event_id random"
+        | "last_event_id of the event before" => Some((Some(30), 0)),
+        _ => Some((None, 3)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_damage_done_in_sql_to_a_delta_or_its_base_falls_back_as_far_as_needed() {
+    let Some(stores) = stores().await else { return };
+    let started = Instant::now();
+    let donor = "donor-delta";
+    incremental_history(&stores, donor).await;
+    let mut failures = Vec::new();
+    let mut tried = 0;
+    for (n, case) in cases().iter().enumerate() {
+        // The newest delta: falls back exactly as a full snapshot does.
+        let id = format!("delta-case-{n}");
+        incremental_history(&stores, &id).await;
+        apply_damage_at(&stores, &id, donor, &case.damage, 30).await;
+        tried += 1;
+        if let Err(problem) = check(&stores, &id, case).await {
+            failures.push(format!("{} at the delta ({id}): {problem}", case.name));
+        }
+        // The base both deltas were written against.
+        let Some((expect_from, expect_skipped)) = base_damage_outcome(case) else {
+            continue;
+        };
+        let id = format!("base-case-{n}");
+        incremental_history(&stores, &id).await;
+        apply_damage_at(&stores, &id, donor, &case.damage, 10).await;
+        tried += 1;
+        let at_base = Case {
+            name: case.name,
+            damage: Damage::Sql(""),
+            expect_from,
+            expect_skipped,
+        };
+        if let Err(problem) = check(&stores, &id, &at_base).await {
+            failures.push(format!("{} at the base ({id}): {problem}", case.name));
+        }
+    }
+    eprintln!(
+        "snapshot_faults: {tried} damages to deltas and bases; {:.1?}",
         started.elapsed()
     );
     assert!(

@@ -132,6 +132,7 @@ pub struct Stores {
     pub events: Arc<dyn EventStore>,
     pub snapshots: Arc<dyn SnapshotStore>,
     pub name: &'static str,
+    pool: Option<aggregate_actors::event_stores::postgres::PgPool>,
     _database: Option<TestDatabase>,
 }
 
@@ -140,6 +141,7 @@ pub fn memory() -> Stores {
         events: Arc::new(InMemoryEventStore::new()),
         snapshots: Arc::new(InMemorySnapshotStore::new()),
         name: "memory",
+        pool: None,
         _database: None,
     }
 }
@@ -152,6 +154,7 @@ pub async fn postgres() -> Option<Stores> {
         .await
         .expect("PostgreSQL stores");
     Some(Stores {
+        pool: Some(events.pool().clone()),
         events: Arc::new(events),
         snapshots: Arc::new(snapshots),
         name: "postgres",
@@ -160,6 +163,11 @@ pub async fn postgres() -> Option<Stores> {
 }
 
 impl Stores {
+    /// The PostgreSQL pool of these stores (None in memory).
+    pub fn pool(&self) -> Option<aggregate_actors::event_stores::postgres::PgPool> {
+        self.pool.clone()
+    }
+
     /// The same event store with an empty snapshot store: what a full replay sees.
     pub fn without_snapshots(&self) -> (Arc<dyn EventStore>, Arc<dyn SnapshotStore>) {
         (

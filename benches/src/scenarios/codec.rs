@@ -43,7 +43,8 @@ struct Figures {
 fn msgpack(state: &Statement, budget: Duration, zstd: bool) -> Result<Figures, BoxError> {
     let config = CompressionConfig {
         threshold_bytes: 0,
-        zstd_level: ZSTD_LEVEL,
+        algorithm: codec::SnapshotCompression::Zstd { level: ZSTD_LEVEL },
+        ..CompressionConfig::default()
     };
     if zstd {
         let sealed = codec::seal(codec::encode(state)?, &config)?;

@@ -105,6 +105,7 @@ fn snapshot_record(
         stored_size: sealed.bytes.len() as u64,
         taken_at: chrono::Utc::now(),
         bytes: sealed.bytes,
+        base: None,
     })
 }
 

@@ -53,3 +53,41 @@ pub async fn count_after_counts_what_read_all_returns_after_a_position(store: Ar
         );
     }
 }
+
+/// `stream_ids` pages through the ids of one aggregate type in ascending order: every stream
+/// with events once, none of another type, none of a stream whose only append failed.
+pub async fn stream_ids_page_through_one_type_in_id_order(store: Arc<dyn EventStore>) {
+    // A type of this case's own, so streams of other cases on a shared store do not show.
+    let aggregate_type = format!("ids-{}", uuid::Uuid::now_v7().simple());
+    let mut expected: Vec<String> = (0..25).map(|i| format!("id-{i:03}")).collect();
+    for id in expected.iter().rev() {
+        let stream = crate::StreamId::new(&aggregate_type, id).unwrap();
+        store.append(&stream, 0, vec![event(id)]).await.unwrap();
+    }
+    let other = crate::StreamId::new(format!("{aggregate_type}-other"), "id-000").unwrap();
+    store.append(&other, 0, vec![event("x")]).await.unwrap();
+    let failed = crate::StreamId::new(&aggregate_type, "id-999").unwrap();
+    assert!(store.append(&failed, 3, vec![event("x")]).await.is_err());
+    expected.sort();
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .stream_ids(&aggregate_type, after.as_deref(), 7)
+            .await
+            .unwrap();
+        assert!(page.len() <= 7, "a page holds at most the limit");
+        let Some(last) = page.last() else { break };
+        after = Some(last.clone());
+        seen.extend(page);
+    }
+    assert_eq!(seen, expected);
+    assert!(
+        store
+            .stream_ids(&aggregate_type, Some("id-024"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -30,17 +30,21 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod archive;
 mod concurrent_streams;
 mod feed;
 mod metadata;
 mod reminders;
+pub mod schedules;
 mod single_events;
+mod snapshot_bases;
 
 pub use concurrent_streams::*;
 pub use feed::*;
 pub use metadata::*;
 pub use reminders::*;
 pub use single_events::*;
+pub use snapshot_bases::*;
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -133,6 +137,7 @@ macro_rules! store_contract {
                 read_all_returns_every_stream_in_position_order,
                 read_all_never_skips_an_event_committed_late,
                 count_after_counts_what_read_all_returns_after_a_position,
+                stream_ids_page_through_one_type_in_id_order,
                 malformed_stream_ids_are_refused_with_typed_errors,
                 an_append_without_events_is_refused_and_stores_nothing,
                 duplicate_event_ids_in_one_append_are_refused_and_store_nothing,
@@ -183,6 +188,10 @@ macro_rules! store_contract {
                 retain_newest_keeps_the_newest_n_and_never_the_last_one,
                 stats_summarise_the_kept_snapshots,
                 snapshots_of_different_streams_are_independent,
+                a_delta_keeps_its_base_through_every_write_and_read,
+                retain_newest_keeps_the_bases_of_kept_deltas,
+                delete_older_than_keeps_the_bases_of_later_deltas,
+                delete_refuses_a_base_that_a_delta_names,
             ];
             snapshot_store_with_limits = [
                 an_oversized_or_malformed_snapshot_is_refused_and_stores_nothing,
@@ -1467,6 +1476,7 @@ pub fn snapshot(stream: &StreamId, version: u64, taken_at: DateTime<Utc>) -> Sna
         stored_size: bytes.len() as u64,
         taken_at,
         bytes,
+        base: None,
     }
 }
 

@@ -284,6 +284,29 @@ impl EventStore for InMemoryEventStore {
         Ok(self.stream(stream).map_or(0, |s| s.lock().len() as u64))
     }
 
+    async fn stream_ids(
+        &self,
+        aggregate_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let mut ids: Vec<String> = self
+            .inner
+            .streams
+            .iter()
+            .filter(|entry| {
+                let stream = entry.key();
+                stream.aggregate_type() == aggregate_type
+                    && after.is_none_or(|after| stream.aggregate_id() > after)
+                    && !entry.value().lock().is_empty()
+            })
+            .map(|entry| entry.key().aggregate_id().to_owned())
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
     async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
         Ok(self
             .inner

@@ -8,12 +8,16 @@
 //! mutex-guarded table (see `reminders`) that only the calls storing or reading reminders take,
 //! always after the stream's own lock.
 
+mod archive;
 mod event_store;
 mod feed;
 mod reminders;
+mod schedules;
 mod snapshot_store;
 
+pub use archive::InMemorySnapshotArchive;
 pub use event_store::InMemoryEventStore;
+pub use schedules::InMemoryScheduleStore;
 pub use snapshot_store::InMemorySnapshotStore;
 
 use chrono::{DateTime, SubsecRound, Utc};

@@ -48,6 +48,26 @@ impl InMemorySnapshotStore {
     }
 }
 
+/// Replaces the snapshots in `older` (to be deleted) with `kept`, plus those of `older` that a
+/// snapshot of `kept` names as its base; returns how many were deleted.
+fn drop_all_but_bases(
+    older: &mut BTreeMap<u64, SnapshotRecord>,
+    mut kept: BTreeMap<u64, SnapshotRecord>,
+) -> u64 {
+    let bases: Vec<u64> = kept
+        .values()
+        .filter_map(|r| r.base.map(|b| b.version))
+        .collect();
+    for version in bases {
+        if let Some(base) = older.remove(&version) {
+            kept.insert(version, base);
+        }
+    }
+    let deleted = older.len() as u64;
+    *older = kept;
+    deleted
+}
+
 #[async_trait]
 impl SnapshotStore for InMemorySnapshotStore {
     async fn save(&self, record: SnapshotRecord) -> StoreResult<()> {
@@ -107,11 +127,14 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn delete(&self, stream: &StreamId, version: u64) -> StoreResult<bool> {
-        Ok(self
-            .inner
-            .streams
-            .get_mut(stream)
-            .is_some_and(|mut s| s.remove(&version).is_some()))
+        let Some(mut s) = self.inner.streams.get_mut(stream) else {
+            return Ok(false);
+        };
+        // A base that a kept delta names stays (see `SnapshotStore::delete`).
+        let named = s
+            .values()
+            .any(|r| r.version != version && r.base.is_some_and(|b| b.version == version));
+        Ok(!named && s.remove(&version).is_some())
     }
 
     async fn delete_older_than(&self, stream: &StreamId, before: u64) -> StoreResult<u64> {
@@ -119,9 +142,7 @@ impl SnapshotStore for InMemorySnapshotStore {
             return Ok(0);
         };
         let kept = s.split_off(&before);
-        let deleted = s.len() as u64;
-        *s = kept;
-        Ok(deleted)
+        Ok(drop_all_but_bases(&mut s, kept))
     }
 
     async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
@@ -134,9 +155,7 @@ impl SnapshotStore for InMemorySnapshotStore {
             return Ok(0);
         };
         let kept = s.split_off(&cut);
-        let deleted = s.len() as u64;
-        *s = kept;
-        Ok(deleted)
+        Ok(drop_all_but_bases(&mut s, kept))
     }
 
     async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {

@@ -67,6 +67,15 @@ WHERE position > $1::bigint
   AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
 "#;
 
+/// In id order along the primary key (aggregate_type, aggregate_id, version), so a page reads
+/// only the rows of the streams it returns.
+const STREAM_IDS: &str = r#"
+SELECT DISTINCT aggregate_id FROM events
+WHERE aggregate_type = $1 AND aggregate_id > $2
+ORDER BY aggregate_id
+LIMIT $3
+"#;
+
 const READ_ALL: &str = r#"
 SELECT version, event_id, event_type, schema_version, payload, correlation_id, causation_id,
        recorded_at, position, command_id, trace_parent, aggregate_type, aggregate_id
@@ -343,6 +352,22 @@ impl EventStore for PgEventStore {
             .await
             .map_err(|e| map_sqlx("counting events after a position", e))?;
         to_u64(count, "count")
+    }
+
+    #[tracing::instrument(level = "debug", name = "pg.stream_ids", skip(self))]
+    async fn stream_ids(
+        &self,
+        aggregate_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(STREAM_IDS)
+            .bind(aggregate_type)
+            .bind(after.unwrap_or(""))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_sqlx("listing stream ids", e))
     }
 
     #[tracing::instrument(level = "debug", name = "pg.read_all", skip(self))]

@@ -11,6 +11,7 @@
 //! [`StoreError::Backend`](crate::StoreError::Backend).
 
 mod append;
+mod archive;
 mod batcher;
 mod config;
 mod connection;
@@ -21,14 +22,17 @@ mod group_commit;
 mod reminder_reads;
 mod reminders;
 mod rows;
+mod schedules;
 mod snapshot_store;
 mod snapshot_writes;
 mod start;
 
+pub use archive::PgSnapshotArchive;
 pub use batcher::BatchStats;
 pub use config::{DEFAULT_CLIENT_TIMEOUT, GroupCommit, MIGRATIONS_TABLE, PgConfig, migrate};
 pub use durability::Durability;
 pub use event_store::{PG_MAX_EVENTS_PER_APPEND, PgEventStore};
 pub use group_commit::GroupCommitStats;
+pub use schedules::PgScheduleStore;
 pub use snapshot_store::PgSnapshotStore;
 pub use sqlx::postgres::PgPool;

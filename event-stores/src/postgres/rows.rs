@@ -6,7 +6,7 @@ use sqlx::postgres::PgRow;
 
 use crate::error::{StoreError, StoreResult};
 use crate::event::{EventMetadata, RecordedEvent};
-use crate::snapshot::SnapshotRecord;
+use crate::snapshot::{SnapshotBase, SnapshotRecord};
 use crate::stream::StreamId;
 use crate::trace::TraceParent;
 
@@ -70,7 +70,13 @@ pub(super) fn decode_record(row: &PgRow, stream: StreamId) -> StoreResult<Snapsh
     decode_record_at(row, stream, 0)
 }
 
-/// Decodes the snapshot columns of `row` starting at column `first`.
+/// Columns of a snapshot as the statements that read one list them; [`decode_record_at`]
+/// decodes them in this order.
+pub(super) const SNAPSHOT_COLUMNS: usize = 12;
+
+/// Decodes the snapshot columns of `row` starting at column `first`: `version, last_event_id,
+/// state_schema_version, codec, compression, checksum, uncompressed_size, stored_size,
+/// taken_at, bytes, base_version, base_checksum`.
 pub(super) fn decode_record_at(
     row: &PgRow,
     stream: StreamId,
@@ -83,6 +89,18 @@ pub(super) fn decode_record_at(
     let uncompressed_size: i64 = row.try_get(first + 6).map_err(decode)?;
     let stored_size: i64 = row.try_get(first + 7).map_err(decode)?;
     let bytes: Vec<u8> = row.try_get(first + 9).map_err(decode)?;
+    let base_version: Option<i64> = row.try_get(first + 10).map_err(decode)?;
+    let base_checksum: Option<i64> = row.try_get(first + 11).map_err(decode)?;
+    // The table's CHECK keeps the two together. A negative base version can only come from
+    // damage outside this store: read as an impossible version, so the reader finds no such base
+    // and skips this one snapshot rather than the store failing every read of the stream.
+    let base = match (base_version, base_checksum) {
+        (Some(version), Some(checksum)) => Some(SnapshotBase {
+            version: u64::try_from(version).unwrap_or(u64::MAX),
+            checksum: checksum as u64,
+        }),
+        _ => None,
+    };
     Ok(SnapshotRecord {
         stream,
         version: to_u64(version, "snapshot version")?,
@@ -98,5 +116,6 @@ pub(super) fn decode_record_at(
         stored_size: u64::try_from(stored_size).unwrap_or(u64::MAX),
         taken_at: row.try_get(first + 8).map_err(decode)?,
         bytes: Bytes::from(bytes),
+        base,
     })
 }

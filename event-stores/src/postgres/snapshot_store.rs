@@ -26,7 +26,7 @@ use super::snapshot_writes::{Retain, RetainStatement, Save, SaveStatement, Snaps
 // Static statements (not built with format!) so sqlx can cache their prepared forms.
 const LOAD_AT_OR_BEFORE_VERSION: &str = r#"
 SELECT version, last_event_id, state_schema_version, codec, compression, checksum,
-       uncompressed_size, stored_size, taken_at, bytes
+       uncompressed_size, stored_size, taken_at, bytes, base_version, base_checksum
 FROM snapshots
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND version <= $3::bigint
 ORDER BY version DESC
@@ -35,7 +35,7 @@ LIMIT 1
 
 const LOAD_AT_OR_BEFORE_TIME: &str = r#"
 SELECT version, last_event_id, state_schema_version, codec, compression, checksum,
-       uncompressed_size, stored_size, taken_at, bytes
+       uncompressed_size, stored_size, taken_at, bytes, base_version, base_checksum
 FROM snapshots
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND taken_at <= $3::timestamptz
 ORDER BY version DESC
@@ -44,21 +44,32 @@ LIMIT 1
 
 const LIST: &str = r#"
 SELECT version, last_event_id, state_schema_version, codec, compression, checksum,
-       uncompressed_size, stored_size, taken_at, bytes
+       uncompressed_size, stored_size, taken_at, bytes, base_version, base_checksum
 FROM snapshots
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text
   AND version >= $3::bigint AND version <= $4::bigint
 ORDER BY version DESC
 "#;
 
+// Deletes never take a base that another kept snapshot names (`base_version`): a delta cannot
+// be read without it. A stream has few snapshots, so the NOT EXISTS is a short scan of its
+// primary-key range.
 const DELETE: &str = r#"
-DELETE FROM snapshots
-WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND version = $3::bigint
+DELETE FROM snapshots s
+WHERE s.aggregate_type = $1::text AND s.aggregate_id = $2::text AND s.version = $3::bigint
+  AND NOT EXISTS (
+      SELECT 1 FROM snapshots d
+      WHERE d.aggregate_type = s.aggregate_type AND d.aggregate_id = s.aggregate_id
+        AND d.version <> s.version AND d.base_version = s.version)
 "#;
 
 const DELETE_OLDER_THAN: &str = r#"
-DELETE FROM snapshots
-WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND version < $3::bigint
+DELETE FROM snapshots s
+WHERE s.aggregate_type = $1::text AND s.aggregate_id = $2::text AND s.version < $3::bigint
+  AND NOT EXISTS (
+      SELECT 1 FROM snapshots d
+      WHERE d.aggregate_type = s.aggregate_type AND d.aggregate_id = s.aggregate_id
+        AND d.version >= $3::bigint AND d.base_version = s.version)
 "#;
 
 const STATS: &str = r#"
@@ -176,11 +187,16 @@ impl SnapshotStore for PgSnapshotStore {
         let version = to_i64(record.version, "snapshot version")?;
         let uncompressed_size = to_i64(record.uncompressed_size, "snapshot uncompressed size")?;
         let stored_size = to_i64(record.stored_size, "snapshot stored size")?;
+        let base_version = record
+            .base
+            .map(|base| to_i64(base.version, "snapshot base version"))
+            .transpose()?;
         let save = Save {
             record,
             version,
             uncompressed_size,
             stored_size,
+            base_version,
         };
         match &self.writes {
             Some(writes) => writes.saves.call(save).await,

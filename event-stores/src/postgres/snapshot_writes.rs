@@ -31,6 +31,8 @@ pub(super) struct Save {
     pub version: i64,
     pub uncompressed_size: i64,
     pub stored_size: i64,
+    /// The delta's base version, checked to fit the BIGINT column.
+    pub base_version: Option<i64>,
 }
 
 impl Job for Save {
@@ -46,10 +48,11 @@ impl Job for Save {
 const SAVE_MANY: &str = r#"
 INSERT INTO snapshots (aggregate_type, aggregate_id, version, last_event_id,
                        state_schema_version, codec, compression, checksum,
-                       uncompressed_size, stored_size, taken_at, bytes)
+                       uncompressed_size, stored_size, taken_at, bytes, base_version,
+                       base_checksum)
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::uuid[], $5::int4[], $6::text[],
                      $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::timestamptz[],
-                     $12::bytea[])
+                     $12::bytea[], $13::int8[], $14::int8[])
 ON CONFLICT (aggregate_type, aggregate_id, version) DO UPDATE SET
     last_event_id = EXCLUDED.last_event_id,
     state_schema_version = EXCLUDED.state_schema_version,
@@ -59,9 +62,12 @@ ON CONFLICT (aggregate_type, aggregate_id, version) DO UPDATE SET
     uncompressed_size = EXCLUDED.uncompressed_size,
     stored_size = EXCLUDED.stored_size,
     taken_at = EXCLUDED.taken_at,
-    bytes = EXCLUDED.bytes
+    bytes = EXCLUDED.bytes,
+    base_version = EXCLUDED.base_version,
+    base_checksum = EXCLUDED.base_checksum
 RETURNING aggregate_type, aggregate_id, version, last_event_id, state_schema_version, codec,
-          compression, checksum, uncompressed_size, stored_size, taken_at, bytes
+          compression, checksum, uncompressed_size, stored_size, taken_at, bytes, base_version,
+          base_checksum
 "#;
 
 /// Saves, alone or many at once (one save is [`SAVE_MANY`] with arrays of one); each answered
@@ -94,7 +100,8 @@ impl Job for Retain {
 }
 
 /// Per stream, the version of its `keep`-th newest snapshot (NULL with fewer: `version < NULL`
-/// deletes nothing); every older one goes. One row per request, with how many it deleted.
+/// deletes nothing); every older one goes, except the bases that the kept ones name. One row per
+/// request, with how many it deleted.
 const RETAIN_MANY: &str = r#"
 WITH req AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])
@@ -112,6 +119,10 @@ WITH req AS (
     USING cut c
     WHERE s.aggregate_type = c.aggregate_type AND s.aggregate_id = c.aggregate_id
       AND s.version < c.below
+      AND NOT EXISTS (
+          SELECT 1 FROM snapshots d
+          WHERE d.aggregate_type = c.aggregate_type AND d.aggregate_id = c.aggregate_id
+            AND d.version >= c.below AND d.base_version = s.version)
     RETURNING c.k
 )
 SELECT c.k, (SELECT COUNT(*) FROM gone g WHERE g.k = c.k) FROM cut c ORDER BY c.k
@@ -219,7 +230,18 @@ impl Statement for SaveStatement {
                 )
                 .bind(saves.iter().map(|s| s.stored_size).collect::<Vec<_>>())
                 .bind(records.clone().map(|r| r.taken_at).collect::<Vec<_>>())
-                .bind(records.map(|r| r.bytes.as_ref()).collect::<Vec<_>>())
+                .bind(
+                    records
+                        .clone()
+                        .map(|r| r.bytes.as_ref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(saves.iter().map(|s| s.base_version).collect::<Vec<_>>())
+                .bind(
+                    records
+                        .map(|r| r.base.map(|b| b.checksum as i64))
+                        .collect::<Vec<_>>(),
+                )
                 .fetch_all(&mut *conn)
                 .await
         };

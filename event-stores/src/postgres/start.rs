@@ -20,26 +20,27 @@ use crate::stream::StreamId;
 use super::batcher::{Batcher, Job, Limits, SharedError, Statement};
 use super::connection::{Held, connection, failed};
 use super::error::map_sqlx;
-use super::rows::{decode_event_at, decode_record_at};
+use super::rows::{SNAPSHOT_COLUMNS, decode_event_at, decode_record_at};
 
-/// Column 0 says which kind of row it is; columns 1–10 are a snapshot's, 11–20 an event's.
+/// Column 0 says which kind of row it is; columns 1–12 are a snapshot's, 13–23 an event's.
 const READ_START: &str = r#"
 WITH snap AS (
     SELECT version, last_event_id, state_schema_version, codec, compression, checksum,
-           uncompressed_size, stored_size, taken_at, bytes
+           uncompressed_size, stored_size, taken_at, bytes, base_version, base_checksum
     FROM snapshots
     WHERE aggregate_type = $1::text AND aggregate_id = $2::text
     ORDER BY version DESC
     LIMIT 1
 )
 SELECT TRUE, s.version, s.last_event_id, s.state_schema_version, s.codec, s.compression,
-       s.checksum, s.uncompressed_size, s.stored_size, s.taken_at, s.bytes,
+       s.checksum, s.uncompressed_size, s.stored_size, s.taken_at, s.bytes, s.base_version,
+       s.base_checksum,
        NULL::bigint, NULL::uuid, NULL::text, NULL::int4, NULL::bytea, NULL::uuid, NULL::uuid,
        NULL::timestamptz, NULL::bigint, NULL::uuid, NULL::bytea
 FROM snap s
 UNION ALL
 (SELECT FALSE, NULL::bigint, NULL::uuid, NULL::int4, NULL::text, NULL::text, NULL::bigint,
-        NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::bytea,
+        NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::bytea, NULL::bigint, NULL::bigint,
         e.version, e.event_id, e.event_type, e.schema_version, e.payload, e.correlation_id,
         e.causation_id, e.recorded_at, e.position, e.command_id, e.trace_parent
  FROM events e
@@ -50,7 +51,7 @@ UNION ALL
 "#;
 
 /// [`READ_START`] for many streams: `k` numbers the requests, and each row carries the `k` of
-/// its stream in column 0; columns 2–11 are a snapshot's, 12–22 an event's.
+/// its stream in column 0; columns 2–13 are a snapshot's, 14–24 an event's.
 const READ_START_MANY: &str = r#"
 WITH req AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])
@@ -60,7 +61,7 @@ WITH req AS (
     FROM req r
     CROSS JOIN LATERAL (
         SELECT version, last_event_id, state_schema_version, codec, compression, checksum,
-               uncompressed_size, stored_size, taken_at, bytes
+               uncompressed_size, stored_size, taken_at, bytes, base_version, base_checksum
         FROM snapshots
         WHERE aggregate_type = r.aggregate_type AND aggregate_id = r.aggregate_id
         ORDER BY version DESC
@@ -68,13 +69,14 @@ WITH req AS (
     ) s
 )
 SELECT s.k, TRUE, s.version, s.last_event_id, s.state_schema_version, s.codec, s.compression,
-       s.checksum, s.uncompressed_size, s.stored_size, s.taken_at, s.bytes,
+       s.checksum, s.uncompressed_size, s.stored_size, s.taken_at, s.bytes, s.base_version,
+       s.base_checksum,
        NULL::bigint, NULL::uuid, NULL::text, NULL::int4, NULL::bytea, NULL::uuid, NULL::uuid,
        NULL::timestamptz, NULL::bigint, NULL::uuid, NULL::bytea
 FROM snap s
 UNION ALL
 SELECT r.k, FALSE, NULL::bigint, NULL::uuid, NULL::int4, NULL::text, NULL::text, NULL::bigint,
-       NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::bytea,
+       NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::bytea, NULL::bigint, NULL::bigint,
        e.version, e.event_id, e.event_type, e.schema_version, e.payload, e.correlation_id,
        e.causation_id, e.recorded_at, e.position, e.command_id, e.trace_parent
 FROM req r
@@ -234,9 +236,11 @@ fn add_row(
     if is_snapshot {
         start.snapshot = Some(decode_record_at(row, stream.clone(), first + 1)?);
     } else {
-        start
-            .events
-            .push(decode_event_at(row, stream.clone(), first + 11)?);
+        start.events.push(decode_event_at(
+            row,
+            stream.clone(),
+            first + 1 + SNAPSHOT_COLUMNS,
+        )?);
     }
     Ok(())
 }

@@ -50,6 +50,7 @@ pub mod events;
 pub mod histograms;
 pub mod read_model;
 pub mod reminders;
+pub mod schedules;
 pub mod server;
 pub mod stats;
 pub mod trace;
@@ -57,6 +58,7 @@ pub mod trace;
 use std::time::{Duration, Instant};
 
 use aggregate_actors::event_stores::{EventMetadata, ReadQuery, StreamId, TraceParent};
+use aggregate_actors::schedule::Schedules;
 use aggregate_actors::{At, CommandError, CommandId, CommandOptions, Executor, ExecutorError};
 use axum::Router;
 use axum::body::Bytes;
@@ -158,6 +160,9 @@ pub struct AppState {
     /// The reminder scheduler next to the executor, for `/stats`; `None` when none runs
     /// (cluster mode, or a router built without one).
     pub scheduler: Option<ReminderScheduler>,
+    /// The snapshot schedules the scheduler runs, for `/snapshot-schedules`; `None` when
+    /// none run.
+    pub schedules: Option<Schedules>,
 }
 
 /// The API's routes on `state`.
@@ -169,6 +174,11 @@ pub fn router(state: AppState) -> Router {
         .route("/read-model/customers/{id}", get(read_model::get_customer))
         .route("/read-model/stats", get(read_model::stats))
         .route("/stats", get(stats::stats))
+        .route("/snapshot-schedules", get(schedules::list))
+        .route(
+            "/snapshot-schedules/{name}",
+            axum::routing::put(schedules::put).delete(schedules::delete),
+        )
         .route("/dashboard", get(dashboard::index))
         .route("/dashboard/", get(dashboard::index))
         .route("/dashboard/app.js", get(dashboard::script))

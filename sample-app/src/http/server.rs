@@ -2,15 +2,17 @@
 //! cluster ([`crate::cluster`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aggregate_actors::event_stores::StoreError;
+use aggregate_actors::schedule::Schedules;
 use aggregate_actors::scheduler::SchedulerSettings;
 
 use super::{AppState, router};
 use crate::cluster::{ClusterOptions, JoinError, Member};
 use crate::domain::ReviewPolicy;
-use crate::ledger::Stores;
+use crate::ledger::{SnapshotConfigFileError, Stores, read_snapshot_config};
 use crate::read_model::{ReadModel, ReadModelError};
 use crate::scheduler::ReminderScheduler;
 
@@ -27,6 +29,9 @@ pub struct ServeOptions {
     pub review_frozen_after: ReviewPolicy,
     /// Join a cluster of `serve` processes on the same database; a single process when `None`.
     pub cluster: Option<ClusterOptions>,
+    /// A snapshot configuration file (TOML, or JSON by its `.json` name) applied over the
+    /// types' own snapshot settings.
+    pub snapshot_config: Option<std::path::PathBuf>,
 }
 
 /// Why `serve` stopped with an error.
@@ -44,6 +49,9 @@ pub enum ServeError {
     /// Joining the cluster failed (`--cluster` without a database among the reasons).
     #[error(transparent)]
     Cluster(#[from] JoinError),
+    /// The snapshot configuration file could not be used.
+    #[error(transparent)]
+    SnapshotConfig(#[from] SnapshotConfigFileError),
     /// The read model's projection could not be started.
     #[error("cannot start the read model: {0}")]
     ReadModel(#[from] ReadModelError),
@@ -100,7 +108,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         address: options.listen,
         source,
     })?;
-    let stores = Stores::open(options.database_url.as_deref(), options.max_connections).await?;
+    // Read before anything starts: a bad file fails the start.
+    let snapshot_config = options
+        .snapshot_config
+        .as_deref()
+        .map(read_snapshot_config)
+        .transpose()?;
+    let mut stores = Stores::open(options.database_url.as_deref(), options.max_connections).await?;
+    if let (Some(file), Some(path)) = (snapshot_config, &options.snapshot_config) {
+        stores = stores.with_snapshot_config(file).map_err(|source| {
+            SnapshotConfigFileError::Config {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
     // Before joining: a failure here leaves no shard to hand back.
     let read_model = ReadModel::start(&stores).await?;
     let (executor, member) = match &options.cluster {
@@ -116,8 +138,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     };
     // A cluster node fires the reminders of the shards it owns at each poll: after a shard
     // moves, its new owner fires them (an old owner's late firing is refused by the fence).
+    // Snapshot schedules live next to the events (every node of a cluster sees the same
+    // ones, and each occurrence runs on one of them).
+    let schedules = Schedules::new(stores.schedule_store());
     let settings = SchedulerSettings {
         shards: member.as_ref().map(Member::reminder_shards),
+        schedules: Some(Arc::clone(schedules.store())),
         ..ReminderScheduler::service_settings()
     };
     let scheduler = Some(ReminderScheduler::start(&executor, settings));
@@ -139,6 +165,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         cluster: member.as_ref().map(Member::status),
         read_model: read_model.clone(),
         scheduler: scheduler.clone(),
+        schedules: Some(schedules),
     });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

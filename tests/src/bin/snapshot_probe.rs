@@ -32,7 +32,8 @@ fn unseal(compression: &str, size: u64) -> Result<(), Box<dyn Error>> {
         codec::encode(&state)?,
         &CompressionConfig {
             threshold_bytes: threshold,
-            zstd_level: 1,
+            algorithm: codec::SnapshotCompression::Zstd { level: 1 },
+            ..CompressionConfig::default()
         },
     )?;
     match codec::unseal(

@@ -1,0 +1,512 @@
+//! Reading a backup back: a first pass that checks the whole file (and the target store) and
+//! writes nothing, then a second pass that writes.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use uuid::Uuid;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::format::{EventFrame, HeaderFrame, SnapshotFrame, malformed, stream_id};
+use super::reader::{BackupReader, Item};
+use super::{BackupError, BackupScope, Phase, Progress};
+use crate::event::NewEvent;
+use crate::event_store::{EventStore, ReadQuery, StreamPages};
+use crate::snapshot::SnapshotRecord;
+use crate::snapshot_store::SnapshotStore;
+use crate::stream::StreamId;
+
+/// How [`import`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Most events in one append (keep it within the target's `max_events_per_append`).
+    pub batch_events: usize,
+    /// Appends (to different streams) or snapshot saves in flight at once.
+    pub concurrency: usize,
+    /// Payload bytes held before they are written, whatever the batch sizes.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self {
+            batch_events: 1_000,
+            concurrency: 8,
+            max_pending_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a backup file holds, from its header and trailer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// The format version.
+    pub format_version: u32,
+    /// When the export started.
+    pub created_at: DateTime<Utc>,
+    /// The program that wrote it.
+    pub tool: String,
+    /// The scope it was exported with.
+    pub scope: BackupScope,
+    /// Streams with events in the file.
+    pub streams: u64,
+    /// Events in the file.
+    pub events: u64,
+    /// Snapshots in the file.
+    pub snapshots: u64,
+    /// The file's size in bytes.
+    pub bytes: u64,
+}
+
+/// What [`import`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The file.
+    pub summary: BackupSummary,
+    /// Events appended to the target.
+    pub events_written: u64,
+    /// Events skipped because the target already held them (same versions, same ids).
+    pub events_already_present: u64,
+    /// Streams that received events.
+    pub streams_written: u64,
+    /// Streams whose events of the file were all in the target already.
+    pub streams_already_present: u64,
+    /// Snapshots saved.
+    pub snapshots_saved: u64,
+    /// The first pass: reading and checking the file and the target's streams.
+    pub verify_time: Duration,
+    /// The second pass: writing.
+    pub write_time: Duration,
+}
+
+/// Checks a backup file on its own (every check of [`import`]'s first pass but those against
+/// a store), streaming, and returns what it holds.
+pub async fn verify(
+    input: impl Read,
+    progress: impl FnMut(Progress),
+) -> Result<BackupSummary, BackupError> {
+    Ok(scan(input, None, progress).await?.summary)
+}
+
+/// [`import`] from the file at `path`.
+pub async fn import_file(
+    path: &Path,
+    events: &dyn EventStore,
+    snapshots: &dyn SnapshotStore,
+    options: &ImportOptions,
+    progress: impl FnMut(Progress),
+) -> Result<ImportReport, BackupError> {
+    import(
+        || std::fs::File::open(path),
+        events,
+        snapshots,
+        options,
+        progress,
+    )
+    .await
+}
+
+/// Imports a backup into `events` and `snapshots`, which may be empty or not; see [the
+/// rules](super#what-import-checks-and-when-a-stored-stream-is-a-conflict).
+///
+/// `open` is called twice and must give the same bytes both times: the first pass checks the
+/// whole file and each of its streams against the store and writes nothing, the second writes.
+/// Memory holds a few numbers per stream and at most `options.max_pending_bytes` of payloads
+/// (or `batch_events × concurrency` events). Nobody else should write the imported streams
+/// meanwhile: such a write makes an append fail with a version conflict rather than be
+/// overwritten.
+pub async fn import<R: Read>(
+    mut open: impl FnMut() -> io::Result<R>,
+    events: &dyn EventStore,
+    snapshots: &dyn SnapshotStore,
+    options: &ImportOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<ImportReport, BackupError> {
+    let started = Instant::now();
+    let mut scan = scan(open()?, Some(events), &mut progress).await?;
+    decide(events, &mut scan.streams).await?;
+    let verify_time = started.elapsed();
+
+    let started = Instant::now();
+    let mut writer = Writer {
+        events,
+        snapshots,
+        options,
+        streams: scan.streams,
+        pending: HashMap::new(),
+        pending_events: 0,
+        pending_bytes: 0,
+        pending_snapshots: Vec::new(),
+        events_written: 0,
+        events_already_present: 0,
+        snapshots_saved: 0,
+        last_stream: None,
+    };
+    let mut reader = BackupReader::open(open()?)?;
+    if reader.header.created_at_us != scan.header.created_at_us {
+        return Err(changed(0));
+    }
+    let mut read = (0u64, 0u64);
+    while let Some(item) = reader.next()? {
+        match item {
+            Item::Event(frame, event) => {
+                read.0 += 1;
+                writer.event(frame, &event).await?;
+            }
+            Item::Snapshot(frame, snapshot) => {
+                read.1 += 1;
+                writer.snapshot(frame, &snapshot).await?;
+            }
+        }
+        if (read.0 + read.1).is_multiple_of(4096) {
+            progress(reader.progress(Phase::Write, read));
+        }
+    }
+    writer.flush_events().await?;
+    writer.flush_snapshots().await?;
+    progress(reader.progress(Phase::Write, read));
+
+    let streams_written = writer
+        .streams
+        .values()
+        .filter(|plan| plan.queued > plan.present_through)
+        .count() as u64;
+    let streams_already_present = writer
+        .streams
+        .values()
+        .filter(|plan| plan.present_through == plan.last)
+        .count() as u64;
+    Ok(ImportReport {
+        summary: scan.summary,
+        events_written: writer.events_written,
+        events_already_present: writer.events_already_present,
+        streams_written,
+        streams_already_present,
+        snapshots_saved: writer.snapshots_saved,
+        verify_time,
+        write_time: started.elapsed(),
+    })
+}
+
+/// One stream of the file, as the first pass found it and the second writes it.
+#[derive(Debug, Clone)]
+struct StreamPlan {
+    /// First and last version in the file.
+    first: u64,
+    last: u64,
+    /// The target's version when the first pass met the stream.
+    stored: u64,
+    /// Chained hash of the file's event ids at versions the target already has.
+    overlap: u64,
+    /// The file's versions up to here are in the target already and are skipped.
+    present_through: u64,
+    /// The second pass: the last version queued for writing (or skipped).
+    queued: u64,
+}
+
+/// What the first pass found.
+struct Scan {
+    header: HeaderFrame,
+    summary: BackupSummary,
+    streams: HashMap<StreamId, StreamPlan>,
+}
+
+/// Order-sensitive hash of a run of event ids, kept in 8 bytes per stream.
+fn chain(hash: u64, id: Uuid) -> u64 {
+    xxh3_64_with_seed(id.as_bytes(), hash)
+}
+
+/// The first pass: every frame, in order, checked; with a store, each stream's version there.
+async fn scan(
+    input: impl Read,
+    store: Option<&dyn EventStore>,
+    mut progress: impl FnMut(Progress),
+) -> Result<Scan, BackupError> {
+    let mut reader = BackupReader::open(input)?;
+    let mut streams: HashMap<StreamId, StreamPlan> = HashMap::new();
+    let mut last_stream: Option<StreamId> = None;
+    let mut read = (0u64, 0u64);
+    while let Some(item) = reader.next()? {
+        match item {
+            Item::Event(frame, event) => {
+                read.0 += 1;
+                event.to_new_event(frame)?;
+                let stream = reuse_stream(&mut last_stream, &event, frame)?;
+                match streams.get_mut(&stream) {
+                    Some(plan) => {
+                        if event.version != plan.last + 1 {
+                            return Err(BackupError::NotContiguous {
+                                stream,
+                                expected: plan.last + 1,
+                                found: event.version,
+                            });
+                        }
+                        plan.last = event.version;
+                        if event.version <= plan.stored {
+                            plan.overlap = chain(plan.overlap, event.event_id);
+                        }
+                    }
+                    None => {
+                        let stored = match store {
+                            Some(store) => store.stream_version(&stream).await?,
+                            None => 0,
+                        };
+                        let overlap = if event.version <= stored {
+                            chain(0, event.event_id)
+                        } else {
+                            0
+                        };
+                        let plan = StreamPlan {
+                            first: event.version,
+                            last: event.version,
+                            stored,
+                            overlap,
+                            present_through: 0,
+                            queued: 0,
+                        };
+                        streams.insert(stream, plan);
+                    }
+                }
+            }
+            Item::Snapshot(frame, snapshot) => {
+                read.1 += 1;
+                let stream = stream_id(&snapshot.aggregate_type, &snapshot.aggregate_id, frame)?;
+                snapshot.to_record(stream.clone(), frame)?;
+                let Some(plan) = streams.get(&stream) else {
+                    return Err(malformed(
+                        frame,
+                        format!("a snapshot of {stream}, which has no events in the backup"),
+                    ));
+                };
+                if snapshot.version > plan.last {
+                    return Err(malformed(
+                        frame,
+                        format!(
+                            "the snapshot of {stream} at version {} is past the backup's last \
+                             event of it ({})",
+                            snapshot.version, plan.last
+                        ),
+                    ));
+                }
+            }
+        }
+        if (read.0 + read.1).is_multiple_of(4096) {
+            progress(reader.progress(Phase::Verify, read));
+        }
+    }
+    progress(reader.progress(Phase::Verify, read));
+    let trailer = reader.trailer.take().ok_or(BackupError::Truncated {
+        frames: reader.frames.frames(),
+    })?;
+    if trailer.streams != streams.len() as u64 {
+        return Err(malformed(
+            reader.frames.frames().saturating_sub(1),
+            format!(
+                "the trailer counts {} streams, the file has {}",
+                trailer.streams,
+                streams.len()
+            ),
+        ));
+    }
+    let summary = BackupSummary {
+        format_version: reader.header.format,
+        created_at: DateTime::from_timestamp_micros(reader.header.created_at_us)
+            .unwrap_or_default(),
+        tool: reader.header.tool.clone(),
+        scope: reader.header.scope.to_scope(),
+        streams: trailer.streams,
+        events: trailer.events,
+        snapshots: trailer.snapshots,
+        bytes: reader.frames.bytes(),
+    };
+    Ok(Scan {
+        header: reader.header,
+        summary,
+        streams,
+    })
+}
+
+/// The stream of `event`, reusing the previous one when it is the same (consecutive events
+/// mostly are), so the first pass does not allocate an id per event.
+fn reuse_stream(
+    last: &mut Option<StreamId>,
+    event: &EventFrame,
+    frame: u64,
+) -> Result<StreamId, BackupError> {
+    if let Some(stream) = last
+        && stream.aggregate_type() == event.aggregate_type
+        && stream.aggregate_id() == event.aggregate_id
+    {
+        return Ok(stream.clone());
+    }
+    let stream = stream_id(&event.aggregate_type, &event.aggregate_id, frame)?;
+    *last = Some(stream.clone());
+    Ok(stream)
+}
+
+/// Decides, for each stream, what the target already has (see the module documentation);
+/// fails with the first conflict in stream order, before anything is written.
+async fn decide(
+    store: &dyn EventStore,
+    streams: &mut HashMap<StreamId, StreamPlan>,
+) -> Result<(), BackupError> {
+    let mut ids: Vec<&StreamId> = streams.keys().collect();
+    ids.sort();
+    let mut present = Vec::new();
+    for stream in ids {
+        let plan = &streams[stream];
+        if plan.stored + 1 < plan.first {
+            return Err(BackupError::Conflict {
+                stream: stream.clone(),
+                stored_version: plan.stored,
+                first_in_file: plan.first,
+                detail: " (the versions in between are in neither)",
+            });
+        }
+        let through = plan.stored.min(plan.last);
+        if through >= plan.first {
+            let query = ReadQuery::after(plan.first - 1)
+                .up_to_version(through)
+                .page_size(1_000);
+            let mut pages = StreamPages::new(store, stream, query);
+            let mut hash = 0;
+            while let Some(page) = pages.next_page().await? {
+                hash = page.iter().fold(hash, |h, e| chain(h, e.event_id));
+            }
+            if hash != plan.overlap {
+                return Err(BackupError::Conflict {
+                    stream: stream.clone(),
+                    stored_version: plan.stored,
+                    first_in_file: plan.first,
+                    detail: " (the store holds other events at the backup's versions)",
+                });
+            }
+        }
+        present.push((stream.clone(), through.max(plan.first - 1)));
+    }
+    for (stream, through) in present {
+        if let Some(plan) = streams.get_mut(&stream) {
+            plan.present_through = through;
+            plan.queued = through;
+        }
+    }
+    Ok(())
+}
+
+/// The second pass's writes, batched.
+struct Writer<'a> {
+    events: &'a dyn EventStore,
+    snapshots: &'a dyn SnapshotStore,
+    options: &'a ImportOptions,
+    streams: HashMap<StreamId, StreamPlan>,
+    pending: HashMap<StreamId, Vec<NewEvent>>,
+    pending_events: usize,
+    pending_bytes: usize,
+    pending_snapshots: Vec<SnapshotRecord>,
+    events_written: u64,
+    events_already_present: u64,
+    snapshots_saved: u64,
+    last_stream: Option<StreamId>,
+}
+
+impl Writer<'_> {
+    async fn event(&mut self, frame: u64, event: &EventFrame) -> Result<(), BackupError> {
+        let stream = reuse_stream(&mut self.last_stream, event, frame)?;
+        let plan = self
+            .streams
+            .get_mut(&stream)
+            .ok_or_else(|| changed(frame))?;
+        if event.version <= plan.present_through {
+            self.events_already_present += 1;
+            return Ok(());
+        }
+        if event.version != plan.queued + 1 {
+            return Err(changed(frame));
+        }
+        plan.queued = event.version;
+        let new = event.to_new_event(frame)?;
+        self.pending_bytes += new.payload.len();
+        self.pending_events += 1;
+        let batch = self.pending.entry(stream).or_default();
+        batch.push(new);
+        let options = self.options;
+        if batch.len() >= options.batch_events.max(1)
+            || self.pending_events >= options.batch_events.max(1) * options.concurrency.max(1)
+            || self.pending_bytes >= options.max_pending_bytes
+        {
+            self.flush_events().await?;
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&mut self, frame: u64, snapshot: &SnapshotFrame) -> Result<(), BackupError> {
+        // Snapshots follow all events: whatever is pending goes first.
+        self.flush_events().await?;
+        let stream = stream_id(&snapshot.aggregate_type, &snapshot.aggregate_id, frame)?;
+        if !self.streams.contains_key(&stream) {
+            return Err(changed(frame));
+        }
+        let record = snapshot.to_record(stream, frame)?;
+        self.pending_bytes += record.bytes.len();
+        self.pending_snapshots.push(record);
+        if self.pending_snapshots.len() >= self.options.concurrency.max(1)
+            || self.pending_bytes >= self.options.max_pending_bytes
+        {
+            self.flush_snapshots().await?;
+        }
+        Ok(())
+    }
+
+    /// Appends every pending batch, one per stream, several streams at once. A stream's
+    /// expected version is the last one written before the batch: a concurrent writer makes
+    /// the append fail instead of interleaving.
+    async fn flush_events(&mut self) -> Result<(), BackupError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut jobs = Vec::with_capacity(self.pending.len());
+        for (stream, batch) in self.pending.drain() {
+            let queued = self.streams.get(&stream).map_or(0, |plan| plan.queued);
+            let expected = queued.saturating_sub(batch.len() as u64);
+            jobs.push((stream, expected, batch));
+        }
+        let store = self.events;
+        let mut appends = futures::stream::iter(jobs)
+            .map(|(stream, expected, batch)| async move {
+                let count = batch.len() as u64;
+                store.append(&stream, expected, batch).await.map(|_| count)
+            })
+            .buffer_unordered(self.options.concurrency.max(1));
+        while let Some(appended) = appends.next().await {
+            self.events_written += appended?;
+        }
+        self.pending_events = 0;
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    async fn flush_snapshots(&mut self) -> Result<(), BackupError> {
+        let store = self.snapshots;
+        let mut saves = futures::stream::iter(self.pending_snapshots.drain(..))
+            .map(|record| store.save(record))
+            .buffer_unordered(self.options.concurrency.max(1));
+        while let Some(saved) = saves.next().await {
+            saved?;
+            self.snapshots_saved += 1;
+        }
+        self.pending_bytes = 0;
+        Ok(())
+    }
+}
+
+/// The second pass met something the first did not see.
+fn changed(frame: u64) -> BackupError {
+    malformed(
+        frame,
+        "the file changed between the import's two passes".to_owned(),
+    )
+}

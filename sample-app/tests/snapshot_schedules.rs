@@ -1,0 +1,100 @@
+//! Snapshot schedules on the real `serve` binary (in memory): stored over HTTP, listed with
+//! their next run, run by the service's scheduler (the scheduled aggregate gets its snapshot),
+//! refused with 400 for a bad cron expression, and removed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn get(server: &Server, path: &str) -> Value {
+    let response = reqwest::get(server.url(path)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn put(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .put(server.url(&format!("/snapshot-schedules/{name}")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_schedule_stored_over_http_runs_and_snapshots_its_aggregate() {
+    let server = Server::start(None, &[]).await;
+    let opened = reqwest::Client::new()
+        .post(server.url("/accounts/acc-s/commands"))
+        .json(&json!({"type": "open", "owner": "cus-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), StatusCode::OK);
+
+    let (status, stored) = put(
+        &server,
+        "acc-s-every-second",
+        json!({"aggregate_type": "accounts", "id": "acc-s", "cron": "* * * * * *"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["runs"], 0);
+    assert!(stored["next_run_at"].as_str().is_some(), "{stored}");
+
+    let waited = Instant::now();
+    let listed = loop {
+        let listed = get(&server, "/snapshot-schedules").await;
+        if listed["schedules"][0]["runs"].as_u64() >= Some(1)
+            && !listed["schedules"][0]["last_outcome"].is_null()
+        {
+            break listed;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(10), "{listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let schedule = &listed["schedules"][0];
+    assert_eq!(schedule["name"], "acc-s-every-second");
+    assert_eq!(schedule["id"], "acc-s");
+    assert!(
+        schedule["last_outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("snapshotted 1")),
+        "{schedule}"
+    );
+    let snapshots = get(&server, "/accounts/acc-s/snapshots").await;
+    assert!(
+        !snapshots["snapshots"].as_array().unwrap().is_empty(),
+        "{snapshots}"
+    );
+
+    let (status, body) = put(
+        &server,
+        "bad",
+        json!({"aggregate_type": "accounts", "cron": "every day"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_schedule"))
+    );
+
+    let client = reqwest::Client::new();
+    let url = server.url("/snapshot-schedules/acc-s-every-second");
+    assert_eq!(
+        client.delete(&url).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        client.delete(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(server.terminate().await.success());
+}
