@@ -60,6 +60,31 @@ pub enum ExecutorError {
     /// The aggregate type was never registered with this executor.
     #[error("aggregate type {0:?} is not registered with this executor")]
     UnknownAggregateType(&'static str),
+    /// The type has no snapshot archive ([`AggregateSettings::archive`](crate::AggregateSettings::archive)).
+    #[error("aggregate type {aggregate_type:?} has no snapshot archive")]
+    NoArchive {
+        /// The type.
+        aggregate_type: &'static str,
+    },
+    /// The archive holds no snapshot of the aggregate at that version.
+    #[error("no archived snapshot of {aggregate_type}/{id} at version {version}")]
+    NotArchived {
+        /// The type.
+        aggregate_type: &'static str,
+        /// The aggregate.
+        id: String,
+        /// The version asked for.
+        version: u64,
+    },
+    /// The archived snapshot would not open (damaged, another schema, its base missing), so
+    /// it was left where it was.
+    #[error("the archived snapshot at version {version} cannot be restored: {reason}")]
+    CannotRestore {
+        /// The version.
+        version: u64,
+        /// Why it does not open.
+        reason: String,
+    },
     /// No aggregate type of this name is registered with this executor (asked by name, e.g.
     /// from a stored schedule or the command line).
     #[error("no aggregate type named {aggregate_type:?} is registered with this executor")]

@@ -77,7 +77,11 @@ impl ExecutorError {
             | ExecutorError::InvalidInput(_)
             | ExecutorError::VersionNotReached { .. }
             | ExecutorError::RemindersOff { .. } => ErrorKind::InvalidInput,
-            ExecutorError::NotFound { .. } => ErrorKind::NotFound,
+            ExecutorError::NotFound { .. } | ExecutorError::NotArchived { .. } => {
+                ErrorKind::NotFound
+            }
+            ExecutorError::NoArchive { .. } => ErrorKind::InvalidInput,
+            ExecutorError::CannotRestore { .. } => ErrorKind::Corrupt,
             ExecutorError::Conflict { .. } => ErrorKind::Conflict,
             ExecutorError::Store(error) => store_kind(error),
             ExecutorError::Codec(_) => ErrorKind::Internal,

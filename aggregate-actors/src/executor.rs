@@ -9,7 +9,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actor_runtime::{Directory, Inbound, RuntimeError, Transport};
 use event_stores::{
@@ -22,8 +22,7 @@ use crate::batch::{BatchOptions, BatchReport};
 use crate::builder::{ExecutorBuilder, Shared};
 use crate::command::{CommandId, CommandOptions};
 use crate::error::{CommandError, ExecutorError, Indeterminate};
-use crate::hydrate::{Target, hydrate};
-use crate::outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};
+use crate::outcome::{Committed, ExecutorStats, StateView, TypeStats};
 use crate::reminder::FireOutcome;
 use crate::remote::{self, ExecutorInbound, Forwarded, RemoteCodec, RemoteHandler};
 use crate::routing::{Hop, Route};
@@ -404,56 +403,6 @@ impl Executor {
         }
     }
 
-    /// Rebuilds the state of aggregate `id` at a past version or time from the stores, using
-    /// the newest valid snapshot at or before the target. The live actor is not touched, so in
-    /// a cluster this runs on the node asked: the stores are shared and hold only durable
-    /// events, so every node computes the same answer without a hop.
-    ///
-    /// An aggregate with no events is [`ExecutorError::NotFound`]; a version past the stream's
-    /// end is [`ExecutorError::VersionNotReached`]; a time before the first event gives the
-    /// default state at version 0.
-    pub async fn reconstruct<A: Aggregate>(
-        &self,
-        id: &str,
-        at: At,
-    ) -> Result<Reconstruction<A>, ExecutorError> {
-        let registration = self.registration::<A>(id)?;
-        let stream = StreamId::new(A::TYPE, id)?;
-        let current = self.inner.shared.events.stream_version(&stream).await?;
-        if current == 0 {
-            return Err(self.not_found::<A>(id));
-        }
-        let target = match at {
-            At::Version(requested) if requested > current => {
-                return Err(ExecutorError::VersionNotReached { requested, current });
-            }
-            At::Version(v) => Target::Version(v),
-            At::Time(t) => Target::Time(t),
-        };
-        let started = Instant::now();
-        let context = &registration.context;
-        let hydrated = hydrate::<A>(
-            &*context.events,
-            &*context.snapshots,
-            &stream,
-            target,
-            context.settings.replay_page_size,
-            context.settings.dedup,
-            &context.metrics,
-        )
-        .await
-        .map_err(|e| ExecutorError::Activation(Arc::new(e)))?;
-        Ok(Reconstruction {
-            state: hydrated.state,
-            version: hydrated.version,
-            reached_at: hydrated.last_recorded_at,
-            from_snapshot: hydrated.snapshot,
-            snapshots_skipped: hydrated.snapshots_skipped,
-            events_replayed: hydrated.events_replayed,
-            elapsed: started.elapsed(),
-        })
-    }
-
     /// Passivates the actor of aggregate `id` (it may snapshot on the way out); true if it was live.
     pub async fn passivate<A: Aggregate>(&self, id: &str) -> Result<bool, ExecutorError> {
         let registration = self.registration::<A>(id)?;
@@ -610,7 +559,7 @@ impl Executor {
         Ok(registration)
     }
 
-    fn not_found<A: Aggregate>(&self, id: &str) -> ExecutorError {
+    pub(crate) fn not_found<A: Aggregate>(&self, id: &str) -> ExecutorError {
         ExecutorError::NotFound {
             aggregate_type: A::TYPE,
             id: id.to_owned(),

@@ -27,6 +27,33 @@ mod open;
 use open::{Opened, open_record};
 pub(crate) use open::{open_base, open_snapshot};
 
+/// Every check activation makes of `record` (with its base, for a delta) and that it matches
+/// the stream's event at its version; `Ok` when activation would start from it.
+pub(crate) async fn verify_record<A: Aggregate>(
+    events: &dyn EventStore,
+    snapshots: &dyn SnapshotStore,
+    record: SnapshotRecord,
+) -> Result<(), String> {
+    let (stream, version, last_event_id) =
+        (record.stream.clone(), record.version, record.last_event_id);
+    open_record::<A>(snapshots, record).await?;
+    let query = ReadQuery::after(version.saturating_sub(1))
+        .up_to_version(version)
+        .page_size(1);
+    let own = events
+        .read_stream(&stream, query)
+        .await
+        .map_err(|e| format!("its event cannot be read: {e}"))?;
+    match own.first() {
+        Some(event) if event.version == version && event.event_id == last_event_id => Ok(()),
+        Some(event) => Err(format!(
+            "last_event_id {last_event_id} does not match event {} at version {}",
+            event.event_id, event.version
+        )),
+        None => Err(format!("stream has no event at version {version}")),
+    }
+}
+
 /// How far to rebuild.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {

@@ -138,6 +138,7 @@
 
 mod actor;
 mod aggregate;
+mod archive_view;
 pub mod batch;
 mod builder;
 pub mod codec;
@@ -158,9 +159,11 @@ mod routing;
 pub mod schedule;
 pub mod scheduler;
 mod settings;
+mod snapshot_admin;
 mod snapshot_writer;
 pub mod strategy;
 pub mod testkit;
+mod time_travel;
 pub mod timer;
 pub mod upcast;
 
@@ -176,7 +179,8 @@ pub use error::{ActivationError, CommandError, ExecutorError, Indeterminate};
 pub use error_kind::ErrorKind;
 pub use event_stores;
 pub use executor::Executor;
-pub use metrics::{ActivationReport, AggregateStats, SnapshotOrigin};
+pub use metrics::{ActivationReport, AggregateStats, DAYS_KEPT, SnapshotDay, SnapshotOrigin};
 pub use outcome::{At, Committed, ExecutorStats, Reconstruction, StateView, TypeStats};
 pub use settings::{AggregateSettings, Retention};
+pub use snapshot_admin::SnapshotInfo;
 pub use upcast::{UpcastError, Upcaster};

@@ -8,6 +8,10 @@ use chrono::{DateTime, Utc};
 
 use metrics::{Counter, Histogram, counter, histogram};
 
+mod days;
+
+pub use days::{DAYS_KEPT, SnapshotDay};
+
 /// The snapshot a rebuild started from: the same shape in an [`ActivationReport`] and a
 /// [`Reconstruction`](crate::Reconstruction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +107,13 @@ pub struct AggregateStats {
     /// Commands delivered by [timers](crate::timer) (their outcomes are counted with the
     /// other commands above as well).
     pub timer_ticks: u64,
+    /// Snapshots deleted by retention.
+    pub snapshots_deleted: u64,
+    /// Snapshots moved to the archive by retention.
+    pub snapshots_archived: u64,
+    /// Per UTC day: created, deleted, archived, bytes, creation time (the last 31 days this
+    /// process saw, oldest first).
+    pub snapshot_days: Vec<SnapshotDay>,
 }
 
 impl AggregateStats {
@@ -152,6 +163,9 @@ pub(crate) struct AggregateMetrics {
     snapshot_bytes_stored: AtomicU64,
     snapshot_bytes_uncompressed: AtomicU64,
     timer_ticks: AtomicU64,
+    snapshots_deleted: AtomicU64,
+    snapshots_archived: AtomicU64,
+    days: days::Days,
     facade: Facade,
 }
 
@@ -202,6 +216,9 @@ impl AggregateMetrics {
             snapshot_bytes_stored: AtomicU64::new(0),
             snapshot_bytes_uncompressed: AtomicU64::new(0),
             timer_ticks: AtomicU64::new(0),
+            snapshots_deleted: AtomicU64::new(0),
+            snapshots_archived: AtomicU64::new(0),
+            days: days::Days::default(),
             facade: Facade {
                 commands_ok: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "ok"),
                 commands_rejected: counter!("aggregate_commands_total", label.0 => label.1, "outcome" => "rejected"),
@@ -291,13 +308,39 @@ impl AggregateMetrics {
         self.facade.snapshots_skipped.increment(1);
     }
 
-    pub(crate) fn snapshot_taken(&self, stored: u64, uncompressed: u64) {
+    /// A snapshot of `stored` bytes (`uncompressed` before compression) written in `took`.
+    pub(crate) fn snapshot_taken(&self, stored: u64, uncompressed: u64, took: Duration) {
+        self.days.record(|day| {
+            day.created += 1;
+            day.bytes += stored;
+            day.creation_time += took;
+        });
         self.snapshots_taken.fetch_add(1, Relaxed);
         self.snapshot_bytes_stored.fetch_add(stored, Relaxed);
         self.snapshot_bytes_uncompressed
             .fetch_add(uncompressed, Relaxed);
         self.facade.snapshots_taken.increment(1);
         self.facade.snapshot_bytes.increment(stored);
+    }
+
+    /// Retention deleted `count` snapshots.
+    pub(crate) fn snapshots_deleted(&self, count: u64) {
+        if count > 0 {
+            self.snapshots_deleted.fetch_add(count, Relaxed);
+            self.days.record(|day| day.deleted += count);
+            counter!("aggregate_snapshots_removed_total", "aggregate" => self.aggregate_type, "how" => "deleted")
+                .increment(count);
+        }
+    }
+
+    /// Retention moved `count` snapshots to the archive.
+    pub(crate) fn snapshots_archived(&self, count: u64) {
+        if count > 0 {
+            self.snapshots_archived.fetch_add(count, Relaxed);
+            self.days.record(|day| day.archived += count);
+            counter!("aggregate_snapshots_removed_total", "aggregate" => self.aggregate_type, "how" => "archived")
+                .increment(count);
+        }
     }
 
     /// The snapshot just counted by `snapshot_taken` was a delta.
@@ -346,6 +389,9 @@ impl AggregateMetrics {
             snapshot_bytes_stored: self.snapshot_bytes_stored.load(Relaxed),
             snapshot_bytes_uncompressed: self.snapshot_bytes_uncompressed.load(Relaxed),
             timer_ticks: self.timer_ticks.load(Relaxed),
+            snapshots_deleted: self.snapshots_deleted.load(Relaxed),
+            snapshots_archived: self.snapshots_archived.load(Relaxed),
+            snapshot_days: self.days.snapshot(),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actor_runtime::RuntimeConfig;
+use event_stores::SnapshotArchive;
 
 use crate::aggregate::Aggregate;
 use crate::codec::{CompressionConfig, SnapshotCompression};
@@ -62,6 +63,9 @@ pub struct AggregateSettings<A: Aggregate> {
     pub clock: Arc<dyn Clock>,
     /// Set when the type uses durable reminders (see [`reminders`](Self::reminders)).
     pub reminders: Option<ReminderCodec<A>>,
+    /// Where retention moves old snapshots instead of deleting them (see
+    /// [`archive`](Self::archive)).
+    pub archive: Option<Arc<dyn SnapshotArchive>>,
 }
 
 impl<A: Aggregate> Default for AggregateSettings<A> {
@@ -78,6 +82,7 @@ impl<A: Aggregate> Default for AggregateSettings<A> {
             services: Services::new(),
             clock: Arc::new(SystemClock),
             reminders: None,
+            archive: None,
         }
     }
 }
@@ -96,6 +101,7 @@ impl<A: Aggregate> Clone for AggregateSettings<A> {
             services: self.services.clone(),
             clock: Arc::clone(&self.clock),
             reminders: self.reminders,
+            archive: self.archive.clone(),
         }
     }
 }
@@ -115,6 +121,16 @@ impl<A: Aggregate> AggregateSettings<A> {
     /// Turns snapshots on passivation on or off.
     pub fn snapshot_on_passivation(mut self, on: bool) -> Self {
         self.snapshot_on_passivation = on;
+        self
+    }
+
+    /// Moves the snapshots retention removes (beyond `keep_newest`, older than `max_age`) to
+    /// `archive` instead of deleting them: archived snapshots can be listed
+    /// ([`Executor::archived_snapshots`](crate::Executor::archived_snapshots)), restored
+    /// ([`Executor::restore_archived`](crate::Executor::restore_archived)) and read by time
+    /// travel on request ([`Executor::reconstruct_with_archive`](crate::Executor::reconstruct_with_archive)).
+    pub fn archive(mut self, archive: Arc<dyn SnapshotArchive>) -> Self {
+        self.archive = Some(archive);
         self
     }
 

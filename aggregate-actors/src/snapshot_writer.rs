@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_stores::{SnapshotRecord, SnapshotStore, StreamId};
+use event_stores::{SnapshotArchive, SnapshotRecord, SnapshotStore, StreamId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -27,6 +27,7 @@ use crate::metrics::AggregateMetrics;
 use crate::settings::Retention;
 
 mod incremental;
+mod retention;
 
 use incremental::Sealed;
 
@@ -51,6 +52,8 @@ pub(crate) struct SnapshotJob {
     pub(crate) encoded: Vec<u8>,
     pub(crate) compression: CompressionConfig,
     pub(crate) retention: Retention,
+    /// Where retention moves old snapshots; deleted when `None`.
+    pub(crate) archive: Option<Arc<dyn SnapshotArchive>>,
     pub(crate) metrics: Arc<AggregateMetrics>,
     /// Told the version written (possibly a newer one that superseded this), or the error.
     pub(crate) waiters: Vec<oneshot::Sender<WriteOutcome>>,
@@ -202,9 +205,11 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
         encoded,
         compression,
         retention,
+        archive,
         metrics,
         waiters,
     } = job;
+    let started = std::time::Instant::now();
     let outcome = async {
         // Incremental snapshots: small states are always full (as they are uncompressed).
         let base = if encoded.len() >= compression.threshold_bytes {
@@ -244,7 +249,7 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
             .save_and_read_back(record)
             .await
             .map_err(|e| e.to_string())?;
-        metrics.snapshot_taken(stored_size, sealed.uncompressed_size);
+        metrics.snapshot_taken(stored_size, sealed.uncompressed_size, started.elapsed());
         match &base {
             Some(base) => {
                 metrics.snapshot_was_delta();
@@ -253,7 +258,7 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
             None => verify(&stored),
         }
         .map_err(|e| format!("snapshot read back fails verification: {e}"))?;
-        apply_retention(&*store, &stream, retention).await;
+        retention::apply(&*store, archive.as_ref(), &stream, retention, &metrics).await;
         Ok(version)
     }
     .await;
@@ -265,32 +270,4 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
         let _ = waiter.send(outcome.clone());
     }
     stream
-}
-
-async fn apply_retention(store: &dyn SnapshotStore, stream: &StreamId, retention: Retention) {
-    if let Err(error) = store.retain_newest(stream, retention.keep_newest).await {
-        tracing::warn!(%stream, %error, "snapshot retention failed");
-        return;
-    }
-    let Some(max_age) = retention.max_age else {
-        return;
-    };
-    let Ok(max_age) = chrono::Duration::from_std(max_age) else {
-        return;
-    };
-    let cutoff = chrono::Utc::now() - max_age;
-    // The newest snapshot is kept whatever its age.
-    let older = match store.list(stream, 0, u64::MAX).await {
-        Ok(list) => list.into_iter().skip(1).filter(|r| r.taken_at < cutoff),
-        Err(error) => {
-            tracing::warn!(%stream, %error, "snapshot retention by age failed");
-            return;
-        }
-    };
-    for record in older {
-        if let Err(error) = store.delete(stream, record.version).await {
-            tracing::warn!(%stream, %error, "snapshot retention by age failed");
-            return;
-        }
-    }
 }

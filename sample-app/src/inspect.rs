@@ -22,6 +22,9 @@ pub enum InspectError {
     /// A store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The executor that verifies the snapshots could not be built.
+    #[error("cannot build the executor: {0}")]
+    Build(#[from] aggregate_actors::BuildError),
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Io(#[from] std::io::Error),
@@ -70,6 +73,8 @@ async fn read<A: LedgerAggregate>(stores: &Stores, id: &str) -> Result<Inspectio
         events.extend(page.iter().map(StoredEventView::of::<A>));
         event_ids.extend(page.iter().map(|e| (e.version, e.event_id)));
     }
+    // The framework's verdict on each, which also opens a delta against its base.
+    let verdicts = stores.executor_with(None)?.snapshots::<A>(id).await;
     let snapshots = stores
         .snapshots
         .list(&stream, 0, u64::MAX)
@@ -78,6 +83,13 @@ async fn read<A: LedgerAggregate>(stores: &Stores, id: &str) -> Result<Inspectio
         .map(|record| {
             let mut view = SnapshotView::of::<A>(record, true);
             view.check_last_event(event_ids.get(&record.version).copied());
+            if let Some(info) = verdicts
+                .iter()
+                .flatten()
+                .find(|info| info.version == record.version)
+            {
+                view.apply_verdict(info);
+            }
             view
         })
         .collect();

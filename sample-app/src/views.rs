@@ -96,6 +96,9 @@ pub struct SnapshotView {
     pub valid: bool,
     /// When it was taken.
     pub taken_at: DateTime<Utc>,
+    /// For a delta snapshot, the version of the full snapshot it was written against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<u64>,
     /// The decoded state, when asked for and valid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<Value>,
@@ -133,15 +136,30 @@ impl SnapshotView {
             integrity,
             last_event_matches: None,
             valid,
+            base_version: record.base.map(|base| base.version),
             taken_at: record.taken_at,
             state: state
                 .filter(|_| with_state)
                 .map(|s| serde_json::to_value(s).unwrap_or(Value::Null)),
         }
     }
-}
 
-impl SnapshotView {
+    /// Takes the framework's verdict ([`Executor::snapshots`](aggregate_actors::Executor::snapshots)),
+    /// which also opens a delta against its base: the view's own check reads the bytes alone.
+    pub fn apply_verdict(&mut self, info: &aggregate_actors::SnapshotInfo) {
+        self.base_version = info.base.map(|base| base.version);
+        match &info.verified {
+            Ok(()) => {
+                self.valid = true;
+                self.integrity = "ok".to_owned();
+            }
+            Err(reason) => {
+                self.valid = false;
+                self.integrity = reason.clone();
+            }
+        }
+    }
+
     /// Records whether the event stored at the snapshot's version is the one it was taken
     /// after (`stored_event_id` is `None` when the stream has no event there).
     pub fn check_last_event(&mut self, stored_event_id: Option<uuid::Uuid>) {

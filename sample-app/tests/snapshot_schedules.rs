@@ -74,6 +74,20 @@ async fn a_schedule_stored_over_http_runs_and_snapshots_its_aggregate() {
         !snapshots["snapshots"].as_array().unwrap().is_empty(),
         "{snapshots}"
     );
+    assert_eq!(snapshots["snapshots"][0]["valid"], true, "{snapshots}");
+    assert_eq!(snapshots["archived"], json!([]), "no archive configured");
+    // Today's snapshot figures of the type, in this process.
+    let stats = get(&server, "/stats").await;
+    let accounts = stats["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["aggregate_type"] == "account")
+        .unwrap()
+        .clone();
+    let today = &accounts["snapshots"]["days"][0];
+    assert!(today["created"].as_u64() >= Some(1), "{accounts}");
+    assert!(today["mean_creation_ms"].as_f64().is_some(), "{accounts}");
 
     let (status, body) = put(
         &server,

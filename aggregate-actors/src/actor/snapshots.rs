@@ -68,6 +68,7 @@ impl<A: Aggregate> AggregateActor<A> {
             encoded,
             compression: settings.compression,
             retention: settings.retention,
+            archive: settings.archive.clone(),
             metrics: Arc::clone(&self.context.metrics),
             waiters,
         });

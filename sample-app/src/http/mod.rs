@@ -482,11 +482,34 @@ async fn snapshots<A: LedgerAggregate>(app: &AppState, id: &str) -> Result<Respo
         view.check_last_event(stored.first().map(|e| e.event_id));
         views.push(view);
     }
+    // The framework's own verdict, which also opens a delta against its base.
+    let verified = app.executor.snapshots::<A>(id).await?;
+    for view in &mut views {
+        if let Some(info) = verified.iter().find(|info| info.version == view.version) {
+            view.apply_verdict(info);
+        }
+    }
+    let archived: Vec<serde_json::Value> = app
+        .executor
+        .archived_snapshots::<A>(id)
+        .await?
+        .iter()
+        .map(|a| {
+            json!({
+                "version": a.record.version,
+                "taken_at": a.record.taken_at,
+                "archived_at": a.archived_at,
+                "stored_size": a.record.stored_size,
+                "compression": a.record.compression,
+            })
+        })
+        .collect();
     Ok(Json(json!({
         "aggregate_type": A::COLLECTION,
         "id": id,
         "version": version,
         "snapshots": views,
+        "archived": archived,
     }))
     .into_response())
 }

@@ -145,6 +145,18 @@ fn type_json(stats: &TypeStats) -> Value {
             "superseded": a.snapshots_superseded,
             "bytes_stored": a.snapshot_bytes_stored,
             "bytes_uncompressed": a.snapshot_bytes_uncompressed,
+            "delta": a.snapshots_delta,
+            "deleted": a.snapshots_deleted,
+            "archived": a.snapshots_archived,
+            // Per UTC day, in this process.
+            "days": a.snapshot_days.iter().map(|d| json!({
+                "day": d.day.to_string(),
+                "created": d.created,
+                "deleted": d.deleted,
+                "archived": d.archived,
+                "bytes": d.bytes,
+                "mean_creation_ms": millis(d.mean_creation_time()),
+            })).collect::<Vec<_>>(),
         },
         "histograms": {
             "replay_size": histograms::replay_size(a.aggregate_type),

@@ -1,0 +1,201 @@
+//! Snapshot archival and administration: retention moves old snapshots to an archive (memory,
+//! files, PostgreSQL) instead of deleting them; time travel reads them only on request;
+//! an archived snapshot is restored; `Executor::snapshots` lists the stored ones, each
+//! verified; the per-day statistics count what was created, deleted and archived.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use aggregate_actors::event_stores::{
+    FileSnapshotArchive, InMemorySnapshotArchive, PgSnapshotArchive, SnapshotArchive, StreamId,
+};
+use aggregate_actors::strategy::EveryNEvents;
+use aggregate_actors::{AggregateSettings, At, Executor, ExecutorError, Retention};
+use common::{Ledger, LedgerCommand, Stores, memory, postgres};
+
+fn settings(archive: Option<Arc<dyn SnapshotArchive>>) -> AggregateSettings<Ledger> {
+    let settings = AggregateSettings::<Ledger>::new()
+        .strategy(EveryNEvents::new(10))
+        .snapshot_on_passivation(false)
+        .retention(Retention {
+            keep_newest: 2,
+            max_age: None,
+        });
+    match archive {
+        Some(archive) => settings.archive(archive),
+        None => settings,
+    }
+}
+
+fn executor(stores: &Stores, settings: AggregateSettings<Ledger>) -> Executor {
+    Executor::builder(Arc::clone(&stores.events), Arc::clone(&stores.snapshots))
+        .register::<Ledger>(settings)
+        .build()
+        .unwrap()
+}
+
+/// 50 events, one command at a time, each snapshot written before the next command.
+async fn fifty_events(executor: &Executor, id: &str) {
+    for n in 1..=50 {
+        executor
+            .execute::<Ledger>(id, LedgerCommand::Add(n))
+            .await
+            .unwrap();
+        executor.flush_snapshots().await;
+    }
+}
+
+async fn live_versions(stores: &Stores, id: &str) -> Vec<u64> {
+    let stream = StreamId::new("ledger", id).unwrap();
+    let mut versions: Vec<u64> = stores
+        .snapshots
+        .list(&stream, 0, u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.version)
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
+async fn archival(stores: &Stores, archive: Arc<dyn SnapshotArchive>, name: &str) {
+    let executor = executor(stores, settings(Some(Arc::clone(&archive))));
+    fifty_events(&executor, "a").await;
+    assert_eq!(live_versions(stores, "a").await, vec![40, 50], "{name}");
+    let archived: Vec<u64> = executor
+        .archived_snapshots::<Ledger>("a")
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.record.version)
+        .collect();
+    assert_eq!(archived, vec![30, 20, 10], "{name}: moved, not deleted");
+    let stats = executor.stats_of::<Ledger>().unwrap().aggregate;
+    assert_eq!((stats.snapshots_archived, stats.snapshots_deleted), (3, 0));
+    let today = stats.snapshot_days.last().unwrap().clone();
+    assert_eq!((today.created, today.archived, today.deleted), (5, 3, 0));
+    assert!(today.bytes > 0 && today.mean_creation_time() > std::time::Duration::ZERO);
+
+    // Time travel reads the archive only when asked.
+    let plain = executor
+        .reconstruct::<Ledger>("a", At::Version(25))
+        .await
+        .unwrap();
+    assert_eq!(
+        (plain.snapshot_version(), plain.events_replayed),
+        (None, 25)
+    );
+    let archived = executor
+        .reconstruct_with_archive::<Ledger>("a", At::Version(25))
+        .await
+        .unwrap();
+    assert_eq!(
+        (archived.snapshot_version(), archived.events_replayed),
+        (Some(20), 5),
+        "{name}"
+    );
+    assert_eq!(archived.state, plain.state);
+
+    // Restored: back in the store, out of the archive, and used again.
+    let restored = executor.restore_archived::<Ledger>("a", 30).await.unwrap();
+    assert_eq!(restored.version, 30);
+    assert_eq!(live_versions(stores, "a").await, vec![30, 40, 50]);
+    let at_35 = executor
+        .reconstruct::<Ledger>("a", At::Version(35))
+        .await
+        .unwrap();
+    assert_eq!(at_35.snapshot_version(), Some(30));
+    assert!(matches!(
+        executor.restore_archived::<Ledger>("a", 30).await,
+        Err(ExecutorError::NotArchived { version: 30, .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_moves_old_snapshots_to_an_archive_in_memory() {
+    archival(
+        &memory(),
+        Arc::new(InMemorySnapshotArchive::new()),
+        "memory",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_moves_old_snapshots_to_an_archive_in_files() {
+    let dir = std::env::temp_dir().join(format!("esa-archive-{}", uuid::Uuid::now_v7()));
+    archival(&memory(), Arc::new(FileSnapshotArchive::new(&dir)), "files").await;
+    let files = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(files, 1, "one directory per aggregate type");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_moves_old_snapshots_to_an_archive_table_on_postgres() {
+    let Some(stores) = postgres().await else {
+        return;
+    };
+    let pool = stores.pool().unwrap();
+    let archive = Arc::new(PgSnapshotArchive::new(pool.clone()));
+    archival(&stores, archive, "postgres").await;
+    let (live, archived): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM snapshots), (SELECT count(*) FROM snapshot_archive)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((live, archived), (3, 2), "30 restored, 10 and 20 archived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_archive_retention_deletes_and_restoring_is_a_typed_error() {
+    let stores = memory();
+    let executor = executor(&stores, settings(None));
+    fifty_events(&executor, "d").await;
+    assert_eq!(live_versions(&stores, "d").await, vec![40, 50]);
+    let stats = executor.stats_of::<Ledger>().unwrap().aggregate;
+    assert_eq!((stats.snapshots_deleted, stats.snapshots_archived), (3, 0));
+    assert_eq!(stats.snapshot_days.last().unwrap().deleted, 3);
+    assert!(
+        executor
+            .archived_snapshots::<Ledger>("d")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        executor.restore_archived::<Ledger>("d", 10).await,
+        Err(ExecutorError::NoArchive { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_lists_each_stored_snapshot_with_its_verification() {
+    let stores = memory();
+    let executor = executor(&stores, settings(None));
+    fifty_events(&executor, "v").await;
+    let listed = executor.snapshots::<Ledger>("v").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.version).collect::<Vec<_>>(),
+        vec![50, 40]
+    );
+    assert!(listed.iter().all(|s| s.verified.is_ok()), "{listed:?}");
+
+    // Damage the newest: its checksum no longer matches.
+    let stream = StreamId::new("ledger", "v").unwrap();
+    let mut damaged = stores
+        .snapshots
+        .load_latest(&stream)
+        .await
+        .unwrap()
+        .unwrap();
+    damaged.checksum ^= 1;
+    stores.snapshots.save(damaged).await.unwrap();
+    let listed = executor.snapshots::<Ledger>("v").await.unwrap();
+    let error = listed[0].verified.clone().unwrap_err();
+    assert!(error.contains("checksum"), "{error}");
+    assert!(listed[1].verified.is_ok());
+}
