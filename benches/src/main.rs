@@ -31,7 +31,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (comma-separated): executor, recovery, durable, cqrs,
-    /// snapshot-cost, scale, codec, cluster, projections.
+    /// snapshot-cost, scale, codec, cluster, projections, snapshot-ops.
     #[arg(long, value_name = "SCENARIO")]
     only: Option<String>,
     /// PostgreSQL server for the PostgreSQL scenarios (a database per scenario is created on it
@@ -131,6 +131,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "codec" => scenarios::codec::run(&ctx).await,
             "cluster" => scenarios::cluster::run(&ctx).await,
             "projections" => scenarios::projections::run(&ctx).await,
+            "snapshot-ops" => scenarios::snapshot_ops::run(&ctx).await,
             other => Err(format!("no runner for {other}").into()),
         };
         let section = match outcome {

@@ -17,6 +17,7 @@ pub mod projections;
 pub mod recovery;
 pub mod scale;
 pub mod snapshot_cost;
+pub mod snapshot_ops;
 
 /// What every scenario gets.
 pub struct Ctx {
@@ -118,7 +119,7 @@ pub struct Scenario {
 }
 
 /// Every scenario, in report order.
-pub const ALL: [Scenario; 9] = [
+pub const ALL: [Scenario; 10] = [
     Scenario {
         name: "executor",
         title: "1. Executor overhead (in-memory)",
@@ -154,5 +155,9 @@ pub const ALL: [Scenario; 9] = [
     Scenario {
         name: "projections",
         title: "9. Projections: catch-up and live lag (PostgreSQL)",
+    },
+    Scenario {
+        name: "snapshot-ops",
+        title: "10. Snapshot operations",
     },
 ];

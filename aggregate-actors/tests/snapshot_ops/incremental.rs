@@ -4,19 +4,16 @@
 //! from, survive retention together with their bases, and snapshots compressed with zstd, lz4
 //! or nothing all read back side by side. Damage to deltas and to their bases is in
 //! `snapshot_integrity.rs`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 
+use crate::common::Stores;
 use aggregate_actors::codec::{COMPRESSION_ZSTD_DELTA, CompressionConfig, InvalidCompression};
 use aggregate_actors::event_stores::{InMemoryEventStore, InMemorySnapshotStore, StreamId};
 use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{
     Aggregate, AggregateSettings, At, BuildError, Context, Executor, Retention, SnapshotCompression,
 };
-use common::Stores;
 use serde::{Deserialize, Serialize};
 
 /// An aggregate with a large state (a vector of pseudo-random numbers) that each command

@@ -1,6 +1,5 @@
 //! `serve --snapshot-config`: the shipped `snapshots.toml` applies to both hosted types, and a
 //! file with a bad value stops the start with an error naming the file and the key.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;

@@ -1,17 +1,14 @@
 //! Snapshot settings from a configuration file: TOML and JSON give the same settings, which
 //! behave as configured in a running executor, and every bad value is a typed error naming
 //! where it is, never a silent clamp.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::{Ledger, LedgerCommand};
 use aggregate_actors::AggregateSettings;
 use aggregate_actors::codec::SnapshotCompression;
 use aggregate_actors::config::{ConfigError, SnapshotConfigFile};
 use aggregate_actors::testkit::TestKit;
-use common::{Ledger, LedgerCommand};
 
 const TOML: &str = r#"
 [types.ledger]

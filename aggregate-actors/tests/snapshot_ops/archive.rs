@@ -2,18 +2,15 @@
 //! files, PostgreSQL) instead of deleting them; time travel reads them only on request;
 //! an archived snapshot is restored; `Executor::snapshots` lists the stored ones, each
 //! verified; the per-day statistics count what was created, deleted and archived.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 
+use crate::common::{Ledger, LedgerCommand, Stores, memory, postgres};
 use aggregate_actors::event_stores::{
     FileSnapshotArchive, InMemorySnapshotArchive, PgSnapshotArchive, SnapshotArchive, StreamId,
 };
 use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{AggregateSettings, At, Executor, ExecutorError, Retention};
-use common::{Ledger, LedgerCommand, Stores, memory, postgres};
 
 fn settings(archive: Option<Arc<dyn SnapshotArchive>>) -> AggregateSettings<Ledger> {
     let settings = AggregateSettings::<Ledger>::new()

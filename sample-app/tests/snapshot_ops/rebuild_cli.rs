@@ -1,7 +1,6 @@
 //! `sample-app snapshots rebuild`, run as the real binary on PostgreSQL: every account of a
 //! database seeded by the service's executor gets a snapshot at its stream's version (checked
 //! with SQL), and a second run finds them all current.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 

@@ -3,16 +3,13 @@
 //! snapshot at 900 and replays 100, a read at version 50 uses no snapshot), size-based
 //! strategies and their composition, and a strategy written by a user, tested alone and in
 //! place.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{Ledger, LedgerCommand, LedgerEvent, LedgerState, Stores, memory, postgres};
 use aggregate_actors::strategy::{
     Compose, EveryNEvents, Interval, SizeThreshold, SnapshotContext, SnapshotStrategy,
 };
 use aggregate_actors::testkit::TestKit;
 use aggregate_actors::{AggregateSettings, At, Retention};
-use common::{Ledger, LedgerCommand, LedgerEvent, LedgerState, Stores, memory, postgres};
 
 /// Keeps every snapshot, so the assertions see each one the strategy asked for.
 const KEEP_ALL: Retention = Retention {
@@ -46,7 +43,7 @@ fn kit(stores: &Stores, settings: AggregateSettings<Ledger>) -> TestKit<Ledger> 
 /// The versions of the aggregate's stored snapshots, oldest first.
 async fn snapshot_versions(stores: &Stores, kit: &TestKit<Ledger>) -> Vec<u64> {
     kit.executor().flush_snapshots().await;
-    let stream = common::stream(kit.id());
+    let stream = crate::common::stream(kit.id());
     let mut versions: Vec<u64> = stores
         .snapshots
         .list(&stream, 0, u64::MAX)
@@ -232,7 +229,7 @@ async fn a_user_written_strategy_is_tested_on_its_own_and_in_place() {
     assert_eq!(
         stores
             .events
-            .stream_version(&common::stream(kit.id()))
+            .stream_version(&crate::common::stream(kit.id()))
             .await
             .unwrap(),
         5

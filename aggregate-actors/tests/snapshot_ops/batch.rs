@@ -2,18 +2,15 @@
 //! (10 000 streams; afterwards every activation starts from a new snapshot and skips none as
 //! invalid), resuming from a watermark or by skipping current snapshots, and
 //! `create_snapshots` for a list of ids, on both backends.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::common::{Stores, memory, postgres};
 use aggregate_actors::batch::{BatchOptions, BatchProgress};
 use aggregate_actors::event_stores::{EventStore, NewEvent, StreamId};
 use aggregate_actors::{Aggregate, AggregateSettings, Context, Executor, ExecutorError};
-use common::{Stores, memory, postgres};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 

@@ -2,13 +2,11 @@
 //! backends, a type schedule that snapshots only the aggregates with new events, a run missed
 //! while no node was up that runs once at start, each occurrence run once by two schedulers on
 //! one store, and cron expressions refused with typed errors.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{Ledger, LedgerCommand, Stores, memory};
 use aggregate_actors::event_stores::{
     InMemoryScheduleStore, ScheduleStore, StoredSchedule, StreamId,
 };
@@ -16,7 +14,6 @@ use aggregate_actors::schedule::{ScheduleError, Schedules, SnapshotSchedule};
 use aggregate_actors::scheduler::{Scheduler, SchedulerSettings, SchedulerStats};
 use aggregate_actors::{AggregateSettings, Executor, Retention};
 use chrono::Utc;
-use common::{Ledger, LedgerCommand, Stores, memory};
 
 fn executor(stores: &Stores) -> Executor {
     let settings = AggregateSettings::<Ledger>::new()
@@ -126,7 +123,7 @@ async fn over_100_scheduled_runs_start_on_time_at_least_99_percent_in_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_100_scheduled_runs_start_on_time_at_least_99_percent_on_postgres() {
-    let Some(stores) = common::postgres().await else {
+    let Some(stores) = crate::common::postgres().await else {
         return;
     };
     let store = Arc::new(aggregate_actors::event_stores::PgScheduleStore::new(

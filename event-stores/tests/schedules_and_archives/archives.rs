@@ -1,6 +1,5 @@
 //! The snapshot archive contract (`event_stores::contract::archive`) on every archive: in
 //! memory, files in a directory, and PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -1,13 +1,10 @@
 //! Snapshot schedules on the real `serve` binary (in memory): stored over HTTP, listed with
 //! their next run, run by the service's scheduler (the scheduled aggregate gets its snapshot),
 //! refused with 400 for a bad cron expression, and removed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Server;
+use crate::common::Server;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -1,5 +1,4 @@
 //! The snapshot schedule contract (`event_stores::contract::schedules`) on both backends.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
