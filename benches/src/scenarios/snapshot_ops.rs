@@ -1,5 +1,5 @@
 //! Scenario 10: snapshot operations — `Executor::rebuild_snapshots` over every ledger stream
-//! (N streams of [`EVENTS`] events, seeded straight through the `EventStore`) against a
+//! (N streams of `EVENTS` events, seeded straight through the `EventStore`) against a
 //! hand-written loop that reads each stream, folds it, encodes the state with the framework's
 //! codec and saves it, at the same parallelism, in memory and on PostgreSQL. Every run starts
 //! with no snapshots, so both replay every stream in full (see the method text in [`run`]).
