@@ -163,6 +163,20 @@ pub async fn postgres() -> Option<Stores> {
 }
 
 impl Stores {
+    /// The versions of the stored snapshots of ledger `id`, oldest first.
+    pub async fn snapshot_versions(&self, id: &str) -> Vec<u64> {
+        let mut versions: Vec<u64> = self
+            .snapshots
+            .list(&stream(id), 0, u64::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|record| record.version)
+            .collect();
+        versions.sort_unstable();
+        versions
+    }
+
     /// The PostgreSQL pool of these stores (None in memory).
     pub fn pool(&self) -> Option<aggregate_actors::event_stores::postgres::PgPool> {
         self.pool.clone()

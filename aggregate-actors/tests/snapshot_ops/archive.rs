@@ -44,24 +44,10 @@ async fn fifty_events(executor: &Executor, id: &str) {
     }
 }
 
-async fn live_versions(stores: &Stores, id: &str) -> Vec<u64> {
-    let stream = StreamId::new("ledger", id).unwrap();
-    let mut versions: Vec<u64> = stores
-        .snapshots
-        .list(&stream, 0, u64::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.version)
-        .collect();
-    versions.sort_unstable();
-    versions
-}
-
 async fn archival(stores: &Stores, archive: Arc<dyn SnapshotArchive>, name: &str) {
     let executor = executor(stores, settings(Some(Arc::clone(&archive))));
     fifty_events(&executor, "a").await;
-    assert_eq!(live_versions(stores, "a").await, vec![40, 50], "{name}");
+    assert_eq!(stores.snapshot_versions("a").await, vec![40, 50], "{name}");
     let archived: Vec<u64> = executor
         .archived_snapshots::<Ledger>("a")
         .await
@@ -99,7 +85,7 @@ async fn archival(stores: &Stores, archive: Arc<dyn SnapshotArchive>, name: &str
     // Restored: back in the store, out of the archive, and used again.
     let restored = executor.restore_archived::<Ledger>("a", 30).await.unwrap();
     assert_eq!(restored.version, 30);
-    assert_eq!(live_versions(stores, "a").await, vec![30, 40, 50]);
+    assert_eq!(stores.snapshot_versions("a").await, vec![30, 40, 50]);
     let at_35 = executor
         .reconstruct::<Ledger>("a", At::Version(35))
         .await
@@ -152,7 +138,7 @@ async fn without_an_archive_retention_deletes_and_restoring_is_a_typed_error() {
     let stores = memory();
     let executor = executor(&stores, settings(None));
     fifty_events(&executor, "d").await;
-    assert_eq!(live_versions(&stores, "d").await, vec![40, 50]);
+    assert_eq!(stores.snapshot_versions("d").await, vec![40, 50]);
     let stats = executor.stats_of::<Ledger>().unwrap().aggregate;
     assert_eq!((stats.snapshots_deleted, stats.snapshots_archived), (3, 0));
     assert_eq!(stats.snapshot_days.last().unwrap().deleted, 3);

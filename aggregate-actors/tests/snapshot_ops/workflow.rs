@@ -43,17 +43,7 @@ fn kit(stores: &Stores, settings: AggregateSettings<Ledger>) -> TestKit<Ledger> 
 /// The versions of the aggregate's stored snapshots, oldest first.
 async fn snapshot_versions(stores: &Stores, kit: &TestKit<Ledger>) -> Vec<u64> {
     kit.executor().flush_snapshots().await;
-    let stream = crate::common::stream(kit.id());
-    let mut versions: Vec<u64> = stores
-        .snapshots
-        .list(&stream, 0, u64::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.version)
-        .collect();
-    versions.sort_unstable();
-    versions
+    stores.snapshot_versions(kit.id()).await
 }
 
 async fn aether_workflow(stores: Stores) {
