@@ -111,8 +111,9 @@ pub struct AggregateStats {
     pub snapshots_deleted: u64,
     /// Snapshots moved to the archive by retention.
     pub snapshots_archived: u64,
-    /// Per UTC day: created, deleted, archived, bytes, creation time (the last 31 days this
-    /// process saw, oldest first).
+    /// Per UTC day: created, deleted, archived, bytes, creation time, as counted by this
+    /// process (the last 31 days it saw, oldest first). The snapshot store keeps the sum over
+    /// every process and restart: [`Executor::snapshot_days`](crate::Executor::snapshot_days).
     pub snapshot_days: Vec<SnapshotDay>,
 }
 
@@ -357,6 +358,21 @@ impl AggregateMetrics {
     pub(crate) fn timer_ticked(&self) {
         self.timer_ticks.fetch_add(1, Relaxed);
         self.facade.timer_ticks.increment(1);
+    }
+
+    /// The type these counters are of.
+    pub(crate) fn aggregate_type(&self) -> &'static str {
+        self.aggregate_type
+    }
+
+    /// Per-day snapshot figures counted since the last call, for the snapshot store.
+    pub(crate) fn take_unsaved_days(&self) -> Vec<SnapshotDay> {
+        self.days.take_unsaved()
+    }
+
+    /// Puts back per-day figures the snapshot store did not take, for the next try.
+    pub(crate) fn put_back_unsaved_days(&self, days: Vec<SnapshotDay>) {
+        self.days.put_back(days);
     }
 
     pub(crate) fn snapshot_superseded(&self) {

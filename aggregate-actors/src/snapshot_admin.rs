@@ -1,11 +1,14 @@
-//! What an operator asks about one aggregate's snapshots: [`Executor::snapshots`] lists the
-//! stored ones, each verified as activation would; [`Executor::archived_snapshots`] lists the
-//! archived ones and [`Executor::restore_archived`] brings one back.
+//! What an operator asks about snapshots: [`Executor::snapshots`] lists one aggregate's stored
+//! ones, each verified as activation would; [`Executor::archived_snapshots`] lists the archived
+//! ones and [`Executor::restore_archived`] brings one back; [`Executor::snapshot_days`] gives a
+//! type's per-day statistics as the snapshot store keeps them.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use event_stores::{ArchivedSnapshot, SnapshotArchive, SnapshotBase, SnapshotRecord, StreamId};
+use chrono::{DateTime, NaiveDate, Utc};
+use event_stores::{
+    ArchivedSnapshot, SnapshotArchive, SnapshotBase, SnapshotDay, SnapshotRecord, StreamId,
+};
 
 use crate::aggregate::Aggregate;
 use crate::archive_view::ArchiveView;
@@ -69,6 +72,28 @@ impl Executor {
             infos.push(SnapshotInfo::of(&record, verified));
         }
         Ok(infos)
+    }
+
+    /// The per-day snapshot statistics of the served type `aggregate_type` from `since` on
+    /// (UTC days, oldest first), as the snapshot store keeps them: the sum over every process
+    /// that wrote snapshots of that type, across restarts. This process's own figures reach
+    /// the store within a second of each write, and at once on
+    /// [`flush_snapshots`](Self::flush_snapshots) or shutdown; a process that stops without
+    /// either (a crash) may lose its last second.
+    pub async fn snapshot_days(
+        &self,
+        aggregate_type: &str,
+        since: NaiveDate,
+    ) -> Result<Vec<SnapshotDay>, ExecutorError> {
+        if self.registered_by_name(aggregate_type).is_none() {
+            return Err(ExecutorError::TypeNotServed {
+                aggregate_type: aggregate_type.to_owned(),
+            });
+        }
+        Ok(self
+            .snapshot_store()
+            .snapshot_days(aggregate_type, since)
+            .await?)
     }
 
     /// The archived snapshots of aggregate `id`, newest first; empty without an archive.

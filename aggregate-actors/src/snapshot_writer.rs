@@ -11,6 +11,9 @@
 //! one (see [`incremental`]); it is verified against that base the same way, and retention in
 //! the stores keeps every base that a kept delta names.
 //! A failed write is logged and counted; it never fails a command.
+//! The per-day statistics the writes count (created, deleted, archived, bytes, creation time)
+//! are added to the snapshot store at most [`SAVE_DAYS_EVERY`] after a write, before a flush
+//! is answered and when the writer stops; a failed addition is kept for the next one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +38,9 @@ use incremental::Sealed;
 const QUEUE_CAPACITY: usize = 16_384;
 /// Encoded states at least this large are compressed on the blocking pool, not a runtime worker.
 const BLOCKING_SEAL_BYTES: usize = 256 * 1024;
+/// How long per-day statistics may wait after a write before they are added to the store: one
+/// statement per type at most this often, however many snapshots are written.
+const SAVE_DAYS_EVERY: Duration = Duration::from_secs(1);
 
 /// The outcome of one snapshot write, for callers that wait for it (snapshot on demand).
 pub(crate) type WriteOutcome = Result<u64, String>;
@@ -115,11 +121,17 @@ async fn run(
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     let mut writes: JoinSet<StreamId> = JoinSet::new();
     let mut open = true;
+    // The counters of every type written so far, and when their days are next saved.
+    let mut counters: HashMap<&'static str, Arc<AggregateMetrics>> = HashMap::new();
+    let mut save_days_at: Option<tokio::time::Instant> = None;
 
     loop {
         tokio::select! {
             request = requests.recv(), if open => match request {
                 Some(Request::Write(job)) => {
+                    counters
+                        .entry(job.metrics.aggregate_type())
+                        .or_insert_with(|| Arc::clone(&job.metrics));
                     let stream = job.stream.clone();
                     match in_flight.get(&stream) {
                         Some(&writing) if job.version <= writing => supersede(job, writing),
@@ -138,7 +150,14 @@ async fn run(
                 Some(Request::Flush(done)) => flushes.push(done),
                 None => open = false,
             },
+            () = tokio::time::sleep_until(save_days_at.unwrap_or_else(tokio::time::Instant::now)),
+                if save_days_at.is_some() =>
+            {
+                save_days_at = None;
+                save_days(&*store, &counters).await;
+            }
             Some(finished) = writes.join_next(), if !writes.is_empty() => {
+                save_days_at.get_or_insert_with(|| tokio::time::Instant::now() + SAVE_DAYS_EVERY);
                 if let Ok(stream) = finished {
                     in_flight.remove(&stream);
                     if waiting.contains_key(&stream) {
@@ -155,13 +174,32 @@ async fn run(
                 writes.spawn(write(Arc::clone(&store), job));
             }
         }
-        if writes.is_empty() && waiting.is_empty() {
+        if writes.is_empty() && waiting.is_empty() && (!flushes.is_empty() || !open) {
+            save_days_at = None;
+            save_days(&*store, &counters).await;
             for done in flushes.drain(..) {
                 let _ = done.send(());
             }
             if !open {
                 break;
             }
+        }
+    }
+}
+
+/// Adds every type's unsaved per-day figures to the store; what fails is put back.
+async fn save_days(
+    store: &dyn SnapshotStore,
+    counters: &HashMap<&'static str, Arc<AggregateMetrics>>,
+) {
+    for (aggregate_type, metrics) in counters {
+        let days = metrics.take_unsaved_days();
+        if days.is_empty() {
+            continue;
+        }
+        if let Err(error) = store.add_snapshot_days(aggregate_type, &days).await {
+            tracing::warn!(aggregate_type, %error, "adding per-day snapshot statistics failed; kept for the next try");
+            metrics.put_back_unsaved_days(days);
         }
     }
 }

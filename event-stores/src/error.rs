@@ -133,6 +133,17 @@ pub enum InvalidInput {
         /// Its value (the first 64 characters).
         value: String,
     },
+    /// A figure of a per-day snapshot statistics addition beyond what a store keeps
+    /// ([`MAX_DAY_FIGURE`](crate::MAX_DAY_FIGURE)).
+    #[error("snapshot statistics: {what} is {value}; at most {max} can be added at once")]
+    DayFigureTooLarge {
+        /// Which figure.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+        /// The largest accepted.
+        max: u64,
+    },
 }
 
 /// Every failure of an [`EventStore`](crate::EventStore) or [`SnapshotStore`](crate::SnapshotStore).

@@ -66,6 +66,7 @@ pub mod postgres;
 mod reminder;
 mod schedule;
 mod snapshot;
+mod snapshot_days;
 mod snapshot_store;
 mod stream;
 #[cfg(feature = "test-support")]
@@ -95,6 +96,7 @@ pub use reminder::{
 };
 pub use schedule::{MAX_SCHEDULE_NAME_LEN, ScheduleStore, StoredSchedule};
 pub use snapshot::{SnapshotBase, SnapshotRecord, SnapshotStats};
+pub use snapshot_days::{MAX_DAY_FIGURE, SnapshotDay};
 pub use snapshot_store::SnapshotStore;
 pub use stream::{MAX_ID_LEN, StreamId};
 pub use trace::{InvalidTraceParent, TraceParent};

@@ -1,10 +1,11 @@
 //! The snapshot store contract (the "state provider").
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::error::{StoreError, StoreResult};
 use crate::snapshot::{SnapshotRecord, SnapshotStats};
+use crate::snapshot_days::SnapshotDay;
 use crate::stream::StreamId;
 
 /// Keeps snapshots of aggregate state, separately from events (it may be another backend).
@@ -71,6 +72,33 @@ pub trait SnapshotStore: Send + Sync + 'static {
 
     /// Count, total bytes, newest version and oldest/newest `taken_at` for `stream`.
     async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats>;
+
+    /// Adds `days` to the stored per-day snapshot statistics of `aggregate_type`: each figure
+    /// is summed into that day's row, made when missing (a day given twice counts twice). The
+    /// snapshot writer calls this with what it did. Refused with
+    /// [`InvalidInput`](crate::InvalidInput), storing nothing, for a bad type or a figure
+    /// beyond [`MAX_DAY_FIGURE`](crate::MAX_DAY_FIGURE). By default nothing is kept, and
+    /// [`snapshot_days`](Self::snapshot_days) answers with no days: both stores of this crate
+    /// keep them.
+    async fn add_snapshot_days(
+        &self,
+        aggregate_type: &str,
+        days: &[SnapshotDay],
+    ) -> StoreResult<()> {
+        let _ = (aggregate_type, days);
+        Ok(())
+    }
+
+    /// The stored per-day snapshot statistics of `aggregate_type` from `since` on (inclusive),
+    /// oldest first: the sum of every addition, from every process that wrote to this store.
+    async fn snapshot_days(
+        &self,
+        aggregate_type: &str,
+        since: NaiveDate,
+    ) -> StoreResult<Vec<SnapshotDay>> {
+        let _ = (aggregate_type, since);
+        Ok(Vec::new())
+    }
 
     /// Where the snapshots are kept, when an event store might share that place and read a
     /// snapshot together with the events after it (see

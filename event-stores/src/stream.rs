@@ -42,6 +42,12 @@ impl StreamId {
         validate_part("aggregate id", aggregate_id)
     }
 
+    /// Checks that `aggregate_type` would make a valid stream id's type (non-empty, at most
+    /// [`MAX_ID_LEN`] bytes, no control characters).
+    pub fn check_type(aggregate_type: &str) -> Result<(), InvalidInput> {
+        validate_part("aggregate type", aggregate_type)
+    }
+
     /// The aggregate type, e.g. `"account"`.
     pub fn aggregate_type(&self) -> &str {
         &self.aggregate_type

@@ -1,5 +1,6 @@
 //! `inspect`: everything stored about one aggregate — its events, decoded, and its snapshots,
-//! verified and decoded — straight from the stores, without activating it.
+//! verified and decoded — straight from the stores, without activating it; and its type's
+//! per-day snapshot statistics as the snapshot store keeps them (every process's writes).
 
 use std::io::Write;
 
@@ -8,7 +9,7 @@ use serde::Serialize;
 
 use crate::domain::{Account, Customer};
 use crate::ledger::{Collection, LedgerAggregate, Stores};
-use crate::views::{SnapshotView, StoredEventView};
+use crate::views::{SnapshotDayView, SnapshotView, StoredEventView};
 
 /// Why `inspect` failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +47,13 @@ pub struct Inspection {
     pub events: Vec<StoredEventView>,
     /// Every snapshot, newest first, with its state when valid.
     pub snapshots: Vec<SnapshotView>,
+    /// The type's snapshot statistics per UTC day over the last [`STATISTICS_DAYS`] days,
+    /// oldest first, as the snapshot store keeps them (summed over every process).
+    pub snapshot_days: Vec<SnapshotDayView>,
 }
+
+/// How many days of per-day snapshot statistics `inspect` shows, today included.
+pub const STATISTICS_DAYS: u64 = 31;
 
 /// Reads everything stored about `aggregate_type`/`id`.
 pub async fn inspect(
@@ -93,12 +100,21 @@ async fn read<A: LedgerAggregate>(stores: &Stores, id: &str) -> Result<Inspectio
             view
         })
         .collect();
+    let since = chrono::Utc::now().date_naive() - chrono::Days::new(STATISTICS_DAYS - 1);
+    let snapshot_days = stores
+        .snapshots
+        .snapshot_days(A::TYPE, since)
+        .await?
+        .iter()
+        .map(SnapshotDayView::of)
+        .collect();
     Ok(Inspection {
         aggregate_type: A::TYPE,
         id: id.to_owned(),
         version,
         events,
         snapshots,
+        snapshot_days,
     })
 }
 
@@ -165,6 +181,25 @@ impl Inspection {
                 if let Some(state) = &snapshot.state {
                     writeln!(out, "          state: {}", serde_json::to_string(state)?)?;
                 }
+            }
+        }
+        if !self.snapshot_days.is_empty() {
+            writeln!(
+                out,
+                "\nsnapshots of every {} per UTC day (all processes)",
+                self.aggregate_type
+            )?;
+            for day in &self.snapshot_days {
+                writeln!(
+                    out,
+                    "  {}  created {}, deleted {}, archived {}, {} B, mean creation {:.3} ms",
+                    day.day,
+                    day.created,
+                    day.deleted,
+                    day.archived,
+                    day.bytes,
+                    day.mean_creation_ms
+                )?;
             }
         }
         Ok(())

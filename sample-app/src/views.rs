@@ -175,3 +175,35 @@ fn integrity_error(error: &CodecError) -> String {
         other => format!("bad ({other})"),
     }
 }
+
+/// One UTC day of a type's snapshot activity: as the store keeps it (every process) in
+/// `inspect` and `/stats`, or as one process counted it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotDayView {
+    /// The day, `YYYY-MM-DD`.
+    pub day: String,
+    /// Snapshots written.
+    pub created: u64,
+    /// Snapshots deleted by retention.
+    pub deleted: u64,
+    /// Snapshots moved to the archive by retention.
+    pub archived: u64,
+    /// Bytes stored by the snapshots written.
+    pub bytes: u64,
+    /// Mean time to create one, in milliseconds (µs precision).
+    pub mean_creation_ms: f64,
+}
+
+impl SnapshotDayView {
+    /// The view of `day`.
+    pub fn of(day: &aggregate_actors::SnapshotDay) -> Self {
+        Self {
+            day: day.day.to_string(),
+            created: day.created,
+            deleted: day.deleted,
+            archived: day.archived,
+            bytes: day.bytes,
+            mean_creation_ms: day.mean_creation_time().as_micros() as f64 / 1_000.0,
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! Snapshot archival and administration: retention moves old snapshots to an archive (memory,
 //! files, PostgreSQL) instead of deleting them; time travel reads them only on request;
 //! an archived snapshot is restored; `Executor::snapshots` lists the stored ones, each
-//! verified; the per-day statistics count what was created, deleted and archived.
+//! verified; the per-day statistics count what was created, deleted and archived, and the
+//! snapshot store keeps their sum over every executor that wrote.
 
 use std::sync::Arc;
 
@@ -181,4 +182,100 @@ async fn snapshots_lists_each_stored_snapshot_with_its_verification() {
     let error = listed[0].verified.clone().unwrap_err();
     assert!(error.contains("checksum"), "{error}");
     assert!(listed[1].verified.is_ok());
+}
+
+/// The per-day figures of `ledger` the store keeps, summed over the days since yesterday (so
+/// a run across midnight UTC adds up the same): created, deleted, archived, bytes.
+async fn stored_days(executor: &Executor) -> (u64, u64, u64, u64) {
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let days = executor.snapshot_days("ledger", yesterday).await.unwrap();
+    assert!(
+        days.iter()
+            .all(|d| d.mean_creation_time() > std::time::Duration::ZERO)
+    );
+    days.iter().fold((0, 0, 0, 0), |(c, d, a, b), day| {
+        (
+            c + day.created,
+            d + day.deleted,
+            a + day.archived,
+            b + day.bytes,
+        )
+    })
+}
+
+/// Two executors, one after the other (a restart), each writing 5 snapshots of which
+/// retention deletes 3: each counts its own 5 and 3 in process, the store keeps 10 and 6.
+async fn days_kept_by_the_store(stores: &Stores) -> u64 {
+    let mut bytes = 0;
+    for id in ["days-1", "days-2"] {
+        let executor = executor(stores, settings(None));
+        fifty_events(&executor, id).await;
+        let own = executor.stats_of::<Ledger>().unwrap().aggregate;
+        assert_eq!(
+            own.snapshot_days
+                .iter()
+                .map(|d| (d.created, d.deleted))
+                .fold((0, 0), |(c, d), (dc, dd)| (c + dc, d + dd)),
+            (5, 3),
+            "this executor's own figures"
+        );
+        bytes += own.snapshot_bytes_stored;
+        executor.shutdown().await;
+    }
+    let reader = executor(stores, settings(None));
+    assert_eq!(stored_days(&reader).await, (10, 6, 0, bytes));
+    assert!(matches!(
+        reader
+            .snapshot_days("not-served", chrono::Utc::now().date_naive())
+            .await,
+        Err(ExecutorError::TypeNotServed { .. })
+    ));
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_day_statistics_are_kept_by_the_snapshot_store_across_executors_in_memory() {
+    days_kept_by_the_store(&memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_day_statistics_are_kept_by_the_snapshot_store_across_executors_on_postgres() {
+    let Some(stores) = postgres().await else {
+        return;
+    };
+    let bytes = days_kept_by_the_store(&stores).await;
+    let row: (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT sum(created)::bigint, sum(deleted)::bigint, sum(archived)::bigint, \
+         sum(bytes)::bigint, count(*) FROM snapshot_days WHERE aggregate_type = 'ledger'",
+    )
+    .fetch_one(&stores.pool().unwrap())
+    .await
+    .unwrap();
+    assert_eq!(
+        (row.0, row.1, row.2, row.3),
+        (10, 6, 0, i64::try_from(bytes).unwrap())
+    );
+    assert!((1..=2).contains(&row.4), "one row per UTC day: {}", row.4);
+}
+
+/// Without a flush, a write's figures reach the store within about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_day_statistics_reach_the_store_within_a_second_without_a_flush() {
+    let stores = memory();
+    let executor = executor(&stores, settings(None));
+    for n in 1..=10 {
+        executor
+            .execute::<Ledger>("soon", LedgerCommand::Add(n))
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    while stored_days(&executor).await.0 == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the snapshot's figures never reached the store"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(stored_days(&executor).await.0, 1);
 }

@@ -38,6 +38,7 @@ mod reminders;
 pub mod schedules;
 mod single_events;
 mod snapshot_bases;
+mod snapshot_days;
 
 pub use concurrent_streams::*;
 pub use feed::*;
@@ -45,6 +46,7 @@ pub use metadata::*;
 pub use reminders::*;
 pub use single_events::*;
 pub use snapshot_bases::*;
+pub use snapshot_days::*;
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -192,6 +194,9 @@ macro_rules! store_contract {
                 retain_newest_keeps_the_bases_of_kept_deltas,
                 delete_older_than_keeps_the_bases_of_later_deltas,
                 delete_refuses_a_base_that_a_delta_names,
+                snapshot_days_add_up_per_day_and_read_back_oldest_first,
+                concurrent_snapshot_day_additions_all_count,
+                a_bad_snapshot_day_addition_is_refused_and_stores_nothing,
             ];
             snapshot_store_with_limits = [
                 an_oversized_or_malformed_snapshot_is_refused_and_stores_nothing,

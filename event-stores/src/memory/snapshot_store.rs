@@ -2,12 +2,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use dashmap::DashMap;
+use parking_lot::Mutex;
 
 use crate::error::StoreResult;
 use crate::limits::StoreLimits;
 use crate::snapshot::{SnapshotRecord, SnapshotStats};
+use crate::snapshot_days::{SnapshotDay, prepare_addition};
 use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
@@ -20,6 +22,8 @@ pub struct InMemorySnapshotStore {
 #[derive(Default)]
 struct Inner {
     streams: DashMap<StreamId, BTreeMap<u64, SnapshotRecord>>,
+    /// Per-day statistics by aggregate type, then day.
+    days: Mutex<BTreeMap<String, BTreeMap<NaiveDate, SnapshotDay>>>,
     limits: StoreLimits,
 }
 
@@ -167,6 +171,40 @@ impl SnapshotStore for InMemorySnapshotStore {
                 oldest_taken_at: s.values().map(|r| r.taken_at).min(),
                 newest_taken_at: s.values().map(|r| r.taken_at).max(),
             })
+            .unwrap_or_default())
+    }
+
+    async fn add_snapshot_days(
+        &self,
+        aggregate_type: &str,
+        days: &[SnapshotDay],
+    ) -> StoreResult<()> {
+        let additions = prepare_addition(aggregate_type, days)?;
+        if additions.is_empty() {
+            return Ok(());
+        }
+        let mut stored = self.inner.days.lock();
+        let of_type = stored.entry(aggregate_type.to_owned()).or_default();
+        for addition in additions {
+            of_type
+                .entry(addition.day)
+                .or_insert_with(|| SnapshotDay::new(addition.day))
+                .add(&addition);
+        }
+        Ok(())
+    }
+
+    async fn snapshot_days(
+        &self,
+        aggregate_type: &str,
+        since: NaiveDate,
+    ) -> StoreResult<Vec<SnapshotDay>> {
+        Ok(self
+            .inner
+            .days
+            .lock()
+            .get(aggregate_type)
+            .map(|days| days.range(since..).map(|(_, day)| day.clone()).collect())
             .unwrap_or_default())
     }
 }

@@ -23,6 +23,7 @@ mod reminder_reads;
 mod reminders;
 mod rows;
 mod schedules;
+mod snapshot_days;
 mod snapshot_store;
 mod snapshot_writes;
 mod start;

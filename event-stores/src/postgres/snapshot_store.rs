@@ -7,13 +7,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgPool;
 
 use crate::error::{InvalidInput, StoreResult};
 use crate::limits::StoreLimits;
 use crate::snapshot::{SnapshotRecord, SnapshotStats};
+use crate::snapshot_days::SnapshotDay;
 use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
@@ -324,6 +325,22 @@ impl SnapshotStore for PgSnapshotStore {
             oldest_taken_at: row.try_get(3).map_err(decode)?,
             newest_taken_at: row.try_get(4).map_err(decode)?,
         })
+    }
+
+    async fn add_snapshot_days(
+        &self,
+        aggregate_type: &str,
+        days: &[SnapshotDay],
+    ) -> StoreResult<()> {
+        super::snapshot_days::add(&self.pool, aggregate_type, days).await
+    }
+
+    async fn snapshot_days(
+        &self,
+        aggregate_type: &str,
+        since: NaiveDate,
+    ) -> StoreResult<Vec<SnapshotDay>> {
+        super::snapshot_days::read(&self.pool, aggregate_type, since).await
     }
 }
 

@@ -17,7 +17,10 @@
 //!     "last_activation": {"snapshot_version", "snapshots_skipped", "events_replayed",
 //!                         "version", "elapsed_ms"} | null,
 //!     "snapshots": {"taken", "failed", "skipped_invalid", "superseded",
-//!                   "bytes_stored", "bytes_uncompressed"},
+//!                   "bytes_stored", "bytes_uncompressed", "delta", "deleted", "archived",
+//!                   "days": [{"day": "2025-01-31", "created", "deleted", "archived", "bytes",
+//!                             "mean_creation_ms"}, …] | null,
+//!                   "days_this_process": [ … the same … ]},
 //!     "histograms": {
 //!       "replay_size":     {"unit": "events", "count", "sum", "buckets": [{"le": 0, "count": 2}, …, {"le": null, "count": 0}]} | null,
 //!       "activation_time": {"unit": "ms", …} | null
@@ -38,6 +41,11 @@
 //! due time or running (`in_flight`), and how late firings started after their due time
 //! (median, 99th percentile and maximum over the last 65 536 firings).
 //!
+//! `snapshots.days` are the type's snapshot figures per UTC day over the last 31 days as the
+//! snapshot store keeps them: the sum over every process that wrote snapshots of the type,
+//! across restarts (`null` when the store could not be read); `days_this_process` are this
+//! process's own since it started.
+//!
 //! `commands.total` counts every answered command whatever its outcome; a client computes
 //! commands per second from two polls. The histograms are kept by [`super::histograms`] (`null`
 //! without its recorder, as in a test that builds the router itself); their bucket counts are
@@ -47,8 +55,8 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use aggregate_actors::TypeStats;
 use aggregate_actors::event_stores::{RecordedEvent, StoreResult};
+use aggregate_actors::{SnapshotDay, TypeStats};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -56,8 +64,10 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{AppState, histograms, millis};
+use crate::inspect::STATISTICS_DAYS;
 use crate::ledger::Collection;
 use crate::scheduler::ReminderScheduler;
+use crate::views::SnapshotDayView;
 
 /// Most aggregates listed under `recent`.
 pub const RECENT_AGGREGATES: usize = 12;
@@ -72,7 +82,19 @@ pub const MAX_READ: u64 = 2_000;
 /// `GET /stats`.
 pub(super) async fn stats(State(app): State<AppState>) -> Response {
     let stats = app.executor.stats();
-    let types: Vec<Value> = stats.types.iter().map(type_json).collect();
+    let since = Utc::now().date_naive() - chrono::Days::new(STATISTICS_DAYS - 1);
+    let mut types = Vec::with_capacity(stats.types.len());
+    for type_stats in &stats.types {
+        let aggregate_type = type_stats.aggregate.aggregate_type;
+        let stored = match app.executor.snapshot_days(aggregate_type, since).await {
+            Ok(days) => Some(days),
+            Err(error) => {
+                tracing::warn!(aggregate_type, %error, "cannot read the stored per-day snapshot statistics");
+                None
+            }
+        };
+        types.push(type_json(type_stats, stored.as_deref()));
+    }
     Json(json!({
         "at": Utc::now(),
         "stores": app.stores,
@@ -83,8 +105,9 @@ pub(super) async fn stats(State(app): State<AppState>) -> Response {
     .into_response()
 }
 
-/// One type's entry of `types`.
-fn type_json(stats: &TypeStats) -> Value {
+/// One type's entry of `types`; `stored_days` are the per-day snapshot statistics the store
+/// keeps (`None` when they could not be read).
+fn type_json(stats: &TypeStats, stored_days: Option<&[SnapshotDay]>) -> Value {
     let a = &stats.aggregate;
     let r = &stats.runtime;
     let collection = Collection::ALL
@@ -148,15 +171,9 @@ fn type_json(stats: &TypeStats) -> Value {
             "delta": a.snapshots_delta,
             "deleted": a.snapshots_deleted,
             "archived": a.snapshots_archived,
-            // Per UTC day, in this process.
-            "days": a.snapshot_days.iter().map(|d| json!({
-                "day": d.day.to_string(),
-                "created": d.created,
-                "deleted": d.deleted,
-                "archived": d.archived,
-                "bytes": d.bytes,
-                "mean_creation_ms": millis(d.mean_creation_time()),
-            })).collect::<Vec<_>>(),
+            // Per UTC day: as the store keeps them (every process), and this process's.
+            "days": stored_days.map(|days| days.iter().map(SnapshotDayView::of).collect::<Vec<_>>()),
+            "days_this_process": a.snapshot_days.iter().map(SnapshotDayView::of).collect::<Vec<_>>(),
         },
         "histograms": {
             "replay_size": histograms::replay_size(a.aggregate_type),

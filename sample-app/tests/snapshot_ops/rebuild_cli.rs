@@ -1,6 +1,7 @@
 //! `sample-app snapshots rebuild`, run as the real binary on PostgreSQL: every account of a
 //! database seeded by the service's executor gets a snapshot at its stream's version (checked
-//! with SQL), and a second run finds them all current.
+//! with SQL), and a second run finds them all current; `inspect`, another process, shows the
+//! type's per-day snapshot statistics that both processes added to the store.
 
 use std::process::Command;
 
@@ -71,5 +72,39 @@ async fn a_rebuild_snapshots_every_account_at_its_version_and_a_second_finds_the
     assert!(
         second.contains("0 snapshotted, 12 already current"),
         "{second}"
+    );
+
+    // 12 passivation snapshots by the executor above, 12 by the first rebuild: the store's
+    // per-day figures, read with SQL, are what `inspect` prints.
+    let (day, created, bytes): (chrono::NaiveDate, i64, i64) = sqlx::query_as(
+        "SELECT day, created, bytes FROM snapshot_days WHERE aggregate_type = 'account' \
+         ORDER BY day DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let total: i64 = sqlx::query_scalar(
+        "SELECT sum(created)::bigint FROM snapshot_days WHERE aggregate_type = 'account'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(total, 24, "12 by the executor, 12 by the rebuild");
+    let output = Command::new(env!("CARGO_BIN_EXE_sample-app"))
+        .args(["inspect", "--database-url", db.url(), "accounts", "acc-00"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let inspected = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{inspected}");
+    assert!(
+        inspected.contains("snapshots of every account per UTC day (all processes)"),
+        "{inspected}"
+    );
+    assert!(
+        inspected.contains(&format!(
+            "  {day}  created {created}, deleted 0, archived 0, {bytes} B"
+        )),
+        "{inspected}"
     );
 }
