@@ -169,6 +169,17 @@ pub fn unseal(
     stored_checksum: u64,
     uncompressed_size: u64,
 ) -> Result<Vec<u8>, CodecError> {
+    check_stored(bytes, codec, stored_checksum)?;
+    if compression == COMPRESSION_ZSTD_DELTA {
+        return Err(CodecError::NeedsBase);
+    }
+    let encoded = compression::decompress(compression, bytes, uncompressed_size)?;
+    check_size(encoded, uncompressed_size)
+}
+
+/// The checks every stored snapshot meets before it is decompressed: its bytes have the
+/// recorded checksum, and its codec is one this build reads.
+fn check_stored(bytes: &[u8], codec: &str, stored_checksum: u64) -> Result<(), CodecError> {
     let computed = checksum(bytes);
     if computed != stored_checksum {
         return Err(CodecError::Checksum {
@@ -182,10 +193,11 @@ pub fn unseal(
             name: codec.to_owned(),
         });
     }
-    if compression == COMPRESSION_ZSTD_DELTA {
-        return Err(CodecError::NeedsBase);
-    }
-    let encoded = compression::decompress(compression, bytes, uncompressed_size)?;
+    Ok(())
+}
+
+/// The decompressed bytes, when they are as many as recorded.
+fn check_size(encoded: Vec<u8>, uncompressed_size: u64) -> Result<Vec<u8>, CodecError> {
     if encoded.len() as u64 != uncompressed_size {
         return Err(CodecError::Decompress(format!(
             "expected {uncompressed_size} bytes, got {}",

@@ -22,8 +22,9 @@
 use zstd::zstd_safe::{CCtx, CParameter};
 
 use super::compression::read_at_most;
-use super::{CODEC_MSGPACK, CODEC_MSGPACK_WITH_COMMANDS, COMPRESSION_ZSTD_DELTA, CodecError};
-use super::{SealedSnapshot, checksum};
+use super::{
+    COMPRESSION_ZSTD_DELTA, CodecError, SealedSnapshot, check_size, check_stored, checksum,
+};
 
 /// Bytes before the zstd frame: the delta's number.
 const HEADER: usize = 4;
@@ -81,19 +82,7 @@ pub fn unseal_delta(
     uncompressed_size: u64,
     base: &[u8],
 ) -> Result<Vec<u8>, CodecError> {
-    let computed = checksum(bytes);
-    if computed != stored_checksum {
-        return Err(CodecError::Checksum {
-            stored: stored_checksum,
-            computed,
-        });
-    }
-    if codec != CODEC_MSGPACK && codec != CODEC_MSGPACK_WITH_COMMANDS {
-        return Err(CodecError::Unknown {
-            what: "codec",
-            name: codec.to_owned(),
-        });
-    }
+    check_stored(bytes, codec, stored_checksum)?;
     let frame = bytes
         .get(HEADER..)
         .ok_or_else(|| CodecError::Decompress("delta shorter than its header".into()))?;
@@ -103,13 +92,7 @@ pub fn unseal_delta(
         .map_err(|e| CodecError::Decompress(e.to_string()))?
         .single_frame();
     let encoded = read_at_most(decoder, frame.len().max(base.len()), uncompressed_size)?;
-    if encoded.len() as u64 != uncompressed_size {
-        return Err(CodecError::Decompress(format!(
-            "expected {uncompressed_size} bytes, got {}",
-            encoded.len()
-        )));
-    }
-    Ok(encoded)
+    check_size(encoded, uncompressed_size)
 }
 
 /// The delta's number since its base, if the bytes are long enough to hold one.
@@ -128,7 +111,7 @@ fn window_log(size: usize) -> u32 {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::codec::encode;
+    use crate::codec::{CODEC_MSGPACK, encode};
 
     /// A state and the same state with one element changed.
     fn states() -> (Vec<u8>, Vec<u8>) {
