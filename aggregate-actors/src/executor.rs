@@ -261,6 +261,15 @@ impl Executor {
         // One clock read gives both the budget and the deadline the actor checks.
         let now = tokio::time::Instant::now();
         let budget = options.budget_at(now, registration.context.settings.runtime.call_timeout);
+        if budget.is_zero() {
+            // Past its deadline before it was sent: certainly not stored, so say so rather
+            // than race the actor's own expiry check against a zero timeout.
+            registration.context.metrics.command_expired();
+            return Err(CommandError::NotStored(ExecutorError::Expired {
+                id: id.to_owned(),
+                command_id,
+            }));
+        }
         let call = CommandCall {
             command_id,
             metadata: options.metadata,

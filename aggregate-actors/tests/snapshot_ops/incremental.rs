@@ -3,7 +3,7 @@
 //! snapshots of a large state that changes a little, are what activation and time travel start
 //! from, survive retention together with their bases, and snapshots compressed with zstd, lz4
 //! or nothing all read back side by side. Damage to deltas and to their bases is in
-//! `snapshot_integrity.rs`.
+//! `actors/snapshot_integrity.rs`.
 
 use std::sync::Arc;
 

@@ -6,11 +6,10 @@
 //! written.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::common::Stores;
 use aggregate_actors::Context;
 use aggregate_actors::event_stores::{ReadQuery, StreamId};
 use aggregate_actors::upcast::{self, UpcastError, Upcaster, Value};
@@ -18,7 +17,6 @@ use aggregate_actors::{
     ActivationError, Aggregate, AggregateSettings, At, CommandId, CommandOptions, Executor,
     ExecutorError,
 };
-use common::Stores;
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------------

@@ -6,13 +6,12 @@
 //! turn a stored command into a failure; unknown ids leave no actor behind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use crate::common::Stores;
 use aggregate_actors::Context;
 use aggregate_actors::event_stores::{
     AppendReceipt, EventStore, NewEvent, ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStats,
@@ -25,7 +24,6 @@ use aggregate_actors::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use common::Stores;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -1086,7 +1084,7 @@ async fn the_state_of_a_live_actor_at_version_zero_is_not_found(stores: Stores) 
 /// A thousand refused commands to random unknown ids leave no live actor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_refused_commands_to_unknown_ids_leave_no_live_actor() {
-    let stores = common::memory();
+    let stores = crate::common::memory();
     let executor = executor(&stores, AggregateSettings::new());
     let tag = tag();
     for _ in 0..10 {

@@ -2,13 +2,11 @@
 //! 100 events, and the stats say so. Prints activation times with and without snapshots.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::{Ledger, LedgerCommand, Stores};
 use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{AggregateSettings, Executor};
-use common::{Ledger, LedgerCommand, Stores};
 
 const EVENTS: u64 = 100_000;
 

@@ -3,13 +3,12 @@
 //! shutdown, and reconstruction ("time travel").
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::{Ledger, LedgerCommand, Stores, fold, stored_events};
 use aggregate_actors::event_stores::{
     AppendReceipt, EventStore, NewEvent, ReadQuery, RecordedEvent, StoreResult, StreamId,
 };
@@ -17,7 +16,6 @@ use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{
     AggregateSettings, At, CommandError, Executor, ExecutorError, Retention, RuntimeConfig,
 };
-use common::{Ledger, LedgerCommand, Stores, fold, stored_events};
 
 fn executor(stores: &Stores, settings: AggregateSettings<Ledger>) -> Executor {
     Executor::builder(Arc::clone(&stores.events), Arc::clone(&stores.snapshots))

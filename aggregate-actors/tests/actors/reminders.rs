@@ -4,11 +4,10 @@
 //! and changes from outside through the actor.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::Stores;
 use aggregate_actors::event_stores::{ReadQuery, ReminderState, StreamId};
 use aggregate_actors::reminder::{FireOutcome, Reminder};
 use aggregate_actors::scheduler::{Scheduler, SchedulerHandle, SchedulerSettings};
@@ -16,7 +15,6 @@ use aggregate_actors::{
     Aggregate, AggregateSettings, CommandError, Context, ErrorKind, Executor, ExecutorError,
 };
 use chrono::{TimeDelta, Utc};
-use common::Stores;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,14 +4,12 @@
 //! `list`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{Ledger, LedgerCommand, LedgerState, Stores, fold, stored_events};
 use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{AggregateSettings, At, Executor};
-use common::{Ledger, LedgerCommand, LedgerState, Stores, fold, stored_events};
 
 fn executor(stores: &Stores) -> Executor {
     Executor::builder(Arc::clone(&stores.events), Arc::clone(&stores.snapshots))

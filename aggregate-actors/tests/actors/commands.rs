@@ -3,17 +3,15 @@
 //! and 6 (bad input gets a typed error and stores nothing).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::{Ledger, LedgerCommand, Stores, fold, stored_events, stream};
 use aggregate_actors::Context;
 use aggregate_actors::event_stores::{EventStore, InvalidInput, SnapshotStore};
 use aggregate_actors::strategy::{EveryNEvents, Never};
 use aggregate_actors::{
     Aggregate, AggregateSettings, CommandError, Executor, ExecutorError, Retention,
 };
-use common::{Ledger, LedgerCommand, Stores, fold, stored_events, stream};
 
 fn executor_with(
     events: Arc<dyn EventStore>,
@@ -45,7 +43,7 @@ async fn a_rejected_command_stores_nothing_and_leaves_state_unchanged(stores: St
         .await;
     assert!(matches!(
         refused,
-        Err(CommandError::Rejected(common::Refused))
+        Err(CommandError::Rejected(crate::common::Refused))
     ));
     assert_eq!(stored_events(&*stores.events, "r").await.len(), 1);
     let view = executor.state::<Ledger>("r").await.unwrap();

@@ -7,17 +7,15 @@
 //! a snapshot (no snapshot on passivation, no `snapshot_now`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::common::{Ledger, LedgerCommand, LedgerEvent, Stores, expected_events, fold};
 use aggregate_actors::strategy::{
     Bounded, EveryNEvents, Hybrid, Interval, Never, Predicate, ReplayCost, SnapshotStrategy,
 };
 use aggregate_actors::{AggregateSettings, CommandError, Executor};
-use common::{Ledger, LedgerCommand, LedgerEvent, Stores, expected_events, fold};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -309,13 +307,13 @@ const MIN_SHARE_FROM_SNAPSHOT_POSTGRES: (f64, f64) = (0.6, 0.0);
 
 #[test]
 fn snapshot_plus_tail_equals_full_replay_equals_fold_in_memory_1000_histories() {
-    run(&common::memory(), 1_000).assert_snapshots_were_used(MIN_SHARE_FROM_SNAPSHOT);
+    run(&crate::common::memory(), 1_000).assert_snapshots_were_used(MIN_SHARE_FROM_SNAPSHOT);
 }
 
 #[test]
 fn snapshot_plus_tail_equals_full_replay_equals_fold_on_postgres_100_histories() {
     let setup = tokio::runtime::Runtime::new().unwrap();
-    let Some(stores) = setup.block_on(common::postgres()) else {
+    let Some(stores) = setup.block_on(crate::common::postgres()) else {
         return;
     };
     run_and_drop_in(&setup, stores, 100);

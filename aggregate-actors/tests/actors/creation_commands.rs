@@ -6,11 +6,10 @@
 //! histories against the same aggregate without the hint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::common::Stores;
 use aggregate_actors::Context;
 use aggregate_actors::event_stores::{
     AppendReceipt, EventStore, Fence, InMemoryEventStore, InMemorySnapshotStore, NewEvent,
@@ -20,7 +19,6 @@ use aggregate_actors::{
     Aggregate, AggregateSettings, AggregateStats, CommandError, CommandId, CommandOptions, Executor,
 };
 use async_trait::async_trait;
-use common::Stores;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 

@@ -3,15 +3,13 @@
 //! refused from then on, and the actors of a moving shard can be passivated by predicate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::common::{Ledger, LedgerCommand, memory};
 use aggregate_actors::{
     AggregateSettings, CommandError, Executor, ExecutorError, Placement, PlacementFactory,
 };
-use common::{Ledger, LedgerCommand, memory};
 
 /// Serves ids starting with "here-", and also "moving" while `moving_here` is set.
 struct Prefix {
@@ -24,7 +22,7 @@ impl Placement<String> for Prefix {
     }
 }
 
-fn executor(moving_here: Arc<AtomicBool>) -> (Executor, common::Stores) {
+fn executor(moving_here: Arc<AtomicBool>) -> (Executor, crate::common::Stores) {
     let stores = memory();
     let factory: PlacementFactory = Arc::new(move |aggregate_type| {
         assert_eq!(aggregate_type, "ledger", "asked for the registered type");
@@ -56,7 +54,7 @@ async fn an_executor_serves_only_the_ids_its_placement_gives_it() {
     );
     assert!(!executor.is_live::<Ledger>("there-1"));
     assert!(
-        common::stored_events(&*stores.events, "there-1")
+        crate::common::stored_events(&*stores.events, "there-1")
             .await
             .is_empty()
     );
@@ -87,7 +85,9 @@ async fn a_key_that_moves_away_is_refused_from_then_on() {
         "{refused:?}"
     );
     assert_eq!(
-        common::stored_events(&*stores.events, "moving").await.len(),
+        crate::common::stored_events(&*stores.events, "moving")
+            .await
+            .len(),
         1
     );
 }
@@ -112,7 +112,7 @@ async fn passivate_matching_stops_only_the_matching_actors_and_writes_their_snap
         assert_eq!(executor.is_live::<Ledger>(&id), !even, "{id}");
         let snapshot = stores
             .snapshots
-            .load_latest(&common::stream(&id))
+            .load_latest(&crate::common::stream(&id))
             .await
             .unwrap();
         assert_eq!(

@@ -5,17 +5,15 @@
 //! snapshot, and damage to a base (or its loss) invalidates the deltas written against it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::{Ledger, LedgerCommand, Stores, fold, stored_events, stream};
 use aggregate_actors::codec::{CompressionConfig, SnapshotCompression, checksum};
 use aggregate_actors::event_stores::{
     EventStore, InMemorySnapshotStore, SnapshotRecord, SnapshotStore,
 };
 use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{AggregateSettings, Executor, Retention};
-use common::{Ledger, LedgerCommand, Stores, fold, stored_events, stream};
 
 type Damage = fn(&mut SnapshotRecord);
 

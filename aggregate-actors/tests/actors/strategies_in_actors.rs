@@ -5,12 +5,11 @@
 //! `max_concurrent_activations` bounds concurrent activations.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{Ledger, LedgerCommand, LedgerEvent, stream};
 use aggregate_actors::event_stores::{
     AppendReceipt, EventStore, InMemoryEventStore, InMemorySnapshotStore, NewEvent, ReadQuery,
     RecordedEvent, SnapshotRecord, SnapshotStats, SnapshotStore, StoreResult, StreamId,
@@ -21,7 +20,6 @@ use aggregate_actors::strategy::{
 use aggregate_actors::{AggregateSettings, Executor, Retention, RuntimeConfig};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use common::{Ledger, LedgerCommand, LedgerEvent, stream};
 
 /// Keeps every snapshot, so `list` shows every version the strategy chose.
 const KEEP_ALL: Retention = Retention {
