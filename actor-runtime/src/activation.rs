@@ -128,6 +128,9 @@ async fn run<V: VirtualActor>(mut guard: SlotGuard<V>, creation: bool) {
     core.counters.activated();
     span.in_scope(|| tracing::debug!("actor activated"));
     guard.slot.set_running(actor);
+    if core.capacity.is_some() {
+        core.recency.started(&guard.slot, core.counters.live());
+    }
     // Pairs with the fence in `Core::begin_shutdown`: either shutdown sees this actor, or we
     // see the shutdown flag.
     fence(Ordering::SeqCst);

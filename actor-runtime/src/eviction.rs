@@ -8,7 +8,7 @@ use std::{
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::{PassivationReason, VirtualActor, shared::Core, slot::Slot};
+use crate::{PassivationReason, VirtualActor, shared::Core};
 
 /// How often a waiting activation looks for a victim again (a busy actor may have gone quiet).
 const EVICTION_RETRY: Duration = Duration::from_millis(10);
@@ -75,7 +75,9 @@ pub(crate) async fn acquire_capacity<V: VirtualActor>(core: &Core<V>) -> Capacit
 /// ([`PassivationReason::Evicted`]). `false` if there was none to evict.
 fn evict_lru<V: VirtualActor>(core: &Core<V>) -> bool {
     for _attempt in 0..3 {
-        let Some(victim) = least_recently_used(core) else {
+        let (victim, examined) = core.recency.least_recently_used();
+        core.counters.eviction_candidates_examined(examined);
+        let Some(victim) = victim else {
             return false;
         };
         // Count first, so the slot's cleanup can never uncount before we counted.
@@ -95,19 +97,4 @@ fn evict_lru<V: VirtualActor>(core: &Core<V>) -> bool {
         core.evictions_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
     false
-}
-
-fn least_recently_used<V: VirtualActor>(core: &Core<V>) -> Option<Arc<Slot<V>>> {
-    let mut oldest: Option<(u64, Arc<Slot<V>>)> = None;
-    for entry in &core.slots {
-        let slot = entry.value();
-        if slot.actor().is_none() || !slot.shared.is_quiet() {
-            continue;
-        }
-        let used = slot.shared.last_used();
-        if oldest.as_ref().is_none_or(|(at, _)| used < *at) {
-            oldest = Some((used, Arc::clone(slot)));
-        }
-    }
-    oldest.map(|(_, slot)| slot)
 }

@@ -85,6 +85,7 @@ mod error;
 mod eviction;
 mod host;
 mod placement;
+mod recency;
 pub mod remote;
 mod reply;
 mod shared;

@@ -14,8 +14,8 @@ use dashmap::DashMap;
 use tokio::sync::Semaphore;
 
 use crate::{
-    PassivationReason, Placement, RuntimeConfig, VirtualActor, deadlines::Deadlines, slot::Slot,
-    stats::Counters,
+    PassivationReason, Placement, RuntimeConfig, VirtualActor, deadlines::Deadlines,
+    recency::Recency, slot::Slot, stats::Counters,
 };
 
 /// The directory's shared state, also held by activation tasks (strongly) and the sweeper
@@ -30,6 +30,8 @@ pub(crate) struct Core<V: VirtualActor> {
     pub(crate) capacity: Option<Arc<Semaphore>>,
     /// Activations waiting for a capacity permit.
     pub(crate) capacity_waiters: AtomicUsize,
+    /// Started actors in the order they were last used (kept only under a live-actor cap).
+    pub(crate) recency: Recency<V>,
     /// Evictions requested whose actor has not fully stopped yet.
     pub(crate) evictions_in_flight: AtomicUsize,
     pub(crate) counters: Counters,
@@ -60,6 +62,7 @@ impl<V: VirtualActor> Core<V> {
             activation_permits: Arc::new(Semaphore::new(config.max_concurrent_activations)),
             capacity: config.max_live_actors.map(|n| Arc::new(Semaphore::new(n))),
             capacity_waiters: AtomicUsize::new(0),
+            recency: Recency::new(),
             evictions_in_flight: AtomicUsize::new(0),
             counters: Counters::new(actor_name),
             actor_name,

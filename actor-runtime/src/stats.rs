@@ -46,6 +46,9 @@ pub struct RuntimeStats {
     pub overloaded: u64,
     /// Calls that ended with [`RuntimeError::Timeout`](crate::RuntimeError::Timeout).
     pub timeouts: u64,
+    /// Live actors looked at while choosing eviction victims. Divided by `evictions` it is the
+    /// cost of one choice, which stays a small constant however many actors are live.
+    pub eviction_candidates_examined: u64,
 }
 
 /// The live counters of one directory; each update also goes to the `metrics` facade.
@@ -60,6 +63,7 @@ pub(crate) struct Counters {
     crashes: AtomicU64,
     overloaded: AtomicU64,
     timeouts: AtomicU64,
+    eviction_candidates_examined: AtomicU64,
 }
 
 impl Counters {
@@ -74,6 +78,7 @@ impl Counters {
             crashes: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            eviction_candidates_examined: AtomicU64::new(0),
         }
     }
 
@@ -87,6 +92,7 @@ impl Counters {
             crashes: self.crashes.load(Ordering::Relaxed),
             overloaded: self.overloaded.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
+            eviction_candidates_examined: self.eviction_candidates_examined.load(Ordering::Relaxed),
         }
     }
 
@@ -131,6 +137,11 @@ impl Counters {
     pub(crate) fn overloaded(&self) {
         self.overloaded.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(OVERLOADED_TOTAL, "actor" => self.actor).increment(1);
+    }
+
+    pub(crate) fn eviction_candidates_examined(&self, examined: u64) {
+        self.eviction_candidates_examined
+            .fetch_add(examined, Ordering::Relaxed);
     }
 
     pub(crate) fn timed_out(&self) {

@@ -456,6 +456,80 @@ async fn lru_cap_of_100_with_1000_keys_in_use_never_exceeds_100_live_and_answers
     assert_eq!(probe.live.load(Ordering::SeqCst), 0);
 }
 
+/// A million keys through a cap of 10 000: every activation past the cap evicts. Choosing a
+/// victim looks at a bounded number of live actors however many there are (a scan of every
+/// slot would look at 10 000 per eviction, ten billion in all), and the keys kept in constant
+/// use are never chosen, because a victim is one not used since it was last queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_keys_through_a_cap_of_10_000_evict_in_constant_time_and_spare_keys_in_use() {
+    const KEYS: u64 = 1_000_000;
+    const CAP: usize = 10_000;
+    const WORKERS: u64 = 16;
+    const HOT: u64 = 2_000_000;
+    let probe = Probe::new();
+    let dir = directory(
+        &probe,
+        RuntimeConfig {
+            max_live_actors: Some(CAP),
+            max_concurrent_activations: 64,
+            ..config()
+        },
+    );
+
+    let mut workers = JoinSet::new();
+    for worker in 0..WORKERS {
+        let dir = dir.clone();
+        workers.spawn(async move {
+            let hot = HOT + worker;
+            for (i, key) in (worker..KEYS).step_by(WORKERS as usize).enumerate() {
+                assert_eq!(
+                    dir.call(&key, |reply| Msg::Echo(i as u64, reply))
+                        .await
+                        .unwrap(),
+                    (key, i as u64)
+                );
+                if i % 64 == 0 {
+                    dir.call(&hot, |reply| Msg::Echo(0, reply)).await.unwrap();
+                }
+            }
+        });
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined.unwrap();
+    }
+
+    let stats = dir.stats();
+    assert!(stats.live <= CAP, "live {}", stats.live);
+    assert!(probe.max_live.load(Ordering::SeqCst) <= CAP as i64);
+    let activations = KEYS + WORKERS;
+    assert_eq!(stats.activations, activations, "no key was activated twice");
+    assert!(
+        stats.evictions >= activations - CAP as u64,
+        "evictions {}",
+        stats.evictions
+    );
+    let per_eviction = stats.eviction_candidates_examined as f64 / stats.evictions as f64;
+    eprintln!(
+        "{} activations, {} evictions, {per_eviction:.3} candidates examined per eviction",
+        stats.activations, stats.evictions
+    );
+    assert!(
+        per_eviction < 4.0,
+        "{} candidates examined for {} evictions ({per_eviction:.2} each)",
+        stats.eviction_candidates_examined,
+        stats.evictions
+    );
+    for worker in 0..WORKERS {
+        assert_eq!(
+            probe.activations_of(HOT + worker),
+            1,
+            "hot key {} was evicted",
+            HOT + worker
+        );
+    }
+    dir.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_actor_is_passivated_and_reactivated_by_the_next_call() {
     let probe = Probe::new();

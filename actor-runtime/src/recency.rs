@@ -1,0 +1,94 @@
+//! The order in which live actors were last used, for eviction under `max_live_actors`.
+//!
+//! A queue of started slots with the `last_used` stamp each had when it was queued (a "second
+//! chance" queue, CLOCK's FIFO form). Choosing a victim pops from the front: a slot used since
+//! it was queued goes to the back with its new stamp, one that is gone is dropped, and the first
+//! quiet slot unused since it was queued is the victim. Each slot is looked at most once per
+//! choice, and a slot is only looked at again after it was used, so a choice costs O(1)
+//! amortized, where a scan of every slot cost O(live actors) per eviction. Calls pay nothing:
+//! they already stamp `last_used`; only activations and evictions take the queue's lock.
+//!
+//! Slots leave the directory without telling the queue (idle passivation, requested stops), so
+//! the queue is compacted whenever it holds more than twice the live actors plus a margin:
+//! that keeps it, and the slots its weak references pin, bounded by the live count.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, PoisonError, Weak},
+};
+
+use crate::{VirtualActor, slot::Slot};
+
+/// Entries allowed beyond twice the live count before the queue is compacted.
+const COMPACTION_MARGIN: usize = 1_024;
+
+/// Started slots, least recently queued first.
+pub(crate) struct Recency<V: VirtualActor> {
+    queue: Mutex<VecDeque<Queued<V>>>,
+}
+
+struct Queued<V: VirtualActor> {
+    slot: Weak<Slot<V>>,
+    /// The slot's `last_used` when it was queued.
+    stamp: u64,
+}
+
+impl<V: VirtualActor> Recency<V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Queues a slot whose actor just started; `live` is the directory's live count, which
+    /// bounds the queue's length.
+    pub(crate) fn started(&self, slot: &Arc<Slot<V>>, live: usize) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.push_back(Queued {
+            slot: Arc::downgrade(slot),
+            stamp: slot.shared.last_used(),
+        });
+        if queue.len() > live.saturating_mul(2).saturating_add(COMPACTION_MARGIN) {
+            queue.retain(|queued| queued.slot.strong_count() > 0);
+        }
+    }
+
+    /// The least recently used slot that is started and quiet, taken out of the queue, and how
+    /// many entries were looked at; `None` if no queued slot is.
+    pub(crate) fn least_recently_used(&self) -> (Option<Arc<Slot<V>>>, u64) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut examined = 0;
+        // Each entry at most once: busy slots go to the back and stay candidates.
+        for _ in 0..queue.len() {
+            let Some(queued) = queue.pop_front() else {
+                break;
+            };
+            examined += 1;
+            let Some(slot) = queued.slot.upgrade() else {
+                continue;
+            };
+            if slot.shared.stop_reason().is_some() {
+                continue; // leaving already
+            }
+            let used = slot.shared.last_used();
+            if used > queued.stamp || slot.actor().is_none() || !slot.shared.is_quiet() {
+                queue.push_back(Queued {
+                    slot: queued.slot,
+                    stamp: used,
+                });
+                continue;
+            }
+            return (Some(slot), examined);
+        }
+        (None, examined)
+    }
+
+    /// Entries in the queue (live slots and ones not yet compacted away).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
