@@ -82,13 +82,4 @@ impl<V: VirtualActor> Recency<V> {
         }
         (None, examined)
     }
-
-    /// Entries in the queue (live slots and ones not yet compacted away).
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
 }

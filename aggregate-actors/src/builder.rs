@@ -17,6 +17,7 @@ use crate::aggregate::Aggregate;
 use crate::executor::{Executor, Inner, Registered, Registration};
 use crate::metrics::AggregateMetrics;
 use crate::remote::{RemoteCodec, RemoteHandler, RemoteType};
+use crate::resident::ResidentSet;
 use crate::settings::AggregateSettings;
 use crate::snapshot_writer::SnapshotWriter;
 
@@ -125,6 +126,7 @@ impl ExecutorBuilder {
                 snapshots: Arc::clone(&shared.snapshots),
                 writer: shared.writer.clone(),
                 metrics: Arc::new(AggregateMetrics::new(A::TYPE)),
+                resident: ResidentSet::new(settings.resident),
                 settings,
             });
             let runtime = context.settings.runtime.clone();

@@ -118,11 +118,13 @@ impl<A: Aggregate> Registered for Registration<A> {
         TypeStats {
             aggregate: self.context.metrics.stats(),
             runtime: self.directory.stats(),
+            resident: self.context.resident.stats(),
         }
     }
 
     async fn passivate_all(&self) {
         self.directory.passivate_all().await;
+        self.context.demote_resident(|_| true);
     }
 
     async fn passivate_matching(
@@ -132,10 +134,12 @@ impl<A: Aggregate> Registered for Registration<A> {
         self.directory
             .passivate_matching(|id: &String| matches(A::TYPE, id.as_str()))
             .await;
+        self.context.demote_resident(|id| matches(A::TYPE, id));
     }
 
     async fn shutdown(&self) {
         self.directory.shutdown().await;
+        self.context.demote_resident(|_| true);
     }
 }
 

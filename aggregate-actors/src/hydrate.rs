@@ -105,6 +105,7 @@ impl<A: Aggregate> Hydrated<A> {
             events_replayed: self.events_replayed,
             version: self.version,
             elapsed: self.elapsed,
+            from_resident: false,
         }
     }
 }

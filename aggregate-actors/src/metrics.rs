@@ -37,6 +37,9 @@ pub struct ActivationReport {
     pub version: u64,
     /// Wall time of the activation.
     pub elapsed: Duration,
+    /// It started from the aggregate's resident entry (see
+    /// [`AggregateSettings::resident`](crate::AggregateSettings::resident)): no store read.
+    pub from_resident: bool,
 }
 
 impl ActivationReport {

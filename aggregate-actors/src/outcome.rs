@@ -11,6 +11,7 @@ use crate::aggregate::Aggregate;
 use crate::command::CommandId;
 use crate::metrics::SnapshotOrigin;
 use crate::metrics::{ActivationReport, AggregateStats};
+use crate::resident::ResidentStats;
 
 /// The outcome of a successful command.
 pub struct Committed<A: Aggregate> {
@@ -123,6 +124,8 @@ pub struct TypeStats {
     pub aggregate: AggregateStats,
     /// Live actors, activations, passivations, crashes, overloads.
     pub runtime: RuntimeStats,
+    /// Aggregates kept in memory without an actor, promotions and demotions.
+    pub resident: ResidentStats,
 }
 
 /// Statistics of every registered type.

@@ -11,6 +11,7 @@ use crate::codec::{CompressionConfig, SnapshotCompression};
 use crate::context::{Clock, Services, SystemClock};
 use crate::dedup::DedupWindow;
 use crate::reminder::ReminderCodec;
+use crate::resident::ResidentConfig;
 use crate::strategy::{EveryNEvents, SnapshotStrategy};
 
 /// How many snapshots to keep per aggregate.
@@ -66,6 +67,9 @@ pub struct AggregateSettings<A: Aggregate> {
     /// Where retention moves old snapshots instead of deleting them (see
     /// [`archive`](Self::archive)).
     pub archive: Option<Arc<dyn SnapshotArchive>>,
+    /// The resident tier: how many bytes of stopped aggregates stay in memory, so their next
+    /// activation reads no store (see [`resident`](Self::resident)).
+    pub resident: ResidentConfig,
 }
 
 impl<A: Aggregate> Default for AggregateSettings<A> {
@@ -83,6 +87,7 @@ impl<A: Aggregate> Default for AggregateSettings<A> {
             clock: Arc::new(SystemClock),
             reminders: None,
             archive: None,
+            resident: ResidentConfig::default(),
         }
     }
 }
@@ -102,6 +107,7 @@ impl<A: Aggregate> Clone for AggregateSettings<A> {
             clock: Arc::clone(&self.clock),
             reminders: self.reminders,
             archive: self.archive.clone(),
+            resident: self.resident,
         }
     }
 }
@@ -182,6 +188,22 @@ impl<A: Aggregate> AggregateSettings<A> {
     /// Sets the deduplication window.
     pub fn dedup(mut self, window: DedupWindow) -> Self {
         self.dedup = window;
+        self
+    }
+
+    /// Sets the resident tier's budget. An actor that stops for idleness or eviction leaves
+    /// its state, version and snapshot bookkeeping behind in a compact entry (its state encoded
+    /// as a snapshot body: no task, no channel), and the next message for its id starts an actor
+    /// from that entry with no store read. Over the budget the least recently used entries go
+    /// cold, snapshotted first when ahead of their last snapshot, as are all entries on
+    /// shutdown, [`Executor::passivate_all`](crate::Executor::passivate_all) and when ids move
+    /// to another node. [`ResidentConfig::off`] keeps nothing.
+    ///
+    /// An entry stands in for a live actor, so the usual rule holds: one process writes an
+    /// aggregate at a time (a cluster moves ids between nodes with passivation, which drops
+    /// their entries).
+    pub fn resident(mut self, resident: ResidentConfig) -> Self {
+        self.resident = resident;
         self
     }
 

@@ -25,12 +25,14 @@ use crate::hydrate::{Hydrated, Target, hydrate};
 use crate::metrics::{ActivationReport, AggregateMetrics};
 use crate::outcome::{Committed, StateView};
 use crate::reminder::{FireOutcome, ReminderRequest};
+use crate::resident::ResidentSet;
 use crate::settings::AggregateSettings;
 use crate::snapshot_writer::{SnapshotWriter, WriteOutcome};
 
 mod deadline;
 mod duplicates;
 mod reminders;
+mod residency;
 mod snapshots;
 mod timers;
 
@@ -44,6 +46,8 @@ pub(crate) struct AggregateContext<A: Aggregate> {
     pub(crate) settings: AggregateSettings<A>,
     pub(crate) writer: SnapshotWriter,
     pub(crate) metrics: Arc<AggregateMetrics>,
+    /// Stopped aggregates kept in memory (the resident tier).
+    pub(crate) resident: ResidentSet,
 }
 
 type CommandReply<A> = Reply<Result<Committed<A>, CommandError<<A as Aggregate>::Error>>>;
@@ -134,6 +138,9 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
         context: &Arc<AggregateContext<A>>,
     ) -> Result<Self, ActivationError> {
         let stream = StreamId::new(A::TYPE, id)?;
+        if let Some(actor) = Self::promote(context, &stream) {
+            return Ok(actor);
+        }
         let span = tracing::info_span!("activation", aggregate = A::TYPE, %id);
         // Bounded like a call, so a stalled server cannot hold the key's activation forever.
         let limit = context.settings.runtime.call_timeout;
@@ -169,6 +176,10 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
         context: &Arc<AggregateContext<A>>,
     ) -> Result<Self, ActivationError> {
         let stream = StreamId::new(A::TYPE, id)?;
+        // Not new after all if it is resident.
+        if let Some(actor) = Self::promote(context, &stream) {
+            return Ok(actor);
+        }
         Ok(Self::from_hydrated(
             context,
             stream,
@@ -257,6 +268,11 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
             // indeterminate, fenced): still an activation, one that read nothing.
             self.presumed_new = false;
             self.context.metrics.activated(&self.activation);
+        }
+        if matches!(reason, PassivationReason::Idle | PassivationReason::Evicted)
+            && self.become_resident()
+        {
+            return;
         }
         let behind = self.version > self.last_snapshot_version;
         if self.context.settings.snapshot_on_passivation && behind && !self.stale {

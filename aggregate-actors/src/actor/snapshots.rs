@@ -2,7 +2,6 @@
 //! the encoded state to the background writer.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::time::Instant;
 
 use event_stores::SnapshotRecord;
@@ -12,7 +11,7 @@ use super::AggregateActor;
 use crate::aggregate::Aggregate;
 use crate::codec;
 use crate::hydrate::open_snapshot;
-use crate::snapshot_writer::{SnapshotJob, WriteOutcome};
+use crate::snapshot_writer::WriteOutcome;
 use crate::strategy::{ActivationCost, SnapshotContext};
 
 impl<A: Aggregate> AggregateActor<A> {
@@ -57,21 +56,13 @@ impl<A: Aggregate> AggregateActor<A> {
             }
         };
         let encoded_size = encoded.len() as u64;
-        let settings = &self.context.settings;
-        self.context.writer.submit(SnapshotJob {
-            stream: self.stream.clone(),
-            version: self.version,
+        self.context.submit_snapshot(
+            self.stream.clone(),
+            self.version,
             last_event_id,
-            state_schema_version: A::STATE_SCHEMA_VERSION,
-            codec: codec::CODEC_MSGPACK_WITH_COMMANDS,
-            verify: verify_snapshot::<A>,
             encoded,
-            compression: settings.compression,
-            retention: settings.retention,
-            archive: settings.archive.clone(),
-            metrics: Arc::clone(&self.context.metrics),
             waiters,
-        });
+        );
         self.last_snapshot_version = self.version;
         self.last_snapshot_size = encoded_size;
         self.event_bytes_since_snapshot = 0;
@@ -83,6 +74,6 @@ impl<A: Aggregate> AggregateActor<A> {
 
 /// Checks a stored snapshot the way activation will (see [`open_snapshot`]). Retention deletes
 /// nothing until the new snapshot passes.
-fn verify_snapshot<A: Aggregate>(record: &SnapshotRecord) -> Result<(), String> {
+pub(super) fn verify_snapshot<A: Aggregate>(record: &SnapshotRecord) -> Result<(), String> {
     open_snapshot::<A>(record).map(|_| ())
 }

@@ -7,18 +7,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::common::Stores;
+use crate::common::{CountingReads, Stores};
 use aggregate_actors::Context;
 use aggregate_actors::event_stores::{
-    AppendReceipt, EventStore, Fence, InMemoryEventStore, InMemorySnapshotStore, NewEvent,
-    ReadQuery, RecordedEvent, SnapshotStore, StoreResult, StreamId, StreamStart,
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, SnapshotStore, StreamId,
 };
 use aggregate_actors::{
     Aggregate, AggregateSettings, AggregateStats, CommandError, CommandId, CommandOptions, Executor,
 };
-use async_trait::async_trait;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -113,87 +110,6 @@ type Hinted = Account<true>;
 fn open(owner: &str) -> AccountCommand {
     AccountCommand::Open {
         owner: owner.into(),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// An event store that counts reads of a stream (every way an actor can read one)
-// ---------------------------------------------------------------------------------------------
-
-struct CountingReads {
-    inner: Arc<dyn EventStore>,
-    reads: AtomicU64,
-}
-
-impl CountingReads {
-    fn wrap(inner: &Arc<dyn EventStore>) -> Arc<Self> {
-        Arc::new(Self {
-            inner: Arc::clone(inner),
-            reads: AtomicU64::new(0),
-        })
-    }
-
-    fn reads(&self) -> u64 {
-        self.reads.load(Ordering::SeqCst)
-    }
-
-    fn count(&self) {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl EventStore for CountingReads {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<AppendReceipt> {
-        self.inner.append(stream, expected_version, events).await
-    }
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        query: ReadQuery,
-    ) -> StoreResult<Vec<RecordedEvent>> {
-        self.count();
-        self.inner.read_stream(stream, query).await
-    }
-    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
-        self.count();
-        self.inner.stream_version(stream).await
-    }
-    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
-        self.inner.read_all(after_position, limit).await
-    }
-    async fn read_command(
-        &self,
-        stream: &StreamId,
-        command_id: uuid::Uuid,
-    ) -> StoreResult<Vec<RecordedEvent>> {
-        self.count();
-        self.inner.read_command(stream, command_id).await
-    }
-    async fn append_fenced(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-        fence: &Fence,
-    ) -> StoreResult<AppendReceipt> {
-        self.inner
-            .append_fenced(stream, expected_version, events, fence)
-            .await
-    }
-    async fn read_start(
-        &self,
-        stream: &StreamId,
-        snapshots: &dyn SnapshotStore,
-        page_size: usize,
-    ) -> StoreResult<Option<StreamStart>> {
-        self.count();
-        self.inner.read_start(stream, snapshots, page_size).await
     }
 }
 

@@ -14,7 +14,8 @@ use aggregate_actors::event_stores::{
 };
 use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{
-    AggregateSettings, At, CommandError, Executor, ExecutorError, Retention, RuntimeConfig,
+    AggregateSettings, At, CommandError, Executor, ExecutorError, ResidentConfig, Retention,
+    RuntimeConfig,
 };
 
 fn executor(stores: &Stores, settings: AggregateSettings<Ledger>) -> Executor {
@@ -113,11 +114,14 @@ async fn passivation_then_the_next_command_reactivates_from_snapshot_plus_tail(s
     assert_eq!(stats.aggregate.last_activation.unwrap().events_replayed, 5);
 }
 
+/// With the resident tier off (`residency` covers it on), an idle actor leaves a snapshot.
 async fn idle_actors_passivate_by_themselves_and_come_back_on_the_next_command(stores: Stores) {
-    let settings = AggregateSettings::new().runtime(RuntimeConfig {
-        idle_timeout: Some(Duration::from_millis(50)),
-        ..RuntimeConfig::default()
-    });
+    let settings = AggregateSettings::new()
+        .resident(ResidentConfig::off())
+        .runtime(RuntimeConfig {
+            idle_timeout: Some(Duration::from_millis(50)),
+            ..RuntimeConfig::default()
+        });
     let executor = executor(&stores, settings);
     executor
         .execute::<Ledger>("idle", LedgerCommand::Add(1))

@@ -20,6 +20,7 @@ mod inspect_and_reconstruct;
 mod long_lived;
 mod placement;
 mod reminders;
+mod residency;
 mod snapshot_equivalence;
 mod snapshot_integrity;
 mod strategies_in_actors;

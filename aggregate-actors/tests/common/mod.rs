@@ -4,13 +4,15 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aggregate_actors::Aggregate;
 use aggregate_actors::Context;
 use aggregate_actors::event_stores::testing::{TestDatabase, fresh_database};
 use aggregate_actors::event_stores::{
-    EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotRecord, SnapshotStats,
-    SnapshotStore, StoreError, StoreLimits, StoreResult, StreamId,
+    AppendReceipt, EventStore, Fence, InMemoryEventStore, InMemorySnapshotStore, NewEvent,
+    ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStats, SnapshotStore, StoreError,
+    StoreLimits, StoreResult, StreamId, StreamStart,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -295,4 +297,82 @@ pub async fn stored_events(store: &dyn EventStore, id: &str) -> Vec<LedgerEvent>
         }
     }
     events
+}
+
+/// An event store that counts reads of a stream (every way an actor can read one).
+pub struct CountingReads {
+    inner: Arc<dyn EventStore>,
+    reads: AtomicU64,
+}
+
+impl CountingReads {
+    pub fn wrap(inner: &Arc<dyn EventStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Arc::clone(inner),
+            reads: AtomicU64::new(0),
+        })
+    }
+
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    fn count(&self) {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl EventStore for CountingReads {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendReceipt> {
+        self.inner.append(stream, expected_version, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        query: ReadQuery,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        self.count();
+        self.inner.read_stream(stream, query).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+        self.count();
+        self.inner.stream_version(stream).await
+    }
+    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
+        self.inner.read_all(after_position, limit).await
+    }
+    async fn read_command(
+        &self,
+        stream: &StreamId,
+        command_id: uuid::Uuid,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        self.count();
+        self.inner.read_command(stream, command_id).await
+    }
+    async fn append_fenced(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        fence: &Fence,
+    ) -> StoreResult<AppendReceipt> {
+        self.inner
+            .append_fenced(stream, expected_version, events, fence)
+            .await
+    }
+    async fn read_start(
+        &self,
+        stream: &StreamId,
+        snapshots: &dyn SnapshotStore,
+        page_size: usize,
+    ) -> StoreResult<Option<StreamStart>> {
+        self.count();
+        self.inner.read_start(stream, snapshots, page_size).await
+    }
 }

@@ -1,0 +1,257 @@
+//! The resident tier: aggregates kept in memory without an actor.
+//!
+//! An aggregate lives in one of three tiers:
+//!
+//! - **hot**: a ractor actor, while it has traffic;
+//! - **resident**: its actor stopped (idle, or evicted under the live-actor cap), and what it
+//!   needs to start again without reading a store stays here, in a compact [`Resident`] entry:
+//!   no task, no channel, the state and its recent command ids encoded as a snapshot body;
+//! - **cold**: only in the stores.
+//!
+//! A byte budget bounds the tier. Entries are kept in least-recently-used order (the order
+//! their actors stopped), in shards each with its share of the budget; going over it demotes
+//! the oldest entries to cold, and one whose state is ahead of its last snapshot is snapshotted
+//! first, from the bytes it already holds. Promotion (the next message for the id) takes the
+//! entry out and starts an actor from it, with no store read.
+//!
+//! One writer per id across every transition: only a live actor appends. An entry is put here
+//! by the actor's own passivation, before the runtime frees the id, and taken out by the next
+//! activation of the id, which the runtime starts only once the id is free; demotion and
+//! promotion both *take* the entry under its shard's lock, so exactly one of them gets it. An
+//! activation that loses to a demotion reads the stores, which hold every event the entry had.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use hashlink::LinkedHashMap;
+use parking_lot::{Mutex, MutexGuard};
+use uuid::Uuid;
+
+/// Shards of the tier (a power of two); each has its own lock, order and share of the budget.
+const SHARDS: usize = 16;
+
+/// Bytes an entry costs beyond its id's and body's heap bytes: the map's node (id and entry
+/// inline, two list links, the hash table's slot) and allocator rounding.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<(String, Resident)>() + 64;
+
+/// How much memory the resident tier of one aggregate type may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResidentConfig {
+    /// Bytes of resident entries (ids, encoded states and bookkeeping) before the least
+    /// recently used are demoted to cold. 0 turns the tier off: a stopping actor leaves nothing
+    /// behind but its snapshot. Default: 64 MiB, about 100 000 small aggregates.
+    pub budget_bytes: usize,
+}
+
+impl Default for ResidentConfig {
+    fn default() -> Self {
+        Self {
+            budget_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl ResidentConfig {
+    /// No resident tier.
+    pub fn off() -> Self {
+        Self { budget_bytes: 0 }
+    }
+}
+
+/// What a stopped aggregate keeps in memory: enough to start its next actor without a read.
+#[derive(Debug)]
+pub(crate) struct Resident {
+    pub(crate) version: u64,
+    pub(crate) last_event_id: Uuid,
+    pub(crate) last_snapshot_version: u64,
+    pub(crate) last_snapshot_size: u64,
+    pub(crate) event_bytes_since_snapshot: u64,
+    pub(crate) last_snapshot_at: std::time::Instant,
+    /// The state and its recent commands, encoded as a snapshot's body is, so a demotion that
+    /// must snapshot hands these bytes to the writer as they are.
+    pub(crate) body: Box<[u8]>,
+}
+
+impl Resident {
+    fn cost(id: &str, entry: &Resident) -> usize {
+        ENTRY_OVERHEAD + id.len() + entry.body.len()
+    }
+
+    /// Its state is ahead of its newest snapshot.
+    pub(crate) fn is_ahead_of_snapshot(&self) -> bool {
+        self.version > self.last_snapshot_version
+    }
+}
+
+/// Counters of one type's resident tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResidentStats {
+    /// Aggregates resident now.
+    pub entries: usize,
+    /// Bytes they are charged (ids, encoded states, bookkeeping, map overhead).
+    pub bytes: usize,
+    /// The budget (0 = the tier is off).
+    pub budget_bytes: usize,
+    /// Aggregates that became resident when their actor stopped.
+    pub kept: u64,
+    /// Activations that started from a resident entry, with no store read.
+    pub promotions: u64,
+    /// Entries demoted to cold (over the budget, or on shutdown and requested passivation).
+    pub demotions: u64,
+    /// Of the demotions, those that snapshotted first (their state was ahead of a snapshot).
+    pub demotion_snapshots: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    entries: LinkedHashMap<String, Resident>,
+    bytes: usize,
+}
+
+/// One aggregate type's resident entries.
+pub(crate) struct ResidentSet {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: foldhash::fast::FixedState,
+    budget: usize,
+    shard_budget: usize,
+    entries: AtomicUsize,
+    bytes: AtomicUsize,
+    kept: AtomicU64,
+    promotions: AtomicU64,
+    demotions: AtomicU64,
+    demotion_snapshots: AtomicU64,
+}
+
+impl ResidentSet {
+    pub(crate) fn new(config: ResidentConfig) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: foldhash::fast::FixedState::default(),
+            budget: config.budget_bytes,
+            shard_budget: config.budget_bytes / SHARDS,
+            entries: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            kept: AtomicU64::new(0),
+            promotions: AtomicU64::new(0),
+            demotions: AtomicU64::new(0),
+            demotion_snapshots: AtomicU64::new(0),
+        }
+    }
+
+    /// The tier keeps entries at all.
+    pub(crate) fn is_on(&self) -> bool {
+        self.budget > 0
+    }
+
+    fn shard(&self, id: &str) -> MutexGuard<'_, Shard> {
+        // The low bits pick the shard; `SHARDS` is a power of two.
+        let index = (self.hasher.hash_one(id) as usize) & (SHARDS - 1);
+        self.shards[index].lock()
+    }
+
+    /// Keeps `entry` for `id`, newest in its shard's order, and returns what that pushed out of
+    /// the budget (least recently used first) for the caller to demote. An entry larger than a
+    /// shard's share of the budget is returned at once.
+    pub(crate) fn keep(&self, id: String, entry: Resident) -> Vec<(String, Resident)> {
+        let cost = Resident::cost(&id, &entry);
+        if cost > self.shard_budget {
+            return vec![(id, entry)];
+        }
+        let id_len = id.len();
+        let mut shard = self.shard(&id);
+        let mut freed = 0;
+        let mut replaced = 0;
+        if let Some(old) = shard.entries.insert(id, entry) {
+            // The runtime frees an id only after its actor passivated, and the next activation
+            // takes the entry, so there is never an older one; should there be, it is stale.
+            freed += ENTRY_OVERHEAD + id_len + old.body.len();
+            replaced = 1;
+        }
+        shard.bytes = shard.bytes + cost - freed;
+        let mut pushed_out = Vec::new();
+        while shard.bytes > self.shard_budget {
+            let Some((old_id, old)) = shard.entries.pop_front() else {
+                break;
+            };
+            let old_cost = Resident::cost(&old_id, &old);
+            shard.bytes -= old_cost;
+            freed += old_cost;
+            pushed_out.push((old_id, old));
+        }
+        drop(shard);
+        self.kept.fetch_add(1, Ordering::Relaxed);
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.entries
+            .fetch_sub(replaced + pushed_out.len(), Ordering::Relaxed);
+        self.add_bytes(cost, freed);
+        pushed_out
+    }
+
+    /// Takes the entry of `id` out for its next actor (a promotion).
+    pub(crate) fn take(&self, id: &str) -> Option<Resident> {
+        if !self.is_on() {
+            return None;
+        }
+        let mut shard = self.shard(id);
+        let entry = shard.entries.remove(id)?;
+        let cost = Resident::cost(id, &entry);
+        shard.bytes -= cost;
+        drop(shard);
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        self.add_bytes(0, cost);
+        self.promotions.fetch_add(1, Ordering::Relaxed);
+        Some(entry)
+    }
+
+    /// Takes out every entry whose id `matches`, for the caller to demote.
+    pub(crate) fn take_matching(&self, matches: impl Fn(&str) -> bool) -> Vec<(String, Resident)> {
+        let mut taken = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let ids: Vec<String> = shard
+                .entries
+                .keys()
+                .filter(|id| matches(id))
+                .cloned()
+                .collect();
+            for id in ids {
+                if let Some(entry) = shard.entries.remove(&id) {
+                    let cost = Resident::cost(&id, &entry);
+                    shard.bytes -= cost;
+                    self.add_bytes(0, cost);
+                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                    taken.push((id, entry));
+                }
+            }
+        }
+        taken
+    }
+
+    /// Counts a demotion; `snapshotted` when it handed a snapshot to the writer first.
+    pub(crate) fn demoted(&self, snapshotted: bool) {
+        self.demotions.fetch_add(1, Ordering::Relaxed);
+        if snapshotted {
+            self.demotion_snapshots.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn add_bytes(&self, added: usize, freed: usize) {
+        if added >= freed {
+            self.bytes.fetch_add(added - freed, Ordering::Relaxed);
+        } else {
+            self.bytes.fetch_sub(freed - added, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ResidentStats {
+        ResidentStats {
+            entries: self.entries.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            budget_bytes: self.budget,
+            kept: self.kept.load(Ordering::Relaxed),
+            promotions: self.promotions.load(Ordering::Relaxed),
+            demotions: self.demotions.load(Ordering::Relaxed),
+            demotion_snapshots: self.demotion_snapshots.load(Ordering::Relaxed),
+        }
+    }
+}
