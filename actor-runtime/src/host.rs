@@ -1,17 +1,27 @@
 //! The ractor actor that hosts one [`VirtualActor`].
 //!
-//! `pre_start` runs [`VirtualActor::activate`] (or `activate_new`), `handle` gives the message's mailbox place back
-//! and runs [`VirtualActor::handle`], `post_stop` (reached only by a drain, never after a
-//! panic) runs [`VirtualActor::passivate`] with the recorded reason.
+//! `pre_start` runs [`VirtualActor::activate`] (or `activate_new`) and marks the slot running,
+//! `handle` gives the message's mailbox place back and runs [`VirtualActor::handle`],
+//! `post_stop` (reached only by a drain, never after a panic) runs [`VirtualActor::passivate`]
+//! with the recorded reason. The state holds the slot's [`SlotGuard`], so however the actor
+//! ends, dropping its state frees the slot.
 
-use std::{fmt, marker::PhantomData, sync::Arc};
+use std::{
+    fmt,
+    marker::PhantomData,
+    sync::{
+        Arc,
+        atomic::{Ordering, fence},
+    },
+};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::{
     PassivationReason, VirtualActor,
+    guard::SlotGuard,
     reply::IN_HANDLER,
-    slot::{Envelope, SlotShared},
+    slot::{Envelope, Phase, SlotShared},
     timer::Timers,
 };
 
@@ -26,17 +36,19 @@ impl<V> Host<V> {
 
 /// What `pre_start` needs to activate the virtual actor.
 pub(crate) struct HostArgs<V: VirtualActor> {
-    pub(crate) key: V::Key,
     pub(crate) context: Arc<V::Context>,
-    pub(crate) shared: Arc<SlotShared>,
+    /// The slot's place in the directory, handed over to the actor.
+    pub(crate) guard: SlotGuard<V>,
     /// The first message declares the key new: [`VirtualActor::activate_new`] builds the actor.
     pub(crate) creation: bool,
 }
 
-/// The running actor and its slot's shared half.
-pub(crate) struct HostState<V> {
+/// The running actor and its slot's guard.
+pub(crate) struct HostState<V: VirtualActor> {
     actor: V,
     shared: Arc<SlotShared>,
+    /// Dropped with the state when the actor ends, however it ends.
+    _guard: SlotGuard<V>,
 }
 
 /// Carries a typed activation error through ractor's boxed startup error, to be downcast back.
@@ -66,22 +78,46 @@ impl<V: VirtualActor> Actor for Host<V> {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let activated = if args.creation {
-            V::activate_new(&args.key, &args.context).await
+        let HostArgs {
+            context,
+            mut guard,
+            creation,
+        } = args;
+        // A panic in `activate` drops the guard with its outcome still `Broken`.
+        let activated = if creation {
+            V::activate_new(&guard.key, &context).await
         } else {
-            V::activate(&args.key, &args.context).await
+            V::activate(&guard.key, &context).await
         };
-        match activated {
-            Ok(mut actor) => {
-                actor.attach_timers(Timers::new(myself, Arc::clone(&args.shared)));
-                args.shared.touch();
-                Ok(HostState {
-                    actor,
-                    shared: args.shared,
-                })
+        let mut actor = match activated {
+            Ok(actor) => actor,
+            Err(error) => {
+                let error = Arc::new(error);
+                guard.outcome = Phase::Failed(Arc::clone(&error));
+                return Err(Box::new(ActivationFailure(error)));
             }
-            Err(error) => Err(Box::new(ActivationFailure(Arc::new(error)))),
+        };
+        let shared = Arc::clone(&guard.slot.shared);
+        actor.attach_timers(Timers::new(myself.clone(), Arc::clone(&shared)));
+        shared.touch();
+        let core = Arc::clone(&guard.core);
+        core.counters.activated();
+        guard.started = true;
+        guard.slot.set_running(myself);
+        // Pairs with the fence in `Core::begin_shutdown`: either shutdown sees this actor, or
+        // we see the shutdown flag.
+        fence(Ordering::SeqCst);
+        if core.is_shutting_down() {
+            guard.slot.request_stop(PassivationReason::Shutdown);
         }
+        if core.capacity.is_some() {
+            core.recency.started(&guard.slot, core.counters.live());
+        }
+        Ok(HostState {
+            actor,
+            shared,
+            _guard: guard,
+        })
     }
 
     async fn handle(

@@ -83,6 +83,7 @@ mod deadlines;
 mod directory;
 mod error;
 mod eviction;
+mod guard;
 mod host;
 mod placement;
 mod recency;

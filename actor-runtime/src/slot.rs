@@ -3,8 +3,9 @@
 //! The directory maps each key to at most one [`Slot`]. A slot is inserted (in
 //! [`Phase::Activating`]) only when the key has none, and removed only after its actor has fully
 //! stopped, so there is never more than one live actor per key. Callers that find a slot which
-//! is activating or stopping wait on its phase (a `watch` channel, so no wake-up can be lost)
-//! and then look the key up again.
+//! is activating or stopping wait on its phase and then look the key up again. The phase sits
+//! under a small lock beside a `Notify`, and a waiter registers before it looks, so no wake-up
+//! is lost; that costs a few dozen bytes per live actor where a `watch` channel cost hundreds.
 
 use std::sync::{
     Arc, OnceLock,
@@ -12,8 +13,10 @@ use std::sync::{
 };
 use std::time::Instant;
 
+use std::sync::{Mutex, PoisonError};
+
 use ractor::ActorRef;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::{PassivationReason, VirtualActor};
 
@@ -185,7 +188,8 @@ pub(crate) struct Slot<V: VirtualActor> {
     pub(crate) generation: u64,
     pub(crate) shared: Arc<SlotShared>,
     actor: OnceLock<ActorRef<Envelope<V>>>,
-    phase: watch::Sender<Phase<V::ActivationError>>,
+    phase: Mutex<Phase<V::ActivationError>>,
+    phase_changed: Notify,
 }
 
 impl<V: VirtualActor> Slot<V> {
@@ -194,7 +198,8 @@ impl<V: VirtualActor> Slot<V> {
             generation,
             shared,
             actor: OnceLock::new(),
-            phase: watch::Sender::new(Phase::Activating),
+            phase: Mutex::new(Phase::Activating),
+            phase_changed: Notify::new(),
         }
     }
 
@@ -206,11 +211,32 @@ impl<V: VirtualActor> Slot<V> {
     pub(crate) fn set_running(&self, actor: ActorRef<Envelope<V>>) {
         // A slot is activated once; a second set cannot happen and would be ignored.
         let _ = self.actor.set(actor);
-        self.phase.send_replace(Phase::Running);
+        self.set_phase(Phase::Running);
     }
 
     pub(crate) fn set_phase(&self, phase: Phase<V::ActivationError>) {
-        self.phase.send_replace(phase);
+        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = phase;
+        self.phase_changed.notify_waiters();
+    }
+
+    /// Waits until the phase satisfies `done` and returns it.
+    async fn phase_where(
+        &self,
+        done: impl Fn(&Phase<V::ActivationError>) -> bool,
+    ) -> Phase<V::ActivationError> {
+        loop {
+            let changed = self.phase_changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking, so a change after the look still wakes us.
+            changed.as_mut().enable();
+            {
+                let phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+                if done(&phase) {
+                    return phase.clone();
+                }
+            }
+            changed.await;
+        }
     }
 
     /// Asks the actor to stop after the messages already in its mailbox, recording `reason`
@@ -227,17 +253,11 @@ impl<V: VirtualActor> Slot<V> {
 
     /// Waits until the activation has an outcome (anything but `Activating`).
     pub(crate) async fn activated(&self) -> Phase<V::ActivationError> {
-        let mut rx = self.phase.subscribe();
-        match rx.wait_for(|p| !matches!(p, Phase::Activating)).await {
-            Ok(phase) => phase.clone(),
-            // The sender lives in `self`, so it cannot be gone while we borrow `self`.
-            Err(_) => Phase::Broken,
-        }
+        self.phase_where(|p| !matches!(p, Phase::Activating)).await
     }
 
     /// Waits until the actor is fully stopped and the slot has left the directory.
     pub(crate) async fn stopped(&self) {
-        let mut rx = self.phase.subscribe();
-        let _ = rx.wait_for(Phase::is_terminal).await;
+        self.phase_where(Phase::is_terminal).await;
     }
 }

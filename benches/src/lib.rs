@@ -18,6 +18,7 @@ pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod scenarios;
+pub mod tiers;
 
 /// The error type of the harness: anything, with a message.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

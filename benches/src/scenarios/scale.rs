@@ -13,6 +13,7 @@ use crate::measure::{fmt_bytes, fmt_count, fmt_rate, fmt_ratio, ratio, sig3};
 use crate::probe::{ProbeResult, run_in_child};
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::Ctx;
+use crate::tiers::{self, IDLE, TierProbe};
 
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
@@ -76,6 +77,7 @@ pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
         last = Some((ours, directory, ractor));
     }
     section.tables.push(table);
+    let tiered = tier_table(&counts, &mut section).await?;
     if let Some((ours, directory, ractor)) = last {
         let memory = ratio(ours.bytes_per_actor(), ractor.bytes_per_actor());
         let speed = ratio(
@@ -95,10 +97,19 @@ pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
         section.headline = Some(Headline {
             scenario: section.title.clone(),
             metric: format!(
-                "memory per live idle actor, {} actors (activations/s {} vs {})",
+                "memory per live idle actor, {} actors (activations/s {} vs {}){}",
                 fmt_count(ours.count),
                 fmt_rate(ours.activations_per_second()),
-                fmt_rate(ractor.activations_per_second())
+                fmt_rate(ractor.activations_per_second()),
+                tiered
+                    .as_ref()
+                    .map(|(resident, cold)| format!(
+                        "; resident tier: {} per resident aggregate, promotions {} vs {} from the store",
+                        fmt_bytes(resident_bytes_each(resident, cold)),
+                        fmt_rate(resident.activations_per_second()),
+                        fmt_rate(cold.activations_per_second())
+                    ))
+                    .unwrap_or_default()
             ),
             ours: fmt_bytes(ours.bytes_per_actor()),
             baseline: "raw ractor actor (counter)".into(),
@@ -128,4 +139,129 @@ pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
         ));
     }
     Ok(section)
+}
+
+/// Heap bytes per resident aggregate: the tier-on child's heap growth less the tier-off
+/// child's (both stored the same events), per aggregate.
+fn resident_bytes_each(resident: &TierProbe, cold: &TierProbe) -> f64 {
+    resident.heap_growth.saturating_sub(cold.heap_growth) as f64 / resident.count.max(1) as f64
+}
+
+/// The same from the RSS growth (which also holds what the allocator keeps after frees).
+fn resident_rss_each(resident: &TierProbe, cold: &TierProbe) -> f64 {
+    resident.rss_growth.saturating_sub(cold.rss_growth) as f64 / resident.count.max(1) as f64
+}
+
+/// The resident tier's table: memory per resident aggregate and promotions per second against
+/// activations from the store, at each count. Returns the largest count's pair.
+async fn tier_table(
+    counts: &[u64],
+    section: &mut Section,
+) -> Result<Option<(TierProbe, TierProbe)>, BoxError> {
+    let mut table = Table::new(
+        "Tiered residency: aggregates kept in memory without an actor",
+        &[
+            "aggregates",
+            "tier",
+            "heap growth",
+            "RSS growth",
+            "process RSS",
+            "per resident (heap, vs tier off)",
+            "per resident (RSS, vs tier off)",
+            "charged to the budget, each",
+            "activations/s on first read",
+            "of them without a store read",
+        ],
+    );
+    let mut last = None;
+    for &count in counts {
+        // Alternate which child goes first, so neither always runs on a warmer machine.
+        let (resident, cold) = if count % 2 == 0 {
+            let r = tiers::run_in_child(true, count).await?;
+            (r, tiers::run_in_child(false, count).await?)
+        } else {
+            let c = tiers::run_in_child(false, count).await?;
+            (tiers::run_in_child(true, count).await?, c)
+        };
+        let each = resident_bytes_each(&resident, &cold);
+        println!(
+            "  scale: {} resident: {} each, promotions {} vs store activations {}",
+            fmt_count(count),
+            fmt_bytes(each),
+            fmt_rate(resident.activations_per_second()),
+            fmt_rate(cold.activations_per_second())
+        );
+        for probe in [&resident, &cold] {
+            table.row(vec![
+                fmt_count(count),
+                if probe.resident {
+                    "on (resident)"
+                } else {
+                    "off (cold)"
+                }
+                .into(),
+                fmt_bytes(probe.heap_growth as f64),
+                fmt_bytes(probe.rss_growth as f64),
+                fmt_bytes(probe.rss_total as f64),
+                if probe.resident {
+                    fmt_bytes(each)
+                } else {
+                    "–".into()
+                },
+                if probe.resident {
+                    fmt_bytes(resident_rss_each(&resident, &cold))
+                } else {
+                    "–".into()
+                },
+                if probe.resident_entries > 0 {
+                    fmt_bytes(probe.resident_bytes as f64 / probe.resident_entries as f64)
+                } else {
+                    "–".into()
+                },
+                fmt_rate(probe.activations_per_second()),
+                format!(
+                    "{} of {}",
+                    fmt_count(probe.read_promotions),
+                    fmt_count(probe.read_activations)
+                ),
+            ]);
+        }
+        last = Some((resident, cold));
+    }
+    section.tables.push(table);
+    if let Some((resident, cold)) = &last {
+        section.notes.push(format!(
+            "Resident tier: two more children (the `tier-probe` binary, whose allocator counts \
+             the heap bytes in use) fill {} ledger accounts each with three commands (deposit, \
+             deposit, withdraw: three events, three recent transactions in the state, three \
+             command ids in the deduplication window); actors passivate after {} without \
+             traffic, leaving the account resident with the tier on and nothing with it off. \
+             Once no actor is live, both read the heap in use and the RSS. Both stored the same \
+             events in the same in-memory store, so the difference of their heap growth, {} per \
+             aggregate ({} by RSS), is what a resident entry costs: its id, its state and window \
+             encoded as a snapshot body, version and snapshot bookkeeping, its place in the \
+             tier's map and order. The whole process held {} of RSS with {} resident \
+             aggregates and their events. Then each reads every account's state once with 64 \
+             callers: {} promotions/s from the tier (an actor spawned from the entry, no store \
+             read) against {} activations/s from the store with the tier off (snapshot lookup, \
+             stream read, replay of three events), {}.",
+            fmt_count(resident.count),
+            humantime_ms(IDLE),
+            fmt_bytes(resident_bytes_each(resident, cold)),
+            fmt_bytes(resident_rss_each(resident, cold)),
+            fmt_bytes(resident.rss_total as f64),
+            fmt_count(resident.resident_entries),
+            fmt_rate(resident.activations_per_second()),
+            fmt_rate(cold.activations_per_second()),
+            fmt_ratio(ratio(
+                resident.activations_per_second(),
+                cold.activations_per_second()
+            )),
+        ));
+    }
+    Ok(last)
+}
+
+fn humantime_ms(duration: std::time::Duration) -> String {
+    format!("{} ms", duration.as_millis())
 }

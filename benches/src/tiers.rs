@@ -1,0 +1,208 @@
+//! Probes of the resident tier (scenario 6): memory per resident aggregate and promotions per
+//! second, each against the same work with the tier off (cold aggregates, activated from the
+//! in-memory store), in child processes like the other memory probes ([`crate::probe`]).
+//!
+//! A child (the `tier-probe` binary, whose global allocator counts the bytes in use) fills
+//! `count` ledger accounts with three commands each (deposit, deposit, withdraw: three events,
+//! a state with three recent transactions, three command ids in the window). Actors passivate
+//! after [`IDLE`] without traffic: resident with the tier on, dropped (cold) with it off. Once
+//! none is live, it reads the heap bytes in use and the RSS. Both children store the same events
+//! in the same in-memory store, so the difference of their heap growth is what the resident
+//! entries take. Then it reads every account's state once with 64 callers: a promotion from the
+//! tier with no store read, or an activation from the store (snapshot lookup and stream read)
+//! with it off.
+
+use std::time::{Duration, Instant};
+
+use aggregate_actors::{
+    AggregateSettings, Executor, ResidentConfig, RuntimeConfig, strategy::Never,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::BoxError;
+use crate::ledger::{Ledger, LedgerCommand};
+use crate::measure::run_jobs;
+use crate::probe::rss_bytes;
+
+/// Idle time after which a hot actor passivates (to resident, or to cold with the tier off).
+pub const IDLE: Duration = Duration::from_millis(250);
+/// Concurrent callers.
+const CALLERS: usize = 64;
+/// Accounts filled before the first RSS reading, so one-time allocations are not counted.
+const WARMUP: usize = 2_000;
+
+/// What one child measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TierProbe {
+    /// The tier was on.
+    pub resident: bool,
+    /// Accounts filled between the two readings.
+    pub count: u64,
+    /// RSS growth over the fill, bytes.
+    pub rss_growth: u64,
+    /// Growth of the heap bytes in use over the fill (the allocator's count).
+    pub heap_growth: u64,
+    /// The whole process's RSS after the fill, bytes.
+    pub rss_total: u64,
+    /// Resident entries after the fill, and the bytes the tier charged them.
+    pub resident_entries: u64,
+    /// Bytes the tier's budget counted for them.
+    pub resident_bytes: u64,
+    /// Seconds to read every filled account's state once (64 callers).
+    pub read_seconds: f64,
+    /// Activations during those reads, and of them promotions from the tier.
+    pub read_activations: u64,
+    /// Of those activations, promotions from the resident tier.
+    pub read_promotions: u64,
+}
+
+impl TierProbe {
+    /// Activations (promotions or store activations) per second while reading.
+    pub fn activations_per_second(&self) -> f64 {
+        if self.read_seconds > 0.0 {
+            self.read_activations as f64 / self.read_seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The child's side of a tier probe; `heap` reads the heap bytes in use.
+pub async fn run_here(
+    resident: bool,
+    count: u64,
+    heap: impl Fn() -> usize,
+) -> Result<TierProbe, BoxError> {
+    let count_usize = usize::try_from(count)?;
+    let tier = if resident {
+        ResidentConfig {
+            budget_bytes: 8 << 30,
+        }
+    } else {
+        ResidentConfig::off()
+    };
+    let executor = Executor::in_memory()
+        .register::<Ledger>(
+            AggregateSettings::new()
+                .strategy(Never)
+                .snapshot_on_passivation(false)
+                .resident(tier)
+                .runtime(RuntimeConfig {
+                    idle_timeout: Some(IDLE),
+                    max_live_actors: None,
+                    ..RuntimeConfig::default()
+                }),
+        )
+        .build()?;
+    let fill = |offset: usize| {
+        let executor = executor.clone();
+        move |job: usize| {
+            let executor = executor.clone();
+            async move {
+                let id = format!("t{}", offset + job);
+                for command in [
+                    LedgerCommand::Deposit { amount: 1_000 },
+                    LedgerCommand::Deposit { amount: 250 },
+                    LedgerCommand::Withdraw { amount: 400 },
+                ] {
+                    executor.execute::<Ledger>(&id, command).await?;
+                }
+                Ok(())
+            }
+        }
+    };
+    run_jobs(CALLERS, WARMUP, fill(0)).await?;
+    until_none_live(&executor).await?;
+    let (before, heap_before) = (rss_bytes()?, heap());
+    run_jobs(CALLERS, count_usize, fill(WARMUP)).await?;
+    until_none_live(&executor).await?;
+    let (after, heap_after) = (rss_bytes()?, heap());
+    let filled = executor
+        .stats_of::<Ledger>()
+        .ok_or("ledger not registered")?;
+
+    let read = {
+        let executor = executor.clone();
+        move |job: usize| {
+            let executor = executor.clone();
+            async move {
+                let view = executor
+                    .state::<Ledger>(&format!("t{}", WARMUP + job))
+                    .await?;
+                if view.state.balance != 850 {
+                    return Err(format!("balance {} instead of 850", view.state.balance).into());
+                }
+                Ok(())
+            }
+        }
+    };
+    let started = Instant::now();
+    run_jobs(CALLERS, count_usize, read).await?;
+    let read_seconds = started.elapsed().as_secs_f64();
+    let read_done = executor
+        .stats_of::<Ledger>()
+        .ok_or("ledger not registered")?;
+    Ok(TierProbe {
+        resident,
+        count,
+        rss_growth: after.saturating_sub(before),
+        heap_growth: heap_after.saturating_sub(heap_before) as u64,
+        rss_total: after,
+        resident_entries: filled.resident.entries as u64,
+        resident_bytes: filled.resident.bytes as u64,
+        read_seconds,
+        read_activations: read_done.runtime.activations - filled.runtime.activations,
+        read_promotions: read_done.resident.promotions - filled.resident.promotions,
+    })
+}
+
+/// Waits until every actor has passivated (at most a minute).
+async fn until_none_live(executor: &Executor) -> Result<(), BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = executor
+            .stats_of::<Ledger>()
+            .ok_or("ledger not registered")?
+            .runtime
+            .live;
+        if live == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{live} actors still live a minute after the fill").into());
+        }
+        tokio::time::sleep(IDLE / 5).await;
+    }
+}
+
+/// Runs a tier probe in a child process: the `tier-probe` binary next to this one, with
+/// `--resident` or `--cold` and `--count N`.
+pub async fn run_in_child(resident: bool, count: u64) -> Result<TierProbe, BoxError> {
+    let exe = std::env::current_exe()?.with_file_name("tier-probe");
+    let output = tokio::process::Command::new(&exe)
+        .arg(if resident { "--resident" } else { "--cold" })
+        .arg("--count")
+        .arg(count.to_string())
+        .output()
+        .await
+        .map_err(|e| {
+            format!(
+                "{} (build it with `cargo build --release -p benchmarks`): {e}",
+                exe.display()
+            )
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "tier probe failed ({}): {stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PROBE "))
+        .ok_or_else(|| format!("tier probe printed no result: {stdout}"))?;
+    Ok(serde_json::from_str(line)?)
+}
