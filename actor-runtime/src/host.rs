@@ -110,9 +110,7 @@ impl<V: VirtualActor> Actor for Host<V> {
         if core.is_shutting_down() {
             guard.slot.request_stop(PassivationReason::Shutdown);
         }
-        if core.capacity.is_some() {
-            core.recency.started(&guard.slot, core.counters.live());
-        }
+        core.recency.started(&guard.slot, core.counters.live());
         Ok(HostState {
             actor,
             shared,

@@ -1,4 +1,5 @@
-//! The order in which live actors were last used, for eviction under `max_live_actors`.
+//! The order in which live actors were last used, for eviction under `max_live_actors` and for
+//! idle passivation.
 //!
 //! A queue of started slots with the `last_used` stamp each had when it was queued (a "second
 //! chance" queue, CLOCK's FIFO form). Choosing a victim pops from the front: a slot used since
@@ -6,7 +7,10 @@
 //! quiet slot unused since it was queued is the victim. Each slot is looked at most once per
 //! choice, and a slot is only looked at again after it was used, so a choice costs O(1)
 //! amortized, where a scan of every slot cost O(live actors) per eviction. Calls pay nothing:
-//! they already stamp `last_used`; only activations and evictions take the queue's lock.
+//! they already stamp `last_used`; only activations, evictions and idle sweeps take the queue's
+//! lock. An idle sweep takes from the front while the front was queued longer ago than the idle
+//! timeout, so it looks at the actors it passivates and those used since they were queued,
+//! not at every live actor.
 //!
 //! Slots leave the directory without telling the queue (idle passivation, requested stops), so
 //! the queue is compacted whenever it holds more than twice the live actors plus a margin:
@@ -81,5 +85,39 @@ impl<V: VirtualActor> Recency<V> {
             return (Some(slot), examined);
         }
         (None, examined)
+    }
+
+    /// Takes out the queued slots that are quiet and unused since `idle_before` (milliseconds
+    /// since the directory's epoch), for idle passivation.
+    pub(crate) fn idle(&self, idle_before: u64) -> Vec<Arc<Slot<V>>> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = Vec::new();
+        for _ in 0..queue.len() {
+            let Some(front) = queue.front() else {
+                break;
+            };
+            if front.stamp > idle_before {
+                break; // the rest were queued later (give or take a requeue)
+            }
+            let Some(queued) = queue.pop_front() else {
+                break;
+            };
+            let Some(slot) = queued.slot.upgrade() else {
+                continue;
+            };
+            if slot.shared.stop_reason().is_some() {
+                continue;
+            }
+            let used = slot.shared.last_used();
+            if used > idle_before || slot.actor().is_none() || !slot.shared.is_quiet() {
+                queue.push_back(Queued {
+                    slot: queued.slot,
+                    stamp: used.max(queued.stamp),
+                });
+                continue;
+            }
+            idle.push(slot);
+        }
+        idle
     }
 }

@@ -30,7 +30,7 @@ pub(crate) struct Core<V: VirtualActor> {
     pub(crate) capacity: Option<Arc<Semaphore>>,
     /// Activations waiting for a capacity permit.
     pub(crate) capacity_waiters: AtomicUsize,
-    /// Started actors in the order they were last used (kept only under a live-actor cap).
+    /// Started actors in the order they were last used: eviction and idle passivation.
     pub(crate) recency: Recency<V>,
     /// Evictions requested whose actor has not fully stopped yet.
     pub(crate) evictions_in_flight: AtomicUsize,

@@ -1,15 +1,12 @@
-//! The idle sweeper: passivates actors that have had no message for `idle_timeout`.
+//! The idle sweeper: passivates actors that have had no message for `idle_timeout`, taking them
+//! from the front of the directory's recency queue (see [`crate::recency`]).
 
 use std::{
     sync::{Arc, Weak},
     time::Duration,
 };
 
-use crate::{
-    PassivationReason, VirtualActor,
-    shared::Core,
-    slot::{Slot, millis_since},
-};
+use crate::{PassivationReason, VirtualActor, shared::Core, slot::millis_since};
 
 /// The sweep period never goes below this.
 const MIN_PERIOD: Duration = Duration::from_millis(10);
@@ -48,18 +45,10 @@ async fn run<V: VirtualActor>(core: Weak<Core<V>>, idle_timeout: Duration, perio
 /// Asks every started actor that is quiet and unused for `idle_ms` to passivate.
 fn sweep<V: VirtualActor>(core: &Core<V>, idle_ms: u64) {
     let now = millis_since(core.epoch);
-    let idle: Vec<Arc<Slot<V>>> = core
-        .slots
-        .iter()
-        .filter(|entry| {
-            let slot = entry.value();
-            slot.actor().is_some()
-                && slot.shared.is_quiet()
-                && now.saturating_sub(slot.shared.last_used()) >= idle_ms
-        })
-        .map(|entry| Arc::clone(entry.value()))
-        .collect();
-    for slot in idle {
+    let Some(idle_before) = now.checked_sub(idle_ms) else {
+        return;
+    };
+    for slot in core.recency.idle(idle_before) {
         slot.request_stop(PassivationReason::Idle);
     }
 }

@@ -5,7 +5,8 @@
 //! A child (the `tier-probe` binary, whose global allocator counts the bytes in use) fills
 //! `count` ledger accounts with three commands each (deposit, deposit, withdraw: three events,
 //! a state with three recent transactions, three command ids in the window). Actors passivate
-//! after [`IDLE`] without traffic: resident with the tier on, dropped (cold) with it off. Once
+//! after [`IDLE`] without traffic, or are evicted beyond [`HOT_CAP`] live ones: resident with
+//! the tier on, dropped (cold) with it off. Once
 //! none is live, it reads the heap bytes in use and the RSS. Both children store the same events
 //! in the same in-memory store, so the difference of their heap growth is what the resident
 //! entries take. Then it reads every account's state once with 64 callers: a promotion from the
@@ -25,7 +26,11 @@ use crate::measure::run_jobs;
 use crate::probe::rss_bytes;
 
 /// Idle time after which a hot actor passivates (to resident, or to cold with the tier off).
-pub const IDLE: Duration = Duration::from_millis(250);
+pub const IDLE: Duration = Duration::from_millis(100);
+/// Live actors at most (the hot tier's bound); beyond it the least recently used is evicted,
+/// to resident or cold like an idle one. It bounds the transient memory of the fill, so the
+/// RSS reflects what stays.
+pub const HOT_CAP: usize = 20_000;
 /// Concurrent callers.
 const CALLERS: usize = 64;
 /// Accounts filled before the first RSS reading, so one-time allocations are not counted.
@@ -89,7 +94,7 @@ pub async fn run_here(
                 .resident(tier)
                 .runtime(RuntimeConfig {
                     idle_timeout: Some(IDLE),
-                    max_live_actors: None,
+                    max_live_actors: Some(HOT_CAP),
                     ..RuntimeConfig::default()
                 }),
         )

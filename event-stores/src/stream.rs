@@ -1,7 +1,8 @@
 //! The name of one aggregate's event stream.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use crate::error::InvalidInput;
 
@@ -12,7 +13,8 @@ pub const MAX_ID_LEN: usize = 256;
 /// Addresses one aggregate, and so one event stream: `(aggregate_type, aggregate_id)`.
 ///
 /// Both parts are validated on construction (non-empty, at most [`MAX_ID_LEN`] bytes, no
-/// control characters), so a `StreamId` that exists is always storable. Cloning is cheap.
+/// control characters), so a `StreamId` that exists is always storable. Cloning is cheap, and
+/// aggregate types are interned: every id of one type shares one allocation of its name.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId {
     aggregate_type: Arc<str>,
@@ -30,7 +32,7 @@ impl StreamId {
         validate_part("aggregate type", aggregate_type)?;
         validate_part("aggregate id", aggregate_id)?;
         Ok(Self {
-            aggregate_type: Arc::from(aggregate_type),
+            aggregate_type: interned(aggregate_type),
             aggregate_id: Arc::from(aggregate_id),
         })
     }
@@ -57,6 +59,32 @@ impl StreamId {
     pub fn aggregate_id(&self) -> &str {
         &self.aggregate_id
     }
+}
+
+/// Distinct aggregate types interned at most; beyond them (types made up from input, say) each
+/// id gets its own copy, so the table cannot grow without bound.
+const MAX_INTERNED_TYPES: usize = 1_024;
+
+/// The shared allocation of the type name `name`.
+fn interned(name: &str) -> Arc<str> {
+    static TYPES: OnceLock<RwLock<HashSet<Arc<str>>>> = OnceLock::new();
+    let types = TYPES.get_or_init(RwLock::default);
+    if let Some(found) = types
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(name)
+    {
+        return Arc::clone(found);
+    }
+    let mut types = types.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = types.get(name) {
+        return Arc::clone(found);
+    }
+    let name: Arc<str> = Arc::from(name);
+    if types.len() < MAX_INTERNED_TYPES {
+        types.insert(Arc::clone(&name));
+    }
+    name
 }
 
 fn validate_part(what: &'static str, value: &str) -> Result<(), InvalidInput> {
@@ -92,6 +120,15 @@ impl fmt::Debug for StreamId {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_of_one_type_share_one_allocation_of_its_name() {
+        let a = StreamId::new("interned-type", "1").unwrap();
+        let b = StreamId::new(String::from("interned-type"), "2").unwrap();
+        assert!(Arc::ptr_eq(&a.aggregate_type, &b.aggregate_type));
+        assert_eq!(b.aggregate_type(), "interned-type");
+        assert!(!Arc::ptr_eq(&a.aggregate_id, &b.aggregate_id));
+    }
 
     #[test]
     fn empty_parts_are_rejected() {

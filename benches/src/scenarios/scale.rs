@@ -13,7 +13,7 @@ use crate::measure::{fmt_bytes, fmt_count, fmt_rate, fmt_ratio, ratio, sig3};
 use crate::probe::{ProbeResult, run_in_child};
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::Ctx;
-use crate::tiers::{self, IDLE, TierProbe};
+use crate::tiers::{self, HOT_CAP, IDLE, TierProbe};
 
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
@@ -235,7 +235,8 @@ async fn tier_table(
              the heap bytes in use) fill {} ledger accounts each with three commands (deposit, \
              deposit, withdraw: three events, three recent transactions in the state, three \
              command ids in the deduplication window); actors passivate after {} without \
-             traffic, leaving the account resident with the tier on and nothing with it off. \
+             traffic or are evicted beyond {} live ones, leaving the account resident with the \
+             tier on and nothing with it off. \
              Once no actor is live, both read the heap in use and the RSS. Both stored the same \
              events in the same in-memory store, so the difference of their heap growth, {} per \
              aggregate ({} by RSS), is what a resident entry costs: its id, its state and window \
@@ -247,6 +248,7 @@ async fn tier_table(
              stream read, replay of three events), {}.",
             fmt_count(resident.count),
             humantime_ms(IDLE),
+            fmt_count(HOT_CAP as u64),
             fmt_bytes(resident_bytes_each(resident, cold)),
             fmt_bytes(resident_rss_each(resident, cold)),
             fmt_bytes(resident.rss_total as f64),
