@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use event_stores::{EventMetadata, NewEvent, StreamId};
+use event_stores::{EventMetadata, MAX_ID_LEN, NewEvent, StreamId};
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
@@ -215,24 +215,136 @@ pub(crate) fn encode_events<A: Aggregate>(
     events: &[A::Event],
     metadata: EventMetadata,
 ) -> Result<Vec<NewEvent>, CodecError> {
-    (0u32..)
-        .zip(events)
-        .map(|(index, event)| {
-            Ok(NewEvent::new(
-                A::event_type(event).into_owned(),
-                A::EVENT_SCHEMA_VERSION,
-                encode(event)?,
-            )
-            .for_command(stream, command_id, index)
-            .with_metadata(metadata))
-        })
-        .collect()
+    let mut encoded = Vec::with_capacity(events.len());
+    for (index, event) in (0u32..).zip(events) {
+        // Built whole rather than with `NewEvent::new`, which would draw a UUID v7 (a clock
+        // read and a shared generator) only for `for_command` to replace it.
+        encoded.push(NewEvent {
+            event_id: command_event_id(stream, command_id, index),
+            command_id: Some(command_id),
+            event_type: A::event_type(event).into_owned(),
+            schema_version: A::EVENT_SCHEMA_VERSION,
+            payload: encode_payload(event)?,
+            metadata,
+        });
+    }
+    Ok(encoded)
+}
+
+thread_local! {
+    /// Scratch space for event payloads, so that encoding an event allocates once (the exact
+    /// size, copied out) instead of growing a fresh vector several times and then wrapping
+    /// it in a second allocation (`Bytes` from a vector with spare capacity).
+    static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Scratch buffers larger than this are not kept for the next event.
+const PAYLOAD_KEEP: usize = 64 * 1024;
+
+/// [`encode`] into the thread's scratch buffer, as exact-size [`Bytes`]: the same bytes.
+fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
+    let encode_into = |buffer: &mut Vec<u8>| {
+        buffer.clear();
+        rmp_serde::encode::write_named(buffer, value)
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(Bytes::copy_from_slice(buffer))
+    };
+    PAYLOAD.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buffer) => {
+            let encoded = encode_into(&mut buffer);
+            if buffer.capacity() > PAYLOAD_KEEP {
+                *buffer = Vec::new();
+            }
+            encoded
+        }
+        // Re-entered (an event's `Serialize` encoding events of its own): a buffer of its own.
+        Err(_) => encode_into(&mut Vec::new()),
+    })
+}
+
+/// Longest input of [`command_event_id`]'s hash: both stream parts, two separators, a
+/// command id and an index.
+const EVENT_ID_INPUT: usize = 2 * MAX_ID_LEN + 2 + 16 + 4;
+
+/// [`event_stores::command_event_id`], hashed in one pass over a stack buffer instead of with
+/// a streaming hasher (whose set-up copies a few hundred bytes). xxh3 gives one result for the
+/// same bytes whether they are fed at once or in parts, so the ids are the same (checked by a
+/// test against the store's own function).
+fn command_event_id(stream: &StreamId, command_id: Uuid, index: u32) -> Uuid {
+    let (kind, id) = (
+        stream.aggregate_type().as_bytes(),
+        stream.aggregate_id().as_bytes(),
+    );
+    let mut input = [0u8; EVENT_ID_INPUT];
+    let parts: [&[u8]; 6] = [
+        kind,
+        &[0],
+        id,
+        &[0],
+        command_id.as_bytes(),
+        &index.to_le_bytes(),
+    ];
+    let mut len = 0;
+    for part in parts {
+        let Some(room) = input.get_mut(len..len + part.len()) else {
+            // Longer than a valid stream id can be: the store's function, whatever it costs.
+            return event_stores::command_event_id(stream, command_id, index);
+        };
+        room.copy_from_slice(part);
+        len += part.len();
+    }
+    let hash = xxhash_rust::xxh3::xxh3_128(&input[..len]).to_le_bytes();
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&command_id.as_bytes()[..6]);
+    bytes[6..].copy_from_slice(&hash[..10]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn event_ids_are_the_stores_derived_ids() {
+        let long = "x".repeat(MAX_ID_LEN);
+        let streams = [
+            StreamId::new("account", "a").unwrap(),
+            StreamId::new("ab", "c").unwrap(),
+            StreamId::new("a", "bc").unwrap(),
+            StreamId::new("ledger", "acc-1234").unwrap(),
+            StreamId::new("t", "é-ü-漢字").unwrap(),
+            StreamId::new(&long, &long).unwrap(),
+            StreamId::new(&long[..100], &long[..150]).unwrap(),
+        ];
+        for stream in &streams {
+            for _ in 0..4 {
+                let command = Uuid::now_v7();
+                for index in [0, 1, 2, 255, 65_536, u32::MAX] {
+                    assert_eq!(
+                        command_event_id(stream, command, index),
+                        event_stores::command_event_id(stream, command, index),
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_are_the_named_messagepack_encoding() {
+        #[derive(Serialize)]
+        struct Deposited {
+            amount: u64,
+            note: String,
+        }
+        for size in [0, 10, 1_000, 2 * PAYLOAD_KEEP] {
+            let event = Deposited {
+                amount: 7,
+                note: "n".repeat(size),
+            };
+            assert_eq!(encode_payload(&event).unwrap(), encode(&event).unwrap());
+        }
+    }
 
     fn config(threshold: usize) -> CompressionConfig {
         CompressionConfig {

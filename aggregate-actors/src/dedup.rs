@@ -27,9 +27,10 @@ use uuid::Uuid;
 pub struct DedupWindow {
     /// Most commands remembered per aggregate (0 = remember none, rely on the store alone).
     pub max_commands: usize,
-    /// Commands recorded longer ago than this are forgotten when the aggregate records its next
-    /// command or is activated (`None` = count only). An idle aggregate may answer from its
-    /// window a little longer, which is harmless: the answer is the original outcome.
+    /// Commands recorded this long before the aggregate's newest command are forgotten when it
+    /// records its next command or is activated (`None` = count only). An idle aggregate may
+    /// answer from its window a little longer, which is harmless: the answer is the original
+    /// outcome.
     pub max_age: Option<Duration>,
 }
 
@@ -53,16 +54,23 @@ pub(crate) struct RecentCommand {
 }
 
 /// The recent commands of one aggregate, oldest first.
+///
+/// Looked up on every command, so the map hashes with foldhash rather than SipHash: the keys
+/// are command ids a caller may choose, but at most `max_commands` of them share a map, which
+/// bounds what colliding ids could cost.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RecentCommands {
     order: VecDeque<RecentCommand>,
-    by_id: HashMap<Uuid, (u64, u64)>,
+    by_id: HashMap<Uuid, (u64, u64), foldhash::fast::FixedState>,
 }
 
 impl RecentCommands {
     /// A window holding `commands` (oldest first), trimmed to `window`.
     pub(crate) fn from_snapshot(commands: Vec<RecentCommand>, window: DedupWindow) -> Self {
         let mut recent = Self::default();
+        recent
+            .by_id
+            .reserve(commands.len().min(window.max_commands));
         for command in commands {
             recent.push(command, window);
         }
@@ -122,18 +130,23 @@ impl RecentCommands {
         if window.max_commands == 0 {
             return;
         }
+        let newest = command.recorded_at;
         self.by_id
             .insert(command.id, (command.first_version, command.last_version));
         self.order.push_back(command);
-        self.trim(window);
+        self.trim(window, newest);
     }
 
-    /// Forgets the commands beyond the window's count and age.
-    pub(crate) fn trim(&mut self, window: DedupWindow) {
+    /// Forgets the commands beyond the window's count, and those recorded more than its age
+    /// before `now` (microseconds since the Unix epoch). `now` is the newest command's
+    /// `recorded_at`, the store's clock when it was appended, so no clock is read per command;
+    /// an aggregate that records nothing new keeps its older ids a little longer, which is
+    /// harmless (see [`DedupWindow::max_age`]).
+    fn trim(&mut self, window: DedupWindow, now: i64) {
         let cutoff = window
             .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .map(|age| (Utc::now() - age).timestamp_micros());
+            .and_then(|age| i64::try_from(age.as_micros()).ok())
+            .map(|age| now.saturating_sub(age));
         while let Some(oldest) = self.order.front() {
             let too_many = self.order.len() > window.max_commands;
             let too_old = cutoff.is_some_and(|cutoff| oldest.recorded_at < cutoff);
@@ -202,7 +215,15 @@ mod tests {
         let stale = Uuid::now_v7();
         let mut aged = RecentCommands::default();
         aged.record_command(stale, 1, 1, old, window(8));
-        assert_eq!(aged.get(stale), None, "older than max_age is not kept");
+        assert_eq!(aged.get(stale), Some((1, 1)), "the newest command is kept");
+        let fresh = Uuid::now_v7();
+        aged.record_command(fresh, 2, 2, Utc::now(), window(8));
+        assert_eq!(
+            aged.get(stale),
+            None,
+            "older than max_age before the newest is forgotten"
+        );
+        assert_eq!(aged.get(fresh), Some((2, 2)));
     }
 
     #[test]

@@ -224,10 +224,19 @@ impl Executor {
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let key = id.to_owned();
         let mut route = self.route(registration, &key, deadline);
-        let mut last = ExecutorError::NotLocal { id: key.clone() };
+        // Made only if no hop answers: the common path allocates no error.
+        let mut last = None;
         while let Some(hop) = route.next().await {
             let node = match hop {
-                Hop::Here => return self.execute_here::<A>(id, command, options).await,
+                Hop::Here => {
+                    // As `execute_here` would: the route may have waited, so look again.
+                    if self.is_shut_down() {
+                        return Err(ExecutorError::ShuttingDown.into());
+                    }
+                    return self
+                        .execute_local::<A>(registration, id, &key, command, options)
+                        .await;
+                }
                 Hop::There(node) => node,
             };
             let (Some(transport), Some(codec)) =
@@ -247,10 +256,12 @@ impl Executor {
             .await;
             match forwarded {
                 Forwarded::Done(outcome) => return outcome,
-                Forwarded::Retry(error) => last = error,
+                Forwarded::Retry(error) => last = Some(error),
             }
         }
-        Err(CommandError::NotStored(last))
+        Err(CommandError::NotStored(last.unwrap_or_else(|| {
+            ExecutorError::NotLocal { id: key.clone() }
+        })))
     }
 
     /// Runs a command on this node's actor for `id`, never forwarding it.
@@ -260,8 +271,23 @@ impl Executor {
         command: A::Command,
         options: CommandOptions,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
-        let command_id = options.command_id.unwrap_or_default();
         let registration = self.registration::<A>(id)?;
+        let key = id.to_owned();
+        self.execute_local::<A>(registration, id, &key, command, options)
+            .await
+    }
+
+    /// [`execute_here`](Self::execute_here) with the registration already looked up (and `id`
+    /// checked) and the directory's key made, so that a routed command does neither twice.
+    async fn execute_local<A: Aggregate>(
+        &self,
+        registration: &Registration<A>,
+        id: &str,
+        key: &String,
+        command: A::Command,
+        options: CommandOptions,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let command_id = options.command_id.unwrap_or_default();
         // One clock read gives both the budget and the deadline the actor checks.
         let now = tokio::time::Instant::now();
         let budget = options.budget_at(now, registration.context.settings.runtime.call_timeout);
@@ -281,10 +307,9 @@ impl Executor {
             span: tracing::Span::current(),
             firing: None,
         };
-        let key = id.to_owned();
         let answer = registration
             .directory
-            .call_timeout(&key, budget, |reply| AggregateMessage::Execute {
+            .call_timeout(key, budget, |reply| AggregateMessage::Execute {
                 command,
                 call,
                 reply,

@@ -9,9 +9,10 @@
 //! the tier on, dropped (cold) with it off. Once
 //! none is live, it reads the heap bytes in use and the RSS. Both children store the same events
 //! in the same in-memory store, so the difference of their heap growth is what the resident
-//! entries take. Then it reads every account's state once with 64 callers: a promotion from the
-//! tier with no store read, or an activation from the store (snapshot lookup and stream read)
-//! with it off.
+//! entries take. Then it reads accounts' states with 64 callers, in batches of [`READ_BATCH`]
+//! distinct accounts with every actor passivated between batches: a promotion from the tier
+//! with no store read, or an activation from the store (snapshot lookup and stream read) with
+//! it off, and nothing else running beside them.
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,10 @@ use crate::measure::run_jobs;
 use crate::probe::rss_bytes;
 
 /// Idle time after which a hot actor passivates (to resident, or to cold with the tier off).
-pub const IDLE: Duration = Duration::from_millis(100);
+pub const IDLE: Duration = Duration::from_millis(1_000);
+/// Accounts read per timed batch (below [`HOT_CAP`]), and batches at most.
+pub const READ_BATCH: usize = 15_000;
+const READ_BATCHES: usize = 5;
 /// Live actors at most (the hot tier's bound); beyond it the least recently used is evicted,
 /// to resident or cold like an idle one. It bounds the transient memory of the fill, so the
 /// RSS reflects what stays.
@@ -53,7 +57,7 @@ pub struct TierProbe {
     pub resident_entries: u64,
     /// Bytes the tier's budget counted for them.
     pub resident_bytes: u64,
-    /// Seconds to read every filled account's state once (64 callers).
+    /// Seconds spent reading accounts' states, in batches of [`READ_BATCH`] (64 callers).
     pub read_seconds: f64,
     /// Activations during those reads, and of them promotions from the tier.
     pub read_activations: u64,
@@ -126,24 +130,33 @@ pub async fn run_here(
         .stats_of::<Ledger>()
         .ok_or("ledger not registered")?;
 
-    let read = {
-        let executor = executor.clone();
-        move |job: usize| {
+    // Batches of distinct accounts, each smaller than the hot cap and over well before the
+    // idle timeout, with every actor passivated between them: what is timed is promotions
+    // (or store activations) alone, with no eviction and no demotion running beside them.
+    let batches = (count_usize / READ_BATCH).clamp(1, READ_BATCHES);
+    let mut read_seconds = 0.0;
+    for batch in 0..batches {
+        let first = WARMUP + batch * READ_BATCH;
+        let read = {
             let executor = executor.clone();
-            async move {
-                let view = executor
-                    .state::<Ledger>(&format!("t{}", WARMUP + job))
-                    .await?;
-                if view.state.balance != 850 {
-                    return Err(format!("balance {} instead of 850", view.state.balance).into());
+            move |job: usize| {
+                let executor = executor.clone();
+                async move {
+                    let view = executor
+                        .state::<Ledger>(&format!("t{}", first + job))
+                        .await?;
+                    if view.state.balance != 850 {
+                        return Err(format!("balance {} instead of 850", view.state.balance).into());
+                    }
+                    Ok(())
                 }
-                Ok(())
             }
-        }
-    };
-    let started = Instant::now();
-    run_jobs(CALLERS, count_usize, read).await?;
-    let read_seconds = started.elapsed().as_secs_f64();
+        };
+        let started = Instant::now();
+        run_jobs(CALLERS, READ_BATCH.min(count_usize), read).await?;
+        read_seconds += started.elapsed().as_secs_f64();
+        until_none_live(&executor).await?;
+    }
     let read_done = executor
         .stats_of::<Ledger>()
         .ok_or("ledger not registered")?;

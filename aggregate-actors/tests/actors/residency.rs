@@ -33,6 +33,20 @@ fn executor_on(
         .unwrap()
 }
 
+/// An executor whose actors passivate after `idle_ms` without traffic.
+fn idle_executor(
+    events: Arc<dyn EventStore>,
+    stores: &Stores,
+    tier: ResidentConfig,
+    idle_ms: u64,
+) -> Executor {
+    let runtime = RuntimeConfig {
+        idle_timeout: Some(Duration::from_millis(idle_ms)),
+        ..RuntimeConfig::default()
+    };
+    executor_on(events, stores, settings(tier, runtime))
+}
+
 /// Waits until `done` holds for the executor's statistics (at most 10 s).
 async fn until(
     executor: &Executor,
@@ -50,15 +64,7 @@ async fn until(
 
 async fn an_idle_aggregate_goes_resident_and_its_next_command_reads_no_store(stores: Stores) {
     let counting = CountingReads::wrap(&stores.events);
-    let runtime = RuntimeConfig {
-        idle_timeout: Some(Duration::from_millis(40)),
-        ..RuntimeConfig::default()
-    };
-    let executor = executor_on(
-        counting.clone(),
-        &stores,
-        settings(ResidentConfig::default(), runtime),
-    );
+    let executor = idle_executor(counting.clone(), &stores, ResidentConfig::default(), 40);
     for amount in [1, 2, 3] {
         executor
             .execute::<Ledger>("idle", LedgerCommand::Add(amount))
@@ -98,15 +104,7 @@ async fn an_idle_aggregate_goes_resident_and_its_next_command_reads_no_store(sto
 
 async fn a_retry_after_promotion_is_answered_from_the_window_the_entry_kept(stores: Stores) {
     let counting = CountingReads::wrap(&stores.events);
-    let runtime = RuntimeConfig {
-        idle_timeout: Some(Duration::from_millis(40)),
-        ..RuntimeConfig::default()
-    };
-    let executor = executor_on(
-        counting.clone(),
-        &stores,
-        settings(ResidentConfig::default(), runtime),
-    );
+    let executor = idle_executor(counting.clone(), &stores, ResidentConfig::default(), 40);
     let id = CommandId::new();
     let first = executor
         .execute_with::<Ledger>(
@@ -205,29 +203,38 @@ async fn over_its_budget_the_tier_demotes_the_least_recently_used_to_cold_after_
         from_snapshot > 0,
         "some cold aggregate started from its demotion snapshot"
     );
+    executor.flush_snapshots().await;
+    let demotion_snapshots = executor
+        .stats_of::<Ledger>()
+        .unwrap()
+        .resident
+        .demotion_snapshots;
     if let Some(pool) = stores.pool() {
-        let snapshots: i64 = sqlx::query_scalar(
-            "SELECT count(DISTINCT aggregate_id) FROM snapshots WHERE aggregate_type = 'ledger'",
+        // Every snapshot the demotions wrote (the writer keeps only the newest of a stream's
+        // queued ones) sits at a stored version, with that version's event id (raw SQL).
+        let (snapshots, matching): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(e.event_id) FROM snapshots s LEFT JOIN events e \
+             ON e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id \
+             AND e.version = s.version AND e.event_id = s.last_event_id \
+             WHERE s.aggregate_type = 'ledger'",
         )
         .fetch_one(&pool)
         .await
         .unwrap();
-        assert!(
-            snapshots as u64 >= stats.resident.demotion_snapshots.min(60) / 2,
-            "{snapshots} snapshotted ids"
+        assert!(snapshots > 0 && snapshots as u64 <= demotion_snapshots);
+        assert_eq!(
+            matching, snapshots,
+            "snapshots at stored versions and event ids"
         );
     }
 }
 
 async fn shutdown_snapshots_every_resident_aggregate_ahead_of_its_snapshot(stores: Stores) {
-    let runtime = RuntimeConfig {
-        idle_timeout: Some(Duration::from_millis(30)),
-        ..RuntimeConfig::default()
-    };
-    let executor = executor_on(
+    let executor = idle_executor(
         Arc::clone(&stores.events),
         &stores,
-        settings(ResidentConfig::default(), runtime),
+        ResidentConfig::default(),
+        30,
     );
     for n in 0..10 {
         executor
@@ -362,14 +369,11 @@ async fn commands_racing_promotion_and_demotion_keep_one_writer_per_id(stores: S
 }
 
 async fn passivating_all_actors_empties_the_resident_tier_too(stores: Stores) {
-    let runtime = RuntimeConfig {
-        idle_timeout: Some(Duration::from_millis(30)),
-        ..RuntimeConfig::default()
-    };
-    let executor = executor_on(
+    let executor = idle_executor(
         Arc::clone(&stores.events),
         &stores,
-        settings(ResidentConfig::default(), runtime),
+        ResidentConfig::default(),
+        30,
     );
     executor
         .execute::<Ledger>("p-1", LedgerCommand::Add(1))
@@ -385,14 +389,11 @@ async fn passivating_all_actors_empties_the_resident_tier_too(stores: Stores) {
 }
 
 async fn with_the_tier_off_a_stopped_actor_leaves_nothing_in_memory(stores: Stores) {
-    let runtime = RuntimeConfig {
-        idle_timeout: Some(Duration::from_millis(30)),
-        ..RuntimeConfig::default()
-    };
-    let executor = executor_on(
+    let executor = idle_executor(
         Arc::clone(&stores.events),
         &stores,
-        settings(ResidentConfig::off(), runtime),
+        ResidentConfig::off(),
+        30,
     );
     executor
         .execute::<Ledger>("off", LedgerCommand::Add(1))

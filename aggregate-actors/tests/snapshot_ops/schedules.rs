@@ -191,14 +191,15 @@ async fn a_run_missed_while_no_node_was_up_runs_once_at_start_and_counts_as_late
         .await
         .unwrap();
     let store: Arc<dyn ScheduleStore> = Arc::new(InMemoryScheduleStore::new());
-    // Due every minute, last due ten minutes ago: ten occurrences missed.
+    // Due every 1 January, last due ten years ago: ten occurrences missed. (Yearly, so that no
+    // new occurrence falls due while the test runs, as a minute boundary could.)
     store
         .put_schedule(StoredSchedule {
             name: "missed".to_owned(),
             aggregate_type: "ledger".to_owned(),
             aggregate_id: Some("m".to_owned()),
-            cron: "0 * * * * *".to_owned(),
-            next_run_at: Utc::now() - chrono::Duration::minutes(10),
+            cron: "0 0 0 1 1 *".to_owned(),
+            next_run_at: Utc::now() - chrono::Duration::days(3_653),
             last_run_at: None,
             last_outcome: None,
             runs: 0,

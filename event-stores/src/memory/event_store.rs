@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -11,13 +12,14 @@ use crate::error::{InvalidInput, StoreError, StoreResult};
 use crate::event::{NewEvent, RecordedEvent, command_event_id};
 use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery};
 use crate::fence::Fence;
-use crate::limits::StoreLimits;
+use crate::limits::{MAX_EVENT_TYPE_LEN, StoreLimits};
 use crate::reminder::{DueReminders, ReminderChange, StoredReminder};
 use crate::stream::StreamId;
 
 use super::feed::Feed;
 use super::now_micros;
 use super::reminders::Reminders;
+use super::row::{Place, Row};
 
 /// An event store held in process memory. Fast, and gone when the process ends.
 #[derive(Default, Clone)]
@@ -29,19 +31,33 @@ pub struct InMemoryEventStore {
 /// library's SipHash on 16-byte ids and short stream names, and keeps a random per-map seed.
 pub(super) type Hasher = foldhash::fast::RandomState;
 
-type Stream = Arc<Mutex<Vec<Arc<RecordedEvent>>>>;
+/// One stream's events, and the number that stands for the stream in the id map.
+struct StreamSlot {
+    /// Unique in the store (streams are never removed): comparing numbers is comparing
+    /// streams, and an id entry holds no reference counts of the stream's name.
+    number: u64,
+    /// The stream's id, shared by its rows.
+    id: Arc<StreamId>,
+    events: Mutex<Vec<Arc<Row>>>,
+}
 
-/// Where a stored (or being stored) event id is: enough to tell a retried command from a
-/// reused id, and to find a command's events in its stream.
+type Stream = Arc<StreamSlot>;
+
+/// Where a stored (or being stored) event id is: enough to find its event, and so to tell a
+/// retried command from a reused id and to find a command's events in its stream. Two numbers
+/// (the map holds one per event ever stored, so its size is what its inserts cost: memory
+/// to fault in, tables to copy when they grow).
 struct IdEntry {
-    stream: StreamId,
+    /// The [`StreamSlot::number`] of its stream.
+    stream: u64,
     version: u64,
-    command_id: Option<Uuid>,
 }
 
 #[derive(Default)]
 struct Inner {
     streams: DashMap<StreamId, Stream, Hasher>,
+    /// The next [`StreamSlot::number`].
+    next_stream: AtomicU64,
     /// Every event id: the store-wide uniqueness check, sharded (no store-wide lock).
     ids: DashMap<Uuid, IdEntry, Hasher>,
     /// Every event in position order.
@@ -67,12 +83,15 @@ impl InMemoryEventStore {
         }
     }
 
-    /// Records the ids of `events` (about to be stored in `stream` after `expected_version`),
-    /// or, when one is taken, records none and says why: the same command again on this stream,
-    /// or an id in use elsewhere. Runs under the stream's lock, so a command's events on its own
-    /// stream are either all stored or not claimed at all when a retry looks.
+    /// Records the ids of `events` (about to be stored in `stream`, whose locked events are
+    /// `recorded`, after `expected_version`), or, when one is taken, records none and says why:
+    /// the same command again on this stream, or an id in use elsewhere. Runs under the stream's
+    /// lock, so a command's events on its own stream are either all stored or not claimed at
+    /// all when a retry looks.
     fn claim_ids(
         &self,
+        slot: &StreamSlot,
+        recorded: &[Arc<Row>],
         stream: &StreamId,
         expected_version: u64,
         events: &[NewEvent],
@@ -81,15 +100,16 @@ impl InMemoryEventStore {
             let refusal = match self.inner.ids.entry(event.event_id) {
                 Entry::Vacant(vacant) => {
                     vacant.insert(IdEntry {
-                        stream: stream.clone(),
+                        stream: slot.number,
                         version: expected_version + index as u64 + 1,
-                        command_id: event.command_id,
                     });
                     continue;
                 }
                 Entry::Occupied(taken) => match (taken.get(), event.command_id) {
                     (held, Some(command_id))
-                        if held.stream == *stream && held.command_id == Some(command_id) =>
+                        if held.stream == slot.number
+                            && command_at(recorded, events, expected_version, held.version)
+                                == Some(command_id) =>
                     {
                         StoreError::CommandAlreadyApplied {
                             stream: stream.clone(),
@@ -123,17 +143,24 @@ impl InMemoryEventStore {
                 self.inner
                     .streams
                     .entry(stream.clone())
-                    .or_default()
+                    .or_insert_with(|| {
+                        Arc::new(StreamSlot {
+                            number: self.inner.next_stream.fetch_add(1, Ordering::Relaxed),
+                            id: Arc::new(stream.clone()),
+                            events: Mutex::default(),
+                        })
+                    })
                     .value(),
             ),
         }
     }
 
-    /// Appends checked `events` (at least one) to the locked stream `recorded` if it is at
-    /// `expected_version` and their ids are free.
+    /// Appends checked `events` (at least one) to the locked stream `recorded` (of `slot`) if it
+    /// is at `expected_version` and their ids are free.
     fn append_locked(
         &self,
-        recorded: &mut Vec<Arc<RecordedEvent>>,
+        recorded: &mut Vec<Arc<Row>>,
+        slot: &StreamSlot,
         stream: &StreamId,
         expected_version: u64,
         events: Vec<NewEvent>,
@@ -150,35 +177,89 @@ impl InMemoryEventStore {
             Some(last) => now_micros().max(last.recorded_at),
             None => now_micros(),
         };
-        self.claim_ids(stream, expected_version, &events)?;
+        self.claim_ids(slot, recorded, stream, expected_version, &events)?;
         // Every check has passed: from here the append cannot fail, so no position is wasted.
         let count = events.len() as u64;
         let first_position = self.inner.feed.reserve(count);
-        let stored: Vec<Arc<RecordedEvent>> = (0u64..)
-            .zip(events)
-            .map(|(offset, event)| {
-                Arc::new(RecordedEvent {
-                    event_id: event.event_id,
-                    command_id: event.command_id,
-                    stream: stream.clone(),
-                    version: expected_version + offset + 1,
-                    event_type: event.event_type,
-                    schema_version: event.schema_version,
-                    payload: event.payload,
-                    metadata: event.metadata,
-                    recorded_at,
-                    position: first_position + offset,
-                })
-            })
-            .collect();
-        recorded.extend(stored.iter().cloned());
-        self.inner.feed.fill(first_position, &stored);
+        let place = |offset: u64| Place {
+            stream: &slot.id,
+            version: expected_version + offset + 1,
+            recorded_at,
+            position: first_position + offset,
+        };
+        if count == 1 {
+            // The common case: no batch to collect.
+            for event in events {
+                let stored = Arc::new(Row::new(event, place(0), recorded.last().map(|r| &**r)));
+                self.inner
+                    .feed
+                    .fill(first_position, std::slice::from_ref(&stored));
+                recorded.push(stored);
+            }
+        } else {
+            let mut stored: Vec<Arc<Row>> = Vec::with_capacity(events.len());
+            for (offset, event) in (0u64..).zip(events) {
+                let previous = stored.last().or(recorded.last()).map(|r| &**r);
+                stored.push(Arc::new(Row::new(event, place(offset), previous)));
+            }
+            self.inner.feed.fill(first_position, &stored);
+            recorded.extend(stored);
+        }
         Ok(AppendReceipt {
             first_version: expected_version + 1,
             last_version: expected_version + count,
             recorded_at,
             last_position: first_position + count - 1,
         })
+    }
+
+    /// [`StoreLimits::check_append`], without its set of ids for a single event (which cannot
+    /// repeat an id): the same checks, in the same order, with the same errors.
+    fn check_append(&self, events: &[NewEvent]) -> Result<(), InvalidInput> {
+        let limits = &self.inner.limits;
+        let [event] = events else {
+            return limits.check_append(events);
+        };
+        if limits.max_events_per_append < 1 {
+            return Err(InvalidInput::TooManyEvents {
+                count: 1,
+                max: limits.max_events_per_append,
+            });
+        }
+        if event.event_type.is_empty() || event.event_type.len() > MAX_EVENT_TYPE_LEN {
+            return Err(InvalidInput::BadEventType {
+                len: event.event_type.len(),
+                max: MAX_EVENT_TYPE_LEN,
+            });
+        }
+        if event.payload.len() > limits.max_event_payload_bytes {
+            return Err(InvalidInput::PayloadTooLarge {
+                what: "event payload",
+                size: event.payload.len(),
+                limit: limits.max_event_payload_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The command id of the event at `version` of a locked stream: stored (`recorded`), or one of
+/// the `events` being appended after `expected_version`. Every id entry of a stream is one or
+/// the other while its lock is held (a refused append takes its claims back before it lets go).
+fn command_at(
+    recorded: &[Arc<Row>],
+    events: &[NewEvent],
+    expected_version: u64,
+    version: u64,
+) -> Option<Uuid> {
+    let index = |v: u64| usize::try_from(v).ok();
+    match version.checked_sub(1).and_then(index) {
+        Some(i) if i < recorded.len() => recorded[i].command_id,
+        _ => version
+            .checked_sub(expected_version + 1)
+            .and_then(index)
+            .and_then(|i| events.get(i))
+            .and_then(|event| event.command_id),
     }
 }
 
@@ -190,10 +271,10 @@ impl EventStore for InMemoryEventStore {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendReceipt> {
-        self.inner.limits.check_append(&events)?;
+        self.check_append(&events)?;
         let slot = self.stream_or_new(stream);
-        let mut recorded = slot.lock();
-        self.append_locked(&mut recorded, stream, expected_version, events)
+        let mut recorded = slot.events.lock();
+        self.append_locked(&mut recorded, &slot, stream, expected_version, events)
     }
 
     /// Checks everything first (fence, events, reminder changes), then, under the stream's
@@ -212,11 +293,11 @@ impl EventStore for InMemoryEventStore {
             return Err(StoreError::Unsupported("fenced appends"));
         }
         if !events.is_empty() {
-            self.inner.limits.check_append(&events)?;
+            self.check_append(&events)?;
         }
         self.inner.limits.check_reminders(&reminders)?;
         let slot = self.stream_or_new(stream);
-        let mut recorded = slot.lock();
+        let mut recorded = slot.events.lock();
         let receipt = if events.is_empty() {
             let actual = recorded.len() as u64;
             if actual != expected_version {
@@ -233,7 +314,7 @@ impl EventStore for InMemoryEventStore {
                 last_position: 0,
             }
         } else {
-            self.append_locked(&mut recorded, stream, expected_version, events)?
+            self.append_locked(&mut recorded, &slot, stream, expected_version, events)?
         };
         if !reminders.is_empty() {
             self.inner.reminders.lock().apply(stream, reminders);
@@ -245,7 +326,7 @@ impl EventStore for InMemoryEventStore {
     async fn reminders_of(&self, stream: &StreamId) -> StoreResult<Vec<StoredReminder>> {
         // Under the stream's lock, like a write: never half of a call's changes.
         let slot = self.stream(stream);
-        let _recorded = slot.as_ref().map(|slot| slot.lock());
+        let _recorded = slot.as_ref().map(|slot| slot.events.lock());
         Ok(self.inner.reminders.lock().of(stream))
     }
 
@@ -262,7 +343,7 @@ impl EventStore for InMemoryEventStore {
         let Some(slot) = self.stream(stream) else {
             return Ok(Vec::new());
         };
-        let recorded = slot.lock();
+        let recorded = slot.events.lock();
         let start = usize::try_from(query.after_version)
             .unwrap_or(usize::MAX)
             .min(recorded.len());
@@ -276,12 +357,14 @@ impl EventStore for InMemoryEventStore {
         Ok(recorded[start..end]
             .iter()
             .take_while(|e| query.up_to_time.is_none_or(|t| e.recorded_at <= t))
-            .map(|e| RecordedEvent::clone(e))
+            .map(|e| e.to_event())
             .collect())
     }
 
     async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
-        Ok(self.stream(stream).map_or(0, |s| s.lock().len() as u64))
+        Ok(self
+            .stream(stream)
+            .map_or(0, |s| s.events.lock().len() as u64))
     }
 
     async fn stream_ids(
@@ -298,7 +381,7 @@ impl EventStore for InMemoryEventStore {
                 let stream = entry.key();
                 stream.aggregate_type() == aggregate_type
                     && after.is_none_or(|after| stream.aggregate_id() > after)
-                    && !entry.value().lock().is_empty()
+                    && !entry.value().events.lock().is_empty()
             })
             .map(|entry| entry.key().aggregate_id().to_owned())
             .collect();
@@ -313,7 +396,7 @@ impl EventStore for InMemoryEventStore {
             .feed
             .read(after_position, limit)
             .iter()
-            .map(|e| RecordedEvent::clone(e))
+            .map(|e| e.to_event())
             .collect())
     }
 
@@ -339,9 +422,9 @@ impl EventStore for InMemoryEventStore {
             .inner
             .ids
             .get(&first)
-            .filter(|entry| entry.stream == *stream)
+            .filter(|entry| entry.stream == slot.number)
             .map(|entry| entry.version);
-        let recorded = slot.lock();
+        let recorded = slot.events.lock();
         let start = found.map_or(0, |version| {
             usize::try_from(version - 1)
                 .unwrap_or(usize::MAX)
@@ -350,7 +433,43 @@ impl EventStore for InMemoryEventStore {
         Ok(recorded[start..]
             .iter()
             .filter(|e| e.command_id == Some(command_id))
-            .map(|e| RecordedEvent::clone(e))
+            .map(|e| e.to_event())
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_event_is_checked_exactly_as_the_limits_check_it() {
+        let limits = [
+            StoreLimits::default(),
+            StoreLimits {
+                max_event_payload_bytes: 3,
+                max_events_per_append: 0,
+                ..StoreLimits::default()
+            },
+            StoreLimits {
+                max_event_payload_bytes: 3,
+                ..StoreLimits::default()
+            },
+        ];
+        let events = [
+            NewEvent::new("E", 1, vec![1u8, 2, 3]),
+            NewEvent::new("", 1, vec![1u8]),
+            NewEvent::new("E".repeat(MAX_EVENT_TYPE_LEN), 1, Vec::new()),
+            NewEvent::new("E".repeat(MAX_EVENT_TYPE_LEN + 1), 1, Vec::new()),
+            NewEvent::new("E", 1, vec![0u8; 4]),
+            NewEvent::new("", 1, vec![0u8; 4]),
+        ];
+        for limits in limits {
+            let store = InMemoryEventStore::with_limits(limits);
+            for event in &events {
+                let one = std::slice::from_ref(event);
+                assert_eq!(store.check_append(one), limits.check_append(one));
+            }
+        }
     }
 }

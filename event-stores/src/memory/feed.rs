@@ -9,14 +9,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::event::RecordedEvent;
+use super::row::Row;
 
 /// Slots in the first segment; segment `k` has `FIRST << k`.
 const FIRST: u64 = 1024;
 /// Segments: room for `FIRST * (2^SEGMENTS - 1)` events, far more than memory holds.
 const SEGMENTS: usize = 40;
 
-type Slot = OnceLock<Arc<RecordedEvent>>;
+type Slot = OnceLock<Arc<Row>>;
 
 /// Events by position (position `p` at index `p - 1`), in segments that double in size and are
 /// allocated when first reached, so nothing is ever moved or locked to grow.
@@ -41,7 +41,7 @@ impl Feed {
     }
 
     /// Fills the slots reserved at `first` with `events` (in position order), last one first.
-    pub(super) fn fill(&self, first: u64, events: &[Arc<RecordedEvent>]) {
+    pub(super) fn fill(&self, first: u64, events: &[Arc<Row>]) {
         for event in events.iter().rev() {
             // Each event carries its own position, `first` and up.
             debug_assert!(event.position >= first);
@@ -53,7 +53,7 @@ impl Feed {
     }
 
     /// Up to `limit` events after `after`, stopping at the first position not yet filled.
-    pub(super) fn read(&self, after: u64, limit: usize) -> Vec<Arc<RecordedEvent>> {
+    pub(super) fn read(&self, after: u64, limit: usize) -> Vec<Arc<Row>> {
         let mut events = Vec::new();
         let mut index = after;
         while events.len() < limit {
@@ -97,25 +97,22 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::event::{EventMetadata, RecordedEvent};
+    use crate::event::NewEvent;
+    use crate::memory::row::Place;
     use crate::stream::StreamId;
 
-    fn event(position: u64) -> Arc<RecordedEvent> {
-        Arc::new(RecordedEvent {
-            event_id: uuid::Uuid::now_v7(),
-            command_id: None,
-            stream: StreamId::new("t", "s").unwrap(),
+    fn event(position: u64) -> Arc<Row> {
+        let stream = Arc::new(StreamId::new("t", "s").unwrap());
+        let place = Place {
+            stream: &stream,
             version: position,
-            event_type: "E".into(),
-            schema_version: 1,
-            payload: bytes::Bytes::new(),
-            metadata: EventMetadata::default(),
             recorded_at: chrono::Utc::now(),
             position,
-        })
+        };
+        Arc::new(Row::new(NewEvent::new("E", 1, Vec::new()), place, None))
     }
 
-    fn positions(events: &[Arc<RecordedEvent>]) -> Vec<u64> {
+    fn positions(events: &[Arc<Row>]) -> Vec<u64> {
         events.iter().map(|e| e.position).collect()
     }
 

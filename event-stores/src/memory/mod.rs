@@ -12,6 +12,7 @@ mod archive;
 mod event_store;
 mod feed;
 mod reminders;
+mod row;
 mod schedules;
 mod snapshot_store;
 
