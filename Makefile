@@ -75,7 +75,7 @@ EXAMPLES := in_memory custom_strategy time_travel context postgres
 # example only prints how to run it, so it counts as a skipped PostgreSQL test in $PG_SKIP_LOG.
 tests-and-examples:
 	@status=0; \
-	$(CARGO) test --workspace || status=$$?; \
+	$(CARGO) test --workspace --no-fail-fast || status=$$?; \
 	if $(CARGO) build -q -p aggregate-actors --examples; then \
 		for example in $(EXAMPLES); do \
 			echo "example $$example:"; \
