@@ -104,11 +104,11 @@ cluster-demo:
 # benches/recovery.svg. PostgreSQL: DATABASE_URL when set, otherwise benches/run.sh starts a
 # throw-away cluster and stops it on exit (trap). bench-quick takes under 3 minutes after the build.
 bench:
-	$(CARGO) build --release -p benchmarks --features cqrs-baseline
+	$(CARGO) build --release -p benchmarks --features cqrs-baseline,jemalloc
 	CARGO="$(CARGO)" benches/run.sh
 
 bench-quick:
-	$(CARGO) build --release -p benchmarks --features cqrs-baseline
+	$(CARGO) build --release -p benchmarks --features cqrs-baseline,jemalloc
 	CARGO="$(CARGO)" benches/run.sh --quick
 
 # Long fault runs (e.g. 200 SIGKILLs of a loaded worker), marked #[ignore] so `make test` stays short.

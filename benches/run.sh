@@ -58,5 +58,5 @@ if [[ -z "${DURABLE_DATABASE_URL:-}" && -n "${DATABASE_URL:-}" ]]; then
 fi
 
 start=$(date +%s)
-"$CARGO" run --release -q -p benchmarks --features cqrs-baseline -- "$@"
+"$CARGO" run --release -q -p benchmarks --features cqrs-baseline,jemalloc -- "$@"
 echo "bench: $(($(date +%s) - start)) s (excluding the build)"

@@ -60,10 +60,40 @@ impl<V: VirtualActor> Recency<V> {
     /// The least recently used slot that is started and quiet, taken out of the queue, and how
     /// many entries were looked at; `None` if no queued slot is.
     pub(crate) fn least_recently_used(&self) -> (Option<Arc<Slot<V>>>, u64) {
+        let mut victim = None;
+        let examined = self.walk(None, |slot| {
+            victim = Some(slot);
+            false
+        });
+        (victim, examined)
+    }
+
+    /// Takes out the queued slots that are quiet and unused since `idle_before` (milliseconds
+    /// since the directory's epoch), for idle passivation.
+    pub(crate) fn idle(&self, idle_before: u64) -> Vec<Arc<Slot<V>>> {
+        let mut idle = Vec::new();
+        self.walk(Some(idle_before), |slot| {
+            idle.push(slot);
+            true
+        });
+        idle
+    }
+
+    /// Pops entries from the front, each at most once: drops those gone or leaving, sends to
+    /// the back (with their new stamp) those used since they were queued, or since
+    /// `idle_before` when given, and those not quiet, and hands the others to `take` until it
+    /// returns `false`. With `idle_before`, stops at the first entry queued after it. Returns
+    /// how many entries were looked at.
+    fn walk(&self, idle_before: Option<u64>, mut take: impl FnMut(Arc<Slot<V>>) -> bool) -> u64 {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let mut examined = 0;
-        // Each entry at most once: busy slots go to the back and stay candidates.
         for _ in 0..queue.len() {
+            let Some(front) = queue.front() else {
+                break;
+            };
+            if idle_before.is_some_and(|before| front.stamp > before) {
+                break; // the rest were queued later (give or take a requeue)
+            }
             let Some(queued) = queue.pop_front() else {
                 break;
             };
@@ -75,49 +105,18 @@ impl<V: VirtualActor> Recency<V> {
                 continue; // leaving already
             }
             let used = slot.shared.last_used();
-            if used > queued.stamp || slot.actor().is_none() || !slot.shared.is_quiet() {
-                queue.push_back(Queued {
-                    slot: queued.slot,
-                    stamp: used,
-                });
-                continue;
-            }
-            return (Some(slot), examined);
-        }
-        (None, examined)
-    }
-
-    /// Takes out the queued slots that are quiet and unused since `idle_before` (milliseconds
-    /// since the directory's epoch), for idle passivation.
-    pub(crate) fn idle(&self, idle_before: u64) -> Vec<Arc<Slot<V>>> {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut idle = Vec::new();
-        for _ in 0..queue.len() {
-            let Some(front) = queue.front() else {
-                break;
-            };
-            if front.stamp > idle_before {
-                break; // the rest were queued later (give or take a requeue)
-            }
-            let Some(queued) = queue.pop_front() else {
-                break;
-            };
-            let Some(slot) = queued.slot.upgrade() else {
-                continue;
-            };
-            if slot.shared.stop_reason().is_some() {
-                continue;
-            }
-            let used = slot.shared.last_used();
-            if used > idle_before || slot.actor().is_none() || !slot.shared.is_quiet() {
+            let unused_since = idle_before.unwrap_or(queued.stamp);
+            if used > unused_since || slot.actor().is_none() || !slot.shared.is_quiet() {
                 queue.push_back(Queued {
                     slot: queued.slot,
                     stamp: used.max(queued.stamp),
                 });
                 continue;
             }
-            idle.push(slot);
+            if !take(slot) {
+                break;
+            }
         }
-        idle
+        examined
     }
 }

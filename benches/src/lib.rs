@@ -8,8 +8,10 @@
 //!
 //! Building blocks: [`measure`] (concurrent callers on tokio tasks, hdrhistogram latencies),
 //! [`ledger`] (the domain, shared with the cqrs-es baseline), [`pg`] (databases on the server),
-//! [`probe`] (memory measured in a child process), [`plot`] and [`report`].
+//! [`probe`] (memory measured in a child process), [`plot`] and [`report`]. Every binary runs
+//! on [`allocator::Allocator`] (jemalloc with the `jemalloc` feature, as `make bench` builds).
 
+pub mod allocator;
 pub mod baseline;
 pub mod ledger;
 pub mod measure;

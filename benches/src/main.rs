@@ -2,7 +2,7 @@
 //! `benches/REPORT.md` and `benches/recovery.svg`.
 //!
 //! ```text
-//! cargo run --release -p benchmarks [--features cqrs-baseline] -- [--quick] [--only SCENARIO[,…]]
+//! cargo run --release -p benchmarks [--features cqrs-baseline,jemalloc] -- [--quick] [--only SCENARIO[,…]]
 //!     [--database-url URL] [--durable-database-url URL]
 //! ```
 //!
@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use benchmarks::allocator::Allocator;
 use benchmarks::measure::fmt_duration;
 use benchmarks::pg::PgServer;
 use benchmarks::report::{RunInfo, Section, render};
@@ -52,6 +53,9 @@ struct Args {
     #[arg(long, hide = true, default_value_t = 100_000)]
     count: u64,
 }
+
+#[global_allocator]
+static GLOBAL: Allocator = Allocator {};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -174,6 +178,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         cpus: cpus(),
         cpu_model: cpu_model(),
         memory: memory(),
+        allocator: benchmarks::allocator::NAME.to_owned(),
         postgres,
         postgres_durable,
         only: args.only.clone(),

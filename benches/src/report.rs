@@ -193,6 +193,8 @@ pub struct RunInfo {
     pub cpu_model: String,
     /// Total memory, if known.
     pub memory: String,
+    /// The global allocator of the run.
+    pub allocator: String,
     /// PostgreSQL version and durability settings, or why there was none.
     pub postgres: String,
     /// The durable server of scenarios 3 and 4 (version and settings), or why there was none.
@@ -219,6 +221,7 @@ pub fn render(info: &RunInfo, sections: &[Section]) -> String {
     let _ = writeln!(out, "| date | {} |", info.date);
     let _ = writeln!(out, "| CPUs | {} ({}) |", info.cpus, info.cpu_model);
     let _ = writeln!(out, "| memory | {} |", info.memory);
+    let _ = writeln!(out, "| allocator | {} |", info.allocator);
     let _ = writeln!(out, "| PostgreSQL | {} |", info.postgres);
     let _ = writeln!(
         out,

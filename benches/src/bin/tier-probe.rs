@@ -1,15 +1,16 @@
 //! The resident tier's memory probe, a child of scenario 6 (see `benchmarks::tiers`): its own
 //! binary so that its global allocator can count the heap bytes in use (the `cap` crate's
-//! counting wrapper around the system allocator) without slowing every other scenario.
+//! counting wrapper around [`Allocator`], the allocator of every benchmark binary) without
+//! slowing every other scenario.
 
 use std::io::Write;
 
-use benchmarks::{BoxError, tiers};
+use benchmarks::{BoxError, allocator::Allocator, tiers};
 use cap::Cap;
 use clap::Parser;
 
 #[global_allocator]
-static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
+static ALLOCATOR: Cap<Allocator> = Cap::new(Allocator {}, usize::MAX);
 
 /// Fills ledger accounts with the resident tier on or off and prints `PROBE {json}`.
 #[derive(Debug, Parser)]

@@ -17,19 +17,15 @@ use crate::reminder::{DueReminders, ReminderChange, StoredReminder};
 use crate::stream::StreamId;
 
 use super::feed::Feed;
-use super::now_micros;
 use super::reminders::Reminders;
 use super::row::{Place, Row};
+use super::{Hasher, now_micros};
 
 /// An event store held in process memory. Fast, and gone when the process ends.
 #[derive(Default, Clone)]
 pub struct InMemoryEventStore {
     inner: Arc<Inner>,
 }
-
-/// Hashing for the store's own maps: foldhash is several times faster than the standard
-/// library's SipHash on 16-byte ids and short stream names, and keeps a random per-map seed.
-pub(super) type Hasher = foldhash::fast::RandomState;
 
 /// One stream's events, and the number that stands for the stream in the id map.
 struct StreamSlot {

@@ -16,7 +16,7 @@ use crate::stream::StreamId;
 #[derive(Default)]
 pub(super) struct Reminders {
     /// Each stream's reminders, by name (byte order, like PostgreSQL's `COLLATE "C"`).
-    by_stream: HashMap<StreamId, BTreeMap<String, StoredReminder>, super::event_store::Hasher>,
+    by_stream: HashMap<StreamId, BTreeMap<String, StoredReminder>, super::Hasher>,
     /// The `Scheduled` reminders, by due time, then stream and name.
     due: BTreeSet<(DateTime<Utc>, StreamId, String)>,
 }

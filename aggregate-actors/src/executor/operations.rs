@@ -1,0 +1,141 @@
+//! The executor's operations beside commands and reads: snapshots on demand, passivation,
+//! statistics, shutdown and access to the stores.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use event_stores::{EventStore, SnapshotStore};
+
+use super::{Executor, Registered};
+use crate::actor::AggregateMessage;
+use crate::aggregate::Aggregate;
+use crate::error::ExecutorError;
+use crate::outcome::{ExecutorStats, TypeStats};
+use crate::remote;
+
+impl Executor {
+    /// Takes a snapshot of aggregate `id` now, on the node that serves it, and waits until it
+    /// is written. Returns the version snapshotted.
+    pub async fn snapshot_now<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
+        self.query::<A, _, _, _>(
+            id,
+            || self.snapshot_here::<A>(id),
+            |transport, node, left| async move {
+                remote::forward_snapshot::<A>(transport, &node, id, left).await
+            },
+        )
+        .await
+    }
+
+    /// Snapshots this node's actor for `id`, never forwarding.
+    pub(crate) async fn snapshot_here<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
+        let registration = self.registration::<A>(id)?;
+        let key = id.to_owned();
+        let was_live = registration.directory.is_live(&key);
+        let written = registration
+            .directory
+            .call(&key, |reply| AggregateMessage::SnapshotNow { reply })
+            .await??;
+        let Some(written) = written else {
+            self.leave_no_trace::<A>(&key, was_live).await;
+            return Err(self.not_found::<A>(id));
+        };
+        match written.await {
+            Ok(Ok(version)) => Ok(version),
+            Ok(Err(message)) => Err(ExecutorError::Store(event_stores::StoreError::Backend {
+                message,
+                source: None,
+            })),
+            Err(_) => Err(ExecutorError::ShuttingDown),
+        }
+    }
+
+    /// Passivates the actor of aggregate `id` (it may snapshot on the way out); true if it was live.
+    pub async fn passivate<A: Aggregate>(&self, id: &str) -> Result<bool, ExecutorError> {
+        let registration = self.registration::<A>(id)?;
+        Ok(registration.directory.passivate(&id.to_owned()).await)
+    }
+
+    /// Passivates every live actor of every type and waits until the snapshots they took on
+    /// the way out are written.
+    pub async fn passivate_all(&self) {
+        for type_id in &self.inner.order {
+            if let Some(registration) = self.inner.types.get(type_id) {
+                registration.passivate_all().await;
+            }
+        }
+        self.flush_snapshots().await;
+    }
+
+    /// Passivates every live actor whose (aggregate type, id) `matches` (e.g. those of a shard
+    /// leaving this node) and waits until the snapshots they took on the way out are written.
+    pub async fn passivate_matching(&self, matches: impl Fn(&'static str, &str) -> bool + Sync) {
+        for type_id in &self.inner.order {
+            if let Some(registration) = self.inner.types.get(type_id) {
+                registration.passivate_matching(&matches).await;
+            }
+        }
+        self.flush_snapshots().await;
+    }
+
+    /// True when aggregate `id` of type `A` has a live actor.
+    pub fn is_live<A: Aggregate>(&self, id: &str) -> bool {
+        self.typed::<A>()
+            .is_some_and(|registration| registration.directory.is_live(&id.to_owned()))
+    }
+
+    /// Statistics of every registered type.
+    pub fn stats(&self) -> ExecutorStats {
+        ExecutorStats {
+            event_store: self.inner.shared.events.crash_safety(),
+            types: self
+                .inner
+                .order
+                .iter()
+                .filter_map(|type_id| self.inner.types.get(type_id))
+                .map(|registration| registration.stats())
+                .collect(),
+        }
+    }
+
+    /// Statistics of type `A`, if registered.
+    pub fn stats_of<A: Aggregate>(&self) -> Option<TypeStats> {
+        self.typed::<A>().map(Registered::stats)
+    }
+
+    /// Stops accepting calls (later ones fail with [`ExecutorError::ShuttingDown`]), lets
+    /// every actor finish the commands already queued, takes passivation snapshots, and waits
+    /// for pending snapshot writes.
+    pub async fn shutdown(&self) {
+        self.inner.shut_down.store(true, Ordering::SeqCst);
+        for type_id in &self.inner.order {
+            if let Some(registration) = self.inner.types.get(type_id) {
+                registration.shutdown().await;
+            }
+        }
+        self.inner
+            .shared
+            .writer
+            .flush(self.inner.shutdown_timeout)
+            .await;
+    }
+
+    /// Waits until every snapshot queued so far is written (or failed).
+    pub async fn flush_snapshots(&self) {
+        self.inner
+            .shared
+            .writer
+            .flush(self.inner.shutdown_timeout)
+            .await;
+    }
+
+    /// The event store.
+    pub fn event_store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.shared.events
+    }
+
+    /// The snapshot store.
+    pub fn snapshot_store(&self) -> &Arc<dyn SnapshotStore> {
+        &self.inner.shared.snapshots
+    }
+}

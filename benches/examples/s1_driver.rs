@@ -1,0 +1,105 @@
+//! Runs only one side of scenario 1 for a profiler: `Executor::execute` of one-event deposits
+//! on the in-memory store (or, with `--raw`, the raw ractor counter baseline), round-robin over
+//! the aggregates, for a number of seconds, then prints the rate.
+//!
+//! ```text
+//! cargo build --release -p benchmarks --features jemalloc --example s1_driver
+//! perf record -g -- target/release/examples/s1_driver --aggregates 10000 --callers 64
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aggregate_actors::Executor;
+use benchmarks::BoxError;
+use benchmarks::allocator::Allocator;
+use benchmarks::baseline::{call_counter, spawn_counter};
+use benchmarks::ledger::{Ledger, LedgerCommand};
+use benchmarks::scenarios::executor::{activate_all, command_path_settings, ids};
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: Allocator = Allocator {};
+
+/// What to drive.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Live aggregates (or raw actors).
+    #[arg(long, default_value_t = 1)]
+    aggregates: usize,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 1)]
+    callers: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Drive the raw ractor counter actors instead.
+    #[arg(long)]
+    raw: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    let aggregates = args.aggregates.max(1);
+    let executor = Executor::in_memory()
+        .register::<Ledger>(command_path_settings())
+        .build()?;
+    let ids = ids("acc", aggregates);
+    activate_all(&executor, &ids).await?;
+    let raw = if args.raw {
+        let mut refs = Vec::with_capacity(aggregates);
+        for _ in 0..aggregates {
+            refs.push(spawn_counter().await?);
+        }
+        Some(Arc::new(refs))
+    } else {
+        None
+    };
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::with_capacity(args.callers);
+    for caller in 0..args.callers {
+        let (executor, ids, done, raw) = (
+            executor.clone(),
+            Arc::clone(&ids),
+            Arc::clone(&done),
+            raw.clone(),
+        );
+        let callers = args.callers;
+        tasks.push(tokio::spawn(async move {
+            let mut calls = 0usize;
+            while Instant::now() < deadline {
+                let index = (caller + calls * callers) % ids.len();
+                match &raw {
+                    Some(refs) => {
+                        call_counter(&refs[index], 1).await?;
+                    }
+                    None => {
+                        executor
+                            .execute::<Ledger>(&ids[index], LedgerCommand::Deposit { amount: 1 })
+                            .await?;
+                    }
+                }
+                calls += 1;
+            }
+            done.fetch_add(calls as u64, Ordering::Relaxed);
+            Ok::<(), BoxError>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let side = if args.raw {
+        "raw ractor calls"
+    } else {
+        "commands"
+    };
+    println!(
+        "{:.0} {side}/s",
+        done.load(Ordering::Relaxed) as f64 / args.seconds.max(1) as f64
+    );
+    // Leave without tearing the store down, so a profile shows only the calls.
+    std::process::exit(0);
+}
