@@ -162,8 +162,16 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
 
     let mut command = String::from("cargo run --release -p benchmarks");
-    if cfg!(feature = "cqrs-baseline") {
-        command.push_str(" --features cqrs-baseline");
+    let features: Vec<&str> = [
+        ("cqrs-baseline", cfg!(feature = "cqrs-baseline")),
+        ("jemalloc", cfg!(feature = "jemalloc")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    if !features.is_empty() {
+        command.push_str(" --features ");
+        command.push_str(&features.join(","));
     }
     command.push_str(" --");
     if args.quick {
