@@ -26,9 +26,9 @@ use crate::outcome::{Committed, StateView, TypeStats};
 use crate::reminder::FireOutcome;
 use crate::remote::{self, ExecutorInbound, Forwarded, RemoteCodec, RemoteHandler};
 use crate::routing::{Hop, Route};
+use tracing::Instrument;
 
 mod operations;
-use tracing::Instrument;
 
 /// Runs commands against event-sourced aggregates held by virtual actors. Cheap to clone.
 #[derive(Clone)]
