@@ -14,16 +14,20 @@
 
 use std::{
     future::Future,
-    pin::pin,
+    pin::Pin,
     sync::{
         Arc, Weak,
         atomic::{AtomicU64, Ordering},
     },
-    task::Poll,
+    task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::{sync::Notify, time::Instant};
+use pin_project_lite::pin_project;
+use tokio::{
+    sync::{Notify, futures::Notified},
+    time::{Instant, Sleep},
+};
 
 /// The ring's resolution.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
@@ -67,37 +71,25 @@ impl Deadlines {
     }
 
     /// Runs `work` until it finishes or `timeout` has passed.
-    pub(crate) async fn within<F: Future>(
-        &self,
-        timeout: Duration,
-        work: F,
-    ) -> Result<F::Output, Elapsed> {
-        let Some(due) = self.due_tick(timeout) else {
-            return tokio::time::timeout(timeout, work)
-                .await
-                .map_err(|_| Elapsed);
+    ///
+    /// A future of its own rather than an `async fn`: an `async fn` would hold `work` twice
+    /// (its argument and its pinned copy), and a call's future is moved whole at every await.
+    pub(crate) fn within<F: Future>(&self, timeout: Duration, work: F) -> Within<'_, F> {
+        let wait = match self.due_tick(timeout) {
+            Some(due) => Wait::Tick {
+                entry: &self.ring[self.index(due)],
+                fired: &self.fired,
+                due,
+            },
+            None => Wait::Timer {
+                deadline: Instant::now().checked_add(timeout),
+                sleep: None,
+            },
         };
-        let entry = &self.ring[self.index(due)];
-        let mut work = pin!(work);
-        loop {
-            // Created before `fired` is read: an announcement after that read reaches it.
-            let announced = pin!(entry.notified());
-            if self.fired.load(Ordering::SeqCst) >= due {
-                return Err(Elapsed);
-            }
-            let mut announced = announced;
-            let finished = std::future::poll_fn(|cx| {
-                if let Poll::Ready(output) = work.as_mut().poll(cx) {
-                    return Poll::Ready(Some(output));
-                }
-                announced.as_mut().poll(cx).map(|()| None)
-            })
-            .await;
-            match finished {
-                Some(output) => return Ok(output),
-                // The entry's tick passed; it may be an earlier lap of the ring: look again.
-                None => continue,
-            }
+        Within {
+            work,
+            announced: None,
+            wait,
         }
     }
 
@@ -134,6 +126,70 @@ impl Deadlines {
     }
 }
 
+pin_project! {
+    /// The future of [`Deadlines::within`].
+    pub(crate) struct Within<'a, F> {
+        #[pin]
+        work: F,
+        // Created before `fired` is read: an announcement after that read reaches it.
+        #[pin]
+        announced: Option<Notified<'a>>,
+        wait: Wait<'a>,
+    }
+}
+
+/// How a [`Within`] learns that its deadline passed.
+enum Wait<'a> {
+    /// From the ring: its tick's entry announces that tick (or one a lap earlier).
+    Tick {
+        entry: &'a Notify,
+        fired: &'a AtomicU64,
+        due: u64,
+    },
+    /// From a timer of its own, armed when the work first waits (none: no deadline at all).
+    Timer {
+        deadline: Option<Instant>,
+        sleep: Option<Pin<Box<Sleep>>>,
+    },
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        match this.wait {
+            Wait::Tick { entry, fired, due } => loop {
+                if this.announced.is_none() {
+                    this.announced.set(Some(entry.notified()));
+                }
+                if let Poll::Ready(output) = this.work.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(output));
+                }
+                if fired.load(Ordering::SeqCst) >= *due {
+                    return Poll::Ready(Err(Elapsed));
+                }
+                match this.announced.as_mut().as_pin_mut().map(|n| n.poll(cx)) {
+                    // The entry's tick passed; it may be an earlier lap of the ring: look again.
+                    Some(Poll::Ready(())) => this.announced.set(None),
+                    _ => return Poll::Pending,
+                }
+            },
+            Wait::Timer { deadline, sleep } => {
+                if let Poll::Ready(output) = this.work.poll(cx) {
+                    return Poll::Ready(Ok(output));
+                }
+                let Some(deadline) = *deadline else {
+                    return Poll::Pending;
+                };
+                let sleep =
+                    sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
+            }
+        }
+    }
+}
+
 /// Whole ticks in `span`.
 fn ticks_in(span: Duration) -> u64 {
     u64::try_from(span.as_nanos() / TICK.as_nanos()).unwrap_or(u64::MAX)
@@ -157,6 +213,7 @@ mod tests {
     #![allow(clippy::expect_used)]
 
     use super::*;
+    use std::pin::pin;
 
     fn ring(longest: Duration) -> Arc<Deadlines> {
         Deadlines::start(longest, Some(&tokio::runtime::Handle::current()))

@@ -36,7 +36,6 @@
 //!     Add(u64, Reply<u64>),
 //! }
 //!
-//! #[actor_runtime::async_trait]
 //! impl VirtualActor for Counter {
 //!     type Key = String;
 //!     type Message = CounterMsg;
@@ -96,7 +95,7 @@ mod sweeper;
 mod timer;
 mod virtual_actor;
 
-/// Re-exported so implementors of [`VirtualActor`] need no direct dependency on `async-trait`.
+/// Re-exported so implementors of [`Transport`] need no direct dependency on `async-trait`.
 pub use async_trait::async_trait;
 
 pub use config::{DEFAULT_MAX_LIVE_ACTORS, RuntimeConfig};

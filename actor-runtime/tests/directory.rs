@@ -111,7 +111,6 @@ struct TestActor {
     built_new: bool,
 }
 
-#[actor_runtime::async_trait]
 impl VirtualActor for TestActor {
     type Key = u64;
     type Message = Msg;
@@ -877,7 +876,6 @@ async fn keys_placed_on_another_node_answer_not_local_and_are_never_activated() 
 struct Unshared(std::cell::Cell<u64>);
 struct UnsharedMsg(std::cell::Cell<u64>, Reply<u64>);
 
-#[actor_runtime::async_trait]
 impl VirtualActor for Unshared {
     type Key = String;
     type Message = UnsharedMsg;

@@ -39,7 +39,6 @@ struct Ticker {
     ticks: u64,
 }
 
-#[actor_runtime::async_trait]
 impl VirtualActor for Ticker {
     type Key = u64;
     type Message = Msg;

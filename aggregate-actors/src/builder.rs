@@ -192,7 +192,7 @@ impl ExecutorBuilder {
             placement: self.placement,
             transport: self.transport,
         };
-        let mut types = HashMap::new();
+        let mut types = HashMap::default();
         let mut order = Vec::new();
         let mut remote = HashMap::new();
         for (register, name) in self.registrations.into_iter().zip(&self.names) {

@@ -153,11 +153,6 @@ impl CommandOptions {
         self
     }
 
-    /// The time left to wait, given the type's default timeout.
-    pub(crate) fn budget(&self, default_timeout: Duration) -> Duration {
-        self.budget_at(Instant::now(), default_timeout)
-    }
-
     /// The time left to wait at `now`, given the type's default timeout.
     pub(crate) fn budget_at(&self, now: Instant, default_timeout: Duration) -> Duration {
         let timeout = self.timeout.unwrap_or(default_timeout);
@@ -187,10 +182,11 @@ mod tests {
     #[tokio::test]
     async fn the_budget_is_the_earlier_of_timeout_and_deadline() {
         let default = Duration::from_secs(30);
-        assert_eq!(CommandOptions::new().budget(default), default);
+        let now = Instant::now();
+        assert_eq!(CommandOptions::new().budget_at(now, default), default);
         let short = CommandOptions::new().timeout(Duration::from_secs(1));
-        assert_eq!(short.budget(default), Duration::from_secs(1));
-        let past = CommandOptions::new().deadline(Instant::now() - Duration::from_secs(1));
-        assert_eq!(past.budget(default), Duration::ZERO);
+        assert_eq!(short.budget_at(now, default), Duration::from_secs(1));
+        let past = CommandOptions::new().deadline(now - Duration::from_secs(1));
+        assert_eq!(past.budget_at(now, default), Duration::ZERO);
     }
 }

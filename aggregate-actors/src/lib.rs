@@ -162,6 +162,7 @@ pub mod scheduler;
 mod settings;
 mod snapshot_admin;
 mod snapshot_writer;
+mod spans;
 pub mod strategy;
 pub mod testkit;
 mod time_travel;

@@ -74,7 +74,6 @@ pub enum VirtualCounterMsg {
     Add(u64, Reply<u64>),
 }
 
-#[actor_runtime::async_trait]
 impl VirtualActor for VirtualCounter {
     type Key = String;
     type Message = VirtualCounterMsg;

@@ -30,7 +30,7 @@ use crate::probe::rss_bytes;
 pub const IDLE: Duration = Duration::from_millis(1_000);
 /// Accounts read per timed batch (below [`HOT_CAP`]), and batches at most.
 pub const READ_BATCH: usize = 15_000;
-const READ_BATCHES: usize = 5;
+const READ_BATCHES: usize = 12;
 /// Live actors at most (the hot tier's bound); beyond it the least recently used is evicted,
 /// to resident or cold like an idle one. It bounds the transient memory of the fill, so the
 /// RSS reflects what stays.
@@ -63,15 +63,21 @@ pub struct TierProbe {
     pub read_activations: u64,
     /// Of those activations, promotions from the resident tier.
     pub read_promotions: u64,
+    /// Each batch's activations per second, in the order they ran.
+    pub batch_rates: Vec<f64>,
 }
 
 impl TierProbe {
-    /// Activations (promotions or store activations) per second while reading.
+    /// Activations (promotions or store activations) per second while reading: the median of
+    /// the batches' rates, so that one batch slowed by something else on a shared machine does
+    /// not move the figure (each batch is a fraction of a second).
     pub fn activations_per_second(&self) -> f64 {
-        if self.read_seconds > 0.0 {
-            self.read_activations as f64 / self.read_seconds
-        } else {
-            0.0
+        let mut rates = self.batch_rates.clone();
+        rates.sort_by(f64::total_cmp);
+        match rates.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => rates[n / 2],
+            n => (rates[n / 2 - 1] + rates[n / 2]) / 2.0,
         }
     }
 }
@@ -135,7 +141,13 @@ pub async fn run_here(
     // (or store activations) alone, with no eviction and no demotion running beside them.
     let batches = (count_usize / READ_BATCH).clamp(1, READ_BATCHES);
     let mut read_seconds = 0.0;
+    let mut batch_rates = Vec::with_capacity(batches);
     for batch in 0..batches {
+        let activations_before = executor
+            .stats_of::<Ledger>()
+            .ok_or("ledger not registered")?
+            .runtime
+            .activations;
         let first = WARMUP + batch * READ_BATCH;
         let read = {
             let executor = executor.clone();
@@ -154,7 +166,15 @@ pub async fn run_here(
         };
         let started = Instant::now();
         run_jobs(CALLERS, READ_BATCH.min(count_usize), read).await?;
-        read_seconds += started.elapsed().as_secs_f64();
+        let seconds = started.elapsed().as_secs_f64();
+        read_seconds += seconds;
+        let activations = executor
+            .stats_of::<Ledger>()
+            .ok_or("ledger not registered")?
+            .runtime
+            .activations
+            - activations_before;
+        batch_rates.push(activations as f64 / seconds.max(f64::MIN_POSITIVE));
         until_none_live(&executor).await?;
     }
     let read_done = executor
@@ -171,6 +191,7 @@ pub async fn run_here(
         read_seconds,
         read_activations: read_done.runtime.activations - filled.runtime.activations,
         read_promotions: read_done.resident.promotions - filled.resident.promotions,
+        batch_rates,
     })
 }
 

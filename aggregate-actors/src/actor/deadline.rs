@@ -1,8 +1,13 @@
 //! A command's store calls bounded by its deadline, with a timer only when one can fire.
 
-use std::{future::Future, pin::pin, task::Poll};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
 
-use tokio::time::Instant;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 
 /// The deadline passed before the work finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,15 +15,40 @@ pub(super) struct Elapsed;
 
 /// Runs `work` until `deadline`. The timer is armed only if `work` does not finish on its first
 /// poll: the in-memory store's calls always do, and arming a timer for each of them costs more
-/// than the call (`benches/PROFILE.md`, section 1).
-pub(super) async fn by<F: Future>(deadline: Instant, work: F) -> Result<F::Output, Elapsed> {
-    let mut work = pin!(work);
-    let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(output) => Ok(output),
-        Poll::Pending => tokio::time::timeout_at(deadline, work)
-            .await
-            .map_err(|_| Elapsed),
+/// than the call (`benches/PROFILE.md`, section 1). A future of its own rather than an `async
+/// fn`, which would hold `work` twice (argument and pinned copy) in every command's future.
+pub(super) fn by<F: Future>(deadline: Instant, work: F) -> By<F> {
+    By {
+        work,
+        deadline,
+        sleep: None,
+    }
+}
+
+pin_project! {
+    /// The future of [`by`].
+    pub(super) struct By<F> {
+        #[pin]
+        work: F,
+        deadline: Instant,
+        // Boxed: armed only for work that waits, which is slow anyway.
+        sleep: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+impl<F: Future> Future for By<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.work.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        let deadline = *this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
     }
 }
 

@@ -28,6 +28,7 @@ use crate::reminder::{FireOutcome, ReminderRequest};
 use crate::resident::ResidentSet;
 use crate::settings::AggregateSettings;
 use crate::snapshot_writer::{SnapshotWriter, WriteOutcome};
+use crate::spans::span_if_traced;
 
 mod deadline;
 mod duplicates;
@@ -126,7 +127,6 @@ pub(crate) struct AggregateActor<A: Aggregate> {
     timers: ActorTimers<A>,
 }
 
-#[async_trait::async_trait]
 impl<A: Aggregate> VirtualActor for AggregateActor<A> {
     type Key = String;
     type Message = AggregateMessage<A>;
@@ -195,19 +195,22 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                 call,
                 reply,
             } => {
-                // A command nobody waits for any more is not started: it stores nothing.
-                if reply.is_closed() || tokio::time::Instant::now() >= call.deadline {
+                // A command nobody waits for any more is not started: it stores nothing. (One
+                // past its deadline is refused by `execute`, before it decides.)
+                if reply.is_closed() {
                     self.context.metrics.command_expired();
                     reply.send(Err(self.expired(call.command_id)));
                     return;
                 }
-                let span = tracing::debug_span!(
-                    parent: &call.span,
-                    "command",
-                    stream = %self.stream,
-                    version = self.version,
-                    command_id = %call.command_id
-                );
+                let span = span_if_traced(|| {
+                    tracing::debug_span!(
+                        parent: &call.span,
+                        "command",
+                        stream = %self.stream,
+                        version = self.version,
+                        command_id = %call.command_id
+                    )
+                });
                 let outcome = self.execute(&command, &call).instrument(span).await;
                 self.count_outcome(&outcome);
                 reply.send(outcome);
@@ -239,14 +242,16 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                 deadline,
                 reply,
             } => {
-                let outcome = self.fire(*reminder, deadline).await;
+                // Boxed, like the other rare arms: every message's future is as large as its
+                // largest arm, and ractor moves it whole (`benches/PROFILE.md`, section 1).
+                let outcome = Box::pin(self.fire(*reminder, deadline)).await;
                 reply.send(outcome);
             }
             AggregateMessage::ChangeReminders { requests, reply } => {
-                let changed = self.change_reminders(requests).await;
+                let changed = Box::pin(self.change_reminders(requests)).await;
                 reply.send(changed);
             }
-            AggregateMessage::TimerTick { id } => self.tick(id).await,
+            AggregateMessage::TimerTick { id } => Box::pin(self.tick(id)).await,
         }
     }
 
@@ -377,8 +382,9 @@ impl<A: Aggregate> AggregateActor<A> {
             for event in &events {
                 A::apply(&mut self.state, event);
             }
-            let append_span =
-                tracing::debug_span!("append", expected = self.version, events = events.len());
+            let append_span = span_if_traced(|| {
+                tracing::debug_span!("append", expected = self.version, events = events.len())
+            });
             let store = &self.context.events;
             let append = if reminders.is_empty() {
                 store.append(&self.stream, self.version, batch)
@@ -502,19 +508,29 @@ impl<A: Aggregate> AggregateActor<A> {
     /// [`catch_up`](Self::catch_up) within the command's deadline; a read that cannot finish
     /// in time stores nothing.
     async fn catch_up_by(&mut self, call: &CommandCall) -> Result<(), CommandError<A::Error>> {
+        if self.is_current() {
+            return Ok(());
+        }
         match deadline::by(call.deadline, self.catch_up()).await {
             Ok(caught_up) => Ok(caught_up?),
             Err(_) => Err(self.expired(call.command_id)),
         }
     }
 
+    /// Whether the state is the stored one: nothing ran ahead of the store, nothing presumed.
+    fn is_current(&self) -> bool {
+        !self.stale && !self.presumed_new
+    }
+
     /// Rebuilds the state from the stores if it may have run ahead of them, or was only
     /// presumed (a creation command's activation, which then counts as an ordinary one).
     async fn catch_up(&mut self) -> Result<(), ExecutorError> {
-        if !self.stale && !self.presumed_new {
+        if self.is_current() {
             return Ok(());
         }
-        let hydrated = load::<A>(&self.context, &self.stream)
+        // Boxed: a rebuild's future is kilobytes, and every command's future would otherwise
+        // carry (and move) it although almost none rebuild.
+        let hydrated = Box::pin(load::<A>(&self.context, &self.stream))
             .await
             .map_err(|e| ExecutorError::Activation(Arc::new(e)))?;
         // What size strategies count from: the rebuild's snapshot, unless this actor knows a

@@ -26,6 +26,7 @@ use crate::outcome::{Committed, StateView, TypeStats};
 use crate::reminder::FireOutcome;
 use crate::remote::{self, ExecutorInbound, Forwarded, RemoteCodec, RemoteHandler};
 use crate::routing::{Hop, Route};
+use crate::spans::span_if_traced;
 use tracing::Instrument;
 
 mod operations;
@@ -38,7 +39,8 @@ pub struct Executor {
 
 pub(crate) struct Inner {
     pub(crate) shared: Shared,
-    pub(crate) types: HashMap<TypeId, Box<dyn Registered>>,
+    /// Looked up on every command; the keys are types, not input, so a fast hash suffices.
+    pub(crate) types: HashMap<TypeId, Box<dyn Registered>, foldhash::fast::RandomState>,
     pub(crate) order: Vec<TypeId>,
     /// Handlers of forwarded calls, by aggregate type name.
     pub(crate) remote: HashMap<&'static str, Arc<dyn RemoteHandler>>,
@@ -189,17 +191,20 @@ impl Executor {
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let registration = self.registration::<A>(id)?;
         let mut options = options.into();
-        let budget = options.budget(registration.context.settings.runtime.call_timeout);
-        let deadline = tokio::time::Instant::now() + budget;
+        let now = tokio::time::Instant::now();
+        let budget = options.budget_at(now, registration.context.settings.runtime.call_timeout);
+        let deadline = now + budget;
         let command_id = *options.command_id.get_or_insert_with(CommandId::new);
         options.deadline = Some(deadline);
-        let span = tracing::info_span!(
-            "execute",
-            aggregate = A::TYPE,
-            id,
-            command_id = %command_id,
-            trace_id = tracing::field::Empty,
-        );
+        let span = span_if_traced(|| {
+            tracing::info_span!(
+                "execute",
+                aggregate = A::TYPE,
+                id,
+                command_id = %command_id,
+                trace_id = tracing::field::Empty,
+            )
+        });
         if span.is_disabled() {
             // No subscriber wants it: skip the instrumented wrapper on the hot path.
             return self
@@ -337,7 +342,7 @@ impl Executor {
     pub async fn state<A: Aggregate>(&self, id: &str) -> Result<StateView<A>, ExecutorError> {
         self.query::<A, _, _, _>(
             id,
-            || self.state_here::<A>(id),
+            |registration, key| self.state_local::<A>(registration, key),
             |transport, node, left| async move {
                 remote::forward_state::<A>(transport, &node, id, left).await
             },
@@ -348,10 +353,11 @@ impl Executor {
     /// Runs a call that changes no events (a state read, a snapshot) where `id` is served:
     /// `here` when on this node, `there` (forwarded to the node at an address) otherwise,
     /// looking the route up again after a retryable miss until the type's call timeout.
+    /// `here` gets the registration and the directory's key, so neither is made twice.
     async fn query<'s, A: Aggregate, T, Here, There>(
         &'s self,
         id: &'s str,
-        here: impl FnOnce() -> Here,
+        here: impl FnOnce(&'s Registration<A>, String) -> Here,
         there: impl Fn(&'s dyn Transport, String, Duration) -> There,
     ) -> Result<T, ExecutorError>
     where
@@ -363,10 +369,10 @@ impl Executor {
         let deadline =
             tokio::time::Instant::now() + registration.context.settings.runtime.call_timeout;
         let mut route = self.route(registration, &key, deadline);
-        let mut last = ExecutorError::NotLocal { id: key.clone() };
+        let mut last = None;
         while let Some(hop) = route.next().await {
             let node = match hop {
-                Hop::Here => return here().await,
+                Hop::Here => return here(registration, key).await,
                 Hop::There(node) => node,
             };
             let Some(transport) = &self.inner.shared.transport else {
@@ -374,10 +380,10 @@ impl Executor {
             };
             match there(&**transport, node, route.remaining()).await {
                 Forwarded::Done(outcome) => return outcome,
-                Forwarded::Retry(error) => last = error,
+                Forwarded::Retry(error) => last = Some(error),
             }
         }
-        Err(last)
+        Err(last.unwrap_or_else(|| ExecutorError::NotLocal { id: id.to_owned() }))
     }
 
     /// The state of this node's actor for `id`, never forwarding.
@@ -386,7 +392,16 @@ impl Executor {
         id: &str,
     ) -> Result<StateView<A>, ExecutorError> {
         let registration = self.registration::<A>(id)?;
-        let key = id.to_owned();
+        self.state_local(registration, id.to_owned()).await
+    }
+
+    /// [`state_here`](Self::state_here) with the registration already looked up (and the id
+    /// checked) and the directory's key made.
+    async fn state_local<A: Aggregate>(
+        &self,
+        registration: &Registration<A>,
+        key: String,
+    ) -> Result<StateView<A>, ExecutorError> {
         let was_live = registration.directory.is_live(&key);
         // The activation's read tells whether the aggregate exists: no separate check first.
         let view = registration

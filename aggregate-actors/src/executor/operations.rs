@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use event_stores::{EventStore, SnapshotStore};
 
-use super::{Executor, Registered};
+use super::{Executor, Registered, Registration};
 use crate::actor::AggregateMessage;
 use crate::aggregate::Aggregate;
 use crate::error::ExecutorError;
@@ -19,7 +19,7 @@ impl Executor {
     pub async fn snapshot_now<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
         self.query::<A, _, _, _>(
             id,
-            || self.snapshot_here::<A>(id),
+            |registration, key| self.snapshot_local::<A>(registration, key),
             |transport, node, left| async move {
                 remote::forward_snapshot::<A>(transport, &node, id, left).await
             },
@@ -30,7 +30,16 @@ impl Executor {
     /// Snapshots this node's actor for `id`, never forwarding.
     pub(crate) async fn snapshot_here<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
         let registration = self.registration::<A>(id)?;
-        let key = id.to_owned();
+        self.snapshot_local(registration, id.to_owned()).await
+    }
+
+    /// [`snapshot_here`](Self::snapshot_here) with the registration already looked up (and
+    /// the id checked) and the directory's key made.
+    async fn snapshot_local<A: Aggregate>(
+        &self,
+        registration: &Registration<A>,
+        key: String,
+    ) -> Result<u64, ExecutorError> {
         let was_live = registration.directory.is_live(&key);
         let written = registration
             .directory
@@ -38,7 +47,7 @@ impl Executor {
             .await??;
         let Some(written) = written else {
             self.leave_no_trace::<A>(&key, was_live).await;
-            return Err(self.not_found::<A>(id));
+            return Err(self.not_found::<A>(&key));
         };
         match written.await {
             Ok(Ok(version)) => Ok(version),

@@ -169,7 +169,7 @@ async fn tier_table(
             "per resident (heap, vs tier off)",
             "per resident (RSS, vs tier off)",
             "charged to the budget, each",
-            "activations/s when read",
+            "activations/s when read (median of batches)",
             "of them without a store read",
         ],
     );
@@ -244,9 +244,11 @@ async fn tier_table(
              tier's map and order. The whole process held {} of RSS with {} resident \
              aggregates and their events. Then each reads accounts' states with 64 callers, in \
              batches of {} distinct accounts with every actor passivated between batches (so no \
-             eviction or demotion runs beside the reads): {} promotions/s from the tier (an actor \
-             spawned from the entry, no store read) against {} activations/s from the store with \
-             the tier off (snapshot lookup, stream read, replay of three events), {}.",
+             eviction or demotion runs beside the reads), {} batches each; a rate is the median \
+             of its batches' rates (promotions: {} to {} over the batches): {} promotions/s from \
+             the tier (an actor spawned from the entry, no store read) against {} activations/s \
+             from the store with the tier off (snapshot lookup, stream read, replay of three \
+             events), {}.",
             fmt_count(resident.count),
             humantime_ms(IDLE),
             fmt_count(HOT_CAP as u64),
@@ -255,6 +257,15 @@ async fn tier_table(
             fmt_bytes(resident.rss_total as f64),
             fmt_count(resident.resident_entries),
             fmt_count(READ_BATCH as u64),
+            fmt_count(resident.batch_rates.len() as u64),
+            fmt_rate(
+                resident
+                    .batch_rates
+                    .iter()
+                    .copied()
+                    .fold(f64::INFINITY, f64::min)
+            ),
+            fmt_rate(resident.batch_rates.iter().copied().fold(0.0, f64::max)),
             fmt_rate(resident.activations_per_second()),
             fmt_rate(cold.activations_per_second()),
             fmt_ratio(ratio(

@@ -10,8 +10,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregate_actors::actor_runtime::async_trait;
 use aggregate_actors::event_stores::{EventStore, PgConfig, PgEventStore, RecordedEvent};
+use async_trait::async_trait;
 use clap::Parser;
 use integration_tests::projection_node::{Amount, NodeLine, PROJECTION, READ_MODEL_DDL};
 use projections::postgres::PgProjection;
