@@ -311,7 +311,7 @@ impl Executor {
             command_id,
             metadata: options.metadata,
             deadline: now + budget,
-            span: tracing::Span::current(),
+            span: span_if_traced(tracing::Span::current),
             firing: None,
         };
         let answer = registration
