@@ -144,10 +144,10 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
         let span = tracing::info_span!("activation", aggregate = A::TYPE, %id);
         // Bounded like a call, so a stalled server cannot hold the key's activation forever.
         let limit = context.settings.runtime.call_timeout;
-        let hydrated = match tokio::time::timeout(limit, load::<A>(context, &stream))
-            .instrument(span)
-            .await
-        {
+        // Boxed, so that a promotion (above) does not carry a rebuild's kilobytes of future
+        // into the actor's start.
+        let load = Box::pin(load::<A>(context, &stream));
+        let hydrated = match tokio::time::timeout(limit, load).instrument(span).await {
             Ok(loaded) => loaded?,
             Err(_) => {
                 return Err(ActivationError::Store {
