@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::error::{InvalidInput, StoreResult};
+use crate::error::StoreResult;
 use crate::event::{NewEvent, RecordedEvent};
+use crate::invalid_input::InvalidInput;
 use crate::stream::StreamId;
 
 /// Default number of events per page.

@@ -59,6 +59,7 @@ mod event;
 mod event_store;
 mod fence;
 pub mod file_archive;
+mod invalid_input;
 mod limits;
 pub mod memory;
 #[cfg(feature = "postgres")]
@@ -74,13 +75,14 @@ pub mod testing;
 mod trace;
 
 pub use archive::{ArchivedSnapshot, SnapshotArchive};
-pub use error::{InvalidInput, StoreError, StoreResult};
+pub use error::{StoreError, StoreResult};
 pub use event::{EventMetadata, NewEvent, RecordedEvent, command_event_id};
 pub use event_store::{
     AppendReceipt, CrashSafety, DEFAULT_PAGE_SIZE, EventStore, ReadQuery, StreamPages, StreamStart,
 };
 pub use fence::Fence;
 pub use file_archive::FileSnapshotArchive;
+pub use invalid_input::InvalidInput;
 pub use limits::{MAX_EVENT_TYPE_LEN, StoreLimits};
 pub use memory::{
     InMemoryEventStore, InMemoryScheduleStore, InMemorySnapshotArchive, InMemorySnapshotStore,

@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use crate::error::InvalidInput;
 use crate::event::NewEvent;
+use crate::invalid_input::InvalidInput;
 use crate::reminder::{MAX_REMINDER_NAME_LEN, REMINDER_YEARS, ReminderChange};
 use crate::snapshot::SnapshotRecord;
 

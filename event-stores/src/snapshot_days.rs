@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 
-use crate::error::InvalidInput;
+use crate::invalid_input::InvalidInput;
 
 /// The largest figure a store accepts in one addition (PostgreSQL keeps them as `bigint`).
 pub const MAX_DAY_FIGURE: u64 = i64::MAX as u64;

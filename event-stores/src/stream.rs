@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use crate::error::InvalidInput;
+use crate::invalid_input::InvalidInput;
 
 /// Longest aggregate type or id accepted, in bytes. Keeps index keys small and rejects
 /// accidental payload-sized ids.

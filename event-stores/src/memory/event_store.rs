@@ -8,10 +8,11 @@ use parking_lot::Mutex;
 
 use uuid::Uuid;
 
-use crate::error::{InvalidInput, StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult};
 use crate::event::{NewEvent, RecordedEvent, command_event_id};
 use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery};
 use crate::fence::Fence;
+use crate::invalid_input::InvalidInput;
 use crate::limits::{MAX_EVENT_TYPE_LEN, StoreLimits};
 use crate::reminder::{DueReminders, ReminderChange, StoredReminder};
 use crate::stream::StreamId;

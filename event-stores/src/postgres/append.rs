@@ -24,10 +24,11 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use uuid::Uuid;
 
-use crate::error::{InvalidInput, StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult};
 use crate::event::NewEvent;
 use crate::event_store::AppendReceipt;
 use crate::fence::Fence;
+use crate::invalid_input::InvalidInput;
 use crate::stream::StreamId;
 
 use super::connection::{Held, connection, discard, failed};

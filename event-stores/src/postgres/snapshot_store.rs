@@ -11,7 +11,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgPool;
 
-use crate::error::{InvalidInput, StoreResult};
+use crate::error::StoreResult;
+use crate::invalid_input::InvalidInput;
 use crate::limits::StoreLimits;
 use crate::snapshot::{SnapshotRecord, SnapshotStats};
 use crate::snapshot_days::SnapshotDay;
