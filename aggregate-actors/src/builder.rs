@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use actor_runtime::{Directory, LocalPlacement, Placement, Transport};
-use event_stores::{EventStore, SnapshotStore};
+use actor_runtime::{Directory, LocalPlacement, Transport};
+use event_stores::{EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -19,6 +19,7 @@ use crate::metrics::AggregateMetrics;
 use crate::remote::{RemoteCodec, RemoteHandler, RemoteType};
 use crate::resident::ResidentSet;
 use crate::settings::AggregateSettings;
+use crate::shared::{PlacementFactory, Shared};
 use crate::snapshot_writer::SnapshotWriter;
 
 /// Snapshot writes in flight at once, over all aggregates of an executor, by default.
@@ -56,20 +57,27 @@ pub struct ExecutorBuilder {
     snapshot_writers: usize,
 }
 
-/// Gives the placement of each aggregate type (which ids this node serves).
-pub type PlacementFactory = Arc<dyn Fn(&'static str) -> Arc<dyn Placement<String>> + Send + Sync>;
-
 /// Creates one type's registration once the shared parts (stores, writer) exist, with its
 /// handler of forwarded calls if it is served to other nodes.
 type Registrar =
     Box<dyn FnOnce(&Shared) -> (TypeId, Box<dyn Registered>, Option<Arc<dyn RemoteHandler>>)>;
 
-pub(crate) struct Shared {
-    pub(crate) events: Arc<dyn EventStore>,
-    pub(crate) snapshots: Arc<dyn SnapshotStore>,
-    pub(crate) writer: SnapshotWriter,
-    placement: PlacementFactory,
-    pub(crate) transport: Option<Arc<dyn Transport>>,
+impl Executor {
+    /// Starts building an executor on the given stores.
+    pub fn builder(
+        events: Arc<dyn EventStore>,
+        snapshots: Arc<dyn SnapshotStore>,
+    ) -> ExecutorBuilder {
+        ExecutorBuilder::new(events, snapshots)
+    }
+
+    /// Starts building an executor on fresh in-memory stores (the embedded default).
+    pub fn in_memory() -> ExecutorBuilder {
+        Self::builder(
+            Arc::new(InMemoryEventStore::new()),
+            Arc::new(InMemorySnapshotStore::new()),
+        )
+    }
 }
 
 impl ExecutorBuilder {

@@ -12,20 +12,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actor_runtime::{Directory, Inbound, RuntimeError, Transport};
-use event_stores::{
-    EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotStore, StoredReminder, StreamId,
-};
+use event_stores::{StoredReminder, StreamId};
 
 use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, CommandCall};
 use crate::aggregate::Aggregate;
-use crate::batch::{BatchOptions, BatchReport};
-use crate::builder::{ExecutorBuilder, Shared};
+use crate::batch::options::BatchOptions;
+use crate::batch::report::BatchReport;
 use crate::command::{CommandId, CommandOptions};
 use crate::error::{CommandError, ExecutorError, Indeterminate};
 use crate::outcome::{Committed, StateView, TypeStats};
 use crate::reminder::FireOutcome;
 use crate::remote::{self, ExecutorInbound, Forwarded, RemoteCodec, RemoteHandler};
 use crate::routing::{Hop, Route};
+use crate::shared::Shared;
 use crate::spans::span_if_traced;
 use tracing::Instrument;
 
@@ -148,22 +147,6 @@ impl<A: Aggregate> Registered for Registration<A> {
 }
 
 impl Executor {
-    /// Starts building an executor on the given stores.
-    pub fn builder(
-        events: Arc<dyn EventStore>,
-        snapshots: Arc<dyn SnapshotStore>,
-    ) -> ExecutorBuilder {
-        ExecutorBuilder::new(events, snapshots)
-    }
-
-    /// Starts building an executor on fresh in-memory stores (the embedded default).
-    pub fn in_memory() -> ExecutorBuilder {
-        Self::builder(
-            Arc::new(InMemoryEventStore::new()),
-            Arc::new(InMemorySnapshotStore::new()),
-        )
-    }
-
     /// Runs `command` on aggregate `id` of type `A` with a fresh command id and the type's call
     /// timeout. On success the events are durable in the event store. On error, see
     /// [`CommandError`]: [`Rejected`](CommandError::Rejected) and

@@ -13,8 +13,7 @@
 //! the stream's version), so simply running it again finishes what an interrupted run left.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use event_stores::StreamId;
 use futures::stream::{self, StreamExt};
@@ -23,107 +22,17 @@ use crate::aggregate::Aggregate;
 use crate::error::ExecutorError;
 use crate::executor::Executor;
 
+pub(crate) mod options;
+pub(crate) mod report;
+
+pub use options::{BatchOptions, BatchProgress, ProgressFn};
+pub use report::BatchReport;
+
 /// Ids asked of the event store per page while a rebuild walks a type.
 const ID_PAGE: usize = 1_000;
 
 /// Failures kept in a report (the count goes on).
 const FAILURES_KEPT: usize = 100;
-
-/// A batch's progress, handed to [`BatchOptions::progress`] after each aggregate.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BatchProgress {
-    /// Aggregates done (snapshotted, skipped or failed).
-    pub done: u64,
-    /// Aggregates snapshotted.
-    pub snapshotted: u64,
-    /// Events covered by the snapshots written (their versions, summed).
-    pub events: u64,
-}
-
-/// Called with the progress after each aggregate.
-pub type ProgressFn = Arc<dyn Fn(BatchProgress) + Send + Sync>;
-
-/// How a batch runs.
-#[derive(Clone)]
-pub struct BatchOptions {
-    /// Aggregates snapshotted at once (default 8; 0 counts as 1). The snapshot writer has its
-    /// own bound on writes in flight ([`ExecutorBuilder::snapshot_writers`](crate::ExecutorBuilder::snapshot_writers)).
-    pub parallelism: usize,
-    /// Skip aggregates whose newest snapshot is of the current state schema and at the
-    /// stream's version (default true).
-    pub skip_current: bool,
-    /// For a rebuild: start after this id (a previous run's [`BatchReport::done_through`]).
-    pub after: Option<String>,
-    /// Called after each aggregate, e.g. to draw a progress bar.
-    pub progress: Option<ProgressFn>,
-}
-
-impl Default for BatchOptions {
-    fn default() -> Self {
-        Self {
-            parallelism: 8,
-            skip_current: true,
-            after: None,
-            progress: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for BatchOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchOptions")
-            .field("parallelism", &self.parallelism)
-            .field("skip_current", &self.skip_current)
-            .field("after", &self.after)
-            .field("progress", &self.progress.is_some())
-            .finish()
-    }
-}
-
-/// What a batch did.
-#[derive(Debug, Default)]
-pub struct BatchReport {
-    /// Aggregates considered.
-    pub aggregates: u64,
-    /// Snapshots written.
-    pub snapshotted: u64,
-    /// Aggregates skipped because their newest snapshot was already current.
-    pub skipped_current: u64,
-    /// Ids with no events (nothing to snapshot).
-    pub not_found: u64,
-    /// Aggregates whose snapshot failed: the first ones with their error (at most 100).
-    pub failures: Vec<(String, ExecutorError)>,
-    /// How many failed in all.
-    pub failed: u64,
-    /// Events covered by the snapshots written.
-    pub events: u64,
-    /// Every id up to and including this one is done (in ascending order); pass it as
-    /// [`BatchOptions::after`] to resume an interrupted rebuild.
-    pub done_through: Option<String>,
-    /// Wall time.
-    pub elapsed: Duration,
-}
-
-impl BatchReport {
-    /// Aggregates per second.
-    pub fn aggregates_per_second(&self) -> f64 {
-        per_second(self.aggregates, self.elapsed)
-    }
-
-    /// Events covered by written snapshots per second.
-    pub fn events_per_second(&self) -> f64 {
-        per_second(self.events, self.elapsed)
-    }
-}
-
-fn per_second(count: u64, elapsed: Duration) -> f64 {
-    let seconds = elapsed.as_secs_f64();
-    if seconds > 0.0 {
-        count as f64 / seconds
-    } else {
-        0.0
-    }
-}
 
 /// One aggregate's outcome.
 enum Outcome {
