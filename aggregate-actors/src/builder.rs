@@ -15,8 +15,9 @@ use serde::de::DeserializeOwned;
 use crate::actor::AggregateContext;
 use crate::aggregate::Aggregate;
 use crate::executor::{Executor, Inner, Registered, Registration};
+use crate::inbound::RemoteType;
 use crate::metrics::AggregateMetrics;
-use crate::remote::{RemoteCodec, RemoteHandler, RemoteType};
+use crate::remote::{RemoteCodec, RemoteHandler};
 use crate::resident::ResidentSet;
 use crate::settings::AggregateSettings;
 use crate::shared::{PlacementFactory, Shared};
@@ -59,8 +60,15 @@ pub struct ExecutorBuilder {
 
 /// Creates one type's registration once the shared parts (stores, writer) exist, with its
 /// handler of forwarded calls if it is served to other nodes.
-type Registrar =
-    Box<dyn FnOnce(&Shared) -> (TypeId, Box<dyn Registered>, Option<Arc<dyn RemoteHandler>>)>;
+type Registrar = Box<
+    dyn FnOnce(
+        &Shared,
+    ) -> (
+        TypeId,
+        Box<dyn Registered>,
+        Option<Arc<dyn RemoteHandler<Executor>>>,
+    ),
+>;
 
 impl Executor {
     /// Starts building an executor on the given stores.
@@ -139,9 +147,9 @@ impl ExecutorBuilder {
             });
             let runtime = context.settings.runtime.clone();
             let placement = (shared.placement)(A::TYPE);
-            let handler: Option<Arc<dyn RemoteHandler>> = codec
+            let handler: Option<Arc<dyn RemoteHandler<Executor>>> = codec
                 .is_some()
-                .then(|| Arc::new(RemoteType::<A>::new()) as Arc<dyn RemoteHandler>);
+                .then(|| Arc::new(RemoteType::<A>::new()) as Arc<dyn RemoteHandler<Executor>>);
             let registration: Box<dyn Registered> = Box::new(Registration::<A> {
                 directory: Directory::with_placement(Arc::clone(&context), runtime, placement),
                 context,

@@ -150,6 +150,7 @@ mod error;
 mod error_kind;
 mod executor;
 mod hydrate;
+mod inbound;
 mod metrics;
 mod outcome;
 pub mod reminder;

@@ -1,5 +1,5 @@
-//! Commands, state reads and snapshots on demand for aggregates served by another node: the wire format, the
-//! forwarding side and the answering side.
+//! Commands, state reads and snapshots on demand for aggregates served by another node: the wire
+//! format and the forwarding side (the answering side is [`crate::inbound`]).
 //!
 //! The executor asks its placement where an id is served. Here: the local actor. On another
 //! node: the call is encoded (MessagePack: the command, its id, its metadata; the time left
@@ -24,7 +24,6 @@ use crate::aggregate::Aggregate;
 use crate::codec::{self, CodecError};
 use crate::command::CommandOptions;
 use crate::error::{CommandError, ExecutorError, Indeterminate};
-use crate::executor::Executor;
 use crate::outcome::{Committed, StateView};
 
 /// How a forwarded call is answered when the receiver does not serve the id (any more).
@@ -406,97 +405,10 @@ pub(crate) fn command_reply<A: Aggregate>(
     }
 }
 
-/// Answers forwarded calls for one aggregate type on the owner's side.
+/// Answers forwarded calls for one aggregate type on the owner's side. Generic over the
+/// executor that runs them, so that this module, beneath the executor, need not name it
+/// (the handlers themselves are in [`crate::inbound`]).
 #[async_trait::async_trait]
-pub(crate) trait RemoteHandler: Send + Sync {
-    async fn handle(&self, executor: &Executor, call: RemoteCall) -> Reply;
-}
-
-/// The [`RemoteHandler`] of aggregate type `A`.
-pub(crate) struct RemoteType<A>(PhantomData<fn() -> A>);
-
-impl<A> RemoteType<A> {
-    pub(crate) fn new() -> Self {
-        Self(PhantomData)
-    }
-}
-
-#[async_trait::async_trait]
-impl<A: Aggregate> RemoteHandler for RemoteType<A> {
-    async fn handle(&self, executor: &Executor, call: RemoteCall) -> Reply {
-        let bad_request = |message: String| Reply::NotStored {
-            kind: "bad_request".into(),
-            message,
-            retryable: false,
-        };
-        let request: Request = match codec::decode(&call.payload) {
-            Ok(request) => request,
-            Err(error) => return bad_request(error.to_string()),
-        };
-        match request {
-            Request::Execute {
-                command,
-                command_id,
-                correlation_id,
-                causation_id,
-                trace_parent,
-            } => {
-                let Some(codec) = executor.remote_codec::<A>() else {
-                    return bad_request(format!("{} is not served to other nodes", A::TYPE));
-                };
-                let command = match (codec.decode_command)(&command) {
-                    Ok(command) => command,
-                    Err(error) => return bad_request(error.to_string()),
-                };
-                let options = CommandOptions::new()
-                    .command_id(command_id.into())
-                    .timeout(call.timeout)
-                    .metadata(event_stores::EventMetadata {
-                        correlation_id,
-                        causation_id,
-                        trace_parent,
-                    });
-                let outcome = executor
-                    .execute_here::<A>(&call.key, command, options)
-                    .await;
-                command_reply(codec, outcome)
-            }
-            Request::State => match executor.state_here::<A>(&call.key).await {
-                Ok(view) => match codec::encode(&view.state) {
-                    Ok(state) => Reply::State {
-                        state,
-                        version: view.version,
-                    },
-                    Err(error) => not_stored(&error.into()),
-                },
-                Err(error) => not_stored(&error),
-            },
-            Request::SnapshotNow => match executor.snapshot_here::<A>(&call.key).await {
-                Ok(version) => Reply::Snapshotted { version },
-                Err(error) => not_stored(&error),
-            },
-        }
-    }
-}
-
-/// The executor as the answering side of a [`Transport`]: give it to the transport's server.
-pub(crate) struct ExecutorInbound {
-    pub(crate) executor: Executor,
-}
-
-#[async_trait::async_trait]
-impl actor_runtime::Inbound for ExecutorInbound {
-    async fn handle(&self, call: RemoteCall) -> Vec<u8> {
-        let reply = match self.executor.remote_handler(&call.directory) {
-            Some(handler) => handler.handle(&self.executor, call).await,
-            None => Reply::NotStored {
-                kind: "unknown_aggregate_type".into(),
-                message: format!("aggregate type {:?} is not served here", call.directory),
-                retryable: false,
-            },
-        };
-        // A reply always encodes (plain enums of bytes, strings and numbers); an empty answer
-        // would read as unreadable, which the caller treats as indeterminate.
-        codec::encode(&reply).unwrap_or_default()
-    }
+pub(crate) trait RemoteHandler<E: Sync>: Send + Sync {
+    async fn handle(&self, executor: &E, call: RemoteCall) -> Reply;
 }

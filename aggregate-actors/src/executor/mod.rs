@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use actor_runtime::{Directory, Inbound, RuntimeError, Transport};
+use actor_runtime::{Directory, RuntimeError, Transport};
 use event_stores::{StoredReminder, StreamId};
 
 use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, CommandCall};
@@ -22,7 +22,7 @@ use crate::command::{CommandId, CommandOptions};
 use crate::error::{CommandError, ExecutorError, Indeterminate};
 use crate::outcome::{Committed, StateView, TypeStats};
 use crate::reminder::FireOutcome;
-use crate::remote::{self, ExecutorInbound, Forwarded, RemoteCodec, RemoteHandler};
+use crate::remote::{self, Forwarded, RemoteCodec, RemoteHandler};
 use crate::routing::{Hop, Route};
 use crate::shared::Shared;
 use crate::spans::span_if_traced;
@@ -42,7 +42,7 @@ pub(crate) struct Inner {
     pub(crate) types: HashMap<TypeId, Box<dyn Registered>, foldhash::fast::RandomState>,
     pub(crate) order: Vec<TypeId>,
     /// Handlers of forwarded calls, by aggregate type name.
-    pub(crate) remote: HashMap<&'static str, Arc<dyn RemoteHandler>>,
+    pub(crate) remote: HashMap<&'static str, Arc<dyn RemoteHandler<Executor>>>,
     pub(crate) shut_down: AtomicBool,
     pub(crate) shutdown_timeout: Duration,
 }
@@ -405,15 +405,10 @@ impl Executor {
         }
     }
 
-    /// The answering side for calls other nodes forward here: hand it to the transport's
-    /// server (e.g. `cluster`'s HTTP/2 server).
-    pub fn inbound(&self) -> Arc<dyn Inbound> {
-        Arc::new(ExecutorInbound {
-            executor: self.clone(),
-        })
-    }
-
-    pub(crate) fn remote_handler(&self, aggregate_type: &str) -> Option<Arc<dyn RemoteHandler>> {
+    pub(crate) fn remote_handler(
+        &self,
+        aggregate_type: &str,
+    ) -> Option<Arc<dyn RemoteHandler<Executor>>> {
         self.inner.remote.get(aggregate_type).cloned()
     }
 
