@@ -9,9 +9,9 @@ use std::{fmt, future::Future, hash::Hash, sync::Arc};
 /// one live activation per key, and passivates it when it is idle, evicted, asked to stop or the
 /// directory shuts down. Messages are handled one at a time, in mailbox order.
 ///
-/// Implement the methods as `async fn`s. The trait declares them as functions returning a
-/// `Send` future rather than through `async_trait`, so a message's future is not boxed: one
-/// allocation and one copy of the future fewer per message.
+/// Implement the methods as `async fn`s: the trait declares them as functions returning a `Send`
+/// future, with no `async_trait` macro to add. The host boxes `handle`'s future for each message
+/// itself, so that an idle actor's task stays small whatever the handler's future holds.
 pub trait VirtualActor: Sized + Send + 'static {
     /// The identity of an actor. Exactly one activation per key is live at a time.
     type Key: Clone + Eq + Hash + Send + Sync + fmt::Debug + fmt::Display + 'static;
