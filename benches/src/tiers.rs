@@ -57,8 +57,6 @@ pub struct TierProbe {
     pub resident_entries: u64,
     /// Bytes the tier's budget counted for them.
     pub resident_bytes: u64,
-    /// Seconds spent reading accounts' states, in batches of [`READ_BATCH`] (64 callers).
-    pub read_seconds: f64,
     /// Activations during those reads, and of them promotions from the tier.
     pub read_activations: u64,
     /// Of those activations, promotions from the resident tier.
@@ -140,7 +138,6 @@ pub async fn run_here(
     // idle timeout, with every actor passivated between them: what is timed is promotions
     // (or store activations) alone, with no eviction and no demotion running beside them.
     let batches = (count_usize / READ_BATCH).clamp(1, READ_BATCHES);
-    let mut read_seconds = 0.0;
     let mut batch_rates = Vec::with_capacity(batches);
     for batch in 0..batches {
         let activations_before = executor
@@ -167,7 +164,6 @@ pub async fn run_here(
         let started = Instant::now();
         run_jobs(CALLERS, READ_BATCH.min(count_usize), read).await?;
         let seconds = started.elapsed().as_secs_f64();
-        read_seconds += seconds;
         let activations = executor
             .stats_of::<Ledger>()
             .ok_or("ledger not registered")?
@@ -188,7 +184,6 @@ pub async fn run_here(
         rss_total: after,
         resident_entries: filled.resident.entries as u64,
         resident_bytes: filled.resident.bytes as u64,
-        read_seconds,
         read_activations: read_done.runtime.activations - filled.runtime.activations,
         read_promotions: read_done.resident.promotions - filled.resident.promotions,
         batch_rates,

@@ -245,8 +245,8 @@ async fn tier_table(
              aggregates and their events. Then each reads accounts' states with 64 callers, in \
              batches of {} distinct accounts with every actor passivated between batches (so no \
              eviction or demotion runs beside the reads), {} batches each; a rate is the median \
-             of its batches' rates (promotions: {} to {} over the batches): {} promotions/s from \
-             the tier (an actor spawned from the entry, no store read) against {} activations/s \
+             of its batches' rates (promotions: {} to {} over the batches): {} promotions from \
+             the tier (an actor spawned from the entry, no store read) against {} activations \
              from the store with the tier off (snapshot lookup, stream read, replay of three \
              events), {}.",
             fmt_count(resident.count),
