@@ -5,7 +5,8 @@
 //! - **hot**: a ractor actor, while it has traffic;
 //! - **resident**: its actor stopped (idle, or evicted under the live-actor cap), and what it
 //!   needs to start again without reading a store stays here, in a compact [`Resident`] entry:
-//!   no task, no channel, the state and its recent command ids encoded as a snapshot body;
+//!   no task, no channel, the state encoded as a snapshot encodes it, and its recent commands
+//!   as they are (fixed-size records, smaller than their encoding and with nothing to decode);
 //! - **cold**: only in the stores.
 //!
 //! A byte budget bounds the tier. Entries are kept in least-recently-used order (the order
@@ -21,11 +22,13 @@
 //! activation that loses to a demotion reads the stores, which hold every event the entry had.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashlink::LinkedHashMap;
 use parking_lot::{Mutex, MutexGuard};
 use uuid::Uuid;
+
+use crate::dedup::RecentCommand;
 
 /// Shards of the tier (a power of two); each has its own lock, order and share of the budget.
 const SHARDS: usize = 16;
@@ -67,14 +70,21 @@ pub(crate) struct Resident {
     pub(crate) last_snapshot_size: u64,
     pub(crate) event_bytes_since_snapshot: u64,
     pub(crate) last_snapshot_at: std::time::Instant,
-    /// The state and its recent commands, encoded as a snapshot's body is, so a demotion that
-    /// must snapshot hands these bytes to the writer as they are.
-    pub(crate) body: Box<[u8]>,
+    /// The state, encoded as a snapshot encodes it, so a demotion that must snapshot wraps
+    /// these bytes into a body without encoding the state again.
+    pub(crate) state: Box<[u8]>,
+    /// The recent commands, oldest first.
+    pub(crate) commands: Box<[RecentCommand]>,
 }
 
 impl Resident {
     fn cost(id: &str, entry: &Resident) -> usize {
-        ENTRY_OVERHEAD + id.len() + entry.body.len()
+        ENTRY_OVERHEAD + id.len() + entry.heap_bytes()
+    }
+
+    /// Bytes its state and commands take on the heap.
+    fn heap_bytes(&self) -> usize {
+        self.state.len() + std::mem::size_of_val(&*self.commands)
     }
 
     /// Its state is ahead of its newest snapshot.
@@ -102,10 +112,15 @@ pub struct ResidentStats {
     pub demotion_snapshots: u64,
 }
 
+/// One shard: its entries in least-recently-used order, and its counters, kept under its lock
+/// rather than in atomics every shard would share (each a cache line both cores fight over on
+/// every promotion and every passivation).
 #[derive(Default)]
 struct Shard {
     entries: LinkedHashMap<String, Resident>,
     bytes: usize,
+    kept: u64,
+    promotions: u64,
 }
 
 /// One aggregate type's resident entries.
@@ -114,10 +129,6 @@ pub(crate) struct ResidentSet {
     hasher: foldhash::fast::FixedState,
     budget: usize,
     shard_budget: usize,
-    entries: AtomicUsize,
-    bytes: AtomicUsize,
-    kept: AtomicU64,
-    promotions: AtomicU64,
     demotions: AtomicU64,
     demotion_snapshots: AtomicU64,
 }
@@ -129,10 +140,6 @@ impl ResidentSet {
             hasher: foldhash::fast::FixedState::default(),
             budget: config.budget_bytes,
             shard_budget: config.budget_bytes / SHARDS,
-            entries: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
-            kept: AtomicU64::new(0),
-            promotions: AtomicU64::new(0),
             demotions: AtomicU64::new(0),
             demotion_snapshots: AtomicU64::new(0),
         }
@@ -160,30 +167,21 @@ impl ResidentSet {
         let id_len = id.len();
         let mut shard = self.shard(&id);
         let mut freed = 0;
-        let mut replaced = 0;
         if let Some(old) = shard.entries.insert(id, entry) {
             // The runtime frees an id only after its actor passivated, and the next activation
             // takes the entry, so there is never an older one; should there be, it is stale.
-            freed += ENTRY_OVERHEAD + id_len + old.body.len();
-            replaced = 1;
+            freed += ENTRY_OVERHEAD + id_len + old.heap_bytes();
         }
         shard.bytes = shard.bytes + cost - freed;
+        shard.kept += 1;
         let mut pushed_out = Vec::new();
         while shard.bytes > self.shard_budget {
             let Some((old_id, old)) = shard.entries.pop_front() else {
                 break;
             };
-            let old_cost = Resident::cost(&old_id, &old);
-            shard.bytes -= old_cost;
-            freed += old_cost;
+            shard.bytes -= Resident::cost(&old_id, &old);
             pushed_out.push((old_id, old));
         }
-        drop(shard);
-        self.kept.fetch_add(1, Ordering::Relaxed);
-        self.entries.fetch_add(1, Ordering::Relaxed);
-        self.entries
-            .fetch_sub(replaced + pushed_out.len(), Ordering::Relaxed);
-        self.add_bytes(cost, freed);
         pushed_out
     }
 
@@ -194,12 +192,8 @@ impl ResidentSet {
         }
         let mut shard = self.shard(id);
         let entry = shard.entries.remove(id)?;
-        let cost = Resident::cost(id, &entry);
-        shard.bytes -= cost;
-        drop(shard);
-        self.entries.fetch_sub(1, Ordering::Relaxed);
-        self.add_bytes(0, cost);
-        self.promotions.fetch_add(1, Ordering::Relaxed);
+        shard.bytes -= Resident::cost(id, &entry);
+        shard.promotions += 1;
         Some(entry)
     }
 
@@ -216,10 +210,7 @@ impl ResidentSet {
                 .collect();
             for id in ids {
                 if let Some(entry) = shard.entries.remove(&id) {
-                    let cost = Resident::cost(&id, &entry);
-                    shard.bytes -= cost;
-                    self.add_bytes(0, cost);
-                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                    shard.bytes -= Resident::cost(&id, &entry);
                     taken.push((id, entry));
                 }
             }
@@ -235,23 +226,21 @@ impl ResidentSet {
         }
     }
 
-    fn add_bytes(&self, added: usize, freed: usize) {
-        if added >= freed {
-            self.bytes.fetch_add(added - freed, Ordering::Relaxed);
-        } else {
-            self.bytes.fetch_sub(freed - added, Ordering::Relaxed);
-        }
-    }
-
+    /// The tier's counters: the shards' sums, each shard read under its lock.
     pub(crate) fn stats(&self) -> ResidentStats {
-        ResidentStats {
-            entries: self.entries.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
+        let mut stats = ResidentStats {
             budget_bytes: self.budget,
-            kept: self.kept.load(Ordering::Relaxed),
-            promotions: self.promotions.load(Ordering::Relaxed),
             demotions: self.demotions.load(Ordering::Relaxed),
             demotion_snapshots: self.demotion_snapshots.load(Ordering::Relaxed),
+            ..ResidentStats::default()
+        };
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            stats.entries += shard.entries.len();
+            stats.bytes += shard.bytes;
+            stats.kept += shard.kept;
+            stats.promotions += shard.promotions;
         }
+        stats
     }
 }

@@ -28,8 +28,8 @@ impl<A: Aggregate> AggregateActor<A> {
         let Some(last_event_id) = self.last_event_id else {
             return false;
         };
-        let body = match codec::encode_snapshot(&self.state, &self.recent.to_vec()) {
-            Ok(body) => body,
+        let state = match codec::encode(&self.state) {
+            Ok(state) => state,
             Err(error) => {
                 tracing::warn!(stream = %self.stream, %error, "state could not be encoded for the resident tier");
                 return false;
@@ -42,7 +42,8 @@ impl<A: Aggregate> AggregateActor<A> {
             last_snapshot_size: self.last_snapshot_size,
             event_bytes_since_snapshot: self.event_bytes_since_snapshot,
             last_snapshot_at: self.last_snapshot_at,
-            body: body.into_boxed_slice(),
+            state: state.into_boxed_slice(),
+            commands: self.recent.to_vec().into_boxed_slice(),
         };
         let pushed_out = resident.keep(self.stream.aggregate_id().to_owned(), entry);
         self.context.demote(pushed_out);
@@ -53,11 +54,8 @@ impl<A: Aggregate> AggregateActor<A> {
     pub(super) fn promote(context: &Arc<AggregateContext<A>>, stream: &StreamId) -> Option<Self> {
         let started = Instant::now();
         let entry = context.resident.take(stream.aggregate_id())?;
-        let (state, commands) = match codec::decode_snapshot_body::<A::State>(
-            codec::CODEC_MSGPACK_WITH_COMMANDS,
-            &entry.body,
-        ) {
-            Ok(decoded) => decoded,
+        let state = match codec::decode::<A::State>(&entry.state) {
+            Ok(state) => state,
             Err(error) => {
                 // Our own bytes of a moment ago; should they not decode, the stores still
                 // hold everything: read them instead.
@@ -82,7 +80,10 @@ impl<A: Aggregate> AggregateActor<A> {
             fenced: false,
             presumed_new: false,
             activation,
-            recent: RecentCommands::from_snapshot(commands, context.settings.dedup),
+            recent: RecentCommands::from_snapshot(
+                entry.commands.into_vec(),
+                context.settings.dedup,
+            ),
             last_snapshot_version: entry.last_snapshot_version,
             last_snapshot_at: entry.last_snapshot_at,
             snapshotted_since_activation: false,
@@ -119,14 +120,15 @@ impl<A: Aggregate> AggregateContext<A> {
                 return false;
             }
         };
+        let body = match codec::encode_snapshot_from_parts(&entry.state, &entry.commands) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%stream, %error, "a resident entry could not be wrapped as a snapshot");
+                return false;
+            }
+        };
         tracing::debug!(%stream, version = entry.version, "snapshot on demotion to cold");
-        self.submit_snapshot(
-            stream,
-            entry.version,
-            entry.last_event_id,
-            entry.body.into_vec(),
-            Vec::new(),
-        );
+        self.submit_snapshot(stream, entry.version, entry.last_event_id, body, Vec::new());
         true
     }
 

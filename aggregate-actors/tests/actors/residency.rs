@@ -165,10 +165,16 @@ async fn over_its_budget_the_tier_demotes_the_least_recently_used_to_cold_after_
             runtime,
         ),
     );
+    // Each command's id is known, so a retry after demotion can check the window survived.
+    let command_id = |n: usize, round: i64| CommandId::from_key(&format!("acc-{n}/{round}"));
     for round in 1..=2 {
         for n in 0..60 {
             executor
-                .execute::<Ledger>(&format!("acc-{n}"), LedgerCommand::Add(round))
+                .execute_with::<Ledger>(
+                    &format!("acc-{n}"),
+                    LedgerCommand::Add(round),
+                    CommandOptions::new().command_id(command_id(n, round)),
+                )
                 .await
                 .unwrap();
         }
@@ -196,6 +202,17 @@ async fn over_its_budget_the_tier_demotes_the_least_recently_used_to_cold_after_
                 view.version - view.activation.snapshot_version().unwrap()
             );
             from_snapshot += 1;
+            // The demotion snapshot carried the recent commands: a retry is a duplicate.
+            let retried = executor
+                .execute_with::<Ledger>(
+                    &id,
+                    LedgerCommand::Add(2),
+                    CommandOptions::new().command_id(command_id(n, 2)),
+                )
+                .await
+                .unwrap();
+            assert!(retried.duplicate, "{id}: the retry was applied again");
+            assert_eq!(retried.version, view.version);
         }
         assert_eq!(view.state, fold(&stored_events(&*stores.events, &id).await));
     }
