@@ -1,9 +1,11 @@
 //! Scenario 1: executor overhead, in-memory.
 //!
 //! Commands/s and p50/p99 latency of `Executor::execute` (a one-event deposit on the in-memory
-//! store) for 1, 100 and 10 000 aggregates with 1, 16 and 64 concurrent callers, next to the
-//! baseline: a raw ractor `call` round trip to an actor holding a counter, with the same callers
-//! and actor counts. Callers spread over the aggregates round-robin (caller `c`'s `i`-th call
+//! store) for 1, 100 and 10 000 aggregates with 1, 16 and 64 concurrent callers, next to two
+//! baselines with the same callers and actor counts: a raw ractor `call` round trip to an actor
+//! holding a counter (a message and nothing else), and a ledger account written by hand on
+//! ractor and the same in-memory store (the same durable work without the framework, see
+//! [`HandLedger`](crate::baseline::HandLedger) for what it leaves out). Callers spread over the aggregates round-robin (caller `c`'s `i`-th call
 //! goes to `(c + i·callers) mod n`). Each configuration gets a fresh executor (so the store does
 //! not grow across runs) whose aggregates are activated before the clock starts.
 //!
@@ -18,7 +20,8 @@ use event_stores::{EventStore, InMemoryEventStore, StreamId};
 
 use crate::BoxError;
 use crate::baseline::{
-    CounterMsg, VirtualCounterMsg, call_counter, counter_directory, spawn_counter,
+    CounterMsg, HandLedgerMsg, VirtualCounterMsg, call_counter, call_hand_ledger,
+    counter_directory, spawn_counter, spawn_hand_ledger,
 };
 use crate::ledger::{Ledger, LedgerCommand, LedgerEvent, new_event};
 use crate::measure::{
@@ -117,20 +120,55 @@ async fn ractor_op(
     Ok((refs, op))
 }
 
-/// Ours and the raw ractor baseline, alternating, at one configuration.
-async fn measure_pair(
+/// `actors` hand-written ledger accounts on a fresh in-memory store, each with one deposit
+/// stored already (as ours are activated with one), and the operation that sends deposits to
+/// them round-robin.
+async fn hand_op(
+    actors: usize,
+    callers: usize,
+) -> Result<(Vec<ActorRef<HandLedgerMsg>>, Op), BoxError> {
+    let store = Arc::new(InMemoryEventStore::new());
+    let mut refs = Vec::with_capacity(actors);
+    for id in ids("acc", actors).iter() {
+        let account = spawn_hand_ledger(Arc::clone(&store), StreamId::new("ledger", id)?).await?;
+        call_hand_ledger(&account, LedgerCommand::Deposit { amount: 1 }).await?;
+        refs.push(account);
+    }
+    let shared = Arc::new(refs.clone());
+    let op = op(move |caller, i| {
+        let refs = Arc::clone(&shared);
+        async move {
+            let index = (caller + i as usize * callers) % refs.len();
+            call_hand_ledger(&refs[index], LedgerCommand::Deposit { amount: 1 }).await?;
+            Ok(())
+        }
+    });
+    Ok((refs, op))
+}
+
+/// One configuration's measurements, each system's rounds merged.
+struct Measured {
+    ours: Measurement,
+    ractor: Measurement,
+    hand: Measurement,
+}
+
+/// Ours, the raw ractor baseline and the hand-written ledger, alternating, at one
+/// configuration.
+async fn measure_configuration(
     ctx: &Ctx,
     aggregates: usize,
     callers: usize,
-) -> Result<(Measurement, Measurement), BoxError> {
+) -> Result<Measured, BoxError> {
     let (executor, ours) = ours_op(aggregates, callers).await?;
     let (refs, base) = ractor_op(aggregates, callers).await?;
+    let (hand_refs, hand) = hand_op(aggregates, callers).await?;
     let mut measured = run_alternating(
         callers,
         rounds(ctx),
         ctx.warmup(),
         ctx.duration(),
-        &[ours, base],
+        &[ours, base, hand],
     )
     .await?
     .into_iter();
@@ -138,8 +176,11 @@ async fn measure_pair(
     for actor in &refs {
         actor.stop(None);
     }
-    match (measured.next(), measured.next()) {
-        (Some(ours), Some(base)) => Ok((ours, base)),
+    for actor in &hand_refs {
+        actor.stop(None);
+    }
+    match (measured.next(), measured.next(), measured.next()) {
+        (Some(ours), Some(ractor), Some(hand)) => Ok(Measured { ours, ractor, hand }),
         _ => Err("missing measurements".into()),
     }
 }
@@ -230,11 +271,17 @@ pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
         super::ALL[0].title,
         "`Executor::execute` of a one-event deposit on the in-memory store (strategy `Never`, \
          so no snapshots: scenario 5 prices those) against a raw ractor `call` to an actor holding \
-         a counter, with the same number of concurrent callers (tokio tasks) and actors. Callers \
-         spread over the aggregates round-robin; every aggregate is live before the clock \
-         starts; each configuration gets a fresh executor. Latencies are per call, from \
-         hdrhistogram. Ours and the baseline run alternately in short rounds whose results are \
-         merged, so a change in the machine's load hits both alike.",
+         a counter, with the same number of concurrent callers (tokio tasks) and actors, and \
+         against a ledger account written by hand on ractor and the same in-memory store: per \
+         command it decides, encodes the event (MessagePack, a UUID v7), appends it at the \
+         expected version, applies it and answers. What the hand-written account does less: no \
+         command ids or deduplication window (a retry is applied twice), no deadlines, no \
+         activation on demand, passivation or eviction (its actors live for ever), no snapshot \
+         strategy, no metrics or spans, and a conflict is an error rather than a reload and \
+         retry. Callers spread over the aggregates round-robin; every aggregate is live before \
+         the clock starts; each configuration gets a fresh executor and a fresh store. \
+         Latencies are per call, from hdrhistogram. The three run alternately in short rounds \
+         whose results are merged, so a change in the machine's load hits them alike.",
     );
     let mut table = Table::new(
         "",
@@ -248,19 +295,30 @@ pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
             "ractor p50",
             "ractor p99",
             "throughput ratio",
+            "hand-written cmd/s",
+            "hand-written p99",
+            "÷ hand-written",
         ],
     );
     let mut ratios = Vec::new();
+    let mut hand_ratios = Vec::new();
     let mut headline: Option<(f64, f64, f64)> = None;
     for &aggregates in &AGGREGATES {
         for &callers in &CALLERS {
-            let (ours, base) = measure_pair(ctx, aggregates, callers).await?;
+            let Measured {
+                ours,
+                ractor: base,
+                hand,
+            } = measure_configuration(ctx, aggregates, callers).await?;
             let r = ratio(ours.per_second(), base.per_second());
             ratios.push(r);
+            let to_hand = ratio(ours.per_second(), hand.per_second());
+            hand_ratios.push(to_hand);
             println!(
-                "  executor: {aggregates} aggregates × {callers} callers: ours {} vs ractor {}",
+                "  executor: {aggregates} aggregates × {callers} callers: ours {} vs ractor {} vs hand-written {}",
                 fmt_rate(ours.per_second()),
-                fmt_rate(base.per_second())
+                fmt_rate(base.per_second()),
+                fmt_rate(hand.per_second())
             );
             table.row(vec![
                 aggregates.to_string(),
@@ -272,6 +330,9 @@ pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
                 fmt_duration(base.p50()),
                 fmt_duration(base.p99()),
                 fmt_ratio(r),
+                fmt_rate(hand.per_second()),
+                fmt_duration(hand.p99()),
+                fmt_ratio(to_hand),
             ]);
             if aggregates == 10_000 && callers == 64 {
                 headline = Some((ours.per_second(), base.per_second(), r));
@@ -332,12 +393,22 @@ pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
     let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
         (lo.min(*r), hi.max(*r))
     });
+    let hand_geo = geometric_mean(&hand_ratios);
+    let (hand_lo, hand_hi) = hand_ratios
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+            (lo.min(*r), hi.max(*r))
+        });
     section.ratio_line = format!(
-        "Ratio to raw ractor: ours reaches {}–{} of its throughput (geometric mean {} over {} configurations).",
+        "Ratio to raw ractor: ours reaches {}–{} of its throughput (geometric mean {} over {} configurations). \
+         To the hand-written ledger on ractor and the same store: {}–{} (geometric mean {}).",
         fmt_ratio(lo),
         fmt_ratio(hi),
         fmt_ratio(geo),
-        ratios.len()
+        ratios.len(),
+        fmt_ratio(hand_lo),
+        fmt_ratio(hand_hi),
+        fmt_ratio(hand_geo),
     );
     let overhead = minus(b.execute, b.ractor);
     section.notes.push(format!(
