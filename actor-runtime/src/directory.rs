@@ -1,8 +1,9 @@
 //! [`Directory`]: get-or-activate by key, calls, passivation and shutdown.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use dashmap::mapref::entry::Entry;
+use futures::future::Either;
 use ractor::MessagingErr;
 
 use crate::{
@@ -19,6 +20,25 @@ const CRASH_SETTLE: Duration = Duration::from_secs(1);
 
 /// The result of a call to a virtual actor.
 pub type CallResult<R, V> = Result<R, RuntimeError<<V as VirtualActor>::ActivationError>>;
+
+/// What one attempt to hand a message to its key's live actor came to.
+enum Attempt<V: VirtualActor> {
+    /// In the live actor's mailbox.
+    Sent(Arc<Slot<V>>),
+    /// Refused for good.
+    Refused(RuntimeError<V::ActivationError>),
+    /// No live actor took it: the message comes back, to try again after waiting on the slot.
+    Wait(V::Message, Arc<Slot<V>>, Await),
+}
+
+/// What a message that found no live actor waits for before its next attempt.
+#[derive(Clone, Copy)]
+enum Await {
+    /// The slot's activation to end (in success or failure).
+    Activation,
+    /// The draining actor to be gone.
+    Stop,
+}
 
 /// A directory of virtual actors of type `V`, keyed by [`VirtualActor::Key`].
 ///
@@ -68,51 +88,78 @@ impl<V: VirtualActor> Core<V> {
 
     /// Gets the message into the key's live actor (activating it, or waiting out a stop, as
     /// needed), then waits for the reply.
-    async fn deliver<R>(
+    ///
+    /// The common case, a live actor with room, is sent here and now, and what is awaited is
+    /// only the reply: a small future. Waiting for an activation or a stop is boxed, so its
+    /// state (the message, kept for the next attempt) does not make every call's future, and
+    /// every future that awaits it, a kilobyte larger and copied at each await.
+    fn deliver<'a, R: 'a>(
+        self: &'a Arc<Self>,
+        key: &'a V::Key,
+        message: V::Message,
+        reply: ReplyReceiver<R>,
+    ) -> impl Future<Output = CallResult<R, V>> + 'a {
+        match self.try_send(key, message) {
+            Attempt::Sent(slot) => Either::Left(self.answer(key, Ok(slot), reply)),
+            Attempt::Refused(error) => Either::Left(self.answer(key, Err(error), reply)),
+            Attempt::Wait(message, slot, wait) => Either::Right(Box::pin(async move {
+                let sent = self.send_when_live(key, message, slot, wait).await;
+                self.answer(key, sent, reply).await
+            })),
+        }
+    }
+
+    /// One attempt, without waiting, to put `message` into the key's live actor.
+    fn try_send(self: &Arc<Self>, key: &V::Key, message: V::Message) -> Attempt<V> {
+        if self.is_shutting_down() {
+            return Attempt::Refused(RuntimeError::ShuttingDown);
+        }
+        // Checked again on every attempt: a key can move away while its old actor drains.
+        if !self.placement.is_local(key) {
+            return Attempt::Refused(RuntimeError::NotLocal {
+                key: key.to_string(),
+            });
+        }
+        let slot = self.slot_for(key, V::is_creation(&message));
+        let Some(actor) = slot.actor() else {
+            return Attempt::Wait(message, slot, Await::Activation);
+        };
+        let Some(permit) = slot.shared.try_admit() else {
+            self.counters.overloaded();
+            return Attempt::Refused(RuntimeError::Overloaded {
+                key: key.to_string(),
+                capacity: slot.shared.capacity(),
+            });
+        };
+        match actor.send_message(Envelope {
+            message,
+            permit,
+            traffic: true,
+        }) {
+            Ok(()) => Attempt::Sent(slot),
+            // Draining or stopped: wait until it is gone, then go again.
+            Err(MessagingErr::SendErr(Envelope { message, .. })) => {
+                Attempt::Wait(message, slot, Await::Stop)
+            }
+            Err(_) => Attempt::Refused(RuntimeError::ActorStopped {
+                key: key.to_string(),
+            }),
+        }
+    }
+
+    /// Waits for what `wait` names, then attempts again, until the message is in a live
+    /// actor's mailbox or refused.
+    async fn send_when_live(
         self: &Arc<Self>,
         key: &V::Key,
         mut message: V::Message,
-        reply: ReplyReceiver<R>,
-    ) -> CallResult<R, V> {
-        let slot = loop {
-            if self.is_shutting_down() {
-                return Err(RuntimeError::ShuttingDown);
-            }
-            // Checked again on every round: a key can move away while its old actor drains.
-            if !self.placement.is_local(key) {
-                return Err(RuntimeError::NotLocal {
-                    key: key.to_string(),
-                });
-            }
-            let slot = self.slot_for(key, V::is_creation(&message));
-            if let Some(actor) = slot.actor() {
-                let Some(permit) = slot.shared.try_admit() else {
-                    self.counters.overloaded();
-                    return Err(RuntimeError::Overloaded {
-                        key: key.to_string(),
-                        capacity: slot.shared.capacity(),
-                    });
-                };
-                match actor.send_message(Envelope {
-                    message,
-                    permit,
-                    traffic: true,
-                }) {
-                    Ok(()) => break slot,
-                    Err(MessagingErr::SendErr(envelope)) => {
-                        // Draining or stopped: wait until it is gone, then go again.
-                        let Envelope { message: back, .. } = envelope;
-                        message = back;
-                        slot.stopped().await;
-                    }
-                    Err(_) => {
-                        return Err(RuntimeError::ActorStopped {
-                            key: key.to_string(),
-                        });
-                    }
-                }
-            } else {
-                match slot.activated().await {
+        mut slot: Arc<Slot<V>>,
+        mut wait: Await,
+    ) -> Result<Arc<Slot<V>>, RuntimeError<V::ActivationError>> {
+        loop {
+            match wait {
+                Await::Stop => slot.stopped().await,
+                Await::Activation => match slot.activated().await {
                     Phase::Failed(error) => return Err(RuntimeError::Activation(error)),
                     Phase::Broken => {
                         return Err(RuntimeError::ActorStopped {
@@ -121,9 +168,26 @@ impl<V: VirtualActor> Core<V> {
                     }
                     Phase::Refused => return Err(RuntimeError::ShuttingDown),
                     Phase::Activating | Phase::Running | Phase::Stopped => {}
+                },
+            }
+            match self.try_send(key, message) {
+                Attempt::Sent(slot) => return Ok(slot),
+                Attempt::Refused(error) => return Err(error),
+                Attempt::Wait(back, next, next_wait) => {
+                    (message, slot, wait) = (back, next, next_wait)
                 }
             }
-        };
+        }
+    }
+
+    /// The reply to a message `sent` to the actor in its slot (or why it was not sent).
+    async fn answer<R>(
+        &self,
+        key: &V::Key,
+        sent: Result<Arc<Slot<V>>, RuntimeError<V::ActivationError>>,
+        reply: ReplyReceiver<R>,
+    ) -> CallResult<R, V> {
+        let slot = sent?;
         match reply.answer().await {
             Some(Answer::Value(value)) => return Ok(value),
             Some(Answer::Abandoned) => {
