@@ -1,4 +1,7 @@
 //! [`RuntimeStats`] and the `metrics` facade counters behind them.
+//!
+//! A directory resolves its metric handles when it is made, so install a global `metrics`
+//! recorder before making one: updates of a directory made earlier go nowhere.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
