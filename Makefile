@@ -33,11 +33,13 @@ doc-check:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace
 
 # event-stores and aggregate-actors without their default `postgres` feature (the in-memory
-# stores only, no sqlx: what `default-features = false` gives a user): clippy, then their tests
-# that need no PostgreSQL (the others are `required-features = ["postgres"]` in Cargo.toml).
+# stores only, no sqlx: what `default-features = false` gives a user): clippy over every target
+# (examples included), then their unit and integration tests that need no PostgreSQL (the others
+# are `required-features = ["postgres"]` in Cargo.toml). Examples and doctests are built and run
+# once, by test-only: their code is the same with or without the feature.
 test-in-memory-only:
 	$(CARGO) clippy -p event-stores -p aggregate-actors --no-default-features --all-targets -- -D warnings
-	$(CARGO) test -p event-stores -p aggregate-actors --no-default-features
+	$(CARGO) test -p event-stores -p aggregate-actors --no-default-features --tests
 
 # Uses DATABASE_URL when set; otherwise scripts/pg-tmp starts a throw-away cluster for the run
 # and stops it however the run ends. Without PostgreSQL binaries the PostgreSQL tests are
@@ -70,19 +72,23 @@ test-only:
 # that fails.
 EXAMPLES := in_memory custom_strategy time_travel context postgres
 
-# Run by test-only inside scripts/pg-tmp: every test, then every example (built once, then run;
-# also when tests failed), failing if any of them failed. Without DATABASE_URL the postgres
-# example only prints how to run it, so it counts as a skipped PostgreSQL test in $PG_SKIP_LOG.
+# Run by test-only inside scripts/pg-tmp: every test, then every example (also when tests
+# failed), failing if any of them failed. Without DATABASE_URL the postgres example only prints
+# how to run it, so it counts as a skipped PostgreSQL test in $PG_SKIP_LOG.
+# `cargo test --workspace` has already built every example, with the workspace's features and
+# the `test` profile; `cargo build --workspace --examples --profile test` asks for exactly those
+# builds, so it finds them fresh and only puts them in place (a `cargo run -p aggregate-actors`
+# would resolve features for that package alone and compile the examples a second time).
 tests-and-examples:
 	@status=0; \
 	$(CARGO) test --workspace --no-fail-fast || status=$$?; \
-	if $(CARGO) build -q -p aggregate-actors --examples; then \
+	if $(CARGO) build -q --workspace --examples --profile test; then \
 		for example in $(EXAMPLES); do \
 			echo "example $$example:"; \
 			if [[ $$example == postgres && -z "$${DATABASE_URL:-}" ]]; then \
 				echo "aggregate-actors example postgres" >>"$${PG_SKIP_LOG:-/dev/null}"; \
 			fi; \
-			$(CARGO) run -q -p aggregate-actors --example "$$example" \
+			"$${CARGO_TARGET_DIR:-target}/debug/examples/$$example" \
 				|| { echo "error: example $$example failed" >&2; status=1; }; \
 		done; \
 	else \

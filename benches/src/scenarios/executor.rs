@@ -25,7 +25,8 @@ use crate::baseline::{
 };
 use crate::ledger::{Ledger, LedgerCommand, LedgerEvent, new_event};
 use crate::measure::{
-    Measurement, Op, fmt_duration, fmt_rate, fmt_ratio, op, ratio, run_alternating, run_jobs, sig3,
+    Measurement, Op, fmt_duration, fmt_rate, fmt_ratio, min_max, op, ratio, run_alternating,
+    run_jobs, sig3,
 };
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::Ctx;
@@ -390,15 +391,9 @@ pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
     section.tables.push(layers);
 
     let geo = geometric_mean(&ratios);
-    let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
-        (lo.min(*r), hi.max(*r))
-    });
+    let (lo, hi) = min_max(ratios.iter().copied());
     let hand_geo = geometric_mean(&hand_ratios);
-    let (hand_lo, hand_hi) = hand_ratios
-        .iter()
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
-            (lo.min(*r), hi.max(*r))
-        });
+    let (hand_lo, hand_hi) = min_max(hand_ratios.iter().copied());
     section.ratio_line = format!(
         "Ratio to raw ractor: ours reaches {}–{} of its throughput (geometric mean {} over {} configurations). \
          To the hand-written ledger on ractor and the same store: {}–{} (geometric mean {}).",
