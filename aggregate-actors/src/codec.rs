@@ -250,34 +250,47 @@ pub(crate) fn encode_events<A: Aggregate>(
 }
 
 thread_local! {
-    /// Scratch space for event payloads, so that encoding an event allocates once (the exact
-    /// size, copied out) instead of growing a fresh vector several times and then wrapping
-    /// it in a second allocation (`Bytes` from a vector with spare capacity).
-    static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Scratch space for encodings that are copied out at their exact size (event payloads,
+    /// resident states): one allocation each, instead of growing a fresh vector several times
+    /// and then shrinking or wrapping it in a second allocation.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Scratch buffers larger than this are not kept for the next event.
-const PAYLOAD_KEEP: usize = 64 * 1024;
+/// Scratch buffers larger than this are not kept for the next encoding.
+const SCRATCH_KEEP: usize = 64 * 1024;
 
-/// [`encode`] into the thread's scratch buffer, as exact-size [`Bytes`]: the same bytes.
-fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
+/// [`encode`] into the thread's scratch buffer, then `copy_out` of the encoded bytes.
+fn encode_in_scratch<T: Serialize + ?Sized, R>(
+    value: &T,
+    copy_out: impl Fn(&[u8]) -> R,
+) -> Result<R, CodecError> {
     let encode_into = |buffer: &mut Vec<u8>| {
         buffer.clear();
         rmp_serde::encode::write_named(buffer, value)
             .map_err(|e| CodecError::Encode(e.to_string()))?;
-        Ok(Bytes::copy_from_slice(buffer))
+        Ok(copy_out(buffer))
     };
-    PAYLOAD.with(|scratch| match scratch.try_borrow_mut() {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
         Ok(mut buffer) => {
             let encoded = encode_into(&mut buffer);
-            if buffer.capacity() > PAYLOAD_KEEP {
+            if buffer.capacity() > SCRATCH_KEEP {
                 *buffer = Vec::new();
             }
             encoded
         }
-        // Re-entered (an event's `Serialize` encoding events of its own): a buffer of its own.
+        // Re-entered (a `Serialize` impl encoding values of its own): a buffer of its own.
         Err(_) => encode_into(&mut Vec::new()),
     })
+}
+
+/// [`encode`] as exact-size [`Bytes`]: the same bytes.
+fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
+    encode_in_scratch(value, |bytes: &[u8]| Bytes::copy_from_slice(bytes))
+}
+
+/// [`encode`] as an exact-size boxed slice (a resident entry's state): the same bytes.
+pub(crate) fn encode_boxed<T: Serialize + ?Sized>(value: &T) -> Result<Box<[u8]>, CodecError> {
+    encode_in_scratch(value, |bytes: &[u8]| Box::<[u8]>::from(bytes))
 }
 
 /// Longest input of [`command_event_id`]'s hash: both stream parts, two separators, a
@@ -383,18 +396,19 @@ mod tests {
     }
 
     #[test]
-    fn payloads_are_the_named_messagepack_encoding() {
+    fn payloads_and_resident_states_are_the_named_messagepack_encoding() {
         #[derive(Serialize)]
         struct Deposited {
             amount: u64,
             note: String,
         }
-        for size in [0, 10, 1_000, 2 * PAYLOAD_KEEP] {
+        for size in [0, 10, 1_000, 2 * SCRATCH_KEEP] {
             let event = Deposited {
                 amount: 7,
                 note: "n".repeat(size),
             };
             assert_eq!(encode_payload(&event).unwrap(), encode(&event).unwrap());
+            assert_eq!(*encode_boxed(&event).unwrap(), *encode(&event).unwrap());
         }
     }
 

@@ -28,7 +28,7 @@ impl<A: Aggregate> AggregateActor<A> {
         let Some(last_event_id) = self.last_event_id else {
             return false;
         };
-        let state = match codec::encode(&self.state) {
+        let state = match codec::encode_boxed(&self.state) {
             Ok(state) => state,
             Err(error) => {
                 tracing::warn!(stream = %self.stream, %error, "state could not be encoded for the resident tier");
@@ -42,7 +42,7 @@ impl<A: Aggregate> AggregateActor<A> {
             last_snapshot_size: self.last_snapshot_size,
             event_bytes_since_snapshot: self.event_bytes_since_snapshot,
             last_snapshot_at: self.last_snapshot_at,
-            state: state.into_boxed_slice(),
+            state,
             commands: self.recent.to_vec().into_boxed_slice(),
         };
         let pushed_out = resident.keep(self.stream.aggregate_id().to_owned(), entry);
