@@ -68,9 +68,10 @@ impl RecentCommands {
     /// A window holding `commands` (oldest first), trimmed to `window`.
     pub(crate) fn from_snapshot(commands: Vec<RecentCommand>, window: DedupWindow) -> Self {
         let mut recent = Self::default();
-        recent
-            .by_id
-            .reserve(commands.len().min(window.max_commands));
+        let kept = commands.len().min(window.max_commands);
+        recent.by_id.reserve(kept);
+        // One more: `push` appends before it trims.
+        recent.order.reserve(kept + 1);
         for command in commands {
             recent.push(command, window);
         }
