@@ -260,7 +260,7 @@ thread_local! {
 const SCRATCH_KEEP: usize = 64 * 1024;
 
 /// [`encode`] into the thread's scratch buffer, then `copy_out` of the encoded bytes.
-fn encode_in_scratch<T: Serialize + ?Sized, R>(
+pub(crate) fn encode_in_scratch<T: Serialize + ?Sized, R>(
     value: &T,
     copy_out: impl Fn(&[u8]) -> R,
 ) -> Result<R, CodecError> {
@@ -286,11 +286,6 @@ fn encode_in_scratch<T: Serialize + ?Sized, R>(
 /// [`encode`] as exact-size [`Bytes`]: the same bytes.
 fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
     encode_in_scratch(value, |bytes: &[u8]| Bytes::copy_from_slice(bytes))
-}
-
-/// [`encode`] as an exact-size boxed slice (a resident entry's state): the same bytes.
-pub(crate) fn encode_boxed<T: Serialize + ?Sized>(value: &T) -> Result<Box<[u8]>, CodecError> {
-    encode_in_scratch(value, |bytes: &[u8]| Box::<[u8]>::from(bytes))
 }
 
 /// Longest input of [`command_event_id`]'s hash: both stream parts, two separators, a
@@ -408,7 +403,8 @@ mod tests {
                 note: "n".repeat(size),
             };
             assert_eq!(encode_payload(&event).unwrap(), encode(&event).unwrap());
-            assert_eq!(*encode_boxed(&event).unwrap(), *encode(&event).unwrap());
+            let boxed = encode_in_scratch(&event, |bytes: &[u8]| Box::<[u8]>::from(bytes));
+            assert_eq!(*boxed.unwrap(), *encode(&event).unwrap());
         }
     }
 

@@ -5,8 +5,10 @@
 //! - **hot**: a ractor actor, while it has traffic;
 //! - **resident**: its actor stopped (idle, or evicted under the live-actor cap), and what it
 //!   needs to start again without reading a store stays here, in a compact [`Resident`] entry:
-//!   no task, no channel, the state encoded as a snapshot encodes it, and its recent commands
-//!   as they are (fixed-size records, smaller than their encoding and with nothing to decode);
+//!   no task, no channel, its recent commands as they are (fixed-size records, smaller than
+//!   their encoding and with nothing to decode), and its state either as the actor held it
+//!   (small states: promotion moves it back, nothing to decode) or, above
+//!   [`ResidentConfig::decoded_max_bytes`], encoded as a snapshot encodes it (compact);
 //! - **cold**: only in the stores.
 //!
 //! A byte budget bounds the tier. Entries are kept in least-recently-used order (the order
@@ -33,9 +35,11 @@ use crate::dedup::RecentCommand;
 /// Shards of the tier (a power of two); each has its own lock, order and share of the budget.
 const SHARDS: usize = 16;
 
-/// Bytes an entry costs beyond its id's and body's heap bytes: the map's node (id and entry
+/// Bytes an entry costs beyond its id's and state's heap bytes: the map's node (id and entry
 /// inline, two list links, the hash table's slot) and allocator rounding.
-const ENTRY_OVERHEAD: usize = std::mem::size_of::<(String, Resident)>() + 64;
+const fn entry_overhead<S>() -> usize {
+    std::mem::size_of::<(String, Resident<S>)>() + 64
+}
 
 /// How much memory the resident tier of one aggregate type may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,12 +48,21 @@ pub struct ResidentConfig {
     /// recently used are demoted to cold. 0 turns the tier off: a stopping actor leaves nothing
     /// behind but its snapshot. Default: 64 MiB, about 100 000 small aggregates.
     pub budget_bytes: usize,
+    /// States whose encoding takes at most this many bytes stay decoded in their entry, as the
+    /// actor held them: promotion moves the state back into the next actor, with nothing to
+    /// decode. Larger states are kept encoded, as a snapshot encodes them, which is compact
+    /// whatever their in-memory shape. A decoded state is charged its inline size plus its
+    /// encoded length (a proxy for its heap bytes; the in-memory form of a small state is
+    /// usually about as large), an encoded one its inline size too (an entry has room for
+    /// either). 0 keeps every state encoded. Default: 1 KiB.
+    pub decoded_max_bytes: usize,
 }
 
 impl Default for ResidentConfig {
     fn default() -> Self {
         Self {
             budget_bytes: 64 * 1024 * 1024,
+            decoded_max_bytes: 1024,
         }
     }
 }
@@ -57,34 +70,58 @@ impl Default for ResidentConfig {
 impl ResidentConfig {
     /// No resident tier.
     pub fn off() -> Self {
-        Self { budget_bytes: 0 }
+        Self::with_budget(0)
     }
+
+    /// A tier of `budget_bytes`, the other settings their defaults.
+    pub fn with_budget(budget_bytes: usize) -> Self {
+        Self {
+            budget_bytes,
+            ..Self::default()
+        }
+    }
+}
+
+/// How a resident entry holds its aggregate's state.
+#[derive(Debug)]
+pub(crate) enum ResidentState<S> {
+    /// As the actor held it, inline in the entry: the next actor takes it back as it is.
+    Decoded(S),
+    /// Encoded as a snapshot encodes it, so a demotion that must snapshot wraps these bytes
+    /// into a body without encoding the state again.
+    Encoded(Box<[u8]>),
 }
 
 /// What a stopped aggregate keeps in memory: enough to start its next actor without a read.
 #[derive(Debug)]
-pub(crate) struct Resident {
+pub(crate) struct Resident<S> {
     pub(crate) version: u64,
     pub(crate) last_event_id: Uuid,
     pub(crate) last_snapshot_version: u64,
     pub(crate) last_snapshot_size: u64,
     pub(crate) event_bytes_since_snapshot: u64,
     pub(crate) last_snapshot_at: std::time::Instant,
-    /// The state, encoded as a snapshot encodes it, so a demotion that must snapshot wraps
-    /// these bytes into a body without encoding the state again.
-    pub(crate) state: Box<[u8]>,
+    pub(crate) state: ResidentState<S>,
+    /// The length of the state's encoding (what [`ResidentState::Encoded`] holds).
+    pub(crate) state_len: usize,
     /// The recent commands, oldest first.
     pub(crate) commands: Box<[RecentCommand]>,
 }
 
-impl Resident {
-    fn cost(id: &str, entry: &Resident) -> usize {
-        ENTRY_OVERHEAD + id.len() + entry.heap_bytes()
+impl<S> Resident<S> {
+    /// Bytes the budget charges for this entry under an id of `id_len` bytes.
+    fn cost(&self, id_len: usize) -> usize {
+        entry_overhead::<S>() + id_len + self.heap_bytes()
     }
 
-    /// Bytes its state and commands take on the heap.
+    fn is_encoded(&self) -> bool {
+        matches!(self.state, ResidentState::Encoded(_))
+    }
+
+    /// Bytes its state and commands take on the heap (for a decoded state, an estimate: its
+    /// encoded length).
     fn heap_bytes(&self) -> usize {
-        self.state.len() + std::mem::size_of_val(&*self.commands)
+        self.state_len + std::mem::size_of_val(&*self.commands)
     }
 
     /// Its state is ahead of its newest snapshot.
@@ -98,8 +135,11 @@ impl Resident {
 pub struct ResidentStats {
     /// Aggregates resident now.
     pub entries: usize,
-    /// Bytes they are charged (ids, encoded states, bookkeeping, map overhead).
+    /// Bytes they are charged (ids, states, bookkeeping, map overhead).
     pub bytes: usize,
+    /// Of the entries, those holding their state encoded (larger than
+    /// [`ResidentConfig::decoded_max_bytes`]); the others hold it decoded.
+    pub encoded: usize,
     /// The budget (0 = the tier is off).
     pub budget_bytes: usize,
     /// Aggregates that became resident when their actor stopped.
@@ -115,31 +155,53 @@ pub struct ResidentStats {
 /// One shard: its entries in least-recently-used order, and its counters, kept under its lock
 /// rather than in atomics every shard would share (each a cache line both cores fight over on
 /// every promotion and every passivation).
-#[derive(Default)]
-struct Shard {
-    entries: LinkedHashMap<String, Resident>,
+struct Shard<S> {
+    entries: LinkedHashMap<String, Resident<S>>,
     bytes: usize,
+    encoded: usize,
     kept: u64,
     promotions: u64,
 }
 
-/// One aggregate type's resident entries.
-pub(crate) struct ResidentSet {
-    shards: Box<[Mutex<Shard>]>,
+impl<S> Default for Shard<S> {
+    fn default() -> Self {
+        Self {
+            entries: LinkedHashMap::new(),
+            bytes: 0,
+            encoded: 0,
+            kept: 0,
+            promotions: 0,
+        }
+    }
+}
+
+impl<S> Shard<S> {
+    /// Accounts for `entry` (under an id of `id_len` bytes) leaving the shard.
+    fn forget(&mut self, id_len: usize, entry: &Resident<S>) {
+        self.bytes -= entry.cost(id_len);
+        self.encoded -= usize::from(entry.is_encoded());
+    }
+}
+
+/// One aggregate type's resident entries (`S`: its state).
+pub(crate) struct ResidentSet<S> {
+    shards: Box<[Mutex<Shard<S>>]>,
     hasher: foldhash::fast::FixedState,
     budget: usize,
     shard_budget: usize,
+    decoded_max_bytes: usize,
     demotions: AtomicU64,
     demotion_snapshots: AtomicU64,
 }
 
-impl ResidentSet {
+impl<S> ResidentSet<S> {
     pub(crate) fn new(config: ResidentConfig) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: foldhash::fast::FixedState::default(),
             budget: config.budget_bytes,
             shard_budget: config.budget_bytes / SHARDS,
+            decoded_max_bytes: config.decoded_max_bytes,
             demotions: AtomicU64::new(0),
             demotion_snapshots: AtomicU64::new(0),
         }
@@ -150,7 +212,12 @@ impl ResidentSet {
         self.budget > 0
     }
 
-    fn shard(&self, id: &str) -> MutexGuard<'_, Shard> {
+    /// States encoded in at most this many bytes are kept decoded.
+    pub(crate) fn decoded_max_bytes(&self) -> usize {
+        self.decoded_max_bytes
+    }
+
+    fn shard(&self, id: &str) -> MutexGuard<'_, Shard<S>> {
         // The low bits pick the shard; `SHARDS` is a power of two.
         let index = (self.hasher.hash_one(id) as usize) & (SHARDS - 1);
         self.shards[index].lock()
@@ -159,46 +226,50 @@ impl ResidentSet {
     /// Keeps `entry` for `id`, newest in its shard's order, and returns what that pushed out of
     /// the budget (least recently used first) for the caller to demote. An entry larger than a
     /// shard's share of the budget is returned at once.
-    pub(crate) fn keep(&self, id: String, entry: Resident) -> Vec<(String, Resident)> {
-        let cost = Resident::cost(&id, &entry);
+    pub(crate) fn keep(&self, id: String, entry: Resident<S>) -> Vec<(String, Resident<S>)> {
+        let id_len = id.len();
+        let cost = entry.cost(id_len);
         if cost > self.shard_budget {
             return vec![(id, entry)];
         }
-        let id_len = id.len();
+        let encoded = entry.is_encoded();
         let mut shard = self.shard(&id);
-        let mut freed = 0;
+        shard.bytes += cost;
+        shard.encoded += usize::from(encoded);
         if let Some(old) = shard.entries.insert(id, entry) {
             // The runtime frees an id only after its actor passivated, and the next activation
             // takes the entry, so there is never an older one; should there be, it is stale.
-            freed += ENTRY_OVERHEAD + id_len + old.heap_bytes();
+            shard.forget(id_len, &old);
         }
-        shard.bytes = shard.bytes + cost - freed;
         shard.kept += 1;
         let mut pushed_out = Vec::new();
         while shard.bytes > self.shard_budget {
             let Some((old_id, old)) = shard.entries.pop_front() else {
                 break;
             };
-            shard.bytes -= Resident::cost(&old_id, &old);
+            shard.forget(old_id.len(), &old);
             pushed_out.push((old_id, old));
         }
         pushed_out
     }
 
     /// Takes the entry of `id` out for its next actor (a promotion).
-    pub(crate) fn take(&self, id: &str) -> Option<Resident> {
+    pub(crate) fn take(&self, id: &str) -> Option<Resident<S>> {
         if !self.is_on() {
             return None;
         }
         let mut shard = self.shard(id);
         let entry = shard.entries.remove(id)?;
-        shard.bytes -= Resident::cost(id, &entry);
+        shard.forget(id.len(), &entry);
         shard.promotions += 1;
         Some(entry)
     }
 
     /// Takes out every entry whose id `matches`, for the caller to demote.
-    pub(crate) fn take_matching(&self, matches: impl Fn(&str) -> bool) -> Vec<(String, Resident)> {
+    pub(crate) fn take_matching(
+        &self,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<(String, Resident<S>)> {
         let mut taken = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
@@ -210,7 +281,7 @@ impl ResidentSet {
                 .collect();
             for id in ids {
                 if let Some(entry) = shard.entries.remove(&id) {
-                    shard.bytes -= Resident::cost(&id, &entry);
+                    shard.forget(id.len(), &entry);
                     taken.push((id, entry));
                 }
             }
@@ -238,6 +309,7 @@ impl ResidentSet {
             let shard = shard.lock();
             stats.entries += shard.entries.len();
             stats.bytes += shard.bytes;
+            stats.encoded += shard.encoded;
             stats.kept += shard.kept;
             stats.promotions += shard.promotions;
         }

@@ -192,8 +192,10 @@ impl<A: Aggregate> AggregateSettings<A> {
     }
 
     /// Sets the resident tier's budget. An actor that stops for idleness or eviction leaves
-    /// its state, version and snapshot bookkeeping behind in a compact entry (its state encoded
-    /// as a snapshot encodes it, its recent command ids as they are: no task, no channel), and the next message for its id starts an actor
+    /// its state, version and snapshot bookkeeping behind in a compact entry (its state as it
+    /// was, or encoded as a snapshot encodes it when larger than
+    /// [`ResidentConfig::decoded_max_bytes`]; its recent command ids as they are; no task, no
+    /// channel), and the next message for its id starts an actor
     /// from that entry with no store read. Over the budget the least recently used entries go
     /// cold, snapshotted first when ahead of their last snapshot, as are all entries on
     /// shutdown, [`Executor::passivate_all`](crate::Executor::passivate_all) and when ids move

@@ -50,9 +50,7 @@ async fn main() -> Result<(), BoxError> {
             AggregateSettings::new()
                 .strategy(Never)
                 .snapshot_on_passivation(false)
-                .resident(ResidentConfig {
-                    budget_bytes: 8 << 30,
-                })
+                .resident(ResidentConfig::with_budget(8 << 30))
                 .runtime(RuntimeConfig {
                     idle_timeout: Some(IDLE),
                     max_live_actors: Some(20_000),

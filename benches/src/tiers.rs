@@ -88,9 +88,7 @@ pub async fn run_here(
 ) -> Result<TierProbe, BoxError> {
     let count_usize = usize::try_from(count)?;
     let tier = if resident {
-        ResidentConfig {
-            budget_bytes: 8 << 30,
-        }
+        ResidentConfig::with_budget(8 << 30)
     } else {
         ResidentConfig::off()
     };

@@ -48,7 +48,7 @@ pub(crate) struct AggregateContext<A: Aggregate> {
     pub(crate) writer: SnapshotWriter,
     pub(crate) metrics: Arc<AggregateMetrics>,
     /// Stopped aggregates kept in memory (the resident tier).
-    pub(crate) resident: ResidentSet,
+    pub(crate) resident: ResidentSet<A::State>,
 }
 
 type CommandReply<A> = Reply<Result<Committed<A>, CommandError<<A as Aggregate>::Error>>>;

@@ -12,7 +12,7 @@ use crate::aggregate::Aggregate;
 use crate::codec;
 use crate::dedup::RecentCommands;
 use crate::metrics::ActivationReport;
-use crate::resident::Resident;
+use crate::resident::{Resident, ResidentState};
 use crate::snapshot_writer::{SnapshotJob, WriteOutcome};
 
 impl<A: Aggregate> AggregateActor<A> {
@@ -28,8 +28,16 @@ impl<A: Aggregate> AggregateActor<A> {
         let Some(last_event_id) = self.last_event_id else {
             return false;
         };
-        let state = match codec::encode_boxed(&self.state) {
-            Ok(state) => state,
+        // Encoded into the thread's scratch buffer: its length is the entry's charge, and only
+        // a state too large to keep decoded is copied out of it.
+        let decoded_max = resident.decoded_max_bytes();
+        let encoded = codec::encode_in_scratch(&self.state, |bytes: &[u8]| {
+            let kept = (bytes.len() > decoded_max).then(|| Box::<[u8]>::from(bytes));
+            (bytes.len(), kept)
+        });
+        let (state_len, state) = match encoded {
+            Ok((len, Some(bytes))) => (len, ResidentState::Encoded(bytes)),
+            Ok((len, None)) => (len, ResidentState::Decoded(std::mem::take(&mut self.state))),
             Err(error) => {
                 tracing::warn!(stream = %self.stream, %error, "state could not be encoded for the resident tier");
                 return false;
@@ -43,6 +51,7 @@ impl<A: Aggregate> AggregateActor<A> {
             event_bytes_since_snapshot: self.event_bytes_since_snapshot,
             last_snapshot_at: self.last_snapshot_at,
             state,
+            state_len,
             commands: self.recent.to_vec().into_boxed_slice(),
         };
         let pushed_out = resident.keep(self.stream.aggregate_id().to_owned(), entry);
@@ -54,14 +63,17 @@ impl<A: Aggregate> AggregateActor<A> {
     pub(super) fn promote(context: &Arc<AggregateContext<A>>, stream: &StreamId) -> Option<Self> {
         let started = Instant::now();
         let entry = context.resident.take(stream.aggregate_id())?;
-        let state = match codec::decode::<A::State>(&entry.state) {
-            Ok(state) => state,
-            Err(error) => {
-                // Our own bytes of a moment ago; should they not decode, the stores still
-                // hold everything: read them instead.
-                tracing::error!(%stream, %error, "a resident entry did not decode; reading the stores");
-                return None;
-            }
+        let state = match entry.state {
+            ResidentState::Decoded(state) => state,
+            ResidentState::Encoded(bytes) => match codec::decode::<A::State>(&bytes) {
+                Ok(state) => state,
+                Err(error) => {
+                    // Our own bytes of a moment ago; should they not decode, the stores still
+                    // hold everything: read them instead.
+                    tracing::error!(%stream, %error, "a resident entry did not decode; reading the stores");
+                    return None;
+                }
+            },
         };
         let activation = ActivationReport {
             version: entry.version,
@@ -104,7 +116,7 @@ impl<A: Aggregate> AggregateContext<A> {
 
     /// Lets `entries` go cold, handing a snapshot of each one ahead of its last snapshot to
     /// the writer first (unless the type takes no passivation snapshots).
-    pub(super) fn demote(&self, entries: Vec<(String, Resident)>) {
+    pub(super) fn demote(&self, entries: Vec<(String, Resident<A::State>)>) {
         for (id, entry) in entries {
             let snapshot = self.settings.snapshot_on_passivation && entry.is_ahead_of_snapshot();
             let snapshotted = snapshot && self.snapshot_resident(&id, entry);
@@ -112,7 +124,7 @@ impl<A: Aggregate> AggregateContext<A> {
         }
     }
 
-    fn snapshot_resident(&self, id: &str, entry: Resident) -> bool {
+    fn snapshot_resident(&self, id: &str, entry: Resident<A::State>) -> bool {
         let stream = match StreamId::new(A::TYPE, id) {
             Ok(stream) => stream,
             Err(error) => {
@@ -120,7 +132,13 @@ impl<A: Aggregate> AggregateContext<A> {
                 return false;
             }
         };
-        let body = match codec::encode_snapshot_from_parts(&entry.state, &entry.commands) {
+        let body = match &entry.state {
+            ResidentState::Encoded(state) => {
+                codec::encode_snapshot_from_parts(state, &entry.commands)
+            }
+            ResidentState::Decoded(state) => codec::encode_snapshot(state, &entry.commands),
+        };
+        let body = match body {
             Ok(body) => body,
             Err(error) => {
                 tracing::error!(%stream, %error, "a resident entry could not be wrapped as a snapshot");

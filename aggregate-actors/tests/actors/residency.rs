@@ -62,9 +62,36 @@ async fn until(
     panic!("{what}: {:?}", executor.stats_of::<Ledger>().unwrap());
 }
 
-async fn an_idle_aggregate_goes_resident_and_its_next_command_reads_no_store(stores: Stores) {
+/// A tier that keeps every state encoded, however small.
+fn encoding_every_state(budget_bytes: usize) -> ResidentConfig {
+    ResidentConfig {
+        decoded_max_bytes: 0,
+        ..ResidentConfig::with_budget(budget_bytes)
+    }
+}
+
+async fn an_idle_aggregate_goes_resident_with_its_small_state_decoded_and_its_next_command_reads_no_store(
+    stores: Stores,
+) {
+    idle_aggregate_goes_resident_and_promotes_without_a_read(stores, ResidentConfig::default(), 0)
+        .await;
+}
+
+async fn an_idle_aggregate_kept_encoded_goes_resident_and_its_next_command_reads_no_store(
+    stores: Stores,
+) {
+    let tier = encoding_every_state(ResidentConfig::default().budget_bytes);
+    idle_aggregate_goes_resident_and_promotes_without_a_read(stores, tier, 1).await;
+}
+
+/// `encoded`: how many entries the tier should hold encoded once the aggregate is resident.
+async fn idle_aggregate_goes_resident_and_promotes_without_a_read(
+    stores: Stores,
+    tier: ResidentConfig,
+    encoded: usize,
+) {
     let counting = CountingReads::wrap(&stores.events);
-    let executor = idle_executor(counting.clone(), &stores, ResidentConfig::default(), 40);
+    let executor = idle_executor(counting.clone(), &stores, tier, 40);
     for amount in [1, 2, 3] {
         executor
             .execute::<Ledger>("idle", LedgerCommand::Add(amount))
@@ -75,6 +102,11 @@ async fn an_idle_aggregate_goes_resident_and_its_next_command_reads_no_store(sto
         s.resident.entries == 1 && s.runtime.live == 0
     })
     .await;
+    assert_eq!(
+        executor.stats_of::<Ledger>().unwrap().resident.encoded,
+        encoded,
+        "the state's form in its entry"
+    );
     let reads_before = counting.reads();
 
     let committed = executor
@@ -147,6 +179,19 @@ async fn a_retry_after_promotion_is_answered_from_the_window_the_entry_kept(stor
 async fn over_its_budget_the_tier_demotes_the_least_recently_used_to_cold_after_a_snapshot(
     stores: Stores,
 ) {
+    budget_demotes_the_least_recently_used_after_a_snapshot(stores, ResidentConfig::with_budget)
+        .await;
+}
+
+async fn entries_kept_encoded_are_demoted_after_a_snapshot_of_the_bytes_they_hold(stores: Stores) {
+    budget_demotes_the_least_recently_used_after_a_snapshot(stores, encoding_every_state).await;
+}
+
+/// `tier`: the tier for a budget in bytes (states kept decoded or encoded).
+async fn budget_demotes_the_least_recently_used_after_a_snapshot(
+    stores: Stores,
+    tier: fn(usize) -> ResidentConfig,
+) {
     // A cap of 4 live actors sends 60 aggregates through eviction into a tier with room for
     // about 16 of them (16 shards, each with room for one or two small entries).
     let budget = 16 * 700;
@@ -158,12 +203,7 @@ async fn over_its_budget_the_tier_demotes_the_least_recently_used_to_cold_after_
     let executor = executor_on(
         Arc::clone(&stores.events),
         &stores,
-        settings(
-            ResidentConfig {
-                budget_bytes: budget,
-            },
-            runtime,
-        ),
+        settings(tier(budget), runtime),
     );
     // Each command's id is known, so a retry after demotion can check the window survived.
     let command_id = |n: usize, round: i64| CommandId::from_key(&format!("acc-{n}/{round}"));
@@ -287,12 +327,7 @@ async fn commands_racing_promotion_and_demotion_keep_one_writer_per_id(stores: S
     let executor = executor_on(
         Arc::clone(&stores.events),
         &stores,
-        settings(
-            ResidentConfig {
-                budget_bytes: 16 * 1_200,
-            },
-            runtime,
-        ),
+        settings(ResidentConfig::with_budget(16 * 1_200), runtime),
     );
     let workers: Vec<_> = (0..16u64)
         .map(|w| {
@@ -385,6 +420,48 @@ async fn commands_racing_promotion_and_demotion_keep_one_writer_per_id(stores: S
     }
 }
 
+async fn a_state_larger_than_the_decoded_limit_is_kept_encoded_and_promotes_to_the_same_state(
+    stores: Stores,
+) {
+    let executor = idle_executor(
+        Arc::clone(&stores.events),
+        &stores,
+        ResidentConfig::default(),
+        30,
+    );
+    let limit = ResidentConfig::default().decoded_max_bytes;
+    for (id, note) in [("small", "n".to_owned()), ("large", "n".repeat(limit + 1))] {
+        executor
+            .execute::<Ledger>(id, LedgerCommand::Add(3))
+            .await
+            .unwrap();
+        executor
+            .execute::<Ledger>(id, LedgerCommand::Note(note))
+            .await
+            .unwrap();
+    }
+    until(&executor, "both resident", |s| {
+        s.resident.entries == 2 && s.runtime.live == 0
+    })
+    .await;
+    let resident = executor.stats_of::<Ledger>().unwrap().resident;
+    assert_eq!(resident.encoded, 1, "only the large state encoded");
+    assert!(
+        resident.bytes > limit,
+        "the large state is charged: {resident:?}"
+    );
+    for id in ["small", "large"] {
+        let view = executor.state::<Ledger>(id).await.unwrap();
+        assert!(view.activation.from_resident, "{id}: {:?}", view.activation);
+        assert_eq!(view.state, fold(&stored_events(&*stores.events, id).await));
+    }
+    let resident = executor.stats_of::<Ledger>().unwrap().resident;
+    assert_eq!(
+        (resident.entries, resident.encoded, resident.bytes),
+        (0, 0, 0)
+    );
+}
+
 async fn passivating_all_actors_empties_the_resident_tier_too(stores: Stores) {
     let executor = idle_executor(
         Arc::clone(&stores.events),
@@ -428,9 +505,12 @@ async fn with_the_tier_off_a_stopped_actor_leaves_nothing_in_memory(stores: Stor
 }
 
 on_both_backends! {
-    idle_aggregate_goes_resident => an_idle_aggregate_goes_resident_and_its_next_command_reads_no_store;
+    idle_aggregate_goes_resident => an_idle_aggregate_goes_resident_with_its_small_state_decoded_and_its_next_command_reads_no_store;
+    idle_aggregate_goes_resident_encoded => an_idle_aggregate_kept_encoded_goes_resident_and_its_next_command_reads_no_store;
+    large_state_kept_encoded => a_state_larger_than_the_decoded_limit_is_kept_encoded_and_promotes_to_the_same_state;
     retry_after_promotion => a_retry_after_promotion_is_answered_from_the_window_the_entry_kept;
     budget_demotes_lru_after_snapshot => over_its_budget_the_tier_demotes_the_least_recently_used_to_cold_after_a_snapshot;
+    budget_demotes_encoded_after_snapshot => entries_kept_encoded_are_demoted_after_a_snapshot_of_the_bytes_they_hold;
     shutdown_snapshots_residents => shutdown_snapshots_every_resident_aggregate_ahead_of_its_snapshot;
     racing_transitions_keep_one_writer => commands_racing_promotion_and_demotion_keep_one_writer_per_id;
     passivate_all_empties_the_tier => passivating_all_actors_empties_the_resident_tier_too;

@@ -239,8 +239,9 @@ async fn tier_table(
              tier on and nothing with it off. \
              Once no actor is live, both read the heap in use and the RSS. Both stored the same \
              events in the same in-memory store, so the difference of their heap growth, {} per \
-             aggregate ({} by RSS), is what a resident entry costs: its id, its state encoded \
-             as a snapshot encodes it, its deduplication window as fixed-size records, version \
+             aggregate ({} by RSS), is what a resident entry costs: its id, its state (kept decoded, as the actor held \
+             it: its encoding is below the default 1 KiB threshold), its deduplication window as \
+             fixed-size records, version \
              and snapshot bookkeeping, its place in the tier's map and order. The whole process held {} of RSS with {} resident \
              aggregates and their events. Then each reads accounts' states with 64 callers, in \
              batches of {} distinct accounts with every actor passivated between batches (so no \
