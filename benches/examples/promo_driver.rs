@@ -16,7 +16,7 @@ use aggregate_actors::{
 use benchmarks::BoxError;
 use benchmarks::allocator::Allocator;
 use benchmarks::ledger::{Ledger, LedgerCommand};
-use benchmarks::measure::run_jobs;
+use benchmarks::measure::count_jobs;
 use clap::Parser;
 
 #[global_allocator]
@@ -59,7 +59,7 @@ async fn main() -> Result<(), BoxError> {
         )
         .build()?;
     let ex = executor.clone();
-    run_jobs(CALLERS, accounts, move |job| {
+    count_jobs(CALLERS, accounts, move |job| {
         let ex = ex.clone();
         async move {
             for command in [
@@ -94,7 +94,7 @@ async fn main() -> Result<(), BoxError> {
         let first = round * args.batch;
         let started = Instant::now();
         let cpu_before = cpu_time()?;
-        run_jobs(CALLERS, args.batch, move |job| {
+        count_jobs(CALLERS, args.batch, move |job| {
             let ex = ex.clone();
             async move {
                 ex.state::<Ledger>(&format!("t{}", (first + job) % accounts))

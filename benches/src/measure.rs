@@ -136,7 +136,7 @@ where
                 }
                 iteration += 1;
             }
-            Ok::<_, BoxError>((iteration, latency))
+            Ok::<_, BoxError>((iteration, Some(latency)))
         }));
     }
     merge(started, tasks).await
@@ -303,30 +303,61 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
+    let started = Instant::now();
+    merge(started, job_callers(callers, jobs, op, true)).await
+}
+
+/// [`run_jobs`] for a rate alone: the operations done and the wall time, with no latency per
+/// operation, so that the timed window holds the operations and not one histogram per caller
+/// (about 200 KiB each to zero, then to merge).
+pub async fn count_jobs<F, Fut>(
+    callers: usize,
+    jobs: usize,
+    op: F,
+) -> Result<(u64, Duration), BoxError>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut ops = 0;
+    for task in job_callers(callers, jobs, op, false) {
+        ops += task.await??.0;
+    }
+    Ok((ops, started.elapsed()))
+}
+
+/// The caller tasks of [`run_jobs`] and [`count_jobs`]; `timed`: each records its latencies.
+fn job_callers<F, Fut>(callers: usize, jobs: usize, op: F, timed: bool) -> Vec<CallerTask>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
     let op = Arc::new(op);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(callers);
-    for _ in 0..callers {
-        let op = Arc::clone(&op);
-        let next = Arc::clone(&next);
-        tasks.push(tokio::spawn(async move {
-            let mut latency = histogram()?;
-            let mut done = 0u64;
-            loop {
-                let job = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if job >= jobs {
-                    break;
+    (0..callers)
+        .map(|_| {
+            let op = Arc::clone(&op);
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                let mut latency = if timed { Some(histogram()?) } else { None };
+                let mut done = 0u64;
+                loop {
+                    let job = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if job >= jobs {
+                        break;
+                    }
+                    let t0 = latency.is_some().then(Instant::now);
+                    op(job).await?;
+                    if let (Some(latency), Some(t0)) = (latency.as_mut(), t0) {
+                        record(latency, t0.elapsed());
+                    }
+                    done += 1;
                 }
-                let t0 = Instant::now();
-                op(job).await?;
-                record(&mut latency, t0.elapsed());
-                done += 1;
-            }
-            Ok::<_, BoxError>((done, latency))
-        }));
-    }
-    merge(started, tasks).await
+                Ok::<_, BoxError>((done, latency))
+            })
+        })
+        .collect()
 }
 
 /// Runs `callers` tasks that each call `op(caller, iteration)` exactly `per_caller` times, and
@@ -367,8 +398,8 @@ where
     ))
 }
 
-/// One caller task: how many operations it did and their latencies.
-type CallerTask = tokio::task::JoinHandle<Result<(u64, Histogram<u64>), BoxError>>;
+/// One caller task: how many operations it did and, if timed, their latencies.
+type CallerTask = tokio::task::JoinHandle<Result<(u64, Option<Histogram<u64>>), BoxError>>;
 
 /// Waits for caller tasks that each report (operations done, their latencies) and merges them
 /// into one measurement timed from `started`.
@@ -378,7 +409,9 @@ async fn merge(started: Instant, tasks: Vec<CallerTask>) -> Result<Measurement, 
     for task in tasks {
         let (count, latency) = task.await??;
         ops += count;
-        total.add(&latency)?;
+        if let Some(latency) = latency {
+            total.add(&latency)?;
+        }
     }
     Ok(Measurement::new(ops, started.elapsed(), total))
 }

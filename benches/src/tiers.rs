@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::BoxError;
 use crate::ledger::{Ledger, LedgerCommand};
-use crate::measure::run_jobs;
+use crate::measure::count_jobs;
 use crate::probe::rss_bytes;
 
 /// Idle time after which a hot actor passivates (to resident, or to cold with the tier off).
@@ -122,10 +122,10 @@ pub async fn run_here(
             }
         }
     };
-    run_jobs(CALLERS, WARMUP, fill(0)).await?;
+    count_jobs(CALLERS, WARMUP, fill(0)).await?;
     until_none_live(&executor).await?;
     let (before, heap_before) = (rss_bytes()?, heap());
-    run_jobs(CALLERS, count_usize, fill(WARMUP)).await?;
+    count_jobs(CALLERS, count_usize, fill(WARMUP)).await?;
     until_none_live(&executor).await?;
     let (after, heap_after) = (rss_bytes()?, heap());
     let filled = executor
@@ -160,7 +160,7 @@ pub async fn run_here(
             }
         };
         let started = Instant::now();
-        run_jobs(CALLERS, READ_BATCH.min(count_usize), read).await?;
+        count_jobs(CALLERS, READ_BATCH.min(count_usize), read).await?;
         let seconds = started.elapsed().as_secs_f64();
         let activations = executor
             .stats_of::<Ledger>()
