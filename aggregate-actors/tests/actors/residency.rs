@@ -221,6 +221,18 @@ async fn budget_demotes_the_least_recently_used_after_a_snapshot(
     }
     let stats = executor.stats_of::<Ledger>().unwrap();
     assert!(stats.runtime.evictions >= 56, "{stats:?}");
+    // The entries are in the form the tier asked for.
+    assert!(stats.resident.entries > 0, "{:?}", stats.resident);
+    let expected_encoded = if tier(budget).decoded_max_bytes == 0 {
+        stats.resident.entries
+    } else {
+        0
+    };
+    assert_eq!(
+        stats.resident.encoded, expected_encoded,
+        "{:?}",
+        stats.resident
+    );
     assert!(stats.resident.bytes <= budget, "{:?}", stats.resident);
     assert!(stats.resident.demotions > 0, "{:?}", stats.resident);
     assert_eq!(
