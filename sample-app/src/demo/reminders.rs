@@ -121,11 +121,8 @@ impl ReviewDemo {
         policy: ReviewPolicy,
     ) -> Result<Self, BuildError> {
         let executor = stores.executor_with(Some(policy))?;
-        let scheduler = ReminderScheduler::start(&executor, ReminderScheduler::eager_settings());
-        let mut demo = Self {
-            executor,
-            scheduler,
-            policy,
+        let mut setup = Setup {
+            executor: &executor,
             reviewed: Vec::new(),
             cancelled: None,
             problems: Vec::new(),
@@ -133,20 +130,47 @@ impl ReviewDemo {
         let owner = format!("reviews-{run}");
         // The cancelled one first: its review would have been due before all the others.
         let cancelled = format!("rev-{run}-00000");
-        match demo.open_and_freeze(&cancelled, &owner).await {
-            Ok(frozen) => demo.unfreeze(frozen).await,
-            Err(problem) => demo.problems.push(problem),
+        match setup.open_and_freeze(&cancelled, &owner).await {
+            Ok(frozen) => setup.unfreeze(frozen).await,
+            Err(problem) => setup.problems.push(problem),
         }
         for index in 1..=REVIEWED {
             let id = format!("rev-{run}-{index:05}");
-            match demo.open_and_freeze(&id, &owner).await {
-                Ok(frozen) => demo.reviewed.push(frozen),
-                Err(problem) => demo.problems.push(problem),
+            match setup.open_and_freeze(&id, &owner).await {
+                Ok(frozen) => setup.reviewed.push(frozen),
+                Err(problem) => setup.problems.push(problem),
             }
         }
-        Ok(demo)
+        let Setup {
+            reviewed,
+            cancelled,
+            problems,
+            ..
+        } = setup;
+        // Started once the cancelled review is gone: a scheduler polling meanwhile could load
+        // it (it loads a second ahead) and, at its due time, count it stale, which is right
+        // but would make the demo's figures depend on timing.
+        let scheduler = ReminderScheduler::start(&executor, ReminderScheduler::eager_settings());
+        Ok(Self {
+            executor,
+            scheduler,
+            policy,
+            reviewed,
+            cancelled,
+            problems,
+        })
     }
+}
 
+/// The section's accounts while [`ReviewDemo::start`] opens and freezes them.
+struct Setup<'a> {
+    executor: &'a Executor,
+    reviewed: Vec<Frozen>,
+    cancelled: Option<Cancelled>,
+    problems: Vec<String>,
+}
+
+impl Setup<'_> {
     async fn open_and_freeze(&self, id: &str, owner: &str) -> Result<Frozen, String> {
         let open = AccountCommand::Open {
             owner: BoundedText::new(owner).map_err(|e| format!("invalid owner: {e}"))?,
@@ -206,7 +230,9 @@ impl ReviewDemo {
             Err(error) => self.problems.push(format!("{}: {error}", frozen.id)),
         }
     }
+}
 
+impl ReviewDemo {
     /// Waits for the reviews (at most [`WAIT_BEYOND_DUE`] after the last was due), checks each
     /// account left frozen was reviewed exactly once and has no reminder left, and the one
     /// unfrozen in time was not reviewed; then stops the scheduler and the executor.
