@@ -456,9 +456,16 @@ async fn served_an_account_unfrozen_before_the_delay_gets_no_review_and_no_remin
     assert_eq!(stored_reminders(&store, lifted).await, 0);
     let stats = server.scheduler_stats().await;
     assert_eq!(
-        (&stats["fired"], &stats["rejected"], &stats["stale"]),
+        (&stats["fired"], &stats["rejected"], &stats["failed"]),
         (&json!(1), &json!(0), &json!(0)),
         "only the control account's review fired: {stats}"
+    );
+    // The scheduler loads reminders a second ahead: a poll between the freeze and the unfreeze
+    // has the lifted review in hand, and at its due time finds it cancelled (stale, nothing
+    // stored). Without such a poll it never sees it. Either is right; more is not.
+    assert!(
+        stats["stale"] == json!(0) || stats["stale"] == json!(1),
+        "at most the lifted review was found stale: {stats}"
     );
     let (_, account) = server.get(&format!("/accounts/{lifted}")).await;
     assert_eq!(account["state"]["status"], "open");
