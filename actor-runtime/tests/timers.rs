@@ -123,11 +123,15 @@ async fn ticks(dir: &Directory<Ticker>) -> u64 {
 async fn a_one_shot_timer_delivers_its_message_once_after_its_delay() {
     let probe = Arc::new(Probe::default());
     let dir = directory(&probe, None);
-    start(&dir, Duration::from_millis(50), false).await;
+    // Long enough that a stalled test task still asks before it is due.
+    start(&dir, Duration::from_millis(500), false).await;
     assert_eq!(ticks(&dir).await, 0, "not before its delay");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(ticks(&dir).await, 1);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ticks(&dir).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(ticks(&dir).await, 1, "once");
     dir.shutdown().await;
 }

@@ -319,11 +319,14 @@ async fn a_receiver_that_does_not_serve_the_id_sends_the_caller_back_to_its_rout
     let b = n.b.clone();
     let call =
         tokio::spawn(async move { b.execute::<Counter>("b-1", CounterCommand::Add(2)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        n.transport.delivered.load(Ordering::SeqCst) >= 2,
-        "retried while routes disagree"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while n.transport.delivered.load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retried while routes disagree"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         !n.a.is_live::<Counter>("b-1"),
         "A never ran what it does not serve"

@@ -163,9 +163,10 @@ impl Fixture {
 async fn a_one_shot_timer_delivers_its_command_once_after_its_delay() {
     let f = fixture(None);
     f.executor
-        .execute::<Poller>("p", Cmd::Once { after_ms: 50 })
+        .execute::<Poller>("p", Cmd::Once { after_ms: 500 })
         .await
         .unwrap();
+    // Long enough that a stalled test task still asks before it is due.
     assert_eq!(f.state("p").await.rang, 0, "not before its delay");
     f.until("p", "the timer rang", |s| s.rang == 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -177,11 +178,12 @@ async fn a_one_shot_timer_delivers_its_command_once_after_its_delay() {
 async fn starting_a_timer_of_the_same_name_replaces_the_running_one() {
     let f = fixture(None);
     f.executor
-        .execute::<Poller>("p", Cmd::Once { after_ms: 100 })
+        .execute::<Poller>("p", Cmd::Once { after_ms: 500 })
         .await
         .unwrap();
+    // Replaced well before the first would ring, however slow the machine.
     f.executor
-        .execute::<Poller>("p", Cmd::Once { after_ms: 150 })
+        .execute::<Poller>("p", Cmd::Once { after_ms: 550 })
         .await
         .unwrap();
     f.until("p", "the replacement rang", |s| s.rang == 1).await;

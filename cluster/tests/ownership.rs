@@ -84,9 +84,10 @@ async fn two_nodes_split_the_shards_by_rendezvous_and_never_both_own_one() {
     let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
     let pool = events.pool().clone();
     let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
-    let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
+    // Before b joins: a's next tick may already release b's shards.
     let handoff = Arc::new(Recorder::default());
     a.set_handoff(handoff.clone()).await;
+    let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
     settle(&[&a, &b]).await;
 
     let members = [a.node_id(), b.node_id()];

@@ -47,6 +47,11 @@ fn idle_executor(
     executor_on(events, stores, settings(tier, runtime))
 }
 
+/// The idle timeout of tests that count transitions: long enough that a stalled test task
+/// (a slow store read, a busy machine) does not send an aggregate back to the tier between two
+/// of its steps, which would add a promotion the test does not expect.
+const SETTLED_IDLE_MS: u64 = 300;
+
 /// Waits until `done` holds for the executor's statistics (at most 10 s).
 async fn until(
     executor: &Executor,
@@ -91,7 +96,7 @@ async fn idle_aggregate_goes_resident_and_promotes_without_a_read(
     encoded: usize,
 ) {
     let counting = CountingReads::wrap(&stores.events);
-    let executor = idle_executor(counting.clone(), &stores, tier, 40);
+    let executor = idle_executor(counting.clone(), &stores, tier, SETTLED_IDLE_MS);
     for amount in [1, 2, 3] {
         executor
             .execute::<Ledger>("idle", LedgerCommand::Add(amount))
@@ -136,7 +141,12 @@ async fn idle_aggregate_goes_resident_and_promotes_without_a_read(
 
 async fn a_retry_after_promotion_is_answered_from_the_window_the_entry_kept(stores: Stores) {
     let counting = CountingReads::wrap(&stores.events);
-    let executor = idle_executor(counting.clone(), &stores, ResidentConfig::default(), 40);
+    let executor = idle_executor(
+        counting.clone(),
+        &stores,
+        ResidentConfig::default(),
+        SETTLED_IDLE_MS,
+    );
     let id = CommandId::new();
     let first = executor
         .execute_with::<Ledger>(
@@ -439,7 +449,7 @@ async fn a_state_larger_than_the_decoded_limit_is_kept_encoded_and_promotes_to_t
         Arc::clone(&stores.events),
         &stores,
         ResidentConfig::default(),
-        30,
+        SETTLED_IDLE_MS,
     );
     let limit = ResidentConfig::default().decoded_max_bytes;
     for (id, note) in [("small", "n".to_owned()), ("large", "n".repeat(limit + 1))] {
