@@ -3,7 +3,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use parking_lot::Mutex;
 
 use uuid::Uuid;
@@ -18,6 +17,7 @@ use crate::reminder::{DueReminders, ReminderChange, StoredReminder};
 use crate::stream::StreamId;
 
 use super::feed::Feed;
+use super::ids::{EventIds, IdEntry};
 use super::reminders::Reminders;
 use super::row::{Place, Row};
 use super::{Hasher, now_micros};
@@ -40,23 +40,13 @@ struct StreamSlot {
 
 type Stream = Arc<StreamSlot>;
 
-/// Where a stored (or being stored) event id is: enough to find its event, and so to tell a
-/// retried command from a reused id and to find a command's events in its stream. Two numbers
-/// (the map holds one per event ever stored, so its size is what its inserts cost: memory
-/// to fault in, tables to copy when they grow).
-struct IdEntry {
-    /// The [`StreamSlot::number`] of its stream.
-    stream: u64,
-    version: u64,
-}
-
 #[derive(Default)]
 struct Inner {
     streams: DashMap<StreamId, Stream, Hasher>,
     /// The next [`StreamSlot::number`].
     next_stream: AtomicU64,
     /// Every event id: the store-wide uniqueness check, sharded (no store-wide lock).
-    ids: DashMap<Uuid, IdEntry, Hasher>,
+    ids: EventIds,
     /// Every event in position order.
     feed: Feed,
     /// Every stream's reminders: changed only under the stream's lock, and never by `append`.
@@ -94,16 +84,14 @@ impl InMemoryEventStore {
         events: &[NewEvent],
     ) -> StoreResult<()> {
         for (index, event) in events.iter().enumerate() {
-            let refusal = match self.inner.ids.entry(event.event_id) {
-                Entry::Vacant(vacant) => {
-                    vacant.insert(IdEntry {
-                        stream: slot.number,
-                        version: expected_version + index as u64 + 1,
-                    });
-                    continue;
-                }
-                Entry::Occupied(taken) => match (taken.get(), event.command_id) {
-                    (held, Some(command_id))
+            let at = IdEntry {
+                stream: slot.number,
+                version: expected_version + index as u64 + 1,
+            };
+            let refusal = match self.inner.ids.claim(event.event_id, at) {
+                Ok(()) => continue,
+                Err(held) => match event.command_id {
+                    Some(command_id)
                         if held.stream == slot.number
                             && command_at(recorded, events, expected_version, held.version)
                                 == Some(command_id) =>
@@ -117,7 +105,7 @@ impl InMemoryEventStore {
                 },
             };
             for claimed in &events[..index] {
-                self.inner.ids.remove(&claimed.event_id);
+                self.inner.ids.release(&claimed.event_id);
             }
             return Err(refusal);
         }

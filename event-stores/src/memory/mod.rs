@@ -3,14 +3,15 @@
 //!
 //! Streams are lock-striped: each stream has its own mutex inside a sharded map, so appends
 //! to different streams proceed in parallel. Nothing on the append path is store-wide: event
-//! ids are claimed in a sharded map, and positions are reserved with one atomic add and filled
-//! into a segmented feed that readers walk without a lock (see `feed`). Reminders live in one
-//! mutex-guarded table (see `reminders`) that only the calls storing or reading reminders take,
-//! always after the stream's own lock.
+//! ids are claimed in sharded sorted maps (see `ids`), and positions are reserved with one
+//! atomic add and filled into a segmented feed that readers walk without a lock (see `feed`).
+//! Reminders live in one mutex-guarded table (see `reminders`) that only the calls storing or
+//! reading reminders take, always after the stream's own lock.
 
 mod archive;
 mod event_store;
 mod feed;
+mod ids;
 mod reminders;
 mod row;
 mod schedules;
