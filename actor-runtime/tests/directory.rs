@@ -538,16 +538,18 @@ async fn idle_actor_is_passivated_and_reactivated_by_the_next_call() {
     let dir = directory(
         &probe,
         RuntimeConfig {
-            // Three times the 200 ms that key 2 is kept busy: a stall of the test task
-            // shorter than 400 ms cannot make it idle.
+            // Sixty times the 10 ms between key 2's calls: a stall of the test task shorter
+            // than that cannot make it idle.
             idle_timeout: Some(Duration::from_millis(600)),
             ..config()
         },
     );
 
     assert_eq!(add(&dir, 1, 5).await.unwrap(), 5);
-    // A key used every 10 ms stays live meanwhile.
-    for _ in 0..20 {
+    // A key used every 10 ms stays live meanwhile, for twice the idle timeout: idleness is
+    // counted from its last call, not from its activation.
+    let busy = std::time::Instant::now();
+    while busy.elapsed() < Duration::from_millis(1_200) {
         add(&dir, 2, 1).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

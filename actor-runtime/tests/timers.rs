@@ -124,14 +124,18 @@ async fn a_one_shot_timer_delivers_its_message_once_after_its_delay() {
     let probe = Arc::new(Probe::default());
     let dir = directory(&probe, None);
     // Long enough that a stalled test task still asks before it is due.
-    start(&dir, Duration::from_millis(500), false).await;
+    let delay = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    start(&dir, delay, false).await;
     assert_eq!(ticks(&dir).await, 0, "not before its delay");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = started + Duration::from_secs(5);
     while ticks(&dir).await == 0 {
         assert!(std::time::Instant::now() < deadline, "never delivered");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(started.elapsed() >= delay, "delivered after its delay");
+    // Longer than the delay: a timer that armed itself again would have rung again.
+    tokio::time::sleep(delay + Duration::from_millis(200)).await;
     assert_eq!(ticks(&dir).await, 1, "once");
     dir.shutdown().await;
 }

@@ -169,7 +169,8 @@ async fn a_one_shot_timer_delivers_its_command_once_after_its_delay() {
     // Long enough that a stalled test task still asks before it is due.
     assert_eq!(f.state("p").await.rang, 0, "not before its delay");
     f.until("p", "the timer rang", |s| s.rang == 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Longer than the delay: a timer that armed itself again would have rung again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(f.state("p").await.rang, 1, "once only");
     assert_eq!(f.stats().timer_ticks, 1);
 }

@@ -215,8 +215,8 @@ async fn a_reminder_scheduled_by_decide_is_stored_with_its_command_and_fires_onc
 
 async fn cancelled_and_replaced_reminders_never_fire_in_their_old_form(stores: Stores) {
     let executor = executor(&stores);
-    // Running from the start, it loads each old form (due within its lookahead) before the
-    // change: what it then holds is stale. The delays leave the changes over half a second,
+    // Running from the start, it may load an old form (due within its lookahead) before the
+    // change, and then holds a stale copy. The delays leave the changes over half a second,
     // so a slow machine does not let an old form fall due first.
     let scheduler = scheduler(&executor);
     // Cancelled by the confirmation before it is due.

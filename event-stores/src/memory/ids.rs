@@ -3,9 +3,11 @@
 //! The map holds one entry per event ever stored, so on a busy store it is large, and where an
 //! insert lands decides what it costs. A hash table puts each new id at a random place: with
 //! millions of ids every insert is a cache miss (often a TLB miss too), and every doubling
-//! copies the whole table into fresh pages. Event ids are time-ordered instead (UUID v7, and
-//! ids derived from a command keep its v7 timestamp), so a sorted map takes each new id at its
-//! right edge, in nodes that stay in cache, and grows one small node at a time. Shards, chosen
+//! copies the whole table into fresh pages. Event ids are mostly time-ordered instead (UUID v7,
+//! and the ids derived from a fresh command keep its v7 timestamp), so a sorted map takes each
+//! new id at its right edge, in nodes that stay in cache, and grows one small node at a time.
+//! (Commands named by a caller's key have UUID v5 ids, and their events land anywhere in the
+//! tree: an O(log n) insert, no worse than the hash table's miss.) Shards, chosen
 //! by the id's last byte (random in both kinds of id), keep appends to different streams from
 //! waiting on one lock.
 //!

@@ -27,7 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, SubsecRound, Utc};
 
 /// Hashing for the stores' own maps: foldhash is several times faster than the standard
-/// library's SipHash on 16-byte ids and short stream names, and keeps a random per-map seed.
+/// library's SipHash on short stream names, and keeps a random per-map seed.
 type Hasher = foldhash::fast::RandomState;
 
 /// Now, at the microsecond precision PostgreSQL keeps, so both backends return equal times.
