@@ -113,8 +113,8 @@ fn text(value: &str) -> Result<BoundedText<64>, String> {
 }
 
 impl ReviewDemo {
-    /// Builds the section's executor and scheduler, opens and freezes [`REVIEWED`] accounts
-    /// (`rev-RUN-00001` …) and one more that is unfrozen at once (`rev-RUN-00000`).
+    /// Builds the section's executor, opens and freezes one account that is unfrozen at once
+    /// (`rev-RUN-00000`) and [`REVIEWED`] more (`rev-RUN-00001` …), then starts its scheduler.
     pub async fn start(
         stores: &Stores,
         run: &str,
