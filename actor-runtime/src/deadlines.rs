@@ -8,12 +8,17 @@
 //! at or after its deadline: registering there takes a lock and a list push, and nothing is
 //! armed. Timeouts come out late by at most one tick plus scheduling, never early.
 //!
+//! Each tick has one [`Notify`] per shard, and a call waits on its worker thread's shard: the
+//! calls of one tick all register and deregister there, so with a single `Notify` per tick
+//! every core took the same lock twice a call and its cache line moved between cores.
+//!
 //! Timeouts the ring cannot serve well arm their own timer as before: shorter than
 //! [`MIN_TICKS`] ticks (a tick's lateness would be a large share), longer than the ring, or in
 //! a directory made outside a Tokio runtime (no watchdog).
 
 use std::{
     future::Future,
+    hash::{Hash, Hasher},
     pin::Pin,
     sync::{
         Arc, Weak,
@@ -38,6 +43,42 @@ pub(crate) const MIN_TICKS: u64 = 10;
 /// The ring never has more entries than this (8 192 ticks: 82 s).
 const MAX_RING: u64 = 8192;
 
+/// At most this many shards per tick.
+const MAX_SHARDS: usize = 8;
+
+/// At most this many `Notify`s in all (32 B each: 256 KiB), so a long ring gets fewer shards.
+const MAX_ENTRIES: usize = 8192;
+
+thread_local! {
+    /// This thread's shard number, before it is reduced to a ring's shard count.
+    static SHARD: usize = thread_number();
+}
+
+/// The number behind this thread's `ThreadId`: threads get consecutive ones as they are made,
+/// so a runtime's worker threads, made together, fall on different shards. (A counter taken at
+/// first use would not promise that: any other thread that calls in between shifts the rest.)
+fn thread_number() -> usize {
+    /// Keeps the last integer hashed into it: a `ThreadId` hashes its number alone.
+    struct Number(u64);
+    impl Hasher for Number {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for byte in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+            }
+        }
+        fn write_u64(&mut self, number: u64) {
+            self.0 = number;
+        }
+    }
+    let mut number = Number(0);
+    std::thread::current().id().hash(&mut number);
+    // Only its low bits pick a shard: truncation is harmless.
+    number.0 as usize
+}
+
 /// A call's timeout passed before it got an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Elapsed;
@@ -45,7 +86,12 @@ pub(crate) struct Elapsed;
 /// The deadline ring of one directory.
 pub(crate) struct Deadlines {
     origin: Instant,
+    /// `ticks × shards` entries, a tick's shards side by side.
     ring: Box<[Notify]>,
+    /// Entries in the ring per tick (a power of two).
+    ticks: u64,
+    /// Shards per tick (a power of two).
+    shards: usize,
     /// Every tick up to this one has passed and been announced (or is being announced).
     fired: AtomicU64,
     /// Whether a watchdog runs; without one every call arms a timer.
@@ -56,11 +102,23 @@ impl Deadlines {
     /// A ring long enough for `longest` (the directory's call timeout), with its watchdog
     /// spawned on `runtime`; without a runtime, a ring that is never used.
     pub(crate) fn start(longest: Duration, runtime: Option<&tokio::runtime::Handle>) -> Arc<Self> {
-        let ticks = ticks_in(longest).saturating_add(2);
-        let len = ticks.next_power_of_two().clamp(64, MAX_RING);
+        let ticks = ticks_in(longest)
+            .saturating_add(2)
+            .next_power_of_two()
+            .clamp(64, MAX_RING);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        // The ring's length is at most MAX_RING: the cast is lossless.
+        let shards = cores
+            .next_power_of_two()
+            .min(MAX_SHARDS)
+            .min((MAX_ENTRIES / ticks as usize).max(1));
         let deadlines = Arc::new(Self {
             origin: Instant::now(),
-            ring: (0..len).map(|_| Notify::new()).collect(),
+            ring: (0..ticks as usize * shards)
+                .map(|_| Notify::new())
+                .collect(),
+            ticks,
+            shards,
             fired: AtomicU64::new(0),
             watched: runtime.is_some(),
         });
@@ -77,7 +135,7 @@ impl Deadlines {
     pub(crate) fn within<F: Future>(&self, timeout: Duration, work: F) -> Within<'_, F> {
         let wait = match self.due_tick(timeout) {
             Some(due) => Wait::Tick {
-                entry: &self.ring[self.index(due)],
+                entry: &self.ring[self.index(due) + SHARD.with(|shard| shard & (self.shards - 1))],
                 fired: &self.fired,
                 due,
             },
@@ -103,25 +161,27 @@ impl Deadlines {
             .saturating_duration_since(self.origin);
         let due = ticks_in(deadline).saturating_add(1);
         // The entry's previous lap must have been announced already.
-        let len = self.ring.len() as u64;
-        (due < self.fired.load(Ordering::SeqCst).saturating_add(len)).then_some(due)
+        (due < self.fired.load(Ordering::SeqCst).saturating_add(self.ticks)).then_some(due)
     }
 
+    /// Where `tick`'s shards start in the ring.
     fn index(&self, tick: u64) -> usize {
-        // The ring's length is a power of two no larger than MAX_RING: the cast is lossless.
-        (tick % self.ring.len() as u64) as usize
+        // A power of two no larger than MAX_RING: the cast is lossless.
+        (tick % self.ticks) as usize * self.shards
     }
 
     /// Announces every tick that has passed since the last call.
     fn advance(&self) {
         let now = ticks_in(self.origin.elapsed());
         let last = self.fired.load(Ordering::SeqCst);
-        let len = self.ring.len() as u64;
         // After a stall longer than the ring, one lap announces every entry.
-        for tick in (last + 1).max(now.saturating_sub(len - 1))..=now {
+        for tick in (last + 1).max(now.saturating_sub(self.ticks - 1))..=now {
             // Recorded before the announcement: a waiter that misses it sees the new value.
             self.fired.store(tick, Ordering::SeqCst);
-            self.ring[self.index(tick)].notify_waiters();
+            let first = self.index(tick);
+            for entry in &self.ring[first..first + self.shards] {
+                entry.notify_waiters();
+            }
         }
     }
 }
@@ -263,6 +323,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_passed_tick_wakes_the_waiters_of_every_shard() {
+        let deadlines = Deadlines::start(Duration::from_secs(1), None);
+        let first = deadlines.index(1);
+        let mut waiters: Vec<_> = deadlines.ring[first..first + deadlines.shards]
+            .iter()
+            .map(|entry| Box::pin(entry.notified()))
+            .collect();
+        for waiter in &mut waiters {
+            waiter.as_mut().enable();
+        }
+        tokio::time::sleep(TICK * 2).await;
+        deadlines.advance();
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(1), waiter)
+                .await
+                .expect("every shard of the passed tick was announced");
+        }
+    }
+
+    #[test]
+    fn a_threads_shard_number_is_its_thread_id() {
+        let shard = || {
+            let number = SHARD.with(|shard| *shard);
+            (number, format!("{:?}", std::thread::current().id()))
+        };
+        for (number, id) in [shard(), std::thread::spawn(shard).join().expect("ran")] {
+            assert_eq!(id, format!("ThreadId({number})"));
+        }
+    }
+
+    #[tokio::test]
     async fn an_announcement_for_an_earlier_lap_does_not_end_the_wait() {
         let deadlines = ring(Duration::from_millis(500));
         let timeout = Duration::from_millis(200);
@@ -271,7 +362,9 @@ mod tests {
         let mut waiting = pin!(waiting);
         assert!(futures::poll!(waiting.as_mut()).is_pending());
         // Its entry announced before its tick (as for a tick a lap earlier): it looks, waits on.
-        deadlines.ring[deadlines.index(due)].notify_waiters();
+        for entry in &deadlines.ring[deadlines.index(due)..][..deadlines.shards] {
+            entry.notify_waiters();
+        }
         assert!(futures::poll!(waiting.as_mut()).is_pending());
         assert_eq!(waiting.await, Err(Elapsed));
     }

@@ -9,17 +9,19 @@
 //! command id, and the store's unique event id refuses the second copy
 //! ([`StoreError::CommandAlreadyApplied`](event_stores::StoreError::CommandAlreadyApplied)).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// How many recent command ids each aggregate remembers, and for how long.
 ///
 /// Defaults: the last 128 commands, no older than one hour (a retry after a lost reply comes
-/// within seconds to minutes). Each remembered command costs about 80 bytes of memory and
+/// within seconds to minutes). Each remembered command costs about 50 bytes of memory and
 /// 30 bytes in each snapshot. Beyond the window a retry that writes events is still refused by
 /// the store's unique event id and answered as a duplicate; a retry that the aggregate now
 /// rejects, or that decides no events, is answered with that.
@@ -55,13 +57,33 @@ pub(crate) struct RecentCommand {
 
 /// The recent commands of one aggregate, oldest first.
 ///
-/// Looked up on every command, so the map hashes with foldhash rather than SipHash: the keys
-/// are command ids a caller may choose, but at most `max_commands` of them share a map, which
-/// bounds what colliding ids could cost.
+/// The commands themselves are kept once, in order; the index by id holds only each one's
+/// sequence number (4 bytes and a control byte a bucket, against 33 for a map of ids to
+/// versions). A command touches the index three times (a look-up, an insert, the removal of the
+/// oldest), and with thousands of busy aggregates each of those is a cache miss: a small index
+/// misses less, and a full window costs ≈ 6.5 KiB instead of ≈ 18.5 KiB.
+///
+/// Ids hash with foldhash rather than SipHash: they are command ids a caller may choose, but at
+/// most `max_commands` of them share an index, which bounds what colliding ids could cost.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RecentCommands {
     order: VecDeque<RecentCommand>,
-    by_id: HashMap<Uuid, (u64, u64), foldhash::fast::FixedState>,
+    /// The sequence number of `order`'s front; the command at `order[i]` has `front + i`
+    /// (wrapping: at most `max_commands + 1` are kept at once).
+    front: u32,
+    /// Each remembered id's sequence number; an id recorded twice (only possible with
+    /// hand-written events) points at its newer command.
+    by_id: HashTable<u32>,
+}
+
+/// An id's hash in the index.
+fn hash(id: &Uuid) -> u64 {
+    foldhash::fast::FixedState::default().hash_one(id)
+}
+
+/// The command with sequence number `seq` in `order`, whose front is `front`.
+fn at(order: &VecDeque<RecentCommand>, front: u32, seq: u32) -> Option<&RecentCommand> {
+    order.get(usize::try_from(seq.wrapping_sub(front)).ok()?)
 }
 
 impl RecentCommands {
@@ -69,9 +91,9 @@ impl RecentCommands {
     pub(crate) fn from_snapshot(commands: Vec<RecentCommand>, window: DedupWindow) -> Self {
         let mut recent = Self::default();
         let kept = commands.len().min(window.max_commands);
-        recent.by_id.reserve(kept);
         // One more: `push` appends before it trims.
-        recent.order.reserve(kept + 1);
+        recent.order.reserve_exact(kept + 1);
+        recent.by_id.reserve(kept + 1, |_| 0);
         for command in commands {
             recent.push(command, window);
         }
@@ -80,7 +102,10 @@ impl RecentCommands {
 
     /// The versions (first, last) command `id` stored, if it is remembered.
     pub(crate) fn get(&self, id: Uuid) -> Option<(u64, u64)> {
-        self.by_id.get(&id).copied()
+        let (order, front) = (&self.order, self.front);
+        let is_id = |&seq: &u32| at(order, front, seq).is_some_and(|command| command.id == id);
+        let seq = *self.by_id.find(hash(&id), is_id)?;
+        at(order, front, seq).map(|command| (command.first_version, command.last_version))
     }
 
     /// Remembers an applied command; events replayed in order extend the command they belong
@@ -97,7 +122,6 @@ impl RecentCommands {
             && last.last_version + 1 == version
         {
             last.last_version = version;
-            self.by_id.insert(id, (last.first_version, version));
             return;
         }
         let command = RecentCommand {
@@ -131,10 +155,28 @@ impl RecentCommands {
         if window.max_commands == 0 {
             return;
         }
-        let newest = command.recorded_at;
-        self.by_id
-            .insert(command.id, (command.first_version, command.last_version));
+        let (id, newest) = (command.id, command.recorded_at);
+        if self.order.len() == self.order.capacity() {
+            // Grow by doubling as usual, but never past the window (a doubling from 128 would
+            // reserve room for 256 commands that are never kept).
+            let wanted = (self.order.len() * 2)
+                .max(4)
+                .min(window.max_commands.saturating_add(1));
+            self.order
+                .reserve_exact(wanted.saturating_sub(self.order.len()).max(1));
+        }
+        // The window keeps fewer than 2^32 commands: the sequence number wraps without clashing.
+        let seq = self.front.wrapping_add(self.order.len() as u32);
         self.order.push_back(command);
+        let (order, front) = (&self.order, self.front);
+        let is_id = |&s: &u32| s != seq && at(order, front, s).is_some_and(|c| c.id == id);
+        let rehash = |&s: &u32| at(order, front, s).map_or(0, |c| hash(&c.id));
+        match self.by_id.find_mut(hash(&id), is_id) {
+            Some(older) => *older = seq,
+            None => {
+                self.by_id.insert_unique(hash(&id), seq, rehash);
+            }
+        }
         self.trim(window, newest);
     }
 
@@ -154,13 +196,14 @@ impl RecentCommands {
             if !(too_many || too_old) {
                 break;
             }
-            let (id, first) = (oldest.id, oldest.first_version);
-            self.order.pop_front();
+            let (hash, seq) = (hash(&oldest.id), self.front);
             // A command id seen twice (only possible with hand-written events) keeps the
-            // newer entry.
-            if self.by_id.get(&id).is_some_and(|&(f, _)| f == first) {
-                self.by_id.remove(&id);
+            // newer entry: the index points at that one, not at this sequence number.
+            if let Ok(entry) = self.by_id.find_entry(hash, |&s| s == seq) {
+                entry.remove();
             }
+            self.order.pop_front();
+            self.front = self.front.wrapping_add(1);
         }
     }
 
@@ -179,6 +222,7 @@ impl RecentCommands {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn window(max_commands: usize) -> DedupWindow {
         DedupWindow {
@@ -225,6 +269,138 @@ mod tests {
             "older than max_age before the newest is forgotten"
         );
         assert_eq!(aged.get(fresh), Some((2, 2)));
+    }
+
+    /// One step of a history: an event replayed (`record`) or a command stored whole.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Event {
+            id: usize,
+            seconds: i64,
+        },
+        Command {
+            id: usize,
+            events: u64,
+            seconds: i64,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..6usize, 0..3i64).prop_map(|(id, seconds)| Step::Event { id, seconds }),
+            (0..6usize, 1..4u64, 0..3i64).prop_map(|(id, events, seconds)| Step::Command {
+                id,
+                events,
+                seconds
+            }),
+        ]
+    }
+
+    /// The window as plainly as it can be said: the commands in order, trimmed by count and by
+    /// age before the newest, and an id's answer from its newest remembered command.
+    #[derive(Default)]
+    struct Model(Vec<RecentCommand>);
+
+    impl Model {
+        fn push(&mut self, command: RecentCommand, window: DedupWindow) {
+            if window.max_commands == 0 {
+                return;
+            }
+            self.0.push(command);
+            let age = window.max_age.map_or(i64::MAX, |a| a.as_micros() as i64);
+            while let Some(oldest) = self.0.first() {
+                if self.0.len() > window.max_commands
+                    || oldest.recorded_at < command.recorded_at.saturating_sub(age)
+                {
+                    self.0.remove(0);
+                } else {
+                    break;
+                }
+            }
+        }
+
+        fn get(&self, id: Uuid) -> Option<(u64, u64)> {
+            let newest = self.0.iter().rev().find(|c| c.id == id)?;
+            Some((newest.first_version, newest.last_version))
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_window_answers_as_a_plain_list_of_its_newest_commands_would(
+            steps in proptest::collection::vec(step(), 0..300),
+            max_commands in 0..10usize,
+            front in any::<u32>(),
+            from_snapshot in any::<bool>(),
+        ) {
+            let window = DedupWindow { max_commands, max_age: Some(Duration::from_secs(5)) };
+            let ids: Vec<Uuid> = (0..6u128).map(Uuid::from_u128).collect();
+            let start = Utc::now();
+            let mut recent = RecentCommands { front, ..RecentCommands::default() };
+            let mut model = Model::default();
+            let (mut version, mut seconds) = (0u64, 0i64);
+            for step in &steps {
+                match *step {
+                    Step::Event { id, seconds: later } => {
+                        version += 1;
+                        seconds += later;
+                        let at = start + chrono::Duration::seconds(seconds);
+                        recent.record(ids[id], version, at, window);
+                        let extends = model.0.last().is_some_and(|last| {
+                            last.id == ids[id] && last.last_version + 1 == version
+                        });
+                        if extends {
+                            if let Some(last) = model.0.last_mut() {
+                                last.last_version = version;
+                            }
+                        } else {
+                            let command = RecentCommand {
+                                id: ids[id],
+                                first_version: version,
+                                last_version: version,
+                                recorded_at: at.timestamp_micros(),
+                            };
+                            model.push(command, window);
+                        }
+                    }
+                    Step::Command { id, events, seconds: later } => {
+                        let first = version + 1;
+                        version += events;
+                        seconds += later;
+                        let at = start + chrono::Duration::seconds(seconds);
+                        recent.record_command(ids[id], first, version, at, window);
+                        let command = RecentCommand {
+                            id: ids[id],
+                            first_version: first,
+                            last_version: version,
+                            recorded_at: at.timestamp_micros(),
+                        };
+                        model.push(command, window);
+                    }
+                }
+                for id in &ids {
+                    prop_assert_eq!(recent.get(*id), model.get(*id), "{:?}", id);
+                }
+                prop_assert_eq!(recent.to_vec(), model.0.clone());
+            }
+            if from_snapshot {
+                let restored = RecentCommands::from_snapshot(recent.to_vec(), window);
+                for id in &ids {
+                    prop_assert_eq!(restored.get(*id), model.get(*id));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_window_keeps_room_for_one_more_command_only() {
+        let mut recent = RecentCommands::default();
+        let window = DedupWindow::default();
+        for version in 1..=1_000 {
+            recent.record_command(Uuid::now_v7(), version, version, Utc::now(), window);
+        }
+        assert_eq!(recent.len(), window.max_commands);
+        assert!(recent.order.capacity() <= window.max_commands + 1 + 8);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Runs only one side of scenario 1 for a profiler: `Executor::execute` of one-event deposits
-//! on the in-memory store (or, with `--raw`, the raw ractor counter baseline), round-robin over
+//! on the in-memory store (or, with `--raw`, the raw ractor counter baseline; with `--hand`, the
+//! hand-written ledger on the same store), round-robin over
 //! the aggregates, for a number of seconds, then prints the rate.
 //!
 //! ```text
@@ -14,10 +15,11 @@ use std::time::{Duration, Instant};
 use aggregate_actors::Executor;
 use benchmarks::BoxError;
 use benchmarks::allocator::Allocator;
-use benchmarks::baseline::{call_counter, spawn_counter};
+use benchmarks::baseline::{call_counter, call_hand_ledger, spawn_counter, spawn_hand_ledger};
 use benchmarks::ledger::{Ledger, LedgerCommand};
 use benchmarks::scenarios::executor::{activate_all, command_path_settings, ids};
 use clap::Parser;
+use event_stores::{InMemoryEventStore, StreamId};
 
 #[global_allocator]
 static GLOBAL: Allocator = Allocator {};
@@ -37,6 +39,9 @@ struct Args {
     /// Drive the raw ractor counter actors instead.
     #[arg(long)]
     raw: bool,
+    /// Drive the hand-written ledger accounts instead.
+    #[arg(long, conflicts_with = "raw")]
+    hand: bool,
 }
 
 #[tokio::main]
@@ -57,26 +62,44 @@ async fn main() -> Result<(), BoxError> {
     } else {
         None
     };
+    let hand = if args.hand {
+        let store = Arc::new(InMemoryEventStore::new());
+        let mut refs = Vec::with_capacity(aggregates);
+        for id in ids.iter() {
+            let account =
+                spawn_hand_ledger(Arc::clone(&store), StreamId::new("ledger", id)?).await?;
+            call_hand_ledger(&account, LedgerCommand::Deposit { amount: 1 }).await?;
+            refs.push(account);
+        }
+        Some(Arc::new(refs))
+    } else {
+        None
+    };
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::with_capacity(args.callers);
     for caller in 0..args.callers {
-        let (executor, ids, done, raw) = (
+        let (executor, ids, done, raw, hand) = (
             executor.clone(),
             Arc::clone(&ids),
             Arc::clone(&done),
             raw.clone(),
+            hand.clone(),
         );
         let callers = args.callers;
         tasks.push(tokio::spawn(async move {
             let mut calls = 0usize;
             while Instant::now() < deadline {
                 let index = (caller + calls * callers) % ids.len();
-                match &raw {
-                    Some(refs) => {
+                match (&raw, &hand) {
+                    (Some(refs), _) => {
                         call_counter(&refs[index], 1).await?;
                     }
-                    None => {
+                    (None, Some(refs)) => {
+                        call_hand_ledger(&refs[index], LedgerCommand::Deposit { amount: 1 })
+                            .await?;
+                    }
+                    (None, None) => {
                         executor
                             .execute::<Ledger>(&ids[index], LedgerCommand::Deposit { amount: 1 })
                             .await?;
@@ -93,6 +116,8 @@ async fn main() -> Result<(), BoxError> {
     }
     let side = if args.raw {
         "raw ractor calls"
+    } else if args.hand {
+        "hand-written commands"
     } else {
         "commands"
     };
