@@ -171,10 +171,11 @@ impl RecentCommands {
         let (order, front) = (&self.order, self.front);
         let is_id = |&s: &u32| s != seq && at(order, front, s).is_some_and(|c| c.id == id);
         let rehash = |&s: &u32| at(order, front, s).map_or(0, |c| hash(&c.id));
-        match self.by_id.find_mut(hash(&id), is_id) {
+        let hashed = hash(&id);
+        match self.by_id.find_mut(hashed, is_id) {
             Some(older) => *older = seq,
             None => {
-                self.by_id.insert_unique(hash(&id), seq, rehash);
+                self.by_id.insert_unique(hashed, seq, rehash);
             }
         }
         self.trim(window, newest);

@@ -7,12 +7,14 @@
 //! meaningful, so every figure has its baseline next to it.
 //!
 //! Building blocks: [`measure`] (concurrent callers on tokio tasks, hdrhistogram latencies),
+//! [`figures`] (how a figure is written),
 //! [`ledger`] (the domain, shared with the cqrs-es baseline), [`pg`] (databases on the server),
 //! [`probe`] (memory measured in a child process), [`plot`] and [`report`]. Every binary runs
 //! on [`allocator::Allocator`] (jemalloc with the `jemalloc` feature, as `make bench` builds).
 
 pub mod allocator;
 pub mod baseline;
+pub mod figures;
 pub mod ledger;
 pub mod measure;
 pub mod pg;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use benchmarks::allocator::Allocator;
-use benchmarks::measure::fmt_duration;
+use benchmarks::figures::fmt_duration;
 use benchmarks::pg::PgServer;
 use benchmarks::report::{RunInfo, Section, render};
 use benchmarks::scenarios::{self, ALL, Ctx};

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use aggregate_actors::codec::{self, CompressionConfig};
 
 use crate::BoxError;
+use crate::figures::{fmt_bytes, fmt_count, fmt_duration, fmt_ratio, ratio};
 use crate::ledger::{Statement, statement};
-use crate::measure::{fmt_bytes, fmt_count, fmt_duration, fmt_ratio, ratio};
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::Ctx;
 

@@ -23,11 +23,9 @@ use crate::baseline::{
     CounterMsg, HandLedgerMsg, VirtualCounterMsg, call_counter, call_hand_ledger,
     counter_directory, spawn_counter, spawn_hand_ledger,
 };
+use crate::figures::{fmt_duration, fmt_rate, fmt_ratio, ratio, sig3};
 use crate::ledger::{Ledger, LedgerCommand, LedgerEvent, new_event};
-use crate::measure::{
-    Measurement, Op, fmt_duration, fmt_rate, fmt_ratio, min_max, op, ratio, run_alternating,
-    run_jobs, sig3,
-};
+use crate::measure::{Measurement, Op, min_max, op, run_alternating, run_jobs};
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::Ctx;
 use ractor::ActorRef;

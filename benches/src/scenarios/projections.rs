@@ -27,8 +27,9 @@ use projections::{HandlerError, InMemoryCheckpoints, Projection, Projector, Proj
 use sqlx::PgConnection;
 
 use crate::BoxError;
+use crate::figures::{fmt_count, fmt_duration, fmt_rate, fmt_ratio, ratio};
 use crate::ledger::{LedgerEvent, new_event};
-use crate::measure::{fmt_count, fmt_duration, fmt_rate, fmt_ratio, histogram, ratio, record};
+use crate::measure::{histogram, record};
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::Ctx;
 

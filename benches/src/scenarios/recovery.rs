@@ -21,8 +21,9 @@ use event_stores::{
 use uuid::Uuid;
 
 use crate::BoxError;
+use crate::figures::{fmt_count, fmt_duration, fmt_ratio, ratio, sig3};
 use crate::ledger::{Ledger, LedgerState, new_event, seeded_event};
-use crate::measure::{fmt_count, fmt_duration, fmt_ratio, median, ratio, sig3};
+use crate::measure::median;
 use crate::plot::{Series, recovery_svg};
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::Ctx;

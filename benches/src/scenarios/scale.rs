@@ -9,7 +9,7 @@
 //! counter virtual actor.
 
 use crate::BoxError;
-use crate::measure::{fmt_bytes, fmt_count, fmt_rate, fmt_ratio, ratio, sig3};
+use crate::figures::{fmt_bytes, fmt_count, fmt_rate, fmt_ratio, ratio, sig3};
 use crate::probe::{ProbeResult, run_in_child};
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::Ctx;

@@ -18,8 +18,9 @@ use futures::stream::{self, StreamExt};
 use uuid::Uuid;
 
 use crate::BoxError;
+use crate::figures::{fmt_count, fmt_duration, fmt_rate, fmt_ratio, ratio};
 use crate::ledger::{Ledger, LedgerEvent, LedgerState, new_event, seeded_event};
-use crate::measure::{fmt_count, fmt_duration, fmt_rate, fmt_ratio, median, ratio, run_jobs};
+use crate::measure::{median, run_jobs};
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::Ctx;
 

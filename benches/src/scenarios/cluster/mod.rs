@@ -32,10 +32,9 @@ use event_stores::{PgConfig, PgEventStore, PgSnapshotStore};
 use tokio::net::TcpListener;
 
 use crate::BoxError;
+use crate::figures::{fmt_count, fmt_duration, fmt_rate, fmt_ratio, ratio};
 use crate::ledger::{Ledger, LedgerCommand};
-use crate::measure::{
-    Measurement, Op, fmt_count, fmt_duration, fmt_rate, fmt_ratio, op, ratio, run_alternating,
-};
+use crate::measure::{Measurement, Op, op, run_alternating};
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::Ctx;
 use crate::scenarios::executor::{activate_all, command_path_settings, ids};

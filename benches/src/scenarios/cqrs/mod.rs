@@ -73,7 +73,8 @@ mod imp {
     use std::sync::{Arc, Mutex};
 
     use crate::BoxError;
-    use crate::measure::{Measurement, fmt_rate, run_work_rounds};
+    use crate::figures::fmt_rate;
+    use crate::measure::{Measurement, run_work_rounds};
     use crate::report::Section;
     use crate::scenarios::executor::ids;
     use crate::scenarios::{Ctx, PgMode};

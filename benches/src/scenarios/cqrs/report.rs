@@ -1,7 +1,8 @@
 //! Scenario 4's section: a row per mode, workload and system; ratio and headline lines with
 //! both modes; the notes.
 
-use crate::measure::{Measurement, fmt_count, fmt_duration, fmt_rate, fmt_ratio, ratio};
+use crate::figures::{fmt_count, fmt_duration, fmt_rate, fmt_ratio, ratio};
+use crate::measure::Measurement;
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::PgMode;
 

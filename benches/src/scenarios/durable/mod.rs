@@ -28,8 +28,9 @@ use event_stores::{EventStore, InMemorySnapshotStore, PgConfig, PgEventStore, St
 use sqlx::postgres::PgPoolOptions;
 
 use crate::BoxError;
+use crate::figures::fmt_rate;
 use crate::ledger::{Ledger, LedgerCommand, LedgerEvent, new_event};
-use crate::measure::{Measurement, Op, Round, callers_round, fmt_rate, op, run_rounds};
+use crate::measure::{Measurement, Op, Round, callers_round, op, run_rounds};
 use crate::pg::find_binary;
 use crate::report::Section;
 use crate::scenarios::executor::{activate_all, command_path_settings, ids};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::measure::{fmt_duration, fmt_rate, fmt_ratio, ratio};
+use crate::figures::{fmt_duration, fmt_rate, fmt_ratio, ratio};
 use crate::report::{Headline, Section, Table};
 use crate::scenarios::PgMode;
 
@@ -171,7 +171,7 @@ pub(super) fn section(
                 result
                     .batching
                     .iter()
-                    .map(|(_, mean)| crate::measure::sig3(*mean))
+                    .map(|(_, mean)| crate::figures::sig3(*mean))
                     .collect::<Vec<_>>()
                     .join(" / ")
             )
@@ -206,7 +206,7 @@ pub(super) fn section(
                     fmt_ratio(ratio(ours.per_second, single.per_second)),
                     fmt_duration(ours.p50),
                     fmt_duration(single.p50),
-                    crate::measure::sig3(*mean),
+                    crate::figures::sig3(*mean),
                 ));
             }
         }

@@ -6,11 +6,9 @@ use std::time::Duration;
 use aggregate_actors::codec::{self, CompressionConfig};
 
 use crate::BoxError;
+use crate::figures::{fmt_bytes, fmt_count, fmt_duration, fmt_rate, fmt_ratio, ratio};
 use crate::ledger::{LedgerState, STATEMENT_LINES, StatementState, seeded_event};
-use crate::measure::{
-    Measurement, fmt_bytes, fmt_count, fmt_duration, fmt_rate, fmt_ratio, min_max, ratio,
-    run_callers,
-};
+use crate::measure::{Measurement, min_max, run_callers};
 use crate::report::{Headline, Section, Table};
 
 use super::{AGGREGATES, CONFIGS, Config, EVERY, Series, Size, Timing};
@@ -250,7 +248,7 @@ pub(super) async fn section(
             fmt_bytes(large_bytes as f64),
             fmt_ratio(merged),
             fmt_rate(m.per_second()).trim_end_matches("/s"),
-            crate::measure::sig3(per_second),
+            crate::figures::sig3(per_second),
             fmt_secs(per_second * secs(large_encode)),
             fmt_duration(large_encode),
             fmt_secs(per_second * secs(large_seal.saturating_sub(large_encode))),
