@@ -43,6 +43,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    benchmarks::install_subscriber();
     let args = Args::parse();
     let accounts = args.accounts.max(1);
     let executor = Executor::in_memory()

@@ -46,6 +46,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    benchmarks::install_subscriber();
     let args = Args::parse();
     let aggregates = args.aggregates.max(1);
     let executor = Executor::in_memory()

@@ -24,5 +24,21 @@ pub mod report;
 pub mod scenarios;
 pub mod tiers;
 
+/// Installs a `tracing` subscriber that writes warnings and errors to standard error, as a
+/// service would (the sample app installs one).
+///
+/// Without any subscriber, a library built with `tracing`'s `log` feature (sqlx turns it on)
+/// still records every span's fields for `log`: ractor's `#[instrument]` on an actor's start and
+/// its message loop then formats the actor's id twice per spawn, ≈ 1 300 instructions of a
+/// promotion's ≈ 37 000 (`PROFILE.md`, section 3). Every binary of the harness installs this
+/// first, so ours and every baseline run under the same setting.
+pub fn install_subscriber() {
+    // Already installed (a test of this crate did): keep that one.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// The error type of the harness: anything, with a message.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -59,6 +59,7 @@ static GLOBAL: Allocator = Allocator {};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    benchmarks::install_subscriber();
     let args = Args::parse();
     if let Some(kind) = &args.probe {
         let result = probe::run_here(kind, args.count).await?;

@@ -222,6 +222,10 @@ pub fn render(info: &RunInfo, sections: &[Section]) -> String {
     let _ = writeln!(out, "| CPUs | {} ({}) |", info.cpus, info.cpu_model);
     let _ = writeln!(out, "| memory | {} |", info.memory);
     let _ = writeln!(out, "| allocator | {} |", info.allocator);
+    let _ = writeln!(
+        out,
+        "| tracing | a subscriber writing warnings and errors, in every process, as a service has one |"
+    );
     let _ = writeln!(out, "| PostgreSQL | {} |", info.postgres);
     let _ = writeln!(
         out,

@@ -28,6 +28,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    benchmarks::install_subscriber();
     let args = Args::parse();
     if args.resident == args.cold {
         return Err("pass --resident or --cold".into());
