@@ -14,6 +14,7 @@ use crate::{
     host::{ActivationFailure, Host, HostArgs},
     shared::Core,
     slot::{Phase, Slot},
+    spans::span_if_traced,
 };
 
 /// Starts the task that activates `slot` (already in the map for `key`). `creation`: the
@@ -61,12 +62,14 @@ async fn run<V: VirtualActor>(mut guard: SlotGuard<V>, creation: bool) {
         guard.outcome = Phase::Refused;
         return;
     }
-    let span = tracing::info_span!(
-        "actor_runtime.activate",
-        actor = core.actor_name,
-        key = %guard.key,
-        generation = guard.slot.generation,
-    );
+    let span = span_if_traced(|| {
+        tracing::info_span!(
+            "actor_runtime.activate",
+            actor = core.actor_name,
+            key = %guard.key,
+            generation = guard.slot.generation,
+        )
+    });
     // From here the guard is the actor's: `pre_start` keeps it in the actor's state, or sets
     // the outcome and drops it when the activation fails.
     let args = HostArgs {

@@ -164,7 +164,6 @@ mod settings;
 mod shared;
 mod snapshot_admin;
 mod snapshot_writer;
-mod spans;
 pub mod strategy;
 pub mod testkit;
 mod time_travel;

@@ -28,7 +28,7 @@ use crate::reminder::{FireOutcome, ReminderRequest};
 use crate::resident::ResidentSet;
 use crate::settings::AggregateSettings;
 use crate::snapshot_writer::{SnapshotWriter, WriteOutcome};
-use crate::spans::span_if_traced;
+use actor_runtime::span_if_traced;
 
 mod deadline;
 mod duplicates;
@@ -141,7 +141,7 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
         if let Some(actor) = Self::promote(context, &stream) {
             return Ok(actor);
         }
-        let span = tracing::info_span!("activation", aggregate = A::TYPE, %id);
+        let span = span_if_traced(|| tracing::info_span!("activation", aggregate = A::TYPE, %id));
         // Bounded like a call, so a stalled server cannot hold the key's activation forever.
         let limit = context.settings.runtime.call_timeout;
         // Boxed, so that a promotion (above) does not carry a rebuild's kilobytes of future

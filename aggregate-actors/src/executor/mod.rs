@@ -25,7 +25,7 @@ use crate::reminder::FireOutcome;
 use crate::remote::{self, Forwarded, RemoteCodec, RemoteHandler};
 use crate::routing::{Hop, Route};
 use crate::shared::Shared;
-use crate::spans::span_if_traced;
+use actor_runtime::span_if_traced;
 use tracing::Instrument;
 
 mod operations;

@@ -1,4 +1,5 @@
-//! Spans on the command path, made only once a `tracing` subscriber is installed.
+//! Spans made only once a `tracing` subscriber is installed: the command path's (in
+//! `aggregate-actors`) and an activation's.
 //!
 //! With `tracing`'s `log` feature on (sqlx turns it on) and no subscriber installed, a span is
 //! still built for the `log` crate: its fields recorded, and its every enter and exit checked
@@ -13,7 +14,10 @@
 use tracing::Span;
 
 /// `make()` if a `tracing` subscriber has been installed, else a span that does nothing.
-pub(crate) fn span_if_traced(make: impl FnOnce() -> Span) -> Span {
+///
+/// For spans on hot paths whose fields cost something to record (a key formatted, a field
+/// computed): without a subscriber, `tracing` would still record them for `log`.
+pub fn span_if_traced(make: impl FnOnce() -> Span) -> Span {
     if tracing::dispatcher::has_been_set() {
         make()
     } else {
