@@ -132,6 +132,7 @@ impl Deadlines {
     ///
     /// A future of its own rather than an `async fn`: an `async fn` would hold `work` twice
     /// (its argument and its pinned copy), and a call's future is moved whole at every await.
+    #[inline]
     pub(crate) fn within<F: Future>(&self, timeout: Duration, work: F) -> Within<'_, F> {
         let wait = match self.due_tick(timeout) {
             Some(due) => Wait::Tick {

@@ -294,7 +294,13 @@ impl Executor {
             command_id,
             metadata: options.metadata,
             deadline: now + budget,
-            span: span_if_traced(tracing::Span::current),
+            // The parent of the actor's `command` span, a debug span: not looked up (a
+            // thread-local and the subscriber's registry) when no subscriber enables debug.
+            span: if tracing::level_enabled!(tracing::Level::DEBUG) {
+                span_if_traced(tracing::Span::current)
+            } else {
+                tracing::Span::none()
+            },
             firing: None,
         };
         let answer = registration
