@@ -102,10 +102,12 @@ impl Deadlines {
     /// A ring long enough for `longest` (the directory's call timeout), with its watchdog
     /// spawned on `runtime`; without a runtime, a ring that is never used.
     pub(crate) fn start(longest: Duration, runtime: Option<&tokio::runtime::Handle>) -> Arc<Self> {
+        // Capped before rounding: a timeout near `Duration::MAX` must not overflow.
         let ticks = ticks_in(longest)
             .saturating_add(2)
+            .min(MAX_RING)
             .next_power_of_two()
-            .clamp(64, MAX_RING);
+            .max(64);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         // The ring's length is at most MAX_RING: the cast is lossless.
         let shards = cores
@@ -136,7 +138,7 @@ impl Deadlines {
     pub(crate) fn within<F: Future>(&self, timeout: Duration, work: F) -> Within<'_, F> {
         let wait = match self.due_tick(timeout) {
             Some(due) => Wait::Tick {
-                entry: &self.ring[self.index(due) + SHARD.with(|shard| shard & (self.shards - 1))],
+                entry: &self.ring[self.index(due) + self.shard()],
                 fired: &self.fired,
                 due,
             },
@@ -163,6 +165,11 @@ impl Deadlines {
         let due = ticks_in(deadline).saturating_add(1);
         // The entry's previous lap must have been announced already.
         (due < self.fired.load(Ordering::SeqCst).saturating_add(self.ticks)).then_some(due)
+    }
+
+    /// This thread's shard (the first for a thread whose locals are being torn down).
+    fn shard(&self) -> usize {
+        SHARD.try_with(|shard| *shard).unwrap_or(0) & (self.shards - 1)
     }
 
     /// Where `tick`'s shards start in the ring.
@@ -315,6 +322,13 @@ mod tests {
             .within(Duration::from_millis(20), std::future::pending::<()>())
             .await;
         assert_eq!(output, Err(Elapsed));
+    }
+
+    #[test]
+    fn the_longest_timeout_gets_the_longest_ring() {
+        let deadlines = Deadlines::start(Duration::MAX, None);
+        assert_eq!(deadlines.ticks, MAX_RING);
+        assert_eq!(deadlines.ring.len(), MAX_RING as usize * deadlines.shards);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Runs only one side of scenario 1 for a profiler: `Executor::execute` of one-event deposits
 //! on the in-memory store (or, with `--raw`, the raw ractor counter baseline; with `--hand`, the
-//! hand-written ledger on the same store), round-robin over
+//! hand-written ledger on an in-memory store of its own), round-robin over
 //! the aggregates, for a number of seconds, then prints the rate.
 //!
 //! ```text

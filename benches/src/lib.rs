@@ -29,8 +29,8 @@ pub mod tiers;
 ///
 /// Without any subscriber, a library built with `tracing`'s `log` feature (sqlx turns it on)
 /// still records every span's fields for `log`: ractor's `#[instrument]` on an actor's start and
-/// its message loop then formats the actor's id twice per spawn, ≈ 1 300 instructions of a
-/// promotion's ≈ 37 000 (`PROFILE.md`, section 3). Every binary of the harness installs this
+/// its message loop then formats the actor's id twice per spawn, ≈ 2 000 instructions of a
+/// 39 500-instruction promotion and demotion cycle (`PROFILE.md`, section 1). Every binary of the harness installs this
 /// first, so ours and every baseline run under the same setting.
 pub fn install_subscriber() {
     // Already installed (a test of this crate did): keep that one.

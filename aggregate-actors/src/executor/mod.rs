@@ -296,7 +296,9 @@ impl Executor {
             deadline: now + budget,
             // The parent of the actor's `command` span, a debug span: not looked up (a
             // thread-local and the subscriber's registry) when no subscriber enables debug.
-            span: if tracing::level_enabled!(tracing::Level::DEBUG) {
+            span: if tracing::Level::DEBUG <= tracing::level_filters::STATIC_MAX_LEVEL
+                && tracing::Level::DEBUG <= tracing::level_filters::LevelFilter::current()
+            {
                 span_if_traced(tracing::Span::current)
             } else {
                 tracing::Span::none()
