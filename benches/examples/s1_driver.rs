@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 use aggregate_actors::Executor;
 use benchmarks::BoxError;
 use benchmarks::allocator::Allocator;
-use benchmarks::baseline::{call_counter, call_hand_ledger, spawn_counter, spawn_hand_ledger};
+use benchmarks::baseline::{call_counter, call_hand_ledger, spawn_counter};
 use benchmarks::ledger::{Ledger, LedgerCommand};
-use benchmarks::scenarios::executor::{activate_all, command_path_settings, ids};
+use benchmarks::scenarios::executor::{activate_all, command_path_settings, hand_accounts, ids};
 use clap::Parser;
-use event_stores::{InMemoryEventStore, StreamId};
 
 #[global_allocator]
 static GLOBAL: Allocator = Allocator {};
@@ -64,15 +63,7 @@ async fn main() -> Result<(), BoxError> {
         None
     };
     let hand = if args.hand {
-        let store = Arc::new(InMemoryEventStore::new());
-        let mut refs = Vec::with_capacity(aggregates);
-        for id in ids.iter() {
-            let account =
-                spawn_hand_ledger(Arc::clone(&store), StreamId::new("ledger", id)?).await?;
-            call_hand_ledger(&account, LedgerCommand::Deposit { amount: 1 }).await?;
-            refs.push(account);
-        }
-        Some(Arc::new(refs))
+        Some(Arc::new(hand_accounts(aggregates).await?))
     } else {
         None
     };

@@ -119,13 +119,9 @@ async fn ractor_op(
     Ok((refs, op))
 }
 
-/// `actors` hand-written ledger accounts on a fresh in-memory store, each with one deposit
-/// stored already (as ours are activated with one), and the operation that sends deposits to
-/// them round-robin.
-async fn hand_op(
-    actors: usize,
-    callers: usize,
-) -> Result<(Vec<ActorRef<HandLedgerMsg>>, Op), BoxError> {
+/// `actors` hand-written ledger accounts (ids as [`ids`]`("acc", actors)` gives) on a fresh
+/// in-memory store, each with one deposit stored already, as ours are activated with one.
+pub async fn hand_accounts(actors: usize) -> Result<Vec<ActorRef<HandLedgerMsg>>, BoxError> {
     let store = Arc::new(InMemoryEventStore::new());
     let mut refs = Vec::with_capacity(actors);
     for id in ids("acc", actors).iter() {
@@ -133,6 +129,15 @@ async fn hand_op(
         call_hand_ledger(&account, LedgerCommand::Deposit { amount: 1 }).await?;
         refs.push(account);
     }
+    Ok(refs)
+}
+
+/// [`hand_accounts`], and the operation that sends deposits to them round-robin.
+async fn hand_op(
+    actors: usize,
+    callers: usize,
+) -> Result<(Vec<ActorRef<HandLedgerMsg>>, Op), BoxError> {
+    let refs = hand_accounts(actors).await?;
     let shared = Arc::new(refs.clone());
     let op = op(move |caller, i| {
         let refs = Arc::clone(&shared);
