@@ -36,8 +36,11 @@ pub(super) struct IdEntry {
 }
 
 /// The store's event ids, sharded sorted maps (see the module documentation).
+///
+/// Keyed by the id's big-endian `u128`, which sorts exactly as its bytes do: the tree compares
+/// keys a dozen times an insert, and two 64-bit compares cost a fraction of a 16-byte `memcmp`.
 pub(super) struct EventIds {
-    shards: Box<[Mutex<BTreeMap<Uuid, IdEntry>>]>,
+    shards: Box<[Mutex<BTreeMap<u128, IdEntry>>]>,
 }
 
 impl Default for EventIds {
@@ -49,7 +52,7 @@ impl Default for EventIds {
 }
 
 impl EventIds {
-    fn shard(&self, id: &Uuid) -> &Mutex<BTreeMap<Uuid, IdEntry>> {
+    fn shard(&self, id: &Uuid) -> &Mutex<BTreeMap<u128, IdEntry>> {
         let last = id.as_bytes()[15];
         // `SHARDS` is a power of two and the slice has exactly that many shards.
         &self.shards[usize::from(last) % SHARDS]
@@ -57,7 +60,7 @@ impl EventIds {
 
     /// Records `id` at `entry`, or returns the entry that already holds it.
     pub(super) fn claim(&self, id: Uuid, entry: IdEntry) -> Result<(), IdEntry> {
-        match self.shard(&id).lock().entry(id) {
+        match self.shard(&id).lock().entry(id.as_u128()) {
             Entry::Vacant(vacant) => {
                 vacant.insert(entry);
                 Ok(())
@@ -68,12 +71,12 @@ impl EventIds {
 
     /// Forgets `id` (a claim taken back).
     pub(super) fn release(&self, id: &Uuid) {
-        self.shard(id).lock().remove(id);
+        self.shard(id).lock().remove(&id.as_u128());
     }
 
     /// Where `id` is, if it is held.
     pub(super) fn get(&self, id: &Uuid) -> Option<IdEntry> {
-        self.shard(id).lock().get(id).copied()
+        self.shard(id).lock().get(&id.as_u128()).copied()
     }
 }
 
