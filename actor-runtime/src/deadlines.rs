@@ -258,9 +258,15 @@ impl<F: Future> Future for Within<'_, F> {
     }
 }
 
-/// Whole ticks in `span`.
+/// A tick in nanoseconds; it divides a second, so whole seconds convert exactly.
+const TICK_NANOS: u32 = 10_000_000;
+const _: () = assert!(TICK.as_nanos() == TICK_NANOS as u128 && 1_000_000_000 % TICK_NANOS == 0);
+
+/// Whole ticks in `span` (in 64-bit steps: a `u128` division is a library call, twice a call).
 fn ticks_in(span: Duration) -> u64 {
-    u64::try_from(span.as_nanos() / TICK.as_nanos()).unwrap_or(u64::MAX)
+    span.as_secs()
+        .saturating_mul(u64::from(1_000_000_000 / TICK_NANOS))
+        .saturating_add(u64::from(span.subsec_nanos() / TICK_NANOS))
 }
 
 /// The watchdog: announces passed ticks until the directory is gone.
@@ -322,6 +328,24 @@ mod tests {
             .within(Duration::from_millis(20), std::future::pending::<()>())
             .await;
         assert_eq!(output, Err(Elapsed));
+    }
+
+    #[test]
+    fn whole_ticks_are_counted_as_a_division_of_nanoseconds_would() {
+        let spans = (0..200_000u64)
+            .map(|n| Duration::from_nanos(n.wrapping_mul(2_654_435_761) % 40_000_000_000))
+            .chain([
+                Duration::ZERO,
+                TICK - Duration::from_nanos(1),
+                TICK,
+                Duration::from_secs(1) - Duration::from_nanos(1),
+                Duration::from_secs(u64::MAX / 100),
+            ]);
+        for span in spans {
+            let divided = u64::try_from(span.as_nanos() / TICK.as_nanos()).unwrap_or(u64::MAX);
+            assert_eq!(ticks_in(span), divided, "{span:?}");
+        }
+        assert_eq!(ticks_in(Duration::MAX), u64::MAX, "saturates");
     }
 
     #[test]
