@@ -34,6 +34,19 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
+/// How far ahead a deadline too far to represent is put instead: an `Instant` plus
+/// `Duration::MAX` overflows (and panics), so "wait for ever" becomes 30 years, as in tokio's
+/// own far-future instants.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// The instant `span` after `now`, or 30 years after it when `span` is too long to add: a
+/// timeout from configuration or a caller may be `Duration::MAX`, meaning "no limit".
+pub fn instant_after(now: Instant, span: Duration) -> Instant {
+    now.checked_add(span)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
 /// The ring's resolution.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
 
@@ -346,6 +359,16 @@ mod tests {
             assert_eq!(ticks_in(span), divided, "{span:?}");
         }
         assert_eq!(ticks_in(Duration::MAX), u64::MAX, "saturates");
+    }
+
+    #[test]
+    fn a_deadline_too_far_to_represent_is_thirty_years_away() {
+        let now = Instant::now();
+        assert_eq!(
+            instant_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(instant_after(now, Duration::MAX), now + FAR_FUTURE);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use ractor::MessagingErr;
 use crate::{
     LocalPlacement, PassivationReason, Placement, Reply, RuntimeConfig, RuntimeError, RuntimeStats,
     VirtualActor, activation,
+    deadlines::instant_after,
     reply::{Answer, ReplyReceiver},
     shared::Core,
     slot::{Envelope, Phase, Slot, SlotShared},
@@ -356,7 +357,7 @@ impl<V: VirtualActor> Directory<V> {
     pub async fn shutdown(&self) {
         let core = self.core();
         core.begin_shutdown();
-        let deadline = tokio::time::Instant::now() + core.config.shutdown_timeout;
+        let deadline = instant_after(tokio::time::Instant::now(), core.config.shutdown_timeout);
         // Activations already under way stop their actor themselves; loop until none is left.
         let all_stopped = async {
             loop {

@@ -100,6 +100,7 @@ mod virtual_actor;
 pub use async_trait::async_trait;
 
 pub use config::{DEFAULT_MAX_LIVE_ACTORS, RuntimeConfig};
+pub use deadlines::instant_after;
 pub use directory::{CallResult, Directory};
 pub use error::RuntimeError;
 pub use placement::{LocalPlacement, Placement};

@@ -105,7 +105,10 @@ impl<A: Aggregate> AggregateActor<A> {
         let call = CommandCall {
             command_id: CommandId::new(),
             metadata: EventMetadata::default(),
-            deadline: tokio::time::Instant::now() + self.context.settings.runtime.call_timeout,
+            deadline: actor_runtime::instant_after(
+                tokio::time::Instant::now(),
+                self.context.settings.runtime.call_timeout,
+            ),
             span: tracing::Span::none(),
             firing: None,
         };

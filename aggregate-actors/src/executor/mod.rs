@@ -25,7 +25,7 @@ use crate::reminder::FireOutcome;
 use crate::remote::{self, Forwarded, RemoteCodec, RemoteHandler};
 use crate::routing::{Hop, Route};
 use crate::shared::Shared;
-use actor_runtime::span_if_traced;
+use actor_runtime::{instant_after, span_if_traced};
 use tracing::Instrument;
 
 mod operations;
@@ -102,7 +102,7 @@ impl<A: Aggregate> Registered for Registration<A> {
     async fn fire(&self, reminder: StoredReminder) -> FireOutcome {
         let key = reminder.stream.aggregate_id().to_owned();
         let budget = self.context.settings.runtime.call_timeout;
-        let deadline = tokio::time::Instant::now() + budget;
+        let deadline = instant_after(tokio::time::Instant::now(), budget);
         let answer = self
             .directory
             .call_timeout(&key, budget, |reply| AggregateMessage::Fire {
@@ -176,7 +176,7 @@ impl Executor {
         let mut options = options.into();
         let now = tokio::time::Instant::now();
         let budget = options.budget_at(now, registration.context.settings.runtime.call_timeout);
-        let deadline = now + budget;
+        let deadline = instant_after(now, budget);
         let command_id = *options.command_id.get_or_insert_with(CommandId::new);
         options.deadline = Some(deadline);
         let span = span_if_traced(|| {
@@ -293,7 +293,7 @@ impl Executor {
         let call = CommandCall {
             command_id,
             metadata: options.metadata,
-            deadline: now + budget,
+            deadline: instant_after(now, budget),
             // The parent of the actor's `command` span, a debug span: not looked up (a
             // thread-local and the subscriber's registry) when no subscriber enables debug.
             span: if tracing::Level::DEBUG <= tracing::level_filters::STATIC_MAX_LEVEL
@@ -357,8 +357,10 @@ impl Executor {
     {
         let registration = self.registration::<A>(id)?;
         let key = id.to_owned();
-        let deadline =
-            tokio::time::Instant::now() + registration.context.settings.runtime.call_timeout;
+        let deadline = instant_after(
+            tokio::time::Instant::now(),
+            registration.context.settings.runtime.call_timeout,
+        );
         let mut route = self.route(registration, &key, deadline);
         let mut last = None;
         while let Some(hop) = route.next().await {

@@ -20,7 +20,7 @@ use aggregate_actors::event_stores::{
 use aggregate_actors::strategy::{Never, SnapshotContext, SnapshotStrategy};
 use aggregate_actors::{
     Aggregate, AggregateSettings, AggregateStats, CommandError, CommandId, CommandOptions,
-    DedupWindow, Executor, ExecutorError, Indeterminate, Retention,
+    DedupWindow, Executor, ExecutorError, Indeterminate, Retention, RuntimeConfig,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -411,6 +411,7 @@ on_both_backends! {
     a_command_deciding_nothing_is_not_remembered_and_its_retry_decides_again => a_command_deciding_nothing_is_not_remembered_and_its_retry_decides_again;
     a_command_past_its_deadline_is_expired_and_stores_nothing => a_command_past_its_deadline_is_expired_and_stores_nothing;
     commands_queued_past_their_deadline_are_dropped_and_never_stored => commands_queued_past_their_deadline_are_dropped_and_never_stored;
+    a_timeout_too_long_to_add_to_a_clock_means_no_limit => a_timeout_too_long_to_add_to_a_clock_means_no_limit;
     an_append_outliving_the_deadline_is_indeterminate_and_its_retry_a_duplicate => an_append_outliving_the_deadline_is_indeterminate_and_its_retry_a_duplicate;
     a_store_indeterminate_after_committing_is_indeterminate_and_its_retry_a_duplicate => a_store_indeterminate_after_committing_is_indeterminate_and_its_retry_a_duplicate;
     a_store_indeterminate_without_committing_lets_the_retry_apply_once => a_store_indeterminate_without_committing_lets_the_retry_apply_once;
@@ -724,6 +725,43 @@ async fn a_command_past_its_deadline_is_expired_and_stores_nothing(stores: Store
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(stored(&*stores.events, "late").await.len(), 1);
     assert_eq!(stats(&executor).commands_expired, 2);
+}
+
+/// `Duration::MAX` as a command's timeout or as the type's call timeout is "no limit": the
+/// command is applied once and answered, rather than overflowing the clock (a panic).
+async fn a_timeout_too_long_to_add_to_a_clock_means_no_limit(stores: Stores) {
+    let unlimited = AggregateSettings::new().runtime(RuntimeConfig {
+        call_timeout: Duration::MAX,
+        ..RuntimeConfig::default()
+    });
+    for (what, executor) in [
+        (
+            "default settings",
+            executor(&stores, AggregateSettings::new()),
+        ),
+        ("an unlimited call timeout", executor(&stores, unlimited)),
+    ] {
+        let (id, tag) = (format!("unlimited-{}", tag()), tag());
+        let options = CommandOptions::new().timeout(Duration::MAX);
+        let committed = executor
+            .execute_with::<Tally>(&id, add(&tag, 3), options)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(committed.version, 1, "{what}");
+        let committed = executor
+            .execute::<Tally>(&id, add(&tag, 4))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(committed.version, 2, "{what}");
+        assert_eq!(decisions(&tag), 2, "{what}: each decided once");
+        assert_eq!(
+            executor.state::<Tally>(&id).await.unwrap().version,
+            2,
+            "{what}"
+        );
+        assert_eq!(stored(&*stores.events, &id).await.len(), 2, "{what}");
+        executor.shutdown().await;
+    }
 }
 
 /// Commands waiting behind a slow append past their deadline are dropped when their turn comes:
