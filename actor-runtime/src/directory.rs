@@ -1,6 +1,14 @@
 //! [`Directory`]: get-or-activate by key, calls, passivation and shutdown.
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{Ordering, fence},
+    },
+    time::Duration,
+};
 
 use dashmap::mapref::entry::Entry;
 use futures::future::Either;
@@ -213,6 +221,10 @@ impl<V: VirtualActor> Core<V> {
     /// Asks every started actor whose key `matches` to stop with `reason` and waits until
     /// they have.
     async fn stop_matching(&self, reason: PassivationReason, matches: impl Fn(&V::Key) -> bool) {
+        // Pairs with the fence after an actor starts (`Host::pre_start`): a caller that moved
+        // the keys away before this call (a handoff drains its shard first) either finds the
+        // actor here or the actor finds its key gone and stops itself.
+        fence(Ordering::SeqCst);
         let slots: Vec<Arc<Slot<V>>> = self
             .slots
             .iter()

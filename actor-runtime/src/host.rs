@@ -104,11 +104,16 @@ impl<V: VirtualActor> Actor for Host<V> {
         core.counters.activated();
         guard.started = true;
         guard.slot.set_running(myself);
-        // Pairs with the fence in `Core::begin_shutdown`: either shutdown sees this actor, or
-        // we see the shutdown flag.
+        // Pairs with the fences in `Core::begin_shutdown` and `Core::stop_matching`: either the
+        // shutdown (or a handoff's listing) sees this actor, or we see the shutdown flag (or
+        // that the key has moved). A key that moved while it was activating (its call checked
+        // the placement before the move) would otherwise be missed by the handoff and serve
+        // its state from here after another node took over.
         fence(Ordering::SeqCst);
         if core.is_shutting_down() {
             guard.slot.request_stop(PassivationReason::Shutdown);
+        } else if !core.placement.is_local(&guard.key) {
+            guard.slot.request_stop(PassivationReason::Requested);
         }
         core.recency.started(&guard.slot, core.counters.live());
         Ok(HostState {

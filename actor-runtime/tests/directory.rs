@@ -878,6 +878,54 @@ async fn keys_placed_on_another_node_answer_not_local_and_are_never_activated() 
     dir.shutdown().await;
 }
 
+/// Every key is local until the switch is turned off (a shard handed off to another node).
+struct Switch(AtomicBool);
+impl Placement<u64> for Switch {
+    fn is_local(&self, _: &u64) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A key moved away while its actor was still activating (its call checked the placement
+/// before the move, so a handoff's passivation finds no actor to stop yet): the actor stops
+/// itself as soon as it has started, instead of staying live, and serving its state, on a node
+/// that no longer owns the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_moved_away_during_its_activation_does_not_stay_live() {
+    let probe = Probe::new();
+    *probe.activation_delay.lock().unwrap() = Some(Duration::from_millis(300));
+    let placement = Arc::new(Switch(AtomicBool::new(true)));
+    let dir = Directory::<TestActor>::with_placement(
+        Arc::clone(&probe),
+        config(),
+        Arc::clone(&placement) as Arc<dyn Placement<u64>>,
+    );
+    let call = {
+        let dir = dir.clone();
+        tokio::spawn(async move { add(&dir, 7, 1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!dir.is_live(&7), "still activating");
+    // The handoff: the key moves, then every actor of the moved keys is passivated.
+    placement.0.store(false, Ordering::SeqCst);
+    dir.passivate_matching(|_| true).await;
+    assert!(
+        matches!(call.await.unwrap(), Err(RuntimeError::NotLocal { .. })),
+        "the waiting call is sent elsewhere"
+    );
+    eventually(Duration::from_secs(5), "the late actor stopped", || {
+        probe.live.load(Ordering::SeqCst) == 0 && !dir.is_live(&7)
+    })
+    .await;
+    assert_eq!(probe.activations_of(7), 1, "it did start");
+    assert_eq!(
+        probe.passivations_with(PassivationReason::Requested),
+        vec![7],
+        "and stopped itself"
+    );
+    dir.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Types
 // ---------------------------------------------------------------------------------------------
