@@ -76,6 +76,7 @@
 //! # Ok(()) }
 //! ```
 
+mod config;
 mod error;
 mod executor;
 mod fenced_store;
@@ -89,9 +90,10 @@ pub mod schema;
 pub mod shard;
 pub mod transport;
 
+pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use fenced_store::FencedEventStore;
-pub use node::{ClusterConfig, ClusterNode, ClusterStats, Route, ShardHandoff};
+pub use node::{ClusterNode, ClusterStats, Route, ShardHandoff};
 pub use owned::OwnedShards;
 pub use placement::ClusterPlacement;
 pub use routes::RouteTable;

@@ -8,7 +8,9 @@
 //!   `UPDATE`, epoch + 1);
 //! - release, at most `max_releases_per_tick` at a time, the shards another live node should
 //!   own: stop taking calls for the shard, let the [`ShardHandoff`] finish and passivate its
-//!   actors (snapshots written), then clear the owner (epoch + 1).
+//!   actors (snapshots written), then clear the owner (epoch + 1). Each release runs in a task
+//!   of its own: a handoff may take as long as its actors' queues and snapshots, and the tick
+//!   must go on heartbeating meanwhile, or a slow handoff would cost the node its lease.
 //!
 //! A call whose route missed (no owner known, or the owner did not answer) asks for an early
 //! tick, at most one per 200 ms: a survivor then claims a dead node's shards, and learns the
@@ -20,8 +22,9 @@
 //! and tells the handoff to stop its actors, before the others may consider it dead and take
 //! its shards: it never serves a state another node may be changing.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -30,6 +33,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Mutex, RwLock, watch};
 use uuid::Uuid;
 
+use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 use crate::membership::{self, Member};
 use crate::owned::OwnedShards;
@@ -37,7 +41,7 @@ use crate::ownership::{self, Ownership};
 use crate::placement::ClusterPlacement;
 use crate::routes::RouteTable;
 use crate::schema;
-use crate::shard::{DEFAULT_SHARD_COUNT, preferred_owner, shard_of};
+use crate::shard::{preferred_owner, shard_of};
 
 /// Connections of the node's own pool: the tick's statements run one at a time, and a second
 /// one lets `leave` or a test's `tick_now` overlap a tick without waiting.
@@ -57,57 +61,6 @@ pub trait ShardHandoff: Send + Sync + 'static {
     /// The node could not heartbeat in time and serves nothing any more: stop every actor now
     /// (their appends would be fenced anyway).
     async fn fenced(&self);
-}
-
-/// How a node takes part in the cluster.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// The address other nodes reach this one at (for forwarding), e.g. `127.0.0.1:7001`.
-    pub address: String,
-    /// Number of shards; every node of a cluster must use the same (default 1 024).
-    pub shard_count: u32,
-    /// How often the node heartbeats and rebalances (default 1 s).
-    pub heartbeat_interval: Duration,
-    /// A node whose last heartbeat is older than this (database clock) is dead (default 3 s).
-    pub ttl: Duration,
-    /// A node stops serving when it has not heartbeat for `ttl` minus this (default 500 ms).
-    pub self_fence_margin: Duration,
-    /// Most shards released per tick (default 64), so a join moves load gradually.
-    pub max_releases_per_tick: usize,
-}
-
-impl ClusterConfig {
-    /// Defaults as documented on each field, advertising `address`.
-    pub fn new(address: impl Into<String>) -> Self {
-        Self {
-            address: address.into(),
-            shard_count: DEFAULT_SHARD_COUNT,
-            heartbeat_interval: Duration::from_secs(1),
-            ttl: Duration::from_secs(3),
-            self_fence_margin: Duration::from_millis(500),
-            max_releases_per_tick: 64,
-        }
-    }
-
-    fn check(&self) -> Result<(), ClusterError> {
-        let bad = |m: String| Err(ClusterError::InvalidConfig(m));
-        if self.shard_count == 0 || i32::try_from(self.shard_count).is_err() {
-            return bad(format!("shard_count {} is out of range", self.shard_count));
-        }
-        if self.heartbeat_interval.is_zero() || self.ttl < self.heartbeat_interval * 2 {
-            return bad(format!(
-                "ttl {:?} must be at least twice the heartbeat interval {:?}",
-                self.ttl, self.heartbeat_interval
-            ));
-        }
-        if self.self_fence_margin >= self.ttl - self.heartbeat_interval {
-            return bad(format!(
-                "self_fence_margin {:?} leaves no time to heartbeat within ttl {:?}",
-                self.self_fence_margin, self.ttl
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Where an aggregate is served.
@@ -162,6 +115,8 @@ struct Inner {
     handoff: RwLock<Option<Arc<dyn ShardHandoff>>>,
     /// Serialises ticks (the loop and `tick_now`).
     tick: Mutex<TickState>,
+    /// Shards whose release is under way (in a task of its own); ticks leave them alone.
+    releasing: std::sync::Mutex<HashSet<u32>>,
     stop: watch::Sender<bool>,
     counters: Counters,
 }
@@ -189,7 +144,7 @@ impl ClusterNode {
     /// into a self-fence.
     pub async fn start(pool: PgPool, config: ClusterConfig) -> Result<Self, ClusterError> {
         config.check()?;
-        schema::prepare(&pool, config.shard_count).await?;
+        schema::prepare(&pool, &config).await?;
         let pool = PgPoolOptions::new()
             .max_connections(MEMBERSHIP_CONNECTIONS)
             .acquire_timeout(config.ttl)
@@ -207,6 +162,7 @@ impl ClusterNode {
                 tick: Mutex::new(TickState {
                     last_heartbeat: Instant::now(),
                 }),
+                releasing: std::sync::Mutex::default(),
                 stop,
                 counters: Counters::default(),
                 pool,
@@ -298,9 +254,11 @@ impl ClusterNode {
         }
     }
 
-    /// Runs one tick now (the loop runs them on its own; tests use this to step).
+    /// Runs one tick now and waits until the releases it started have finished (the loop runs
+    /// ticks on its own and does not wait; tests use this to step).
     pub async fn tick_now(&self) {
         tick(&self.inner).await;
+        releases_done(&self.inner).await;
     }
 
     /// Leaves gracefully: stops the loop, releases every shard through the handoff, and marks
@@ -308,9 +266,15 @@ impl ClusterNode {
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let _ = self.inner.stop.send(true);
         let _state = self.inner.tick.lock().await;
+        let under_way = releasing(&self.inner);
         for shard in self.inner.owned.owned() {
-            release_shard(&self.inner, shard).await;
+            if let Some(epoch) = self.inner.owned.epoch(shard)
+                && !under_way.contains(&shard)
+            {
+                release_shard(&self.inner, shard, epoch).await;
+            }
         }
+        releases_done(&self.inner).await;
         publish_owned(&self.inner);
         membership::leave(&self.inner.pool, self.inner.node_id).await
     }
@@ -348,7 +312,7 @@ async fn run(inner: std::sync::Weak<Inner>, mut stopped: watch::Receiver<bool>) 
     }
 }
 
-async fn tick(inner: &Inner) {
+async fn tick(inner: &Arc<Inner>) {
     let mut state = inner.tick.lock().await;
     let sent = Instant::now();
     let members = match membership::heartbeat(&inner.pool, inner.node_id, inner.config.ttl).await {
@@ -393,21 +357,21 @@ async fn tick(inner: &Inner) {
     inner
         .routes
         .update(inner.config.shard_count, &members, &ownership);
-    rebalance(inner, &members, &ownership, sent).await;
+    rebalance(inner, &members, &ownership).await;
 }
 
-async fn rebalance(
-    inner: &Inner,
-    members: &[Member],
-    ownership: &[Ownership],
-    heartbeat_sent: Instant,
-) {
+async fn rebalance(inner: &Arc<Inner>, members: &[Member], ownership: &[Ownership]) {
     let me = inner.node_id;
     let live: Vec<Uuid> = members.iter().map(|m| m.node_id).collect();
     let mut to_claim = Vec::new();
     let mut to_release = Vec::new();
     let mut lost = Vec::new();
+    let under_way = releasing(inner);
     for row in ownership {
+        if under_way.contains(&row.shard) {
+            // Its release decides what happens to it; the tick after that looks again.
+            continue;
+        }
         let preferred = preferred_owner(row.shard, &live);
         match (row.owner == Some(me), preferred == Some(me)) {
             // Ours and meant to be: make sure it is served (e.g. after a self-fence).
@@ -416,7 +380,10 @@ async fn rebalance(
                     inner.owned.grant(row.shard, row.epoch);
                 }
             }
-            (true, false) => to_release.push(row.shard),
+            // Released at the database's epoch, served here or not: after a self-fence (or a
+            // release whose last step failed) the row still names this node, and until it is
+            // cleared no other node may claim the shard.
+            (true, false) => to_release.push((row.shard, row.epoch)),
             (false, preferred_here) => {
                 // Not ours in the database: never serve it, and drop the actors of a takeover
                 // we missed, so they cannot serve their old state if the shard comes back.
@@ -454,19 +421,67 @@ async fn rebalance(
         }
     }
     publish_owned(inner);
-    // Handoffs wait for actors to drain; stop well before the next heartbeat is due, so
-    // releasing never costs this node its lease. The rest goes at the next tick.
-    let budget = (inner.config.ttl - inner.config.self_fence_margin) / 2;
-    for shard in to_release
-        .into_iter()
-        .take(inner.config.max_releases_per_tick)
-    {
-        if heartbeat_sent.elapsed() >= budget {
-            break;
+    start_releases(inner, to_release);
+}
+
+/// The shards whose release is under way.
+fn releasing(inner: &Inner) -> HashSet<u32> {
+    inner
+        .releasing
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// Starts releasing `shards` (with their epochs in the database), each in a task of its own,
+/// so that however long a handoff takes the tick goes on heartbeating; at most
+/// `max_releases_per_tick` under way at once, the rest at later ticks.
+fn start_releases(inner: &Arc<Inner>, shards: Vec<(u32, u64)>) {
+    let mut releasing = inner
+        .releasing
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let room = inner
+        .config
+        .max_releases_per_tick
+        .saturating_sub(releasing.len());
+    for (shard, epoch) in shards.into_iter().take(room) {
+        if !releasing.insert(shard) {
+            continue;
         }
-        release_shard(inner, shard).await;
+        let release = Releasing {
+            inner: Arc::clone(inner),
+            shard,
+        };
+        tokio::spawn(async move {
+            release_shard(&release.inner, shard, epoch).await;
+            drop(release);
+        });
     }
-    publish_owned(inner);
+}
+
+/// A release under way: leaves the set when it ends, however it ends.
+struct Releasing {
+    inner: Arc<Inner>,
+    shard: u32,
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        self.inner
+            .releasing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.shard);
+        publish_owned(&self.inner);
+    }
+}
+
+/// Waits until no release is under way.
+async fn releases_done(inner: &Inner) {
+    while !releasing(inner).is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Sets the shards-owned gauge to what is served now.
@@ -474,19 +489,20 @@ fn publish_owned(inner: &Inner) {
     metrics::gauge!("cluster_shards_owned").set(inner.owned.len() as f64);
 }
 
-/// Drain, hand off, then clear the owner.
-async fn release_shard(inner: &Inner, shard: u32) {
-    let Some(epoch) = inner.owned.epoch(shard) else {
-        return;
-    };
-    inner.owned.drain(shard);
-    let handoff = inner.handoff.read().await.clone();
-    if let Some(handoff) = handoff {
-        handoff.release(shard).await;
+/// Drain, hand off, then clear the owner at `epoch`. A shard no longer served here has no
+/// actors left to hand off (a self-fence stopped them): only its owner is cleared.
+async fn release_shard(inner: &Inner, shard: u32, epoch: u64) {
+    if inner.owned.epoch(shard).is_some() {
+        inner.owned.drain(shard);
+        let handoff = inner.handoff.read().await.clone();
+        if let Some(handoff) = handoff {
+            handoff.release(shard).await;
+        }
+        inner.owned.revoke(shard);
     }
-    inner.owned.revoke(shard);
     match ownership::release(&inner.pool, inner.node_id, shard, epoch).await {
-        Ok(_) => {
+        Ok(false) => {}
+        Ok(true) => {
             inner.counters.releases.fetch_add(1, Relaxed);
             metrics::counter!("cluster_shard_releases_total").increment(1);
         }

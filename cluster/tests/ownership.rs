@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cluster::{ClusterConfig, ClusterNode, FencedEventStore, ShardHandoff, preferred_owner};
+use cluster::{
+    ClusterConfig, ClusterError, ClusterNode, FencedEventStore, ShardHandoff, preferred_owner,
+};
 use event_stores::testing::fresh_database;
 use event_stores::{EventStore, NewEvent, StoreError, StoreLimits, StreamId};
 use tokio::sync::Mutex;
@@ -356,4 +358,180 @@ async fn a_call_that_missed_its_route_makes_the_node_look_again_before_its_next_
          (heartbeat every 5 s)",
         asked.elapsed()
     );
+}
+
+/// Takes `delay` over every release, as a handoff draining busy actors and writing their
+/// snapshots does.
+struct SlowHandoff {
+    delay: Duration,
+    released: Mutex<Vec<u32>>,
+}
+
+#[async_trait]
+impl ShardHandoff for SlowHandoff {
+    async fn release(&self, shard: u32) {
+        tokio::time::sleep(self.delay).await;
+        self.released.lock().await.push(shard);
+    }
+    async fn fenced(&self) {}
+}
+
+/// The shards `preferred_owner` gives `node` among `members`.
+fn preferred_by(node: Uuid, members: &[Uuid]) -> HashSet<u32> {
+    (0..SHARDS)
+        .filter(|&shard| preferred_owner(shard, members) == Some(node))
+        .collect()
+}
+
+/// Waits (up to 10 s) until every shard in `shards` is owned by `node` in the database, and
+/// returns their epochs.
+async fn until_owned(pool: &sqlx::PgPool, node: Uuid, shards: &HashSet<u32>) -> Vec<i64> {
+    let started = Instant::now();
+    loop {
+        let rows = shard_rows(pool).await;
+        let mine: Vec<i64> = rows
+            .iter()
+            .filter(|(shard, owner, _)| {
+                shards.contains(&u32::try_from(*shard).unwrap()) && *owner == Some(node)
+            })
+            .map(|(_, _, epoch)| *epoch)
+            .collect();
+        if mine.len() == shards.len() {
+            return mine;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "only {} of {} shards reached their preferred owner: {rows:?}",
+            mine.len(),
+            shards.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A handoff slower than the heartbeat limit (800 ms against ttl 1 s − margin 300 ms): the
+/// releases run beside the tick, which goes on heartbeating, so the releasing node never
+/// fences itself and every shard reaches the joining node, through the handoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handoff_slower_than_the_heartbeat_limit_never_costs_the_node_its_lease() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+    let handoff = Arc::new(SlowHandoff {
+        delay: Duration::from_millis(800),
+        released: Mutex::default(),
+    });
+    a.set_handoff(handoff.clone()).await;
+    let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
+    let for_b = preferred_by(b.node_id(), &[a.node_id(), b.node_id()]);
+    assert!(!for_b.is_empty());
+    let epochs = until_owned(&pool, b.node_id(), &for_b).await;
+    assert!(
+        epochs.iter().all(|&e| e == 3),
+        "claimed, released by a, claimed by b: {epochs:?}"
+    );
+    let released: HashSet<u32> = handoff.released.lock().await.iter().copied().collect();
+    assert_eq!(released, for_b, "every shard went through a's handoff");
+    assert_eq!(a.stats().self_fences, 0, "a kept its lease throughout");
+    assert_eq!(b.stats().self_fences, 0);
+}
+
+/// A node stalled past its heartbeat limit (but not its TTL) fences itself when it wakes, so it
+/// no longer serves any shard; the shards the database still names it owner of that another
+/// live node now prefers are released all the same (epoch 1 → 2), and that node claims them
+/// (→ 3). Before, such a shard stayed with the fenced node, served by nobody, for as long as
+/// the node lived.
+#[test]
+fn a_node_that_fenced_itself_still_releases_the_shards_it_holds_for_another_node() {
+    // `a` runs on this thread's runtime, which the test stalls; `b` on a runtime of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let Some(db) = fresh_database().await else {
+            return;
+        };
+        let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+        let pool = events.pool().clone();
+        let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+        a.tick_now().await;
+        assert_eq!(a.owned().len(), SHARDS as usize);
+
+        // The stall: `b` joins while `a` cannot run; it sees `a` alive and claims nothing.
+        let stalled = Instant::now();
+        let url = db.url().to_owned();
+        let (joined, b_id) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let b_thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                let b = ClusterNode::start(pool, config("b")).await.unwrap();
+                joined.send((b.node_id(), b.owned().len())).unwrap();
+                let _ = stopped.await;
+                b.leave().await.unwrap();
+            });
+        });
+        let (b, b_owned_at_start) = b_id.recv().unwrap();
+        assert_eq!(b_owned_at_start, 0, "a was alive when b joined");
+        std::thread::sleep(Duration::from_millis(760).saturating_sub(stalled.elapsed()));
+        assert!(
+            stalled.elapsed() < Duration::from_millis(1_000),
+            "within the TTL"
+        );
+
+        let for_b = preferred_by(b, &[a.node_id(), b]);
+        let epochs = until_owned(&pool, b, &for_b).await;
+        assert!(
+            epochs.iter().all(|&e| e == 3),
+            "released by a (not taken over as dead): {epochs:?}"
+        );
+        assert_eq!(a.stats().self_fences, 1, "the stall made a fence itself");
+        stop.send(()).unwrap();
+        b_thread.join().unwrap();
+    });
+}
+
+/// Every node of a cluster must judge the others dead after the same TTL it fences itself by:
+/// a node configured with another TTL (or shard count) than the cluster was formed with is
+/// refused at start, naming the setting, and joins nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_another_ttl_or_shard_count_than_the_cluster_is_refused() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+    let longer = ClusterConfig {
+        ttl: Duration::from_secs(10),
+        ..config("b")
+    };
+    let fewer = ClusterConfig {
+        shard_count: SHARDS / 2,
+        ..config("c")
+    };
+    for (what, config, key) in [("ttl", longer, "ttl_ms"), ("shards", fewer, "shard_count")] {
+        match ClusterNode::start(pool.clone(), config).await {
+            Err(ClusterError::Settings(message)) => {
+                assert!(message.contains(key), "{what}: {message}")
+            }
+            Err(other) => panic!("{what}: expected a settings error, got {other}"),
+            Ok(_) => panic!("{what}: a node with other settings joined"),
+        }
+    }
+    let members: i64 = sqlx::query_scalar("SELECT count(*) FROM cluster_members")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(members, 1, "only a joined");
+    assert_eq!(a.owned().len(), SHARDS as usize);
 }
