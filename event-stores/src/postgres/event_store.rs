@@ -19,6 +19,14 @@
 //! later appear below a position a reader has passed. Positions are increasing but sparse. The
 //! cost: a transaction that stays open anywhere on the server (also in other databases) holds
 //! `read_all` back until it ends; appends and stream reads are unaffected.
+//!
+//! Positions therefore belong to the server's transaction counter. `pg_upgrade` and physical
+//! replicas keep it; `pg_dump` and restore, or a logical-replication cutover, into another
+//! cluster do not: there new appends would get positions below the stored ones (a projection
+//! that passed them would never see the new events) or equal to them (refused as conflicts).
+//! [`PgEventStore::connect`] and [`PgEventStore::from_pool`] refuse such a database with
+//! [`StoreError::Corrupt`]; move a store with [`backup`](crate::backup) instead, which assigns
+//! positions anew.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,11 +143,35 @@ impl std::fmt::Debug for PgEventStore {
     }
 }
 
+/// Refuses a database whose stored positions come from a transaction counter ahead of this
+/// server's (see the module documentation: the events were copied from another cluster).
+async fn check_transaction_counter(pool: &PgPool) -> StoreResult<()> {
+    // The snapshot's xmax is the next transaction id; reading it assigns none.
+    let (newest, next): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT (SELECT max(position) FROM events) >> 16,
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|e| map_sqlx("reading the transaction counter", e))?;
+    match newest {
+        Some(newest) if newest >= next => Err(StoreError::Corrupt(format!(
+            "stored events hold positions of transaction {newest}, but this server's next \
+             transaction is {next}: they were copied from another PostgreSQL cluster (pg_dump, \
+             logical replication), and new appends would get positions below theirs, which \
+             readers of read_all would skip; move an event store with event_stores::backup, \
+             which assigns positions anew"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl PgEventStore {
     /// Opens a pool as `config` says, migrates the schema (unless turned off) and returns the
     /// store. Fails with [`StoreError::Unavailable`] when the server cannot be reached in time.
     pub async fn connect(config: &PgConfig) -> StoreResult<Self> {
         let pool = config.connect_pool().await?;
+        check_transaction_counter(&pool).await?;
         let durability = config.check_durability(&pool).await?;
         let store = Self {
             durability: Some(durability),
@@ -156,6 +188,7 @@ impl PgEventStore {
     /// [`PgSnapshotStore`]: super::PgSnapshotStore
     pub async fn from_pool(pool: PgPool, limits: StoreLimits) -> StoreResult<Self> {
         migrate(&pool).await?;
+        check_transaction_counter(&pool).await?;
         Ok(Self::with_migrated_pool(pool, limits))
     }
 
