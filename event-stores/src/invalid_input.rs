@@ -56,6 +56,14 @@ pub enum InvalidInput {
         /// The limit.
         max: usize,
     },
+    /// An event type, or a snapshot's codec or compression name, contained control characters
+    /// (U+0000–U+001F, U+007F–U+009F), which stream ids refuse too; PostgreSQL text cannot hold
+    /// NUL at all.
+    #[error("{what} must not contain control characters")]
+    NameHasControlCharacters {
+        /// Which name was bad ("event type", "snapshot codec", "snapshot compression").
+        what: &'static str,
+    },
     /// Two events in one append had the same event id.
     #[error("event id {0} appears twice in one append")]
     DuplicateEventId(uuid::Uuid),

@@ -6,9 +6,27 @@ use crate::event::NewEvent;
 use crate::invalid_input::InvalidInput;
 use crate::reminder::{MAX_REMINDER_NAME_LEN, REMINDER_YEARS, ReminderChange};
 use crate::snapshot::SnapshotRecord;
+use crate::stream::has_control_characters;
 
 /// Longest event type name accepted, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 128;
+
+/// Checks an event type: 1 to [`MAX_EVENT_TYPE_LEN`] bytes
+/// ([`InvalidInput::BadEventType`]) and, like a stream id, no control characters
+/// ([`InvalidInput::NameHasControlCharacters`]): PostgreSQL text cannot hold NUL, and a type
+/// with a line break or an escape sequence is no name any reader could match.
+pub(crate) fn check_event_type(event_type: &str) -> Result<(), InvalidInput> {
+    if event_type.is_empty() || event_type.len() > MAX_EVENT_TYPE_LEN {
+        return Err(InvalidInput::BadEventType {
+            len: event_type.len(),
+            max: MAX_EVENT_TYPE_LEN,
+        });
+    }
+    if has_control_characters(event_type) {
+        return Err(InvalidInput::NameHasControlCharacters { what: "event type" });
+    }
+    Ok(())
+}
 
 /// Configurable limits on what a store accepts. Checked in full before any write, so a refused
 /// append or save stores nothing.
@@ -33,7 +51,9 @@ impl Default for StoreLimits {
 }
 
 impl StoreLimits {
-    /// Checks a batch of events for an append.
+    /// Checks a batch of events for an append: 1 to `max_events_per_append` events, each with a
+    /// type of 1 to [`MAX_EVENT_TYPE_LEN`] bytes without control characters (as stream ids) and
+    /// a payload within `max_event_payload_bytes`, and no event id twice.
     pub fn check_append(&self, events: &[NewEvent]) -> Result<(), InvalidInput> {
         if events.is_empty() {
             return Err(InvalidInput::NoEvents);
@@ -46,12 +66,7 @@ impl StoreLimits {
         }
         let mut ids = HashSet::with_capacity(events.len());
         for event in events {
-            if event.event_type.is_empty() || event.event_type.len() > MAX_EVENT_TYPE_LEN {
-                return Err(InvalidInput::BadEventType {
-                    len: event.event_type.len(),
-                    max: MAX_EVENT_TYPE_LEN,
-                });
-            }
+            check_event_type(&event.event_type)?;
             if event.payload.len() > self.max_event_payload_bytes {
                 return Err(InvalidInput::PayloadTooLarge {
                     what: "event payload",
@@ -152,12 +167,22 @@ impl StoreLimits {
         Ok(())
     }
 
-    /// Checks a snapshot record before saving it.
+    /// Checks a snapshot record before saving it: taken at version 1 or later, its codec and
+    /// compression names without control characters (as stream ids and event types), its bytes
+    /// within `max_snapshot_bytes` and `stored_size` their length.
     pub fn check_snapshot(&self, record: &SnapshotRecord) -> Result<(), InvalidInput> {
         if record.version == 0 {
             return Err(InvalidInput::BadVersion(
                 "a snapshot must be taken at version 1 or later".into(),
             ));
+        }
+        for (what, name) in [
+            ("snapshot codec", &record.codec),
+            ("snapshot compression", &record.compression),
+        ] {
+            if name.chars().any(char::is_control) {
+                return Err(InvalidInput::NameHasControlCharacters { what });
+            }
         }
         if record.bytes.len() > self.max_snapshot_bytes {
             return Err(InvalidInput::PayloadTooLarge {

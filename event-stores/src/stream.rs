@@ -108,7 +108,7 @@ fn validate_part(what: &'static str, value: &str) -> Result<(), InvalidInput> {
 /// decoding each character cost more than the rest of the check. The control characters are
 /// U+0000–U+001F, U+007F (one byte each) and U+0080–U+009F, which UTF-8 writes as `C2 80`–`C2 9F`;
 /// in valid UTF-8 a `C2` byte always starts a character, so the pair test is exact.
-fn has_control_characters(value: &str) -> bool {
+pub(crate) fn has_control_characters(value: &str) -> bool {
     let bytes = value.as_bytes();
     bytes.iter().any(|&b| b < 0x20 || b == 0x7f)
         || bytes

@@ -17,8 +17,8 @@ use std::time::Duration;
 use event_stores::contract::{fresh_stream, numbered_events};
 use event_stores::testing::{TestDatabase, fresh_database};
 use event_stores::{
-    AppendReceipt, EventStore, Fence, GroupCommit, NewEvent, PgEventStore, SnapshotStore,
-    StoreError, StoreResult, StreamId,
+    AppendReceipt, EventStore, Fence, GroupCommit, InvalidInput, NewEvent, PgEventStore,
+    SnapshotStore, StoreError, StoreResult, StreamId,
 };
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::task::JoinHandle;
@@ -62,22 +62,44 @@ fn spawn_append(
     })
 }
 
+type Planned = (StreamId, u64, Vec<NewEvent>, Option<Fence>);
+
 /// Stalls a lone append on held inserts, sends `appends` while it is stuck, releases the lock
 /// and returns their outcomes. Checks that they left as exactly one batch after the lone one.
 async fn send_as_one_batch(
     store: &PgEventStore,
-    appends: Vec<(StreamId, u64, Vec<NewEvent>, Option<Fence>)>,
+    appends: Vec<Planned>,
+) -> Vec<StoreResult<AppendReceipt>> {
+    let count = appends.len() as u64;
+    send_while_stuck(store, appends, &[count]).await
+}
+
+/// Stalls a lone append on held inserts, sends `appends` while it is stuck (all at once, past
+/// a barrier), releases the lock and returns their outcomes. Checks that the appends queued
+/// meanwhile left, after the lone one, as batches of `batches` appends (in that order; the
+/// appends refused before they are queued are in none).
+async fn send_while_stuck(
+    store: &PgEventStore,
+    appends: Vec<Planned>,
+    batches: &[u64],
 ) -> Vec<StoreResult<AppendReceipt>> {
     let hold = hold_inserts(store.pool()).await;
     let before = store.group_commit_stats();
     let lone = spawn_append(store, &fresh_stream("lone"), 0, numbered_events(0, 1), None);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!lone.is_finished(), "the lone append waits for the lock");
-    let count = appends.len() as u64;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(appends.len()));
     let waiting: Vec<Outcome> = appends
         .into_iter()
         .map(|(stream, expected, events, fence)| {
-            spawn_append(store, &stream, expected, events, fence)
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                match fence {
+                    Some(fence) => store.append_fenced(&stream, expected, events, &fence).await,
+                    None => store.append(&stream, expected, events).await,
+                }
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -95,11 +117,13 @@ async fn send_as_one_batch(
     let after = store.group_commit_stats();
     assert_eq!(
         after.batches,
-        before.batches + 2,
-        "the rest left as one batch"
+        before.batches + 1 + batches.len() as u64,
+        "the rest left as {batches:?}"
     );
-    assert_eq!(after.appends, before.appends + 1 + count);
-    assert_eq!(after.largest_batch, before.largest_batch.max(count));
+    let queued: u64 = batches.iter().sum();
+    assert_eq!(after.appends, before.appends + 1 + queued);
+    let largest = batches.iter().copied().max().unwrap_or(0);
+    assert_eq!(after.largest_batch, before.largest_batch.max(largest));
     outcomes
 }
 
@@ -489,4 +513,163 @@ async fn snapshot_saves_and_retention_of_many_streams_share_statements_and_stay_
         );
         assert_eq!(kept[0], newest[i], "{stream}: the newest as saved");
     }
+}
+
+/// An event type with a NUL byte (which PostgreSQL text refuses, SQLSTATE 22021) is refused
+/// with its own typed error before it is queued: the nineteen appends sent with it, to fresh
+/// streams, leave as one batch and all commit, in one transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_type_with_a_nul_byte_is_refused_alone_and_its_batch_mates_commit() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let store = one_batch_at_a_time(&db).await;
+    let streams: Vec<StreamId> = (0..20).map(|_| fresh_stream("nul")).collect();
+    let bad = 9;
+    let appends = streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut events = numbered_events(0, 1 + i as u64 % 3);
+            if i == bad {
+                events[0].event_type = "T\0".into();
+            }
+            (s.clone(), 0, events, None)
+        })
+        .collect();
+    let outcomes = send_while_stuck(&store, appends, &[19]).await;
+
+    let mut stored = Vec::new();
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match (i, outcome) {
+            (9, Err(StoreError::InvalidInput(input))) => assert_eq!(
+                input,
+                InvalidInput::NameHasControlCharacters { what: "event type" }
+            ),
+            (9, other) => panic!("the NUL event type must be refused, got {other:?}"),
+            (_, Ok(receipt)) => {
+                assert_eq!(receipt.last_version, 1 + i as u64 % 3, "append {i}");
+                stored.push(streams[i].clone());
+            }
+            (_, Err(error)) => panic!("append {i} must be stored, got {error:?}"),
+        }
+    }
+    assert_eq!(writers_at(store.pool(), &stored, 1).await, (1, 19));
+    assert_eq!(store.stream_version(&streams[bad]).await.unwrap(), 0);
+    assert_eq!(store.group_commit_stats().reruns, 0);
+}
+
+/// A fence whose shard or epoch no column holds (shard above `i32::MAX`, epoch above
+/// `i64::MAX`) is refused with its own typed error before it is queued: the appends sent with
+/// it, fenced and not, leave as one batch and all commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_with_an_unrepresentable_fence_is_refused_alone_and_its_batch_mates_commit() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let store = one_batch_at_a_time(&db).await;
+    let owner = Uuid::now_v7();
+    set_shard_owner(store.pool(), 4, owner, 2).await;
+    let good = Fence {
+        shard: 4,
+        owner,
+        epoch: 2,
+    };
+    let huge_shard = Fence {
+        shard: i32::MAX as u32 + 1,
+        ..good
+    };
+    let huge_epoch = Fence {
+        epoch: i64::MAX as u64 + 1,
+        ..good
+    };
+    let streams: Vec<StreamId> = (0..12).map(|_| fresh_stream("fence-range")).collect();
+    let fence = |i: usize| match i {
+        3 => Some(huge_shard),
+        8 => Some(huge_epoch),
+        _ if i.is_multiple_of(2) => Some(good),
+        _ => None,
+    };
+    let appends = streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.clone(), 0, numbered_events(0, 2), fence(i)))
+        .collect();
+    let outcomes = send_while_stuck(&store, appends, &[10]).await;
+
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match (i, outcome) {
+            (3 | 8, Err(StoreError::InvalidInput(InvalidInput::BadVersion(message)))) => {
+                let what = if i == 3 { "shard" } else { "epoch" };
+                assert!(message.starts_with(what), "append {i}: {message}");
+                assert_eq!(store.stream_version(&streams[i]).await.unwrap(), 0);
+            }
+            (3 | 8, other) => panic!("append {i} must be refused as invalid, got {other:?}"),
+            (_, outcome) => assert_eq!(outcome.unwrap().last_version, 2, "append {i}"),
+        }
+    }
+}
+
+/// Batches are bounded in bytes as well as in appends and events: with room for three appends
+/// of 1 000-byte events, nine such appends queued together leave as three batches of three,
+/// and an append larger than the bound, queued after them, goes alone. Each is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_are_split_by_bytes_and_an_append_above_the_bound_goes_alone() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    assert_eq!(GroupCommit::default().max_batch_bytes, 64 << 20);
+    let event = |size: usize| NewEvent::new("T", 1, vec![7u8; size]);
+    // An event of 1 000 payload bytes counts about 1 161 bytes: three fit in 4 000, four not.
+    let store = PgEventStore::connect(&db.config().group_commit_settings(GroupCommit {
+        max_batches_in_flight: Some(1),
+        max_batch_bytes: 4_000,
+        ..GroupCommit::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(store.group_commit().max_batch_bytes, 4_000);
+    let small: Vec<StreamId> = (0..9).map(|_| fresh_stream("bytes")).collect();
+    let large = fresh_stream("bytes-large");
+
+    let hold = hold_inserts(store.pool()).await;
+    let before = store.group_commit_stats();
+    let lone = spawn_append(
+        &store,
+        &fresh_stream("lone"),
+        0,
+        numbered_events(0, 1),
+        None,
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!lone.is_finished(), "the lone append waits for the lock");
+    let mut waiting: Vec<Outcome> = small
+        .iter()
+        .map(|s| spawn_append(&store, s, 0, vec![event(1_000)], None))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    waiting.push(spawn_append(&store, &large, 0, vec![event(5_000)], None));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.group_commit_stats().batches, before.batches + 1);
+    hold.commit().await.unwrap();
+    lone.await.unwrap().unwrap();
+    for (i, outcome) in waiting.into_iter().enumerate() {
+        assert_eq!(
+            outcome.await.unwrap().unwrap().last_version,
+            1,
+            "append {i}"
+        );
+    }
+
+    let after = store.group_commit_stats();
+    assert_eq!(after.batches, before.batches + 1 + 3 + 1, "{after:?}");
+    assert_eq!(after.appends, before.appends + 1 + 9 + 1);
+    assert_eq!(after.largest_batch, 3);
+    let mut all = small.clone();
+    all.push(large);
+    assert_eq!(
+        writers_at(store.pool(), &all, 1).await,
+        (4, 10),
+        "three transactions of three small appends and one of the large one"
+    );
 }

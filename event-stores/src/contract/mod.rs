@@ -144,6 +144,7 @@ macro_rules! store_contract {
                 an_append_without_events_is_refused_and_stores_nothing,
                 duplicate_event_ids_in_one_append_are_refused_and_store_nothing,
                 a_bad_event_type_is_refused_and_stores_nothing,
+                an_event_type_with_control_characters_is_refused_and_stores_nothing,
                 a_zero_page_size_is_refused,
                 events_of_a_command_read_back_with_its_command_id,
                 a_command_appended_again_is_refused_as_already_applied_and_stores_nothing,
@@ -197,6 +198,7 @@ macro_rules! store_contract {
                 snapshot_days_add_up_per_day_and_read_back_oldest_first,
                 concurrent_snapshot_day_additions_all_count,
                 a_bad_snapshot_day_addition_is_refused_and_stores_nothing,
+                a_snapshot_codec_or_compression_with_control_characters_is_refused,
             ];
             snapshot_store_with_limits = [
                 an_oversized_or_malformed_snapshot_is_refused_and_stores_nothing,
@@ -1194,6 +1196,34 @@ pub async fn a_bad_event_type_is_refused_and_stores_nothing(store: Arc<dyn Event
     store.append(&stream, 0, vec![longest]).await.unwrap();
 }
 
+/// An event type with a NUL byte (which PostgreSQL text cannot hold) or another control
+/// character is refused with [`InvalidInput::NameHasControlCharacters`], alone or beside good
+/// events, and nothing is stored; the same stream then takes a good append at version 0.
+pub async fn an_event_type_with_control_characters_is_refused_and_stores_nothing(
+    store: Arc<dyn EventStore>,
+) {
+    let stream = fresh_stream("type-ctl");
+    for bad in ["T\0", "\0", "T\n", "T\u{1b}[0m", "T\u{7f}", "T\u{85}"] {
+        let alone = vec![NewEvent::new(bad, 1, Bytes::from_static(b"x"))];
+        let beside = vec![event(b"ok"), NewEvent::new(bad, 1, Bytes::new())];
+        for batch in [alone, beside] {
+            assert_eq!(
+                invalid(store.append(&stream, 0, batch).await),
+                InvalidInput::NameHasControlCharacters { what: "event type" },
+                "{bad:?}"
+            );
+        }
+    }
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 0);
+    assert!(read_whole(store.as_ref(), &stream).await.is_empty());
+    let fine = NewEvent::new("Tä €", 1, Bytes::new());
+    store.append(&stream, 0, vec![fine]).await.unwrap();
+    assert_eq!(
+        read_whole(store.as_ref(), &stream).await[0].event_type,
+        "Tä €"
+    );
+}
+
 /// A read with page size 0 is refused with [`InvalidInput::ZeroPageSize`].
 pub async fn a_zero_page_size_is_refused(store: Arc<dyn EventStore>) {
     let stream = fresh_stream("zero");
@@ -1795,6 +1825,41 @@ pub async fn snapshots_of_different_streams_are_independent(store: Arc<dyn Snaps
     assert_eq!(store.retain_newest(&other_type, 1).await.unwrap(), 2);
     assert_eq!(store.delete_older_than(&longer, 10).await.unwrap(), 1);
     assert_eq!(saved_versions(store.as_ref(), &a).await, vec![2, 1]);
+}
+
+/// A snapshot whose codec or compression name holds a NUL byte (which PostgreSQL text cannot
+/// hold) or another control character is refused with
+/// [`InvalidInput::NameHasControlCharacters`] and nothing is stored.
+pub async fn a_snapshot_codec_or_compression_with_control_characters_is_refused(
+    store: Arc<dyn SnapshotStore>,
+) {
+    let stream = fresh_stream("snap-ctl");
+    for bad in ["msgpack\0", "\n", "z\u{9b}"] {
+        let mut codec = snapshot(&stream, 1, now_micros());
+        codec.codec = bad.into();
+        assert_eq!(
+            invalid(store.save(codec).await),
+            InvalidInput::NameHasControlCharacters {
+                what: "snapshot codec"
+            },
+            "{bad:?}"
+        );
+        let mut compression = snapshot(&stream, 1, now_micros());
+        compression.compression = bad.into();
+        assert_eq!(
+            invalid(store.save_and_read_back(compression).await),
+            InvalidInput::NameHasControlCharacters {
+                what: "snapshot compression"
+            },
+            "{bad:?}"
+        );
+    }
+    assert_eq!(store.load_latest(&stream).await.unwrap(), None);
+    store
+        .save(snapshot(&stream, 1, now_micros()))
+        .await
+        .unwrap();
+    assert_eq!(saved_versions(store.as_ref(), &stream).await, vec![1]);
 }
 
 /// A snapshot over the size limit, at version 0, or whose `stored_size` disagrees with its

@@ -12,7 +12,7 @@ use crate::event::{NewEvent, RecordedEvent, command_event_id};
 use crate::event_store::{AppendReceipt, CrashSafety, EventStore, ReadQuery};
 use crate::fence::Fence;
 use crate::invalid_input::InvalidInput;
-use crate::limits::{MAX_EVENT_TYPE_LEN, StoreLimits};
+use crate::limits::{StoreLimits, check_event_type};
 use crate::reminder::{DueReminders, ReminderChange, StoredReminder};
 use crate::stream::StreamId;
 
@@ -211,12 +211,7 @@ impl InMemoryEventStore {
                 max: limits.max_events_per_append,
             });
         }
-        if event.event_type.is_empty() || event.event_type.len() > MAX_EVENT_TYPE_LEN {
-            return Err(InvalidInput::BadEventType {
-                len: event.event_type.len(),
-                max: MAX_EVENT_TYPE_LEN,
-            });
-        }
+        check_event_type(&event.event_type)?;
         if event.payload.len() > limits.max_event_payload_bytes {
             return Err(InvalidInput::PayloadTooLarge {
                 what: "event payload",
@@ -426,6 +421,7 @@ impl EventStore for InMemoryEventStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::MAX_EVENT_TYPE_LEN;
 
     #[test]
     fn a_single_event_is_checked_exactly_as_the_limits_check_it() {
@@ -448,6 +444,9 @@ mod tests {
             NewEvent::new("E".repeat(MAX_EVENT_TYPE_LEN + 1), 1, Vec::new()),
             NewEvent::new("E", 1, vec![0u8; 4]),
             NewEvent::new("", 1, vec![0u8; 4]),
+            NewEvent::new("T\0", 1, vec![1u8]),
+            NewEvent::new("T\n", 1, vec![0u8; 4]),
+            NewEvent::new("T\u{85}", 1, Vec::new()),
         ];
         for limits in limits {
             let store = InMemoryEventStore::with_limits(limits);

@@ -30,6 +30,11 @@ pub(super) trait Job: Send + 'static {
     fn stream(&self) -> &StreamId;
     /// What it counts against a batch's weight limit (events, for an append).
     fn weight(&self) -> usize;
+    /// About how many bytes it adds to a statement, against the batcher's byte bound
+    /// ([`Batcher::with_max_bytes`]); none unless a kind of job says so.
+    fn bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Sends a batch of jobs as one statement.
@@ -42,6 +47,13 @@ pub(super) trait Statement: Send + Sync + 'static {
     /// Sends `jobs` (at least one, at most one per stream) on the connection in `held`, and
     /// returns each job's outcome, in order.
     async fn send(&self, held: &mut Held, jobs: &[Self::Job]) -> Vec<StoreResult<Self::Output>>;
+
+    /// Refuses a job that could not be sent, before it is queued, so that it fails alone
+    /// instead of failing the batch it would join. Accepts every job unless a statement says
+    /// otherwise.
+    fn check(&self, _job: &Self::Job) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// How large batches grow and how many run at once.
@@ -109,6 +121,8 @@ pub(super) struct Batcher<S: Statement> {
     statement: S,
     pool: PgPool,
     limits: Limits,
+    /// Most [`Job::bytes`] in one batch; a job above it alone goes as a batch of one.
+    max_bytes: usize,
     queue: Mutex<Queue<S>>,
     counters: Counters,
     /// Connections of runners that ended, for the next runners.
@@ -127,6 +141,7 @@ impl<S: Statement> Batcher<S> {
                 max_in_flight: limits.max_in_flight.max(1),
                 ..limits
             },
+            max_bytes: usize::MAX,
             queue: Mutex::new(Queue {
                 waiting: VecDeque::new(),
                 running: 0,
@@ -134,6 +149,13 @@ impl<S: Statement> Batcher<S> {
             counters: Counters::default(),
             parked: Mutex::new(Vec::new()),
         }
+    }
+
+    /// This batcher, with batches bounded to `max_bytes` of [`Job::bytes`] (at least 1) as
+    /// well: a job that alone is larger goes as a batch of one. Unbounded by default.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(1);
+        self
     }
 
     /// The statement batches are sent with.
@@ -157,8 +179,10 @@ impl<S: Statement> Batcher<S> {
 
     /// Sends `job` at once when nothing waits and a runner may start (the caller sends it
     /// itself); otherwise queues it and waits for its batch's answer, starting a runner when
-    /// fewer than `max_in_flight` are running.
+    /// fewer than `max_in_flight` are running. A job the statement refuses
+    /// ([`Statement::check`]) fails here, alone.
     pub async fn call(self: &Arc<Self>, job: S::Job) -> StoreResult<S::Output> {
+        self.statement.check(&job)?;
         let route: Route<S> = {
             let mut queue = self.queue();
             let free = queue.running < self.limits.max_in_flight;
@@ -296,8 +320,10 @@ impl<S: Statement> Batcher<S> {
         }
     }
 
-    /// The next batch, in arrival order, at most one job per stream; `None` (and this runner
-    /// counted out, under the same lock) when nothing waits.
+    /// The next batch, in arrival order, at most one job per stream and within the limits of
+    /// jobs, weight and bytes (the first job goes however large); `None` (and this runner
+    /// counted out, under the same lock) when nothing waits. Sums saturate: a weight or size
+    /// near `usize::MAX` (a read's page size may be) must not panic under the lock.
     fn take_batch(&self) -> Option<Vec<Waiting<S>>> {
         let mut queue = self.queue();
         if queue.waiting.is_empty() {
@@ -305,12 +331,14 @@ impl<S: Statement> Batcher<S> {
             return None;
         }
         let mut batch: Vec<Waiting<S>> = Vec::new();
-        let mut weight = 0;
+        let (mut weight, mut bytes) = (0usize, 0usize);
         let mut skipped = VecDeque::new();
         while let Some(next) = queue.waiting.pop_front() {
-            let w = next.job.weight();
+            let (w, b) = (next.job.weight(), next.job.bytes());
             if !batch.is_empty()
-                && (batch.len() == self.limits.max_jobs || weight + w > self.limits.max_weight)
+                && (batch.len() == self.limits.max_jobs
+                    || weight.saturating_add(w) > self.limits.max_weight
+                    || bytes.saturating_add(b) > self.max_bytes)
             {
                 queue.waiting.push_front(next);
                 break;
@@ -321,7 +349,8 @@ impl<S: Statement> Batcher<S> {
                 skipped.push_back(next);
                 continue;
             }
-            weight += w;
+            weight = weight.saturating_add(w);
+            bytes = bytes.saturating_add(b);
             batch.push(next);
         }
         skipped.append(&mut queue.waiting);
@@ -437,5 +466,136 @@ impl SharedError {
         outcomes.push(Err(self.first));
         outcomes.extend((1..count).map(|_| Err((self.kind)(message.clone()))));
         outcomes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+
+    /// A job of a given weight and size on a stream of its own.
+    struct Sized {
+        stream: StreamId,
+        weight: usize,
+        bytes: usize,
+    }
+
+    impl Job for Sized {
+        fn stream(&self) -> &StreamId {
+            &self.stream
+        }
+
+        fn weight(&self) -> usize {
+            self.weight
+        }
+
+        fn bytes(&self) -> usize {
+            self.bytes
+        }
+    }
+
+    /// A statement never sent: these tests only form batches.
+    struct Unsent;
+
+    #[async_trait]
+    impl Statement for Unsent {
+        type Job = Sized;
+        type Output = ();
+
+        async fn send(&self, _: &mut Held, _: &[Sized]) -> Vec<StoreResult<()>> {
+            Vec::new()
+        }
+    }
+
+    /// A batcher (on a pool that never connects) with `jobs` of (weight, bytes) queued and one
+    /// runner counted, as a runner taking batches is.
+    fn queued(limits: Limits, max_bytes: usize, jobs: &[(usize, usize)]) -> Batcher<Unsent> {
+        let pool = PgPoolOptions::new()
+            .connect_lazy("postgres://127.0.0.1:1/unused")
+            .unwrap();
+        let batcher = Batcher::new(Unsent, pool, limits).with_max_bytes(max_bytes);
+        {
+            let mut queue = batcher.queue();
+            queue.running = 1;
+            for (i, &(weight, bytes)) in jobs.iter().enumerate() {
+                let stream = StreamId::new("sized", i.to_string()).unwrap();
+                queue.waiting.push_back(Waiting {
+                    job: Sized {
+                        stream,
+                        weight,
+                        bytes,
+                    },
+                    reply: oneshot::channel().0,
+                });
+            }
+        }
+        batcher
+    }
+
+    /// The (weight, bytes) of each batch taken until the queue is empty.
+    fn batches(batcher: &Batcher<Unsent>) -> Vec<Vec<(usize, usize)>> {
+        let mut batches = Vec::new();
+        while let Some(batch) = batcher.take_batch() {
+            batches.push(batch.iter().map(|w| (w.job.weight, w.job.bytes)).collect());
+        }
+        assert_eq!(batcher.queue().running, 0, "the runner counted itself out");
+        batches
+    }
+
+    fn limits(max_weight: usize) -> Limits {
+        Limits {
+            max_jobs: 128,
+            max_weight,
+            max_in_flight: 1,
+            linger: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn weights_near_usize_max_saturate_instead_of_overflowing_under_the_lock() {
+        let max = usize::MAX;
+        // Bounded weight (activation reads): a page size of usize::MAX after a small one.
+        let bounded = queued(limits(1 << 16), max, &[(1, 0), (max, 0), (max, 0), (2, 0)]);
+        assert_eq!(
+            batches(&bounded),
+            vec![vec![(1, 0)], vec![(max, 0)], vec![(max, 0)], vec![(2, 0)]]
+        );
+        // Unbounded weight (retention): the sum saturates and the batch keeps growing.
+        let unbounded = queued(limits(max), max, &[(max, 0), (max, 0), (3, 0)]);
+        assert_eq!(batches(&unbounded), vec![vec![(max, 0), (max, 0), (3, 0)]]);
+        // Sizes saturate the same way.
+        let sized = queued(limits(max), max, &[(1, max), (1, max), (1, 1)]);
+        assert_eq!(batches(&sized), vec![vec![(1, max), (1, max), (1, 1)]]);
+    }
+
+    #[tokio::test]
+    async fn batches_are_split_by_bytes_and_a_job_larger_than_the_bound_goes_alone() {
+        let jobs = [
+            (1, 40),
+            (1, 40),
+            (1, 30),
+            (1, 150),
+            (1, 10),
+            (1, 100),
+            (1, 1),
+        ];
+        let batcher = queued(limits(1_000), 100, &jobs);
+        assert_eq!(
+            batches(&batcher),
+            vec![
+                vec![(1, 40), (1, 40)],
+                vec![(1, 30)],
+                vec![(1, 150)],
+                vec![(1, 10)],
+                vec![(1, 100)],
+                vec![(1, 1)],
+            ]
+        );
+        let unbounded = queued(limits(1_000), usize::MAX, &jobs);
+        assert_eq!(batches(&unbounded), vec![jobs.to_vec()]);
     }
 }

@@ -355,6 +355,11 @@ pub struct GroupCommit {
     /// [`PG_MAX_EVENTS_PER_APPEND`](super::PG_MAX_EVENTS_PER_APPEND), since positions number the events of one transaction).
     /// A single append larger than this goes alone.
     pub max_events: usize,
+    /// Most bytes of events in one batch (default 64 MiB): their payloads and types plus a
+    /// fixed amount per event for its other columns. A batch is one message to the server,
+    /// which refuses any over 1 GiB, failing every append in it; keep this well below that.
+    /// A single append larger than this goes alone.
+    pub max_batch_bytes: usize,
     /// Most batches in flight at once, each on a connection of its own, kept outside the pool
     /// (so the store may hold this many connections beyond the pool's maximum), since sqlx
     /// pings every connection that returns to its pool. While they are all busy, new appends
@@ -395,6 +400,7 @@ impl Default for GroupCommit {
             enabled: true,
             max_appends: 128,
             max_events: 8_192,
+            max_batch_bytes: 64 << 20,
             max_batches_in_flight: None,
             linger: Duration::from_micros(200),
         }
@@ -467,6 +473,7 @@ mod tests {
     #[test]
     fn defaults_match_the_documentation() {
         let config = PgConfig::new("postgres://h/d");
+        assert_eq!(config.group_commit.max_batch_bytes, 64 * 1024 * 1024);
         assert_eq!(config.max_connections, 16);
         assert_eq!(config.acquire_timeout, Duration::from_secs(5));
         assert!(config.run_migrations);

@@ -4,7 +4,8 @@
 //! one by one, each append pays a round trip, a statement and a commit (a WAL flush on a durable
 //! server). Here appends wait in one queue, and a batch runner (one by default, like a
 //! database's WAL writer) takes what has gathered, at most one append per stream and bounded in
-//! appends and events, and sends it as one statement: every append keeps its own
+//! appends, events and bytes ([`GroupCommit::max_batch_bytes`], so that no batch nears the
+//! server's 1 GiB message limit), and sends it as one statement: every append keeps its own
 //! expected-version check and its own fence, so a stale one is refused with its own
 //! [`StoreError::VersionConflict`] (or [`StoreError::Fenced`]) while its batch-mates commit, and
 //! every caller is answered after the shared commit (EventStoreDB acknowledges writes after a
@@ -15,9 +16,11 @@
 //! (the last batch had company) the runner also lingers up to [`GroupCommit::linger`] for the
 //! callers it just answered to come back, so that batches stay as large as the concurrency.
 //!
-//! A batch refused as a whole by a unique violation (an event id already stored, a race with
-//! another process on a version) or a deadlock is re-run one append at a time, so each gets its
-//! precise answer. A batch whose connection broke after sending answers every append
+//! An append that could not be sent at all (a fence whose shard or epoch no column holds) is
+//! refused with [`InvalidInput`](crate::InvalidInput) before it is queued, so it never fails a
+//! batch. A batch refused as a whole by a unique violation (an event id already stored, a race
+//! with another process on a version) or a deadlock is re-run one append at a time, so each gets
+//! its precise answer. A batch whose connection broke after sending answers every append
 //! [`StoreError::Indeterminate`]: the commit may have happened, for all of them or none.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +44,10 @@ use super::rows::PG_MAX_EVENTS_PER_APPEND;
 /// SQLSTATEs after which a batch is re-run one append at a time: unique violation, deadlock,
 /// serialization failure. Each means the transaction rolled back, so nothing was stored.
 const RERUN_ONE_BY_ONE: [&str; 3] = [UNIQUE_VIOLATION, "40P01", "40001"];
+
+/// What an event adds to a batch statement besides its payload and type, in bytes, rounded
+/// up: four UUIDs, three integers, a trace parent and each column's length word.
+const EVENT_COLUMN_BYTES: usize = 160;
 
 /// Many appends in one statement. `req` holds one row per append (`k` numbers them, `events`
 /// counts its events, `last_n` is its last event's number among all), `e` one row per event
@@ -122,6 +129,14 @@ impl Job for Append {
     fn weight(&self) -> usize {
         self.events.len()
     }
+
+    fn bytes(&self) -> usize {
+        self.events.iter().fold(0, |sum: usize, event| {
+            sum.saturating_add(event.payload.len())
+                .saturating_add(event.event_type.len())
+                .saturating_add(EVENT_COLUMN_BYTES)
+        })
+    }
 }
 
 /// Appends in batches: one alone as a single append, two or more in [`APPEND_MANY`].
@@ -148,6 +163,7 @@ impl AppendStatement {
         let settings = GroupCommit {
             max_appends: settings.max_appends.max(1),
             max_events: settings.max_events.clamp(1, PG_MAX_EVENTS_PER_APPEND),
+            max_batch_bytes: settings.max_batch_bytes.max(1),
             max_batches_in_flight: Some(in_flight),
             ..settings
         };
@@ -166,6 +182,7 @@ impl AppendStatement {
             pool,
             limits,
         )
+        .with_max_bytes(settings.max_batch_bytes)
     }
 }
 
@@ -202,6 +219,15 @@ impl Statement for AppendStatement {
             Err(Batch::Failed(error)) => error.spread(appends.len()),
         }
     }
+
+    /// A fence whose shard or epoch no column holds fails its own append before it is queued,
+    /// not the whole batch it would join.
+    fn check(&self, append: &Append) -> StoreResult<()> {
+        match &append.fence {
+            Some(fence) => fence_params(fence).map(|_| ()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Why a batch statement gave no per-append outcomes.
@@ -236,6 +262,7 @@ impl Appender {
             types.push(append.stream.aggregate_type());
             ids.push(append.stream.aggregate_id());
             expected.push(append.expected);
+            // Checked before the append was queued (`check`); a failure here fails the batch.
             let fence = match &append.fence {
                 Some(fence) => match fence_params(fence) {
                     Ok((shard, owner, epoch)) => (Some(shard), Some(owner), Some(epoch)),
