@@ -286,8 +286,10 @@ pub struct Indeterminate {
     pub id: String,
     /// The command's id, to retry with.
     pub command_id: CommandId,
-    /// What happened: [`ExecutorError::Timeout`], [`ExecutorError::Abandoned`], or
-    /// [`ExecutorError::Store`] with [`StoreError::Indeterminate`].
+    /// What happened: [`ExecutorError::Timeout`], [`ExecutorError::Abandoned`],
+    /// [`ExecutorError::Store`] with [`StoreError::Indeterminate`], or, for a command known to
+    /// be stored whose original outcome cannot be read back now, the store's error or
+    /// [`ExecutorError::Activation`] with [`ActivationError::CorruptEvent`].
     #[source]
     pub cause: ExecutorError,
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use event_stores::{ReadQuery, RecordedEvent, StoreError};
 
-use super::{AggregateActor, CommandCall};
+use super::{AggregateActor, CommandCall, deadline};
 use crate::aggregate::Aggregate;
 use crate::error::{CommandError, ExecutorError};
 use crate::hydrate::read_event;
@@ -66,6 +66,45 @@ impl<A: Aggregate> AggregateActor<A> {
         }
     }
 
+    /// Whether the store holds events this actor has not seen (another executor appended
+    /// meanwhile), found with one read of the stream's version. If so, the state is marked
+    /// stale: the next round catches up and looks in the window again, since the command may
+    /// be a retry whose first attempt is among those events.
+    pub(super) async fn behind_store(
+        &mut self,
+        call: &CommandCall,
+    ) -> Result<bool, CommandError<A::Error>> {
+        let read = self.context.events.stream_version(&self.stream);
+        let stored = match deadline::by(call.deadline, read).await {
+            Ok(Ok(version)) => version,
+            Ok(Err(error)) => return Err(CommandError::NotStored(error.into())),
+            Err(_) => return Err(self.expired(call.command_id)),
+        };
+        if stored == self.version {
+            return Ok(false);
+        }
+        tracing::debug!(stream = %self.stream, version = self.version, stored, "behind the store; catching up before answering");
+        self.stale = true;
+        Ok(true)
+    }
+
+    /// After a final version conflict: the original outcome if the write that won was this
+    /// command's first attempt (a retry on an actor behind the store), found in the window once
+    /// caught up. `None` when it was not, or when the stream cannot be read now.
+    pub(super) async fn stored_meanwhile(
+        &mut self,
+        call: &CommandCall,
+    ) -> Option<Result<Committed<A>, CommandError<A::Error>>> {
+        if let Err(error) = self.catch_up_by(call).await {
+            tracing::debug!(stream = %self.stream, command_id = %call.command_id, %error, "cannot catch up after a conflict");
+            return None;
+        }
+        let (first, last) = self.recent.get(call.command_id.as_uuid())?;
+        Some(self.duplicate(call, first, last).await)
+    }
+
+    /// The original outcome from its stored events. The command is known to be stored, so
+    /// events that cannot be read back make the answer indeterminate, never "not stored".
     fn committed_duplicate(
         &self,
         call: &CommandCall,
@@ -75,7 +114,8 @@ impl<A: Aggregate> AggregateActor<A> {
             .iter()
             .map(read_event::<A>)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CommandError::NotStored(ExecutorError::Activation(Arc::new(e))))?;
+            // Stored, but the events cannot be read here: the caller retries for them.
+            .map_err(|e| self.indeterminate(call, ExecutorError::Activation(Arc::new(e))))?;
         tracing::debug!(stream = %self.stream, command_id = %call.command_id, "duplicate command answered with its original outcome");
         Ok(Committed {
             version: stored.last().map_or(self.version, |e| e.version),

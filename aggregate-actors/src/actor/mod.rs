@@ -64,6 +64,9 @@ pub(crate) struct CommandCall {
     pub(crate) span: tracing::Span,
     /// The reminder this command is the firing of, if it is one.
     pub(crate) firing: Option<Box<Firing>>,
+    /// The id was made for this call and sent nowhere before: no earlier attempt can have
+    /// stored it, so an answer that stores nothing needs no look at the store first.
+    pub(crate) first_attempt: bool,
 }
 
 /// Messages an aggregate actor answers.
@@ -316,6 +319,16 @@ impl<A: Aggregate> AggregateActor<A> {
 
     /// catch up → deduplicate → decide → encode → apply → append (expected version) → remember
     /// the command → snapshot check → reply.
+    ///
+    /// An answer that stores nothing (a rejection, a decision of no events, a final conflict)
+    /// may come from an actor behind the store (another executor appended meanwhile), whose
+    /// window then misses a retried command's first attempt. Such an answer is given only once
+    /// the state is known to be the stored one: if this command read no state, one read of the
+    /// stream's version confirms it, and an actor found behind catches up, looks in its window
+    /// again and decides again. Only a command id that may be a retry pays that read (the
+    /// caller's, a reminder's, or one already sent to another node); a fresh one made for this
+    /// call cannot be, and an append needs none (its expected version and the unique event ids
+    /// guard it).
     async fn execute(
         &mut self,
         command: &A::Command,
@@ -323,10 +336,14 @@ impl<A: Aggregate> AggregateActor<A> {
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let command_id = call.command_id.as_uuid();
         let mut retries = 0;
+        // Whether this command read the state from the store: if so, a first attempt stored
+        // before this one was sent is in the window.
+        let mut read_stored = call.first_attempt;
         loop {
             // A creation command on a presumed-new stream skips the read: its append verifies.
             let presumed = self.presumed_new && !self.stale && A::is_creation(command);
             if !presumed {
+                read_stored |= !self.is_current();
                 self.catch_up_by(call).await?;
             }
             if let Some((first, last)) = self.recent.get(command_id) {
@@ -351,12 +368,19 @@ impl<A: Aggregate> AggregateActor<A> {
             if presumed && !matches!(&decided, Ok(events) if !events.is_empty()) {
                 // No append will tell whether the stream was new: read it, then decide again.
                 self.context.metrics.creation_hint_missed();
+                read_stored = true;
                 self.catch_up_by(call).await?;
                 continue;
             }
             let events = match decided {
                 Ok(events) => events,
                 Err(error) => {
+                    if !read_stored {
+                        read_stored = true;
+                        if self.behind_store(call).await? {
+                            continue;
+                        }
+                    }
                     if let Some(firing) = &call.firing {
                         self.record_refused_firing(firing, error.to_string()).await;
                     }
@@ -365,6 +389,12 @@ impl<A: Aggregate> AggregateActor<A> {
             };
             let reminders = self.reminder_changes(requests, call.firing.as_deref())?;
             if events.is_empty() && reminders.is_empty() {
+                if !read_stored {
+                    read_stored = true;
+                    if self.behind_store(call).await? {
+                        continue;
+                    }
+                }
                 self.timers.apply(timers);
                 return Ok(Committed {
                     version: self.version,
@@ -448,6 +478,10 @@ impl<A: Aggregate> AggregateActor<A> {
                 }) => {
                     self.context.metrics.conflict();
                     if retries >= self.context.settings.max_conflict_retries {
+                        // The writer that won may have been this command's first attempt.
+                        if let Some(duplicate) = self.stored_meanwhile(call).await {
+                            return duplicate;
+                        }
                         return Err(ExecutorError::Conflict {
                             stream,
                             retries,

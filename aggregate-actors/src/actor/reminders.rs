@@ -158,6 +158,8 @@ impl<A: Aggregate> AggregateActor<A> {
             deadline,
             span: tracing::Span::current(),
             firing: Some(Box::new(firing.clone())),
+            // A firing's id is the same at every attempt (after a crash, on another node).
+            first_attempt: false,
         };
         match self.execute(&command, &call).await {
             Ok(committed) if committed.duplicate => {

@@ -111,6 +111,7 @@ impl<A: Aggregate> AggregateActor<A> {
             ),
             span: tracing::Span::none(),
             firing: None,
+            first_attempt: true,
         };
         let span = tracing::debug_span!("timer", stream = %self.stream, timer = %name);
         let outcome = self.execute(&command, &call).instrument(span).await;

@@ -177,6 +177,8 @@ impl Executor {
         let now = tokio::time::Instant::now();
         let budget = options.budget_at(now, registration.context.settings.runtime.call_timeout);
         let deadline = instant_after(now, budget);
+        // An id made here has been sent nowhere yet: the command cannot have been stored.
+        let fresh = options.command_id.is_none();
         let command_id = *options.command_id.get_or_insert_with(CommandId::new);
         options.deadline = Some(deadline);
         let span = span_if_traced(|| {
@@ -191,19 +193,19 @@ impl Executor {
         if span.is_disabled() {
             // No subscriber wants it: skip the instrumented wrapper on the hot path.
             return self
-                .route_execute::<A>(registration, id, command, options, deadline)
+                .route_execute::<A>(registration, id, command, options, deadline, fresh)
                 .await;
         }
         if let Some(trace) = options.metadata.trace_parent {
             span.record("trace_id", trace.trace_id_hex());
         }
-        self.route_execute::<A>(registration, id, command, options, deadline)
+        self.route_execute::<A>(registration, id, command, options, deadline, fresh)
             .instrument(span)
             .await
     }
 
     /// Where [`execute_with`](Self::execute_with) sends the command: this node's actor, or the
-    /// owner's, hop by hop.
+    /// owner's, hop by hop. `fresh`: the command id was made for this call.
     async fn route_execute<A: Aggregate>(
         &self,
         registration: &Registration<A>,
@@ -211,6 +213,7 @@ impl Executor {
         command: A::Command,
         options: CommandOptions,
         deadline: tokio::time::Instant,
+        fresh: bool,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let key = id.to_owned();
         let mut route = self.route(registration, &key, deadline);
@@ -223,8 +226,10 @@ impl Executor {
                     if self.is_shut_down() {
                         return Err(ExecutorError::ShuttingDown.into());
                     }
+                    // A hop that did not answer may have stored it.
+                    let first_attempt = fresh && last.is_none();
                     return self
-                        .execute_local::<A>(registration, id, &key, command, options)
+                        .execute_local::<A>(registration, id, &key, command, options, first_attempt)
                         .await;
                 }
                 Hop::There(node) => node,
@@ -263,12 +268,14 @@ impl Executor {
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let registration = self.registration::<A>(id)?;
         let key = id.to_owned();
-        self.execute_local::<A>(registration, id, &key, command, options)
+        // Sent here by another node: its caller may be retrying.
+        self.execute_local::<A>(registration, id, &key, command, options, false)
             .await
     }
 
     /// [`execute_here`](Self::execute_here) with the registration already looked up (and `id`
     /// checked) and the directory's key made, so that a routed command does neither twice.
+    /// `first_attempt`: the id was made for this call and sent nowhere before.
     async fn execute_local<A: Aggregate>(
         &self,
         registration: &Registration<A>,
@@ -276,6 +283,7 @@ impl Executor {
         key: &String,
         command: A::Command,
         options: CommandOptions,
+        first_attempt: bool,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let command_id = options.command_id.unwrap_or_default();
         // One clock read gives both the budget and the deadline the actor checks.
@@ -304,6 +312,7 @@ impl Executor {
                 tracing::Span::none()
             },
             firing: None,
+            first_attempt,
         };
         let answer = registration
             .directory

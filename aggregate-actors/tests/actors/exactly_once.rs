@@ -7,11 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use crate::common::Stores;
+use crate::common::{CountingReads, Stores};
 use aggregate_actors::Context;
 use aggregate_actors::event_stores::{
     AppendReceipt, EventStore, NewEvent, ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStats,
@@ -20,7 +20,7 @@ use aggregate_actors::event_stores::{
 use aggregate_actors::strategy::{Never, SnapshotContext, SnapshotStrategy};
 use aggregate_actors::{
     Aggregate, AggregateSettings, AggregateStats, CommandError, CommandId, CommandOptions,
-    DedupWindow, Executor, ExecutorError, Indeterminate, Retention, RuntimeConfig,
+    Committed, DedupWindow, Executor, ExecutorError, Indeterminate, Retention, RuntimeConfig,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -65,6 +65,11 @@ enum TallyCommand {
     Nothing {
         tag: String,
     },
+    /// Spends what is above `max`; decides nothing when the total is within it.
+    Cap {
+        tag: String,
+        max: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,7 +103,8 @@ impl Aggregate for Tally {
             TallyCommand::Add { tag, .. }
             | TallyCommand::AddMany { tag, .. }
             | TallyCommand::Spend { tag, .. }
-            | TallyCommand::Nothing { tag } => tag,
+            | TallyCommand::Nothing { tag }
+            | TallyCommand::Cap { tag, .. } => tag,
         };
         *DECISIONS.lock().unwrap().entry(tag.clone()).or_default() += 1;
         match command {
@@ -110,6 +116,10 @@ impl Aggregate for Tally {
             TallyCommand::Spend { amount, .. } if *amount > state.total => Err(NotEnough),
             TallyCommand::Spend { amount, .. } => Ok(vec![TallyEvent::Spent { amount: *amount }]),
             TallyCommand::Nothing { .. } => Ok(Vec::new()),
+            TallyCommand::Cap { max, .. } if state.total <= *max => Ok(Vec::new()),
+            TallyCommand::Cap { max, .. } => Ok(vec![TallyEvent::Spent {
+                amount: state.total - max,
+            }]),
         }
     }
 
@@ -326,6 +336,72 @@ impl EventStore for FaultyEvents {
     }
 }
 
+/// An event store whose reads, once `unreadable` is set, return every event with a payload that
+/// does not decode (what a damaged row or an event type this build cannot read looks like).
+struct UnreadableEvents {
+    inner: Arc<dyn EventStore>,
+    unreadable: AtomicBool,
+}
+
+impl UnreadableEvents {
+    fn new(inner: &Arc<dyn EventStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Arc::clone(inner),
+            unreadable: AtomicBool::new(false),
+        })
+    }
+
+    fn make_unreadable(&self) {
+        self.unreadable.store(true, Ordering::SeqCst);
+    }
+
+    fn damage(&self, mut events: Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+        if self.unreadable.load(Ordering::SeqCst) {
+            for event in &mut events {
+                // 0xc1 is never used in MessagePack.
+                event.payload = vec![0xc1].into();
+            }
+        }
+        events
+    }
+}
+
+#[async_trait]
+impl EventStore for UnreadableEvents {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendReceipt> {
+        self.inner.append(stream, expected_version, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        query: ReadQuery,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        Ok(self.damage(self.inner.read_stream(stream, query).await?))
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
+        Ok(self.damage(self.inner.read_all(after_position, limit).await?))
+    }
+
+    async fn read_command(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        Ok(self.damage(self.inner.read_command(stream, command_id).await?))
+    }
+}
+
 /// A snapshot store that stores the first `intact` snapshots as given and flips a bit in the
 /// bytes of every later one.
 struct CorruptingSnapshots {
@@ -409,6 +485,12 @@ on_both_backends! {
     the_window_forgets_by_age_but_the_store_still_catches_the_retry => the_window_forgets_by_age_but_the_store_still_catches_the_retry;
     a_rejected_command_is_not_remembered_and_its_retry_decides_again => a_rejected_command_is_not_remembered_and_its_retry_decides_again;
     a_command_deciding_nothing_is_not_remembered_and_its_retry_decides_again => a_command_deciding_nothing_is_not_remembered_and_its_retry_decides_again;
+    a_retry_whose_stored_events_cannot_be_read_back_is_indeterminate => a_retry_whose_stored_events_cannot_be_read_back_is_indeterminate;
+    a_retry_the_store_refuses_whose_events_cannot_be_read_back_is_indeterminate => a_retry_the_store_refuses_whose_events_cannot_be_read_back_is_indeterminate;
+    a_retry_rejected_by_an_actor_behind_the_store_is_a_duplicate => a_retry_rejected_by_an_actor_behind_the_store_is_a_duplicate;
+    a_retry_deciding_nothing_on_an_actor_behind_the_store_is_a_duplicate => a_retry_deciding_nothing_on_an_actor_behind_the_store_is_a_duplicate;
+    a_retry_out_of_conflict_retries_on_an_actor_behind_the_store_is_a_duplicate => a_retry_out_of_conflict_retries_on_an_actor_behind_the_store_is_a_duplicate;
+    only_an_id_that_may_be_a_retry_is_confirmed_against_the_store_before_a_rejection => only_an_id_that_may_be_a_retry_is_confirmed_against_the_store_before_a_rejection;
     a_command_past_its_deadline_is_expired_and_stores_nothing => a_command_past_its_deadline_is_expired_and_stores_nothing;
     commands_queued_past_their_deadline_are_dropped_and_never_stored => commands_queued_past_their_deadline_are_dropped_and_never_stored;
     a_timeout_too_long_to_add_to_a_clock_means_no_limit => a_timeout_too_long_to_add_to_a_clock_means_no_limit;
@@ -419,6 +501,43 @@ on_both_backends! {
     a_snapshot_failing_verification_never_replaces_the_older_valid_one => a_snapshot_failing_verification_never_replaces_the_older_valid_one;
     a_refused_first_command_leaves_no_live_actor => a_refused_first_command_leaves_no_live_actor;
     the_state_of_a_live_actor_at_version_zero_is_not_found => the_state_of_a_live_actor_at_version_zero_is_not_found;
+}
+
+/// A rejection is confirmed against the store (an actor behind it may miss a retry's first
+/// attempt) only when the command id may be a retry: a fresh id, made by the executor for this
+/// call, costs no read; the caller's own id costs one read of the stream's version.
+async fn only_an_id_that_may_be_a_retry_is_confirmed_against_the_store_before_a_rejection(
+    stores: Stores,
+) {
+    let counting = CountingReads::wrap(&stores.events);
+    let executor = executor_on(
+        Arc::clone(&counting) as Arc<dyn EventStore>,
+        Arc::clone(&stores.snapshots),
+        AggregateSettings::new(),
+    );
+    let tag = tag();
+    executor
+        .execute::<Tally>("confirmed", add(&tag, 1))
+        .await
+        .unwrap();
+    let before = counting.reads();
+    let fresh = executor
+        .execute::<Tally>("confirmed", spend(&tag, 100))
+        .await;
+    assert!(matches!(fresh, Err(CommandError::Rejected(_))), "{fresh:?}");
+    assert_eq!(counting.reads(), before, "a fresh id reads nothing");
+    let callers = executor
+        .execute_with::<Tally>("confirmed", spend(&tag, 100), with_id(CommandId::new()))
+        .await;
+    assert!(
+        matches!(callers, Err(CommandError::Rejected(_))),
+        "{callers:?}"
+    );
+    assert_eq!(
+        counting.reads(),
+        before + 1,
+        "the caller's id: one version read"
+    );
 }
 
 /// The second send of a command id returns the first outcome (version and events, even when
@@ -682,6 +801,176 @@ async fn a_command_deciding_nothing_is_not_remembered_and_its_retry_decides_agai
         assert_eq!(decisions(&tag), attempt);
     }
     assert_eq!(stored(&*stores.events, "idle").await.len(), 1);
+}
+
+/// A retry found in the window whose stored events cannot be read back is stored, so its answer
+/// is indeterminate (never "not stored"), and nothing is stored again.
+async fn a_retry_whose_stored_events_cannot_be_read_back_is_indeterminate(stores: Stores) {
+    let unreadable = UnreadableEvents::new(&stores.events);
+    let executor = executor_on(
+        Arc::clone(&unreadable) as Arc<dyn EventStore>,
+        Arc::clone(&stores.snapshots),
+        AggregateSettings::new(),
+    );
+    let tag = tag();
+    let id = CommandId::new();
+    executor
+        .execute_with::<Tally>("unreadable", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    unreadable.make_unreadable();
+
+    let retry = executor
+        .execute_with::<Tally>("unreadable", add(&tag, 5), with_id(id))
+        .await;
+    let unknown = indeterminate(retry);
+    assert_eq!(unknown.command_id, id);
+    assert!(
+        matches!(unknown.cause, ExecutorError::Activation(_)),
+        "{:?}",
+        unknown.cause
+    );
+    assert_eq!(decisions(&tag), 1, "found in the window: not decided again");
+    assert_eq!(stored(&*stores.events, "unreadable").await.len(), 1);
+}
+
+/// A retry beyond the window, refused by the store as already applied, whose stored events
+/// cannot be read back is indeterminate too, and nothing is stored again.
+async fn a_retry_the_store_refuses_whose_events_cannot_be_read_back_is_indeterminate(
+    stores: Stores,
+) {
+    let unreadable = UnreadableEvents::new(&stores.events);
+    let window = DedupWindow {
+        max_commands: 1,
+        max_age: None,
+    };
+    let executor = executor_on(
+        Arc::clone(&unreadable) as Arc<dyn EventStore>,
+        Arc::clone(&stores.snapshots),
+        AggregateSettings::new().dedup(window),
+    );
+    let (tag, other) = (tag(), tag());
+    let id = CommandId::new();
+    executor
+        .execute_with::<Tally>("unreadable-old", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    executor
+        .execute::<Tally>("unreadable-old", add(&other, 10))
+        .await
+        .unwrap();
+    unreadable.make_unreadable();
+
+    let retry = executor
+        .execute_with::<Tally>("unreadable-old", add(&tag, 5), with_id(id))
+        .await;
+    assert_eq!(indeterminate(retry).command_id, id);
+    assert_eq!(decisions(&tag), 2, "the window forgot it: decided again");
+    assert_eq!(stored(&*stores.events, "unreadable-old").await.len(), 2);
+}
+
+/// Two executors on one store: `behind`'s actor for `id` is live at version 1 while `ahead`
+/// stores two more commands, the second with `command_id`. Returns both executors.
+async fn one_actor_behind_the_store(
+    stores: &Stores,
+    behind_settings: AggregateSettings<Tally>,
+    id: &str,
+    tag: &str,
+    command: TallyCommand,
+    command_id: CommandId,
+) -> (Executor, Executor, Committed<Tally>) {
+    let ahead = executor(stores, AggregateSettings::new());
+    let behind = executor(stores, behind_settings);
+    behind.execute::<Tally>(id, add(tag, 1)).await.unwrap();
+    ahead.execute::<Tally>(id, add(tag, 10)).await.unwrap();
+    let original = ahead
+        .execute_with::<Tally>(id, command, with_id(command_id))
+        .await
+        .unwrap();
+    assert_eq!(original.version, 3);
+    assert!(
+        behind.is_live::<Tally>(id),
+        "the actor behind is still live"
+    );
+    (ahead, behind, original)
+}
+
+/// A retry on an executor whose live actor is behind the store (another executor stored the
+/// first attempt) is answered with the original outcome, not with a rejection decided on the
+/// old state.
+async fn a_retry_rejected_by_an_actor_behind_the_store_is_a_duplicate(stores: Stores) {
+    let (tag, id) = (tag(), CommandId::new());
+    let (_ahead, behind, original) = one_actor_behind_the_store(
+        &stores,
+        AggregateSettings::new(),
+        "behind-rejected",
+        &tag,
+        spend(&tag, 5),
+        id,
+    )
+    .await;
+    let retry = behind
+        .execute_with::<Tally>("behind-rejected", spend(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    assert!(retry.duplicate, "{retry:?}");
+    assert_eq!(retry.version, original.version);
+    assert_eq!(retry.events, vec![TallyEvent::Spent { amount: 5 }]);
+    assert_eq!(stored(&*stores.events, "behind-rejected").await.len(), 3);
+    assert_eq!(stats(&behind).commands_duplicate, 1);
+}
+
+/// The same for a retry that decides nothing on the old state: the original outcome, not an
+/// empty success.
+async fn a_retry_deciding_nothing_on_an_actor_behind_the_store_is_a_duplicate(stores: Stores) {
+    let (tag, id) = (tag(), CommandId::new());
+    let cap = || TallyCommand::Cap {
+        tag: tag.clone(),
+        max: 5,
+    };
+    let (_ahead, behind, original) = one_actor_behind_the_store(
+        &stores,
+        AggregateSettings::new(),
+        "behind-nothing",
+        &tag,
+        cap(),
+        id,
+    )
+    .await;
+    assert_eq!(original.events, vec![TallyEvent::Spent { amount: 6 }]);
+    let retry = behind
+        .execute_with::<Tally>("behind-nothing", cap(), with_id(id))
+        .await
+        .unwrap();
+    assert!(retry.duplicate, "{retry:?}");
+    assert_eq!(retry.version, original.version);
+    assert_eq!(retry.events, original.events);
+    assert_eq!(stored(&*stores.events, "behind-nothing").await.len(), 3);
+}
+
+/// The same for a retry whose append conflicts with no conflict retries left: the original
+/// outcome, not `NotStored(Conflict)`.
+async fn a_retry_out_of_conflict_retries_on_an_actor_behind_the_store_is_a_duplicate(
+    stores: Stores,
+) {
+    let (tag, id) = (tag(), CommandId::new());
+    let (_ahead, behind, original) = one_actor_behind_the_store(
+        &stores,
+        AggregateSettings::new().max_conflict_retries(0),
+        "behind-conflict",
+        &tag,
+        add(&tag, 5),
+        id,
+    )
+    .await;
+    let retry = behind
+        .execute_with::<Tally>("behind-conflict", add(&tag, 5), with_id(id))
+        .await
+        .unwrap();
+    assert!(retry.duplicate, "{retry:?}");
+    assert_eq!(retry.version, original.version);
+    assert_eq!(retry.events, vec![TallyEvent::Added { amount: 5 }]);
+    assert_eq!(stored(&*stores.events, "behind-conflict").await.len(), 3);
 }
 
 // ---------------------------------------------------------------------------------------------
