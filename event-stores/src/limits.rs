@@ -36,6 +36,10 @@ pub struct StoreLimits {
     pub max_event_payload_bytes: usize,
     /// Most events in one append.
     pub max_events_per_append: usize,
+    /// Most payload bytes in one append, all its events together (default 64 MiB): without it
+    /// the two limits above allow appends of gigabytes, more than PostgreSQL takes in one
+    /// message, which could then never be stored.
+    pub max_append_bytes: usize,
     /// Largest snapshot (stored bytes).
     pub max_snapshot_bytes: usize,
 }
@@ -45,6 +49,7 @@ impl Default for StoreLimits {
         Self {
             max_event_payload_bytes: 1024 * 1024,
             max_events_per_append: 10_000,
+            max_append_bytes: 64 * 1024 * 1024,
             max_snapshot_bytes: 64 * 1024 * 1024,
         }
     }
@@ -53,7 +58,8 @@ impl Default for StoreLimits {
 impl StoreLimits {
     /// Checks a batch of events for an append: 1 to `max_events_per_append` events, each with a
     /// type of 1 to [`MAX_EVENT_TYPE_LEN`] bytes without control characters (as stream ids) and
-    /// a payload within `max_event_payload_bytes`, and no event id twice.
+    /// a payload within `max_event_payload_bytes`, no event id twice, and all payloads together
+    /// within `max_append_bytes`.
     pub fn check_append(&self, events: &[NewEvent]) -> Result<(), InvalidInput> {
         if events.is_empty() {
             return Err(InvalidInput::NoEvents);
@@ -65,6 +71,7 @@ impl StoreLimits {
             });
         }
         let mut ids = HashSet::with_capacity(events.len());
+        let mut total = 0usize;
         for event in events {
             check_event_type(&event.event_type)?;
             if event.payload.len() > self.max_event_payload_bytes {
@@ -77,6 +84,19 @@ impl StoreLimits {
             if !ids.insert(event.event_id) {
                 return Err(InvalidInput::DuplicateEventId(event.event_id));
             }
+            total = total.saturating_add(event.payload.len());
+        }
+        self.check_append_bytes(total)
+    }
+
+    /// Checks the payload bytes of a whole append against `max_append_bytes`.
+    pub(crate) fn check_append_bytes(&self, total: usize) -> Result<(), InvalidInput> {
+        if total > self.max_append_bytes {
+            return Err(InvalidInput::PayloadTooLarge {
+                what: "append (all its payloads together)",
+                size: total,
+                limit: self.max_append_bytes,
+            });
         }
         Ok(())
     }

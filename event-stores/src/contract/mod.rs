@@ -112,6 +112,7 @@ pub fn limits() -> StoreLimits {
     StoreLimits {
         max_event_payload_bytes: 64 * 1024,
         max_events_per_append: 2_000,
+        max_append_bytes: 1024 * 1024,
         max_snapshot_bytes: 256 * 1024,
     }
 }
@@ -176,6 +177,7 @@ macro_rules! store_contract {
                 a_100_000_event_stream_reads_back_page_by_page,
                 an_oversized_payload_is_refused_and_stores_nothing,
                 an_append_with_too_many_events_is_refused_and_stores_nothing,
+                an_append_over_its_byte_limit_is_refused_and_stores_nothing,
                 bad_reminder_input_is_refused_with_typed_errors_and_stores_nothing,
             ];
             snapshot_store = [
@@ -1157,6 +1159,35 @@ pub async fn an_append_with_too_many_events_is_refused_and_stores_nothing(
         .await
         .unwrap();
     assert_eq!(receipt.last_version, max as u64);
+}
+
+/// An append whose payloads together exceed the per-append byte limit is refused with
+/// [`InvalidInput::PayloadTooLarge`] (each payload alone within its limit) and nothing is
+/// stored; payloads of exactly the limit together are fine.
+pub async fn an_append_over_its_byte_limit_is_refused_and_stores_nothing(
+    store: Arc<dyn EventStore>,
+    limits: StoreLimits,
+) {
+    let stream = fresh_stream("bytes");
+    let each = limits.max_event_payload_bytes;
+    let fit = limits.max_append_bytes / each;
+    assert!(
+        fit >= 2 && fit < limits.max_events_per_append,
+        "fixture limits"
+    );
+    let payloads =
+        |count: usize| -> Vec<NewEvent> { (0..count).map(|_| event(vec![3u8; each])).collect() };
+    assert_eq!(
+        invalid(store.append(&stream, 0, payloads(fit + 1)).await),
+        InvalidInput::PayloadTooLarge {
+            what: "append (all its payloads together)",
+            size: each * (fit + 1),
+            limit: limits.max_append_bytes
+        }
+    );
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 0);
+    let receipt = store.append(&stream, 0, payloads(fit)).await.unwrap();
+    assert_eq!(receipt.last_version, fit as u64);
 }
 
 /// Two events with one id in a batch are refused with [`InvalidInput::DuplicateEventId`] and

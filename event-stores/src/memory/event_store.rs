@@ -219,7 +219,7 @@ impl InMemoryEventStore {
                 limit: limits.max_event_payload_bytes,
             });
         }
-        Ok(())
+        limits.check_append_bytes(event.payload.len())
     }
 }
 
@@ -434,6 +434,10 @@ mod tests {
             },
             StoreLimits {
                 max_event_payload_bytes: 3,
+                ..StoreLimits::default()
+            },
+            StoreLimits {
+                max_append_bytes: 2,
                 ..StoreLimits::default()
             },
         ];
