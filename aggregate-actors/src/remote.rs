@@ -239,13 +239,14 @@ pub(crate) async fn forward_execute<A: Aggregate>(
         Reply::Indeterminate { message } => {
             return indeterminate(remote_error(node, "indeterminate", message, true));
         }
+        // Delivered, but answered with something else: what happened there is unknown.
         Reply::State { .. } | Reply::Snapshotted { .. } => {
-            Err(CommandError::NotStored(remote_error(
+            return indeterminate(remote_error(
                 node,
                 "bad_answer",
                 "a state where a command outcome was expected".into(),
-                false,
-            )))
+                true,
+            ));
         }
     };
     Forwarded::Done(outcome)

@@ -101,14 +101,18 @@ impl Placement<String> for Split {
     }
 }
 
-/// In-process transport; can lose the next answer (after delivering the call) or refuse
-/// delivery altogether.
+/// In-process transport; can lose the next answer (after delivering the call), refuse
+/// delivery altogether, keep a copy of the next answer, or answer the next call with other
+/// bytes (after delivering it).
 #[derive(Default)]
 struct Loopback {
     nodes: RwLock<HashMap<String, Arc<dyn Inbound>>>,
     lose_next_answers: AtomicU32,
     refuse: AtomicBool,
     delivered: AtomicU32,
+    keep_next_answer: AtomicBool,
+    kept: std::sync::Mutex<Option<Vec<u8>>>,
+    answer_next_with: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 #[async_trait::async_trait]
@@ -132,6 +136,12 @@ impl Transport for Loopback {
                 node: node.into(),
                 reason: "answer lost".into(),
             });
+        }
+        if self.keep_next_answer.swap(false, Ordering::SeqCst) {
+            *self.kept.lock().unwrap() = Some(answer.clone());
+        }
+        if let Some(other) = self.answer_next_with.lock().unwrap().take() {
+            return Ok(other);
         }
         Ok(answer)
     }
@@ -280,6 +290,37 @@ async fn a_forwarded_command_whose_answer_is_lost_is_indeterminate_and_its_retry
         .unwrap();
     assert!(retried.duplicate, "the owner applied it the first time");
     assert_eq!(stored(&*n.events, "a-2").await, 1);
+}
+
+/// The owner answered a delivered command with something other than a command's outcome (a
+/// state): what happened there is unknown, so the outcome is indeterminate, never "not
+/// stored", and the retry is answered as a duplicate.
+#[tokio::test]
+async fn a_forwarded_command_answered_with_the_wrong_kind_of_answer_is_indeterminate() {
+    let n = nodes(true).await;
+    n.a.execute::<Counter>("a-3", CounterCommand::Add(1))
+        .await
+        .unwrap();
+    n.transport.keep_next_answer.store(true, Ordering::SeqCst);
+    n.b.state::<Counter>("a-3").await.unwrap();
+    let state_answer = n.transport.kept.lock().unwrap().take().unwrap();
+    *n.transport.answer_next_with.lock().unwrap() = Some(state_answer);
+    let id = CommandId::new();
+    let options = || CommandOptions::new().command_id(id);
+    match n
+        .b
+        .execute_with::<Counter>("a-3", CounterCommand::Add(2), options())
+        .await
+    {
+        Err(CommandError::Indeterminate(i)) => assert_eq!(i.command_id, id),
+        other => panic!("expected indeterminate, got {other:?}"),
+    }
+    let retried =
+        n.b.execute_with::<Counter>("a-3", CounterCommand::Add(2), options())
+            .await
+            .unwrap();
+    assert!(retried.duplicate, "the owner stored it the first time");
+    assert_eq!(stored(&*n.events, "a-3").await, 2);
 }
 
 #[tokio::test]
