@@ -402,6 +402,17 @@ async fn the_routes_serve_the_totals_and_the_projections_stats(stores: Stores) {
             "invalid_query",
         ),
         ("customers/a%01b", StatusCode::BAD_REQUEST, "invalid_id"),
+        // No id holds a control character: bad input, not a store failure to retry.
+        (
+            "customers?prefix=cus%00",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "customers?after=%00",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
     ] {
         let (got, body) = get(&client, format!("{base}/read-model/{path}")).await;
         assert_eq!(

@@ -92,6 +92,22 @@ pub(super) async fn list_customers(
             format!("limit must be 1 to {MAX_LIMIT}"),
         ));
     }
+    // Ids have 1 to 256 bytes and no control characters: a prefix or cursor that no id could
+    // start with or be is bad input, and a NUL would reach PostgreSQL as text it refuses.
+    for (what, value) in [
+        ("prefix", params.prefix.as_str()),
+        ("after", params.after.as_deref().unwrap_or("")),
+    ] {
+        if !value.is_empty() {
+            StreamId::check(Customer::TYPE, value).map_err(|error| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("{what}: {error}"),
+                )
+            })?;
+        }
+    }
     // Stats first: the rows are at least as fresh as the position they report.
     let stats = app.read_model.stats();
     let rows = app
