@@ -4,7 +4,7 @@
 //! `stored` says whether the request may have stored anything: `false` means certainly nothing
 //! (the request can be corrected or retried freely), `"unknown"` means it may have been carried
 //! out (only ever for a command's `indeterminate` outcome, and a snapshot request that timed
-//! out). `retryable` says whether the same request may succeed later unchanged.
+//! out or, forwarded to its owner, lost its answer). `retryable` says whether the same request may succeed later unchanged.
 //!
 //! | status | kind | stored | when |
 //! |---|---|---|---|
@@ -24,6 +24,7 @@
 //! | 502 | `owner_failed` | false | cluster mode: the node owning the aggregate failed the call for good |
 //! | 503 | `overloaded`, `store_unavailable`, `shutting_down`, `actor_stopped`, `expired` | false | try again later (`Retry-After`) |
 //! | 503 | `owner_unavailable`, `forward_lost` | false | cluster mode: no node served the aggregate in time (its shard is moving, or its owner died and its heartbeat has not expired yet), or a forwarded state read lost its answer; try again later (`Retry-After`) |
+//! | 503 | `forward_lost` | `"unknown"` | cluster mode: a snapshot request reached the owner but its answer was lost; the snapshot may be written (`Retry-After`) |
 //! | 503 | `indeterminate` | `"unknown"` | a command's outcome is unknown (the store connection broke after the write was sent, the actor was stopped mid-command): retry with the same `Idempotency-Key` (`Retry-After`) |
 //! | 504 | `indeterminate` | `"unknown"` | a command got no answer in time ([`crate::ledger::CALL_TIMEOUT`]); it may still complete: retry with the same `Idempotency-Key` (`Retry-After`) |
 //! | 504 | `timeout` | `"unknown"` | a snapshot request got no answer in time |
@@ -160,6 +161,24 @@ impl ApiError {
             stored: Stored::Nothing,
             ..error.into()
         }
+    }
+
+    /// A snapshot request that failed because of `error`: mapped as [`From<ExecutorError>`]
+    /// does, but `stored: "unknown"` when it reached the owner and no readable answer came
+    /// back, since the owner may still write the snapshot.
+    pub fn snapshot_failed(error: ExecutorError) -> Self {
+        let delivered = matches!(
+            &error,
+            ExecutorError::Remote { kind, .. } if kind == "lost" || kind == "bad_answer"
+        );
+        let api: Self = error.into();
+        if delivered {
+            return Self {
+                stored: Stored::Unknown,
+                ..api
+            };
+        }
+        api
     }
 
     /// 503 (504 when the cause is a timeout) `indeterminate`: the command may have been
@@ -470,6 +489,11 @@ mod tests {
             let (got, _, body) = render(ApiError::not_stored(error)).await;
             assert_eq!((got, body["kind"].as_str()), (status, Some(kind)), "{body}");
             assert_eq!(body["stored"], false);
+        }
+        // A snapshot request whose answer was lost on the way back may still be written.
+        for (kind, stored) in [("lost", json!("unknown")), ("unreachable", json!(false))] {
+            let (_, _, body) = render(ApiError::snapshot_failed(remote(kind, true))).await;
+            assert_eq!(body["stored"], stored, "{kind}: {body}");
         }
         let (status, _, body) = render(ApiError::indeterminate(
             indeterminate(remote("lost", true)),

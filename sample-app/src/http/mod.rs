@@ -523,7 +523,11 @@ async fn take_snapshot(
 }
 
 async fn snapshot_now<A: LedgerAggregate>(app: &AppState, id: &str) -> Result<Response, ApiError> {
-    let version = app.executor.snapshot_now::<A>(id).await?;
+    let version = app
+        .executor
+        .snapshot_now::<A>(id)
+        .await
+        .map_err(ApiError::snapshot_failed)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "aggregate_type": A::COLLECTION, "id": id, "version": version })),
