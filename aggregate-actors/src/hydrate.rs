@@ -329,11 +329,17 @@ async fn restore<A: Aggregate>(
         state,
         commands,
     } = opened;
+    // No stream has an event at version 0: such a record (a damaged archive file) is invalid.
+    let Some(before_own) = record.version.checked_sub(1) else {
+        return Ok(Err(Rejection::Invalid(
+            "a snapshot at version 0 names no event".into(),
+        )));
+    };
     // Read from the snapshot's own event: one page both verifies it and starts the tail.
     let mut page = match preread {
         Some(page) => page,
         None => {
-            let query = tail_query(record.version - 1, target, page_size.saturating_add(1));
+            let query = tail_query(before_own, target, page_size.saturating_add(1));
             events
                 .read_stream(stream, query)
                 .await

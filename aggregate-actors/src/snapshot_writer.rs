@@ -3,10 +3,13 @@
 //!
 //! Writes for one aggregate are strictly ordered and never go backwards: while a write for a
 //! stream is in flight, newer requests for that stream wait, and each newer request supersedes
-//! any older one still waiting (only the newest state matters). Different streams are written
-//! concurrently up to a limit. After a save succeeds, the snapshot is read back and verified
-//! (checksum, codec, decoding with the current state schema); only then does retention delete
-//! older ones, so an aggregate never loses its newest *valid* snapshot.
+//! any older one still waiting (only the newest state matters); a request at or below the
+//! version in flight joins that write and is told its outcome. Different streams are written
+//! concurrently up to a limit. A write that panics is a failed write: its waiters are told, and
+//! the stream's next write starts as usual. After a save succeeds, the snapshot is read back
+//! and verified (checksum, codec, decoding with the current state schema); only then does
+//! retention delete older ones (never the one just written, and never counting snapshots
+//! ahead of it, see [`retention`]), so an aggregate never loses its newest *valid* snapshot.
 //! With incremental snapshots on, a snapshot may be written as a delta against the newest full
 //! one (see [`incremental`]); it is verified against that base the same way, and retention in
 //! the stores keeps every base that a kept delta names.
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 use event_stores::{SnapshotArchive, SnapshotRecord, SnapshotStore, StreamId};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -70,6 +73,29 @@ enum Request {
     Flush(oneshot::Sender<()>),
 }
 
+/// A write under way: its version, and who waits for its outcome (the waiters of the requests
+/// it answers for, including those that arrived while it was running).
+struct InFlight {
+    version: u64,
+    waiters: Vec<oneshot::Sender<WriteOutcome>>,
+    metrics: Arc<AggregateMetrics>,
+}
+
+impl InFlight {
+    /// Tells every waiter how the write of `stream` ended: its outcome, or, when the task
+    /// panicked (or was cancelled), a failure, counted and logged like any failed write.
+    fn finish(self, stream: &StreamId, joined: Result<WriteOutcome, JoinError>) {
+        let outcome = joined.unwrap_or_else(|error| {
+            self.metrics.snapshot_failed();
+            tracing::warn!(%stream, version = self.version, %error, "snapshot write panicked; commands are unaffected");
+            Err(format!("snapshot write panicked: {error}"))
+        });
+        for waiter in self.waiters {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+}
+
 /// Handle to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct SnapshotWriter {
@@ -115,11 +141,13 @@ async fn run(
     mut requests: mpsc::Receiver<Request>,
     max_concurrent_writes: usize,
 ) {
-    let mut in_flight: HashMap<StreamId, u64> = HashMap::new();
+    let mut in_flight: HashMap<StreamId, InFlight> = HashMap::new();
     let mut waiting: HashMap<StreamId, SnapshotJob> = HashMap::new();
     let mut ready: Vec<StreamId> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut writes: JoinSet<StreamId> = JoinSet::new();
+    let mut writes: JoinSet<WriteOutcome> = JoinSet::new();
+    // The stream each write task writes, to know whose write failed when a task panics.
+    let mut tasks: HashMap<tokio::task::Id, StreamId> = HashMap::new();
     let mut open = true;
     // The counters of every type written so far, and when their days are next saved.
     let mut counters: HashMap<&'static str, Arc<AggregateMetrics>> = HashMap::new();
@@ -133,8 +161,8 @@ async fn run(
                         .entry(job.metrics.aggregate_type())
                         .or_insert_with(|| Arc::clone(&job.metrics));
                     let stream = job.stream.clone();
-                    match in_flight.get(&stream) {
-                        Some(&writing) if job.version <= writing => supersede(job, writing),
+                    match in_flight.get_mut(&stream) {
+                        Some(writing) if job.version <= writing.version => join(job, writing),
                         _ => {
                             if let Some(older) = waiting.remove(&stream) {
                                 merge_into(older, &mut waiting, job);
@@ -156,10 +184,17 @@ async fn run(
                 save_days_at = None;
                 save_days(&*store, &counters).await;
             }
-            Some(finished) = writes.join_next(), if !writes.is_empty() => {
+            Some(finished) = writes.join_next_with_id(), if !writes.is_empty() => {
                 save_days_at.get_or_insert_with(|| tokio::time::Instant::now() + SAVE_DAYS_EVERY);
-                if let Ok(stream) = finished {
-                    in_flight.remove(&stream);
+                let (task, joined) = match finished {
+                    Ok((task, outcome)) => (task, Ok(outcome)),
+                    Err(error) => (error.id(), Err(error)),
+                };
+                // Every task is in `tasks` until it ends, whether it returned or panicked.
+                if let Some(stream) = tasks.remove(&task) {
+                    if let Some(writing) = in_flight.remove(&stream) {
+                        writing.finish(&stream, joined);
+                    }
                     if waiting.contains_key(&stream) {
                         ready.push(stream);
                     }
@@ -169,9 +204,15 @@ async fn run(
         }
         while writes.len() < max_concurrent_writes {
             let Some(stream) = ready.pop() else { break };
-            if let Some(job) = waiting.remove(&stream) {
-                in_flight.insert(stream, job.version);
-                writes.spawn(write(Arc::clone(&store), job));
+            if let Some(mut job) = waiting.remove(&stream) {
+                let writing = InFlight {
+                    version: job.version,
+                    waiters: std::mem::take(&mut job.waiters),
+                    metrics: Arc::clone(&job.metrics),
+                };
+                in_flight.insert(stream.clone(), writing);
+                let task = writes.spawn(write(Arc::clone(&store), job));
+                tasks.insert(task.id(), stream);
             }
         }
         if writes.is_empty() && waiting.is_empty() && (!flushes.is_empty() || !open) {
@@ -220,19 +261,20 @@ fn merge_into(
     waiting.insert(keep.stream.clone(), keep);
 }
 
-fn supersede(job: SnapshotJob, writing: u64) {
+/// A request at or below the version in flight adds nothing: its waiters are told the outcome
+/// of the write in flight, once it is known.
+fn join(job: SnapshotJob, writing: &mut InFlight) {
     job.metrics.snapshot_superseded();
-    for waiter in job.waiters {
-        let _ = waiter.send(Ok(writing));
-    }
+    writing.waiters.extend(job.waiters);
 }
 
-async fn write(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId {
+/// Writes `job` (whose waiters the writer loop holds) and returns the outcome.
+async fn write(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> WriteOutcome {
     let span = tracing::debug_span!("snapshot", stream = %job.stream, version = job.version);
     write_job(store, job).instrument(span).await
 }
 
-async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId {
+async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> WriteOutcome {
     let SnapshotJob {
         stream,
         version,
@@ -245,7 +287,7 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
         retention,
         archive,
         metrics,
-        waiters,
+        waiters: _,
     } = job;
     let started = std::time::Instant::now();
     let outcome = async {
@@ -296,7 +338,15 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
             None => verify(&stored),
         }
         .map_err(|e| format!("snapshot read back fails verification: {e}"))?;
-        retention::apply(&*store, archive.as_ref(), &stream, retention, &metrics).await;
+        retention::apply(
+            &*store,
+            archive.as_ref(),
+            &stream,
+            version,
+            retention,
+            &metrics,
+        )
+        .await;
         Ok(version)
     }
     .await;
@@ -304,8 +354,5 @@ async fn write_job(store: Arc<dyn SnapshotStore>, job: SnapshotJob) -> StreamId 
         metrics.snapshot_failed();
         tracing::warn!(%stream, version, %error, "snapshot write failed; commands are unaffected");
     }
-    for waiter in waiters {
-        let _ = waiter.send(outcome.clone());
-    }
-    stream
+    outcome
 }

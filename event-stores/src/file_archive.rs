@@ -5,7 +5,8 @@
 //! file name) and the version zero-padded (names sort by version). A file is the magic bytes
 //! `ESASNAP1` and the record in MessagePack; it is written to a temporary name and renamed, so
 //! a crash never leaves half a file under a real name. The record keeps its checksum, so a
-//! damaged file is caught where the snapshot is opened, as for any snapshot.
+//! damaged file is caught where the snapshot is opened, as for any snapshot; a file whose
+//! contents claim another version than its name is refused as corrupt when read.
 
 use std::path::{Path, PathBuf};
 
@@ -101,6 +102,15 @@ impl FileSnapshotArchive {
         let file: FileRecord = rmp_serde::from_slice(body).map_err(|e| {
             StoreError::Corrupt(format!("{} cannot be decoded: {e}", path.display()))
         })?;
+        // Looked up by the version in its name: contents claiming another are damaged (and
+        // would break "at or before", e.g. with version 0).
+        if file.version != version {
+            return Err(StoreError::Corrupt(format!(
+                "{} holds a snapshot at version {}, not {version}",
+                path.display(),
+                file.version
+            )));
+        }
         Ok(ArchivedSnapshot {
             archived_at: file.archived_at,
             record: SnapshotRecord {

@@ -70,6 +70,35 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// newest snapshot, nor a base that a kept delta needs.
     async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64>;
 
+    /// Retention after writing the snapshot at `at_or_below`: keeps the newest `keep`
+    /// snapshots with `version <= at_or_below` (the one at `at_or_below` among them), and the
+    /// bases those name, and deletes the other snapshots at or below it; returns how many were
+    /// deleted. `keep == 0` is treated as 1.
+    ///
+    /// Snapshots *above* `at_or_below` are neither counted among the kept nor deleted, nor are
+    /// the bases they name: they are ahead of the stream the writer saw (the event store was
+    /// restored from an older backup, or restarted empty beside this store), so activation skips
+    /// them, and counting them would delete the newest snapshot that is valid. Retention does
+    /// not delete them either: it cannot tell that they are invalid (another writer may see a
+    /// longer stream), and a snapshot written later at their version replaces them.
+    ///
+    /// By default a [`list`](Self::list) and a [`delete`](Self::delete) per removed snapshot,
+    /// newest first (so deltas go before their bases); both stores of this crate do it in one
+    /// statement.
+    async fn retain_newest_at_or_below(
+        &self,
+        stream: &StreamId,
+        at_or_below: u64,
+        keep: usize,
+    ) -> StoreResult<u64> {
+        let mut deleted = 0;
+        let listed = self.list(stream, 0, at_or_below).await?;
+        for record in listed.into_iter().skip(keep.max(1)) {
+            deleted += u64::from(self.delete(stream, record.version).await?);
+        }
+        Ok(deleted)
+    }
+
     /// Count, total bytes, newest version and oldest/newest `taken_at` for `stream`.
     async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats>;
 

@@ -13,11 +13,11 @@ use event_stores::backup::{
     Phase, Progress,
 };
 use event_stores::{
-    EventMetadata, EventStore, InMemoryEventStore, InMemorySnapshotStore, NewEvent, SnapshotBase,
-    SnapshotRecord, SnapshotStore, StreamId, TraceParent,
+    EventMetadata, EventStore, InMemoryEventStore, InMemorySnapshotStore, InvalidInput, NewEvent,
+    SnapshotBase, SnapshotRecord, SnapshotStore, StoreLimits, StreamId, TraceParent,
 };
-use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -806,6 +806,254 @@ async fn a_corrupt_length_or_an_undecodable_body_is_refused_without_a_huge_alloc
         matches!(&err, BackupError::Malformed { reason, .. } if reason.contains("after the trailer")),
         "{err}"
     );
+}
+
+// ---- Content the stores refuse: every frame intact, one event or snapshot bad. ----
+
+/// A frame body that can be changed and encoded again (the header is never changed).
+#[derive(Serialize, Deserialize)]
+enum Editable {
+    Event(EventBody),
+    Snapshot(SnapshotBody),
+    Trailer(TrailerBody),
+}
+
+#[derive(Serialize, Deserialize)]
+struct EventBody {
+    aggregate_type: String,
+    aggregate_id: String,
+    version: u64,
+    event_id: Uuid,
+    command_id: Option<Uuid>,
+    event_type: String,
+    schema_version: u32,
+    payload: Bytes,
+    correlation_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
+    trace_parent: Option<String>,
+    recorded_at_us: i64,
+    position: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    aggregate_type: String,
+    aggregate_id: String,
+    version: u64,
+    last_event_id: Uuid,
+    state_schema_version: u32,
+    codec: String,
+    compression: String,
+    checksum: u64,
+    uncompressed_size: u64,
+    taken_at_us: i64,
+    bytes: Bytes,
+    base: Option<(u64, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TrailerBody {
+    frames: u64,
+    streams: u64,
+    events: u64,
+    snapshots: u64,
+    running_checksum: u64,
+}
+
+fn editable(frame: &Raw) -> Editable {
+    rmp_serde::from_slice(&frame.body).unwrap()
+}
+
+/// The file of `frames` with frame `at` changed by `edit`, its checksum and the trailer's
+/// running checksum recomputed: every frame intact, only the content wrong.
+fn edited(frames: &[Raw], at: usize, edit: impl FnOnce(&mut Editable)) -> Vec<u8> {
+    let mut frames = frames.to_vec();
+    let mut body = editable(&frames[at]);
+    edit(&mut body);
+    frames[at].body = rmp_serde::to_vec_named(&body).unwrap();
+    frames[at].checksum = xxh3_64(&frames[at].body);
+    let (trailer, before) = frames.split_last_mut().unwrap();
+    let checksums: Vec<u8> = before
+        .iter()
+        .flat_map(|frame| frame.checksum.to_le_bytes())
+        .collect();
+    let Editable::Trailer(mut body) = editable(trailer) else {
+        panic!("the last frame is the trailer")
+    };
+    body.running_checksum = xxh3_64(&checksums);
+    trailer.body = rmp_serde::to_vec_named(&Editable::Trailer(body)).unwrap();
+    trailer.checksum = xxh3_64(&trailer.body);
+    file_of(&frames)
+}
+
+/// The index of the last frame of the kind `is`.
+fn last_frame(frames: &[Raw], is: fn(&Editable) -> bool) -> usize {
+    frames
+        .iter()
+        .rposition(|frame| rmp_serde::from_slice::<Editable>(&frame.body).is_ok_and(|f| is(&f)))
+        .unwrap()
+}
+
+fn is_event(frame: &Editable) -> bool {
+    matches!(frame, Editable::Event(_))
+}
+
+fn is_snapshot(frame: &Editable) -> bool {
+    matches!(frame, Editable::Snapshot(_))
+}
+
+#[tokio::test]
+async fn an_event_type_or_snapshot_name_with_control_characters_is_refused_with_its_typed_error_and_stores_nothing()
+ {
+    let (file, target, snapshots) = damage_fixture().await;
+    let frames = frames_of(&file);
+    // Edited and written again unchanged, the file still imports.
+    let (copy, copy_snapshots) = memory();
+    let unchanged = edited(&frames, last_frame(&frames, is_event), |_| {});
+    import(&unchanged, &copy, &copy_snapshots).await.unwrap();
+
+    // The last event: every stream before it would be stored before the store refused it.
+    let at = last_frame(&frames, is_event);
+    let file = edited(&frames, at, |frame| {
+        if let Editable::Event(event) = frame {
+            event.event_type.push('\n');
+        }
+    });
+    let err = refused(&file, &target, &snapshots).await;
+    assert!(
+        matches!(
+            err,
+            BackupError::InvalidInput {
+                frame,
+                source: InvalidInput::NameHasControlCharacters { what: "event type" },
+            } if frame == at as u64
+        ),
+        "{err}"
+    );
+
+    let at = last_frame(&frames, is_snapshot);
+    for (what, name) in [
+        ("snapshot codec", "msg\u{1b}pack"),
+        ("snapshot compression", "none\0"),
+    ] {
+        let file = edited(&frames, at, |frame| {
+            if let Editable::Snapshot(snapshot) = frame {
+                match what {
+                    "snapshot codec" => snapshot.codec = name.into(),
+                    _ => snapshot.compression = name.into(),
+                }
+            }
+        });
+        let err = refused(&file, &target, &snapshots).await;
+        assert!(
+            matches!(
+                &err,
+                BackupError::InvalidInput {
+                    frame,
+                    source: InvalidInput::NameHasControlCharacters { what: refused },
+                } if *frame == at as u64 && *refused == what
+            ),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_event_id_the_file_holds_twice_is_refused_with_its_typed_error_and_stores_nothing() {
+    let (file, target, snapshots) = damage_fixture().await;
+    let frames = frames_of(&file);
+    let Editable::Event(first) = editable(&frames[1]) else {
+        panic!("events follow the header")
+    };
+    let at = last_frame(&frames, is_event);
+    let file = edited(&frames, at, |frame| {
+        if let Editable::Event(event) = frame {
+            assert_ne!(event.aggregate_id, first.aggregate_id, "another stream");
+            event.event_id = first.event_id;
+        }
+    });
+    let err = refused(&file, &target, &snapshots).await;
+    assert!(
+        matches!(
+            err,
+            BackupError::InvalidInput {
+                frame,
+                source: InvalidInput::DuplicateEventId(id),
+            } if frame == at as u64 && id == first.event_id
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_payload_or_snapshot_above_the_targets_limits_is_refused_before_anything_is_stored() {
+    let (file, _, _) = damage_fixture().await;
+    let frames = frames_of(&file);
+    let limits = StoreLimits::default();
+
+    // A payload one byte above the stores' default limit, in the file's last event.
+    let at = last_frame(&frames, is_event);
+    let big = edited(&frames, at, |frame| {
+        if let Editable::Event(event) = frame {
+            event.payload = vec![7; limits.max_event_payload_bytes + 1].into();
+        }
+    });
+    let (target, target_snapshots) = memory();
+    let err = import(&big, &target, &target_snapshots)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            BackupError::InvalidInput {
+                frame,
+                source: InvalidInput::PayloadTooLarge { what: "event payload", .. },
+            } if frame == at as u64
+        ),
+        "{err}"
+    );
+    assert_eq!(target.count_after(0).await.unwrap(), 0, "nothing stored");
+    backup::verify(big.as_slice(), |_| {})
+        .await
+        .expect("sizes are the target's limits, not the file's");
+
+    // Snapshots larger than a target takes, told through the options.
+    let small = StoreLimits {
+        max_snapshot_bytes: 16,
+        ..limits
+    };
+    let (target, target_snapshots) = (
+        InMemoryEventStore::with_limits(small),
+        InMemorySnapshotStore::with_limits(small),
+    );
+    let options = ImportOptions {
+        limits: small,
+        ..ImportOptions::default()
+    };
+    let err = backup::import(
+        || Ok(file.as_slice()),
+        &target,
+        &target_snapshots,
+        &options,
+        |_| {},
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            BackupError::InvalidInput {
+                source: InvalidInput::PayloadTooLarge {
+                    what: "snapshot",
+                    limit: 16,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(target.count_after(0).await.unwrap(), 0, "nothing stored");
 }
 
 #[cfg(feature = "postgres")]

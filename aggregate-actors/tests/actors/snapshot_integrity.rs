@@ -6,14 +6,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::common::{Ledger, LedgerCommand, Stores, fold, stored_events, stream};
 use aggregate_actors::codec::{CompressionConfig, SnapshotCompression, checksum};
 use aggregate_actors::event_stores::{
-    EventStore, InMemorySnapshotStore, SnapshotRecord, SnapshotStore,
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotRecord, SnapshotStats,
+    SnapshotStore, StoreError, StoreResult, StreamId,
 };
-use aggregate_actors::strategy::EveryNEvents;
+use aggregate_actors::strategy::{EveryNEvents, Never};
 use aggregate_actors::{AggregateSettings, Executor, Retention};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, Semaphore};
 
 type Damage = fn(&mut SnapshotRecord);
 
@@ -363,7 +369,271 @@ async fn deltas_whose_base_was_deleted_behind_the_stores_back_fall_back_to_a_ful
     check_fallback(&stores, Arc::new(copy), id, "base deleted", (None, 2)).await;
 }
 
+fn keep_one_every_event() -> AggregateSettings<Ledger> {
+    AggregateSettings::new()
+        .strategy(EveryNEvents::new(1))
+        .snapshot_on_passivation(false)
+        .retention(Retention {
+            keep_newest: 1,
+            max_age: None,
+        })
+}
+
+/// Invariant 5 with a snapshot ahead of the stream (the event store restored from an older
+/// backup): it is invalid, so it must not count among the kept, or each new valid snapshot
+/// would be deleted to keep it.
+async fn retention_keeps_the_new_snapshot_when_a_stored_one_is_ahead_of_the_stream(stores: Stores) {
+    let id = "ahead-of-the-stream";
+    let first = executor_with(
+        Arc::clone(&stores.events),
+        Arc::clone(&stores.snapshots),
+        keep_one_every_event(),
+    );
+    for i in 0..10 {
+        first
+            .execute::<Ledger>(id, LedgerCommand::Add(i))
+            .await
+            .unwrap();
+    }
+    first.flush_snapshots().await;
+    first.shutdown().await;
+    // The snapshot at 10 becomes one at 50: what a stream that was at 50 left behind.
+    let mut ahead = stores
+        .snapshots
+        .load_latest(&stream(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ahead.version, 10);
+    stores.snapshots.delete(&stream(id), 10).await.unwrap();
+    ahead.version = 50;
+    stores.snapshots.save(ahead).await.unwrap();
+
+    let second = executor_with(
+        Arc::clone(&stores.events),
+        Arc::clone(&stores.snapshots),
+        keep_one_every_event(),
+    );
+    second
+        .execute::<Ledger>(id, LedgerCommand::Add(10))
+        .await
+        .unwrap();
+    second.flush_snapshots().await;
+    second.shutdown().await;
+    assert_eq!(
+        stores.snapshot_versions(id).await,
+        vec![11, 50],
+        "the new snapshot stays; the one ahead is left alone"
+    );
+
+    let fresh = executor_with(
+        Arc::clone(&stores.events),
+        Arc::clone(&stores.snapshots),
+        keep_one_every_event(),
+    );
+    let view = fresh.state::<Ledger>(id).await.unwrap();
+    assert_eq!(view.state, fold(&stored_events(&*stores.events, id).await));
+    assert_eq!(view.activation.snapshot_version(), Some(11));
+    assert_eq!(view.activation.snapshots_skipped, 1, "the one at 50");
+    assert_eq!(view.activation.events_replayed, 0);
+    fresh.shutdown().await;
+}
+
+/// What a [`TroubledSaves`] store does to a save before (or instead of) storing it.
+enum Trouble {
+    /// Says it has begun (`entered`), waits until `gate` closes, then fails.
+    BlockThenFail { entered: Notify, gate: Semaphore },
+    /// The first save panics; the others store.
+    PanicOnce(AtomicBool),
+}
+
+/// An in-memory snapshot store whose saves meet a [`Trouble`]; everything else passes through
+/// (retention included, through the trait's defaults).
+struct TroubledSaves {
+    inner: InMemorySnapshotStore,
+    trouble: Trouble,
+}
+
+impl TroubledSaves {
+    fn new(trouble: Trouble) -> Arc<Self> {
+        Arc::new(Self {
+            inner: InMemorySnapshotStore::new(),
+            trouble,
+        })
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for TroubledSaves {
+    async fn save(&self, record: SnapshotRecord) -> StoreResult<()> {
+        match &self.trouble {
+            Trouble::BlockThenFail { entered, gate } => {
+                entered.notify_one();
+                let _closed = gate.acquire().await;
+                Err(StoreError::Unavailable {
+                    message: "the save failed after waiting (test)".into(),
+                    source: None,
+                })
+            }
+            Trouble::PanicOnce(panicked) => {
+                assert!(
+                    panicked.swap(true, Ordering::SeqCst),
+                    "the first save panics (test)"
+                );
+                self.inner.save(record).await
+            }
+        }
+    }
+    async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>> {
+        self.inner.load_latest(stream).await
+    }
+    async fn load_at_or_before_version(
+        &self,
+        stream: &StreamId,
+        at: u64,
+    ) -> StoreResult<Option<SnapshotRecord>> {
+        self.inner.load_at_or_before_version(stream, at).await
+    }
+    async fn load_at_or_before_time(
+        &self,
+        stream: &StreamId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<SnapshotRecord>> {
+        self.inner.load_at_or_before_time(stream, at).await
+    }
+    async fn list(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Vec<SnapshotRecord>> {
+        self.inner.list(stream, from, to).await
+    }
+    async fn delete(&self, stream: &StreamId, version: u64) -> StoreResult<bool> {
+        self.inner.delete(stream, version).await
+    }
+    async fn delete_older_than(&self, stream: &StreamId, before: u64) -> StoreResult<u64> {
+        self.inner.delete_older_than(stream, before).await
+    }
+    async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
+        self.inner.retain_newest(stream, keep).await
+    }
+    async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {
+        self.inner.stats(stream).await
+    }
+}
+
+/// An executor on in-memory events and `snapshots` that snapshots only on demand.
+fn on_demand(snapshots: Arc<dyn SnapshotStore>, retention: Retention) -> Executor {
+    executor_with(
+        Arc::new(InMemoryEventStore::new()),
+        snapshots,
+        AggregateSettings::new()
+            .strategy(Never)
+            .snapshot_on_passivation(false)
+            .retention(retention),
+    )
+}
+
+/// The answer to `snapshot_now`, which must come within a few seconds.
+async fn snapshot_now(executor: &Executor, id: &str) -> Result<u64, String> {
+    tokio::time::timeout(Duration::from_secs(5), executor.snapshot_now::<Ledger>(id))
+        .await
+        .expect("snapshot_now answers")
+        .map_err(|error| error.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_now_for_the_version_being_written_gets_that_writes_failure() {
+    let store = TroubledSaves::new(Trouble::BlockThenFail {
+        entered: Notify::new(),
+        gate: Semaphore::new(0),
+    });
+    let Trouble::BlockThenFail { entered, gate } = &store.trouble else {
+        unreachable!()
+    };
+    let executor = on_demand(store.clone(), Retention::default());
+    executor
+        .execute::<Ledger>("joined", LedgerCommand::Add(1))
+        .await
+        .unwrap();
+    let first = tokio::spawn({
+        let executor = executor.clone();
+        async move { snapshot_now(&executor, "joined").await }
+    });
+    entered.notified().await;
+    // The same version again, while its write waits in the store.
+    let second = tokio::spawn({
+        let executor = executor.clone();
+        async move { snapshot_now(&executor, "joined").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "answered before the write ended");
+    gate.close();
+    assert!(first.await.unwrap().is_err(), "the write failed");
+    assert!(
+        second.await.unwrap().is_err(),
+        "the write it joined failed, so must it"
+    );
+    executor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_write_that_panics_fails_its_waiters_and_later_writes_of_the_stream_run() {
+    let store = TroubledSaves::new(Trouble::PanicOnce(AtomicBool::new(false)));
+    let executor = on_demand(store.clone(), Retention::default());
+    executor
+        .execute::<Ledger>("panicked", LedgerCommand::Add(1))
+        .await
+        .unwrap();
+    let failed = snapshot_now(&executor, "panicked").await.unwrap_err();
+    assert!(failed.contains("panicked"), "{failed}");
+    executor
+        .execute::<Ledger>("panicked", LedgerCommand::Add(2))
+        .await
+        .unwrap();
+    assert_eq!(snapshot_now(&executor, "panicked").await, Ok(2));
+    tokio::time::timeout(Duration::from_secs(5), executor.flush_snapshots())
+        .await
+        .expect("a flush ends");
+    let stats = executor.stats_of::<Ledger>().unwrap().aggregate;
+    assert_eq!(
+        stats.snapshots_failed, 1,
+        "the panic counts as a failed write"
+    );
+    executor.shutdown().await;
+    let kept = store.list(&stream("panicked"), 0, u64::MAX).await.unwrap();
+    assert_eq!(kept.iter().map(|r| r.version).collect::<Vec<_>>(), vec![2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_max_age_beyond_representable_time_keeps_snapshots_by_count_only() {
+    let store = Arc::new(InMemorySnapshotStore::new());
+    let executor = on_demand(
+        store.clone(),
+        Retention {
+            keep_newest: 2,
+            // Reaches back before the earliest time chrono can represent.
+            max_age: Some(Duration::from_secs(300_000 * 366 * 24 * 3_600)),
+        },
+    );
+    for version in 1..=3 {
+        executor
+            .execute::<Ledger>("ageless", LedgerCommand::Add(1))
+            .await
+            .unwrap();
+        assert_eq!(snapshot_now(&executor, "ageless").await, Ok(version));
+    }
+    executor.shutdown().await;
+    let kept = store.list(&stream("ageless"), 0, u64::MAX).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|r| r.version).collect::<Vec<_>>(),
+        vec![3, 2]
+    );
+}
+
 on_both_backends! {
+    retention_never_deletes_the_new_snapshot_for_one_ahead_of_the_stream => retention_keeps_the_new_snapshot_when_a_stored_one_is_ahead_of_the_stream;
     each_kind_of_delta_damage_is_detected_counted_and_skipped => each_damage_to_a_delta_is_detected_counted_and_skipped_for_the_older_delta;
     each_kind_of_base_damage_falls_back_as_far_as_needed => each_damage_to_a_base_invalidates_its_deltas_unless_its_bytes_still_serve;
     deltas_without_their_base_fall_back_to_a_full_replay => deltas_whose_base_was_deleted_behind_the_stores_back_fall_back_to_a_full_replay;

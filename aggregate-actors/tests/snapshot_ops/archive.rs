@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use crate::common::{Ledger, LedgerCommand, Stores, memory, postgres};
 use aggregate_actors::event_stores::{
-    FileSnapshotArchive, InMemorySnapshotArchive, PgSnapshotArchive, SnapshotArchive, StreamId,
+    FileSnapshotArchive, InMemorySnapshotArchive, PgSnapshotArchive, SnapshotArchive, StoreError,
+    StreamId,
 };
 use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{AggregateSettings, At, Executor, ExecutorError, Retention};
@@ -278,4 +279,84 @@ async fn per_day_statistics_reach_the_store_within_a_second_without_a_flush() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(stored_days(&executor).await.0, 1);
+}
+
+/// The one archived file of `dir` (a single stream's).
+fn only_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(next) = dirs.pop() {
+        for entry in std::fs::read_dir(next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_snapshot_claiming_version_0_is_refused_as_damaged_and_time_travel_replays() {
+    let dir = std::env::temp_dir().join(format!("esa-archive-{}", uuid::Uuid::now_v7()));
+    let archive = Arc::new(FileSnapshotArchive::new(&dir));
+    let stores = memory();
+    let executor = executor(&stores, settings(Some(archive.clone())));
+    let stream = StreamId::new("ledger", "zero").unwrap();
+    for n in 1..=7 {
+        executor
+            .execute::<Ledger>("zero", LedgerCommand::Add(n))
+            .await
+            .unwrap();
+    }
+    // A valid snapshot at 7 whose archived copy says version 0 (a damaged file).
+    assert_eq!(executor.snapshot_now::<Ledger>("zero").await.unwrap(), 7);
+    let mut record = stores
+        .snapshots
+        .load_latest(&stream)
+        .await
+        .unwrap()
+        .unwrap();
+    stores.snapshots.delete(&stream, 7).await.unwrap();
+    record.version = 0;
+    archive.archive(record).await.unwrap();
+    let plain = executor
+        .reconstruct::<Ledger>("zero", At::Version(7))
+        .await
+        .unwrap();
+
+    // Under the name of version 0, the archive returns it: time travel skips it as invalid.
+    let from_archive = executor
+        .reconstruct_with_archive::<Ledger>("zero", At::Version(7))
+        .await
+        .unwrap();
+    assert_eq!(from_archive.state, plain.state);
+    assert_eq!(
+        (
+            from_archive.snapshot_version(),
+            from_archive.snapshots_skipped,
+            from_archive.events_replayed
+        ),
+        (None, 1, 7)
+    );
+
+    // Under the name of version 5, the archive refuses it as corrupt rather than answer
+    // "at or before 7" with a record at version 0.
+    let file = only_file(&dir);
+    std::fs::rename(&file, file.with_file_name(format!("{:020}.snap", 5))).unwrap();
+    assert!(matches!(
+        archive.load_archived(&stream, 7).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    let from_archive = executor
+        .reconstruct_with_archive::<Ledger>("zero", At::Version(7))
+        .await
+        .unwrap();
+    assert_eq!(from_archive.state, plain.state);
+    assert_eq!(from_archive.events_replayed, 7);
+    executor.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,6 +1,7 @@
 //! Why an export or an import failed.
 
 use crate::error::StoreError;
+use crate::invalid_input::InvalidInput;
 use crate::stream::StreamId;
 
 /// Every failure of [`export`](super::export), [`import`](super::import) and
@@ -68,6 +69,18 @@ pub enum BackupError {
         frame: u64,
         /// What is wrong with it.
         reason: String,
+    },
+    /// An event or snapshot of the file is one the stores refuse: an event type, snapshot codec
+    /// or compression name they do not take (control characters, a bad length), an event id
+    /// the file holds twice, or a payload or snapshot above the
+    /// [`limits`](super::ImportOptions::limits) of the import. Found by the first pass, like
+    /// every error here but [`Store`](Self::Store): nothing was imported.
+    #[error("frame {frame} of the backup holds what a store refuses: {source}")]
+    InvalidInput {
+        /// The offending frame.
+        frame: u64,
+        /// Why a store would refuse it, as the store would say.
+        source: InvalidInput,
     },
     /// A stream's versions in the file have a gap or go backwards.
     #[error(

@@ -11,7 +11,8 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::{BackupError, BackupScope};
 use crate::event::{EventMetadata, NewEvent, RecordedEvent};
-use crate::limits::MAX_EVENT_TYPE_LEN;
+use crate::invalid_input::InvalidInput;
+use crate::limits::check_event_type;
 use crate::snapshot::{SnapshotBase, SnapshotRecord};
 use crate::stream::StreamId;
 use crate::trace::TraceParent;
@@ -159,18 +160,11 @@ impl EventFrame {
         }
     }
 
-    /// The event to append, checked as far as the file alone can tell (the stream id is
-    /// checked by [`stream_id`]).
+    /// The event to append, checked as far as the file alone can tell: its type as every
+    /// store checks it, its version and traceparent (the stream id is checked by
+    /// [`stream_id`], the limits of a store by the import).
     pub fn to_new_event(&self, frame: u64) -> Result<NewEvent, BackupError> {
-        if self.event_type.is_empty() || self.event_type.len() > MAX_EVENT_TYPE_LEN {
-            return Err(malformed(
-                frame,
-                format!(
-                    "event type {:?} must be 1..={MAX_EVENT_TYPE_LEN} bytes long",
-                    self.event_type
-                ),
-            ));
-        }
+        check_event_type(&self.event_type).map_err(|source| invalid(frame, source))?;
         if self.version == 0 {
             return Err(malformed(frame, "an event has version 0".into()));
         }
@@ -254,6 +248,11 @@ pub(super) fn stream_id(
 
 pub(super) fn malformed(frame: u64, reason: String) -> BackupError {
     BackupError::Malformed { frame, reason }
+}
+
+/// Frame `frame` holds what a store refuses with `source`.
+pub(super) fn invalid(frame: u64, source: InvalidInput) -> BackupError {
+    BackupError::InvalidInput { frame, source }
 }
 
 /// A reader or writer that counts the bytes through it and remembers whether the inner one

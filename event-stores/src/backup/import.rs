@@ -1,7 +1,7 @@
 //! Reading a backup back: a first pass that checks the whole file (and the target store) and
 //! writes nothing, then a second pass that writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,11 +11,13 @@ use futures::StreamExt;
 use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::format::{EventFrame, HeaderFrame, SnapshotFrame, malformed, stream_id};
+use super::format::{EventFrame, HeaderFrame, SnapshotFrame, invalid, malformed, stream_id};
 use super::reader::{BackupReader, Item};
 use super::{BackupError, BackupScope, Phase, Progress};
 use crate::event::NewEvent;
 use crate::event_store::{EventStore, ReadQuery, StreamPages};
+use crate::invalid_input::InvalidInput;
+use crate::limits::StoreLimits;
 use crate::snapshot::SnapshotRecord;
 use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
@@ -29,6 +31,12 @@ pub struct ImportOptions {
     pub concurrency: usize,
     /// Payload bytes held before they are written, whatever the batch sizes.
     pub max_pending_bytes: usize,
+    /// The target stores' limits: the first pass checks every event (its payload) and every
+    /// snapshot (its size) of the file against them, so that a file the stores would refuse
+    /// a part of is refused ([`BackupError::InvalidInput`]) before anything is written. By
+    /// default [`StoreLimits::default()`], the stores' own default; set the target's when it
+    /// has others.
+    pub limits: StoreLimits,
 }
 
 impl Default for ImportOptions {
@@ -37,9 +45,19 @@ impl Default for ImportOptions {
             batch_events: 1_000,
             concurrency: 8,
             max_pending_bytes: 32 * 1024 * 1024,
+            limits: StoreLimits::default(),
         }
     }
 }
+
+/// Limits no file exceeds: what [`verify`] checks without a target, whose limits it does not
+/// know (the rest of each check still applies: names, ids, versions).
+const NO_SIZE_LIMITS: StoreLimits = StoreLimits {
+    max_event_payload_bytes: usize::MAX,
+    max_events_per_append: usize::MAX,
+    max_append_bytes: usize::MAX,
+    max_snapshot_bytes: usize::MAX,
+};
 
 /// What a backup file holds, from its header and trailer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,12 +102,12 @@ pub struct ImportReport {
 }
 
 /// Checks a backup file on its own (every check of [`import`]'s first pass but those against
-/// a store), streaming, and returns what it holds.
+/// a store and its size limits), streaming, and returns what it holds.
 pub async fn verify(
     input: impl Read,
     progress: impl FnMut(Progress),
 ) -> Result<BackupSummary, BackupError> {
-    Ok(scan(input, None, progress).await?.summary)
+    Ok(scan(input, None, &NO_SIZE_LIMITS, progress).await?.summary)
 }
 
 /// [`import`] from the file at `path`.
@@ -115,10 +133,11 @@ pub async fn import_file(
 ///
 /// `open` is called twice and must give the same bytes both times: the first pass checks the
 /// whole file and each of its streams against the store and writes nothing, the second writes.
-/// Memory holds a few numbers per stream and at most `options.max_pending_bytes` of payloads
-/// (or `batch_events × concurrency` events). Nobody else should write the imported streams
-/// meanwhile: such a write makes an append fail with a version conflict rather than be
-/// overwritten.
+/// Memory holds a few numbers per stream, each event id of the file during the first pass (to
+/// find one the file holds twice, which a store would refuse half way through the second), and
+/// at most `options.max_pending_bytes` of payloads (or `batch_events × concurrency` events).
+/// Nobody else should write the imported streams meanwhile: such a write makes an append fail
+/// with a version conflict rather than be overwritten.
 pub async fn import<R: Read>(
     mut open: impl FnMut() -> io::Result<R>,
     events: &dyn EventStore,
@@ -127,7 +146,7 @@ pub async fn import<R: Read>(
     mut progress: impl FnMut(Progress),
 ) -> Result<ImportReport, BackupError> {
     let started = Instant::now();
-    let mut scan = scan(open()?, Some(events), &mut progress).await?;
+    let mut scan = scan(open()?, Some(events), &options.limits, &mut progress).await?;
     decide(events, &mut scan.streams).await?;
     let verify_time = started.elapsed();
 
@@ -220,21 +239,30 @@ fn chain(hash: u64, id: Uuid) -> u64 {
     xxh3_64_with_seed(id.as_bytes(), hash)
 }
 
-/// The first pass: every frame, in order, checked; with a store, each stream's version there.
+/// The first pass: every frame, in order, checked, each event and snapshot as the stores
+/// check them (against `limits`); with a store, each stream's version there.
 async fn scan(
     input: impl Read,
     store: Option<&dyn EventStore>,
+    limits: &StoreLimits,
     mut progress: impl FnMut(Progress),
 ) -> Result<Scan, BackupError> {
     let mut reader = BackupReader::open(input)?;
     let mut streams: HashMap<StreamId, StreamPlan> = HashMap::new();
     let mut last_stream: Option<StreamId> = None;
+    let mut event_ids: HashSet<Uuid> = HashSet::new();
     let mut read = (0u64, 0u64);
     while let Some(item) = reader.next()? {
         match item {
             Item::Event(frame, event) => {
                 read.0 += 1;
-                event.to_new_event(frame)?;
+                let new = event.to_new_event(frame)?;
+                limits
+                    .check_append(std::slice::from_ref(&new))
+                    .map_err(|source| invalid(frame, source))?;
+                if !event_ids.insert(new.event_id) {
+                    return Err(invalid(frame, InvalidInput::DuplicateEventId(new.event_id)));
+                }
                 let stream = reuse_stream(&mut last_stream, &event, frame)?;
                 match streams.get_mut(&stream) {
                     Some(plan) => {
@@ -275,7 +303,10 @@ async fn scan(
             Item::Snapshot(frame, snapshot) => {
                 read.1 += 1;
                 let stream = stream_id(&snapshot.aggregate_type, &snapshot.aggregate_id, frame)?;
-                snapshot.to_record(stream.clone(), frame)?;
+                let record = snapshot.to_record(stream.clone(), frame)?;
+                limits
+                    .check_snapshot(&record)
+                    .map_err(|source| invalid(frame, source))?;
                 let Some(plan) = streams.get(&stream) else {
                     return Err(malformed(
                         frame,

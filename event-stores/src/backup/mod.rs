@@ -72,7 +72,10 @@
 //! [`import`] reads the file twice. The first pass checks everything and writes nothing: frame
 //! checksums, frame order, the trailer, that each stream's versions in the file are contiguous
 //! ([`BackupError::NotContiguous`]), that each snapshot belongs to a stream of the file at a
-//! version the file reaches, and each stream against the target store:
+//! version the file reaches, each event and snapshot as the stores check them (names without
+//! control characters, no event id twice in the file, payloads and snapshots within
+//! [`ImportOptions::limits`]: [`BackupError::InvalidInput`]), and each stream against the
+//! target store:
 //!
 //! - the store does not have the stream, and the file starts it at version 1: imported;
 //! - the store's version is exactly one below the file's first version: the file continues the
@@ -95,7 +98,8 @@
 //!
 //! Limits of the first pass's guarantee: event ids are unique across a store, and an imported
 //! id that another stream of the target already holds is refused by the store during the second
-//! pass (as are payloads above the target's limits); the streams appended before that stay.
+//! pass (as are payloads above the target's limits when those are below
+//! [`ImportOptions::limits`]); the streams appended before that stay.
 //! Running the import again after fixing the cause continues where it stopped. The file must
 //! read the same both times (`open` is called twice); the second pass checks every frame again.
 //!

@@ -101,7 +101,8 @@ pub async fn a_delta_keeps_its_base_through_every_write_and_read(store: Arc<dyn 
 }
 
 /// `retain_newest(n)` keeps the newest `n` snapshots plus the bases they name, and deletes a
-/// base once no kept delta names it.
+/// base once no kept delta names it. `retain_newest_at_or_below(v, n)` counts only those at or
+/// below `v` and leaves those above it, and the bases they name.
 pub async fn retain_newest_keeps_the_bases_of_kept_deltas(store: Arc<dyn SnapshotStore>) {
     let stream = fresh_stream("retain-bases");
     save_chain(
@@ -118,6 +119,40 @@ pub async fn retain_newest_keeps_the_bases_of_kept_deltas(store: Arc<dyn Snapsho
     save_chain(store.as_ref(), &stream, &[7], &[]).await;
     assert_eq!(store.retain_newest(&stream, 1).await.unwrap(), 2);
     assert_eq!(saved_versions(store.as_ref(), &stream).await, vec![7]);
+
+    // Above the bound: 12, a delta naming 8, neither counts nor goes, and keeps 8.
+    save_chain(store.as_ref(), &stream, &[8, 9, 10], &[(12, 8)]).await;
+    assert_eq!(
+        store
+            .retain_newest_at_or_below(&stream, 10, 1)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        saved_versions(store.as_ref(), &stream).await,
+        vec![12, 10, 8]
+    );
+    assert_eq!(
+        store
+            .retain_newest_at_or_below(&stream, 11, 0)
+            .await
+            .unwrap(),
+        0,
+        "keeps 10 (0 counts as 1) and 8, the base of 12"
+    );
+    assert_eq!(
+        store
+            .retain_newest_at_or_below(&stream, 7, 1)
+            .await
+            .unwrap(),
+        0,
+        "nothing at or below 7"
+    );
+    assert_eq!(
+        saved_versions(store.as_ref(), &stream).await,
+        vec![12, 10, 8]
+    );
 }
 
 /// `delete_older_than(v)` keeps the snapshots below `v` that a snapshot at or after `v` names

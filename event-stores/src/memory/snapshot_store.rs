@@ -150,11 +150,25 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
+        self.retain_newest_at_or_below(stream, u64::MAX, keep).await
+    }
+
+    async fn retain_newest_at_or_below(
+        &self,
+        stream: &StreamId,
+        at_or_below: u64,
+        keep: usize,
+    ) -> StoreResult<u64> {
         let keep = keep.max(1);
         let Some(mut s) = self.inner.streams.get_mut(stream) else {
             return Ok(0);
         };
-        let excess = s.len().saturating_sub(keep);
+        // Only those at or below count; the cut falls among them, so everything above stays
+        // (with the bases it names).
+        let excess = s.range(..=at_or_below).count().saturating_sub(keep);
+        if excess == 0 {
+            return Ok(0);
+        }
         let Some(&cut) = s.keys().nth(excess) else {
             return Ok(0);
         };

@@ -293,12 +293,24 @@ impl SnapshotStore for PgSnapshotStore {
         Ok(done.rows_affected())
     }
 
-    #[tracing::instrument(level = "debug", name = "pg.retain_snapshots", skip_all, fields(stream = %stream, keep = keep))]
     async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
+        self.retain_newest_at_or_below(stream, u64::MAX, keep).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "pg.retain_snapshots", skip_all, fields(stream = %stream, at_or_below = at_or_below, keep = keep))]
+    async fn retain_newest_at_or_below(
+        &self,
+        stream: &StreamId,
+        at_or_below: u64,
+        keep: usize,
+    ) -> StoreResult<u64> {
         let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        // No stored version exceeds i64::MAX, so a larger bound is no bound.
+        let at = i64::try_from(at_or_below).unwrap_or(i64::MAX);
         let pass = Retain {
             stream: stream.clone(),
             keep,
+            at,
         };
         match &self.writes {
             Some(writes) => writes.retention.call(pass).await,

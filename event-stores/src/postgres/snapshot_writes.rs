@@ -83,10 +83,12 @@ impl SaveStatement {
     }
 }
 
-/// One retention pass: keep the newest `keep` snapshots of the stream.
+/// One retention pass: keep the newest `keep` snapshots of the stream at or below `at`
+/// (those above are neither counted nor deleted).
 pub(super) struct Retain {
     pub stream: StreamId,
     pub keep: i64,
+    pub at: i64,
 }
 
 impl Job for Retain {
@@ -99,17 +101,18 @@ impl Job for Retain {
     }
 }
 
-/// Per stream, the version of its `keep`-th newest snapshot (NULL with fewer: `version < NULL`
-/// deletes nothing); every older one goes, except the bases that the kept ones name. One row per
-/// request, with how many it deleted.
+/// Per stream, the version of its `keep`-th newest snapshot at or below `at` (NULL with fewer:
+/// `version < NULL` deletes nothing); every older one goes, except the bases that the kept ones
+/// (and those above `at`) name. One row per request, with how many it deleted.
 const RETAIN_MANY: &str = r#"
 WITH req AS (
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])
-        WITH ORDINALITY AS r(aggregate_type, aggregate_id, keep, k)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[])
+        WITH ORDINALITY AS r(aggregate_type, aggregate_id, keep, at, k)
 ), cut AS (
     SELECT r.k, r.aggregate_type, r.aggregate_id,
            (SELECT version FROM snapshots s
             WHERE s.aggregate_type = r.aggregate_type AND s.aggregate_id = r.aggregate_id
+              AND s.version <= r.at
             ORDER BY version DESC
             OFFSET r.keep - 1
             LIMIT 1) AS below
@@ -300,6 +303,7 @@ impl Statement for RetainStatement {
                         .collect::<Vec<_>>(),
                 )
                 .bind(passes.iter().map(|p| p.keep).collect::<Vec<_>>())
+                .bind(passes.iter().map(|p| p.at).collect::<Vec<_>>())
                 .fetch_all(&mut *conn)
                 .await
         };
