@@ -16,12 +16,20 @@
 //! command id, which the aggregate recognises if it had committed after all.
 //!
 //! - A replaced or cancelled reminder never fires in its old form: the actor checks, before
-//!   delivering, that the reminder it was asked to fire is still the stored one.
+//!   delivering, that the reminder it was asked to fire is still the stored one, and the store
+//!   checks it again in the append that records the firing, which it refuses whole (the
+//!   command's events included) if the reminder changed meanwhile, say by another executor on
+//!   the same store: the firing is then [`FireOutcome::Stale`].
 //! - A command refused when its reminder fires is recorded (a one-shot reminder is kept as
 //!   `Rejected` with the error; a periodic one moves on with the error noted), not retried.
 //! - A periodic reminder that was missed (the process was down for several periods) fires
 //!   once, then continues from its first due time in the future: missed periods are not
 //!   replayed one by one.
+//! - A period longer than the span of the years the stores keep ([`REMINDER_YEARS`], about
+//!   10 000 years) is refused when the reminder is scheduled, with a typed
+//!   [`InvalidInput::BadReminderPeriod`](event_stores::InvalidInput::BadReminderPeriod), and
+//!   nothing is stored. A periodic reminder whose next due time would fall after the last of
+//!   those years fires its last time and is then removed, like a one-shot one.
 //!
 //! Reminders are for aggregate types registered with reminders turned on
 //! ([`AggregateSettings::reminders`](crate::AggregateSettings::reminders)), whose commands can
@@ -31,8 +39,8 @@
 //! sends itself while it stays in memory, gone on passivation or restart. Use a reminder
 //! whenever the command must be sent even if the process stops.
 
-use chrono::{DateTime, Duration, SubsecRound, Utc};
-use event_stores::{ReminderChange, ReminderState, StoredReminder};
+use chrono::{DateTime, Datelike, Duration, SubsecRound, Utc};
+use event_stores::{REMINDER_YEARS, ReminderChange, ReminderState, StoredReminder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -82,7 +90,11 @@ impl<A: Aggregate> Reminder<A> {
         }
     }
 
-    /// Makes it periodic: after each firing it is due again `period` later (at least 1 ms).
+    /// Makes it periodic: after each firing it is due again `period` later (at least 1 ms). A
+    /// period longer than the span of [`REMINDER_YEARS`] (about 10 000 years) is refused with
+    /// [`InvalidInput::BadReminderPeriod`](event_stores::InvalidInput::BadReminderPeriod) when
+    /// the reminder is scheduled, and a reminder whose next time would fall after the last of
+    /// those years fires its last time and is removed.
     pub fn every(mut self, period: Duration) -> Self {
         self.period = Some(period);
         self
@@ -191,12 +203,19 @@ pub(crate) fn firing_command_id(reminder_id: Uuid, due_at: DateTime<Utc>) -> Com
 }
 
 /// When a periodic reminder due at `due_at` is due next, seen at `now`: the first due time
-/// after `now` (missed periods are skipped, not fired one by one).
-pub(crate) fn next_due(due_at: DateTime<Utc>, period_ms: u64, now: DateTime<Utc>) -> DateTime<Utc> {
-    let period = i64::try_from(period_ms.max(1)).unwrap_or(i64::MAX);
+/// after `now` (missed periods are skipped, not fired one by one). None when that time falls
+/// outside [`REMINDER_YEARS`] (the years the stores keep): the reminder has no next occurrence.
+pub(crate) fn next_due(
+    due_at: DateTime<Utc>,
+    period_ms: u64,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let period = i64::try_from(period_ms.max(1)).ok()?;
     let behind = (now - due_at).num_milliseconds().max(0);
     let periods = behind / period + 1;
-    due_at + Duration::milliseconds(periods.saturating_mul(period))
+    let next =
+        due_at.checked_add_signed(Duration::try_milliseconds(periods.checked_mul(period)?)?)?;
+    REMINDER_YEARS.contains(&next.year()).then_some(next)
 }
 
 /// A stored reminder as a caller sees it (its command stays encoded).
@@ -269,18 +288,37 @@ mod tests {
 
     #[test]
     fn a_missed_periodic_reminder_is_due_next_at_its_first_time_after_now() {
-        assert_eq!(next_due(at(0), 10_000, at(0)), at(10));
-        assert_eq!(next_due(at(0), 10_000, at(3)), at(10));
-        assert_eq!(next_due(at(0), 10_000, at(10)), at(20));
+        assert_eq!(next_due(at(0), 10_000, at(0)), Some(at(10)));
+        assert_eq!(next_due(at(0), 10_000, at(3)), Some(at(10)));
+        assert_eq!(next_due(at(0), 10_000, at(10)), Some(at(20)));
         assert_eq!(
             next_due(at(0), 10_000, at(95)),
-            at(100),
+            Some(at(100)),
             "nine periods skipped"
         );
         assert_eq!(
             next_due(at(50), 10_000, at(0)),
-            at(60),
+            Some(at(60)),
             "not yet due: one period on"
+        );
+    }
+
+    #[test]
+    fn a_period_beyond_every_storable_time_gives_no_next_due_time_and_no_panic() {
+        let longest = u64::try_from(i64::MAX).unwrap_or(u64::MAX);
+        assert_eq!(next_due(at(0), longest, at(0)), None);
+        assert_eq!(next_due(at(0), u64::MAX, at(0)), None);
+        let last_year = DateTime::parse_from_rfc3339("9999-12-31T23:00:00Z")
+            .map(|t| t.to_utc())
+            .unwrap_or_default();
+        assert_eq!(
+            next_due(last_year, 3_600_000 * 2, last_year),
+            None,
+            "after the last year a store keeps"
+        );
+        assert_eq!(
+            next_due(last_year, 1_800_000, last_year),
+            Some(last_year + Duration::minutes(30))
         );
     }
 

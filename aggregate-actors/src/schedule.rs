@@ -16,6 +16,12 @@
 //! [`SchedulerSettings::on_time_within`](crate::scheduler::SchedulerSettings::on_time_within)
 //! of its due time; the stored counts give the on-time rate.
 //!
+//! A cron expression with a year field may name no later time: [`Schedules::put`] refuses one
+//! that names none at all ([`ScheduleError::NeverRuns`]), and a stored schedule whose last
+//! occurrence has come runs it, then is parked as never due (its next run is set to
+//! `DateTime::<Utc>::MAX_UTC`): it stays listed, with its counts and last outcome, until it
+//! is removed or put again.
+//!
 //! Cron expressions have six or seven fields, seconds first (`sec min hour day-of-month month
 //! day-of-week [year]`), in UTC, as the [`cron`] crate reads them: `0 0 3 * * *` is 03:00 every
 //! day, `*/10 * * * * *` every ten seconds.

@@ -16,7 +16,11 @@
 //! the [`lookahead`](SchedulerSettings::lookahead), waits for each one's due time and fires it,
 //! at most [`max_in_flight`](SchedulerSettings::max_in_flight) at once. A firing that fails
 //! (store unreachable, actor overloaded) leaves the reminder due, and it is tried again after
-//! [`retry_after`](SchedulerSettings::retry_after), under the same command id. In a cluster,
+//! [`retry_after`](SchedulerSettings::retry_after), under the same command id; so is a reminder
+//! of an aggregate type this node's executor does not serve (left for a node that does). While
+//! they wait, the polls leave them out of the store's due query
+//! ([`DueReminders::skip`](event_stores::DueReminders::skip)), so however many of them are due
+//! first, each poll still loads up to [`batch`](SchedulerSettings::batch) others. In a cluster,
 //! give it the shards this node owns ([`SchedulerSettings::shards`]), so each reminder is fired
 //! by the owner of its aggregate's shard.
 //!
@@ -151,12 +155,24 @@ struct Shared {
     in_flight: Mutex<HashSet<(Uuid, DateTime<Utc>)>>,
     /// Firings finished lately: a poll that began before one finished may still list it.
     done: Mutex<HashMap<(Uuid, DateTime<Utc>), Instant>>,
-    /// Reminders whose last firing failed, and when they may be tried again.
+    /// Reminders whose last firing failed (or found no executor serving them), and when they
+    /// may be tried again; the polls leave them out until then.
     retry_at: Mutex<HashMap<Uuid, Instant>>,
     /// Schedule occurrences waiting for their due time or running: (name, due time).
     schedules_in_flight: Mutex<HashSet<(String, DateTime<Utc>)>>,
     wake: Notify,
     stop: Notify,
+}
+
+impl Shared {
+    /// The reminders waiting to be retried, which a poll leaves out so that they do not take
+    /// the places of the reminders due after them; forgets those whose wait is over.
+    fn set_aside(&self) -> Vec<Uuid> {
+        let now = Instant::now();
+        let mut retry_at = self.retry_at.lock();
+        retry_at.retain(|_, at| *at > now);
+        retry_at.keys().copied().collect()
+    }
 }
 
 /// Fires due reminders; see the [module docs](self).
@@ -224,6 +240,7 @@ async fn run(executor: Executor, settings: SchedulerSettings, shared: Arc<Shared
             shards: settings.shards.as_ref().and_then(|shards| shards()),
             due_by: Utc::now() + lookahead,
             limit: settings.batch.max(1),
+            skip: shared.set_aside(),
         };
         let due = executor.event_store().due_reminders(&query).await;
         let spawned = match due {

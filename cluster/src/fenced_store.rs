@@ -339,6 +339,7 @@ mod tests {
                 shards: None,
                 due_by: due,
                 limit: 10,
+                skip: Vec::new(),
             })
             .await
             .unwrap();

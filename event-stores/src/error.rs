@@ -33,6 +33,21 @@ pub enum StoreError {
         /// The command whose events are already stored.
         command_id: uuid::Uuid,
     },
+    /// A [`ReminderChange::Fired`](crate::ReminderChange::Fired) did not find the reminder it
+    /// records in the form that fired: the stream's reminder of that name has another id (it
+    /// was replaced), is gone (cancelled, or a one-shot one already fired), is due at another
+    /// time (a periodic one already moved on), or was recorded as rejected. The whole call was
+    /// refused: neither its events nor any of its reminder changes were written.
+    #[error(
+        "reminder {name:?} of {stream} is no longer in the form that fired (id and due time, \
+         scheduled): its firing is stale"
+    )]
+    StaleFiring {
+        /// The stream.
+        stream: StreamId,
+        /// The reminder's name.
+        name: String,
+    },
     /// The backend could not be reached (connection refused, pool timed out, server
     /// unreachable) before the operation was sent: nothing was written, and the same call may
     /// succeed later.

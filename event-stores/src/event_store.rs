@@ -246,13 +246,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// ([`StoreLimits::check_reminders`](crate::StoreLimits::check_reminders), and
     /// [`check_append`](crate::StoreLimits::check_append) when there are events). Calls that
     /// change one stream's reminders are serialised with each other, so changes are never
-    /// applied on a version another such call has moved past. The refusals are an append's:
-    /// [`StoreError::VersionConflict`](crate::StoreError::VersionConflict),
+    /// applied on a version another such call has moved past. The refusals are an append's
+    /// ([`StoreError::VersionConflict`](crate::StoreError::VersionConflict),
     /// [`StoreError::Fenced`](crate::StoreError::Fenced),
     /// [`StoreError::CommandAlreadyApplied`](crate::StoreError::CommandAlreadyApplied) and
-    /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput). Stores without reminders
-    /// answer [`StoreError::Unsupported`](crate::StoreError::Unsupported), as do stores without
-    /// shard owners given a fence (the in-memory store).
+    /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput)), and
+    /// [`StoreError::StaleFiring`](crate::StoreError::StaleFiring) when a
+    /// [`Fired`](crate::ReminderChange::Fired) change does not find its reminder as it fired
+    /// (checked after the expected version). Stores without reminders answer
+    /// [`StoreError::Unsupported`](crate::StoreError::Unsupported), as do stores without shard
+    /// owners given a fence (the in-memory store).
     async fn append_with_reminders(
         &self,
         stream: &StreamId,

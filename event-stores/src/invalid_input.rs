@@ -88,7 +88,8 @@ pub enum InvalidInput {
         /// The name.
         name: String,
     },
-    /// A periodic reminder's period was zero, or longer than a store can keep (`i64::MAX` ms).
+    /// A periodic reminder's period was zero, or longer than the span of
+    /// [`REMINDER_YEARS`](crate::REMINDER_YEARS) (after which it could never come due again).
     #[error("reminder {name:?}: the period must be 1..={max} ms, got {period_ms}")]
     BadReminderPeriod {
         /// The reminder's name.

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 
 use crate::event::NewEvent;
 use crate::invalid_input::InvalidInput;
-use crate::reminder::{MAX_REMINDER_NAME_LEN, REMINDER_YEARS, ReminderChange};
+use crate::reminder::{
+    MAX_REMINDER_NAME_LEN, MAX_REMINDER_PERIOD_MS, REMINDER_YEARS, ReminderChange,
+};
 use crate::snapshot::SnapshotRecord;
 use crate::stream::has_control_characters;
 
@@ -102,8 +104,8 @@ impl StoreLimits {
     }
 
     /// Checks reminder changes before storing them: names of 1 to [`MAX_REMINDER_NAME_LEN`]
-    /// bytes without control characters, periods of 1 to `i64::MAX` ms, times within
-    /// [`REMINDER_YEARS`], payloads within `max_event_payload_bytes`, and firing errors within
+    /// bytes without control characters, periods of 1 ms up to the span of [`REMINDER_YEARS`]
+    /// (a longer one could never come due again), times within [`REMINDER_YEARS`], payloads within `max_event_payload_bytes`, and firing errors within
     /// that limit too and without NUL characters.
     pub fn check_reminders(&self, changes: &[ReminderChange]) -> Result<(), InvalidInput> {
         changes
@@ -144,7 +146,7 @@ impl StoreLimits {
                 ..
             } => {
                 time("due time", due_at)?;
-                let max = i64::MAX.unsigned_abs();
+                let max = MAX_REMINDER_PERIOD_MS;
                 if let Some(period_ms) = *period_ms
                     && !(1..=max).contains(&period_ms)
                 {

@@ -25,6 +25,12 @@ pub const MAX_REMINDER_NAME_LEN: usize = 200;
 /// [`InvalidInput::ReminderTimeOutOfRange`](crate::InvalidInput::ReminderTimeOutOfRange).
 pub const REMINDER_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
 
+/// Longest period of a periodic reminder, in milliseconds: the span of [`REMINDER_YEARS`], from
+/// the first instant of the first year to the end of the last (3 652 059 days). A longer period
+/// could never bring a reminder due again at a time a store keeps, so it is refused with
+/// [`InvalidInput::BadReminderPeriod`](crate::InvalidInput::BadReminderPeriod) when scheduled.
+pub(crate) const MAX_REMINDER_PERIOD_MS: u64 = 3_652_059 * 86_400_000;
+
 /// A reminder as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReminder {
@@ -40,7 +46,8 @@ pub struct StoredReminder {
     pub shard: u32,
     /// When it is due next.
     pub due_at: DateTime<Utc>,
-    /// For a periodic reminder, the period in milliseconds (at least 1).
+    /// For a periodic reminder, the period in milliseconds (at least 1, at most the span of
+    /// [`REMINDER_YEARS`]).
     pub period_ms: Option<u64>,
     /// The command to deliver, encoded by the caller.
     pub payload: Bytes,
@@ -88,7 +95,8 @@ pub enum ReminderChange {
         reminder_id: Uuid,
         /// When it is due.
         due_at: DateTime<Utc>,
-        /// The period in milliseconds for a periodic reminder (at least 1).
+        /// The period in milliseconds for a periodic reminder (at least 1, at most the span of
+        /// [`REMINDER_YEARS`]: about 10 000 years).
         period_ms: Option<u64>,
         /// The encoded command.
         payload: Bytes,
@@ -98,11 +106,16 @@ pub enum ReminderChange {
         /// The name.
         name: String,
     },
-    /// Records that reminder `reminder_id` fired: a periodic one moves to `next_due_at`; a
-    /// one-shot one (`next_due_at` None) is removed, unless `error` is set, in which case it is
-    /// kept as `Rejected` with that error. `last_fired_at` is set to `fired_at`. Nothing happens
-    /// when the stream's reminder of that name has another id by now (it was replaced or
-    /// cancelled).
+    /// Records that reminder `reminder_id`, due at `due_at`, fired: a periodic one moves to
+    /// `next_due_at`; a one-shot one (`next_due_at` None) is removed, unless `error` is set, in
+    /// which case it is kept as `Rejected` with that error. `last_fired_at` is set to `fired_at`.
+    ///
+    /// It is also a precondition of the whole call: when its turn comes (after the changes
+    /// before it in the call), the stream's reminder `name` must be `Scheduled` under
+    /// `reminder_id` at `due_at` (to the microsecond). Otherwise it was replaced, cancelled,
+    /// moved on or rejected since the firing was decided, and the call is refused with
+    /// [`StoreError::StaleFiring`](crate::StoreError::StaleFiring): none of its events and none
+    /// of its changes are stored, so a command fired in a reminder's old form never commits.
     ///
     /// Whether it is periodic is decided by `next_due_at` alone, not by the stored period. A
     /// periodic firing keeps the reminder's state and records `error` as `last_error` (`None`
@@ -114,6 +127,8 @@ pub enum ReminderChange {
         name: String,
         /// The id it fired under.
         reminder_id: Uuid,
+        /// The due time it fired for: the stored reminder's when the firing was decided.
+        due_at: DateTime<Utc>,
         /// When it fired.
         fired_at: DateTime<Utc>,
         /// The next due time of a periodic reminder.
@@ -137,6 +152,11 @@ impl ReminderChange {
 /// What [`EventStore::due_reminders`](crate::EventStore::due_reminders) looks for.
 ///
 /// Reminders due at the same instant come back in no particular order.
+///
+/// Reminders the caller has set aside are named in [`skip`](Self::skip) and left out by the
+/// store, in its query, before the limit is applied: a scheduler waiting to retry reminders
+/// that failed, or that no executor of its node serves, would otherwise get them back first
+/// at every poll, and with `limit` of them never see the reminders due after them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueReminders {
     /// Only reminders of these shards; every shard when `None`.
@@ -145,4 +165,25 @@ pub struct DueReminders {
     pub due_by: DateTime<Utc>,
     /// At most this many (at least 1; 0 returns nothing), the earliest due first.
     pub limit: usize,
+    /// Reminders left out, by [`reminder_id`](StoredReminder::reminder_id), whatever else they
+    /// match; they do not count towards `limit`. Empty to leave none out.
+    pub skip: Vec<Uuid>,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    #[test]
+    fn the_longest_reminder_period_is_the_span_of_the_reminder_years() {
+        let first = NaiveDate::from_ymd_opt(*REMINDER_YEARS.start(), 1, 1);
+        let after_last = NaiveDate::from_ymd_opt(REMINDER_YEARS.end() + 1, 1, 1);
+        let (Some(first), Some(after_last)) = (first, after_last) else {
+            panic!("the reminder years are dates chrono keeps");
+        };
+        let span = (after_last - first).num_milliseconds();
+        assert_eq!(u64::try_from(span).ok(), Some(MAX_REMINDER_PERIOD_MS));
+    }
 }

@@ -151,6 +151,7 @@ async fn a_fenced_call_stores_only_under_the_current_fence_and_records_its_shard
                     shards: Some(shards),
                     due_by: due,
                     limit: 100,
+                    skip: Vec::new(),
                 })
                 .await
                 .unwrap()
@@ -273,6 +274,7 @@ async fn rows_in_the_reminders_table_are_what_the_api_says() {
                 ReminderChange::Fired {
                     name: "once".into(),
                     reminder_id: id_of(&once),
+                    due_at: due,
                     fired_at,
                     next_due_at: None,
                     error: Some("closed: \"quoted\" ünïcode\nline".into()),
@@ -280,6 +282,7 @@ async fn rows_in_the_reminders_table_are_what_the_api_says() {
                 ReminderChange::Fired {
                     name: "periodic".into(),
                     reminder_id: id_of(&periodic),
+                    due_at: due,
                     fired_at,
                     next_due_at: Some(due + TimeDelta::days(1)),
                     error: None,
@@ -514,8 +517,8 @@ async fn no_answer_before_commit_is_unavailable_and_stores_nothing() {
 
 /// The scheduler's two queries on 100 000 reminders (64 shards, a tenth rejected, due times over
 /// two hours around now): each is a bounded ordered scan of its partial index (no sort of every
-/// due row), also as the generic plan a prepared statement settles on. The plans are printed
-/// (`--nocapture`).
+/// due row), also as the generic plan a prepared statement settles on, and with reminders to
+/// skip. The plans are printed (`--nocapture`).
 #[tokio::test(flavor = "multi_thread")]
 async fn due_reminders_scan_their_partial_indexes_on_100_000_rows() {
     let Some(db) = fresh_database().await else {
@@ -546,11 +549,13 @@ async fn due_reminders_scan_their_partial_indexes_on_100_000_rows() {
         shards: None,
         due_by: now,
         limit: 100,
+        skip: Vec::new(),
     };
     let some = DueReminders {
         shards: Some((0..8).collect()),
         due_by: now,
         limit: 100,
+        skip: Vec::new(),
     };
     for query in [&all, &some] {
         let started = Instant::now();
@@ -585,10 +590,12 @@ async fn due_reminders_scan_their_partial_indexes_on_100_000_rows() {
             .unwrap();
         for (name, statement) in &prepared {
             let in_shards = statement.contains("UNNEST");
+            // With a reminder to skip: a filter on the same scan.
+            let skip = format!("'{{{}}}'", Uuid::now_v7());
             let args = if in_shards {
-                format!("'{{0,1,2,3,4,5,6,7}}', '{}', 100", now.to_rfc3339())
+                format!("'{{0,1,2,3,4,5,6,7}}', '{}', 100, {skip}", now.to_rfc3339())
             } else {
-                format!("'{}', 100", now.to_rfc3339())
+                format!("'{}', 100, {skip}", now.to_rfc3339())
             };
             let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE {name}({args})"

@@ -1,10 +1,15 @@
 //! The actor's side of durable reminders: turning what `decide` asked for into stored
 //! changes, firing a due reminder as a command of this aggregate, and changes from outside.
-//! Every reminder change of a stream goes through its actor, the stream's single writer, so a
-//! firing checked against the stored reminder here cannot race a replacement.
+//!
+//! A firing is checked against the stored reminder before its command runs, and again by the
+//! store in the append itself: its `Fired` change is a precondition of the whole append
+//! ([`StoreError::StaleFiring`] otherwise). Within one executor every reminder change of a
+//! stream goes through its actor, but another executor on the same store (two processes, no
+//! cluster) may replace or cancel the reminder between the check and the append; the store's
+//! check then refuses the command's events too, and the firing is [`FireOutcome::Stale`].
 
 use chrono::{DateTime, Utc};
-use event_stores::{EventMetadata, ReminderChange, ReminderState, StoredReminder};
+use event_stores::{EventMetadata, ReminderChange, ReminderState, StoreError, StoredReminder};
 use uuid::Uuid;
 
 use super::{AggregateActor, CommandCall};
@@ -28,10 +33,12 @@ impl Firing {
         ReminderChange::Fired {
             name: self.name.clone(),
             reminder_id: self.reminder_id,
+            due_at: self.due_at,
             fired_at: now,
+            // A periodic reminder without a next time a store keeps ends like a one-shot one.
             next_due_at: self
                 .period_ms
-                .map(|period| next_due(self.due_at, period, now)),
+                .and_then(|period| next_due(self.due_at, period, now)),
             error: error.map(storable_error),
         }
     }
@@ -102,8 +109,15 @@ impl<A: Aggregate> AggregateActor<A> {
             .events
             .append_with_reminders(&self.stream, self.version, Vec::new(), vec![change], None)
             .await;
-        if let Err(error) = recorded {
-            tracing::warn!(stream = %self.stream, reminder = %firing.name, %error, "could not record a refused reminder firing");
+        match recorded {
+            Ok(_) => {}
+            // Replaced, cancelled or moved on meanwhile: there is nothing left to record it on.
+            Err(error @ StoreError::StaleFiring { .. }) => {
+                tracing::debug!(stream = %self.stream, reminder = %firing.name, %error, "refused reminder firing not recorded: the reminder changed");
+            }
+            Err(error) => {
+                tracing::warn!(stream = %self.stream, reminder = %firing.name, %error, "could not record a refused reminder firing");
+            }
         }
     }
 
@@ -177,7 +191,9 @@ impl<A: Aggregate> AggregateActor<A> {
                     )
                     .await;
                 match moved {
-                    Ok(_) => FireOutcome::Fired {
+                    // Stale: it is no longer in the form that fired, so it has moved on (or
+                    // was changed since), and the firing is done all the same.
+                    Ok(_) | Err(StoreError::StaleFiring { .. }) => FireOutcome::Fired {
                         version: committed.version,
                         duplicate: true,
                     },
@@ -188,6 +204,11 @@ impl<A: Aggregate> AggregateActor<A> {
                 version: committed.version,
                 duplicate: false,
             },
+            // The reminder changed after the check above (another executor on the store
+            // replaced, cancelled or fired it): the store refused the whole append.
+            Err(CommandError::NotStored(ExecutorError::Store(StoreError::StaleFiring {
+                ..
+            }))) => FireOutcome::Stale,
             Err(CommandError::Rejected(error)) => FireOutcome::Rejected(error.to_string()),
             Err(CommandError::NotStored(error)) => FireOutcome::Failed(error),
             Err(CommandError::Indeterminate(indeterminate)) => {

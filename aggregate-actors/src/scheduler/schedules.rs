@@ -2,7 +2,9 @@
 //!
 //! Each poll loads the schedules due within the lookahead; each one not already waiting is
 //! spawned, waits for its due time, claims its occurrence in the store (one node wins it) and
-//! runs a batch that snapshots the aggregates with new events.
+//! runs a batch that snapshots the aggregates with new events. The claim moves the schedule to
+//! its next occurrence, or, when its cron expression names none, parks it as never due
+//! ([`PARKED`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +20,11 @@ use crate::schedule::Cron;
 
 /// How long until a schedule whose stored cron expression no longer parses is looked at again.
 const BROKEN_RETRY: chrono::Duration = chrono::Duration::hours(1);
+
+/// The next run of a schedule whose cron expression names no later time (its last year has
+/// passed): the latest time there is, so it is never due again, yet stays listed with its
+/// counts and last outcome until it is removed or put again. Both schedule stores keep it.
+const PARKED: DateTime<Utc> = DateTime::<Utc>::MAX_UTC;
 
 /// Spawns a run for each due schedule not already waiting or running; how many it spawned.
 pub(super) async fn poll(
@@ -98,10 +105,10 @@ impl Run {
                 return;
             }
         };
-        // A run missed while no node was up runs once; the next is the first after now.
-        let next = cron
-            .next_after(started.max(due))
-            .unwrap_or(started + BROKEN_RETRY);
+        // A run missed while no node was up runs once; the next is the first after now. With
+        // none (`Schedules::put` refuses such an expression as `NeverRuns`, but the last
+        // occurrence of a stored one may just have come), this run is its last: it is parked.
+        let next = cron.next_after(started.max(due)).unwrap_or(PARKED);
         if !self.claim(&schedule, due, next, started, on_time).await {
             return;
         }

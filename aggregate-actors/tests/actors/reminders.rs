@@ -1,21 +1,28 @@
 //! Durable reminders on both backends: scheduled by `decide` with the command's events, fired
 //! once by the scheduler through the aggregate's actor, never in a cancelled or replaced form,
 //! a refused firing recorded and not retried, periodic ones moving on (a missed run fires once),
-//! and changes from outside through the actor.
+//! changes from outside through the actor, periods too long refused, reminders set aside not
+//! starving later ones, and a firing raced by another executor's cancel storing nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::common::Stores;
-use aggregate_actors::event_stores::{ReadQuery, ReminderState, StreamId};
+use aggregate_actors::event_stores::{
+    AppendReceipt, DueReminders, EventStore, Fence, InvalidInput, NewEvent, ReadQuery,
+    RecordedEvent, ReminderChange, ReminderState, StoreResult, StoredReminder, StreamId,
+};
 use aggregate_actors::reminder::{FireOutcome, Reminder};
 use aggregate_actors::scheduler::{Scheduler, SchedulerHandle, SchedulerSettings};
 use aggregate_actors::{
     Aggregate, AggregateSettings, CommandError, Context, ErrorKind, Executor, ExecutorError,
 };
+use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum SeatCommand {
@@ -459,6 +466,231 @@ async fn reminders_from_outside_go_through_the_actor_and_need_them_turned_on(sto
     plain.shutdown().await;
 }
 
+async fn a_period_longer_than_the_reminder_years_is_refused_with_a_typed_error_and_stores_nothing(
+    stores: Stores,
+) {
+    let executor = executor(&stores);
+    let eons = TimeDelta::days(300_000 * 365);
+    // From outside, through the actor.
+    let refused = executor
+        .remind::<Seat>(
+            "eons",
+            Reminder::at(
+                "forever",
+                Utc::now() + TimeDelta::hours(1),
+                SeatCommand::Tick,
+            )
+            .every(eons),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ExecutorError::InvalidInput(InvalidInput::BadReminderPeriod { .. })
+        ),
+        "{refused}"
+    );
+    assert_eq!(refused.kind(), ErrorKind::InvalidInput);
+    // Scheduled by `decide`: the command's events are not stored either.
+    let refused = executor
+        .execute::<Seat>(
+            "eons",
+            SeatCommand::StartTicking {
+                first_in_ms: 1_000,
+                every_ms: eons.num_milliseconds(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            CommandError::NotStored(ExecutorError::InvalidInput(
+                InvalidInput::BadReminderPeriod { .. }
+            ))
+        ),
+        "{refused}"
+    );
+    assert!(executor.reminders::<Seat>("eons").await.unwrap().is_empty());
+    assert!(events(&stores, "eons").await.is_empty());
+    executor.shutdown().await;
+}
+
+async fn reminders_no_executor_here_serves_do_not_keep_later_due_ones_from_firing(stores: Stores) {
+    let executor = executor(&stores);
+    // Two reminders of a type this executor does not serve, due before the served one: the
+    // earliest `batch` (2) due reminders of every poll.
+    let elsewhere = StreamId::new("elsewhere", "e-1").unwrap();
+    let long_due = Utc::now() - TimeDelta::seconds(10);
+    let unserved = ["a", "b"]
+        .map(|name| ReminderChange::Schedule {
+            name: name.into(),
+            reminder_id: uuid::Uuid::now_v7(),
+            due_at: long_due,
+            period_ms: None,
+            payload: bytes::Bytes::from_static(b"not ours"),
+        })
+        .to_vec();
+    stores
+        .events
+        .append_with_reminders(&elsewhere, 0, Vec::new(), unserved, None)
+        .await
+        .unwrap();
+    executor
+        .execute::<Seat>(
+            "served",
+            SeatCommand::Hold {
+                ms: 0,
+                tag: "s".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let scheduler = Scheduler::start(
+        executor.clone(),
+        SchedulerSettings {
+            poll_interval: Duration::from_millis(20),
+            batch: 2,
+            // Set aside until long after the test: only a due query past them finds the rest.
+            retry_after: Duration::from_secs(600),
+            ..SchedulerSettings::default()
+        },
+    );
+    wait_for_events(&stores, "served", |e| e.len() == 2).await;
+    let stats = scheduler.stats();
+    assert_eq!(stats.fired, 1, "{stats:?}");
+    assert!(stats.unserved >= 2, "{stats:?}");
+    assert_eq!(
+        stores.events.reminders_of(&elsewhere).await.unwrap().len(),
+        2,
+        "left for an executor that serves them"
+    );
+    scheduler.stop().await;
+    executor.shutdown().await;
+}
+
+/// An event store that, once armed, holds the next append recording a reminder's firing until
+/// released: the moment between an actor's check of the reminder and its append.
+struct PausingFirings {
+    inner: Arc<dyn EventStore>,
+    armed: AtomicBool,
+    reached: Notify,
+    release: Notify,
+}
+
+#[async_trait]
+impl EventStore for PausingFirings {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendReceipt> {
+        self.inner.append(stream, expected_version, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        query: ReadQuery,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        self.inner.read_stream(stream, query).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+        self.inner.stream_version(stream).await
+    }
+    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
+        self.inner.read_all(after_position, limit).await
+    }
+    async fn read_command(
+        &self,
+        stream: &StreamId,
+        command_id: uuid::Uuid,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        self.inner.read_command(stream, command_id).await
+    }
+    async fn append_with_reminders(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        reminders: Vec<ReminderChange>,
+        fence: Option<&Fence>,
+    ) -> StoreResult<AppendReceipt> {
+        let firing = reminders
+            .iter()
+            .any(|c| matches!(c, ReminderChange::Fired { .. }));
+        if firing && self.armed.swap(false, Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        self.inner
+            .append_with_reminders(stream, expected_version, events, reminders, fence)
+            .await
+    }
+    async fn reminders_of(&self, stream: &StreamId) -> StoreResult<Vec<StoredReminder>> {
+        self.inner.reminders_of(stream).await
+    }
+    async fn due_reminders(&self, query: &DueReminders) -> StoreResult<Vec<StoredReminder>> {
+        self.inner.due_reminders(query).await
+    }
+}
+
+async fn a_reminder_cancelled_by_another_executor_while_its_firing_appends_fires_nothing(
+    stores: Stores,
+) {
+    let pausing = Arc::new(PausingFirings {
+        inner: Arc::clone(&stores.events),
+        armed: AtomicBool::new(false),
+        reached: Notify::new(),
+        release: Notify::new(),
+    });
+    let a = Executor::builder(
+        Arc::clone(&pausing) as Arc<dyn EventStore>,
+        Arc::clone(&stores.snapshots),
+    )
+    .register::<Seat>(AggregateSettings::new().reminders())
+    .build()
+    .unwrap();
+    let b = executor(&stores);
+    let id = "raced";
+    b.execute::<Seat>(
+        id,
+        SeatCommand::Hold {
+            ms: 0,
+            tag: "r".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let stream = StreamId::new(Seat::TYPE, id).unwrap();
+    let due = stores.events.reminders_of(&stream).await.unwrap().remove(0);
+
+    // A checks the reminder is the stored one, decides, and is held before its append.
+    pausing.armed.store(true, Ordering::SeqCst);
+    let firing = {
+        let a = a.clone();
+        tokio::spawn(async move { a.fire_reminder(due).await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), pausing.reached.notified())
+        .await
+        .expect("A's firing reached its append");
+    // Meanwhile B, another executor on the same store, cancels the reminder.
+    b.cancel_reminder::<Seat>(id, "expire").await.unwrap();
+    pausing.release.notify_one();
+    let outcome = firing.await.unwrap();
+
+    assert!(matches!(outcome, FireOutcome::Stale), "{outcome:?}");
+    assert_eq!(
+        events(&stores, id).await,
+        [SeatEvent::Held],
+        "the cancelled reminder's command stored nothing"
+    );
+    assert!(b.reminders::<Seat>(id).await.unwrap().is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 on_both_backends! {
     fires_once => a_reminder_scheduled_by_decide_is_stored_with_its_command_and_fires_once;
     old_forms => cancelled_and_replaced_reminders_never_fire_in_their_old_form;
@@ -466,4 +698,7 @@ on_both_backends! {
     periodic => a_periodic_reminder_moves_on_and_a_missed_run_fires_once;
     retried_firing => a_firing_retried_after_it_was_stored_fires_nothing_more;
     from_outside => reminders_from_outside_go_through_the_actor_and_need_them_turned_on;
+    too_long_period => a_period_longer_than_the_reminder_years_is_refused_with_a_typed_error_and_stores_nothing;
+    unserved_first => reminders_no_executor_here_serves_do_not_keep_later_due_ones_from_firing;
+    raced_cancel => a_reminder_cancelled_by_another_executor_while_its_firing_appends_fires_nothing;
 }

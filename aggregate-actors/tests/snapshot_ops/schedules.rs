@@ -1,7 +1,8 @@
 //! Snapshot schedules run by the node's scheduler: over 100 runs on time (≥ 99 %) on both
 //! backends, a type schedule that snapshots only the aggregates with new events, a run missed
-//! while no node was up that runs once at start, each occurrence run once by two schedulers on
-//! one store, and cron expressions refused with typed errors.
+//! while no node was up that runs once at start, a schedule with no later occurrence parked after
+//! its last run, each occurrence run once by two schedulers on one store, and cron expressions
+//! refused with typed errors.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,6 +221,66 @@ async fn a_run_missed_while_no_node_was_up_runs_once_at_start_and_counts_as_late
     assert_eq!((stored.runs, stored.runs_on_time), (1, 0), "once, late");
     assert!(stored.next_run_at > Utc::now(), "the next is in the future");
     assert_eq!(newest_snapshot(&stores, "m").await, Some(1));
+}
+
+async fn last_occurrence_then_never_due(stores: Stores, store: Arc<dyn ScheduleStore>) {
+    let executor = executor(&stores);
+    executor
+        .execute::<Ledger>("last", LedgerCommand::Add(1))
+        .await
+        .unwrap();
+    // Its only year is long past, and it is due: its last occurrence was missed. (Stored as a
+    // store may hold it; `Schedules::put` refuses such an expression.)
+    store
+        .put_schedule(StoredSchedule {
+            name: "last".to_owned(),
+            aggregate_type: "ledger".to_owned(),
+            aggregate_id: Some("last".to_owned()),
+            cron: "0 0 0 1 1 * 2001".to_owned(),
+            next_run_at: Utc::now() - chrono::Duration::seconds(1),
+            last_run_at: None,
+            last_outcome: None,
+            runs: 0,
+            runs_on_time: 0,
+        })
+        .await
+        .unwrap();
+    let scheduler = Scheduler::start(executor.clone(), settings(&store));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while runs(&store).await.0 == 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    scheduler.stop().await;
+    let stored = store.schedules().await.unwrap().remove(0);
+    assert_eq!(stored.runs, 1, "{stored:?}");
+    assert_eq!(newest_snapshot(&stores, "last").await, Some(1), "it ran");
+    let in_100_000_years = Utc::now() + chrono::Duration::days(365 * 100_000);
+    assert!(
+        store
+            .due_schedules(in_100_000_years, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "never due again, not retried every hour: {stored:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_with_no_later_occurrence_runs_its_last_then_is_never_due_again_in_memory() {
+    last_occurrence_then_never_due(memory(), Arc::new(InMemoryScheduleStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_with_no_later_occurrence_runs_its_last_then_is_never_due_again_on_postgres() {
+    let Some(stores) = crate::common::postgres().await else {
+        return;
+    };
+    let store = Arc::new(aggregate_actors::event_stores::PgScheduleStore::new(
+        stores.pool().unwrap(),
+    ));
+    last_occurrence_then_never_due(stores, store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,6 +168,7 @@ macro_rules! store_contract {
                 fired_with_a_stale_id_changes_nothing,
                 due_reminders_returns_scheduled_reminders_due_by_a_time_earliest_first,
                 due_reminders_honours_the_shard_filter,
+                due_reminders_leaves_out_the_reminders_it_skips_before_the_limit,
                 a_command_sent_again_with_reminders_is_refused_and_changes_no_reminder,
                 reminder_changes_racing_appends_on_one_stream_are_serialised,
                 random_reminder_changes_match_a_simple_model,

@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
 use super::{assert_conflict, event, fresh_stream, invalid, now_micros, numbered_events};
+use crate::reminder::MAX_REMINDER_PERIOD_MS;
 use crate::{
     DueReminders, EventStore, InvalidInput, MAX_REMINDER_NAME_LEN, NewEvent, ReminderChange,
     ReminderState, StoreError, StoreLimits, StoredReminder, StreamId,
@@ -49,6 +50,7 @@ fn fired(
     ReminderChange::Fired {
         name: reminder.name.clone(),
         reminder_id: reminder.reminder_id,
+        due_at: reminder.due_at,
         fired_at,
         next_due_at,
         error: error.map(str::to_owned),
@@ -129,7 +131,7 @@ pub async fn events_and_reminders_are_stored_together_and_read_back_with_every_f
     let changes = vec![
         schedule("b-periodic", due, Some(60_000), b"\x81\xa1c\x01"),
         schedule("a-once", due + TimeDelta::seconds(1), None, b""),
-        schedule("B-upper", due, Some(u64::try_from(i64::MAX).unwrap()), b"x"),
+        schedule("B-upper", due, Some(MAX_REMINDER_PERIOD_MS), b"x"),
         schedule("\u{e9}-accent", due, None, &[0, 255, 7]),
         schedule(&"n".repeat(MAX_REMINDER_NAME_LEN), due, None, b"long"),
     ];
@@ -350,6 +352,7 @@ pub async fn changes_to_one_name_in_one_call_apply_in_order(store: Arc<dyn Event
             ReminderChange::Fired {
                 name: "p".into(),
                 reminder_id: periodic_id,
+                due_at: due,
                 fired_at: due,
                 next_due_at: Some(moved),
                 error: None,
@@ -389,6 +392,7 @@ pub async fn fired_moves_a_periodic_reminder_removes_a_one_shot_and_keeps_a_reje
         shards: None,
         due_by: at(10_000),
         limit: 10_000,
+        skip: Vec::new(),
     };
     let mine = |all: Vec<StoredReminder>| -> Vec<String> {
         all.into_iter()
@@ -465,8 +469,9 @@ pub async fn fired_moves_a_periodic_reminder_removes_a_one_shot_and_keeps_a_reje
     assert_eq!(cleared.last_fired_at, Some(at(121)));
 }
 
-/// `Fired` under an id the name no longer has (it was replaced, or cancelled) changes nothing,
-/// whatever it says.
+/// `Fired` for a reminder no longer in the form that fired (replaced: another id; moved on:
+/// another due time; rejected; cancelled) changes nothing, whatever it says: the whole call is
+/// refused as a stale firing, neither its events nor its other changes stored.
 pub async fn fired_with_a_stale_id_changes_nothing(store: Arc<dyn EventStore>) {
     let stream = fresh_stream("remind-stale");
     let due = now_micros() + TimeDelta::minutes(1);
@@ -480,35 +485,92 @@ pub async fn fired_with_a_stale_id_changes_nothing(store: Arc<dyn EventStore>) {
     let old = named(store.as_ref(), &stream, "job").await.unwrap();
     let replacement = schedule("job", due + TimeDelta::hours(1), None, b"new");
     change(store.as_ref(), &stream, 0, vec![replacement.clone()]).await;
+    let current = named(store.as_ref(), &stream, "job").await.unwrap();
+    let moved_on = StoredReminder {
+        due_at: current.due_at - TimeDelta::seconds(1),
+        ..current.clone()
+    };
+    let refused = |firing: ReminderChange, version: u64| {
+        let (store, stream) = (Arc::clone(&store), stream.clone());
+        async move {
+            let name = firing.name().to_owned();
+            for events in [Vec::new(), numbered_events(version, 2)] {
+                let before = reminders(store.as_ref(), &stream).await;
+                let outcome = store
+                    .append_with_reminders(
+                        &stream,
+                        version,
+                        events,
+                        vec![schedule("other", due, None, b"o"), firing.clone()],
+                        None,
+                    )
+                    .await;
+                match outcome {
+                    Err(StoreError::StaleFiring {
+                        stream: refused,
+                        name: of,
+                    }) => assert_eq!((refused, of), (stream.clone(), name.clone())),
+                    other => panic!("{firing:?}: {other:?}"),
+                }
+                assert_eq!(store.stream_version(&stream).await.unwrap(), version);
+                assert_eq!(reminders(store.as_ref(), &stream).await, before);
+            }
+        }
+    };
     for (next, error) in [
         (Some(due + TimeDelta::seconds(1)), None),
         (None, None),
         (None, Some("refused")),
     ] {
-        change(
-            store.as_ref(),
-            &stream,
-            0,
-            vec![fired(&old, due, next, error)],
-        )
-        .await;
+        refused(fired(&old, due, next, error), 0).await;
+        refused(fired(&moved_on, due, next, error), 0).await;
         assert_eq!(
             reminders(store.as_ref(), &stream).await,
             vec![as_scheduled(&stream, &replacement)]
         );
     }
-    change(store.as_ref(), &stream, 0, vec![cancel("job")]).await;
     change(
         store.as_ref(),
         &stream,
         0,
-        vec![fired(&old, due, None, Some("refused"))],
+        vec![fired(&current, due, None, Some("refused"))],
     )
     .await;
+    refused(fired(&current, due, None, None), 0).await;
+    assert_eq!(
+        named(store.as_ref(), &stream, "job").await.map(|r| r.state),
+        Some(ReminderState::Rejected),
+        "a rejected reminder does not fire again"
+    );
+    change(store.as_ref(), &stream, 0, vec![cancel("job")]).await;
+    refused(fired(&current, due, None, Some("refused")), 0).await;
     assert!(
         reminders(store.as_ref(), &stream).await.is_empty(),
         "a firing does not bring back a cancelled name"
     );
+    // A firing of the form scheduled earlier in the same call is not stale.
+    let again = schedule("job", due, None, b"again");
+    let ReminderChange::Schedule { reminder_id, .. } = again else {
+        unreachable!()
+    };
+    change(
+        store.as_ref(),
+        &stream,
+        0,
+        vec![
+            again,
+            ReminderChange::Fired {
+                name: "job".into(),
+                reminder_id,
+                due_at: due,
+                fired_at: due,
+                next_due_at: None,
+                error: None,
+            },
+        ],
+    )
+    .await;
+    assert!(reminders(store.as_ref(), &stream).await.is_empty());
 }
 
 /// `due_reminders` returns the scheduled reminders due at or before its time, earliest first,
@@ -550,6 +612,7 @@ pub async fn due_reminders_returns_scheduled_reminders_due_by_a_time_earliest_fi
                     shards: None,
                     due_by,
                     limit,
+                    skip: Vec::new(),
                 })
                 .await
                 .unwrap();
@@ -588,6 +651,69 @@ pub async fn due_reminders_returns_scheduled_reminders_due_by_a_time_earliest_fi
     assert_eq!(query(at(100), 100).await.len(), 5, "late is due by then");
 }
 
+/// Reminders named in the query's `skip` are left out before the limit: the reminders due
+/// after them fill the places they would have taken, with or without a shard filter, and an
+/// id that is not due changes nothing.
+pub async fn due_reminders_leaves_out_the_reminders_it_skips_before_the_limit(
+    store: Arc<dyn EventStore>,
+) {
+    // A window in the century before every other case's: nothing else is due by its end.
+    let start = DateTime::parse_from_rfc3339("1400-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc()
+        + TimeDelta::seconds(rand::random_range(0..3_000_000_000));
+    let at = |offset| start + TimeDelta::seconds(offset);
+    let stream = fresh_stream("remind-skip");
+    let changes = vec![
+        schedule("first", at(1), None, b"1"),
+        schedule("second", at(2), Some(1_000), b"2"),
+        schedule("third", at(3), None, b"3"),
+        schedule("fourth", at(4), None, b"4"),
+    ];
+    change(store.as_ref(), &stream, 0, changes.clone()).await;
+    let stored: Vec<StoredReminder> = changes.iter().map(|c| as_scheduled(&stream, c)).collect();
+    let ids: Vec<Uuid> = stored.iter().map(|r| r.reminder_id).collect();
+    let due = |shards: Option<Vec<u32>>, limit: usize, skip: Vec<Uuid>| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .due_reminders(&DueReminders {
+                    shards,
+                    due_by: at(10),
+                    limit,
+                    skip,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(due(None, 100, Vec::new()).await, stored);
+    assert_eq!(due(None, 2, Vec::new()).await, stored[..2]);
+    assert_eq!(
+        due(None, 2, vec![ids[0], ids[1]]).await,
+        stored[2..],
+        "the later ones take the places of the skipped ones"
+    );
+    assert_eq!(
+        due(None, 100, vec![ids[3], ids[1]]).await,
+        [stored[0].clone(), stored[2].clone()]
+    );
+    assert_eq!(
+        due(Some(vec![3, 0]), 1, vec![ids[0], ids[2]]).await,
+        stored[1..2],
+        "with a shard filter too"
+    );
+    assert!(
+        due(Some(vec![0]), 100, ids.clone()).await.is_empty(),
+        "all skipped"
+    );
+    assert_eq!(
+        due(None, 100, vec![Uuid::now_v7()]).await,
+        stored,
+        "an id that is not due changes nothing"
+    );
+}
+
 /// The shard filter: reminders stored without a fence are in shard 0; asking for other shards
 /// finds none of them, asking for shard 0 (among others, even twice) finds each once, and an
 /// empty list finds nothing.
@@ -608,6 +734,7 @@ pub async fn due_reminders_honours_the_shard_filter(store: Arc<dyn EventStore>) 
                     shards,
                     due_by: at(10),
                     limit: 1_000,
+                    skip: Vec::new(),
                 })
                 .await
                 .unwrap()
@@ -641,6 +768,7 @@ pub async fn bad_reminder_input_is_refused_with_typed_errors_and_stores_nothing(
     let fired_with = |error: String| ReminderChange::Fired {
         name: "good".into(),
         reminder_id: Uuid::now_v7(),
+        due_at: due,
         fired_at: due,
         next_due_at: None,
         error: Some(error),
@@ -672,6 +800,14 @@ pub async fn bad_reminder_input_is_refused_with_typed_errors_and_stores_nothing(
         (schedule("huge", due, Some(u64::MAX), b""), |e| {
             matches!(e, InvalidInput::BadReminderPeriod { .. })
         }),
+        // Longer than the reminder years: it could never come due again.
+        (
+            schedule("eons", due, Some(MAX_REMINDER_PERIOD_MS + 1), b""),
+            |e| {
+                matches!(e, InvalidInput::BadReminderPeriod { period_ms, max, .. }
+                    if *period_ms == MAX_REMINDER_PERIOD_MS + 1 && *max == MAX_REMINDER_PERIOD_MS)
+            },
+        ),
         (
             schedule(
                 "big",
@@ -875,6 +1011,9 @@ pub async fn random_reminder_changes_match_a_simple_model(store: Arc<dyn EventSt
     let mut stale_ids: Vec<(String, Uuid)> = Vec::new();
     for step in 0..150 {
         let mut changes = Vec::new();
+        // The model as the call's changes so far leave it, and whether none was a stale firing.
+        let (mut planned, mut planned_stale_ids) = (model.clone(), stale_ids.clone());
+        let mut fresh = true;
         for _ in 0..rng.random_range(0..4) {
             let name = names[rng.random_range(0..names.len())].to_owned();
             let at = base + TimeDelta::milliseconds(rng.random_range(0..1_000_000));
@@ -888,17 +1027,21 @@ pub async fn random_reminder_changes_match_a_simple_model(store: Arc<dyn EventSt
                 },
                 4..6 => ReminderChange::Cancel { name: name.clone() },
                 _ => {
-                    let reminder_id = match (model.get(&name), rng.random_bool(0.8)) {
-                        (Some(current), true) => current.reminder_id,
-                        _ => stale_ids
+                    let (reminder_id, due_at) = match (planned.get(&name), rng.random_bool(0.8)) {
+                        (Some(current), true) if rng.random_bool(0.9) => {
+                            (current.reminder_id, current.due_at)
+                        }
+                        (Some(current), true) => (current.reminder_id, at),
+                        _ => planned_stale_ids
                             .iter()
                             .rev()
                             .find(|(n, _)| *n == name)
-                            .map_or_else(Uuid::now_v7, |(_, id)| *id),
+                            .map_or_else(|| (Uuid::now_v7(), at), |(_, id)| (*id, at)),
                     };
                     ReminderChange::Fired {
                         name: name.clone(),
                         reminder_id,
+                        due_at,
                         fired_at: at,
                         next_due_at: rng
                             .random_bool(0.5)
@@ -909,6 +1052,12 @@ pub async fn random_reminder_changes_match_a_simple_model(store: Arc<dyn EventSt
                     }
                 }
             };
+            fresh &= apply_to_model(
+                &mut planned,
+                &mut planned_stale_ids,
+                &stream,
+                change.clone(),
+            );
             changes.push(change);
         }
         let events = if rng.random_bool(0.3) {
@@ -923,13 +1072,17 @@ pub async fn random_reminder_changes_match_a_simple_model(store: Arc<dyn EventSt
             .await;
         if stale {
             assert_conflict(outcome, &stream, expected, version);
+        } else if !fresh {
+            assert!(
+                matches!(outcome, Err(StoreError::StaleFiring { .. })),
+                "seed {seed} step {step}: a stale firing must refuse the call: {outcome:?}"
+            );
+            assert_eq!(store.stream_version(&stream).await.unwrap(), version);
         } else {
             let receipt = outcome.unwrap_or_else(|e| panic!("seed {seed} step {step}: {e:?}"));
             version += events.len() as u64;
             assert_eq!(receipt.last_version, version);
-            for change in changes {
-                apply_to_model(&mut model, &mut stale_ids, &stream, change);
-            }
+            (model, stale_ids) = (planned, planned_stale_ids);
         }
         let stored = reminders(store.as_ref(), &stream).await;
         let expected: Vec<StoredReminder> = model.values().cloned().collect();
@@ -940,13 +1093,14 @@ pub async fn random_reminder_changes_match_a_simple_model(store: Arc<dyn EventSt
     }
 }
 
-/// The model: what the documentation of [`ReminderChange`] says, one change at a time.
+/// The model: what the documentation of [`ReminderChange`] says, one change at a time; false
+/// for a firing of a reminder not in the form that fired (which refuses the whole call).
 fn apply_to_model(
     model: &mut BTreeMap<String, StoredReminder>,
     stale_ids: &mut Vec<(String, Uuid)>,
     stream: &StreamId,
     change: ReminderChange,
-) {
+) -> bool {
     match change {
         ReminderChange::Schedule { ref name, .. } => {
             if let Some(old) = model.get(name) {
@@ -962,15 +1116,18 @@ fn apply_to_model(
         ReminderChange::Fired {
             name,
             reminder_id,
+            due_at,
             fired_at,
             next_due_at,
             error,
         } => {
             let Some(current) = model.get_mut(&name) else {
-                return;
+                return false;
             };
-            if current.reminder_id != reminder_id {
-                return;
+            if (current.reminder_id, current.due_at, current.state)
+                != (reminder_id, due_at, ReminderState::Scheduled)
+            {
+                return false;
             }
             current.last_fired_at = Some(fired_at);
             match (next_due_at, error) {
@@ -989,4 +1146,5 @@ fn apply_to_model(
             }
         }
     }
+    true
 }

@@ -258,9 +258,9 @@ impl EventStore for InMemoryEventStore {
     }
 
     /// Checks everything first (fence, events, reminder changes), then, under the stream's
-    /// lock, the version and the event ids; stores the events, then applies the changes before
-    /// the lock is released. The store has no shard owners: a fence is
-    /// [`StoreError::Unsupported`], as for [`append_fenced`](EventStore::append_fenced).
+    /// lock, the version, the firings' reminders and the event ids; stores the events, then
+    /// applies the changes before the lock is released. The store has no shard owners: a fence
+    /// is [`StoreError::Unsupported`], as for [`append_fenced`](EventStore::append_fenced).
     async fn append_with_reminders(
         &self,
         stream: &StreamId,
@@ -278,15 +278,18 @@ impl EventStore for InMemoryEventStore {
         self.inner.limits.check_reminders(&reminders)?;
         let slot = self.stream_or_new(stream);
         let mut recorded = slot.events.lock();
+        let actual = recorded.len() as u64;
+        if actual != expected_version {
+            return Err(StoreError::VersionConflict {
+                stream: stream.clone(),
+                expected: expected_version,
+                actual,
+            });
+        }
+        // A firing of a reminder changed since: refused before anything is stored. (The
+        // stream's reminders change only under its lock, held until they are applied.)
+        self.inner.reminders.lock().check(stream, &reminders)?;
         let receipt = if events.is_empty() {
-            let actual = recorded.len() as u64;
-            if actual != expected_version {
-                return Err(StoreError::VersionConflict {
-                    stream: stream.clone(),
-                    expected: expected_version,
-                    actual,
-                });
-            }
             AppendReceipt {
                 first_version: expected_version,
                 last_version: expected_version,

@@ -3,12 +3,15 @@
 //!
 //! One mutex guards both maps. Changes are applied while the stream's own lock is held (see
 //! `event_store`), so a call's events and its reminder changes are atomic with respect to
-//! other writes to that stream; plain appends never touch this mutex.
+//! other writes to that stream; plain appends never touch this mutex. A call's `Fired`
+//! changes are checked ([`Reminders::check`]) under the same lock before any of it is stored.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
+use uuid::Uuid;
 
+use crate::error::StoreError;
 use crate::reminder::{DueReminders, ReminderChange, ReminderState, StoredReminder};
 use crate::stream::StreamId;
 
@@ -26,8 +29,73 @@ fn stored(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
 }
 
+/// What a reminder is, as far as a firing's precondition looks: id, due time, state.
+type Form = (Uuid, DateTime<Utc>, ReminderState);
+
 impl Reminders {
-    /// Applies `changes` to `stream`'s reminders, in order.
+    /// Checks that each `Fired` among `changes` finds, when its turn comes (the changes before
+    /// it applied), `stream`'s reminder of its name scheduled under its id at its due time; the
+    /// [`StoreError::StaleFiring`] refusal otherwise. Changes nothing: called under the stream's
+    /// lock before anything of the call is stored, so that a refused call stores nothing.
+    pub(super) fn check(
+        &self,
+        stream: &StreamId,
+        changes: &[ReminderChange],
+    ) -> Result<(), StoreError> {
+        // The form each name has after the call's changes so far (None: gone), where changed.
+        let mut changed: HashMap<&str, Option<Form>> = HashMap::new();
+        for change in changes {
+            match change {
+                ReminderChange::Schedule {
+                    name,
+                    reminder_id,
+                    due_at,
+                    ..
+                } => {
+                    let form = (*reminder_id, stored(*due_at), ReminderState::Scheduled);
+                    changed.insert(name, Some(form));
+                }
+                ReminderChange::Cancel { name } => {
+                    changed.insert(name, None);
+                }
+                ReminderChange::Fired {
+                    name,
+                    reminder_id,
+                    due_at,
+                    next_due_at,
+                    error,
+                    ..
+                } => {
+                    let current = match changed.get(name.as_str()) {
+                        Some(form) => *form,
+                        None => self
+                            .by_stream
+                            .get(stream)
+                            .and_then(|named| named.get(name))
+                            .map(|r| (r.reminder_id, r.due_at, r.state)),
+                    };
+                    let due_at = stored(*due_at);
+                    if current != Some((*reminder_id, due_at, ReminderState::Scheduled)) {
+                        return Err(StoreError::StaleFiring {
+                            stream: stream.clone(),
+                            name: name.clone(),
+                        });
+                    }
+                    let after = match (next_due_at, error) {
+                        (Some(next), _) => {
+                            Some((*reminder_id, stored(*next), ReminderState::Scheduled))
+                        }
+                        (None, None) => None,
+                        (None, Some(_)) => Some((*reminder_id, due_at, ReminderState::Rejected)),
+                    };
+                    changed.insert(name, after);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `changes` to `stream`'s reminders, in order (checked first: [`check`](Self::check)).
     pub(super) fn apply(&mut self, stream: &StreamId, changes: Vec<ReminderChange>) {
         for change in changes {
             self.apply_one(stream, change);
@@ -70,6 +138,7 @@ impl Reminders {
                 fired_at,
                 next_due_at,
                 error,
+                ..
             } => {
                 let current = self
                     .by_stream
@@ -133,8 +202,9 @@ impl Reminders {
             .unwrap_or_default()
     }
 
-    /// The scheduled reminders `query` asks for, earliest first.
+    /// The scheduled reminders `query` asks for, earliest first, without those it skips.
     pub(super) fn due(&self, query: &DueReminders) -> Vec<StoredReminder> {
+        let skip: HashSet<Uuid> = query.skip.iter().copied().collect();
         self.due
             .iter()
             .take_while(|(due_at, _, _)| *due_at <= query.due_by)
@@ -144,6 +214,7 @@ impl Reminders {
                     .shards
                     .as_ref()
                     .is_none_or(|shards| shards.contains(&r.shard))
+                    && !skip.contains(&r.reminder_id)
             })
             .take(query.limit)
             .cloned()

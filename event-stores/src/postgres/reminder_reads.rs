@@ -6,6 +6,10 @@
 //! `reminders_shard_due_idx` stopping at the limit, then the earliest of those. The second
 //! reads at most `limit` entries per shard asked for, however many reminders of other shards
 //! are due (a filter on `reminders_due_idx` would walk past all of those).
+//!
+//! The reminders the query skips ([`DueReminders::skip`]) are a filter on the index scans
+//! (`reminder_id <> ALL(…)`, true for an empty list), so they never take a place within the
+//! limit: the scan walks past them to the next due entries, as the in-memory store does.
 
 use bytes::Bytes;
 use sqlx::Row;
@@ -32,7 +36,7 @@ const DUE: &str = r#"
 SELECT aggregate_type, aggregate_id, name, reminder_id, shard, due_at, period_ms, payload, state,
        last_error, last_fired_at
 FROM reminders
-WHERE state = 'scheduled' AND due_at <= $1::timestamptz
+WHERE state = 'scheduled' AND due_at <= $1::timestamptz AND reminder_id <> ALL($3::uuid[])
 ORDER BY due_at
 LIMIT $2::bigint
 "#;
@@ -45,6 +49,7 @@ CROSS JOIN LATERAL (
            state, last_error, last_fired_at
     FROM reminders
     WHERE shard = s.shard AND state = 'scheduled' AND due_at <= $2::timestamptz
+      AND reminder_id <> ALL($4::uuid[])
     ORDER BY due_at
     LIMIT $3::bigint
 ) AS r
@@ -66,7 +71,7 @@ pub(super) async fn reminders_of(
     rows.iter().map(decode).collect()
 }
 
-/// The scheduled reminders `query` asks for, earliest first.
+/// The scheduled reminders `query` asks for, earliest first, without those it skips.
 pub(super) async fn due(pool: &PgPool, query: &DueReminders) -> StoreResult<Vec<StoredReminder>> {
     if query.limit == 0 {
         return Ok(Vec::new());
@@ -77,6 +82,7 @@ pub(super) async fn due(pool: &PgPool, query: &DueReminders) -> StoreResult<Vec<
             sqlx::query(DUE)
                 .bind(query.due_by)
                 .bind(limit)
+                .bind(&query.skip)
                 .fetch_all(pool)
                 .await
         }
@@ -95,6 +101,7 @@ pub(super) async fn due(pool: &PgPool, query: &DueReminders) -> StoreResult<Vec<
                 .bind(shards)
                 .bind(query.due_by)
                 .bind(limit)
+                .bind(&query.skip)
                 .fetch_all(pool)
                 .await
         }

@@ -12,6 +12,11 @@
 //! COMMIT
 //! ```
 //!
+//! A `Fired` change is a precondition: its statement changes the reminder only while it is
+//! scheduled under the firing's id and due time, and one that changes no row rolls the whole
+//! transaction back ([`StoreError::StaleFiring`]), events included. Under the stream's lock no
+//! other call changes the row in between.
+//!
 //! The transaction-level advisory lock serialises the calls that change one stream's reminders.
 //! Without it, a call with no events could check version `v`, then a call with events at `v`
 //! could append `v + 1` and change the same reminders, and the first call would still apply its
@@ -92,24 +97,27 @@ DELETE FROM reminders
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND name = $3::text
 "#;
 
+// A firing's statements change the reminder only in the form that fired (id, due time,
+// scheduled); one that changes no row is a stale firing, and the transaction is rolled back.
+
 /// A periodic reminder fired: it moves on, keeping its state, with the firing's error if any.
 const FIRED_PERIODIC: &str = r#"
-UPDATE reminders SET due_at = $5::timestamptz, last_fired_at = $6::timestamptz,
-                     last_error = $7::text
+UPDATE reminders SET due_at = $6::timestamptz, last_fired_at = $7::timestamptz,
+                     last_error = $8::text
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND name = $3::text
-  AND reminder_id = $4::uuid
+  AND reminder_id = $4::uuid AND due_at = $5::timestamptz AND state = 'scheduled'
 "#;
 
 const FIRED_DONE: &str = r#"
 DELETE FROM reminders
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND name = $3::text
-  AND reminder_id = $4::uuid
+  AND reminder_id = $4::uuid AND due_at = $5::timestamptz AND state = 'scheduled'
 "#;
 
 const FIRED_REJECTED: &str = r#"
-UPDATE reminders SET state = 'rejected', last_fired_at = $5::timestamptz, last_error = $6::text
+UPDATE reminders SET state = 'rejected', last_fired_at = $6::timestamptz, last_error = $7::text
 WHERE aggregate_type = $1::text AND aggregate_id = $2::text AND name = $3::text
-  AND reminder_id = $4::uuid
+  AND reminder_id = $4::uuid AND due_at = $5::timestamptz AND state = 'scheduled'
 "#;
 
 /// Why a transaction stopped before `COMMIT`.
@@ -365,6 +373,7 @@ async fn apply(
         ReminderChange::Fired {
             name,
             reminder_id,
+            due_at,
             fired_at,
             next_due_at,
             error,
@@ -375,6 +384,7 @@ async fn apply(
                     .bind(stream.aggregate_id())
                     .bind(name.as_str())
                     .bind(*reminder_id)
+                    .bind(due_at.trunc_subsecs(6))
             };
             let fired_at = fired_at.trunc_subsecs(6);
             match (next_due_at, error) {
@@ -387,14 +397,22 @@ async fn apply(
             }
         }
     };
-    sent(
+    let done = sent(
         appender,
         stream,
         "changing its reminders",
         query.execute(&mut *conn),
     )
-    .await
-    .map(|_| ())
+    .await?;
+    match change {
+        ReminderChange::Fired { name, .. } if done.rows_affected() == 0 => {
+            Err(Abort::Refused(StoreError::StaleFiring {
+                stream: stream.clone(),
+                name: name.clone(),
+            }))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The outcome of a statement sent inside the transaction, within the client timeout.
