@@ -208,7 +208,15 @@ impl Schedules {
             runs: 0,
             runs_on_time: 0,
         };
-        self.store.put_schedule(stored.clone()).await?;
+        // The store validates names, ids and lengths: its refusal is bad input, not a failure
+        // to retry.
+        self.store
+            .put_schedule(stored.clone())
+            .await
+            .map_err(|error| match error {
+                StoreError::InvalidInput(invalid) => ScheduleError::InvalidInput(invalid),
+                other => ScheduleError::Store(other),
+            })?;
         Ok(stored)
     }
 

@@ -95,16 +95,38 @@ async fn a_schedule_stored_over_http_runs_and_snapshots_its_aggregate() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let (status, body) = put(
-        &server,
-        "bad",
-        json!({"aggregate_type": "accounts", "cron": "every day"}),
-    )
-    .await;
-    assert_eq!(
-        (status, body["kind"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_schedule"))
-    );
+    // Bad input of every kind is 400 invalid_schedule, never a retryable store failure: a cron
+    // that does not parse, a name or an id longer than a schedule may have, a cron too long.
+    let long_cron = format!("0 0 3 * * * {}", "2030,".repeat(60) + "2031");
+    for (what, name, body) in [
+        (
+            "bad cron",
+            "bad".to_owned(),
+            json!({"aggregate_type": "accounts", "cron": "every day"}),
+        ),
+        (
+            "long name",
+            "n".repeat(201),
+            json!({"aggregate_type": "accounts", "cron": "0 0 3 * * *"}),
+        ),
+        (
+            "long id",
+            "bad-id".to_owned(),
+            json!({"aggregate_type": "accounts", "id": "i".repeat(250), "cron": "0 0 3 * * *"}),
+        ),
+        (
+            "long cron",
+            "bad-cron".to_owned(),
+            json!({"aggregate_type": "accounts", "cron": long_cron}),
+        ),
+    ] {
+        let (status, body) = put(&server, &name, body).await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_schedule")),
+            "{what}: {body}"
+        );
+    }
 
     let client = reqwest::Client::new();
     let url = server.url("/snapshot-schedules/acc-s-every-second");
