@@ -18,7 +18,8 @@ use crate::projection::{EventFilter, Projection};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ProjectorSettings {
-    /// Events read from the feed per batch (and handed to a projection at most). Default 1 000.
+    /// Events read from the feed per batch (and handed to a projection at most). Default 1 000;
+    /// 0 counts as 1.
     pub batch_size: usize,
     /// When caught up, how often to look for new events without a wake-up. Default 100 ms.
     pub poll_interval: Duration,
@@ -71,8 +72,13 @@ pub struct ProjectionStats {
     /// Batches checkpointed since this runner started.
     pub batches: u64,
     /// Batches that failed and were retried (not those another runner of the same projection
-    /// checkpointed first: this one just goes on from there).
+    /// checkpointed first: [`checkpoint_moves`](Self::checkpoint_moves) counts those).
     pub retries: u64,
+    /// Batches rolled back because the checkpoint had moved since this runner read it (another
+    /// runner of the same projection got there first, or its row was changed or deleted by
+    /// hand). The runner pauses briefly and goes on from the checkpoint it finds; a checkpoint
+    /// that keeps moving shows in [`last_error`](Self::last_error) too.
+    pub checkpoint_moves: u64,
     /// Whether its last read found the end of the feed.
     pub caught_up: bool,
     /// When the last event it handled was recorded.
@@ -83,7 +89,8 @@ pub struct ProjectionStats {
     /// Events in the feed after its position, counted at most once a second while it is
     /// behind ([`EventStore::count_after`]); zero once caught up.
     pub events_behind: u64,
-    /// The last error, until a batch succeeds again.
+    /// The last error, until a batch succeeds again: a failed batch, or a checkpoint that moved
+    /// under this runner eight times in a row.
     pub last_error: Option<String>,
 }
 
@@ -103,7 +110,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
         from: u64,
         to: u64,
     ) -> Result<(), ProjectionError>;
-    /// Clears the read model and sets the checkpoint to 0.
+    /// Sets the checkpoint to 0 and clears the read model. On failure the checkpoint may be 0
+    /// with the read model untouched or partly cleared, or unchanged with the read model whole,
+    /// never moved past events the read model lacks: the runner reloads it.
     async fn reset(&self) -> Result<(), ProjectionError>;
 }
 
@@ -145,15 +154,18 @@ impl<P: Projection> Sink for AtLeastOnce<P> {
         self.checkpoints.save(self.name(), to).await
     }
 
+    /// The checkpoint first: a crash (or a failure) between the two then replays every event
+    /// into a read model that was not cleared, which at least once allows, instead of leaving
+    /// a cleared read model behind a checkpoint that skips what it held.
     async fn reset(&self) -> Result<(), ProjectionError> {
+        self.checkpoints.save(self.name(), 0).await?;
         self.projection
             .reset()
             .await
             .map_err(|source| ProjectionError::Handler {
                 projection: self.name().to_owned(),
                 source,
-            })?;
-        self.checkpoints.save(self.name(), 0).await
+            })
     }
 }
 
@@ -162,7 +174,11 @@ impl<P: Projection> Sink for AtLeastOnce<P> {
 /// A projection reads from its checkpoint in batches until the feed is exhausted (catch-up),
 /// then waits for a wake-up ([`wake`](Self::wake), or PostgreSQL notifications with
 /// [`listen`](Self::listen)) or the poll interval, and reads again (live). A failing batch is
-/// retried with a doubling back-off and never skipped.
+/// retried with a doubling back-off and never skipped. A batch whose checkpoint moved under the
+/// runner (another runner of the same projection committed first) is rolled back, and the
+/// runner goes on from the checkpoint it finds after a short pause (from 2 ms, doubling up to
+/// 100 ms while the checkpoint keeps moving, and reported in
+/// [`ProjectionStats::last_error`] after eight in a row).
 pub struct Projector {
     events: Arc<dyn EventStore>,
     settings: ProjectorSettings,
@@ -268,6 +284,11 @@ impl ProjectionHandle {
 
     /// Clears the read model ([`Projection::reset`]) and replays the feed from the first event.
     /// Returns once the reset is done (the replay goes on in the background).
+    ///
+    /// The checkpoint is set to 0 before the read model is cleared (in one transaction for a
+    /// [`PgProjection`](crate::postgres::PgProjection)). After an error the runner goes on
+    /// from the checkpoint it then finds: from the first event if the checkpoint was reset, so
+    /// a reset that failed partway loses nothing.
     pub async fn rebuild(&self) -> Result<(), ProjectionError> {
         let name = self.stats.lock().name.clone();
         let stopped = || ProjectionError::Checkpoint {
@@ -329,6 +350,17 @@ const FIRST_RECHECK: Duration = Duration::from_millis(2);
 /// The longest pause between rechecks after a wake-up.
 const RECHECK_CAP: Duration = Duration::from_millis(250);
 
+/// The pause after a runner first finds its checkpoint moved: a lost race with another runner,
+/// which is busy with the batch, so a short one. It doubles while the checkpoint keeps moving.
+const FIRST_MOVED_PAUSE: Duration = Duration::from_millis(2);
+
+/// The longest pause after a moved checkpoint.
+const MOVED_PAUSE_CAP: Duration = Duration::from_millis(100);
+
+/// After this many moved checkpoints in a row, with no batch of its own in between, a runner
+/// reports it in [`ProjectionStats::last_error`].
+const MOVES_REPORTED_AFTER: u32 = 8;
+
 /// How long after a wake-up the runner keeps rechecking before it falls back to the poll
 /// interval. A notification promises a committed event, but PostgreSQL's `read_all` shows it
 /// only once every older transaction in the cluster has ended, which a long transaction
@@ -372,6 +404,10 @@ enum Next {
 impl Task {
     async fn run(mut self) {
         let mut backoff = Duration::from_millis(10);
+        // Checkpoints found moved since this runner last checkpointed a batch, and the pause
+        // before the next attempt.
+        let mut moves_in_a_row = 0u32;
+        let mut moved_pause = FIRST_MOVED_PAUSE;
         let mut position = None;
         // After a wake-up, look again soon, backing off up to the poll interval: the appended
         // event may not be readable yet (read_all waits for older transactions to end).
@@ -382,6 +418,7 @@ impl Task {
         loop {
             // Armed before the read: a wake-up during it is not lost.
             let woken = wake.notified();
+            let stepped = position.is_some();
             let step = match position {
                 None => self.sink.position().await.map(|p| {
                     position = Some(p);
@@ -396,16 +433,44 @@ impl Task {
             let next = match step {
                 Ok(next) => {
                     backoff = Duration::from_millis(10);
+                    if stepped {
+                        moves_in_a_row = 0;
+                        moved_pause = FIRST_MOVED_PAUSE;
+                    }
                     next
                 }
-                Err(ProjectionError::CheckpointMoved { .. }) => {
+                Err(error @ ProjectionError::CheckpointMoved { .. }) => {
                     // Another runner of this projection committed first: not a failure. Go on
-                    // from the checkpoint it left.
-                    tracing::debug!(
-                        projection = self.sink.name(),
-                        "checkpoint moved by another runner"
-                    );
+                    // from the checkpoint it left, after a pause that lets it get ahead (and
+                    // keeps a checkpoint that moves every time from hammering the database).
+                    moves_in_a_row = moves_in_a_row.saturating_add(1);
+                    let persistent = moves_in_a_row >= MOVES_REPORTED_AFTER;
+                    if moves_in_a_row == MOVES_REPORTED_AFTER {
+                        tracing::warn!(
+                            projection = self.sink.name(),
+                            moves_in_a_row,
+                            "the checkpoint keeps moving under this runner"
+                        );
+                    } else {
+                        tracing::debug!(
+                            projection = self.sink.name(),
+                            "checkpoint moved by another runner"
+                        );
+                    }
+                    metrics::counter!("projection_checkpoint_moves_total", "projection" => self.sink.name().to_owned()).increment(1);
+                    self.record(|s| {
+                        s.checkpoint_moves += 1;
+                        if persistent {
+                            s.last_error =
+                                Some(format!("{error} ({moves_in_a_row} times in a row)"));
+                        }
+                    });
                     position = None;
+                    let pause = moved_pause;
+                    moved_pause = (moved_pause * 2).min(MOVED_PAUSE_CAP);
+                    if self.pause(pause, &mut position).await {
+                        return;
+                    }
                     continue;
                 }
                 Err(error) => {
@@ -415,16 +480,7 @@ impl Task {
                         s.retries += 1;
                         s.last_error = Some(error.to_string());
                     });
-                    let request = tokio::select! {
-                        () = tokio::time::sleep(backoff) => None,
-                        request = self.requests.recv() => Some(request),
-                    };
-                    let stop = match request {
-                        None => false,
-                        Some(None) => true,
-                        Some(Some(request)) => self.serve(request, &mut position).await,
-                    };
-                    if stop {
+                    if self.pause(backoff, &mut position).await {
                         return;
                     }
                     backoff = (backoff * 2).min(self.settings.max_backoff);
@@ -466,9 +522,25 @@ impl Task {
         }
     }
 
+    /// Waits `pause`, serving a rebuild or stop request that comes meanwhile; `true` when the
+    /// loop must end.
+    async fn pause(&mut self, pause: Duration, position: &mut Option<u64>) -> bool {
+        let request = tokio::select! {
+            () = tokio::time::sleep(pause) => None,
+            request = self.requests.recv() => Some(request),
+        };
+        match request {
+            None => false,
+            Some(None) => true,
+            Some(Some(request)) => self.serve(request, position).await,
+        }
+    }
+
     /// Reads one batch after `from`, hands it over and checkpoints it.
     async fn step(&self, from: u64) -> Result<(u64, Next), ProjectionError> {
-        let batch = self.events.read_all(from, self.settings.batch_size).await?;
+        // The field is public: 0 would read nothing and look caught up forever.
+        let limit = self.settings.batch_size.max(1);
+        let batch = self.events.read_all(from, limit).await?;
         let Some(last) = batch.last() else {
             self.record(|s| {
                 s.caught_up = true;
@@ -489,7 +561,7 @@ impl Task {
         };
         let read = admitted.len();
         self.sink.apply(&admitted, from, to).await?;
-        let full = fetched == self.settings.batch_size;
+        let full = fetched == limit;
         let lag = (Utc::now() - oldest).to_std().unwrap_or_default();
         let behind = if full {
             self.count_behind(to).await
@@ -551,6 +623,10 @@ impl Task {
                         s.position = 0;
                         s.caught_up = false;
                     });
+                } else {
+                    // The checkpoint may be 0 now and the read model partly cleared: go on
+                    // from the checkpoint as it is, not from where this runner was.
+                    *position = None;
                 }
                 let _ = done.send(reset.map_err(|e| e.to_string()));
                 false
@@ -562,5 +638,78 @@ impl Task {
     fn record(&self, change: impl FnOnce(&mut ProjectionStats)) {
         change(&mut self.stats.lock());
         self.progress.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use event_stores::{InMemoryEventStore, NewEvent, StreamId};
+
+    use super::*;
+
+    /// A sink whose checkpoint has always moved by the time it commits: counts its attempts.
+    struct AlwaysMoved(Arc<AtomicU64>);
+
+    #[async_trait]
+    impl Sink for AlwaysMoved {
+        fn name(&self) -> &str {
+            "always-moved"
+        }
+
+        fn filter(&self) -> EventFilter {
+            EventFilter::All
+        }
+
+        async fn position(&self) -> Result<u64, ProjectionError> {
+            Ok(0)
+        }
+
+        async fn apply(
+            &self,
+            _events: &[RecordedEvent],
+            _from: u64,
+            _to: u64,
+        ) -> Result<(), ProjectionError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            // As a database round trip would: lets the runtime stop the task.
+            tokio::task::yield_now().await;
+            Err(ProjectionError::CheckpointMoved {
+                projection: self.name().to_owned(),
+            })
+        }
+
+        async fn reset(&self) -> Result<(), ProjectionError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_that_keeps_moving_is_retried_after_a_pause_and_shows_in_last_error() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let stream = StreamId::new("account", "a").unwrap();
+        store
+            .append(&stream, 0, vec![NewEvent::new("Happened", 1, vec![0x90])])
+            .await
+            .unwrap();
+        let attempts = Arc::new(AtomicU64::new(0));
+        let projector = Projector::new(store);
+        let running = projector.start(Arc::new(AlwaysMoved(Arc::clone(&attempts))));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let tried = attempts.load(Ordering::SeqCst);
+        let stats = running.stats();
+        assert!(tried >= 2, "it kept trying: {tried}");
+        assert!(
+            tried < 40,
+            "it paused between attempts: {tried} in a second"
+        );
+        assert!(
+            stats.last_error.is_some(),
+            "a checkpoint that keeps moving is reported: {stats:?}"
+        );
+        assert!(stats.checkpoint_moves >= tried - 1, "{stats:?}");
+        running.stop().await;
     }
 }

@@ -10,18 +10,20 @@ use async_trait::async_trait;
 use event_stores::{EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StreamId};
 use parking_lot::Mutex;
 use projections::{
-    EventFilter, HandlerError, InMemoryCheckpoints, Projection, Projector, ProjectorSettings,
+    Checkpoints, EventFilter, HandlerError, InMemoryCheckpoints, Projection, ProjectionError,
+    Projector, ProjectorSettings,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Records every event it is handed (stream, version, position), in order; can fail its first
-/// `fail_first` batches.
+/// `fail_first` batches, and its first `fail_resets` resets after clearing what it recorded.
 #[derive(Clone, Default)]
 struct Recorder {
     seen: Arc<Mutex<Vec<(String, u64, u64)>>>,
     resets: Arc<AtomicU32>,
     fail_first: Arc<AtomicU32>,
+    fail_resets: Arc<AtomicU32>,
     filter: Option<&'static str>,
 }
 
@@ -57,6 +59,13 @@ impl Projection for Recorder {
     async fn reset(&self) -> Result<(), HandlerError> {
         self.resets.fetch_add(1, Ordering::SeqCst);
         self.seen.lock().clear();
+        let failing = self
+            .fail_resets
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err("failing after clearing, on purpose".into());
+        }
         Ok(())
     }
 }
@@ -276,5 +285,92 @@ async fn a_projection_behind_reports_how_many_events_it_has_still_to_read() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stats = running.stats();
     assert_eq!((stats.events_behind, stats.caught_up), (0, true));
+    running.stop().await;
+}
+
+/// In-memory checkpoints that refuse to save position 0 (a rebuild's), as a database that is
+/// down at that moment would.
+#[derive(Default)]
+struct NoZero(InMemoryCheckpoints);
+
+#[async_trait]
+impl Checkpoints for NoZero {
+    async fn load(&self, projection: &str) -> Result<u64, ProjectionError> {
+        self.0.load(projection).await
+    }
+
+    async fn save(&self, projection: &str, position: u64) -> Result<(), ProjectionError> {
+        if position == 0 {
+            return Err(ProjectionError::Checkpoint {
+                projection: projection.to_owned(),
+                message: "refusing position 0, on purpose".into(),
+            });
+        }
+        self.0.save(projection, position).await
+    }
+}
+
+#[tokio::test]
+async fn a_rebuild_whose_checkpoint_cannot_be_saved_leaves_the_read_model_whole() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let first = append(&store, "account", 3, 40).await;
+    let recorder = Recorder::default();
+    let projector = Projector::with_settings(store.clone(), settings());
+    let running = projector.run(recorder.clone(), Arc::new(NoZero::default()));
+    assert!(running.wait_for(first, WAIT).await);
+
+    assert!(
+        running.rebuild().await.is_err(),
+        "the checkpoint save failed"
+    );
+    let last = append(&store, "account", 3, 10).await;
+    assert!(running.wait_for(last, WAIT).await);
+    assert_eq!(
+        positions(&recorder),
+        (1..=last).collect::<Vec<_>>(),
+        "no event lost: the read model was not cleared under a checkpoint still at {first}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_rebuild_whose_reset_fails_partway_replays_from_the_first_event() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let first = append(&store, "account", 3, 40).await;
+    let recorder = Recorder {
+        fail_resets: Arc::new(AtomicU32::new(1)),
+        ..Recorder::default()
+    };
+    let projector = Projector::with_settings(store.clone(), settings());
+    let running = projector.run(recorder.clone(), Arc::new(InMemoryCheckpoints::new()));
+    assert!(running.wait_for(first, WAIT).await);
+
+    assert!(running.rebuild().await.is_err(), "the reset failed");
+    let last = append(&store, "account", 3, 10).await;
+    assert!(running.wait_for(last, WAIT).await);
+    assert_eq!(
+        positions(&recorder),
+        (1..=last).collect::<Vec<_>>(),
+        "the events the failed reset cleared were handled again"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_size_of_zero_set_directly_still_handles_every_event() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let last = append(&store, "account", 2, 20).await;
+    let recorder = Recorder::default();
+    let mut zero = settings();
+    zero.batch_size = 0;
+    let projector = Projector::with_settings(store.clone(), zero);
+    let running = projector.run(recorder.clone(), Arc::new(InMemoryCheckpoints::new()));
+    assert!(
+        running.wait_for(last, Duration::from_secs(3)).await,
+        "{:?}",
+        running.stats()
+    );
+    assert_eq!(positions(&recorder), (1..=last).collect::<Vec<_>>());
+    assert_eq!(running.stats().batches, 20, "one event per batch");
     running.stop().await;
 }

@@ -57,6 +57,14 @@ const DDL_LOCK: i64 = 0x7072_6f6a_6563_7473; // "projects"
 /// commits. A crash before
 /// the commit leaves neither the writes nor the checkpoint; a crash after leaves both. A second
 /// runner of the same projection finds the checkpoint moved and rolls its batch back.
+///
+/// A rebuild ([`ProjectionHandle::rebuild`]) locks the checkpoint row before it calls
+/// [`reset`](Self::reset), so it waits for a batch another runner has in flight and clears
+/// that batch's writes too, and sets the checkpoint to 0 in the same transaction.
+///
+/// The checkpoint row is the projection's position: a runner that finds it deleted recreates
+/// it at 0 and replays every event into the read model **as it is**, so delete the row only
+/// with the read model emptied in the same transaction (or use a rebuild, which does both).
 #[async_trait]
 pub trait PgProjection: Send + Sync + 'static {
     /// A stable name: the key of its checkpoint row.
@@ -132,8 +140,18 @@ impl<P: PgProjection> Sink for Transactional<P> {
         self.projection.filter()
     }
 
+    /// The checkpoint, its row recreated at 0 if it was deleted (else `apply` would find it
+    /// missing, "moved", on every batch).
     async fn position(&self) -> Result<u64, ProjectionError> {
         let name = self.name();
+        if let Some(position) = load_row(&self.pool, name).await? {
+            return Ok(position);
+        }
+        tracing::warn!(
+            projection = name,
+            "checkpoint row missing; recreating it at 0 and replaying from the first event"
+        );
+        ensure_row(&self.pool, name).await?;
         load(&self.pool, name).await
     }
 
@@ -206,21 +224,35 @@ impl<P: PgProjection> Sink for Transactional<P> {
             .begin()
             .await
             .map_err(|e| checkpoint_error(name, e))?;
-        if let Err(source) = self.projection.reset(&mut tx).await {
-            let _ = tx.rollback().await;
-            return Err(ProjectionError::Handler {
-                projection: name.to_owned(),
-                source,
-            });
+        let cleared = async {
+            // The checkpoint row first, as `apply` takes it: this waits for a batch another
+            // runner has in flight, so the reset below (a new snapshot per statement) sees
+            // and clears that batch's writes instead of missing rows it had not committed yet.
+            // An upsert, so a deleted row comes back too.
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) \
+                 ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = now()",
+            )
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| checkpoint_error(name, e))?;
+            self.projection
+                .reset(&mut tx)
+                .await
+                .map_err(|source| ProjectionError::Handler {
+                    projection: name.to_owned(),
+                    source,
+                })
         }
-        sqlx::query(
-            "UPDATE projection_checkpoints SET position = 0, updated_at = now() WHERE name = $1",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| checkpoint_error(name, e))?;
-        tx.commit().await.map_err(|e| checkpoint_error(name, e))
+        .await;
+        match cleared {
+            Ok(()) => tx.commit().await.map_err(|e| checkpoint_error(name, e)),
+            Err(error) => {
+                let _ = tx.rollback().await;
+                Err(error)
+            }
+        }
     }
 }
 
@@ -233,15 +265,7 @@ impl Projector {
         pool: PgPool,
     ) -> Result<ProjectionHandle, ProjectionError> {
         create_table(&pool).await?;
-        let name = projection.name().to_owned();
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&name)
-        .execute(&pool)
-        .await
-        .map_err(|e| checkpoint_error(&name, e))?;
+        ensure_row(&pool, projection.name()).await?;
         Ok(self.start(Arc::new(Transactional { projection, pool })))
     }
 
@@ -322,22 +346,43 @@ async fn create_table(pool: &PgPool) -> Result<(), ProjectionError> {
     tx.commit().await.map_err(ddl)
 }
 
+/// Creates `projection`'s checkpoint row at 0 unless it has one.
+async fn ensure_row(pool: &PgPool, projection: &str) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(projection)
+    .execute(pool)
+    .await
+    .map_err(|e| checkpoint_error(projection, e))?;
+    Ok(())
+}
+
+/// `projection`'s checkpoint, 0 without a row.
 async fn load(pool: &PgPool, projection: &str) -> Result<u64, ProjectionError> {
+    Ok(load_row(pool, projection).await?.unwrap_or(0))
+}
+
+/// `projection`'s checkpoint, `None` without a row.
+async fn load_row(pool: &PgPool, projection: &str) -> Result<Option<u64>, ProjectionError> {
     let row = sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1")
         .bind(projection)
         .fetch_optional(pool)
         .await
         .map_err(|e| checkpoint_error(projection, e))?;
     let Some(row) = row else {
-        return Ok(0);
+        return Ok(None);
     };
     let position: i64 = row
         .try_get(0)
         .map_err(|e| checkpoint_error(projection, e))?;
-    u64::try_from(position).map_err(|_| ProjectionError::Checkpoint {
-        projection: projection.to_owned(),
-        message: format!("negative position {position}"),
-    })
+    u64::try_from(position)
+        .map(Some)
+        .map_err(|_| ProjectionError::Checkpoint {
+            projection: projection.to_owned(),
+            message: format!("negative position {position}"),
+        })
 }
 
 fn to_i64(projection: &str, position: u64) -> Result<i64, ProjectionError> {
