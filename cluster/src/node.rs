@@ -117,6 +117,9 @@ struct Inner {
     tick: Mutex<TickState>,
     /// Shards whose release is under way (in a task of its own); ticks leave them alone.
     releasing: std::sync::Mutex<HashSet<u32>>,
+    /// One release statement at a time, so the heartbeat always finds one of the node's two
+    /// connections free however many releases are under way.
+    release_statement: tokio::sync::Semaphore,
     stop: watch::Sender<bool>,
     counters: Counters,
 }
@@ -163,6 +166,7 @@ impl ClusterNode {
                     last_heartbeat: Instant::now(),
                 }),
                 releasing: std::sync::Mutex::default(),
+                release_statement: tokio::sync::Semaphore::new(1),
                 stop,
                 counters: Counters::default(),
                 pool,
@@ -500,7 +504,10 @@ async fn release_shard(inner: &Inner, shard: u32, epoch: u64) {
         }
         inner.owned.revoke(shard);
     }
-    match ownership::release(&inner.pool, inner.node_id, shard, epoch).await {
+    let turn = inner.release_statement.acquire().await;
+    let released = ownership::release(&inner.pool, inner.node_id, shard, epoch).await;
+    drop(turn);
+    match released {
         Ok(false) => {}
         Ok(true) => {
             inner.counters.releases.fetch_add(1, Relaxed);

@@ -121,7 +121,7 @@ impl StoreLimits {
                 max: MAX_REMINDER_NAME_LEN,
             });
         }
-        if name.chars().any(char::is_control) {
+        if has_control_characters(name) {
             return Err(InvalidInput::ReminderNameHasControlCharacters { name: name.into() });
         }
         let time = |what: &'static str, at: &chrono::DateTime<chrono::Utc>| {
@@ -202,7 +202,7 @@ impl StoreLimits {
             ("snapshot codec", &record.codec),
             ("snapshot compression", &record.compression),
         ] {
-            if name.chars().any(char::is_control) {
+            if has_control_characters(name) {
                 return Err(InvalidInput::NameHasControlCharacters { what });
             }
         }

@@ -478,8 +478,11 @@ impl<A: Aggregate> AggregateActor<A> {
                 }) => {
                     self.context.metrics.conflict();
                     if retries >= self.context.settings.max_conflict_retries {
-                        // The writer that won may have been this command's first attempt.
-                        if let Some(duplicate) = self.stored_meanwhile(call).await {
+                        // The writer that won may have been this command's first attempt
+                        // (never for an id made for this call).
+                        if !call.first_attempt
+                            && let Some(duplicate) = self.stored_meanwhile(call).await
+                        {
                             return duplicate;
                         }
                         return Err(ExecutorError::Conflict {
