@@ -25,6 +25,11 @@ pub struct ProjectorSettings {
     pub poll_interval: Duration,
     /// The longest pause between retries of a failing batch (it doubles from 10 ms). Default 5 s.
     pub max_backoff: Duration,
+    /// How long after a wake-up (and after the start) the runner keeps looking again, every
+    /// 250 ms at most, before it falls back to `poll_interval`. A wake-up promises a committed
+    /// event, but PostgreSQL's `read_all` shows it only once every older transaction on the
+    /// server has ended, which a long transaction elsewhere can delay by seconds. Default 60 s.
+    pub recheck_window: Duration,
 }
 
 impl Default for ProjectorSettings {
@@ -33,6 +38,7 @@ impl Default for ProjectorSettings {
             batch_size: 1_000,
             poll_interval: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            recheck_window: Duration::from_secs(60),
         }
     }
 }
@@ -53,6 +59,12 @@ impl ProjectorSettings {
     /// The longest pause between retries.
     pub fn max_backoff(mut self, pause: Duration) -> Self {
         self.max_backoff = pause;
+        self
+    }
+
+    /// How long to keep looking again after a wake-up before falling back to the poll.
+    pub fn recheck_window(mut self, window: Duration) -> Self {
+        self.recheck_window = window;
         self
     }
 }
@@ -361,37 +373,37 @@ const MOVED_PAUSE_CAP: Duration = Duration::from_millis(100);
 /// reports it in [`ProjectionStats::last_error`].
 const MOVES_REPORTED_AFTER: u32 = 8;
 
-/// How long after a wake-up the runner keeps rechecking before it falls back to the poll
-/// interval. A notification promises a committed event, but PostgreSQL's `read_all` shows it
-/// only once every older transaction in the cluster has ended, which a long transaction
-/// elsewhere can delay by seconds.
-const RECHECK_WINDOW: Duration = Duration::from_secs(60);
-
-/// Rechecking after a wake-up: quick at first, then every [`RECHECK_CAP`], until a read makes
-/// progress or [`RECHECK_WINDOW`] has passed.
+/// Rechecking after a wake-up: quick at first, then every [`RECHECK_CAP`], until the
+/// settings' `recheck_window` has passed. Progress does not end it: a wake-up names no event, so a
+/// batch that made progress may have held older events while the one the wake-up announced
+/// is still hidden.
 #[derive(Clone, Copy)]
 struct Recheck {
     pause: Duration,
-    until: Instant,
+    /// `None`: no end.
+    until: Option<Instant>,
 }
 
 impl Recheck {
-    fn start() -> Self {
+    fn start(window: Duration) -> Self {
         Self {
             pause: FIRST_RECHECK,
-            until: Instant::now() + RECHECK_WINDOW,
+            // Too far to add to a clock: the window never closes.
+            until: Instant::now().checked_add(window),
         }
     }
 
-    /// The pause before the next look, and the recheck state after it (`None` once the window
-    /// has closed).
+    /// The pause before the next look, and the recheck state after it (`None`, and the poll
+    /// interval, once the window has closed).
     fn next(self, poll: Duration) -> (Duration, Option<Self>) {
-        let pause = self.pause.min(poll);
+        if self.until.is_some_and(|until| Instant::now() >= until) {
+            return (poll, None);
+        }
         let later = Self {
             pause: (self.pause * 2).min(RECHECK_CAP),
             until: self.until,
         };
-        (pause, (Instant::now() < self.until).then_some(later))
+        (self.pause.min(poll), Some(later))
     }
 }
 
@@ -411,13 +423,14 @@ impl Task {
         let mut position = None;
         // After a wake-up, look again soon, backing off up to the poll interval: the appended
         // event may not be readable yet (read_all waits for older transactions to end).
-        // Until a read finds events, the start counts as a wake-up: events appended just
-        // before may be invisible to the first read for the same reason.
-        let mut recheck = Some(Recheck::start());
+        // The start counts as a wake-up: events appended just before may be invisible to the
+        // first reads for the same reason.
+        let mut recheck = Some(Recheck::start(self.settings.recheck_window));
         let wake = Arc::clone(&self.wake);
         loop {
-            // Armed before the read: a wake-up during it is not lost.
+            // Armed before the read: a wake-up during it is not lost, whatever the read found.
             let woken = wake.notified();
+            tokio::pin!(woken);
             let stepped = position.is_some();
             let step = match position {
                 None => self.sink.position().await.map(|p| {
@@ -430,6 +443,9 @@ impl Task {
                     next
                 }),
             };
+            if woken.as_mut().enable() {
+                recheck = Some(Recheck::start(self.settings.recheck_window));
+            }
             let next = match step {
                 Ok(next) => {
                     backoff = Duration::from_millis(10);
@@ -489,8 +505,6 @@ impl Task {
             };
             match next {
                 Next::Read => {
-                    // Progress: the next empty read waits for a wake-up or the poll again.
-                    recheck = None;
                     // Between batches: a rebuild or stop request goes first.
                     match self.requests.try_recv() {
                         Ok(request) => {
@@ -506,7 +520,7 @@ impl Task {
                     let (pause, later) = recheck.map_or((poll, None), |r| r.next(poll));
                     recheck = later;
                     tokio::select! {
-                        () = woken => recheck = Some(Recheck::start()),
+                        () = woken => recheck = Some(Recheck::start(self.settings.recheck_window)),
                         () = tokio::time::sleep(pause) => {}
                         request = self.requests.recv() => match request {
                             Some(request) => {

@@ -3,11 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use event_stores::{EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StreamId};
+use event_stores::{
+    AppendReceipt, EventStore, InMemoryEventStore, NewEvent, ReadQuery, RecordedEvent, StoreResult,
+    StreamId,
+};
 use parking_lot::Mutex;
 use projections::{
     Checkpoints, EventFilter, HandlerError, InMemoryCheckpoints, Projection, ProjectionError,
@@ -215,9 +218,12 @@ async fn a_wake_up_reaches_a_caught_up_projection_before_its_next_poll() {
     let store = Arc::new(InMemoryEventStore::new());
     let first = append(&store, "account", 1, 1).await;
     let recorder = Recorder::default();
+    // No rechecks after the start or a wake-up: only the wake-up's own read can find it.
     let projector = Projector::with_settings(
         store.clone(),
-        settings().poll_interval(Duration::from_secs(3600)),
+        settings()
+            .poll_interval(Duration::from_secs(3600))
+            .recheck_window(Duration::ZERO),
     );
     let running = projector.run(recorder.clone(), Arc::new(InMemoryCheckpoints::new()));
     assert!(running.wait_for(first, WAIT).await);
@@ -372,5 +378,163 @@ async fn a_batch_size_of_zero_set_directly_still_handles_every_event() {
     );
     assert_eq!(positions(&recorder), (1..=last).collect::<Vec<_>>());
     assert_eq!(running.stats().batches, 20, "one event per batch");
+    running.stop().await;
+}
+
+/// An in-memory store whose `read_all` shows positions only up to a bound, as PostgreSQL's
+/// hides an event until the transactions older than its own have ended.
+struct Hiding {
+    store: InMemoryEventStore,
+    shown_up_to: AtomicU64,
+    reads: AtomicU64,
+}
+
+impl Hiding {
+    fn new(store: InMemoryEventStore) -> Self {
+        Self {
+            store,
+            shown_up_to: AtomicU64::new(u64::MAX),
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    fn show_up_to(&self, position: u64) {
+        self.shown_up_to.store(position, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl EventStore for Hiding {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendReceipt> {
+        self.store.append(stream, expected_version, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        query: ReadQuery,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        self.store.read_stream(stream, query).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+        self.store.stream_version(stream).await
+    }
+
+    async fn read_command(
+        &self,
+        stream: &StreamId,
+        command_id: uuid::Uuid,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        self.store.read_command(stream, command_id).await
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
+        let bound = self.shown_up_to.load(Ordering::SeqCst);
+        let mut events = self.store.read_all(after_position, limit).await?;
+        events.retain(|e| e.position <= bound);
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        Ok(events)
+    }
+}
+
+/// A caught-up runner that polls once an hour, on a store that hides everything after
+/// `shown` for now.
+fn hiding_runner(
+    shown: u64,
+    store: InMemoryEventStore,
+    projection: impl Projection,
+) -> (Arc<Hiding>, Projector, projections::ProjectionHandle) {
+    let hiding = Arc::new(Hiding::new(store));
+    hiding.show_up_to(shown);
+    let projector = Projector::with_settings(
+        Arc::clone(&hiding) as Arc<dyn EventStore>,
+        settings().poll_interval(Duration::from_secs(3600)),
+    );
+    let running = projector.run(projection, Arc::new(InMemoryCheckpoints::new()));
+    (hiding, projector, running)
+}
+
+async fn wait_caught_up(running: &projections::ProjectionHandle) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !running.stats().caught_up {
+        assert!(std::time::Instant::now() < deadline, "never caught up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_event_hidden_from_the_first_reads_is_seen_once_shown_without_a_wake_up_or_poll() {
+    let store = InMemoryEventStore::new();
+    let last = append(&store, "account", 1, 1).await;
+    let recorder = Recorder::default();
+    let (hiding, _projector, running) = hiding_runner(0, store, recorder.clone());
+    wait_caught_up(&running).await;
+    assert!(positions(&recorder).is_empty(), "hidden at first");
+
+    // The start counts as a wake-up, and loading the checkpoint is not progress that ends it.
+    hiding.show_up_to(u64::MAX);
+    assert!(
+        running.wait_for(last, WAIT).await,
+        "seen by a recheck: {:?}",
+        running.stats()
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_wake_up_during_a_batch_still_finds_an_event_hidden_from_the_next_read() {
+    let store = InMemoryEventStore::new();
+    let first = append(&store, "account", 1, 1).await;
+    let gated = Gated {
+        batches: Arc::new(AtomicU32::new(0)),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    // The first batch passes; the second (the event below) waits at the gate.
+    let (hiding, projector, running) = hiding_runner(u64::MAX, store.clone(), gated.clone());
+    assert!(running.wait_for(first, WAIT).await);
+    let second = append(&store, "account", 1, 1).await;
+    projector.wake();
+    let deadline = std::time::Instant::now() + WAIT;
+    while gated.batches.load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "second batch never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // While that batch is handled, a third event is appended and announced, but the reads
+    // after the batch do not show it yet.
+    hiding.show_up_to(second);
+    let third = append(&store, "account", 1, 1).await;
+    projector.wake();
+    let reads = hiding.reads.load(Ordering::SeqCst);
+    gated.gate.add_permits(10);
+    assert!(running.wait_for(second, WAIT).await);
+    while hiding.reads.load(Ordering::SeqCst) <= reads {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no read after the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        gated.batches.load(Ordering::SeqCst),
+        2,
+        "the third event was hidden from that read"
+    );
+
+    hiding.show_up_to(u64::MAX);
+    assert!(
+        running.wait_for(third, WAIT).await,
+        "the wake-up during the batch keeps the runner rechecking: {:?}",
+        running.stats()
+    );
     running.stop().await;
 }
