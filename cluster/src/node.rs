@@ -117,6 +117,8 @@ struct Inner {
     tick: Mutex<TickState>,
     /// Shards whose release is under way (in a task of its own); ticks leave them alone.
     releasing: std::sync::Mutex<HashSet<u32>>,
+    /// Announced whenever a release ends and none is left under way.
+    releases_idle: tokio::sync::Notify,
     /// One release statement at a time, so the heartbeat always finds one of the node's two
     /// connections free however many releases are under way.
     release_statement: tokio::sync::Semaphore,
@@ -166,6 +168,7 @@ impl ClusterNode {
                     last_heartbeat: Instant::now(),
                 }),
                 releasing: std::sync::Mutex::default(),
+                releases_idle: tokio::sync::Notify::new(),
                 release_statement: tokio::sync::Semaphore::new(1),
                 stop,
                 counters: Counters::default(),
@@ -472,19 +475,38 @@ struct Releasing {
 
 impl Drop for Releasing {
     fn drop(&mut self) {
-        self.inner
-            .releasing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.shard);
+        let idle = {
+            let mut releasing = self
+                .inner
+                .releasing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            releasing.remove(&self.shard);
+            releasing.is_empty()
+        };
         publish_owned(&self.inner);
+        if idle {
+            self.inner.releases_idle.notify_waiters();
+        }
     }
 }
 
 /// Waits until no release is under way.
 async fn releases_done(inner: &Inner) {
-    while !releasing(inner).is_empty() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    loop {
+        // Registered before the check: a release that ends in between still wakes it.
+        let idle = inner.releases_idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        if inner
+            .releasing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            return;
+        }
+        idle.await;
     }
 }
 
