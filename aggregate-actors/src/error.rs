@@ -178,11 +178,24 @@ pub enum ExecutorError {
         id: String,
     },
     /// Another node answered a forwarded call with an error, or could not be reached.
+    ///
+    /// Whether the call may have been carried out there although it failed here: the transport
+    /// tells the first two cases apart (it reports a call as unreachable only when it certainly
+    /// was not sent, and as lost whenever it may have been; see `cluster`'s `HttpTransport`),
+    /// the third is the owner's own answer.
+    ///
+    /// | when | carried out there? | a command | a snapshot request |
+    /// |---|---|---|---|
+    /// | [`not_delivered`](Self::not_delivered) | no | not stored: retry freely | not written |
+    /// | [`answer_lost`](Self::answer_lost) | perhaps | indeterminate: retry with the same command id | perhaps written |
+    /// | [`owner_answered`](Self::owner_answered) | as the owner's answer says | as the answer says (`kind`, `retryable`) | as the answer says |
     #[error("node {node}: {kind}: {message}")]
     Remote {
         /// The node's address.
         node: String,
-        /// What kind of failure (`unreachable`, `lost`, `conflict`, `overloaded`, …).
+        /// What kind of failure: the owner's own (`conflict`, `overloaded`, `expired`,
+        /// `failed`, …), or what happened on the way (`unreachable`, `not_owner`, `lost`,
+        /// `bad_answer`).
         kind: String,
         /// Its description.
         message: String,
@@ -224,6 +237,55 @@ impl ExecutorError {
             ExecutorError::Remote { retryable, .. } => *retryable,
             _ => false,
         }
+    }
+}
+
+/// How far a call forwarded to another node got, as far as this node can tell (see
+/// [`ExecutorError::not_delivered`], [`ExecutorError::answer_lost`] and
+/// [`ExecutorError::owner_answered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// It certainly did not reach a node that would carry it out.
+    NotDelivered,
+    /// It was sent, but no readable answer came back: it may have been carried out there.
+    MayHaveArrived,
+    /// The owner received it and answered with this error.
+    Answered,
+}
+
+/// Whether a forwarded call may have been carried out where it was sent (see
+/// [`ExecutorError::Remote`]). Each is false for every error but `Remote`: those of this node,
+/// and owners' answers that read as this node's own (such as [`ExecutorError::NotFound`]).
+impl ExecutorError {
+    /// How far a forwarded call got; `None` for any error but [`Remote`](Self::Remote).
+    pub fn delivery(&self) -> Option<Delivery> {
+        match self {
+            ExecutorError::Remote { kind, .. } => Some(crate::remote::delivery_of(kind)),
+            _ => None,
+        }
+    }
+
+    /// True when this is a call forwarded to another node that certainly did not reach a node
+    /// that would carry it out: it was never sent (no connection could be made, the address is
+    /// unusable, no time was left), or the node it reached does not serve the aggregate and
+    /// refused it unread. Nothing happened there.
+    pub fn not_delivered(&self) -> bool {
+        self.delivery() == Some(Delivery::NotDelivered)
+    }
+
+    /// True when this is a call forwarded to another node that was sent but whose answer was
+    /// lost or unreadable (the connection broke, the call timed out, the answer did not decode
+    /// or was not the one asked for): it may have arrived and been carried out there (a
+    /// command stored, a snapshot written) without this node learning of it.
+    pub fn answer_lost(&self) -> bool {
+        self.delivery() == Some(Delivery::MayHaveArrived)
+    }
+
+    /// True when this is the answer of the node a call was forwarded to: it received the call
+    /// and failed it, and what happened there is what this error says (its `kind` and
+    /// `retryable`).
+    pub fn owner_answered(&self) -> bool {
+        self.delivery() == Some(Delivery::Answered)
     }
 }
 

@@ -178,7 +178,7 @@ pub use codec::SnapshotCompression;
 pub use command::{CommandId, CommandOptions};
 pub use context::{Clock, Context, ManualClock, Services, SystemClock};
 pub use dedup::DedupWindow;
-pub use error::{ActivationError, CommandError, ExecutorError, Indeterminate};
+pub use error::{ActivationError, CommandError, Delivery, ExecutorError, Indeterminate};
 pub use error_kind::ErrorKind;
 pub use event_stores;
 pub use executor::Executor;

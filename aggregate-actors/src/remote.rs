@@ -23,11 +23,32 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::codec::{self, CodecError};
 use crate::command::CommandOptions;
-use crate::error::{CommandError, ExecutorError, Indeterminate};
+use crate::error::{CommandError, Delivery, ExecutorError, Indeterminate};
 use crate::outcome::{Committed, StateView};
 
-/// How a forwarded call is answered when the receiver does not serve the id (any more).
+/// How a forwarded call is answered when the receiver does not serve the id (any more): it
+/// refused the call unread.
 const NOT_OWNER: &str = "not_owner";
+
+/// The kind of a call the transport could not deliver ([`TransportError::Unreachable`]).
+const UNREACHABLE: &str = "unreachable";
+
+/// The kind of a call sent whose answer did not come back ([`TransportError::Lost`]).
+const LOST: &str = "lost";
+
+/// The kind of a call sent whose answer came back unreadable, or not the answer asked for.
+const BAD_ANSWER: &str = "bad_answer";
+
+/// How far a forwarded call that failed with `kind` got. The kinds of what happened on the way
+/// are given here, by the forwarding side, from what the transport reported; every other kind
+/// is an owner's answer ([`not_stored`] never answers with one of the former).
+pub(crate) fn delivery_of(kind: &str) -> Delivery {
+    match kind {
+        UNREACHABLE | NOT_OWNER => Delivery::NotDelivered,
+        LOST | BAD_ANSWER => Delivery::MayHaveArrived,
+        _ => Delivery::Answered,
+    }
+}
 
 /// What travels to the owner.
 #[derive(Debug, Serialize, Deserialize)]
@@ -145,14 +166,14 @@ async fn exchange<A: Aggregate>(
         Ok(answer) => match codec::decode::<Reply>(&answer) {
             Ok(reply) => Exchange::Reply(reply),
             Err(error) => {
-                Exchange::Unknown(remote_error(node, "bad_answer", error.to_string(), true))
+                Exchange::Unknown(remote_error(node, BAD_ANSWER, error.to_string(), true))
             }
         },
         Err(TransportError::Unreachable { reason, .. }) => {
-            Exchange::Undelivered(remote_error(node, "unreachable", reason, true))
+            Exchange::Undelivered(remote_error(node, UNREACHABLE, reason, true))
         }
         Err(TransportError::Lost { reason, .. }) => {
-            Exchange::Unknown(remote_error(node, "lost", reason, true))
+            Exchange::Unknown(remote_error(node, LOST, reason, true))
         }
     }
 }
@@ -214,14 +235,16 @@ pub(crate) async fn forward_execute<A: Aggregate>(
                 CommandError::Indeterminate(Indeterminate {
                     id: id.to_owned(),
                     command_id,
-                    cause: remote_error(node, "bad_answer", e.to_string(), true),
+                    cause: remote_error(node, BAD_ANSWER, e.to_string(), true),
                 })
             }),
         Reply::Rejected(bytes) => match (codec.decode_error)(&bytes) {
             Ok(error) => Err(CommandError::Rejected(error)),
+            // Not stored, since the owner rejected it; yet as a `bad_answer` it reads as
+            // `answer_lost`, as this kind always has to callers that tell kinds apart.
             Err(e) => Err(CommandError::NotStored(remote_error(
                 node,
-                "bad_answer",
+                BAD_ANSWER,
                 format!("a rejection that does not decode: {e}"),
                 false,
             ))),
@@ -243,7 +266,7 @@ pub(crate) async fn forward_execute<A: Aggregate>(
         Reply::State { .. } | Reply::Snapshotted { .. } => {
             return indeterminate(remote_error(
                 node,
-                "bad_answer",
+                BAD_ANSWER,
                 "a state where a command outcome was expected".into(),
                 true,
             ));
@@ -339,7 +362,7 @@ async fn forward_query<A: Aggregate, T>(
         reply => read(reply).unwrap_or_else(|| {
             Err(remote_error(
                 node,
-                "bad_answer",
+                BAD_ANSWER,
                 "not the answer asked for".into(),
                 false,
             ))
@@ -412,4 +435,297 @@ pub(crate) fn command_reply<A: Aggregate>(
 #[async_trait::async_trait]
 pub(crate) trait RemoteHandler<E: Sync>: Send + Sync {
     async fn handle(&self, executor: &E, call: RemoteCall) -> Reply;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Mutex;
+
+    use event_stores::{InvalidInput, StreamId};
+
+    use super::*;
+    use crate::command::CommandId;
+    use crate::context::Context;
+
+    struct Tally;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Added(u32);
+
+    #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+    #[error("no")]
+    struct No;
+
+    impl Aggregate for Tally {
+        const TYPE: &'static str = "tally";
+        type Command = u32;
+        type Event = Added;
+        type State = u32;
+        type Error = No;
+
+        fn decide(_: &u32, command: &u32, _: &mut Context<'_, Self>) -> Result<Vec<Added>, No> {
+            Ok(vec![Added(*command)])
+        }
+
+        fn apply(state: &mut u32, event: &Added) {
+            *state += event.0;
+        }
+    }
+
+    /// Answers every call with what it was given: a transport error or these bytes.
+    struct Scripted(Mutex<Option<Result<Vec<u8>, TransportError>>>);
+
+    impl Scripted {
+        fn answering(reply: &Reply) -> Self {
+            Self(Mutex::new(Some(Ok(codec::encode(reply).unwrap()))))
+        }
+
+        fn bytes(bytes: &[u8]) -> Self {
+            Self(Mutex::new(Some(Ok(bytes.to_vec()))))
+        }
+
+        fn unreachable() -> Self {
+            Self(Mutex::new(Some(Err(TransportError::Unreachable {
+                node: "b".into(),
+                reason: "connection refused".into(),
+            }))))
+        }
+
+        fn lost() -> Self {
+            Self(Mutex::new(Some(Err(TransportError::Lost {
+                node: "b".into(),
+                reason: "timeout".into(),
+            }))))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Transport for Scripted {
+        async fn call(&self, _node: &str, _call: RemoteCall) -> Result<Vec<u8>, TransportError> {
+            self.0.lock().unwrap().take().expect("one call only")
+        }
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(1);
+
+    async fn snapshot_through(transport: Scripted) -> Forwarded<Result<u64, ExecutorError>> {
+        forward_snapshot::<Tally>(&transport, "b", "t-1", TIMEOUT).await
+    }
+
+    async fn command_through(
+        transport: Scripted,
+    ) -> Forwarded<Result<Committed<Tally>, CommandError<No>>> {
+        forward_execute::<Tally>(
+            &transport,
+            "b",
+            &RemoteCodec::serde(),
+            "t-1",
+            &1,
+            &CommandOptions::new().command_id(CommandId::from_key("k")),
+            TIMEOUT,
+        )
+        .await
+    }
+
+    fn delivery_of_retry<T>(forwarded: Forwarded<T>) -> Option<Delivery> {
+        match forwarded {
+            Forwarded::Retry(error) => error.delivery(),
+            Forwarded::Done(_) => panic!("expected a retry"),
+        }
+    }
+
+    fn failed_snapshot(forwarded: Forwarded<Result<u64, ExecutorError>>) -> ExecutorError {
+        match forwarded {
+            Forwarded::Done(Err(error)) => error,
+            Forwarded::Done(Ok(version)) => panic!("snapshotted at {version}"),
+            Forwarded::Retry(error) => panic!("retried: {error}"),
+        }
+    }
+
+    fn failed_command(
+        forwarded: Forwarded<Result<Committed<Tally>, CommandError<No>>>,
+    ) -> CommandError<No> {
+        match forwarded {
+            Forwarded::Done(Err(error)) => error,
+            Forwarded::Done(Ok(committed)) => panic!("committed at {}", committed.version),
+            Forwarded::Retry(error) => panic!("retried: {error}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_the_transport_could_not_send_was_not_delivered_and_is_retried() {
+        assert_eq!(
+            delivery_of_retry(snapshot_through(Scripted::unreachable()).await),
+            Some(Delivery::NotDelivered)
+        );
+        assert_eq!(
+            delivery_of_retry(command_through(Scripted::unreachable()).await),
+            Some(Delivery::NotDelivered)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_refused_by_a_node_that_does_not_serve_the_id_was_not_delivered() {
+        let not_owner = not_stored(&ExecutorError::NotLocal { id: "t-1".into() });
+        assert_eq!(
+            delivery_of_retry(snapshot_through(Scripted::answering(&not_owner)).await),
+            Some(Delivery::NotDelivered)
+        );
+        assert_eq!(
+            delivery_of_retry(command_through(Scripted::answering(&not_owner)).await),
+            Some(Delivery::NotDelivered)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_request_whose_answer_was_lost_may_have_arrived() {
+        let error = failed_snapshot(snapshot_through(Scripted::lost()).await);
+        assert_eq!(error.delivery(), Some(Delivery::MayHaveArrived));
+        assert!(error.answer_lost());
+        assert!(error.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_or_unexpected_answer_may_have_arrived() {
+        let garbage = failed_snapshot(snapshot_through(Scripted::bytes(b"\xc1")).await);
+        assert_eq!(garbage.delivery(), Some(Delivery::MayHaveArrived));
+        let state = Reply::State {
+            state: codec::encode(&7u32).unwrap(),
+            version: 3,
+        };
+        let unexpected = failed_snapshot(snapshot_through(Scripted::answering(&state)).await);
+        assert_eq!(unexpected.delivery(), Some(Delivery::MayHaveArrived));
+        match failed_command(command_through(Scripted::answering(&state)).await) {
+            CommandError::Indeterminate(i) => {
+                assert_eq!(i.cause.delivery(), Some(Delivery::MayHaveArrived));
+            }
+            other => panic!("expected indeterminate, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_whose_answer_was_lost_is_indeterminate_and_may_have_arrived() {
+        match failed_command(command_through(Scripted::lost()).await) {
+            CommandError::Indeterminate(i) => {
+                assert_eq!(i.command_id, CommandId::from_key("k"));
+                assert!(i.cause.answer_lost(), "{}", i.cause);
+            }
+            other => panic!("expected indeterminate, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_the_owner_answered_was_delivered() {
+        let overloaded = not_stored(&ExecutorError::Overloaded {
+            id: "t-1".into(),
+            capacity: 8,
+        });
+        let error = failed_snapshot(snapshot_through(Scripted::answering(&overloaded)).await);
+        assert_eq!(error.delivery(), Some(Delivery::Answered));
+        assert!(!error.answer_lost());
+        match failed_command(command_through(Scripted::answering(&overloaded)).await) {
+            CommandError::NotStored(e) => assert_eq!(e.delivery(), Some(Delivery::Answered)),
+            other => panic!("expected not stored, got {other}"),
+        }
+        // The owner itself did not know the outcome: delivered, and indeterminate as it said.
+        let unknown = Reply::Indeterminate {
+            message: "the store connection broke".into(),
+        };
+        match failed_command(command_through(Scripted::answering(&unknown)).await) {
+            CommandError::Indeterminate(i) => {
+                assert_eq!(i.cause.delivery(), Some(Delivery::Answered));
+            }
+            other => panic!("expected indeterminate, got {other}"),
+        }
+    }
+
+    #[test]
+    fn an_owner_never_answers_with_a_kind_that_reads_as_a_failure_on_the_way() {
+        let stream = StreamId::new("tally", "t-1").unwrap();
+        let errors = [
+            ExecutorError::NotFound {
+                aggregate_type: "tally",
+                id: "t-1".into(),
+            },
+            ExecutorError::Conflict {
+                stream,
+                retries: 3,
+                expected: 1,
+                actual: 2,
+            },
+            ExecutorError::Overloaded {
+                id: "t-1".into(),
+                capacity: 8,
+            },
+            ExecutorError::Expired {
+                id: "t-1".into(),
+                command_id: CommandId::new(),
+            },
+            ExecutorError::InvalidInput(InvalidInput::EmptyId {
+                what: "aggregate id",
+            }),
+            ExecutorError::ShuttingDown,
+            ExecutorError::Timeout {
+                id: "t-1".into(),
+                after: TIMEOUT,
+            },
+            // An owner that failed to reach a third node still answered: its kind is its own.
+            ExecutorError::Remote {
+                node: "c".into(),
+                kind: LOST.into(),
+                message: "timeout".into(),
+                retryable: true,
+            },
+            ExecutorError::Remote {
+                node: "c".into(),
+                kind: UNREACHABLE.into(),
+                message: "refused".into(),
+                retryable: true,
+            },
+        ];
+        for error in errors {
+            let Reply::NotStored { kind, .. } = not_stored(&error) else {
+                panic!("not_stored answers NotStored");
+            };
+            assert_eq!(delivery_of(&kind), Delivery::Answered, "{error} as {kind}");
+        }
+    }
+
+    #[test]
+    fn a_remote_error_is_exactly_one_of_not_delivered_lost_or_answered() {
+        let remote = |kind: &str| ExecutorError::Remote {
+            node: "b".into(),
+            kind: kind.into(),
+            message: "m".into(),
+            retryable: true,
+        };
+        let three = |e: &ExecutorError| (e.not_delivered(), e.answer_lost(), e.owner_answered());
+        for kind in [UNREACHABLE, NOT_OWNER] {
+            assert_eq!(three(&remote(kind)), (true, false, false), "{kind}");
+        }
+        for kind in [LOST, BAD_ANSWER] {
+            assert_eq!(three(&remote(kind)), (false, true, false), "{kind}");
+        }
+        for kind in [
+            "conflict",
+            "overloaded",
+            "failed",
+            "indeterminate",
+            "rejected",
+        ] {
+            assert_eq!(three(&remote(kind)), (false, false, true), "{kind}");
+        }
+    }
+
+    #[test]
+    fn an_error_of_this_node_is_none_of_them() {
+        let local = ExecutorError::Timeout {
+            id: "t-1".into(),
+            after: TIMEOUT,
+        };
+        assert_eq!(local.delivery(), None);
+        assert!(!local.not_delivered() && !local.answer_lost() && !local.owner_answered());
+    }
 }

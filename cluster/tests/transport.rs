@@ -351,3 +351,228 @@ async fn a_dropped_server_stops_listening() {
     }
     assert!(last.is_some(), "the dropped server still accepts calls");
 }
+
+/// What a caller of an executor learns from the transport when a call forwarded over HTTP/2
+/// fails: whether it may have been carried out on the owner ([`ExecutorError::not_delivered`],
+/// [`ExecutorError::answer_lost`], [`ExecutorError::owner_answered`]).
+///
+/// [`ExecutorError::not_delivered`]: aggregate_actors::ExecutorError::not_delivered
+/// [`ExecutorError::answer_lost`]: aggregate_actors::ExecutorError::answer_lost
+/// [`ExecutorError::owner_answered`]: aggregate_actors::ExecutorError::owner_answered
+mod through_an_executor {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use actor_runtime::{Inbound, Location, RemoteCall, async_trait};
+    use aggregate_actors::event_stores::{
+        EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, SnapshotStore, StreamId,
+    };
+    use aggregate_actors::{
+        Aggregate, AggregateSettings, CommandError, CommandOptions, Context, Executor,
+        ExecutorError, Placement, RuntimeConfig,
+    };
+    use cluster::{HttpTransport, HttpTransportConfig, TransportServer, serve};
+    use serde::{Deserialize, Serialize};
+    use tokio::net::TcpListener;
+
+    struct Tally;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Added(u32);
+
+    #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl Aggregate for Tally {
+        const TYPE: &'static str = "tally";
+        type Command = u32;
+        type Event = Added;
+        type State = u32;
+        type Error = Never;
+
+        fn decide(_: &u32, n: &u32, _: &mut Context<'_, Self>) -> Result<Vec<Added>, Never> {
+            Ok(vec![Added(*n)])
+        }
+
+        fn apply(state: &mut u32, event: &Added) {
+            *state += event.0;
+        }
+    }
+
+    /// Every id is served by the node at `owner` (`None`: here).
+    struct Everything {
+        owner: Option<String>,
+    }
+
+    impl Placement<String> for Everything {
+        fn is_local(&self, _: &String) -> bool {
+            self.owner.is_none()
+        }
+
+        fn locate(&self, _: &String) -> Location {
+            match &self.owner {
+                None => Location::Local,
+                Some(address) => Location::Remote(address.clone()),
+            }
+        }
+    }
+
+    /// The owner's answering side, answering only after `delay` (the call runs at once).
+    struct Late {
+        inbound: Arc<dyn Inbound>,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl Inbound for Late {
+        async fn handle(&self, call: RemoteCall) -> Vec<u8> {
+            let answer = self.inbound.handle(call).await;
+            tokio::time::sleep(self.delay).await;
+            answer
+        }
+    }
+
+    fn executor(events: &Arc<dyn EventStore>, owner: Option<String>) -> Executor {
+        let snapshots: Arc<dyn SnapshotStore> = Arc::new(InMemorySnapshotStore::new());
+        let transport = HttpTransport::with_config(
+            &HttpTransportConfig::new().connect_timeout(Duration::from_millis(300)),
+        )
+        .unwrap();
+        let owner = Arc::new(owner);
+        Executor::builder(Arc::clone(events), snapshots)
+            .placement(Arc::new(move |_| {
+                Arc::new(Everything {
+                    owner: (*owner).clone(),
+                })
+            }))
+            .transport(Arc::new(transport))
+            .register_remote::<Tally>(AggregateSettings::new().runtime(RuntimeConfig {
+                call_timeout: Duration::from_millis(400),
+                ..RuntimeConfig::default()
+            }))
+            .build()
+            .unwrap()
+    }
+
+    /// An owner served over HTTP/2 that answers `delay` late, and a caller that forwards
+    /// everything to it.
+    struct Pair {
+        caller: Executor,
+        owner: Executor,
+        events: Arc<dyn EventStore>,
+        _server: TransportServer,
+    }
+
+    async fn pair(delay: Duration) -> Pair {
+        let events: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+        let owner = executor(&events, None);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = serve(
+            listener,
+            Arc::new(Late {
+                inbound: owner.inbound(),
+                delay,
+            }),
+        );
+        let caller = executor(&events, Some(server.local_addr().to_string()));
+        Pair {
+            caller,
+            owner,
+            events,
+            _server: server,
+        }
+    }
+
+    async fn stored(events: &dyn EventStore, id: &str) -> usize {
+        let stream = StreamId::new("tally", id).unwrap();
+        events
+            .read_stream(&stream, ReadQuery::all())
+            .await
+            .unwrap()
+            .len()
+    }
+
+    fn short() -> CommandOptions {
+        CommandOptions::new().timeout(Duration::from_millis(400))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_for_an_owner_that_cannot_be_connected_to_was_not_delivered() {
+        let events: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+        let caller = executor(&events, Some(super::closed_port().await));
+        match caller.execute_with::<Tally>("t-1", 1, short()).await {
+            Err(CommandError::NotStored(error)) => {
+                assert!(error.not_delivered(), "{error}");
+                assert!(!error.answer_lost() && !error.owner_answered());
+                assert!(error.is_retryable());
+            }
+            other => panic!("expected not stored, got {other:?}"),
+        }
+        match caller.snapshot_now::<Tally>("t-1").await {
+            Err(error) => assert!(error.not_delivered(), "{error}"),
+            Ok(version) => panic!("snapshotted at {version}"),
+        }
+        assert_eq!(stored(&*events, "t-1").await, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_whose_answer_comes_after_the_deadline_may_have_arrived_and_did() {
+        let p = pair(Duration::from_secs(2)).await;
+        match p.caller.execute_with::<Tally>("t-1", 1, short()).await {
+            Err(CommandError::Indeterminate(i)) => {
+                assert!(i.cause.answer_lost(), "{i}");
+                assert!(!i.cause.not_delivered() && !i.cause.owner_answered());
+            }
+            other => panic!("expected indeterminate, got {other:?}"),
+        }
+        // It had arrived: the owner carried it out.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while stored(&*p.events, "t-1").await == 0 {
+            assert!(std::time::Instant::now() < deadline, "never carried out");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A snapshot request that loses its answer the same way may have been carried out.
+        match p.caller.snapshot_now::<Tally>("t-1").await {
+            Err(error) => {
+                assert!(error.answer_lost(), "{error}");
+            }
+            Ok(version) => panic!("snapshotted at {version}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_the_owner_answered_with_was_delivered() {
+        let p = pair(Duration::ZERO).await;
+        p.caller
+            .execute_with::<Tally>("t-1", 1, short())
+            .await
+            .unwrap();
+        p.owner.shutdown().await;
+        match p.caller.execute_with::<Tally>("t-1", 1, short()).await {
+            Err(CommandError::NotStored(error)) => {
+                assert!(error.owner_answered(), "{error}");
+                assert!(!error.answer_lost() && !error.not_delivered());
+                assert!(
+                    matches!(&error, ExecutorError::Remote { kind, .. } if kind == "shutting_down"),
+                    "{error}"
+                );
+            }
+            other => panic!("expected not stored, got {other:?}"),
+        }
+        match p.caller.snapshot_now::<Tally>("t-1").await {
+            Err(error) => assert!(error.owner_answered(), "{error}"),
+            Ok(version) => panic!("snapshotted at {version}"),
+        }
+        assert_eq!(stored(&*p.events, "t-1").await, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_of_the_calling_node_is_none_of_not_delivered_lost_or_answered() {
+        let events: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+        let local = executor(&events, None);
+        let error = local.snapshot_now::<Tally>("t-missing").await.unwrap_err();
+        assert!(matches!(error, ExecutorError::NotFound { .. }), "{error}");
+        assert!(!error.not_delivered() && !error.answer_lost() && !error.owner_answered());
+    }
+}

@@ -28,6 +28,18 @@
 //! elapses while the connection is still being made, the call is reported `Lost` too: the
 //! client cannot tell that phase apart, and `Lost` is the answer that is never wrong.
 //!
+//! An [`Executor`](aggregate_actors::Executor) that forwards through this transport hands the
+//! distinction on to its callers in the [`ExecutorError::Remote`](aggregate_actors::ExecutorError::Remote) it returns:
+//!
+//! | the call | the caller's error |
+//! |---|---|
+//! | `Unreachable` (or refused unread by a node that does not serve the aggregate) | [`not_delivered`](aggregate_actors::ExecutorError::not_delivered): nothing happened there |
+//! | `Lost`, or answered with bytes that do not decode | [`answer_lost`](aggregate_actors::ExecutorError::answer_lost): it may have been carried out there (a command is [indeterminate](aggregate_actors::CommandError::Indeterminate)) |
+//! | answered `200` with the owner's error | [`owner_answered`](aggregate_actors::ExecutorError::owner_answered): the error says what happened there |
+//!
+//! Nothing new travels on the wire for it: the caller learns it from how its own call ended
+//! and from the owner's answer as it always was, so nodes of older and newer versions agree.
+//!
 //! # Metrics
 //!
 //! Through the `metrics` facade: `cluster_forwards_total{outcome="ok|unreachable|lost"}` and

@@ -167,12 +167,9 @@ impl ApiError {
     /// does, but `stored: "unknown"` when it reached the owner and no readable answer came
     /// back, since the owner may still write the snapshot.
     pub fn snapshot_failed(error: ExecutorError) -> Self {
-        let delivered = matches!(
-            &error,
-            ExecutorError::Remote { kind, .. } if kind == "lost" || kind == "bad_answer"
-        );
+        let may_be_written = error.answer_lost();
         let api: Self = error.into();
-        if delivered {
+        if may_be_written {
             return Self {
                 stored: Stored::Unknown,
                 ..api
@@ -264,6 +261,10 @@ fn classify(error: &ExecutorError) -> (StatusCode, &'static str) {
         // Cluster mode: no node served the aggregate before the deadline (its shard is
         // moving, or its owner died and the others wait for its heartbeat to expire).
         ExecutorError::NotLocal { .. } => (StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable"),
+        // Sent to the owner, but no readable answer came back.
+        ExecutorError::Remote { .. } if error.answer_lost() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "forward_lost")
+        }
         ExecutorError::Remote { kind, .. } => classify_remote(kind, error.is_retryable()),
         ExecutorError::ActorStopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "actor_stopped"),
         ExecutorError::Store(store) if store.is_indeterminate() => {
@@ -275,7 +276,7 @@ fn classify(error: &ExecutorError) -> (StatusCode, &'static str) {
 }
 
 /// The status and kind of a call forwarded to the aggregate's owner (cluster mode) that failed
-/// there or on the way: the owner's own failures keep their single-node kinds.
+/// there, or was not delivered: the owner's own failures keep their single-node kinds.
 fn classify_remote(kind: &str, retryable: bool) -> (StatusCode, &'static str) {
     match kind {
         "conflict" => (StatusCode::CONFLICT, "conflict"),
@@ -283,8 +284,6 @@ fn classify_remote(kind: &str, retryable: bool) -> (StatusCode, &'static str) {
         "expired" => (StatusCode::SERVICE_UNAVAILABLE, "expired"),
         "shutting_down" => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         "invalid_input" => (StatusCode::BAD_REQUEST, "invalid_input"),
-        // Delivered, but no readable answer came back.
-        "lost" | "bad_answer" => (StatusCode::SERVICE_UNAVAILABLE, "forward_lost"),
         "indeterminate" => (StatusCode::SERVICE_UNAVAILABLE, "owner_indeterminate"),
         _ if retryable => (StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable"),
         _ => (StatusCode::BAD_GATEWAY, "owner_failed"),
