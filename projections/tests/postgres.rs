@@ -558,7 +558,7 @@ async fn a_deleted_checkpoint_row_is_recreated_and_the_projection_replays_from_t
         .unwrap();
     let last = append_round_robin(&*store, "customer", 2, 4).await;
     assert!(
-        running.wait_for(last, Duration::from_secs(10)).await,
+        running.wait_for(last, WAIT).await,
         "made progress: {:?}",
         running.stats()
     );

@@ -474,7 +474,9 @@ async fn appends_in_flight_on_a_node_frozen_past_its_ttl_are_refused_as_fenced_a
             }
         }
     })));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Time for every deposit to reach its append on a loaded machine, and well inside the
+    // lease (TTL 3 s, heartbeat 1 s): stalled heartbeats must not self-fence it first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     frozen.stop();
     let stopped = Instant::now();
     // The others see its heartbeat age past the TTL and take its shards (epoch + 1).

@@ -218,14 +218,34 @@ async fn on_a_stalled_server_calls_end_in_time_queued_commands_expire_unstored_a
     let waited = Instant::now();
     let stats = loop {
         let stats = executor.stats_of::<Wallet>().unwrap().aggregate;
-        if handled(&stats) - warmed >= sent.len() as u64 || waited.elapsed() > SLACK * 3 {
+        // A bound, not a pause: a loaded machine may take a while to hand the queue through.
+        if handled(&stats) - warmed >= sent.len() as u64 || waited.elapsed() > SLACK * 20 {
             break stats;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     proxy.resume();
-    // The held requests reach the server now; give them time to commit.
+    // The held requests reach the server now; give them time to arrive, then wait until none
+    // of the executor's sessions is still running a statement or inside a transaction.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = Instant::now();
+    loop {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'stalled-server' AND state <> 'idle'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if busy == 0 {
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(30),
+            "{busy} session(s) still busy 30 s after the resume"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let count = |kind: Outcome| {
         let kind = std::mem::discriminant(&kind);
