@@ -38,6 +38,11 @@ pub enum StoreError {
     /// was replaced), is gone (cancelled, or a one-shot one already fired), is due at another
     /// time (a periodic one already moved on), or was recorded as rejected. The whole call was
     /// refused: neither its events nor any of its reminder changes were written.
+    ///
+    /// Checked after the version and the event ids: a call carrying events of a command that
+    /// is already stored is [`StoreError::CommandAlreadyApplied`] instead, stale or not (a
+    /// firing sent again after it was applied is both), so for a call with its command's
+    /// events this error also says that no earlier attempt stored them.
     #[error(
         "reminder {name:?} of {stream} is no longer in the form that fired (id and due time, \
          scheduled): its firing is stale"

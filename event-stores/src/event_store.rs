@@ -252,8 +252,28 @@ pub trait EventStore: Send + Sync + 'static {
     /// [`StoreError::CommandAlreadyApplied`](crate::StoreError::CommandAlreadyApplied) and
     /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput)), and
     /// [`StoreError::StaleFiring`](crate::StoreError::StaleFiring) when a
-    /// [`Fired`](crate::ReminderChange::Fired) change does not find its reminder as it fired
-    /// (checked after the expected version). Stores without reminders answer
+    /// [`Fired`](crate::ReminderChange::Fired) change does not find its reminder as it fired.
+    ///
+    /// Every store checks in this order and answers with the first refusal:
+    ///
+    /// 1. the input (the limits above; a fence on a store without shard owners);
+    /// 2. the fence ([`Fenced`](crate::StoreError::Fenced)), then the expected version
+    ///    ([`VersionConflict`](crate::StoreError::VersionConflict));
+    /// 3. the event ids, as [`append`](Self::append) checks them
+    ///    ([`CommandAlreadyApplied`](crate::StoreError::CommandAlreadyApplied), or
+    ///    [`InvalidInput::DuplicateEventId`] for an id stored outside the command);
+    /// 4. the [`Fired`](crate::ReminderChange::Fired) preconditions, in the order of
+    ///    `reminders` ([`StaleFiring`](crate::StoreError::StaleFiring)).
+    ///
+    /// So a firing sent again after its first attempt committed, which is stale by then (that
+    /// attempt moved its reminder on, and it may have been replaced or cancelled since), is
+    /// [`CommandAlreadyApplied`](crate::StoreError::CommandAlreadyApplied) as long as it
+    /// carries its command's events: the retry learns that the command was applied, and
+    /// [`read_command`](Self::read_command) returns what it stored. `StaleFiring` means the
+    /// call's command was not stored, by this call or an earlier one (as far as its events'
+    /// ids tell).
+    ///
+    /// Stores without reminders answer
     /// [`StoreError::Unsupported`](crate::StoreError::Unsupported), as do stores without shard
     /// owners given a fence (the in-memory store).
     async fn append_with_reminders(

@@ -117,6 +117,13 @@ pub enum ReminderChange {
     /// [`StoreError::StaleFiring`](crate::StoreError::StaleFiring): none of its events and none
     /// of its changes are stored, so a command fired in a reminder's old form never commits.
     ///
+    /// The precondition is checked last, after the expected version and the event ids (the
+    /// order is in [`EventStore::append_with_reminders`](crate::EventStore::append_with_reminders)).
+    /// A firing sent again after it was applied is stale by then (the first attempt moved the
+    /// reminder on), but its events' ids are stored: it is refused with
+    /// [`StoreError::CommandAlreadyApplied`](crate::StoreError::CommandAlreadyApplied), so the
+    /// retry learns that its command was applied rather than that nothing was delivered.
+    ///
     /// Whether it is periodic is decided by `next_due_at` alone, not by the stored period. A
     /// periodic firing keeps the reminder's state and records `error` as `last_error` (`None`
     /// clears it), so a refused periodic command is visible while the reminder goes on. The

@@ -1056,6 +1056,256 @@ async fn a_payload_or_snapshot_above_the_targets_limits_is_refused_before_anythi
     assert_eq!(target.count_after(0).await.unwrap(), 0, "nothing stored");
 }
 
+/// An event store that records the size (events, payload bytes) of every append it is sent
+/// and counts the events stored, and passes everything on to `inner`.
+struct Recording<S> {
+    inner: S,
+    appends: std::sync::Mutex<Vec<(usize, usize)>>,
+    stored: std::sync::atomic::AtomicU64,
+}
+
+impl<S> Recording<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            appends: std::sync::Mutex::default(),
+            stored: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The appends sent since the last call: (events, payload bytes) each.
+    fn take_appends(&self) -> Vec<(usize, usize)> {
+        std::mem::take(&mut *self.appends.lock().unwrap())
+    }
+
+    /// The events stored through this store so far.
+    fn stored(&self) -> u64 {
+        self.stored.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: EventStore> EventStore for Recording<S> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> event_stores::StoreResult<event_stores::AppendReceipt> {
+        let bytes = events.iter().map(|e| e.payload.len()).sum();
+        let count = events.len();
+        self.appends.lock().unwrap().push((count, bytes));
+        let receipt = self.inner.append(stream, expected_version, events).await?;
+        self.stored
+            .fetch_add(count as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok(receipt)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        query: event_stores::ReadQuery,
+    ) -> event_stores::StoreResult<Vec<event_stores::RecordedEvent>> {
+        self.inner.read_stream(stream, query).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> event_stores::StoreResult<u64> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_all(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> event_stores::StoreResult<Vec<event_stores::RecordedEvent>> {
+        self.inner.read_all(after_position, limit).await
+    }
+
+    async fn read_command(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+    ) -> event_stores::StoreResult<Vec<event_stores::RecordedEvent>> {
+        self.inner.read_command(stream, command_id).await
+    }
+}
+
+/// Limits of a target smaller than the import's batch options: 100 events and 2 500 payload
+/// bytes per append.
+const SMALL_APPENDS: StoreLimits = StoreLimits {
+    max_event_payload_bytes: 1_000,
+    max_events_per_append: 100,
+    max_append_bytes: 2_500,
+    max_snapshot_bytes: 64 * 1024,
+};
+
+/// `count` events of `stream` after its current version, each with a payload of `size` bytes,
+/// in appends of at most 100.
+async fn append_sized(store: &dyn EventStore, stream: &StreamId, count: u64, size: usize) {
+    let mut version = store.stream_version(stream).await.unwrap();
+    let target = version + count;
+    while version < target {
+        let batch: Vec<NewEvent> = (version + 1..=(version + 100).min(target))
+            .map(|n| {
+                let mut payload = vec![b'.'; size];
+                let tag = n.to_le_bytes();
+                let tagged = tag.len().min(size);
+                payload[..tagged].copy_from_slice(&tag[..tagged]);
+                NewEvent {
+                    payload: payload.into(),
+                    ..event(stream, n)
+                }
+            })
+            .collect();
+        let receipt = store.append(stream, version, batch).await.unwrap();
+        version = receipt.last_version;
+    }
+}
+
+/// A store whose streams need more than one append of [`SMALL_APPENDS`] each, by their event
+/// count: 1 050 events of 8 bytes (with a snapshot at the last) and 30 of 8 bytes.
+async fn many_events() -> (InMemoryEventStore, InMemorySnapshotStore) {
+    let (events, snapshots) = memory();
+    let many = stream("account", "many");
+    append_sized(&events, &many, 1_050, 8).await;
+    append_sized(&events, &stream("account", "few"), 30, 8).await;
+    let last = event_id_at(&events, &many, 1_050).await;
+    snapshots
+        .save(snapshot(&many, 1_050, last, None))
+        .await
+        .unwrap();
+    (events, snapshots)
+}
+
+/// A store whose streams need more than one append of [`SMALL_APPENDS`] each, by their payload
+/// bytes: 20 events of 600 bytes and 9 of 400 bytes.
+async fn large_events() -> (InMemoryEventStore, InMemorySnapshotStore) {
+    let (events, snapshots) = memory();
+    append_sized(&events, &stream("document", "large"), 20, 600).await;
+    append_sized(&events, &stream("document", "medium"), 9, 400).await;
+    (events, snapshots)
+}
+
+/// Batch options far above [`SMALL_APPENDS`]: 10 000 events per append (and so megabytes of
+/// these payloads), told the target's limits.
+fn large_batches() -> ImportOptions {
+    ImportOptions {
+        batch_events: 10_000,
+        concurrency: 4,
+        limits: SMALL_APPENDS,
+        ..ImportOptions::default()
+    }
+}
+
+/// Imports `file` with `options` into `target`, which enforces [`SMALL_APPENDS`]: everything
+/// is written (`events` events, `snapshots` snapshots), each append within the limits and the
+/// largest ones as large as `fullest` (events, bytes); returns what was appended.
+async fn import_within_limits<S: EventStore>(
+    file: &[u8],
+    target: &Recording<S>,
+    target_snapshots: &dyn SnapshotStore,
+    options: &ImportOptions,
+    (events, snapshots): (u64, u64),
+    fullest: (usize, usize),
+) -> Vec<(usize, usize)> {
+    let report = match backup::import(|| Ok(file), target, target_snapshots, options, |_| {}).await
+    {
+        Ok(report) => report,
+        Err(err) => panic!(
+            "refused after {} of its {events} events were stored: {err}",
+            target.stored()
+        ),
+    };
+    assert_eq!(
+        (report.events_written, report.snapshots_saved),
+        (events, snapshots)
+    );
+    let appends = target.take_appends();
+    assert!(
+        appends.iter().all(|&(events, bytes)| {
+            (1..=SMALL_APPENDS.max_events_per_append).contains(&events)
+                && bytes <= SMALL_APPENDS.max_append_bytes
+        }),
+        "every append within the target's limits: {appends:?}"
+    );
+    assert_eq!(
+        appends.iter().map(|a| a.0 as u64).sum::<u64>(),
+        events,
+        "{appends:?}"
+    );
+    assert!(
+        appends.contains(&fullest),
+        "the limits are used, not undercut: {appends:?}"
+    );
+    appends
+}
+
+#[tokio::test]
+async fn an_import_with_more_events_per_batch_than_the_target_takes_in_an_append_cuts_its_batches()
+{
+    let (events, snapshots) = many_events().await;
+    let (file, _) = export(&events, &snapshots, &BackupScope::all()).await;
+
+    let target = Recording::new(InMemoryEventStore::with_limits(SMALL_APPENDS));
+    let target_snapshots = InMemorySnapshotStore::with_limits(SMALL_APPENDS);
+    import_within_limits(
+        &file,
+        &target,
+        &target_snapshots,
+        &large_batches(),
+        (1_080, 1),
+        (100, 800),
+    )
+    .await;
+    assert_eq!(
+        dump(&target, &target_snapshots).await,
+        dump(&events, &snapshots).await
+    );
+
+    // Batches smaller than the limits stay as they are.
+    let target = Recording::new(InMemoryEventStore::with_limits(SMALL_APPENDS));
+    let options = ImportOptions {
+        batch_events: 3,
+        ..large_batches()
+    };
+    let appends = import_within_limits(
+        &file,
+        &target,
+        &InMemorySnapshotStore::with_limits(SMALL_APPENDS),
+        &options,
+        (1_080, 1),
+        (3, 24),
+    )
+    .await;
+    assert!(
+        appends.iter().all(|&(events, _)| events <= 3),
+        "{appends:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_import_with_more_bytes_per_batch_than_the_target_takes_in_an_append_cuts_its_batches() {
+    let (events, snapshots) = large_events().await;
+    let (file, _) = export(&events, &snapshots, &BackupScope::all()).await;
+
+    let target = Recording::new(InMemoryEventStore::with_limits(SMALL_APPENDS));
+    let target_snapshots = InMemorySnapshotStore::with_limits(SMALL_APPENDS);
+    let appends = import_within_limits(
+        &file,
+        &target,
+        &target_snapshots,
+        &large_batches(),
+        (29, 0),
+        (4, 2_400),
+    )
+    .await;
+    assert!(appends.contains(&(6, 2_400)), "{appends:?}");
+    assert_eq!(
+        dump(&target, &target_snapshots).await,
+        dump(&events, &snapshots).await
+    );
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
@@ -1143,5 +1393,34 @@ mod postgres {
         let err = import(&file, &other, &other_snapshots).await.unwrap_err();
         assert!(matches!(err, BackupError::Conflict { .. }), "{err}");
         assert_eq!(audit(other.pool()).await.0, 1, "nothing imported");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_import_into_postgres_with_batches_above_its_append_limits_cuts_them_to_fit() {
+        let Some(target_db) = fresh_database().await else {
+            return;
+        };
+        let (target, target_snapshots) = target_db.stores(SMALL_APPENDS).await.unwrap();
+        assert_eq!(target.limits(), SMALL_APPENDS);
+        let target = Recording::new(target);
+        for (source, counts, fullest) in [
+            (many_events().await, (1_080, 1), (100, 800)),
+            (large_events().await, (29, 0), (4, 2_400)),
+        ] {
+            let (events, snapshots) = source;
+            let (file, _) = export(&events, &snapshots, &BackupScope::all()).await;
+            let written = target.stored();
+            import_within_limits(
+                &file,
+                &target,
+                &target_snapshots,
+                &large_batches(),
+                counts,
+                fullest,
+            )
+            .await;
+            assert_eq!(target.stored(), written + counts.0);
+        }
+        assert_eq!(audit(target.inner.pool()).await.0, 1_109);
     }
 }

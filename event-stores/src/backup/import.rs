@@ -23,20 +23,38 @@ use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
 /// How [`import`] writes.
+///
+/// The batch options are a performance knob, never a reason to fail: each append is cut to fit
+/// [`limits`](Self::limits) as well (at most `max_events_per_append` events and
+/// `max_append_bytes` payload bytes), whatever `batch_events` and `max_pending_bytes` say, so
+/// an import never sends an append the target refuses for its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportOptions {
-    /// Most events in one append (keep it within the target's `max_events_per_append`).
+    /// Most events in one append (0 counts as 1). Appends are also kept within the
+    /// `max_events_per_append` and `max_append_bytes` of [`limits`](Self::limits): a larger
+    /// value is cut down to them, not refused.
     pub batch_events: usize,
-    /// Appends (to different streams) or snapshot saves in flight at once.
+    /// Appends (to different streams) or snapshot saves in flight at once (0 counts as 1).
     pub concurrency: usize,
     /// Payload bytes held before they are written, whatever the batch sizes.
     pub max_pending_bytes: usize,
     /// The target stores' limits: the first pass checks every event (its payload) and every
     /// snapshot (its size) of the file against them, so that a file the stores would refuse
-    /// a part of is refused ([`BackupError::InvalidInput`]) before anything is written. By
-    /// default [`StoreLimits::default()`], the stores' own default; set the target's when it
-    /// has others.
+    /// a part of is refused ([`BackupError::InvalidInput`]) before anything is written, and
+    /// the second pass cuts its appends to fit them (see [`batch_events`](Self::batch_events)).
+    /// By default [`StoreLimits::default()`], the stores' own default; set the target's when it
+    /// has others (a PostgreSQL target's are `PgEventStore::limits()`).
     pub limits: StoreLimits,
+}
+
+impl ImportOptions {
+    /// Most events in one append: `batch_events` within the target's `max_events_per_append`,
+    /// and at least 1.
+    fn events_per_append(&self) -> usize {
+        self.batch_events
+            .min(self.limits.max_events_per_append)
+            .max(1)
+    }
 }
 
 impl Default for ImportOptions {
@@ -428,13 +446,24 @@ async fn decide(
     Ok(())
 }
 
+/// One stream's next append: its events, after the stream's version `expected`, within the
+/// target's limits.
+#[derive(Default)]
+struct Batch {
+    expected: u64,
+    events: Vec<NewEvent>,
+    /// Their payload bytes, all together.
+    bytes: usize,
+}
+
 /// The second pass's writes, batched.
 struct Writer<'a> {
     events: &'a dyn EventStore,
     snapshots: &'a dyn SnapshotStore,
     options: &'a ImportOptions,
     streams: HashMap<StreamId, StreamPlan>,
-    pending: HashMap<StreamId, Vec<NewEvent>>,
+    /// Each stream's next append.
+    pending: HashMap<StreamId, Batch>,
     pending_events: usize,
     pending_bytes: usize,
     pending_snapshots: Vec<SnapshotRecord>,
@@ -458,15 +487,31 @@ impl Writer<'_> {
         if event.version != plan.queued + 1 {
             return Err(changed(frame));
         }
+        let expected = plan.queued;
         plan.queued = event.version;
         let new = event.to_new_event(frame)?;
-        self.pending_bytes += new.payload.len();
-        self.pending_events += 1;
-        let batch = self.pending.entry(stream).or_default();
-        batch.push(new);
+        let size = new.payload.len();
         let options = self.options;
-        if batch.len() >= options.batch_events.max(1)
-            || self.pending_events >= options.batch_events.max(1) * options.concurrency.max(1)
+        // An event that would take its stream's append over the target's byte limit starts the
+        // next one. (Alone it fits: the first pass checked each event against the limits.)
+        if self
+            .pending
+            .get(&stream)
+            .is_some_and(|batch| batch.bytes.saturating_add(size) > options.limits.max_append_bytes)
+        {
+            self.flush_events().await?;
+        }
+        self.pending_bytes += size;
+        self.pending_events += 1;
+        let batch = self.pending.entry(stream).or_insert_with(|| Batch {
+            expected,
+            ..Batch::default()
+        });
+        batch.events.push(new);
+        batch.bytes += size;
+        let per_append = options.events_per_append();
+        if batch.events.len() >= per_append
+            || self.pending_events >= per_append.saturating_mul(options.concurrency.max(1))
             || self.pending_bytes >= options.max_pending_bytes
         {
             self.flush_events().await?;
@@ -499,17 +544,14 @@ impl Writer<'_> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut jobs = Vec::with_capacity(self.pending.len());
-        for (stream, batch) in self.pending.drain() {
-            let queued = self.streams.get(&stream).map_or(0, |plan| plan.queued);
-            let expected = queued.saturating_sub(batch.len() as u64);
-            jobs.push((stream, expected, batch));
-        }
         let store = self.events;
-        let mut appends = futures::stream::iter(jobs)
-            .map(|(stream, expected, batch)| async move {
-                let count = batch.len() as u64;
-                store.append(&stream, expected, batch).await.map(|_| count)
+        let mut appends = futures::stream::iter(self.pending.drain())
+            .map(|(stream, batch)| async move {
+                let count = batch.events.len() as u64;
+                store
+                    .append(&stream, batch.expected, batch.events)
+                    .await
+                    .map(|_| count)
             })
             .buffer_unordered(self.options.concurrency.max(1));
         while let Some(appended) = appends.next().await {

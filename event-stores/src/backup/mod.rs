@@ -90,6 +90,10 @@
 //! previous batch (so a concurrent writer is refused, not overwritten), keeping event ids,
 //! command ids, types, schema versions, metadata and payloads, then saves the snapshots
 //! unchanged (a save at the same version replaces the record, so this too is idempotent).
+//! A batch holds at most [`ImportOptions::batch_events`] events, and never more events or
+//! payload bytes than one append of [`ImportOptions::limits`] takes (`max_events_per_append`,
+//! `max_append_bytes`): batch options larger than the target's limits are cut down to them,
+//! not refused, and never make the target refuse an append half way through an import.
 //!
 //! Not preserved: `recorded_at` and positions are assigned by the target store at import (the
 //! file keeps the originals, for reading, but [`NewEvent`](crate::NewEvent) has no place for
@@ -98,7 +102,7 @@
 //!
 //! Limits of the first pass's guarantee: event ids are unique across a store, and an imported
 //! id that another stream of the target already holds is refused by the store during the second
-//! pass (as are payloads above the target's limits when those are below
+//! pass (as are payloads, and appends, above the target's limits when those are below
 //! [`ImportOptions::limits`]); the streams appended before that stay.
 //! Running the import again after fixing the cause continues where it stopped. The file must
 //! read the same both times (`open` is called twice); the second pass checks every frame again.

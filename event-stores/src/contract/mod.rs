@@ -170,6 +170,7 @@ macro_rules! store_contract {
                 due_reminders_honours_the_shard_filter,
                 due_reminders_leaves_out_the_reminders_it_skips_before_the_limit,
                 a_command_sent_again_with_reminders_is_refused_and_changes_no_reminder,
+                a_firing_sent_again_after_it_was_applied_is_refused_as_already_applied_not_stale,
                 reminder_changes_racing_appends_on_one_stream_are_serialised,
                 random_reminder_changes_match_a_simple_model,
             ];

@@ -906,6 +906,163 @@ pub async fn a_command_sent_again_with_reminders_is_refused_and_changes_no_remin
     );
 }
 
+/// A firing sent again after its first attempt committed (a retry after an indeterminate
+/// outcome, or another executor firing the same reminder) is stale as well: the first attempt
+/// moved the reminder on, and it may have been replaced or cancelled since. Its events' ids
+/// are checked before its `Fired` precondition, so the retry learns that its command was
+/// applied ([`StoreError::CommandAlreadyApplied`]) rather than that nothing was delivered
+/// ([`StoreError::StaleFiring`]); an event id stored outside the command is likewise an
+/// [`InvalidInput::DuplicateEventId`] first. The expected version comes before both. Whatever
+/// the refusal, nothing of the retry is stored.
+pub async fn a_firing_sent_again_after_it_was_applied_is_refused_as_already_applied_not_stale(
+    store: Arc<dyn EventStore>,
+) {
+    let stream = fresh_stream("remind-refire");
+    let due = now_micros() + TimeDelta::minutes(1);
+    change(
+        store.as_ref(),
+        &stream,
+        0,
+        vec![
+            schedule("once", due, None, b"o"),
+            schedule("tick", due, Some(60_000), b"t"),
+        ],
+    )
+    .await;
+    let once = named(store.as_ref(), &stream, "once").await.unwrap();
+    let tick = named(store.as_ref(), &stream, "tick").await.unwrap();
+    let command_events = |command: Uuid, from: u32| -> Vec<NewEvent> {
+        (from..from + 2)
+            .map(|i| event([i as u8]).for_command(&stream, command, i))
+            .collect()
+    };
+
+    // The one-shot reminder fires (its command stores two events) and is removed; the
+    // periodic one fires and moves on.
+    let (once_command, tick_command) = (Uuid::now_v7(), Uuid::now_v7());
+    let once_firing = fired(&once, due, None, None);
+    let tick_firing = fired(&tick, due, Some(due + TimeDelta::minutes(1)), None);
+    for (version, command, firing) in [
+        (0, once_command, &once_firing),
+        (2, tick_command, &tick_firing),
+    ] {
+        let receipt = store
+            .append_with_reminders(
+                &stream,
+                version,
+                command_events(command, 0),
+                vec![firing.clone()],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(receipt.last_version, version + 2);
+    }
+    let after_firings = reminders(store.as_ref(), &stream).await;
+    assert_eq!(
+        after_firings
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["tick"]
+    );
+
+    // Each sent again, at the stream's version: stale, and already applied.
+    let refused_as_applied = |command: Uuid, firing: ReminderChange| {
+        let (store, stream) = (Arc::clone(&store), stream.clone());
+        let events = command_events(command, 0);
+        async move {
+            let before = reminders(store.as_ref(), &stream).await;
+            let outcome = store
+                .append_with_reminders(&stream, 4, events, vec![firing.clone()], None)
+                .await;
+            assert!(
+                matches!(
+                    &outcome,
+                    Err(StoreError::CommandAlreadyApplied { stream: of, command_id })
+                        if *of == stream && *command_id == command
+                ),
+                "{firing:?} sent again: {outcome:?}"
+            );
+            assert_eq!(store.stream_version(&stream).await.unwrap(), 4);
+            assert_eq!(reminders(store.as_ref(), &stream).await, before);
+        }
+    };
+    refused_as_applied(once_command, once_firing.clone()).await;
+    refused_as_applied(tick_command, tick_firing.clone()).await;
+
+    // Still so once the names were replaced or cancelled since (no version change).
+    change(
+        store.as_ref(),
+        &stream,
+        4,
+        vec![schedule("once", due, None, b"again"), cancel("tick")],
+    )
+    .await;
+    refused_as_applied(once_command, once_firing.clone()).await;
+    refused_as_applied(tick_command, tick_firing.clone()).await;
+
+    // Even when only the command's later events are stored ids: one stored id is enough.
+    let outcome = store
+        .append_with_reminders(
+            &stream,
+            4,
+            vec![
+                event(b"new").for_command(&stream, once_command, 7),
+                event(b"old").for_command(&stream, once_command, 1),
+            ],
+            vec![once_firing.clone()],
+            None,
+        )
+        .await;
+    assert!(
+        matches!(outcome, Err(StoreError::CommandAlreadyApplied { command_id, .. }) if command_id == once_command),
+        "{outcome:?}"
+    );
+
+    // An event id stored under another command: a duplicate event id, before the staleness.
+    let mut reused = event(b"reused").for_command(&stream, Uuid::now_v7(), 0);
+    reused.event_id = crate::command_event_id(&stream, tick_command, 0);
+    let outcome = store
+        .append_with_reminders(&stream, 4, vec![reused], vec![tick_firing.clone()], None)
+        .await;
+    assert_eq!(
+        invalid(outcome),
+        InvalidInput::DuplicateEventId(crate::command_event_id(&stream, tick_command, 0))
+    );
+
+    // The version first: a retry at the version of its first attempt is a conflict.
+    let outcome = store
+        .append_with_reminders(
+            &stream,
+            0,
+            command_events(once_command, 0),
+            vec![once_firing.clone()],
+            None,
+        )
+        .await;
+    assert_conflict(outcome, &stream, 0, 4);
+
+    // A stale firing whose events are new is refused as stale, storing nothing.
+    let before = reminders(store.as_ref(), &stream).await;
+    let outcome = store
+        .append_with_reminders(
+            &stream,
+            4,
+            command_events(Uuid::now_v7(), 0),
+            vec![tick_firing],
+            None,
+        )
+        .await;
+    assert!(
+        matches!(&outcome, Err(StoreError::StaleFiring { name, .. }) if name == "tick"),
+        "{outcome:?}"
+    );
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 4);
+    assert_eq!(reminders(store.as_ref(), &stream).await, before);
+    assert_eq!(super::read_whole(store.as_ref(), &stream).await.len(), 4);
+}
+
 /// Calls racing on one stream at one version: changes without events and an append with
 /// changes are serialised (never do the changes without events land on a version the append
 /// moved past), and an append with changes that loses its version to a plain append stores no

@@ -90,24 +90,47 @@ impl InMemoryEventStore {
             };
             let refusal = match self.inner.ids.claim(event.event_id, at) {
                 Ok(()) => continue,
-                Err(held) => match event.command_id {
-                    Some(command_id)
-                        if held.stream == slot.number
-                            && command_at(recorded, events, expected_version, held.version)
-                                == Some(command_id) =>
-                    {
-                        StoreError::CommandAlreadyApplied {
-                            stream: stream.clone(),
-                            command_id,
-                        }
-                    }
-                    _ => InvalidInput::DuplicateEventId(event.event_id).into(),
-                },
+                Err(held) => id_taken(
+                    held,
+                    event,
+                    slot,
+                    recorded,
+                    stream,
+                    expected_version,
+                    events,
+                ),
             };
             for claimed in &events[..index] {
                 self.inner.ids.release(&claimed.event_id);
             }
             return Err(refusal);
+        }
+        Ok(())
+    }
+
+    /// The refusal [`claim_ids`](Self::claim_ids) would give `events`, without claiming any:
+    /// for a call refused for another reason found after the ids are checked (a stale firing),
+    /// so that it answers as if they had been. Runs under the stream's lock.
+    fn check_ids(
+        &self,
+        slot: &StreamSlot,
+        recorded: &[Arc<Row>],
+        stream: &StreamId,
+        expected_version: u64,
+        events: &[NewEvent],
+    ) -> StoreResult<()> {
+        for event in events {
+            if let Some(held) = self.inner.ids.get(&event.event_id) {
+                return Err(id_taken(
+                    held,
+                    event,
+                    slot,
+                    recorded,
+                    stream,
+                    expected_version,
+                    events,
+                ));
+            }
         }
         Ok(())
     }
@@ -223,6 +246,33 @@ impl InMemoryEventStore {
     }
 }
 
+/// Why `event` (of `events`, to be appended to the locked stream `recorded` of `slot` after
+/// `expected_version`) cannot have its id, which `held` holds: the same command again on this
+/// stream, or an id in use elsewhere.
+fn id_taken(
+    held: IdEntry,
+    event: &NewEvent,
+    slot: &StreamSlot,
+    recorded: &[Arc<Row>],
+    stream: &StreamId,
+    expected_version: u64,
+    events: &[NewEvent],
+) -> StoreError {
+    match event.command_id {
+        Some(command_id)
+            if held.stream == slot.number
+                && command_at(recorded, events, expected_version, held.version)
+                    == Some(command_id) =>
+        {
+            StoreError::CommandAlreadyApplied {
+                stream: stream.clone(),
+                command_id,
+            }
+        }
+        _ => InvalidInput::DuplicateEventId(event.event_id).into(),
+    }
+}
+
 /// The command id of the event at `version` of a locked stream: stored (`recorded`), or one of
 /// the `events` being appended after `expected_version`. Every id entry of a stream is one or
 /// the other while its lock is held (a refused append takes its claims back before it lets go).
@@ -258,9 +308,10 @@ impl EventStore for InMemoryEventStore {
     }
 
     /// Checks everything first (fence, events, reminder changes), then, under the stream's
-    /// lock, the version, the firings' reminders and the event ids; stores the events, then
-    /// applies the changes before the lock is released. The store has no shard owners: a fence
-    /// is [`StoreError::Unsupported`], as for [`append_fenced`](EventStore::append_fenced).
+    /// lock, the version, the event ids and the firings' reminders, in the trait's order;
+    /// stores the events, then applies the changes before the lock is released. The store has
+    /// no shard owners: a fence is [`StoreError::Unsupported`], as for
+    /// [`append_fenced`](EventStore::append_fenced).
     async fn append_with_reminders(
         &self,
         stream: &StreamId,
@@ -287,8 +338,15 @@ impl EventStore for InMemoryEventStore {
             });
         }
         // A firing of a reminder changed since: refused before anything is stored. (The
-        // stream's reminders change only under its lock, held until they are applied.)
-        self.inner.reminders.lock().check(stream, &reminders)?;
+        // stream's reminders change only under its lock, held until they are applied.) The
+        // event ids come first, so a firing sent again after it was applied, stale by then,
+        // learns that its command was applied. They are claimed only below, by the append: a
+        // refusal's ids are read, never claimed and given back.
+        let stale = self.inner.reminders.lock().check(stream, &reminders);
+        if let Err(stale) = stale {
+            self.check_ids(&slot, &recorded, stream, expected_version, &events)?;
+            return Err(stale);
+        }
         let receipt = if events.is_empty() {
             AppendReceipt {
                 first_version: expected_version,

@@ -5,6 +5,9 @@
 //! `event_store`), so a call's events and its reminder changes are atomic with respect to
 //! other writes to that stream; plain appends never touch this mutex. A call's `Fired`
 //! changes are checked ([`Reminders::check`]) under the same lock before any of it is stored.
+//! A refusal from that check is answered only after the call's event ids are looked at, so the
+//! order of the checks is the trait's (version, event ids, then firings): a stale firing whose
+//! command is already stored is `CommandAlreadyApplied`, as in PostgreSQL.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -36,7 +39,8 @@ impl Reminders {
     /// Checks that each `Fired` among `changes` finds, when its turn comes (the changes before
     /// it applied), `stream`'s reminder of its name scheduled under its id at its due time; the
     /// [`StoreError::StaleFiring`] refusal otherwise. Changes nothing: called under the stream's
-    /// lock before anything of the call is stored, so that a refused call stores nothing.
+    /// lock before anything of the call is stored, so that a refused call stores nothing. The
+    /// caller answers with the refusal only when the call's event ids pass (they come first).
     pub(super) fn check(
         &self,
         stream: &StreamId,

@@ -15,7 +15,10 @@
 //! A `Fired` change is a precondition: its statement changes the reminder only while it is
 //! scheduled under the firing's id and due time, and one that changes no row rolls the whole
 //! transaction back ([`StoreError::StaleFiring`]), events included. Under the stream's lock no
-//! other call changes the row in between.
+//! other call changes the row in between. The statements run in the order of the trait's
+//! checks: the append (fence, version, then event ids: a unique violation is
+//! [`StoreError::CommandAlreadyApplied`] or a duplicate event id) before any reminder change,
+//! so a firing sent again after it was applied, stale by then, is refused as already applied.
 //!
 //! The transaction-level advisory lock serialises the calls that change one stream's reminders.
 //! Without it, a call with no events could check version `v`, then a call with events at `v`
