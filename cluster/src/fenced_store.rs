@@ -194,56 +194,34 @@ mod tests {
     use std::sync::Mutex;
 
     use event_stores::contract::{fresh_stream, numbered_events, schedule};
+    use event_stores::testing::{Hooked, StoreHooks};
     use event_stores::{InMemoryEventStore, ReminderState};
 
     use super::*;
 
-    /// An in-memory store that records the fence of every `append_with_reminders` and then
-    /// stores the call unfenced, or refuses it as fenced when told to.
+    /// Hooks for an in-memory store that record the fence of every `append_with_reminders` and
+    /// then store the call unfenced, or refuse it as fenced when told to.
     #[derive(Default)]
     struct Recording {
-        inner: InMemoryEventStore,
         fences: Mutex<Vec<Option<Fence>>>,
         refuse: bool,
     }
 
+    impl Recording {
+        fn store(refuse: bool) -> Arc<Hooked<Self>> {
+            let hooks = Self {
+                refuse,
+                ..Self::default()
+            };
+            Arc::new(Hooked::new(Arc::new(InMemoryEventStore::new()), hooks))
+        }
+    }
+
     #[async_trait]
-    impl EventStore for Recording {
-        async fn append(
-            &self,
-            stream: &StreamId,
-            expected_version: u64,
-            events: Vec<NewEvent>,
-        ) -> StoreResult<AppendReceipt> {
-            self.inner.append(stream, expected_version, events).await
-        }
-
-        async fn read_stream(
-            &self,
-            stream: &StreamId,
-            query: ReadQuery,
-        ) -> StoreResult<Vec<RecordedEvent>> {
-            self.inner.read_stream(stream, query).await
-        }
-
-        async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
-            self.inner.stream_version(stream).await
-        }
-
-        async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
-            self.inner.read_all(after, limit).await
-        }
-
-        async fn read_command(
-            &self,
-            stream: &StreamId,
-            command_id: Uuid,
-        ) -> StoreResult<Vec<RecordedEvent>> {
-            self.inner.read_command(stream, command_id).await
-        }
-
+    impl StoreHooks for Recording {
         async fn append_with_reminders(
             &self,
+            inner: &Arc<dyn EventStore>,
             stream: &StreamId,
             expected_version: u64,
             events: Vec<NewEvent>,
@@ -258,22 +236,14 @@ mod tests {
                     epoch: fence.epoch,
                 });
             }
-            self.inner
+            inner
                 .append_with_reminders(stream, expected_version, events, reminders, None)
                 .await
-        }
-
-        async fn reminders_of(&self, stream: &StreamId) -> StoreResult<Vec<StoredReminder>> {
-            self.inner.reminders_of(stream).await
-        }
-
-        async fn due_reminders(&self, query: &DueReminders) -> StoreResult<Vec<StoredReminder>> {
-            self.inner.due_reminders(query).await
         }
     }
 
     fn fenced_store(
-        recording: &Arc<Recording>,
+        recording: &Arc<Hooked<Recording>>,
         node: Uuid,
     ) -> (FencedEventStore, Arc<OwnedShards>) {
         let owned = Arc::new(OwnedShards::new(16));
@@ -289,7 +259,7 @@ mod tests {
     /// store is counted like an append's. Reminder reads pass through.
     #[tokio::test]
     async fn append_with_reminders_is_fenced_like_an_append_and_reads_pass_through() {
-        let recording = Arc::new(Recording::default());
+        let recording = Recording::store(false);
         let node = Uuid::now_v7();
         let (store, owned) = fenced_store(&recording, node);
         let stream = fresh_stream("fenced-reminders");
@@ -358,10 +328,7 @@ mod tests {
         assert_eq!(recording.fences.lock().unwrap().last(), Some(&Some(given)));
         assert_eq!(owned.fenced_appends(), 1);
 
-        let refusing = Arc::new(Recording {
-            refuse: true,
-            ..Recording::default()
-        });
+        let refusing = Recording::store(true);
         let (store, owned) = fenced_store(&refusing, node);
         owned.grant(shard, 2);
         let refused = store

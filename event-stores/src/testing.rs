@@ -1,5 +1,6 @@
 //! Throw-away PostgreSQL databases for tests (feature `test-support`; the databases need the
-//! `postgres` feature as well).
+//! `postgres` feature as well), and stores that change a call or two of another store
+//! ([`Hooked`], [`HookedSnapshots`]: see [`hooks`]).
 //!
 //! `fresh_database` creates a uniquely named database on the server named by `DATABASE_URL`,
 //! so tests running in parallel (in one process or many) never see each other's rows, and drops
@@ -29,6 +30,10 @@ use crate::error::StoreResult;
 use crate::limits::StoreLimits;
 #[cfg(feature = "postgres")]
 use crate::postgres::{PgConfig, PgEventStore, PgSnapshotStore};
+
+pub mod hooks;
+
+pub use hooks::{Hooked, HookedSnapshots, SnapshotHooks, StoreHooks};
 
 /// What tests print (once per process) when they skip for want of PostgreSQL.
 pub const SKIP_MESSAGE: &str = "SKIPPED: PostgreSQL tests need DATABASE_URL or PostgreSQL binaries; install with: apt-get install postgresql";

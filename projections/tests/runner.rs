@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use event_stores::testing::{Hooked, StoreHooks};
 use event_stores::{
-    AppendReceipt, EventStore, InMemoryEventStore, NewEvent, ReadQuery, RecordedEvent, StoreResult,
-    StreamId,
+    EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StoreResult, StreamId,
 };
 use parking_lot::Mutex;
 use projections::{
@@ -381,21 +381,20 @@ async fn a_batch_size_of_zero_set_directly_still_handles_every_event() {
     running.stop().await;
 }
 
-/// An in-memory store whose `read_all` shows positions only up to a bound, as PostgreSQL's
-/// hides an event until the transactions older than its own have ended.
+/// Hooks for an in-memory store whose `read_all` shows positions only up to a bound, as
+/// PostgreSQL's hides an event until the transactions older than its own have ended.
 struct Hiding {
-    store: InMemoryEventStore,
     shown_up_to: AtomicU64,
     reads: AtomicU64,
 }
 
 impl Hiding {
-    fn new(store: InMemoryEventStore) -> Self {
-        Self {
-            store,
+    fn new(store: InMemoryEventStore) -> Hooked<Self> {
+        let hooks = Self {
             shown_up_to: AtomicU64::new(u64::MAX),
             reads: AtomicU64::new(0),
-        }
+        };
+        Hooked::new(Arc::new(store), hooks)
     }
 
     fn show_up_to(&self, position: u64) {
@@ -404,39 +403,15 @@ impl Hiding {
 }
 
 #[async_trait]
-impl EventStore for Hiding {
-    async fn append(
+impl StoreHooks for Hiding {
+    async fn read_all(
         &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<AppendReceipt> {
-        self.store.append(stream, expected_version, events).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        query: ReadQuery,
+        inner: &Arc<dyn EventStore>,
+        after_position: u64,
+        limit: usize,
     ) -> StoreResult<Vec<RecordedEvent>> {
-        self.store.read_stream(stream, query).await
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
-        self.store.stream_version(stream).await
-    }
-
-    async fn read_command(
-        &self,
-        stream: &StreamId,
-        command_id: uuid::Uuid,
-    ) -> StoreResult<Vec<RecordedEvent>> {
-        self.store.read_command(stream, command_id).await
-    }
-
-    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
         let bound = self.shown_up_to.load(Ordering::SeqCst);
-        let mut events = self.store.read_all(after_position, limit).await?;
+        let mut events = inner.read_all(after_position, limit).await?;
         events.retain(|e| e.position <= bound);
         self.reads.fetch_add(1, Ordering::SeqCst);
         Ok(events)
@@ -449,7 +424,11 @@ fn hiding_runner(
     shown: u64,
     store: InMemoryEventStore,
     projection: impl Projection,
-) -> (Arc<Hiding>, Projector, projections::ProjectionHandle) {
+) -> (
+    Arc<Hooked<Hiding>>,
+    Projector,
+    projections::ProjectionHandle,
+) {
     let hiding = Arc::new(Hiding::new(store));
     hiding.show_up_to(shown);
     let projector = Projector::with_settings(

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use crate::common::{CountingReads, Stores};
 use aggregate_actors::Context;
+use aggregate_actors::event_stores::testing::{Hooked, HookedSnapshots, SnapshotHooks, StoreHooks};
 use aggregate_actors::event_stores::{
-    AppendReceipt, EventStore, NewEvent, ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStats,
-    SnapshotStore, StoreError, StoreResult, StreamId,
+    AppendReceipt, EventStore, NewEvent, ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStore,
+    StoreError, StoreResult, StreamId, StreamStart,
 };
 use aggregate_actors::strategy::{Never, SnapshotContext, SnapshotStrategy};
 use aggregate_actors::{
@@ -23,7 +24,6 @@ use aggregate_actors::{
     Committed, DedupWindow, Executor, ExecutorError, Indeterminate, Retention, RuntimeConfig,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -231,11 +231,10 @@ enum AppendFault {
     Unavailable,
 }
 
-/// An event store whose appends take `delay` and whose first `faulty` appends misbehave as
-/// `fault` says. Each append runs in its own task, so it completes (commits) even when the
-/// caller stops waiting for it, as a statement sent to a server does.
+/// Hooks for an event store whose appends take `delay` and whose first `faulty` appends
+/// misbehave as `fault` says. Each append runs in its own task, so it completes (commits) even
+/// when the caller stops waiting for it, as a statement sent to a server does.
 struct FaultyEvents {
-    inner: Arc<dyn EventStore>,
     delay_ms: AtomicU64,
     faulty: AtomicU32,
     fault: AppendFault,
@@ -248,14 +247,14 @@ impl FaultyEvents {
         delay: Duration,
         fault: AppendFault,
         faulty: u32,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            inner: Arc::clone(inner),
+    ) -> Arc<Hooked<Self>> {
+        let hooks = Self {
             delay_ms: AtomicU64::new(delay.as_millis() as u64),
             faulty: AtomicU32::new(faulty),
             fault,
             started: AtomicU64::new(0),
-        })
+        };
+        Arc::new(Hooked::new(Arc::clone(inner), hooks))
     }
 
     /// Appends started so far.
@@ -270,9 +269,10 @@ impl FaultyEvents {
 }
 
 #[async_trait]
-impl EventStore for FaultyEvents {
+impl StoreHooks for FaultyEvents {
     async fn append(
         &self,
+        inner: &Arc<dyn EventStore>,
         stream: &StreamId,
         expected_version: u64,
         events: Vec<NewEvent>,
@@ -286,7 +286,7 @@ impl EventStore for FaultyEvents {
             Ok(_) => self.fault,
             Err(_) => AppendFault::None,
         };
-        let inner = Arc::clone(&self.inner);
+        let inner = Arc::clone(inner);
         let stream = stream.clone();
         let lost = || StoreError::Indeterminate {
             message: "the answer was lost (test)".into(),
@@ -310,45 +310,21 @@ impl EventStore for FaultyEvents {
         .await
         .unwrap()
     }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        query: ReadQuery,
-    ) -> StoreResult<Vec<RecordedEvent>> {
-        self.inner.read_stream(stream, query).await
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
-        self.inner.stream_version(stream).await
-    }
-
-    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
-        self.inner.read_all(after_position, limit).await
-    }
-
-    async fn read_command(
-        &self,
-        stream: &StreamId,
-        command_id: Uuid,
-    ) -> StoreResult<Vec<RecordedEvent>> {
-        self.inner.read_command(stream, command_id).await
-    }
 }
 
-/// An event store whose reads, once `unreadable` is set, return every event with a payload that
-/// does not decode (what a damaged row or an event type this build cannot read looks like).
+/// Hooks for an event store whose reads, once `unreadable` is set, return every event with a
+/// payload that does not decode (what a damaged row or an event type this build cannot read
+/// looks like).
 struct UnreadableEvents {
-    inner: Arc<dyn EventStore>,
     unreadable: AtomicBool,
 }
 
 impl UnreadableEvents {
-    fn new(inner: &Arc<dyn EventStore>) -> Arc<Self> {
-        Arc::new(Self {
-            inner: Arc::clone(inner),
+    fn new(inner: &Arc<dyn EventStore>) -> Arc<Hooked<Self>> {
+        let hooks = Self {
             unreadable: AtomicBool::new(false),
-        })
+        };
+        Arc::new(Hooked::new(Arc::clone(inner), hooks))
     }
 
     fn make_unreadable(&self) {
@@ -367,51 +343,56 @@ impl UnreadableEvents {
 }
 
 #[async_trait]
-impl EventStore for UnreadableEvents {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<AppendReceipt> {
-        self.inner.append(stream, expected_version, events).await
-    }
-
+impl StoreHooks for UnreadableEvents {
     async fn read_stream(
         &self,
+        inner: &Arc<dyn EventStore>,
         stream: &StreamId,
         query: ReadQuery,
     ) -> StoreResult<Vec<RecordedEvent>> {
-        Ok(self.damage(self.inner.read_stream(stream, query).await?))
+        Ok(self.damage(inner.read_stream(stream, query).await?))
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
-        self.inner.stream_version(stream).await
-    }
-
-    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
-        Ok(self.damage(self.inner.read_all(after_position, limit).await?))
+    async fn read_all(
+        &self,
+        inner: &Arc<dyn EventStore>,
+        after_position: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        Ok(self.damage(inner.read_all(after_position, limit).await?))
     }
 
     async fn read_command(
         &self,
+        inner: &Arc<dyn EventStore>,
         stream: &StreamId,
         command_id: Uuid,
     ) -> StoreResult<Vec<RecordedEvent>> {
-        Ok(self.damage(self.inner.read_command(stream, command_id).await?))
+        Ok(self.damage(inner.read_command(stream, command_id).await?))
+    }
+
+    /// No combined first read (PostgreSQL's would pass the events undamaged): activations read
+    /// the snapshot and then the stream, through `read_stream`.
+    async fn read_start(
+        &self,
+        _: &Arc<dyn EventStore>,
+        _: &StreamId,
+        _: &dyn SnapshotStore,
+        _: usize,
+    ) -> StoreResult<Option<StreamStart>> {
+        Ok(None)
     }
 }
 
-/// A snapshot store that stores the first `intact` snapshots as given and flips a bit in the
-/// bytes of every later one.
+/// Hooks for a snapshot store that stores the first `intact` snapshots as given and flips a
+/// bit in the bytes of every later one (saved either way: the snapshot writer saves with a
+/// read-back).
 struct CorruptingSnapshots {
-    inner: Arc<dyn SnapshotStore>,
     intact: AtomicU32,
 }
 
-#[async_trait]
-impl SnapshotStore for CorruptingSnapshots {
-    async fn save(&self, mut record: SnapshotRecord) -> StoreResult<()> {
+impl CorruptingSnapshots {
+    fn corrupt(&self, mut record: SnapshotRecord) -> SnapshotRecord {
         let intact = self
             .intact
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -422,44 +403,25 @@ impl SnapshotStore for CorruptingSnapshots {
             bytes[middle] ^= 0x04;
             record.bytes = bytes.into();
         }
-        self.inner.save(record).await
+        record
     }
-    async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>> {
-        self.inner.load_latest(stream).await
-    }
-    async fn load_at_or_before_version(
+}
+
+#[async_trait]
+impl SnapshotHooks for CorruptingSnapshots {
+    async fn save(
         &self,
-        stream: &StreamId,
-        v: u64,
-    ) -> StoreResult<Option<SnapshotRecord>> {
-        self.inner.load_at_or_before_version(stream, v).await
+        inner: &Arc<dyn SnapshotStore>,
+        record: SnapshotRecord,
+    ) -> StoreResult<()> {
+        inner.save(self.corrupt(record)).await
     }
-    async fn load_at_or_before_time(
+    async fn save_and_read_back(
         &self,
-        stream: &StreamId,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Option<SnapshotRecord>> {
-        self.inner.load_at_or_before_time(stream, at).await
-    }
-    async fn list(
-        &self,
-        stream: &StreamId,
-        from: u64,
-        to: u64,
-    ) -> StoreResult<Vec<SnapshotRecord>> {
-        self.inner.list(stream, from, to).await
-    }
-    async fn delete(&self, stream: &StreamId, version: u64) -> StoreResult<bool> {
-        self.inner.delete(stream, version).await
-    }
-    async fn delete_older_than(&self, stream: &StreamId, version: u64) -> StoreResult<u64> {
-        self.inner.delete_older_than(stream, version).await
-    }
-    async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
-        self.inner.retain_newest(stream, keep).await
-    }
-    async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {
-        self.inner.stats(stream).await
+        inner: &Arc<dyn SnapshotStore>,
+        record: SnapshotRecord,
+    ) -> StoreResult<SnapshotRecord> {
+        inner.save_and_read_back(self.corrupt(record)).await
     }
 }
 
@@ -1291,10 +1253,12 @@ async fn a_panicking_snapshot_strategy_never_fails_a_stored_command(stores: Stor
 /// A new snapshot that does not read back intact never lets retention delete the older valid
 /// one, and activation uses the older one.
 async fn a_snapshot_failing_verification_never_replaces_the_older_valid_one(stores: Stores) {
-    let snapshots = Arc::new(CorruptingSnapshots {
-        inner: Arc::clone(&stores.snapshots),
-        intact: AtomicU32::new(1),
-    });
+    let snapshots = Arc::new(HookedSnapshots::new(
+        Arc::clone(&stores.snapshots),
+        CorruptingSnapshots {
+            intact: AtomicU32::new(1),
+        },
+    ));
     let settings = no_automatic_snapshots().retention(Retention {
         keep_newest: 1,
         max_age: None,

@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::common::{Ledger, LedgerCommand, Stores, fold, stored_events};
-use aggregate_actors::event_stores::{
-    AppendReceipt, EventStore, NewEvent, ReadQuery, RecordedEvent, StoreResult, StreamId,
-};
+use aggregate_actors::event_stores::testing::{Hooked, StoreHooks};
+use aggregate_actors::event_stores::{AppendReceipt, EventStore, NewEvent, StoreResult, StreamId};
 use aggregate_actors::strategy::EveryNEvents;
 use aggregate_actors::{
     AggregateSettings, At, CommandError, Executor, ExecutorError, ResidentConfig, Retention,
@@ -202,38 +201,19 @@ async fn an_lru_cap_of_100_with_1000_ids_in_use_never_exceeds_100_live(stores: S
 }
 
 /// Delays every append, so commands pile up in the actors' mailboxes.
-struct SlowAppends(Arc<dyn EventStore>);
+struct SlowAppends;
 
 #[async_trait::async_trait]
-impl EventStore for SlowAppends {
+impl StoreHooks for SlowAppends {
     async fn append(
         &self,
+        inner: &Arc<dyn EventStore>,
         stream: &StreamId,
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendReceipt> {
         tokio::time::sleep(Duration::from_millis(3)).await;
-        self.0.append(stream, expected_version, events).await
-    }
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        query: ReadQuery,
-    ) -> StoreResult<Vec<RecordedEvent>> {
-        self.0.read_stream(stream, query).await
-    }
-    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
-        self.0.stream_version(stream).await
-    }
-    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
-        self.0.read_all(after_position, limit).await
-    }
-    async fn read_command(
-        &self,
-        stream: &StreamId,
-        command_id: uuid::Uuid,
-    ) -> StoreResult<Vec<RecordedEvent>> {
-        self.0.read_command(stream, command_id).await
+        inner.append(stream, expected_version, events).await
     }
 }
 
@@ -241,7 +221,7 @@ async fn shutdown_with_commands_in_flight_stores_every_acknowledged_command(stor
     // Slow appends: 50 commands per id take well over 100 ms, so when shutdown begins most of
     // them wait in mailboxes, and shutdown must finish them.
     let executor = Executor::builder(
-        Arc::new(SlowAppends(Arc::clone(&stores.events))),
+        Arc::new(Hooked::new(Arc::clone(&stores.events), SlowAppends)),
         Arc::clone(&stores.snapshots),
     )
     .register::<Ledger>(AggregateSettings::new())

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::common::Stores;
+use aggregate_actors::event_stores::testing::{Hooked, StoreHooks};
 use aggregate_actors::event_stores::{
-    AppendReceipt, DueReminders, EventStore, Fence, InvalidInput, NewEvent, ReadQuery,
-    RecordedEvent, ReminderChange, ReminderState, StoreResult, StoredReminder, StreamId,
+    AppendReceipt, EventStore, Fence, InvalidInput, NewEvent, ReadQuery, ReminderChange,
+    ReminderState, StoreResult, StreamId,
 };
 use aggregate_actors::reminder::{FireOutcome, Reminder};
 use aggregate_actors::scheduler::{Scheduler, SchedulerHandle, SchedulerSettings};
@@ -570,47 +571,19 @@ async fn reminders_no_executor_here_serves_do_not_keep_later_due_ones_from_firin
     executor.shutdown().await;
 }
 
-/// An event store that, once armed, holds the next append recording a reminder's firing until
-/// released: the moment between an actor's check of the reminder and its append.
+/// Hooks that, once armed, hold the next append recording a reminder's firing until released:
+/// the moment between an actor's check of the reminder and its append.
 struct PausingFirings {
-    inner: Arc<dyn EventStore>,
     armed: AtomicBool,
     reached: Notify,
     release: Notify,
 }
 
 #[async_trait]
-impl EventStore for PausingFirings {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<AppendReceipt> {
-        self.inner.append(stream, expected_version, events).await
-    }
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        query: ReadQuery,
-    ) -> StoreResult<Vec<RecordedEvent>> {
-        self.inner.read_stream(stream, query).await
-    }
-    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
-        self.inner.stream_version(stream).await
-    }
-    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
-        self.inner.read_all(after_position, limit).await
-    }
-    async fn read_command(
-        &self,
-        stream: &StreamId,
-        command_id: uuid::Uuid,
-    ) -> StoreResult<Vec<RecordedEvent>> {
-        self.inner.read_command(stream, command_id).await
-    }
+impl StoreHooks for PausingFirings {
     async fn append_with_reminders(
         &self,
+        inner: &Arc<dyn EventStore>,
         stream: &StreamId,
         expected_version: u64,
         events: Vec<NewEvent>,
@@ -624,27 +597,23 @@ impl EventStore for PausingFirings {
             self.reached.notify_one();
             self.release.notified().await;
         }
-        self.inner
+        inner
             .append_with_reminders(stream, expected_version, events, reminders, fence)
             .await
-    }
-    async fn reminders_of(&self, stream: &StreamId) -> StoreResult<Vec<StoredReminder>> {
-        self.inner.reminders_of(stream).await
-    }
-    async fn due_reminders(&self, query: &DueReminders) -> StoreResult<Vec<StoredReminder>> {
-        self.inner.due_reminders(query).await
     }
 }
 
 async fn a_reminder_cancelled_by_another_executor_while_its_firing_appends_fires_nothing(
     stores: Stores,
 ) {
-    let pausing = Arc::new(PausingFirings {
-        inner: Arc::clone(&stores.events),
-        armed: AtomicBool::new(false),
-        reached: Notify::new(),
-        release: Notify::new(),
-    });
+    let pausing = Arc::new(Hooked::new(
+        Arc::clone(&stores.events),
+        PausingFirings {
+            armed: AtomicBool::new(false),
+            reached: Notify::new(),
+            release: Notify::new(),
+        },
+    ));
     let a = Executor::builder(
         Arc::clone(&pausing) as Arc<dyn EventStore>,
         Arc::clone(&stores.snapshots),

@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use crate::common::{Ledger, LedgerCommand, Stores, fold, stored_events, stream};
 use aggregate_actors::codec::{CompressionConfig, SnapshotCompression, checksum};
+use aggregate_actors::event_stores::testing::{HookedSnapshots, SnapshotHooks};
 use aggregate_actors::event_stores::{
-    EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotRecord, SnapshotStats,
-    SnapshotStore, StoreError, StoreResult, StreamId,
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, SnapshotRecord, SnapshotStore,
+    StoreError, StoreResult,
 };
 use aggregate_actors::strategy::{EveryNEvents, Never};
 use aggregate_actors::{AggregateSettings, Executor, Retention};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore};
 
 type Damage = fn(&mut SnapshotRecord);
@@ -447,25 +447,22 @@ enum Trouble {
     PanicOnce(AtomicBool),
 }
 
-/// An in-memory snapshot store whose saves meet a [`Trouble`]; everything else passes through
-/// (retention included, through the trait's defaults).
+/// Hooks for an in-memory snapshot store whose saves (both ways of saving: the snapshot writer
+/// saves with a read-back) meet a [`Trouble`]; everything else passes through.
 struct TroubledSaves {
-    inner: InMemorySnapshotStore,
     trouble: Trouble,
 }
 
 impl TroubledSaves {
-    fn new(trouble: Trouble) -> Arc<Self> {
-        Arc::new(Self {
-            inner: InMemorySnapshotStore::new(),
-            trouble,
-        })
+    fn new(trouble: Trouble) -> Arc<HookedSnapshots<Self>> {
+        Arc::new(HookedSnapshots::new(
+            Arc::new(InMemorySnapshotStore::new()),
+            Self { trouble },
+        ))
     }
-}
 
-#[async_trait]
-impl SnapshotStore for TroubledSaves {
-    async fn save(&self, record: SnapshotRecord) -> StoreResult<()> {
+    /// What happens to a save before the inner store sees it.
+    async fn meet(&self) -> StoreResult<()> {
         match &self.trouble {
             Trouble::BlockThenFail { entered, gate } => {
                 entered.notify_one();
@@ -480,46 +477,29 @@ impl SnapshotStore for TroubledSaves {
                     panicked.swap(true, Ordering::SeqCst),
                     "the first save panics (test)"
                 );
-                self.inner.save(record).await
+                Ok(())
             }
         }
     }
-    async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>> {
-        self.inner.load_latest(stream).await
-    }
-    async fn load_at_or_before_version(
+}
+
+#[async_trait]
+impl SnapshotHooks for TroubledSaves {
+    async fn save(
         &self,
-        stream: &StreamId,
-        at: u64,
-    ) -> StoreResult<Option<SnapshotRecord>> {
-        self.inner.load_at_or_before_version(stream, at).await
+        inner: &Arc<dyn SnapshotStore>,
+        record: SnapshotRecord,
+    ) -> StoreResult<()> {
+        self.meet().await?;
+        inner.save(record).await
     }
-    async fn load_at_or_before_time(
+    async fn save_and_read_back(
         &self,
-        stream: &StreamId,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Option<SnapshotRecord>> {
-        self.inner.load_at_or_before_time(stream, at).await
-    }
-    async fn list(
-        &self,
-        stream: &StreamId,
-        from: u64,
-        to: u64,
-    ) -> StoreResult<Vec<SnapshotRecord>> {
-        self.inner.list(stream, from, to).await
-    }
-    async fn delete(&self, stream: &StreamId, version: u64) -> StoreResult<bool> {
-        self.inner.delete(stream, version).await
-    }
-    async fn delete_older_than(&self, stream: &StreamId, before: u64) -> StoreResult<u64> {
-        self.inner.delete_older_than(stream, before).await
-    }
-    async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
-        self.inner.retain_newest(stream, keep).await
-    }
-    async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {
-        self.inner.stats(stream).await
+        inner: &Arc<dyn SnapshotStore>,
+        record: SnapshotRecord,
+    ) -> StoreResult<SnapshotRecord> {
+        self.meet().await?;
+        inner.save_and_read_back(record).await
     }
 }
 

@@ -10,16 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{Ledger, LedgerCommand, LedgerEvent, stream};
+use aggregate_actors::event_stores::testing::{Hooked, HookedSnapshots, SnapshotHooks, StoreHooks};
 use aggregate_actors::event_stores::{
-    AppendReceipt, EventStore, InMemoryEventStore, InMemorySnapshotStore, NewEvent, ReadQuery,
-    RecordedEvent, SnapshotRecord, SnapshotStats, SnapshotStore, StoreResult, StreamId,
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, RecordedEvent,
+    SnapshotRecord, SnapshotStore, StoreResult, StreamId,
 };
 use aggregate_actors::strategy::{
     Bounded, EveryNEvents, Hybrid, Interval, Predicate, ReplayCost, SnapshotStrategy,
 };
 use aggregate_actors::{AggregateSettings, Executor, Retention, RuntimeConfig};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 /// Keeps every snapshot, so `list` shows every version the strategy chose.
 const KEEP_ALL: Retention = Retention {
@@ -296,67 +296,50 @@ async fn retention_keeps_only_the_newest_keep_newest_snapshots() {
     executor.shutdown().await;
 }
 
-/// A snapshot store whose saves take `delay` and that records the order of saved versions.
+/// Hooks for a snapshot store whose saves take `delay` and that records the order of saved
+/// versions (both ways of saving: the snapshot writer saves with a read-back).
 struct SlowSnapshots {
-    inner: InMemorySnapshotStore,
     delay: Duration,
     saved: Mutex<Vec<u64>>,
 }
 
-#[async_trait]
-impl SnapshotStore for SlowSnapshots {
-    async fn save(&self, record: SnapshotRecord) -> StoreResult<()> {
+impl SlowSnapshots {
+    async fn before_save(&self, record: &SnapshotRecord) {
         tokio::time::sleep(self.delay).await;
         self.saved.lock().unwrap().push(record.version);
-        self.inner.save(record).await
     }
-    async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>> {
-        self.inner.load_latest(stream).await
-    }
-    async fn load_at_or_before_version(
+}
+
+#[async_trait]
+impl SnapshotHooks for SlowSnapshots {
+    async fn save(
         &self,
-        stream: &StreamId,
-        v: u64,
-    ) -> StoreResult<Option<SnapshotRecord>> {
-        self.inner.load_at_or_before_version(stream, v).await
+        inner: &Arc<dyn SnapshotStore>,
+        record: SnapshotRecord,
+    ) -> StoreResult<()> {
+        self.before_save(&record).await;
+        inner.save(record).await
     }
-    async fn load_at_or_before_time(
+    async fn save_and_read_back(
         &self,
-        stream: &StreamId,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Option<SnapshotRecord>> {
-        self.inner.load_at_or_before_time(stream, at).await
-    }
-    async fn list(
-        &self,
-        stream: &StreamId,
-        from: u64,
-        to: u64,
-    ) -> StoreResult<Vec<SnapshotRecord>> {
-        self.inner.list(stream, from, to).await
-    }
-    async fn delete(&self, stream: &StreamId, version: u64) -> StoreResult<bool> {
-        self.inner.delete(stream, version).await
-    }
-    async fn delete_older_than(&self, stream: &StreamId, before: u64) -> StoreResult<u64> {
-        self.inner.delete_older_than(stream, before).await
-    }
-    async fn retain_newest(&self, stream: &StreamId, keep: usize) -> StoreResult<u64> {
-        self.inner.retain_newest(stream, keep).await
-    }
-    async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {
-        self.inner.stats(stream).await
+        inner: &Arc<dyn SnapshotStore>,
+        record: SnapshotRecord,
+    ) -> StoreResult<SnapshotRecord> {
+        self.before_save(&record).await;
+        inner.save_and_read_back(record).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_snapshot_store_gets_versions_in_increasing_order_and_newer_requests_supersede_waiting_ones()
  {
-    let slow = Arc::new(SlowSnapshots {
-        inner: InMemorySnapshotStore::new(),
-        delay: Duration::from_millis(100),
-        saved: Mutex::new(Vec::new()),
-    });
+    let slow = Arc::new(HookedSnapshots::new(
+        Arc::new(InMemorySnapshotStore::new()),
+        SlowSnapshots {
+            delay: Duration::from_millis(100),
+            saved: Mutex::new(Vec::new()),
+        },
+    ));
     let executor = executor_on(
         Arc::new(InMemoryEventStore::new()),
         Arc::clone(&slow) as Arc<dyn SnapshotStore>,
@@ -392,9 +375,8 @@ async fn a_slow_snapshot_store_gets_versions_in_increasing_order_and_newer_reque
     executor.shutdown().await;
 }
 
-/// An event store whose reads of a stream take `delay`, counting how many run at once.
+/// Hooks for an event store whose reads of a stream take `delay`, counting how many run at once.
 struct SlowReads {
-    inner: InMemoryEventStore,
     delay: Duration,
     running: AtomicUsize,
     max_running: AtomicUsize,
@@ -402,17 +384,10 @@ struct SlowReads {
 }
 
 #[async_trait]
-impl EventStore for SlowReads {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<AppendReceipt> {
-        self.inner.append(stream, expected_version, events).await
-    }
+impl StoreHooks for SlowReads {
     async fn read_stream(
         &self,
+        inner: &Arc<dyn EventStore>,
         stream: &StreamId,
         query: ReadQuery,
     ) -> StoreResult<Vec<RecordedEvent>> {
@@ -420,22 +395,9 @@ impl EventStore for SlowReads {
         self.max_running.fetch_max(now, Ordering::SeqCst);
         self.reads.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
-        let result = self.inner.read_stream(stream, query).await;
+        let result = inner.read_stream(stream, query).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
         result
-    }
-    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
-        self.inner.stream_version(stream).await
-    }
-    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
-        self.inner.read_all(after_position, limit).await
-    }
-    async fn read_command(
-        &self,
-        stream: &StreamId,
-        command_id: uuid::Uuid,
-    ) -> StoreResult<Vec<RecordedEvent>> {
-        self.inner.read_command(stream, command_id).await
     }
 }
 
@@ -443,13 +405,15 @@ impl EventStore for SlowReads {
 async fn max_concurrent_activations_bounds_how_many_activations_read_the_store_at_once() {
     const LIMIT: usize = 3;
     const IDS: usize = 24;
-    let slow = Arc::new(SlowReads {
-        inner: InMemoryEventStore::new(),
-        delay: Duration::from_millis(40),
-        running: AtomicUsize::new(0),
-        max_running: AtomicUsize::new(0),
-        reads: AtomicU64::new(0),
-    });
+    let slow = Arc::new(Hooked::new(
+        Arc::new(InMemoryEventStore::new()),
+        SlowReads {
+            delay: Duration::from_millis(40),
+            running: AtomicUsize::new(0),
+            max_running: AtomicUsize::new(0),
+            reads: AtomicU64::new(0),
+        },
+    ));
     let runtime = RuntimeConfig {
         max_concurrent_activations: LIMIT,
         ..RuntimeConfig::default()

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aggregate_actors::Aggregate;
 use aggregate_actors::Context;
-use aggregate_actors::event_stores::testing::{TestDatabase, fresh_database};
+use aggregate_actors::event_stores::testing::{
+    Hooked, HookedSnapshots, SnapshotHooks, StoreHooks, TestDatabase, fresh_database,
+};
 use aggregate_actors::event_stores::{
-    AppendReceipt, EventStore, Fence, InMemoryEventStore, InMemorySnapshotStore, NewEvent,
-    ReadQuery, RecordedEvent, SnapshotRecord, SnapshotStats, SnapshotStore, StoreError,
-    StoreLimits, StoreResult, StreamId, StreamStart,
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, RecordedEvent,
+    SnapshotRecord, SnapshotStore, StoreError, StoreLimits, StoreResult, StreamId, StreamStart,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A ledger: amounts added, notes, and an order-sensitive digest of everything applied, so two
@@ -196,7 +196,10 @@ impl Stores {
     pub fn with_failing_snapshots(&self) -> (Arc<dyn EventStore>, Arc<dyn SnapshotStore>) {
         (
             Arc::clone(&self.events),
-            Arc::new(FailingSnapshotStore(Arc::clone(&self.snapshots))),
+            Arc::new(HookedSnapshots::new(
+                Arc::clone(&self.snapshots),
+                FailingSnapshotStore,
+            )),
         )
     }
 }
@@ -220,9 +223,9 @@ macro_rules! on_both_backends {
     )*};
 }
 
-/// A snapshot store whose writes all fail (reads pass through): invariant 4 says commands must
-/// not notice.
-pub struct FailingSnapshotStore(pub Arc<dyn SnapshotStore>);
+/// Hooks for a snapshot store whose writes all fail (reads pass through): invariant 4 says
+/// commands must not notice.
+pub struct FailingSnapshotStore;
 
 fn refused() -> StoreError {
     StoreError::Unavailable {
@@ -232,46 +235,44 @@ fn refused() -> StoreError {
 }
 
 #[async_trait]
-impl SnapshotStore for FailingSnapshotStore {
-    async fn save(&self, _: SnapshotRecord) -> StoreResult<()> {
+impl SnapshotHooks for FailingSnapshotStore {
+    async fn save(&self, _: &Arc<dyn SnapshotStore>, _: SnapshotRecord) -> StoreResult<()> {
         Err(refused())
     }
-    async fn load_latest(&self, stream: &StreamId) -> StoreResult<Option<SnapshotRecord>> {
-        self.0.load_latest(stream).await
-    }
-    async fn load_at_or_before_version(
+    async fn save_and_read_back(
         &self,
-        stream: &StreamId,
-        v: u64,
-    ) -> StoreResult<Option<SnapshotRecord>> {
-        self.0.load_at_or_before_version(stream, v).await
+        _: &Arc<dyn SnapshotStore>,
+        _: SnapshotRecord,
+    ) -> StoreResult<SnapshotRecord> {
+        Err(refused())
     }
-    async fn load_at_or_before_time(
+    async fn delete(&self, _: &Arc<dyn SnapshotStore>, _: &StreamId, _: u64) -> StoreResult<bool> {
+        Err(refused())
+    }
+    async fn delete_older_than(
         &self,
-        stream: &StreamId,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Option<SnapshotRecord>> {
-        self.0.load_at_or_before_time(stream, at).await
+        _: &Arc<dyn SnapshotStore>,
+        _: &StreamId,
+        _: u64,
+    ) -> StoreResult<u64> {
+        Err(refused())
     }
-    async fn list(
+    async fn retain_newest(
         &self,
-        stream: &StreamId,
-        from: u64,
-        to: u64,
-    ) -> StoreResult<Vec<SnapshotRecord>> {
-        self.0.list(stream, from, to).await
-    }
-    async fn delete(&self, _: &StreamId, _: u64) -> StoreResult<bool> {
+        _: &Arc<dyn SnapshotStore>,
+        _: &StreamId,
+        _: usize,
+    ) -> StoreResult<u64> {
         Err(refused())
     }
-    async fn delete_older_than(&self, _: &StreamId, _: u64) -> StoreResult<u64> {
+    async fn retain_newest_at_or_below(
+        &self,
+        _: &Arc<dyn SnapshotStore>,
+        _: &StreamId,
+        _: u64,
+        _: usize,
+    ) -> StoreResult<u64> {
         Err(refused())
-    }
-    async fn retain_newest(&self, _: &StreamId, _: usize) -> StoreResult<u64> {
-        Err(refused())
-    }
-    async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {
-        self.0.stats(stream).await
     }
 }
 
@@ -299,18 +300,15 @@ pub async fn stored_events(store: &dyn EventStore, id: &str) -> Vec<LedgerEvent>
     events
 }
 
-/// An event store that counts reads of a stream (every way an actor can read one).
+/// Hooks that count reads of a stream (every way an actor can read one).
+#[derive(Default)]
 pub struct CountingReads {
-    inner: Arc<dyn EventStore>,
     reads: AtomicU64,
 }
 
 impl CountingReads {
-    pub fn wrap(inner: &Arc<dyn EventStore>) -> Arc<Self> {
-        Arc::new(Self {
-            inner: Arc::clone(inner),
-            reads: AtomicU64::new(0),
-        })
+    pub fn wrap(inner: &Arc<dyn EventStore>) -> Arc<Hooked<Self>> {
+        Arc::new(Hooked::new(Arc::clone(inner), Self::default()))
     }
 
     pub fn reads(&self) -> u64 {
@@ -323,56 +321,41 @@ impl CountingReads {
 }
 
 #[async_trait]
-impl EventStore for CountingReads {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<AppendReceipt> {
-        self.inner.append(stream, expected_version, events).await
-    }
+impl StoreHooks for CountingReads {
     async fn read_stream(
         &self,
+        inner: &Arc<dyn EventStore>,
         stream: &StreamId,
         query: ReadQuery,
     ) -> StoreResult<Vec<RecordedEvent>> {
         self.count();
-        self.inner.read_stream(stream, query).await
+        inner.read_stream(stream, query).await
     }
-    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+    async fn stream_version(
+        &self,
+        inner: &Arc<dyn EventStore>,
+        stream: &StreamId,
+    ) -> StoreResult<u64> {
         self.count();
-        self.inner.stream_version(stream).await
-    }
-    async fn read_all(&self, after_position: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
-        self.inner.read_all(after_position, limit).await
+        inner.stream_version(stream).await
     }
     async fn read_command(
         &self,
+        inner: &Arc<dyn EventStore>,
         stream: &StreamId,
         command_id: uuid::Uuid,
     ) -> StoreResult<Vec<RecordedEvent>> {
         self.count();
-        self.inner.read_command(stream, command_id).await
-    }
-    async fn append_fenced(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-        fence: &Fence,
-    ) -> StoreResult<AppendReceipt> {
-        self.inner
-            .append_fenced(stream, expected_version, events, fence)
-            .await
+        inner.read_command(stream, command_id).await
     }
     async fn read_start(
         &self,
+        inner: &Arc<dyn EventStore>,
         stream: &StreamId,
         snapshots: &dyn SnapshotStore,
         page_size: usize,
     ) -> StoreResult<Option<StreamStart>> {
         self.count();
-        self.inner.read_start(stream, snapshots, page_size).await
+        inner.read_start(stream, snapshots, page_size).await
     }
 }
