@@ -1,22 +1,19 @@
 //! Reading a backup back: a first pass that checks the whole file (and the target store) and
 //! writes nothing, then a second pass that writes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use super::scan::{BackupSummary, StreamPlan, chain, reuse_stream, scan};
 use futures::StreamExt;
-use uuid::Uuid;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::format::{EventFrame, HeaderFrame, SnapshotFrame, invalid, malformed, stream_id};
+use super::format::{EventFrame, SnapshotFrame, malformed, stream_id};
 use super::reader::{BackupReader, Item};
-use super::{BackupError, BackupScope, Phase, Progress};
+use super::{BackupError, Phase, Progress};
 use crate::event::NewEvent;
 use crate::event_store::{EventStore, ReadQuery, StreamPages};
-use crate::invalid_input::InvalidInput;
 use crate::limits::StoreLimits;
 use crate::snapshot::SnapshotRecord;
 use crate::snapshot_store::SnapshotStore;
@@ -76,27 +73,6 @@ const NO_SIZE_LIMITS: StoreLimits = StoreLimits {
     max_append_bytes: usize::MAX,
     max_snapshot_bytes: usize::MAX,
 };
-
-/// What a backup file holds, from its header and trailer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupSummary {
-    /// The format version.
-    pub format_version: u32,
-    /// When the export started.
-    pub created_at: DateTime<Utc>,
-    /// The program that wrote it.
-    pub tool: String,
-    /// The scope it was exported with.
-    pub scope: BackupScope,
-    /// Streams with events in the file.
-    pub streams: u64,
-    /// Events in the file.
-    pub events: u64,
-    /// Snapshots in the file.
-    pub snapshots: u64,
-    /// The file's size in bytes.
-    pub bytes: u64,
-}
 
 /// What [`import`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,174 +203,6 @@ pub async fn import<R: Read>(
         verify_time,
         write_time: started.elapsed(),
     })
-}
-
-/// One stream of the file, as the first pass found it and the second writes it.
-#[derive(Debug, Clone)]
-struct StreamPlan {
-    /// First and last version in the file.
-    first: u64,
-    last: u64,
-    /// The target's version when the first pass met the stream.
-    stored: u64,
-    /// Chained hash of the file's event ids at versions the target already has.
-    overlap: u64,
-    /// The file's versions up to here are in the target already and are skipped.
-    present_through: u64,
-    /// The second pass: the last version queued for writing (or skipped).
-    queued: u64,
-}
-
-/// What the first pass found.
-struct Scan {
-    header: HeaderFrame,
-    summary: BackupSummary,
-    streams: HashMap<StreamId, StreamPlan>,
-}
-
-/// Order-sensitive hash of a run of event ids, kept in 8 bytes per stream.
-fn chain(hash: u64, id: Uuid) -> u64 {
-    xxh3_64_with_seed(id.as_bytes(), hash)
-}
-
-/// The first pass: every frame, in order, checked, each event and snapshot as the stores
-/// check them (against `limits`); with a store, each stream's version there.
-async fn scan(
-    input: impl Read,
-    store: Option<&dyn EventStore>,
-    limits: &StoreLimits,
-    mut progress: impl FnMut(Progress),
-) -> Result<Scan, BackupError> {
-    let mut reader = BackupReader::open(input)?;
-    let mut streams: HashMap<StreamId, StreamPlan> = HashMap::new();
-    let mut last_stream: Option<StreamId> = None;
-    let mut event_ids: HashSet<Uuid> = HashSet::new();
-    let mut read = (0u64, 0u64);
-    while let Some(item) = reader.next()? {
-        match item {
-            Item::Event(frame, event) => {
-                read.0 += 1;
-                let new = event.to_new_event(frame)?;
-                limits
-                    .check_append(std::slice::from_ref(&new))
-                    .map_err(|source| invalid(frame, source))?;
-                if !event_ids.insert(new.event_id) {
-                    return Err(invalid(frame, InvalidInput::DuplicateEventId(new.event_id)));
-                }
-                let stream = reuse_stream(&mut last_stream, &event, frame)?;
-                match streams.get_mut(&stream) {
-                    Some(plan) => {
-                        if event.version != plan.last + 1 {
-                            return Err(BackupError::NotContiguous {
-                                stream,
-                                expected: plan.last + 1,
-                                found: event.version,
-                            });
-                        }
-                        plan.last = event.version;
-                        if event.version <= plan.stored {
-                            plan.overlap = chain(plan.overlap, event.event_id);
-                        }
-                    }
-                    None => {
-                        let stored = match store {
-                            Some(store) => store.stream_version(&stream).await?,
-                            None => 0,
-                        };
-                        let overlap = if event.version <= stored {
-                            chain(0, event.event_id)
-                        } else {
-                            0
-                        };
-                        let plan = StreamPlan {
-                            first: event.version,
-                            last: event.version,
-                            stored,
-                            overlap,
-                            present_through: 0,
-                            queued: 0,
-                        };
-                        streams.insert(stream, plan);
-                    }
-                }
-            }
-            Item::Snapshot(frame, snapshot) => {
-                read.1 += 1;
-                let stream = stream_id(&snapshot.aggregate_type, &snapshot.aggregate_id, frame)?;
-                let record = snapshot.to_record(stream.clone(), frame)?;
-                limits
-                    .check_snapshot(&record)
-                    .map_err(|source| invalid(frame, source))?;
-                let Some(plan) = streams.get(&stream) else {
-                    return Err(malformed(
-                        frame,
-                        format!("a snapshot of {stream}, which has no events in the backup"),
-                    ));
-                };
-                if snapshot.version > plan.last {
-                    return Err(malformed(
-                        frame,
-                        format!(
-                            "the snapshot of {stream} at version {} is past the backup's last \
-                             event of it ({})",
-                            snapshot.version, plan.last
-                        ),
-                    ));
-                }
-            }
-        }
-        if (read.0 + read.1).is_multiple_of(4096) {
-            progress(reader.progress(Phase::Verify, read));
-        }
-    }
-    progress(reader.progress(Phase::Verify, read));
-    let trailer = reader.trailer.take().ok_or(BackupError::Truncated {
-        frames: reader.frames.frames(),
-    })?;
-    if trailer.streams != streams.len() as u64 {
-        return Err(malformed(
-            reader.frames.frames().saturating_sub(1),
-            format!(
-                "the trailer counts {} streams, the file has {}",
-                trailer.streams,
-                streams.len()
-            ),
-        ));
-    }
-    let summary = BackupSummary {
-        format_version: reader.header.format,
-        created_at: DateTime::from_timestamp_micros(reader.header.created_at_us)
-            .unwrap_or_default(),
-        tool: reader.header.tool.clone(),
-        scope: reader.header.scope.to_scope(),
-        streams: trailer.streams,
-        events: trailer.events,
-        snapshots: trailer.snapshots,
-        bytes: reader.frames.bytes(),
-    };
-    Ok(Scan {
-        header: reader.header,
-        summary,
-        streams,
-    })
-}
-
-/// The stream of `event`, reusing the previous one when it is the same (consecutive events
-/// mostly are), so the first pass does not allocate an id per event.
-fn reuse_stream(
-    last: &mut Option<StreamId>,
-    event: &EventFrame,
-    frame: u64,
-) -> Result<StreamId, BackupError> {
-    if let Some(stream) = last
-        && stream.aggregate_type() == event.aggregate_type
-        && stream.aggregate_id() == event.aggregate_id
-    {
-        return Ok(stream.clone());
-    }
-    let stream = stream_id(&event.aggregate_type, &event.aggregate_id, frame)?;
-    *last = Some(stream.clone());
-    Ok(stream)
 }
 
 /// Decides, for each stream, what the target already has (see the module documentation);

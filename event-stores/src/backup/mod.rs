@@ -121,13 +121,15 @@ mod export;
 mod format;
 mod import;
 mod reader;
+mod scan;
 
 use chrono::{DateTime, Utc};
 
 pub use error::BackupError;
 pub use export::{ExportOptions, ExportReport, export};
 pub use format::{FORMAT_VERSION, MAGIC, MAX_FRAME_BYTES};
-pub use import::{BackupSummary, ImportOptions, ImportReport, import, import_file, verify};
+pub use import::{ImportOptions, ImportReport, import, import_file, verify};
+pub use scan::BackupSummary;
 
 use crate::event::RecordedEvent;
 
