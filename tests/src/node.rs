@@ -291,19 +291,10 @@ impl NodeProcess {
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(line)) => Ok(line),
             Ok(Err(_)) => Err(true),
-            Err(_) => {
-                // Give up on this answer; a late one goes to the next request with this key,
-                // which for EXEC (one command id at a time) is never another command.
-                self.forget(&key);
-                Err(false)
-            }
-        }
-    }
-
-    fn forget(&self, key: &str) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(queue) = waiters.get_mut(key) {
-            queue.retain(|w| !w.is_closed());
+            // Given up on. Its sender stays queued, closed: the node answers every line, and
+            // its late answer must be dropped there, not handed to the next request with this
+            // key (a later STATE read would get an older state).
+            Err(_) => Err(false),
         }
     }
 
