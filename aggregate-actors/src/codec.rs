@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use event_stores::{EventMetadata, MAX_ID_LEN, NewEvent, StreamId};
+use event_stores::{EventMetadata, NewEvent, StreamId, command_event_id};
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
@@ -288,44 +288,6 @@ fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError>
     encode_in_scratch(value, |bytes: &[u8]| Bytes::copy_from_slice(bytes))
 }
 
-/// Longest input of [`command_event_id`]'s hash: both stream parts, two separators, a
-/// command id and an index.
-const EVENT_ID_INPUT: usize = 2 * MAX_ID_LEN + 2 + 16 + 4;
-
-/// [`event_stores::command_event_id`], hashed in one pass over a stack buffer instead of with
-/// a streaming hasher (whose set-up copies a few hundred bytes). xxh3 gives one result for the
-/// same bytes whether they are fed at once or in parts, so the ids are the same (checked by a
-/// test against the store's own function).
-fn command_event_id(stream: &StreamId, command_id: Uuid, index: u32) -> Uuid {
-    let (kind, id) = (
-        stream.aggregate_type().as_bytes(),
-        stream.aggregate_id().as_bytes(),
-    );
-    let mut input = [0u8; EVENT_ID_INPUT];
-    let parts: [&[u8]; 6] = [
-        kind,
-        &[0],
-        id,
-        &[0],
-        command_id.as_bytes(),
-        &index.to_le_bytes(),
-    ];
-    let mut len = 0;
-    for part in parts {
-        let Some(room) = input.get_mut(len..len + part.len()) else {
-            // Longer than a valid stream id can be: the store's function, whatever it costs.
-            return event_stores::command_event_id(stream, command_id, index);
-        };
-        room.copy_from_slice(part);
-        len += part.len();
-    }
-    let hash = xxhash_rust::xxh3::xxh3_128(&input[..len]).to_le_bytes();
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&command_id.as_bytes()[..6]);
-    bytes[6..].copy_from_slice(&hash[..10]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -362,31 +324,6 @@ mod tests {
             let whole = encode_snapshot(&state, &commands).unwrap();
             let from_parts = encode_snapshot_from_parts(&encode(&state).unwrap(), &commands).unwrap();
             proptest::prop_assert_eq!(whole, from_parts);
-        }
-    }
-
-    #[test]
-    fn event_ids_are_the_stores_derived_ids() {
-        let long = "x".repeat(MAX_ID_LEN);
-        let streams = [
-            StreamId::new("account", "a").unwrap(),
-            StreamId::new("ab", "c").unwrap(),
-            StreamId::new("a", "bc").unwrap(),
-            StreamId::new("ledger", "acc-1234").unwrap(),
-            StreamId::new("t", "é-ü-漢字").unwrap(),
-            StreamId::new(&long, &long).unwrap(),
-            StreamId::new(&long[..100], &long[..150]).unwrap(),
-        ];
-        for stream in &streams {
-            for _ in 0..4 {
-                let command = Uuid::now_v7();
-                for index in [0, 1, 2, 255, 65_536, u32::MAX] {
-                    assert_eq!(
-                        command_event_id(stream, command, index),
-                        event_stores::command_event_id(stream, command, index),
-                    );
-                }
-            }
         }
     }
 
