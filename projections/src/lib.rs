@@ -86,8 +86,13 @@ mod error;
 pub mod postgres;
 mod projection;
 mod runner;
+mod settings;
+mod sink;
+mod stats;
 
 pub use checkpoint::{Checkpoints, InMemoryCheckpoints};
 pub use error::ProjectionError;
 pub use projection::{EventFilter, HandlerError, Projection};
-pub use runner::{ProjectionHandle, ProjectionStats, Projector, ProjectorSettings};
+pub use runner::{ProjectionHandle, Projector};
+pub use settings::ProjectorSettings;
+pub use stats::ProjectionStats;

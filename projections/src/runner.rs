@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use event_stores::{EventStore, RecordedEvent};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -13,179 +12,9 @@ use tokio::task::JoinHandle;
 use crate::checkpoint::Checkpoints;
 use crate::error::ProjectionError;
 use crate::projection::{EventFilter, Projection};
-
-/// How a [`Projector`] reads and waits.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ProjectorSettings {
-    /// Events read from the feed per batch (and handed to a projection at most). Default 1 000;
-    /// 0 counts as 1.
-    pub batch_size: usize,
-    /// When caught up, how often to look for new events without a wake-up. Default 100 ms.
-    pub poll_interval: Duration,
-    /// The longest pause between retries of a failing batch (it doubles from 10 ms). Default 5 s.
-    pub max_backoff: Duration,
-    /// How long after a wake-up (and after the start) the runner keeps looking again, every
-    /// 250 ms at most, before it falls back to `poll_interval`. A wake-up promises a committed
-    /// event, but PostgreSQL's `read_all` shows it only once every older transaction on the
-    /// server has ended, which a long transaction elsewhere can delay by seconds. Default 60 s.
-    ///
-    /// The cost: after each wake-up the runner reads again at 2, 4, 8 … ms (never less often
-    /// than `poll_interval`) until the next one, so a projection woken tens of times a second
-    /// reads about three times as often as one read only on wake-ups, and with a
-    /// `poll_interval` above 250 ms a steady stream of wake-ups makes it read every 250 ms.
-    /// `Duration::ZERO` reads only on wake-ups and polls.
-    pub recheck_window: Duration,
-}
-
-impl Default for ProjectorSettings {
-    fn default() -> Self {
-        Self {
-            batch_size: 1_000,
-            poll_interval: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            recheck_window: Duration::from_secs(60),
-        }
-    }
-}
-
-impl ProjectorSettings {
-    /// Events per batch (at least 1).
-    pub fn batch_size(mut self, events: usize) -> Self {
-        self.batch_size = events.max(1);
-        self
-    }
-
-    /// How often to poll when caught up.
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
-        self
-    }
-
-    /// The longest pause between retries.
-    pub fn max_backoff(mut self, pause: Duration) -> Self {
-        self.max_backoff = pause;
-        self
-    }
-
-    /// How long to keep looking again after a wake-up before falling back to the poll.
-    pub fn recheck_window(mut self, window: Duration) -> Self {
-        self.recheck_window = window;
-        self
-    }
-}
-
-/// How far a projection got, and how far behind it is.
-#[derive(Debug, Clone, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ProjectionStats {
-    /// The projection's name.
-    pub name: String,
-    /// Position of the last event it has handled and checkpointed.
-    pub position: u64,
-    /// Events handed to it (after its filter) since this runner started.
-    pub events_handled: u64,
-    /// Events read from the feed since this runner started (its filter's rejects included).
-    pub events_read: u64,
-    /// Batches checkpointed since this runner started.
-    pub batches: u64,
-    /// Batches that failed and were retried (not those another runner of the same projection
-    /// checkpointed first: [`checkpoint_moves`](Self::checkpoint_moves) counts those).
-    pub retries: u64,
-    /// Batches rolled back because the checkpoint had moved since this runner read it (another
-    /// runner of the same projection got there first, or its row was changed or deleted by
-    /// hand). The runner pauses briefly and goes on from the checkpoint it finds; a checkpoint
-    /// that keeps moving shows in [`last_error`](Self::last_error) too.
-    pub checkpoint_moves: u64,
-    /// Whether its last read found the end of the feed.
-    pub caught_up: bool,
-    /// When the last event it handled was recorded.
-    pub last_event_at: Option<DateTime<Utc>>,
-    /// How long the oldest event of its last batch had waited since it was recorded when that
-    /// batch was checkpointed (catch-up or live delay); zero once a read finds nothing new.
-    pub lag: Duration,
-    /// Events in the feed after its position, counted at most once a second while it is
-    /// behind ([`EventStore::count_after`]); zero once caught up.
-    pub events_behind: u64,
-    /// The last error, until a batch succeeds again: a failed batch, or a checkpoint that moved
-    /// under this runner eight times in a row.
-    pub last_error: Option<String>,
-}
-
-/// What a runner drives: a projection with its checkpoint. An at-least-once projection saves
-/// the checkpoint after handling; a PostgreSQL one commits both in one transaction.
-#[async_trait]
-pub(crate) trait Sink: Send + Sync + 'static {
-    fn name(&self) -> &str;
-    fn filter(&self) -> EventFilter;
-    /// The checkpointed position.
-    async fn position(&self) -> Result<u64, ProjectionError>;
-    /// Handles `events` (already filtered, possibly empty) and moves the checkpoint from `from`
-    /// to `to`.
-    async fn apply(
-        &self,
-        events: &[RecordedEvent],
-        from: u64,
-        to: u64,
-    ) -> Result<(), ProjectionError>;
-    /// Sets the checkpoint to 0 and clears the read model. On failure the checkpoint may be 0
-    /// with the read model untouched or partly cleared, or unchanged with the read model whole,
-    /// never moved past events the read model lacks: the runner reloads it.
-    async fn reset(&self) -> Result<(), ProjectionError>;
-}
-
-/// An at-least-once [`Projection`] with its [`Checkpoints`].
-struct AtLeastOnce<P> {
-    projection: P,
-    checkpoints: Arc<dyn Checkpoints>,
-}
-
-#[async_trait]
-impl<P: Projection> Sink for AtLeastOnce<P> {
-    fn name(&self) -> &str {
-        self.projection.name()
-    }
-
-    fn filter(&self) -> EventFilter {
-        self.projection.filter()
-    }
-
-    async fn position(&self) -> Result<u64, ProjectionError> {
-        self.checkpoints.load(self.projection.name()).await
-    }
-
-    async fn apply(
-        &self,
-        events: &[RecordedEvent],
-        _from: u64,
-        to: u64,
-    ) -> Result<(), ProjectionError> {
-        if !events.is_empty() {
-            self.projection
-                .handle(events)
-                .await
-                .map_err(|source| ProjectionError::Handler {
-                    projection: self.name().to_owned(),
-                    source,
-                })?;
-        }
-        self.checkpoints.save(self.name(), to).await
-    }
-
-    /// The checkpoint first: a crash (or a failure) between the two then replays every event
-    /// into a read model that was not cleared, which at least once allows, instead of leaving
-    /// a cleared read model behind a checkpoint that skips what it held.
-    async fn reset(&self) -> Result<(), ProjectionError> {
-        self.checkpoints.save(self.name(), 0).await?;
-        self.projection
-            .reset()
-            .await
-            .map_err(|source| ProjectionError::Handler {
-                projection: self.name().to_owned(),
-                source,
-            })
-    }
-}
+use crate::settings::ProjectorSettings;
+use crate::sink::{AtLeastOnce, Sink};
+use crate::stats::ProjectionStats;
 
 /// Runs projections, each on a task of its own, over one event store's feed.
 ///
@@ -666,6 +495,7 @@ impl Task {
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    use async_trait::async_trait;
     use event_stores::{InMemoryEventStore, NewEvent, StreamId};
 
     use super::*;

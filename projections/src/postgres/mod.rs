@@ -12,7 +12,8 @@ use sqlx::{PgConnection, Row};
 use crate::checkpoint::Checkpoints;
 use crate::error::ProjectionError;
 use crate::projection::{EventFilter, HandlerError};
-use crate::runner::{ProjectionHandle, Projector, Sink};
+use crate::runner::{ProjectionHandle, Projector};
+use crate::sink::Sink;
 
 /// The channel appends notify on, once [`Projector::listen`] has installed the trigger.
 pub const CHANNEL: &str = "events_appended";
