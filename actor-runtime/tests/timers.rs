@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actor_runtime::{
     Directory, PassivationReason, Reply, RuntimeConfig, TimerHandle, Timers, VirtualActor,
@@ -15,6 +15,9 @@ use std::sync::Mutex;
 struct Probe {
     ticks: AtomicU64,
     passivations: Mutex<Vec<PassivationReason>>,
+    /// When the actor last started a timer (just before), and when each tick reached it.
+    armed_at: Mutex<Option<Instant>>,
+    ticked_at: Mutex<Vec<Instant>>,
 }
 
 enum Msg {
@@ -69,6 +72,7 @@ impl VirtualActor for Ticker {
                     .timers
                     .as_ref()
                     .expect("attached before the first message");
+                *self.probe.armed_at.lock().unwrap() = Some(Instant::now());
                 self.running = Some(if every {
                     timers.send_every(after, || Msg::Tick)
                 } else {
@@ -82,6 +86,7 @@ impl VirtualActor for Ticker {
             }
             Msg::Tick => {
                 self.ticks += 1;
+                self.probe.ticked_at.lock().unwrap().push(Instant::now());
                 self.probe.ticks.fetch_add(1, Ordering::SeqCst);
             }
             Msg::Ticks(reply) => {
@@ -123,17 +128,23 @@ async fn ticks(dir: &Directory<Ticker>) -> u64 {
 async fn a_one_shot_timer_delivers_its_message_once_after_its_delay() {
     let probe = Arc::new(Probe::default());
     let dir = directory(&probe, None);
-    // Long enough that a stalled test task still asks before it is due.
     let delay = Duration::from_millis(500);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     start(&dir, delay, false).await;
-    assert_eq!(ticks(&dir).await, 0, "not before its delay");
     let deadline = started + Duration::from_secs(5);
     while ticks(&dir).await == 0 {
-        assert!(std::time::Instant::now() < deadline, "never delivered");
+        assert!(Instant::now() < deadline, "never delivered");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(started.elapsed() >= delay, "delivered after its delay");
+    // Not before its delay, timed by the actor itself rather than by asking in time (which a
+    // stalled test may not): from just before it started the timer to the tick's arrival.
+    let armed_at = probe
+        .armed_at
+        .lock()
+        .unwrap()
+        .expect("the timer was started");
+    let took = probe.ticked_at.lock().unwrap()[0] - armed_at;
+    assert!(took >= delay, "delivered {took:?} after it was started");
     // Longer than the delay: a timer that armed itself again would have rung again.
     tokio::time::sleep(delay + Duration::from_millis(200)).await;
     assert_eq!(ticks(&dir).await, 1, "once");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aggregate_actors::event_stores::{
-    EventStore, InMemoryEventStore, InMemorySnapshotStore, StreamId,
+    EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, StreamId,
 };
 use aggregate_actors::timer::Timer;
 use aggregate_actors::{
@@ -162,15 +162,33 @@ impl Fixture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_shot_timer_delivers_its_command_once_after_its_delay() {
     let f = fixture(None);
+    let delay = Duration::from_millis(500);
     f.executor
         .execute::<Poller>("p", Cmd::Once { after_ms: 500 })
         .await
         .unwrap();
-    // Long enough that a stalled test task still asks before it is due.
-    assert_eq!(f.state("p").await.rang, 0, "not before its delay");
     f.until("p", "the timer rang", |s| s.rang == 1).await;
+    // Not before its delay, measured where it happened rather than by asking in time (which a
+    // stalled test may not): the timer starts once the arming command is stored, and the
+    // ring is stored after its command was delivered, so the store's stamps are at least the
+    // delay apart. (Less a millisecond: the store stamps with the wall clock, timers run on
+    // the monotonic one.)
+    let stored = f
+        .events
+        .read_stream(&StreamId::new(Poller::TYPE, "p").unwrap(), ReadQuery::all())
+        .await
+        .unwrap();
+    let types: Vec<&str> = stored.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["Armed", "Rang"]);
+    let apart = (stored[1].recorded_at - stored[0].recorded_at)
+        .to_std()
+        .unwrap_or_default();
+    assert!(
+        apart >= delay - Duration::from_millis(1),
+        "rang {apart:?} after it was armed, before its delay of {delay:?}"
+    );
     // Longer than the delay: a timer that armed itself again would have rung again.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(delay + Duration::from_millis(200)).await;
     assert_eq!(f.state("p").await.rang, 1, "once only");
     assert_eq!(f.stats().timer_ticks, 1);
 }
@@ -179,15 +197,17 @@ async fn a_one_shot_timer_delivers_its_command_once_after_its_delay() {
 async fn starting_a_timer_of_the_same_name_replaces_the_running_one() {
     let f = fixture(None);
     f.executor
-        .execute::<Poller>("p", Cmd::Once { after_ms: 500 })
+        .execute::<Poller>("p", Cmd::Once { after_ms: 2_000 })
         .await
         .unwrap();
-    // Replaced well before the first would ring, however slow the machine.
+    // Replaced well before the first would ring, even when the test stalls for several
+    // hundred milliseconds on a loaded machine.
     f.executor
-        .execute::<Poller>("p", Cmd::Once { after_ms: 550 })
+        .execute::<Poller>("p", Cmd::Once { after_ms: 2_050 })
         .await
         .unwrap();
     f.until("p", "the replacement rang", |s| s.rang == 1).await;
+    // Both timers' times have passed now (the replacement's is the later).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(f.state("p").await.rang, 1, "the replaced timer never rang");
 }

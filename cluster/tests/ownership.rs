@@ -29,6 +29,18 @@ fn config(name: &str) -> ClusterConfig {
     }
 }
 
+/// [`config`] with another TTL and self-fence margin (every node of a cluster has the same
+/// TTL), for tests whose steps must fit between the self-fence limit (`ttl - margin`) and the
+/// TTL, or within the limit, even when the test process stalls for several hundred
+/// milliseconds on a loaded machine.
+fn config_with(name: &str, ttl: Duration, self_fence_margin: Duration) -> ClusterConfig {
+    ClusterConfig {
+        ttl,
+        self_fence_margin,
+        ..config(name)
+    }
+}
+
 #[derive(Default)]
 struct Recorder {
     released: Mutex<Vec<u32>>,
@@ -137,8 +149,14 @@ async fn a_dead_nodes_shards_are_claimed_once_its_heartbeat_is_older_than_the_tt
     let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
     let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
     settle(&[&a, &b]).await;
-    let b_shards = b.owned().len();
-    assert!(b_shards > 0);
+    let b_id = b.node_id();
+    let b_shards: Vec<i32> = b
+        .owned()
+        .owned()
+        .into_iter()
+        .map(|shard| i32::try_from(shard).unwrap())
+        .collect();
+    assert!(!b_shards.is_empty());
     // b dies: its loop ends with its last handle, no release, no leave.
     let died = Instant::now();
     drop(b);
@@ -152,12 +170,35 @@ async fn a_dead_nodes_shards_are_claimed_once_its_heartbeat_is_older_than_the_tt
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // Not before the TTL, on the database's clock: from b's last heartbeat to the claim of each
+    // of its shards (the rows' `changed_at`). Timed from the drop instead, a stall of the test
+    // between b's last heartbeat and the drop would shorten it.
+    let (earliest, claimed): (f64, i64) = sqlx::query_as(
+        "SELECT EXTRACT(EPOCH FROM min(o.changed_at - m.heartbeat_at))::float8, count(*) \
+         FROM shard_owners o, cluster_members m \
+         WHERE m.node_id = $1 AND o.shard = ANY($2) AND o.owner = $3",
+    )
+    .bind(b_id)
+    .bind(&b_shards)
+    .bind(a.node_id())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        claimed as usize,
+        b_shards.len(),
+        "a claimed every shard of b"
+    );
+    let earliest = Duration::from_secs_f64(earliest.max(0.0));
     assert!(
-        taken_over >= Duration::from_millis(700),
-        "taken over after {taken_over:?}: before the TTL the dead node still counted as alive"
+        earliest >= Duration::from_secs(1),
+        "a shard claimed {earliest:?} after b's last heartbeat: before the TTL (1 s) the dead \
+         node still counted as alive"
     );
     eprintln!(
-        "{b_shards} shards of a dead node taken over after {taken_over:?} (ttl 1 s, tick 200 ms)"
+        "{} shards of a dead node taken over after {taken_over:?}, the first {earliest:?} after \
+         its last heartbeat (ttl 1 s, tick 200 ms)",
+        b_shards.len()
     );
 }
 
@@ -192,41 +233,60 @@ async fn a_node_that_cannot_heartbeat_stops_serving_before_its_ttl_ends() {
         return;
     };
     let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
-    let a = ClusterNode::start(events.pool().clone(), config("a"))
+    // b fences itself 1.2 s to 1.4 s after its last heartbeat (its limit, then its next tick),
+    // a may claim b's shards 2.5 s after it: more than a second apart, so that a stalled test
+    // process cannot change their order. (The lease ends serving at the limit however late
+    // b's tick runs.)
+    let (ttl, margin) = (Duration::from_millis(2_500), Duration::from_millis(1_300));
+    let a = ClusterNode::start(events.pool().clone(), config_with("a", ttl, margin))
         .await
         .unwrap();
-    let b = ClusterNode::start(events.pool().clone(), config("b"))
+    let b = ClusterNode::start(events.pool().clone(), config_with("b", ttl, margin))
         .await
         .unwrap();
     settle(&[&a, &b]).await;
     let handoff = Arc::new(Recorder::default());
     b.set_handoff(handoff.clone()).await;
-    assert!(!b.owned().is_empty());
+    let b_shards = b.owned().owned();
+    assert!(!b_shards.is_empty());
 
     // Closing b's own connections: b can no longer reach the database.
     let cut = Instant::now();
     b.membership_pool().close().await;
-    let fenced_after = loop {
-        if b.owned().is_empty() {
-            break cut.elapsed();
-        }
-        assert!(
-            cut.elapsed() < Duration::from_secs(5),
-            "b never fenced itself"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let mut fenced_after = None;
     let claimed_after = loop {
-        if a.owned().len() == SHARDS as usize {
+        // a first: whatever a holds now it took before b is looked at below.
+        let taken = b_shards
+            .iter()
+            .filter(|&&shard| a.owned().epoch(shard).is_some())
+            .count();
+        let b_serving: Vec<u32> = b_shards
+            .iter()
+            .copied()
+            .filter(|&shard| b.owned().serves(shard))
+            .collect();
+        let b_fenced = b.owned().is_empty();
+        if b_fenced && fenced_after.is_none() {
+            fenced_after = Some(cut.elapsed());
+        }
+        if taken > 0 {
+            assert!(
+                b_serving.is_empty(),
+                "a took {taken} of b's shards while b still served {b_serving:?}"
+            );
+            assert!(
+                b_fenced,
+                "a took {taken} of b's shards before b fenced itself ({:?} after the cut)",
+                cut.elapsed()
+            );
+        }
+        if taken == b_shards.len() && a.owned().len() == SHARDS as usize {
             break cut.elapsed();
         }
         assert!(cut.elapsed() < Duration::from_secs(10), "a never took over");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    assert!(
-        fenced_after < claimed_after,
-        "b stopped serving ({fenced_after:?}) before a took its shards ({claimed_after:?})"
-    );
+    let fenced_after = fenced_after.expect("b fenced itself before a took over");
     assert_eq!(*handoff.fenced.lock().await, 1);
     assert_eq!(b.stats().self_fences, 1);
     eprintln!(
@@ -409,9 +469,11 @@ async fn until_owned(pool: &sqlx::PgPool, node: Uuid, shards: &HashSet<u32>) -> 
     }
 }
 
-/// A handoff slower than the heartbeat limit (800 ms against ttl 1 s − margin 300 ms): the
+/// A handoff slower than the heartbeat limit (1.6 s against ttl 2 s − margin 500 ms): the
 /// releases run beside the tick, which goes on heartbeating, so the releasing node never
-/// fences itself and every shard reaches the joining node, through the handoff.
+/// fences itself and every shard reaches the joining node, through the handoff. (A limit of
+/// 1.5 s, seven heartbeats of 200 ms: a test process stalled for several hundred milliseconds
+/// does not miss it.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_handoff_slower_than_the_heartbeat_limit_never_costs_the_node_its_lease() {
     let Some(db) = fresh_database().await else {
@@ -419,13 +481,18 @@ async fn a_handoff_slower_than_the_heartbeat_limit_never_costs_the_node_its_leas
     };
     let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
     let pool = events.pool().clone();
-    let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+    let (ttl, margin) = (Duration::from_secs(2), Duration::from_millis(500));
+    let a = ClusterNode::start(pool.clone(), config_with("a", ttl, margin))
+        .await
+        .unwrap();
     let handoff = Arc::new(SlowHandoff {
-        delay: Duration::from_millis(800),
+        delay: ttl - margin + Duration::from_millis(100),
         released: Mutex::default(),
     });
     a.set_handoff(handoff.clone()).await;
-    let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
+    let b = ClusterNode::start(pool.clone(), config_with("b", ttl, margin))
+        .await
+        .unwrap();
     let for_b = preferred_by(b.node_id(), &[a.node_id(), b.node_id()]);
     assert!(!for_b.is_empty());
     let epochs = until_owned(&pool, b.node_id(), &for_b).await;
@@ -446,6 +513,11 @@ async fn a_handoff_slower_than_the_heartbeat_limit_never_costs_the_node_its_leas
 /// the node lived.
 #[test]
 fn a_node_that_fenced_itself_still_releases_the_shards_it_holds_for_another_node() {
+    // The stall must pass the self-fence limit (1 s) and end within the TTL (4 s), with b's
+    // start-up (a pool, the schema check, its join and first tick) inside it: room for a slow
+    // start on a loaded machine, where the test process may stall as well.
+    let (ttl, margin) = (Duration::from_secs(4), Duration::from_secs(3));
+    let limit = ttl - margin;
     // `a` runs on this thread's runtime, which the test stalls; `b` on a runtime of its own.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -457,7 +529,9 @@ fn a_node_that_fenced_itself_still_releases_the_shards_it_holds_for_another_node
         };
         let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
         let pool = events.pool().clone();
-        let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+        let a = ClusterNode::start(pool.clone(), config_with("a", ttl, margin))
+            .await
+            .unwrap();
         a.tick_now().await;
         assert_eq!(a.owned().len(), SHARDS as usize);
 
@@ -474,7 +548,9 @@ fn a_node_that_fenced_itself_still_releases_the_shards_it_holds_for_another_node
                 .unwrap();
             runtime.block_on(async move {
                 let pool = sqlx::PgPool::connect(&url).await.unwrap();
-                let b = ClusterNode::start(pool, config("b")).await.unwrap();
+                let b = ClusterNode::start(pool, config_with("b", ttl, margin))
+                    .await
+                    .unwrap();
                 joined.send((b.node_id(), b.owned().len())).unwrap();
                 let _ = stopped.await;
                 b.leave().await.unwrap();
@@ -482,10 +558,11 @@ fn a_node_that_fenced_itself_still_releases_the_shards_it_holds_for_another_node
         });
         let (b, b_owned_at_start) = b_id.recv().unwrap();
         assert_eq!(b_owned_at_start, 0, "a was alive when b joined");
-        std::thread::sleep(Duration::from_millis(760).saturating_sub(stalled.elapsed()));
+        std::thread::sleep((limit + Duration::from_millis(100)).saturating_sub(stalled.elapsed()));
         assert!(
-            stalled.elapsed() < Duration::from_millis(1_000),
-            "within the TTL"
+            stalled.elapsed() < ttl - Duration::from_secs(1),
+            "well within the TTL: stalled {:?}",
+            stalled.elapsed()
         );
 
         let for_b = preferred_by(b, &[a.node_id(), b]);

@@ -5,20 +5,25 @@
 //! Every test makes the batch happen rather than hoping for it: a transaction holds a `SHARE`
 //! lock on `events`, so a first, lone append stalls on the server; with one batch in flight
 //! allowed, the appends sent meanwhile all wait in the queue and leave as one batch once the
-//! lock is released.
+//! lock is released. No step waits a fixed time for another: the lone append is known to be in
+//! flight from the counts, and each append sent meanwhile is queued by its first poll (see
+//! [`queue`]), in the order sent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::set_shard_owner;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use event_stores::contract::{fresh_stream, numbered_events};
 use event_stores::testing::{TestDatabase, fresh_database};
 use event_stores::{
-    AppendReceipt, EventStore, Fence, GroupCommit, InvalidInput, NewEvent, PgEventStore,
-    SnapshotStore, StoreError, StoreResult, StreamId,
+    AppendReceipt, EventStore, Fence, GroupCommit, GroupCommitStats, InvalidInput, NewEvent,
+    PgEventStore, SnapshotStore, StoreError, StoreResult, StreamId,
 };
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::task::JoinHandle;
@@ -64,6 +69,78 @@ fn spawn_append(
 
 type Planned = (StreamId, u64, Vec<NewEvent>, Option<Fence>);
 
+/// An append not started yet (a future nobody has polled).
+type Append = Pin<Box<dyn Future<Output = StoreResult<AppendReceipt>> + Send>>;
+
+/// The append `planned`, not started.
+fn append_of(store: &PgEventStore, (stream, expected, events, fence): Planned) -> Append {
+    let store = store.clone();
+    Box::pin(async move {
+        match fence {
+            Some(fence) => store.append_fenced(&stream, expected, events, &fence).await,
+            None => store.append(&stream, expected, events).await,
+        }
+    })
+}
+
+/// An append after its first poll.
+enum Queued {
+    /// Answered at once (refused before it was queued).
+    Answered(StoreResult<AppendReceipt>),
+    /// Waiting in the batcher's queue for its batch's answer.
+    Waiting(Append),
+}
+
+impl Queued {
+    async fn outcome(self) -> StoreResult<AppendReceipt> {
+        match self {
+            Queued::Answered(outcome) => outcome,
+            Queued::Waiting(append) => append.await,
+        }
+    }
+}
+
+/// Polls `append` once. While a batch is in flight with no room for another, that first poll
+/// takes it into the batcher's queue, where it waits: `PgEventStore::append` checks the call
+/// and queues it (under a lock) without waiting for anything on the way. So appends polled one
+/// after the other are queued in that order, at once, with no sleep and no task to schedule;
+/// [`until_stats`] on their being sent, though nobody polls them, confirms it.
+async fn queue(mut append: Append) -> Queued {
+    match std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await {
+        Poll::Ready(outcome) => Queued::Answered(outcome),
+        Poll::Pending => Queued::Waiting(append),
+    }
+}
+
+/// Waits (up to 10 s) until the store's group-commit counts satisfy `done`.
+async fn until_stats(store: &PgEventStore, what: &str, done: impl Fn(&GroupCommitStats) -> bool) {
+    let started = Instant::now();
+    loop {
+        let stats = store.group_commit_stats();
+        if done(&stats) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}, for 10 s: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Starts a lone append of a fresh stream while `events` is locked, and returns it once it is
+/// the batch in flight: counted as a batch (which happens once it has its connection, just
+/// before it is sent, and it cannot finish before the lock is released).
+async fn lone_append_in_flight(store: &PgEventStore, before: &GroupCommitStats) -> Outcome {
+    let lone = spawn_append(store, &fresh_stream("lone"), 0, numbered_events(0, 1), None);
+    until_stats(store, "the lone append was never sent", |s| {
+        s.batches == before.batches + 1
+    })
+    .await;
+    assert!(!lone.is_finished(), "the lone append waits for the lock");
+    lone
+}
+
 /// Stalls a lone append on held inserts, sends `appends` while it is stuck, releases the lock
 /// and returns their outcomes. Checks that they left as exactly one batch after the lone one.
 async fn send_as_one_batch(
@@ -74,10 +151,10 @@ async fn send_as_one_batch(
     send_while_stuck(store, appends, &[count]).await
 }
 
-/// Stalls a lone append on held inserts, sends `appends` while it is stuck (all at once, past
-/// a barrier), releases the lock and returns their outcomes. Checks that the appends queued
-/// meanwhile left, after the lone one, as batches of `batches` appends (in that order; the
-/// appends refused before they are queued are in none).
+/// Stalls a lone append on held inserts, queues `appends` (in order) while it is stuck,
+/// releases the lock and returns their outcomes. Checks that the appends queued meanwhile
+/// left, after the lone one, as batches of `batches` appends (in that order; the appends
+/// refused before they are queued are in none).
 async fn send_while_stuck(
     store: &PgEventStore,
     appends: Vec<Planned>,
@@ -85,24 +162,11 @@ async fn send_while_stuck(
 ) -> Vec<StoreResult<AppendReceipt>> {
     let hold = hold_inserts(store.pool()).await;
     let before = store.group_commit_stats();
-    let lone = spawn_append(store, &fresh_stream("lone"), 0, numbered_events(0, 1), None);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!lone.is_finished(), "the lone append waits for the lock");
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(appends.len()));
-    let waiting: Vec<Outcome> = appends
-        .into_iter()
-        .map(|(stream, expected, events, fence)| {
-            let (store, barrier) = (store.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                match fence {
-                    Some(fence) => store.append_fenced(&stream, expected, events, &fence).await,
-                    None => store.append(&stream, expected, events).await,
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lone = lone_append_in_flight(store, &before).await;
+    let mut waiting = Vec::new();
+    for planned in appends {
+        waiting.push(queue(append_of(store, planned)).await);
+    }
     assert_eq!(
         store.group_commit_stats().batches,
         before.batches + 1,
@@ -110,17 +174,23 @@ async fn send_while_stuck(
     );
     hold.commit().await.unwrap();
     lone.await.unwrap().unwrap();
+    let queued: u64 = batches.iter().sum();
+    until_stats(
+        store,
+        "the appends were not all queued by their first poll (nobody polled them since)",
+        |s| s.appends == before.appends + 1 + queued,
+    )
+    .await;
     let mut outcomes = Vec::new();
-    for outcome in waiting {
-        outcomes.push(outcome.await.unwrap());
+    for append in waiting {
+        outcomes.push(append.outcome().await);
     }
     let after = store.group_commit_stats();
     assert_eq!(
         after.batches,
         before.batches + 1 + batches.len() as u64,
-        "the rest left as {batches:?}"
+        "the appends queued while the lone one was stuck left as {batches:?}"
     );
-    let queued: u64 = batches.iter().sum();
     assert_eq!(after.appends, before.appends + 1 + queued);
     let largest = batches.iter().copied().max().unwrap_or(0);
     assert_eq!(after.largest_batch, before.largest_batch.max(largest));
@@ -634,28 +704,26 @@ async fn batches_are_split_by_bytes_and_an_append_above_the_bound_goes_alone() {
 
     let hold = hold_inserts(store.pool()).await;
     let before = store.group_commit_stats();
-    let lone = spawn_append(
-        &store,
-        &fresh_stream("lone"),
-        0,
-        numbered_events(0, 1),
-        None,
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!lone.is_finished(), "the lone append waits for the lock");
-    let mut waiting: Vec<Outcome> = small
-        .iter()
-        .map(|s| spawn_append(&store, s, 0, vec![event(1_000)], None))
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    waiting.push(spawn_append(&store, &large, 0, vec![event(5_000)], None));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lone = lone_append_in_flight(&store, &before).await;
+    let mut waiting = Vec::new();
+    for s in &small {
+        waiting.push(queue(append_of(&store, (s.clone(), 0, vec![event(1_000)], None))).await);
+    }
+    // Queued after the nine.
+    let planned = (large.clone(), 0, vec![event(5_000)], None);
+    waiting.push(queue(append_of(&store, planned)).await);
     assert_eq!(store.group_commit_stats().batches, before.batches + 1);
     hold.commit().await.unwrap();
     lone.await.unwrap().unwrap();
-    for (i, outcome) in waiting.into_iter().enumerate() {
+    until_stats(
+        &store,
+        "the appends were not all queued by their first poll (nobody polled them since)",
+        |s| s.appends == before.appends + 1 + 9 + 1,
+    )
+    .await;
+    for (i, append) in waiting.into_iter().enumerate() {
         assert_eq!(
-            outcome.await.unwrap().unwrap().last_version,
+            append.outcome().await.unwrap().last_version,
             1,
             "append {i}"
         );

@@ -33,13 +33,91 @@ async fn ownership(pool: &PgPool) -> BTreeMap<i32, (Option<Uuid>, i64)> {
     rows.into_iter().map(|(s, o, e)| (s, (o, e))).collect()
 }
 
-/// A port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1 right now. It is given up again at once: until a node binds it,
+/// another socket may take it (see [`start_behind_proxies`]).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Whether a socket holds `port` on 127.0.0.1 now (binding it fails: address in use).
+fn port_taken(port: u16) -> bool {
+    matches!(
+        std::net::TcpListener::bind(("127.0.0.1", port)),
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse
+    )
+}
+
+/// A partition-test node listening on a port of [`free_port`], reached by the others only
+/// through a proxy of its own (its advertised address); and that port.
+fn spawn_behind_proxy(database_url: &str, n: usize) -> (Arc<NodeProcess>, FaultProxy, u16) {
+    let port = free_port();
+    let proxy = FaultProxy::start(format!("127.0.0.1:{port}").parse().unwrap());
+    let mut args = NodeArgs::new(database_url, format!("partition-node-{n}"));
+    args.listen = format!("127.0.0.1:{port}");
+    args.advertise = Some(proxy.addr().to_string());
+    args.call_timeout = Duration::from_secs(2);
+    args.max_releases_per_tick = SHARD_COUNT as usize;
+    (
+        Arc::new(NodeProcess::spawn(NODE, &args).unwrap()),
+        proxy,
+        port,
+    )
+}
+
+/// Waits (up to 30 s) for `node`'s READY; the reason when it ended first or took too long.
+async fn ready(node: &Arc<NodeProcess>) -> Result<(), String> {
+    let node = Arc::clone(node);
+    let waited = tokio::spawn(async move {
+        node.wait_ready(Duration::from_secs(30)).await;
+    })
+    .await;
+    waited.map_err(|error| match error.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "waiting for READY panicked".into()),
+        Err(error) => error.to_string(),
+    })
+}
+
+/// `count` partition-test nodes behind their proxies, ready. The proxy needs a node's port
+/// before the node binds it, which it does only after connecting to PostgreSQL: another
+/// socket (a connection's local port, another listener) may take the port meanwhile, and the
+/// node then ends before READY, unable to listen. Such a node is started again on another port.
+async fn start_behind_proxies(
+    database_url: &str,
+    count: usize,
+) -> (Vec<Arc<NodeProcess>>, Vec<FaultProxy>) {
+    let mut started: Vec<_> = (0..count)
+        .map(|n| spawn_behind_proxy(database_url, n))
+        .collect();
+    for (n, slot) in started.iter_mut().enumerate() {
+        for attempt in 1.. {
+            let why = match ready(&slot.0).await {
+                Ok(()) => break,
+                Err(why) => why,
+            };
+            let port = slot.2;
+            assert!(
+                attempt < 5 && why.contains("ended before READY") && port_taken(port),
+                "partition-node-{n} (attempt {attempt}, port {port}): {why}"
+            );
+            eprintln!(
+                "partition-node-{n}: port {port} was taken before the node could listen on it; \
+                 starting it on another"
+            );
+            *slot = spawn_behind_proxy(database_url, n);
+        }
+    }
+    started
+        .into_iter()
+        .map(|(node, proxy, _)| (node, proxy))
+        .unzip()
 }
 
 /// Sends deposit `command` to `node` until acknowledged or `deadline`; the last answer.
@@ -92,22 +170,7 @@ async fn a_cut_between_nodes_fails_forwards_retryably_moves_no_shard_and_traffic
     let pool = connect(database.url()).await;
     let started = Instant::now();
     // Each node is reached by the others only through its own proxy (its advertised address).
-    let mut proxies = Vec::new();
-    let mut nodes = Vec::new();
-    for n in 0..3 {
-        let port = free_port();
-        let proxy = FaultProxy::start(format!("127.0.0.1:{port}").parse().unwrap());
-        let mut args = NodeArgs::new(database.url(), format!("partition-node-{n}"));
-        args.listen = format!("127.0.0.1:{port}");
-        args.advertise = Some(proxy.addr().to_string());
-        args.call_timeout = Duration::from_secs(2);
-        args.max_releases_per_tick = SHARD_COUNT as usize;
-        nodes.push(Arc::new(NodeProcess::spawn(NODE, &args).unwrap()));
-        proxies.push(proxy);
-    }
-    for node in &nodes {
-        node.wait_ready(Duration::from_secs(30)).await;
-    }
+    let (nodes, proxies) = start_behind_proxies(database.url(), 3).await;
     wait_settled(&pool, &nodes, Duration::from_secs(15)).await;
     let map = owners(&pool).await;
     let ledger = Ledger::default();

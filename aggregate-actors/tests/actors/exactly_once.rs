@@ -231,40 +231,43 @@ enum AppendFault {
     Unavailable,
 }
 
-/// Hooks for an event store whose appends take `delay` and whose first `faulty` appends
-/// misbehave as `fault` says. Each append runs in its own task, so it completes (commits) even
-/// when the caller stops waiting for it, as a statement sent to a server does.
+/// Hooks for an event store whose first `faulty` appends misbehave as `fault` says, and whose
+/// appends wait while [`hold`](FaultyEvents::hold) is in force, until
+/// [`release`](FaultyEvents::release): a slow append that takes exactly as long as the test
+/// needs, however slow the machine. Each append runs in its own task, so it completes
+/// (commits) even when the caller stops waiting for it, as a statement sent to a server does.
 struct FaultyEvents {
-    delay_ms: AtomicU64,
     faulty: AtomicU32,
     fault: AppendFault,
     started: AtomicU64,
+    /// False while appends are held.
+    open: tokio::sync::watch::Sender<bool>,
 }
 
 impl FaultyEvents {
-    fn new(
-        inner: &Arc<dyn EventStore>,
-        delay: Duration,
-        fault: AppendFault,
-        faulty: u32,
-    ) -> Arc<Hooked<Self>> {
+    fn new(inner: &Arc<dyn EventStore>, fault: AppendFault, faulty: u32) -> Arc<Hooked<Self>> {
         let hooks = Self {
-            delay_ms: AtomicU64::new(delay.as_millis() as u64),
             faulty: AtomicU32::new(faulty),
             fault,
             started: AtomicU64::new(0),
+            open: tokio::sync::watch::Sender::new(true),
         };
         Arc::new(Hooked::new(Arc::clone(inner), hooks))
+    }
+
+    /// Makes appends wait until [`release`](Self::release), however long that takes.
+    fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets held (and later) appends go on.
+    fn release(&self) {
+        self.open.send_replace(true);
     }
 
     /// Appends started so far.
     fn started(&self) -> u64 {
         self.started.load(Ordering::SeqCst)
-    }
-
-    fn set_delay(&self, delay: Duration) {
-        self.delay_ms
-            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 }
 
@@ -278,7 +281,6 @@ impl StoreHooks for FaultyEvents {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendReceipt> {
         self.started.fetch_add(1, Ordering::SeqCst);
-        let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
         let fault = match self
             .faulty
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -292,8 +294,10 @@ impl StoreHooks for FaultyEvents {
             message: "the answer was lost (test)".into(),
             source: None,
         };
+        let mut open = self.open.subscribe();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            // Only a dropped sender ends this wait otherwise, and the hooks own it.
+            let _ = open.wait_for(|open| *open).await;
             match fault {
                 AppendFault::None => inner.append(&stream, expected_version, events).await,
                 AppendFault::IndeterminateAfterCommit => {
@@ -1019,12 +1023,10 @@ async fn a_timeout_too_long_to_add_to_a_clock_means_no_limit(stores: Stores) {
 /// never decided, never stored (not even later), counted as expired; a retry with the same id
 /// then applies them once.
 async fn commands_queued_past_their_deadline_are_dropped_and_never_stored(stores: Stores) {
-    let slow = FaultyEvents::new(
-        &stores.events,
-        Duration::from_millis(600),
-        AppendFault::None,
-        0,
-    );
+    let slow = FaultyEvents::new(&stores.events, AppendFault::None, 0);
+    // The first command's append waits until the queued commands' callers have given up (their
+    // deadlines passed), however slow the machine.
+    slow.hold();
     let executor = executor_on(
         Arc::clone(&slow) as Arc<dyn EventStore>,
         Arc::clone(&stores.snapshots),
@@ -1065,8 +1067,13 @@ async fn commands_queued_past_their_deadline_are_dropped_and_never_stored(stores
             other => panic!("expected the queued command to fail unstored, got {other:?}"),
         }
     }
+    slow.release();
     assert_eq!(first.await.unwrap().unwrap().version, 1);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Counted by the actor as it drops each: after that nothing of theirs can be stored.
+    eventually("the actor dropped both queued commands", || {
+        stats(&executor).commands_expired == 2
+    })
+    .await;
     assert_eq!(
         stored(&*stores.events, "queue").await.len(),
         1,
@@ -1075,7 +1082,6 @@ async fn commands_queued_past_their_deadline_are_dropped_and_never_stored(stores
     assert_eq!(decisions(&queued_tag), 0, "dropped before decide");
     assert_eq!(stats(&executor).commands_expired, 2);
 
-    slow.set_delay(Duration::ZERO);
     let retry = executor
         .execute_with::<Tally>("queue", add(&queued_tag, 100), with_id(ids[0]))
         .await
@@ -1091,27 +1097,31 @@ async fn commands_queued_past_their_deadline_are_dropped_and_never_stored(stores
 async fn an_append_outliving_the_deadline_is_indeterminate_and_its_retry_a_duplicate(
     stores: Stores,
 ) {
-    let slow = FaultyEvents::new(&stores.events, Duration::ZERO, AppendFault::None, 0);
+    let slow = FaultyEvents::new(&stores.events, AppendFault::None, 0);
     let executor = executor_on(
         Arc::clone(&slow) as Arc<dyn EventStore>,
         Arc::clone(&stores.snapshots),
         AggregateSettings::new(),
     );
     let (tag, other) = (tag(), tag());
-    // Activated and warm, so the deadline can only pass during the append.
+    // Activated and warm, so the deadline can only pass during the append: the append is held
+    // until the caller has its answer, and the deadline leaves two seconds to start it (a
+    // loaded machine stalls the test for several hundred milliseconds).
     executor
         .execute::<Tally>("outlived", add(&other, 1))
         .await
         .unwrap();
-    slow.set_delay(Duration::from_millis(500));
+    slow.hold();
     let id = CommandId::new();
     let outcome = executor
         .execute_with::<Tally>(
             "outlived",
             add(&tag, 5),
-            with_id(id).timeout(Duration::from_millis(200)),
+            with_id(id).timeout(Duration::from_secs(2)),
         )
         .await;
+    assert_eq!(slow.started(), 2, "the append started before the deadline");
+    slow.release();
     let unknown = indeterminate(outcome);
     assert_eq!(unknown.command_id, id);
     assert_eq!(unknown.id, "outlived");
@@ -1124,7 +1134,6 @@ async fn an_append_outliving_the_deadline_is_indeterminate_and_its_retry_a_dupli
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    slow.set_delay(Duration::ZERO);
     let retry = executor
         .execute_with::<Tally>("outlived", add(&tag, 5), with_id(id))
         .await
@@ -1146,12 +1155,7 @@ async fn an_append_outliving_the_deadline_is_indeterminate_and_its_retry_a_dupli
 async fn a_store_indeterminate_after_committing_is_indeterminate_and_its_retry_a_duplicate(
     stores: Stores,
 ) {
-    let faulty = FaultyEvents::new(
-        &stores.events,
-        Duration::ZERO,
-        AppendFault::IndeterminateAfterCommit,
-        1,
-    );
+    let faulty = FaultyEvents::new(&stores.events, AppendFault::IndeterminateAfterCommit, 1);
     let executor = executor_on(
         faulty,
         Arc::clone(&stores.snapshots),
@@ -1187,12 +1191,7 @@ async fn a_store_indeterminate_after_committing_is_indeterminate_and_its_retry_a
 /// A store that lost the request (`StoreError::Indeterminate`, nothing committed) makes the
 /// command indeterminate; the retry with the same id applies it, once.
 async fn a_store_indeterminate_without_committing_lets_the_retry_apply_once(stores: Stores) {
-    let faulty = FaultyEvents::new(
-        &stores.events,
-        Duration::ZERO,
-        AppendFault::IndeterminateWithoutCommit,
-        1,
-    );
+    let faulty = FaultyEvents::new(&stores.events, AppendFault::IndeterminateWithoutCommit, 1);
     let executor = executor_on(
         faulty,
         Arc::clone(&stores.snapshots),
@@ -1333,14 +1332,12 @@ async fn a_refused_first_command_leaves_no_live_actor(stores: Stores) {
 /// The live actor of an id with no events (its first command still appending) answers a state
 /// read with `NotFound`, not with an empty state at version 0.
 async fn the_state_of_a_live_actor_at_version_zero_is_not_found(stores: Stores) {
-    let failing = FaultyEvents::new(
-        &stores.events,
-        Duration::from_secs(1),
-        AppendFault::Unavailable,
-        1,
-    );
+    let failing = FaultyEvents::new(&stores.events, AppendFault::Unavailable, 1);
+    // The first append waits until released below, however slow the machine: until then the
+    // actor is live at version 0 with its first command appending.
+    failing.hold();
     let executor = executor_on(
-        failing,
+        Arc::clone(&failing) as Arc<dyn EventStore>,
         Arc::clone(&stores.snapshots),
         AggregateSettings::new(),
     );
@@ -1349,13 +1346,19 @@ async fn the_state_of_a_live_actor_at_version_zero_is_not_found(stores: Stores) 
         let command = add(&tag(), 5);
         tokio::spawn(async move { executor.execute::<Tally>("zero", command).await })
     };
-    eventually("the first command activates the actor", || {
-        executor.is_live::<Tally>("zero")
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the first command is appending", || failing.started() == 1).await;
     assert!(executor.is_live::<Tally>("zero"));
-    let state = executor.state::<Tally>("zero").await;
+    // Asked while the append is held, of the live actor at version 0. It may answer only once
+    // the command it is handling is done: the append is released meanwhile.
+    let read = executor.state::<Tally>("zero");
+    tokio::pin!(read);
+    let early = tokio::time::timeout(Duration::from_millis(100), &mut read).await;
+    assert!(executor.is_live::<Tally>("zero"), "live while appending");
+    failing.release();
+    let state = match early {
+        Ok(state) => state,
+        Err(_) => read.await,
+    };
     assert!(
         matches!(state, Err(ExecutorError::NotFound { .. })),
         "{state:?}"

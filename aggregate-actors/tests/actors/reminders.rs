@@ -147,14 +147,16 @@ fn executor(stores: &Stores) -> Executor {
 }
 
 fn scheduler(executor: &Executor) -> SchedulerHandle {
-    Scheduler::start(
-        executor.clone(),
-        SchedulerSettings {
-            poll_interval: Duration::from_millis(20),
-            retry_after: Duration::from_millis(100),
-            ..SchedulerSettings::default()
-        },
-    )
+    Scheduler::start(executor.clone(), scheduler_settings())
+}
+
+/// Polls often, retries soon.
+fn scheduler_settings() -> SchedulerSettings {
+    SchedulerSettings {
+        poll_interval: Duration::from_millis(20),
+        retry_after: Duration::from_millis(100),
+        ..SchedulerSettings::default()
+    }
 }
 
 async fn events(stores: &Stores, id: &str) -> Vec<SeatEvent> {
@@ -223,16 +225,23 @@ async fn a_reminder_scheduled_by_decide_is_stored_with_its_command_and_fires_onc
 
 async fn cancelled_and_replaced_reminders_never_fire_in_their_old_form(stores: Stores) {
     let executor = executor(&stores);
-    // Running from the start, it may load an old form (due within its lookahead) before the
-    // change, and then holds a stale copy. The delays leave the changes over half a second,
-    // so a slow machine does not let an old form fall due first.
-    let scheduler = scheduler(&executor);
+    // Running from the start, it may load an old form (due within its lookahead, which covers
+    // these delays) before the change, and then holds a stale copy. The delays leave the
+    // changes two seconds, so a stalled test (several hundred milliseconds on a loaded
+    // machine) does not let an old form fall due first.
+    let scheduler = Scheduler::start(
+        executor.clone(),
+        SchedulerSettings {
+            lookahead: Duration::from_secs(5),
+            ..scheduler_settings()
+        },
+    );
     // Cancelled by the confirmation before it is due.
     executor
         .execute::<Seat>(
             "cancelled",
             SeatCommand::Hold {
-                ms: 600,
+                ms: 2_000,
                 tag: "c".into(),
             },
         )
@@ -247,7 +256,7 @@ async fn cancelled_and_replaced_reminders_never_fire_in_their_old_form(stores: S
         .execute::<Seat>(
             "replaced",
             SeatCommand::Hold {
-                ms: 600,
+                ms: 2_000,
                 tag: "old".into(),
             },
         )
@@ -264,7 +273,7 @@ async fn cancelled_and_replaced_reminders_never_fire_in_their_old_form(stores: S
         .execute::<Seat>(
             "replaced",
             SeatCommand::Hold {
-                ms: 900,
+                ms: 2_300,
                 tag: "new".into(),
             },
         )
@@ -351,6 +360,10 @@ async fn a_periodic_reminder_moves_on_and_a_missed_run_fires_once(stores: Stores
         "moved past the firing: {after_first:?}"
     );
     tokio::time::sleep(Duration::from_millis(700)).await;
+    // A second tick before the scheduler stops: waited for, not taken for granted after the
+    // sleep, which a stalled test process wakes from together with a due run the scheduler has
+    // not fired yet.
+    wait_for_events(&stores, "ticks", |e| e.len() >= 3).await;
     scheduler.stop().await;
     let ran_ms = u64::try_from(started.elapsed().as_millis()).unwrap();
     let ticks = events(&stores, "ticks")

@@ -48,9 +48,11 @@ fn idle_executor(
 }
 
 /// The idle timeout of tests that count transitions: long enough that a stalled test task
-/// (a slow store read, a busy machine) does not send an aggregate back to the tier between two
-/// of its steps, which would add a promotion the test does not expect.
-const SETTLED_IDLE_MS: u64 = 300;
+/// (a slow store read, a busy machine: stalls of several hundred milliseconds happen on a
+/// loaded 2-core CI machine) does not send an aggregate back to the tier between two of its
+/// steps, which would add a promotion the test does not expect. Each of these tests waits
+/// about this long once, for its aggregate to go idle.
+const SETTLED_IDLE_MS: u64 = 1_000;
 
 /// Waits until `done` holds for the executor's statistics (at most 10 s).
 async fn until(

@@ -83,18 +83,28 @@ fn snapshots_taken(executor: &Executor) -> u64 {
         .snapshots_taken
 }
 
+/// The interval of the time-based strategies and the age bound of retention below: the steps
+/// that must fall within one (a few commands, normally milliseconds) still do when the test
+/// process stalls for several hundred milliseconds on a loaded machine.
+const WINDOW: Duration = Duration::from_secs(2);
+
+/// Sleeps past [`WINDOW`], counted from before the sleep: whatever happened before is older.
+async fn sleep_past_the_window() {
+    tokio::time::sleep(WINDOW + Duration::from_millis(50)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interval_snapshots_the_first_command_after_the_interval_has_passed_and_not_before() {
-    let executor = in_memory(settings(Interval::new(Duration::from_millis(400))));
+    let executor = in_memory(settings(Interval::new(WINDOW)));
     // Version 1 activates the actor: the interval counts from the activation.
     assert_eq!(run(&executor, "iv", LedgerCommand::Add(1)).await, 1);
     assert_eq!(run(&executor, "iv", LedgerCommand::Add(1)).await, 2);
     assert_eq!(snapshot_versions(&executor, "iv").await, Vec::<u64>::new());
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    sleep_past_the_window().await;
     assert_eq!(run(&executor, "iv", LedgerCommand::Add(1)).await, 3);
     assert_eq!(run(&executor, "iv", LedgerCommand::Add(1)).await, 4);
     assert_eq!(snapshot_versions(&executor, "iv").await, vec![3]);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    sleep_past_the_window().await;
     assert_eq!(run(&executor, "iv", LedgerCommand::Add(1)).await, 5);
     assert_eq!(snapshot_versions(&executor, "iv").await, vec![3, 5]);
     assert_eq!(snapshots_taken(&executor), 2);
@@ -103,7 +113,7 @@ async fn interval_snapshots_the_first_command_after_the_interval_has_passed_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_snapshots_after_n_events_or_after_the_interval_whichever_comes_first() {
-    let executor = in_memory(settings(Hybrid::new(5, Duration::from_millis(400))));
+    let executor = in_memory(settings(Hybrid::new(5, WINDOW)));
     // Count: five quick events.
     for _ in 0..4 {
         run(&executor, "hy", LedgerCommand::Add(1)).await;
@@ -113,7 +123,7 @@ async fn hybrid_snapshots_after_n_events_or_after_the_interval_whichever_comes_f
     assert_eq!(snapshot_versions(&executor, "hy").await, vec![5]);
     // Time: two events, far fewer than five, but the interval has passed.
     assert_eq!(run(&executor, "hy", LedgerCommand::Add(1)).await, 6);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    sleep_past_the_window().await;
     assert_eq!(run(&executor, "hy", LedgerCommand::Add(1)).await, 7);
     assert_eq!(snapshot_versions(&executor, "hy").await, vec![5, 7]);
     // Count again, one command of five events.
@@ -254,21 +264,21 @@ async fn retention_by_age_deletes_snapshots_older_than_max_age_but_keeps_the_new
             .snapshot_on_passivation(false)
             .retention(Retention {
                 keep_newest: 100,
-                max_age: Some(Duration::from_millis(400)),
+                max_age: Some(WINDOW),
             }),
     );
     for _ in 0..3 {
         run(&executor, "ra", LedgerCommand::Add(1)).await;
     }
     assert_eq!(snapshot_versions(&executor, "ra").await, vec![1, 2, 3]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // The next write applies retention: 1..=3 are older than 400 ms.
+    sleep_past_the_window().await;
+    // The next write applies retention: 1..=3 are older than max age.
     run(&executor, "ra", LedgerCommand::Add(1)).await;
     assert_eq!(snapshot_versions(&executor, "ra").await, vec![4]);
     run(&executor, "ra", LedgerCommand::Add(1)).await;
     assert_eq!(snapshot_versions(&executor, "ra").await, vec![4, 5]);
     // Nothing new for a while: the newest snapshot survives even when older than max age.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    sleep_past_the_window().await;
     executor
         .execute::<Ledger>("ra", LedgerCommand::Overdraw)
         .await
