@@ -38,6 +38,23 @@ enum Attempt<V: VirtualActor> {
     Refused(RuntimeError<V::ActivationError>),
     /// No live actor took it: the message comes back, to try again after waiting on the slot.
     Wait(V::Message, Arc<Slot<V>>, Await),
+    /// The key is not (or no longer) served here: the message comes back unsent.
+    Elsewhere(V::Message),
+}
+
+/// Where a message refused because its key is served elsewhere is put back, for a caller that
+/// wants to send it there ([`Directory::call_timeout_or_misplaced`]); `None` drops it. Boxed,
+/// so that the callers that keep one hold a pointer, not a message, in their futures.
+type MisplacedSlot<'a, V> = Option<&'a mut Option<Box<<V as VirtualActor>::Message>>>;
+
+/// A message the directory did not send because its key is not served on this node (any
+/// more): it reached no actor, so it can be sent to the key's owner instead.
+pub struct Misplaced<M>(pub Box<M>);
+
+impl<M> fmt::Debug for Misplaced<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Misplaced(..)")
+    }
 }
 
 /// What a message that found no live actor waits for before its next attempt.
@@ -102,17 +119,26 @@ impl<V: VirtualActor> Core<V> {
     /// only the reply: a small future. Waiting for an activation or a stop is boxed, so its
     /// state (the message, kept for the next attempt) does not make every call's future, and
     /// every future that awaits it, a kilobyte larger and copied at each await.
+    ///
+    /// A message refused because its key is served elsewhere goes into `misplaced`, if given.
     fn deliver<'a, R: 'a>(
         self: &'a Arc<Self>,
         key: &'a V::Key,
         message: V::Message,
         reply: ReplyReceiver<R>,
+        misplaced: MisplacedSlot<'a, V>,
     ) -> impl Future<Output = CallResult<R, V>> + 'a {
         match self.try_send(key, message) {
             Attempt::Sent(slot) => Either::Left(self.answer(key, Ok(slot), reply)),
             Attempt::Refused(error) => Either::Left(self.answer(key, Err(error), reply)),
+            Attempt::Elsewhere(message) => {
+                let error = not_local::<V>(key, message, misplaced);
+                Either::Left(self.answer(key, Err(error), reply))
+            }
             Attempt::Wait(message, slot, wait) => Either::Right(Box::pin(async move {
-                let sent = self.send_when_live(key, message, slot, wait).await;
+                let sent = self
+                    .send_when_live(key, message, slot, wait, misplaced)
+                    .await;
                 self.answer(key, sent, reply).await
             })),
         }
@@ -125,9 +151,7 @@ impl<V: VirtualActor> Core<V> {
         }
         // Checked again on every attempt: a key can move away while its old actor drains.
         if !self.placement.is_local(key) {
-            return Attempt::Refused(RuntimeError::NotLocal {
-                key: key.to_string(),
-            });
+            return Attempt::Elsewhere(message);
         }
         let slot = self.slot_for(key, V::is_creation(&message));
         let Some(actor) = slot.actor() else {
@@ -164,6 +188,7 @@ impl<V: VirtualActor> Core<V> {
         mut message: V::Message,
         mut slot: Arc<Slot<V>>,
         mut wait: Await,
+        misplaced: MisplacedSlot<'_, V>,
     ) -> Result<Arc<Slot<V>>, RuntimeError<V::ActivationError>> {
         loop {
             match wait {
@@ -182,6 +207,7 @@ impl<V: VirtualActor> Core<V> {
             match self.try_send(key, message) {
                 Attempt::Sent(slot) => return Ok(slot),
                 Attempt::Refused(error) => return Err(error),
+                Attempt::Elsewhere(message) => return Err(not_local::<V>(key, message, misplaced)),
                 Attempt::Wait(back, next, next_wait) => {
                     (message, slot, wait) = (back, next, next_wait)
                 }
@@ -236,6 +262,21 @@ impl<V: VirtualActor> Core<V> {
     }
 }
 
+/// The refusal of a message whose key is served elsewhere, after putting the message into
+/// `misplaced` when the caller keeps it.
+fn not_local<V: VirtualActor>(
+    key: &V::Key,
+    message: V::Message,
+    misplaced: MisplacedSlot<'_, V>,
+) -> RuntimeError<V::ActivationError> {
+    if let Some(slot) = misplaced {
+        *slot = Some(Box::new(message));
+    }
+    RuntimeError::NotLocal {
+        key: key.to_string(),
+    }
+}
+
 impl<V: VirtualActor> Directory<V> {
     /// A directory where every key is local. Must be called inside a Tokio runtime: it spawns
     /// the idle sweeper there (without a runtime, idle passivation is disabled and an error is
@@ -283,6 +324,37 @@ impl<V: VirtualActor> Directory<V> {
         timeout: Duration,
         make: impl FnOnce(Reply<R>) -> V::Message + Send,
     ) -> CallResult<R, V> {
+        self.call_within(key, timeout, make, None).await
+    }
+
+    /// Like [`call_timeout`](Directory::call_timeout), but a message refused because its key is
+    /// not, or no longer, served here comes back as [`Misplaced`] instead of
+    /// [`RuntimeError::NotLocal`], for the caller to send to the key's owner. That includes a
+    /// message that waited here for an activation or a stop while the key moved away (a
+    /// handoff): it reached no actor, so sending it on applies it once.
+    pub async fn call_timeout_or_misplaced<R: Send + 'static>(
+        &self,
+        key: &V::Key,
+        timeout: Duration,
+        make: impl FnOnce(Reply<R>) -> V::Message + Send,
+    ) -> Result<CallResult<R, V>, Misplaced<V::Message>> {
+        let mut misplaced = None;
+        let answer = self
+            .call_within(key, timeout, make, Some(&mut misplaced))
+            .await;
+        match misplaced {
+            Some(message) => Err(Misplaced(message)),
+            None => Ok(answer),
+        }
+    }
+
+    async fn call_within<R: Send + 'static>(
+        &self,
+        key: &V::Key,
+        timeout: Duration,
+        make: impl FnOnce(Reply<R>) -> V::Message + Send,
+        misplaced: MisplacedSlot<'_, V>,
+    ) -> CallResult<R, V> {
         let core = self.core();
         if core.is_shutting_down() {
             return Err(RuntimeError::ShuttingDown);
@@ -291,7 +363,7 @@ impl<V: VirtualActor> Directory<V> {
         let message = make(reply);
         match core
             .deadlines
-            .within(timeout, core.deliver(key, message, answer))
+            .within(timeout, core.deliver(key, message, answer, misplaced))
             .await
         {
             Ok(result) => result,

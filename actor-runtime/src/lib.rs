@@ -101,7 +101,7 @@ pub use async_trait::async_trait;
 
 pub use config::{DEFAULT_MAX_LIVE_ACTORS, RuntimeConfig};
 pub use deadlines::instant_after;
-pub use directory::{CallResult, Directory};
+pub use directory::{CallResult, Directory, Misplaced};
 pub use error::RuntimeError;
 pub use placement::{LocalPlacement, Placement};
 pub use remote::{Inbound, Location, RemoteCall, Transport, TransportError};

@@ -11,7 +11,8 @@ use std::{
 };
 
 use actor_runtime::{
-    Directory, PassivationReason, Placement, Reply, RuntimeConfig, RuntimeError, VirtualActor,
+    Directory, Misplaced, PassivationReason, Placement, Reply, RuntimeConfig, RuntimeError,
+    VirtualActor,
 };
 use tokio::{sync::watch, task::JoinSet};
 
@@ -941,6 +942,55 @@ async fn a_key_moved_away_during_its_activation_does_not_stay_live() {
         vec![7],
         "and stopped itself"
     );
+    dir.shutdown().await;
+}
+
+/// The same handoff, for a caller that keeps what was refused: the message comes back whole
+/// (it reached no actor, here or anywhere), to be sent to the key's new owner; a key served
+/// here is answered as by `call_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_refused_because_its_key_moved_away_comes_back_unsent() {
+    let probe = Probe::new();
+    let placement = Arc::new(Switch(AtomicBool::new(true)));
+    let dir = Directory::<TestActor>::with_placement(
+        Arc::clone(&probe),
+        config(),
+        Arc::clone(&placement) as Arc<dyn Placement<u64>>,
+    );
+    let timeout = Duration::from_secs(10);
+    let served = dir
+        .call_timeout_or_misplaced(&3, timeout, |reply| Msg::Add(2, reply))
+        .await;
+    assert!(matches!(served, Ok(Ok(2))), "{served:?}");
+
+    // Waiting here for an activation (long enough that a stalled test still moves the key
+    // before it ends) while the key moves away.
+    *probe.activation_delay.lock().unwrap() = Some(Duration::from_secs(2));
+    let call = {
+        let dir = dir.clone();
+        tokio::spawn(async move {
+            dir.call_timeout_or_misplaced(&7, timeout, |reply| Msg::Add(40, reply))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!dir.is_live(&7), "still activating");
+    placement.0.store(false, Ordering::SeqCst);
+    dir.passivate_matching(|_| true).await;
+    match call.await.unwrap() {
+        Err(Misplaced(message)) => assert!(matches!(*message, Msg::Add(40, _))),
+        other => panic!("expected the message back, got {other:?}"),
+    }
+    // Refused at once once the key is gone; nothing was added anywhere.
+    let refused = dir
+        .call_timeout_or_misplaced(&3, timeout, |reply| Msg::Add(1, reply))
+        .await;
+    match refused {
+        Err(Misplaced(message)) => assert!(matches!(*message, Msg::Add(1, _))),
+        other => panic!("expected the message back, got {other:?}"),
+    }
+    assert!(!dir.is_live(&3), "no actor was started for it");
+    assert_eq!(probe.activations_of(3), 1, "only the first call's");
     dir.shutdown().await;
 }
 

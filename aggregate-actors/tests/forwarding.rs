@@ -13,16 +13,17 @@ use std::time::Duration;
 
 use aggregate_actors::Context;
 use aggregate_actors::actor_runtime::{Inbound, Location, RemoteCall, Transport, TransportError};
+use aggregate_actors::event_stores::testing::{Hooked, StoreHooks};
 use aggregate_actors::event_stores::{
     EventMetadata, EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, SnapshotStore,
-    StreamId, TraceParent,
+    StoreResult, StreamId, StreamStart, TraceParent,
 };
 use aggregate_actors::{
     Aggregate, AggregateSettings, At, CommandError, CommandId, CommandOptions, Executor,
     ExecutorError, Placement, RuntimeConfig,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
+use tokio::sync::{Notify, RwLock};
 
 struct Counter;
 
@@ -71,27 +72,38 @@ impl Aggregate for Counter {
     }
 }
 
-/// Node "A" serves ids starting with "a-", node "B" the rest; `b_believes_a_owns_b_ids` makes
-/// B route its own ids to A (routes that disagree during a move).
+/// Node "A" serves ids starting with "a-", node "B" the rest; `misroute` makes B route its
+/// own ids to A, which does not serve them (routes that disagree during a move);
+/// `handed_over` moves B's ids to A, on both nodes (a handoff).
 struct Split {
     node: &'static str,
     misroute: Arc<AtomicBool>,
+    handed_over: Arc<AtomicBool>,
+}
+
+impl Split {
+    fn owner(&self, id: &str) -> &'static str {
+        if id.starts_with("a-") || self.handed_over.load(Ordering::SeqCst) {
+            "A"
+        } else {
+            "B"
+        }
+    }
 }
 
 impl Placement<String> for Split {
     fn is_local(&self, id: &String) -> bool {
-        let owner = if id.starts_with("a-") { "A" } else { "B" };
-        owner == self.node && !(self.node == "B" && self.misroute.load(Ordering::SeqCst))
+        self.owner(id) == self.node && !(self.node == "B" && self.misroute.load(Ordering::SeqCst))
     }
 
     fn locate(&self, id: &String) -> Location {
         if self.is_local(id) {
             return Location::Local;
         }
-        let owner = if id.starts_with("a-") || self.misroute.load(Ordering::SeqCst) {
+        let owner = if self.misroute.load(Ordering::SeqCst) {
             "A"
         } else {
-            "B"
+            self.owner(id)
         };
         if owner == self.node {
             Location::Unknown
@@ -147,12 +159,55 @@ impl Transport for Loopback {
     }
 }
 
+/// Holds an activation's first read of one id's stream until released: a command or read waits
+/// here for the activation while the test moves the id away.
+#[derive(Default)]
+struct ActivationGate {
+    stream: std::sync::Mutex<Option<String>>,
+    reached: Notify,
+    release: Notify,
+}
+
+impl ActivationGate {
+    /// Holds the next activation of `id`.
+    fn hold(&self, id: &str) {
+        *self.stream.lock().unwrap() = Some(id.to_owned());
+    }
+}
+
+#[async_trait::async_trait]
+impl StoreHooks for ActivationGate {
+    async fn read_start(
+        &self,
+        inner: &Arc<dyn EventStore>,
+        stream: &StreamId,
+        snapshots: &dyn SnapshotStore,
+        page_size: usize,
+    ) -> StoreResult<Option<StreamStart>> {
+        let held = {
+            let mut gated = self.stream.lock().unwrap();
+            let held = gated.as_deref() == Some(stream.aggregate_id());
+            if held {
+                *gated = None;
+            }
+            held
+        };
+        if held {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        inner.read_start(stream, snapshots, page_size).await
+    }
+}
+
 struct Nodes {
     a: Executor,
     b: Executor,
     events: Arc<dyn EventStore>,
     transport: Arc<Loopback>,
     misroute: Arc<AtomicBool>,
+    handed_over: Arc<AtomicBool>,
+    gate: Arc<Hooked<ActivationGate>>,
 }
 
 async fn nodes(remote: bool) -> Nodes {
@@ -161,12 +216,18 @@ async fn nodes(remote: bool) -> Nodes {
 
 /// [`nodes`] whose calls time out after `call_timeout` unless a call says otherwise.
 async fn nodes_with_call_timeout(remote: bool, call_timeout: Duration) -> Nodes {
-    let events: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let gate = Arc::new(Hooked::new(
+        Arc::new(InMemoryEventStore::new()),
+        ActivationGate::default(),
+    ));
+    let events: Arc<dyn EventStore> = gate.clone();
     let snapshots: Arc<dyn SnapshotStore> = Arc::new(InMemorySnapshotStore::new());
     let transport = Arc::new(Loopback::default());
     let misroute = Arc::new(AtomicBool::new(false));
+    let handed_over = Arc::new(AtomicBool::new(false));
     let node = |name: &'static str| {
         let misroute = Arc::clone(&misroute);
+        let handed_over = Arc::clone(&handed_over);
         let settings = AggregateSettings::new().runtime(RuntimeConfig {
             call_timeout,
             ..RuntimeConfig::default()
@@ -176,6 +237,7 @@ async fn nodes_with_call_timeout(remote: bool, call_timeout: Duration) -> Nodes 
                 Arc::new(Split {
                     node: name,
                     misroute: Arc::clone(&misroute),
+                    handed_over: Arc::clone(&handed_over),
                 })
             }))
             .transport(transport.clone());
@@ -198,6 +260,8 @@ async fn nodes_with_call_timeout(remote: bool, call_timeout: Duration) -> Nodes 
         events,
         transport,
         misroute,
+        handed_over,
+        gate,
     }
 }
 
@@ -385,6 +449,53 @@ async fn a_receiver_that_does_not_serve_the_id_sends_the_caller_back_to_its_rout
     assert_eq!(done.version, 1);
     assert!(n.b.is_live::<Counter>("b-1"));
     assert_eq!(stored(&*n.events, "b-1").await, 1);
+}
+
+#[tokio::test]
+async fn a_command_waiting_here_for_an_activation_while_its_id_is_handed_over_is_applied_once_by_the_new_owner()
+ {
+    let n = nodes(true).await;
+    n.gate.hold("b-1");
+    let b = n.b.clone();
+    let call =
+        tokio::spawn(async move { b.execute::<Counter>("b-1", CounterCommand::Add(2)).await });
+    // B serves "b-1": the command waits in B's directory for the activation's first read.
+    tokio::time::timeout(Duration::from_secs(5), n.gate.reached.notified())
+        .await
+        .expect("B started activating b-1");
+    n.handed_over.store(true, Ordering::SeqCst);
+    n.gate.release.notify_one();
+    let done = call.await.unwrap().expect("sent on to the new owner");
+    assert_eq!(done.version, 1);
+    assert_eq!(
+        n.transport.delivered.load(Ordering::SeqCst),
+        1,
+        "forwarded to A once"
+    );
+    assert!(n.a.is_live::<Counter>("b-1"), "A, the new owner, ran it");
+    assert_eq!(stored(&*n.events, "b-1").await, 1, "stored once");
+}
+
+#[tokio::test]
+async fn a_state_read_waiting_here_for_an_activation_while_its_id_is_handed_over_is_answered_by_the_new_owner()
+ {
+    let n = nodes(true).await;
+    n.b.execute::<Counter>("b-2", CounterCommand::Add(5))
+        .await
+        .unwrap();
+    n.b.passivate::<Counter>("b-2").await.unwrap();
+    n.gate.hold("b-2");
+    let b = n.b.clone();
+    let read = tokio::spawn(async move { b.state::<Counter>("b-2").await });
+    tokio::time::timeout(Duration::from_secs(5), n.gate.reached.notified())
+        .await
+        .expect("B started activating b-2");
+    n.handed_over.store(true, Ordering::SeqCst);
+    n.gate.release.notify_one();
+    let view = read.await.unwrap().expect("read on the new owner");
+    assert_eq!((view.state, view.version), (5, 1));
+    assert_eq!(n.transport.delivered.load(Ordering::SeqCst), 1);
+    assert!(n.a.is_live::<Counter>("b-2"), "A, the new owner, answered");
 }
 
 #[tokio::test]

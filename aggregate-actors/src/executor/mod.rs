@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use actor_runtime::{Directory, RuntimeError, Transport};
+use actor_runtime::{Directory, Misplaced, RuntimeError, Transport};
 use event_stores::{StoredReminder, StreamId};
 
 use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, CommandCall};
@@ -146,6 +146,14 @@ impl<A: Aggregate> Registered for Registration<A> {
     }
 }
 
+/// What a command handed to this node's actor came to.
+enum Local<A: Aggregate> {
+    /// Its outcome (or why it was not stored).
+    Done(Result<Committed<A>, CommandError<A::Error>>),
+    /// Its id is no longer served here, and no actor here took it: the command comes back
+    /// unsent, for the owner.
+    Moved(A::Command),
+}
 impl Executor {
     /// Runs `command` on aggregate `id` of type `A` with a fresh command id and the type's call
     /// timeout. On success the events are durable in the event store. On error, see
@@ -215,6 +223,7 @@ impl Executor {
         deadline: tokio::time::Instant,
         fresh: bool,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let mut command = command;
         let key = id.to_owned();
         let mut route = self.route(registration, &key, deadline);
         // Made only if no hop answers: the common path allocates no error.
@@ -228,9 +237,26 @@ impl Executor {
                     }
                     // A hop that did not answer may have stored it.
                     let first_attempt = fresh && last.is_none();
-                    return self
-                        .execute_local::<A>(registration, id, &key, command, options, first_attempt)
+                    let sent = self
+                        .execute_local::<A>(
+                            registration,
+                            id,
+                            &key,
+                            command,
+                            &options,
+                            first_attempt,
+                        )
                         .await;
+                    match sent {
+                        Local::Done(outcome) => return outcome,
+                        // Moved away before any actor here took it (a handoff): on to the
+                        // owner, within the same deadline.
+                        Local::Moved(back) => {
+                            command = back;
+                            last = Some(ExecutorError::NotLocal { id: key.clone() });
+                            continue;
+                        }
+                    }
                 }
                 Hop::There(node) => node,
             };
@@ -269,8 +295,14 @@ impl Executor {
         let registration = self.registration::<A>(id)?;
         let key = id.to_owned();
         // Sent here by another node: its caller may be retrying.
-        self.execute_local::<A>(registration, id, &key, command, options, false)
+        match self
+            .execute_local::<A>(registration, id, &key, command, &options, false)
             .await
+        {
+            Local::Done(outcome) => outcome,
+            // Its sender looks the route up again.
+            Local::Moved(_) => Err(CommandError::NotStored(ExecutorError::NotLocal { id: key })),
+        }
     }
 
     /// [`execute_here`](Self::execute_here) with the registration already looked up (and `id`
@@ -282,9 +314,9 @@ impl Executor {
         id: &str,
         key: &String,
         command: A::Command,
-        options: CommandOptions,
+        options: &CommandOptions,
         first_attempt: bool,
-    ) -> Result<Committed<A>, CommandError<A::Error>> {
+    ) -> Local<A> {
         let command_id = options.command_id.unwrap_or_default();
         // One clock read gives both the budget and the deadline the actor checks.
         let now = tokio::time::Instant::now();
@@ -293,10 +325,10 @@ impl Executor {
             // Past its deadline before it was sent: certainly not stored, so say so rather
             // than race the actor's own expiry check against a zero timeout.
             registration.context.metrics.command_expired();
-            return Err(CommandError::NotStored(ExecutorError::Expired {
+            return Local::Done(Err(CommandError::NotStored(ExecutorError::Expired {
                 id: id.to_owned(),
                 command_id,
-            }));
+            })));
         }
         let call = CommandCall {
             command_id,
@@ -316,13 +348,25 @@ impl Executor {
         };
         let answer = registration
             .directory
-            .call_timeout(key, budget, |reply| AggregateMessage::Execute {
+            .call_timeout_or_misplaced(key, budget, |reply| AggregateMessage::Execute {
                 command,
                 call,
                 reply,
             })
             .await;
-        match answer {
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(Misplaced(message)) => {
+                return match *message {
+                    AggregateMessage::Execute { command, .. } => Local::Moved(command),
+                    // Not what was sent: refused all the same.
+                    _ => Local::Done(Err(CommandError::NotStored(ExecutorError::NotLocal {
+                        id: id.to_owned(),
+                    }))),
+                };
+            }
+        };
+        Local::Done(match answer {
             Ok(outcome) => outcome,
             // The command may be queued or running: its outcome is unknown.
             Err(error @ (RuntimeError::Timeout { .. } | RuntimeError::Abandoned { .. })) => {
@@ -333,7 +377,7 @@ impl Executor {
                 }))
             }
             Err(error) => Err(CommandError::NotStored(error.into())),
-        }
+        })
     }
 
     /// The current state and version of aggregate `id`. An id with no events is
@@ -353,11 +397,13 @@ impl Executor {
     /// Runs a call that changes no events (a state read, a snapshot) where `id` is served:
     /// `here` when on this node, `there` (forwarded to the node at an address) otherwise,
     /// looking the route up again after a retryable miss until the type's call timeout.
-    /// `here` gets the registration and the directory's key, so neither is made twice.
+    /// `here` gets the registration and the directory's key, so neither is made twice; when
+    /// the id moved away before an actor here took the call (a handoff), the call goes on to
+    /// the owner.
     async fn query<'s, A: Aggregate, T, Here, There>(
         &'s self,
         id: &'s str,
-        here: impl FnOnce(&'s Registration<A>, String) -> Here,
+        here: impl Fn(&'s Registration<A>, String) -> Here,
         there: impl Fn(&'s dyn Transport, String, Duration) -> There,
     ) -> Result<T, ExecutorError>
     where
@@ -374,7 +420,13 @@ impl Executor {
         let mut last = None;
         while let Some(hop) = route.next().await {
             let node = match hop {
-                Hop::Here => return here(registration, key).await,
+                Hop::Here => match here(registration, key.clone()).await {
+                    Err(error @ ExecutorError::NotLocal { .. }) => {
+                        last = Some(error);
+                        continue;
+                    }
+                    outcome => return outcome,
+                },
                 Hop::There(node) => node,
             };
             let Some(transport) = &self.inner.shared.transport else {
