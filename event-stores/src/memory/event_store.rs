@@ -70,37 +70,21 @@ impl InMemoryEventStore {
         }
     }
 
-    /// Records the ids of `events` (about to be stored in `stream`, whose locked events are
-    /// `recorded`, after `expected_version`), or, when one is taken, records none and says why:
+    /// Records the ids of `append`'s events, or, when one is taken, records none and says why:
     /// the same command again on this stream, or an id in use elsewhere. Runs under the stream's
     /// lock, so a command's events on its own stream are either all stored or not claimed at
     /// all when a retry looks.
-    fn claim_ids(
-        &self,
-        slot: &StreamSlot,
-        recorded: &[Arc<Row>],
-        stream: &StreamId,
-        expected_version: u64,
-        events: &[NewEvent],
-    ) -> StoreResult<()> {
-        for (index, event) in events.iter().enumerate() {
+    fn claim_ids(&self, append: &LockedAppend<'_>) -> StoreResult<()> {
+        for (index, event) in append.events.iter().enumerate() {
             let at = IdEntry {
-                stream: slot.number,
-                version: expected_version + index as u64 + 1,
+                stream: append.slot.number,
+                version: append.expected_version + index as u64 + 1,
             };
             let refusal = match self.inner.ids.claim(event.event_id, at) {
                 Ok(()) => continue,
-                Err(held) => id_taken(
-                    held,
-                    event,
-                    slot,
-                    recorded,
-                    stream,
-                    expected_version,
-                    events,
-                ),
+                Err(held) => append.id_taken(held, event),
             };
-            for claimed in &events[..index] {
+            for claimed in &append.events[..index] {
                 self.inner.ids.release(&claimed.event_id);
             }
             return Err(refusal);
@@ -108,28 +92,13 @@ impl InMemoryEventStore {
         Ok(())
     }
 
-    /// The refusal [`claim_ids`](Self::claim_ids) would give `events`, without claiming any:
+    /// The refusal [`claim_ids`](Self::claim_ids) would give `append`, without claiming any id:
     /// for a call refused for another reason found after the ids are checked (a stale firing),
     /// so that it answers as if they had been. Runs under the stream's lock.
-    fn check_ids(
-        &self,
-        slot: &StreamSlot,
-        recorded: &[Arc<Row>],
-        stream: &StreamId,
-        expected_version: u64,
-        events: &[NewEvent],
-    ) -> StoreResult<()> {
-        for event in events {
+    fn check_ids(&self, append: &LockedAppend<'_>) -> StoreResult<()> {
+        for event in append.events {
             if let Some(held) = self.inner.ids.get(&event.event_id) {
-                return Err(id_taken(
-                    held,
-                    event,
-                    slot,
-                    recorded,
-                    stream,
-                    expected_version,
-                    events,
-                ));
+                return Err(append.id_taken(held, event));
             }
         }
         Ok(())
@@ -185,7 +154,13 @@ impl InMemoryEventStore {
             Some(last) => now_micros().max(last.recorded_at),
             None => now_micros(),
         };
-        self.claim_ids(slot, recorded, stream, expected_version, &events)?;
+        self.claim_ids(&LockedAppend {
+            slot,
+            recorded,
+            stream,
+            expected_version,
+            events: &events,
+        })?;
         // Every check has passed: from here the append cannot fail, so no position is wasted.
         let count = events.len() as u64;
         let first_position = self.inner.feed.reserve(count);
@@ -246,50 +221,47 @@ impl InMemoryEventStore {
     }
 }
 
-/// Why `event` (of `events`, to be appended to the locked stream `recorded` of `slot` after
-/// `expected_version`) cannot have its id, which `held` holds: the same command again on this
-/// stream, or an id in use elsewhere.
-fn id_taken(
-    held: IdEntry,
-    event: &NewEvent,
-    slot: &StreamSlot,
-    recorded: &[Arc<Row>],
-    stream: &StreamId,
+/// An append under its stream's lock: `events`, to follow `expected_version` in `stream`,
+/// whose stored events are `recorded`. What a taken event id is judged against.
+struct LockedAppend<'a> {
+    slot: &'a StreamSlot,
+    recorded: &'a [Arc<Row>],
+    stream: &'a StreamId,
     expected_version: u64,
-    events: &[NewEvent],
-) -> StoreError {
-    match event.command_id {
-        Some(command_id)
-            if held.stream == slot.number
-                && command_at(recorded, events, expected_version, held.version)
-                    == Some(command_id) =>
-        {
-            StoreError::CommandAlreadyApplied {
-                stream: stream.clone(),
-                command_id,
-            }
-        }
-        _ => InvalidInput::DuplicateEventId(event.event_id).into(),
-    }
+    events: &'a [NewEvent],
 }
 
-/// The command id of the event at `version` of a locked stream: stored (`recorded`), or one of
-/// the `events` being appended after `expected_version`. Every id entry of a stream is one or
-/// the other while its lock is held (a refused append takes its claims back before it lets go).
-fn command_at(
-    recorded: &[Arc<Row>],
-    events: &[NewEvent],
-    expected_version: u64,
-    version: u64,
-) -> Option<Uuid> {
-    let index = |v: u64| usize::try_from(v).ok();
-    match version.checked_sub(1).and_then(index) {
-        Some(i) if i < recorded.len() => recorded[i].command_id,
-        _ => version
-            .checked_sub(expected_version + 1)
-            .and_then(index)
-            .and_then(|i| events.get(i))
-            .and_then(|event| event.command_id),
+impl LockedAppend<'_> {
+    /// Why `event` cannot have its id, which `held` holds: the same command again on this
+    /// stream, or an id in use elsewhere.
+    fn id_taken(&self, held: IdEntry, event: &NewEvent) -> StoreError {
+        match event.command_id {
+            Some(command_id)
+                if held.stream == self.slot.number
+                    && self.command_at(held.version) == Some(command_id) =>
+            {
+                StoreError::CommandAlreadyApplied {
+                    stream: self.stream.clone(),
+                    command_id,
+                }
+            }
+            _ => InvalidInput::DuplicateEventId(event.event_id).into(),
+        }
+    }
+
+    /// The command id of the event at `version`: stored (`recorded`), or one of the `events`
+    /// being appended. Every id entry of a stream is one or the other while its lock is held
+    /// (a refused append takes its claims back before it lets go).
+    fn command_at(&self, version: u64) -> Option<Uuid> {
+        let index = |v: u64| usize::try_from(v).ok();
+        match version.checked_sub(1).and_then(index) {
+            Some(i) if i < self.recorded.len() => self.recorded[i].command_id,
+            _ => version
+                .checked_sub(self.expected_version + 1)
+                .and_then(index)
+                .and_then(|i| self.events.get(i))
+                .and_then(|event| event.command_id),
+        }
     }
 }
 
@@ -344,7 +316,13 @@ impl EventStore for InMemoryEventStore {
         // refusal's ids are read, never claimed and given back.
         let stale = self.inner.reminders.lock().check(stream, &reminders);
         if let Err(stale) = stale {
-            self.check_ids(&slot, &recorded, stream, expected_version, &events)?;
+            self.check_ids(&LockedAppend {
+                slot: &slot,
+                recorded: &recorded,
+                stream,
+                expected_version,
+                events: &events,
+            })?;
             return Err(stale);
         }
         let receipt = if events.is_empty() {
