@@ -23,7 +23,8 @@ use aggregate_actors::{Executor, ExecutorBuilder};
 use async_trait::async_trait;
 
 use crate::fenced_store::FencedEventStore;
-use crate::node::{ClusterNode, ShardHandoff};
+use crate::handoff::ShardHandoff;
+use crate::node::ClusterNode;
 
 impl ClusterNode {
     /// An executor builder whose appends are fenced by this node's shard ownership, whose

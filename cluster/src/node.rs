@@ -10,7 +10,8 @@
 //!   own: stop taking calls for the shard, let the [`ShardHandoff`] finish and passivate its
 //!   actors (snapshots written), then clear the owner (epoch + 1). Each release runs in a task
 //!   of its own: a handoff may take as long as its actors' queues and snapshots, and the tick
-//!   must go on heartbeating meanwhile, or a slow handoff would cost the node its lease.
+//!   must go on heartbeating meanwhile, or a slow handoff would cost the node its lease. Those
+//!   tasks and their bookkeeping are the `release` module's.
 //!
 //! A call whose route missed (no owner known, or the owner did not answer) asks for an early
 //! tick, at most one per 200 ms: a survivor then claims a dead node's shards, and learns the
@@ -22,12 +23,10 @@
 //! and tells the handoff to stop its actors, before the others may consider it dead and take
 //! its shards: it never serves a state another node may be changing.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Mutex, RwLock, watch};
@@ -35,10 +34,12 @@ use uuid::Uuid;
 
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
+use crate::handoff::ShardHandoff;
 use crate::membership::{self, Member};
 use crate::owned::OwnedShards;
 use crate::ownership::{self, Ownership};
 use crate::placement::ClusterPlacement;
+use crate::release::{self, Releases, ReleasingNode};
 use crate::routes::RouteTable;
 use crate::schema;
 use crate::shard::{preferred_owner, shard_of};
@@ -49,19 +50,6 @@ const MEMBERSHIP_CONNECTIONS: u32 = 2;
 
 /// The shortest time between two ticks when calls ask for an early one.
 const EARLY_TICK_GAP: Duration = Duration::from_millis(200);
-
-/// What the node asks of the layer that runs actors when shards leave it.
-#[async_trait]
-pub trait ShardHandoff: Send + Sync + 'static {
-    /// `shard` is being released: no new calls are routed to it here any more. Finish what is
-    /// queued and passivate its actors (with their snapshots); the shard's owner is cleared
-    /// when this returns.
-    async fn release(&self, shard: u32);
-
-    /// The node could not heartbeat in time and serves nothing any more: stop every actor now
-    /// (their appends would be fenced anyway).
-    async fn fenced(&self);
-}
 
 /// Where an aggregate is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,13 +103,8 @@ struct Inner {
     handoff: RwLock<Option<Arc<dyn ShardHandoff>>>,
     /// Serialises ticks (the loop and `tick_now`).
     tick: Mutex<TickState>,
-    /// Shards whose release is under way (in a task of its own); ticks leave them alone.
-    releasing: std::sync::Mutex<HashSet<u32>>,
-    /// Announced whenever a release ends and none is left under way.
-    releases_idle: tokio::sync::Notify,
-    /// One release statement at a time, so the heartbeat always finds one of the node's two
-    /// connections free however many releases are under way.
-    release_statement: tokio::sync::Semaphore,
+    /// The releases under way, each in a task of its own, and their count.
+    releases: Releases,
     stop: watch::Sender<bool>,
     counters: Counters,
 }
@@ -134,7 +117,6 @@ struct TickState {
 struct Counters {
     members: AtomicU64,
     claims: AtomicU64,
-    releases: AtomicU64,
     heartbeat_failures: AtomicU64,
     self_fences: AtomicU64,
     heartbeat_micros: AtomicU64,
@@ -167,9 +149,7 @@ impl ClusterNode {
                 tick: Mutex::new(TickState {
                     last_heartbeat: Instant::now(),
                 }),
-                releasing: std::sync::Mutex::default(),
-                releases_idle: tokio::sync::Notify::new(),
-                release_statement: tokio::sync::Semaphore::new(1),
+                releases: Releases::new(config.max_releases_per_tick),
                 stop,
                 counters: Counters::default(),
                 pool,
@@ -253,7 +233,7 @@ impl ClusterNode {
             shards_owned: self.inner.owned.len(),
             members: usize::try_from(c.members.load(Relaxed)).unwrap_or(usize::MAX),
             claims: c.claims.load(Relaxed),
-            releases: c.releases.load(Relaxed),
+            releases: self.inner.releases.released(),
             heartbeat_failures: c.heartbeat_failures.load(Relaxed),
             self_fences: c.self_fences.load(Relaxed),
             heartbeat_micros: c.heartbeat_micros.load(Relaxed),
@@ -265,7 +245,7 @@ impl ClusterNode {
     /// ticks on its own and does not wait; tests use this to step).
     pub async fn tick_now(&self) {
         tick(&self.inner).await;
-        releases_done(&self.inner).await;
+        self.inner.releases.done().await;
     }
 
     /// Leaves gracefully: stops the loop, releases every shard through the handoff, and marks
@@ -273,16 +253,16 @@ impl ClusterNode {
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let _ = self.inner.stop.send(true);
         let _state = self.inner.tick.lock().await;
-        let under_way = releasing(&self.inner);
+        let under_way = self.inner.releases.under_way();
         for shard in self.inner.owned.owned() {
             if let Some(epoch) = self.inner.owned.epoch(shard)
                 && !under_way.contains(&shard)
             {
-                release_shard(&self.inner, shard, epoch).await;
+                release::release_shard(&*self.inner, shard, epoch).await;
             }
         }
-        releases_done(&self.inner).await;
-        publish_owned(&self.inner);
+        self.inner.releases.done().await;
+        self.inner.owned.publish_gauge();
         membership::leave(&self.inner.pool, self.inner.node_id).await
     }
 }
@@ -373,7 +353,7 @@ async fn rebalance(inner: &Arc<Inner>, members: &[Member], ownership: &[Ownershi
     let mut to_claim = Vec::new();
     let mut to_release = Vec::new();
     let mut lost = Vec::new();
-    let under_way = releasing(inner);
+    let under_way = inner.releases.under_way();
     for row in ownership {
         if under_way.contains(&row.shard) {
             // Its release decides what happens to it; the tick after that looks again.
@@ -427,118 +407,8 @@ async fn rebalance(inner: &Arc<Inner>, members: &[Member], ownership: &[Ownershi
             Err(error) => tracing::warn!(%error, "claiming shards failed"),
         }
     }
-    publish_owned(inner);
-    start_releases(inner, to_release);
-}
-
-/// The shards whose release is under way.
-fn releasing(inner: &Inner) -> HashSet<u32> {
-    inner
-        .releasing
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
-}
-
-/// Starts releasing `shards` (with their epochs in the database), each in a task of its own,
-/// so that however long a handoff takes the tick goes on heartbeating; at most
-/// `max_releases_per_tick` under way at once, the rest at later ticks.
-fn start_releases(inner: &Arc<Inner>, shards: Vec<(u32, u64)>) {
-    let mut releasing = inner
-        .releasing
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    let room = inner
-        .config
-        .max_releases_per_tick
-        .saturating_sub(releasing.len());
-    for (shard, epoch) in shards.into_iter().take(room) {
-        if !releasing.insert(shard) {
-            continue;
-        }
-        let release = Releasing {
-            inner: Arc::clone(inner),
-            shard,
-        };
-        tokio::spawn(async move {
-            release_shard(&release.inner, shard, epoch).await;
-            drop(release);
-        });
-    }
-}
-
-/// A release under way: leaves the set when it ends, however it ends.
-struct Releasing {
-    inner: Arc<Inner>,
-    shard: u32,
-}
-
-impl Drop for Releasing {
-    fn drop(&mut self) {
-        let idle = {
-            let mut releasing = self
-                .inner
-                .releasing
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            releasing.remove(&self.shard);
-            releasing.is_empty()
-        };
-        publish_owned(&self.inner);
-        if idle {
-            self.inner.releases_idle.notify_waiters();
-        }
-    }
-}
-
-/// Waits until no release is under way.
-async fn releases_done(inner: &Inner) {
-    loop {
-        // Registered before the check: a release that ends in between still wakes it.
-        let idle = inner.releases_idle.notified();
-        tokio::pin!(idle);
-        idle.as_mut().enable();
-        if inner
-            .releasing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-        {
-            return;
-        }
-        idle.await;
-    }
-}
-
-/// Sets the shards-owned gauge to what is served now.
-fn publish_owned(inner: &Inner) {
-    metrics::gauge!("cluster_shards_owned").set(inner.owned.len() as f64);
-}
-
-/// Drain, hand off, then clear the owner at `epoch`. A shard no longer served here has no
-/// actors left to hand off (a self-fence stopped them): only its owner is cleared.
-async fn release_shard(inner: &Inner, shard: u32, epoch: u64) {
-    if inner.owned.epoch(shard).is_some() {
-        inner.owned.drain(shard);
-        let handoff = inner.handoff.read().await.clone();
-        if let Some(handoff) = handoff {
-            handoff.release(shard).await;
-        }
-        inner.owned.revoke(shard);
-    }
-    let turn = inner.release_statement.acquire().await;
-    let released = ownership::release(&inner.pool, inner.node_id, shard, epoch).await;
-    drop(turn);
-    match released {
-        Ok(false) => {}
-        Ok(true) => {
-            inner.counters.releases.fetch_add(1, Relaxed);
-            metrics::counter!("cluster_shard_releases_total").increment(1);
-        }
-        // Not served here any more either way; the new owner claims it once this node's
-        // heartbeat or the release succeeds.
-        Err(error) => tracing::warn!(shard, %error, "releasing a shard failed"),
-    }
+    inner.owned.publish_gauge();
+    release::start(inner, to_release);
 }
 
 async fn self_fence(inner: &Inner) {
@@ -546,12 +416,36 @@ async fn self_fence(inner: &Inner) {
     if revoked == 0 {
         return;
     }
-    publish_owned(inner);
+    inner.owned.publish_gauge();
     inner.counters.self_fences.fetch_add(1, Relaxed);
     metrics::counter!("cluster_self_fences_total").increment(1);
     tracing::error!(node = %inner.node_id, shards = revoked, "no heartbeat in time: serving nothing until the database answers again");
     let handoff = inner.handoff.read().await.clone();
     if let Some(handoff) = handoff {
         handoff.fenced().await;
+    }
+}
+
+/// What a release task borrows of the node: it holds the `Inner` itself, so the node keeps
+/// heartbeating until its releases end.
+impl ReleasingNode for Inner {
+    fn releases(&self) -> &Releases {
+        &self.releases
+    }
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    fn owned(&self) -> &OwnedShards {
+        &self.owned
+    }
+
+    fn handoff(&self) -> &RwLock<Option<Arc<dyn ShardHandoff>>> {
+        &self.handoff
     }
 }

@@ -130,4 +130,9 @@ impl OwnedShards {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Sets the shards-owned gauge to what is served now.
+    pub(crate) fn publish_gauge(&self) {
+        metrics::gauge!("cluster_shards_owned").set(self.len() as f64);
+    }
 }
