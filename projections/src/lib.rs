@@ -85,6 +85,7 @@ mod error;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod projection;
+mod recheck;
 mod runner;
 mod settings;
 mod sink;

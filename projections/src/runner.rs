@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::checkpoint::Checkpoints;
 use crate::error::ProjectionError;
 use crate::projection::{EventFilter, Projection};
+use crate::recheck::{Rechecks, WakeUps};
 use crate::settings::ProjectorSettings;
 use crate::sink::{AtLeastOnce, Sink};
 use crate::stats::ProjectionStats;
@@ -29,7 +30,7 @@ use crate::stats::ProjectionStats;
 pub struct Projector {
     events: Arc<dyn EventStore>,
     settings: ProjectorSettings,
-    wake: Arc<Notify>,
+    wake_ups: Arc<WakeUps>,
 }
 
 impl Projector {
@@ -43,7 +44,7 @@ impl Projector {
         Self {
             events,
             settings,
-            wake: Arc::new(Notify::new()),
+            wake_ups: Arc::new(WakeUps::default()),
         }
     }
 
@@ -62,11 +63,11 @@ impl Projector {
     /// Tells every projection of this projector that events may have been appended, so those
     /// that are caught up read at once instead of at their next poll.
     pub fn wake(&self) {
-        self.wake.notify_waiters();
+        self.wake_ups.wake();
     }
 
-    pub(crate) fn wake_handle(&self) -> Arc<Notify> {
-        Arc::clone(&self.wake)
+    pub(crate) fn wake_handle(&self) -> Arc<WakeUps> {
+        Arc::clone(&self.wake_ups)
     }
 
     pub(crate) fn start(&self, sink: Arc<dyn Sink>) -> ProjectionHandle {
@@ -80,7 +81,7 @@ impl Projector {
             sink,
             events: Arc::clone(&self.events),
             settings: self.settings.clone(),
-            wake: Arc::clone(&self.wake),
+            wake_ups: Arc::clone(&self.wake_ups),
             stats: Arc::clone(&stats),
             progress: Arc::clone(&progress),
             requests,
@@ -180,7 +181,7 @@ struct Task {
     sink: Arc<dyn Sink>,
     events: Arc<dyn EventStore>,
     settings: ProjectorSettings,
-    wake: Arc<Notify>,
+    wake_ups: Arc<WakeUps>,
     stats: Arc<Mutex<ProjectionStats>>,
     progress: Arc<Notify>,
     requests: mpsc::Receiver<Request>,
@@ -190,12 +191,6 @@ struct Task {
 
 /// How often, at most, a projection that is behind counts the events it has still to read.
 const COUNT_PERIOD: Duration = Duration::from_secs(1);
-
-/// After a wake-up, the first pause before looking again when a read found nothing.
-const FIRST_RECHECK: Duration = Duration::from_millis(2);
-
-/// The longest pause between rechecks after a wake-up.
-const RECHECK_CAP: Duration = Duration::from_millis(250);
 
 /// The pause after a runner first finds its checkpoint moved: a lost race with another runner,
 /// which is busy with the batch, so a short one. It doubles while the checkpoint keeps moving.
@@ -207,40 +202,6 @@ const MOVED_PAUSE_CAP: Duration = Duration::from_millis(100);
 /// After this many moved checkpoints in a row, with no batch of its own in between, a runner
 /// reports it in [`ProjectionStats::last_error`].
 const MOVES_REPORTED_AFTER: u32 = 8;
-
-/// Rechecking after a wake-up: quick at first, then every [`RECHECK_CAP`], until the
-/// settings' `recheck_window` has passed. Progress does not end it: a wake-up names no event, so a
-/// batch that made progress may have held older events while the one the wake-up announced
-/// is still hidden.
-#[derive(Clone, Copy)]
-struct Recheck {
-    pause: Duration,
-    /// `None`: no end.
-    until: Option<Instant>,
-}
-
-impl Recheck {
-    fn start(window: Duration) -> Self {
-        Self {
-            pause: FIRST_RECHECK,
-            // Too far to add to a clock: the window never closes.
-            until: Instant::now().checked_add(window),
-        }
-    }
-
-    /// The pause before the next look, and the recheck state after it (`None`, and the poll
-    /// interval, once the window has closed).
-    fn next(self, poll: Duration) -> (Duration, Option<Self>) {
-        if self.until.is_some_and(|until| Instant::now() >= until) {
-            return (poll, None);
-        }
-        let later = Self {
-            pause: (self.pause * 2).min(RECHECK_CAP),
-            until: self.until,
-        };
-        (self.pause.min(poll), Some(later))
-    }
-}
 
 /// What the loop does next.
 enum Next {
@@ -258,14 +219,17 @@ impl Task {
         let mut position = None;
         // After a wake-up, look again soon, backing off up to the poll interval: the appended
         // event may not be readable yet (read_all waits for older transactions to end).
-        // The start counts as a wake-up: events appended just before may be invisible to the
-        // first reads for the same reason.
-        let mut recheck = Some(Recheck::start(self.settings.recheck_window));
-        let wake = Arc::clone(&self.wake);
+        let wake_ups = Arc::clone(&self.wake_ups);
+        let mut rechecks = Rechecks::start(&wake_ups, self.settings.recheck_window);
         loop {
-            // Armed before the read: a wake-up during it is not lost, whatever the read found.
-            let woken = wake.notified();
+            // Armed before the wake-ups are counted: one that comes after the count below ends
+            // the wait for the poll, whatever the read finds.
+            let woken = wake_ups.notified();
             tokio::pin!(woken);
+            // Any wake-up since the last look restarts the window, whatever the runner was
+            // doing when it came: reading, handling a batch, pausing after a failure or a
+            // moved checkpoint, rebuilding.
+            rechecks.notice(&wake_ups);
             let stepped = position.is_some();
             let step = match position {
                 None => self.sink.position().await.map(|p| {
@@ -278,9 +242,6 @@ impl Task {
                     next
                 }),
             };
-            if woken.as_mut().enable() {
-                recheck = Some(Recheck::start(self.settings.recheck_window));
-            }
             let next = match step {
                 Ok(next) => {
                     backoff = Duration::from_millis(10);
@@ -351,11 +312,10 @@ impl Task {
                     }
                 }
                 Next::Wait => {
-                    let poll = self.settings.poll_interval;
-                    let (pause, later) = recheck.map_or((poll, None), |r| r.next(poll));
-                    recheck = later;
+                    let pause = rechecks.pause(self.settings.poll_interval);
                     tokio::select! {
-                        () = woken => recheck = Some(Recheck::start(self.settings.recheck_window)),
+                        // Counted: the look at the top of the loop restarts the window.
+                        () = woken => {}
                         () = tokio::time::sleep(pause) => {}
                         request = self.requests.recv() => match request {
                             Some(request) => {

@@ -18,6 +18,10 @@ pub struct ProjectorSettings {
     /// event, but PostgreSQL's `read_all` shows it only once every older transaction on the
     /// server has ended, which a long transaction elsewhere can delay by seconds. Default 60 s.
     ///
+    /// Every wake-up restarts the window, whatever the runner was doing when it came (reading,
+    /// handling a batch, pausing after a failed batch, rebuilding): the runner notices it before
+    /// its next read.
+    ///
     /// The cost: after each wake-up the runner reads again at 2, 4, 8 … ms (never less often
     /// than `poll_interval`) until the next one, so a projection woken tens of times a second
     /// reads about three times as often as one read only on wake-ups, and with a

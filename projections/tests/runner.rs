@@ -3,13 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use event_stores::testing::{Hooked, StoreHooks};
 use event_stores::{
-    EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StoreResult, StreamId,
+    EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StoreError, StoreResult, StreamId,
 };
 use parking_lot::Mutex;
 use projections::{
@@ -20,7 +20,8 @@ use projections::{
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Records every event it is handed (stream, version, position), in order; can fail its first
-/// `fail_first` batches, and its first `fail_resets` resets after clearing what it recorded.
+/// `fail_first` batches, and its first `fail_resets` resets after clearing what it recorded;
+/// with a `reset_gate`, each reset waits there after counting itself in `resets`.
 #[derive(Clone, Default)]
 struct Recorder {
     seen: Arc<Mutex<Vec<(String, u64, u64)>>>,
@@ -28,6 +29,7 @@ struct Recorder {
     fail_first: Arc<AtomicU32>,
     fail_resets: Arc<AtomicU32>,
     filter: Option<&'static str>,
+    reset_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[async_trait]
@@ -61,6 +63,9 @@ impl Projection for Recorder {
 
     async fn reset(&self) -> Result<(), HandlerError> {
         self.resets.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = &self.reset_gate {
+            gate.acquire().await?.forget();
+        }
         self.seen.lock().clear();
         let failing = self
             .fail_resets
@@ -382,9 +387,14 @@ async fn a_batch_size_of_zero_set_directly_still_handles_every_event() {
 }
 
 /// Hooks for an in-memory store whose `read_all` shows positions only up to a bound, as
-/// PostgreSQL's hides an event until the transactions older than its own have ended.
+/// PostgreSQL's hides an event until the transactions older than its own have ended; its
+/// `read_all` can also fail, as when the database is unreachable.
 struct Hiding {
     shown_up_to: AtomicU64,
+    /// Positions past `.0` are hidden from the next `.1` reads that succeed.
+    hidden_for_reads: Mutex<Option<(u64, u64)>>,
+    failing: AtomicBool,
+    /// Reads that succeeded.
     reads: AtomicU64,
 }
 
@@ -392,6 +402,8 @@ impl Hiding {
     fn new(store: InMemoryEventStore) -> Hooked<Self> {
         let hooks = Self {
             shown_up_to: AtomicU64::new(u64::MAX),
+            hidden_for_reads: Mutex::new(None),
+            failing: AtomicBool::new(false),
             reads: AtomicU64::new(0),
         };
         Hooked::new(Arc::new(store), hooks)
@@ -399,6 +411,17 @@ impl Hiding {
 
     fn show_up_to(&self, position: u64) {
         self.shown_up_to.store(position, Ordering::SeqCst);
+    }
+
+    /// Hides the positions past `position` from the next `reads` reads that succeed, as a
+    /// transaction that ends by itself a moment later would: no test step has to be quick
+    /// enough to show them after the right read.
+    fn hide_past_for_reads(&self, position: u64, reads: u64) {
+        *self.hidden_for_reads.lock() = Some((position, reads));
+    }
+
+    fn fail_reads(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 }
 
@@ -410,7 +433,20 @@ impl StoreHooks for Hiding {
         after_position: u64,
         limit: usize,
     ) -> StoreResult<Vec<RecordedEvent>> {
-        let bound = self.shown_up_to.load(Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                message: "failing reads, on purpose".into(),
+                source: None,
+            });
+        }
+        let mut bound = self.shown_up_to.load(Ordering::SeqCst);
+        {
+            let mut hidden = self.hidden_for_reads.lock();
+            if let Some((past, reads)) = *hidden {
+                bound = bound.min(past);
+                *hidden = (reads > 1).then_some((past, reads - 1));
+            }
+        }
         let mut events = inner.read_all(after_position, limit).await?;
         events.retain(|e| e.position <= bound);
         self.reads.fetch_add(1, Ordering::SeqCst);
@@ -418,22 +454,34 @@ impl StoreHooks for Hiding {
     }
 }
 
+type HidingRunner = (
+    Arc<Hooked<Hiding>>,
+    Projector,
+    projections::ProjectionHandle,
+);
+
 /// A caught-up runner that polls once an hour, on a store that hides everything after
 /// `shown` for now.
 fn hiding_runner(
     shown: u64,
     store: InMemoryEventStore,
     projection: impl Projection,
-) -> (
-    Arc<Hooked<Hiding>>,
-    Projector,
-    projections::ProjectionHandle,
-) {
+) -> HidingRunner {
+    hiding_runner_with(settings(), shown, store, projection)
+}
+
+/// [`hiding_runner`] with `settings`, but for the hour-long poll.
+fn hiding_runner_with(
+    settings: ProjectorSettings,
+    shown: u64,
+    store: InMemoryEventStore,
+    projection: impl Projection,
+) -> HidingRunner {
     let hiding = Arc::new(Hiding::new(store));
     hiding.show_up_to(shown);
     let projector = Projector::with_settings(
         Arc::clone(&hiding) as Arc<dyn EventStore>,
-        settings().poll_interval(Duration::from_secs(3600)),
+        settings.poll_interval(Duration::from_secs(3600)),
     );
     let running = projector.run(projection, Arc::new(InMemoryCheckpoints::new()));
     (hiding, projector, running)
@@ -515,5 +563,99 @@ async fn a_wake_up_during_a_batch_still_finds_an_event_hidden_from_the_next_read
         "the wake-up during the batch keeps the runner rechecking: {:?}",
         running.stats()
     );
+    running.stop().await;
+}
+
+/// The recheck window of the runners below: short enough to wait for it to close, long enough
+/// for the runner's own rechecks (2 ms apart at first) to fall in it on a loaded machine.
+const SHORT_WINDOW: Duration = Duration::from_secs(2);
+
+/// Waits until `condition` holds, at most [`WAIT`].
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "{what}: never");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_wake_up_during_a_failure_pause_restarts_the_recheck_window() {
+    let store = InMemoryEventStore::new();
+    let recorder = Recorder::default();
+    let hiding = Arc::new(Hiding::new(store.clone()));
+    hiding.fail_reads(true);
+    // Reads fail from the start, with pauses that double up to 1 s: the window the start opened
+    // closes while they go on.
+    let projector = Projector::with_settings(
+        Arc::clone(&hiding) as Arc<dyn EventStore>,
+        settings()
+            .poll_interval(Duration::from_secs(3600))
+            .recheck_window(SHORT_WINDOW)
+            .max_backoff(Duration::from_secs(1)),
+    );
+    let running = projector.run(recorder.clone(), Arc::new(InMemoryCheckpoints::new()));
+    until("a failed read", || running.stats().retries > 0).await;
+    // The window opened before that first failure.
+    tokio::time::sleep(SHORT_WINDOW).await;
+    let retries = running.stats().retries;
+    until("a failure after the window closed", || {
+        running.stats().retries > retries
+    })
+    .await;
+
+    // In the pause after that failure, an event is appended and announced, hidden from the
+    // first read that succeeds. (Should a stall let the pause end first, the wake-up finds the
+    // runner waiting instead, and the event is found all the same.)
+    hiding.hide_past_for_reads(0, 1);
+    let last = append(&store, "account", 1, 1).await;
+    hiding.fail_reads(false);
+    projector.wake();
+    assert!(
+        running.wait_for(last, WAIT).await,
+        "the wake-up during the pause keeps the runner rechecking: {:?}",
+        running.stats()
+    );
+    assert_eq!(positions(&recorder), [last]);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_wake_up_during_a_rebuild_restarts_the_recheck_window() {
+    let store = InMemoryEventStore::new();
+    let first = append(&store, "account", 1, 1).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let recorder = Recorder {
+        reset_gate: Some(Arc::clone(&gate)),
+        ..Recorder::default()
+    };
+    let (hiding, projector, running) = hiding_runner_with(
+        settings().recheck_window(SHORT_WINDOW),
+        u64::MAX,
+        store.clone(),
+        recorder.clone(),
+    );
+    assert!(running.wait_for(first, WAIT).await);
+    // The window the start opened closes.
+    tokio::time::sleep(SHORT_WINDOW).await;
+
+    // While the read model is reset, an event is appended and announced, hidden from the two
+    // reads of the replay (the first event, then nothing more).
+    let during = async {
+        until("the reset", || recorder.resets.load(Ordering::SeqCst) == 1).await;
+        hiding.hide_past_for_reads(first, 2);
+        let last = append(&store, "account", 1, 1).await;
+        projector.wake();
+        gate.add_permits(1);
+        last
+    };
+    let (rebuilt, last) = tokio::join!(running.rebuild(), during);
+    rebuilt.unwrap();
+    assert!(
+        running.wait_for(last, WAIT).await,
+        "the wake-up during the rebuild keeps the runner rechecking: {:?}",
+        running.stats()
+    );
+    assert_eq!(positions(&recorder), [first, last]);
     running.stop().await;
 }

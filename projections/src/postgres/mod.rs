@@ -306,9 +306,9 @@ impl Projector {
         let task = tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(_)) => wake.notify_waiters(),
+                    Ok(Some(_)) => wake.wake(),
                     // Reconnected after a lost connection: notifications may have been missed.
-                    Ok(None) => wake.notify_waiters(),
+                    Ok(None) => wake.wake(),
                     Err(error) => {
                         tracing::warn!(%error, "listening for appends failed; polling until it recovers");
                         tokio::time::sleep(Duration::from_secs(1)).await;
