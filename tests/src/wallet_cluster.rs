@@ -130,6 +130,8 @@ pub struct Ledger {
     /// Attempts sent to a node that did not own the wallet's shard at that moment (as its
     /// own `SHARDS` view is not per shard, this uses the last sampled ownership map).
     pub to_non_owner: AtomicU64,
+    /// Attempts answered with a NACK, by kind.
+    pub nacks: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Ledger {
@@ -225,6 +227,9 @@ pub async fn deposit(
                 panic!("a deposit was rejected: {id} {command}")
             }
             other => {
+                if let Exec::Nack(kind) = &other {
+                    *ledger.nacks.lock().unwrap().entry(kind.clone()).or_default() += 1;
+                }
                 if other.is_unknown() {
                     maybe_stored = true;
                     ledger.unknown_outcomes.fetch_add(1, Ordering::Relaxed);

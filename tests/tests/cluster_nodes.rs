@@ -161,14 +161,16 @@ async fn every_wallet_is_live_on_at_most_one_node_and_each_acknowledged_deposit_
     }
     eprintln!(
         "cluster_nodes::single_owner: {} commands ({} attempts, {} retries, {} unknown outcomes, \
-         {} duplicate acks), {} sent to a non-owner, {forwarded} forwards answered; {} events in \
-         {} streams; {} LIVE samples (at most {} live, slowest sample {:?}); {released} shards \
-         handed over during the load; load {load_elapsed:.1?}, total {:.1?}",
+         {} duplicate acks, NACKs by kind {:?}), {} sent to a non-owner, {forwarded} forwards \
+         answered; {} events in {} streams; {} LIVE samples (at most {} live, slowest sample \
+         {:?}); {released} shards handed over during the load; load {load_elapsed:.1?}, total \
+         {:.1?}",
         ledger.commands.load(Ordering::Relaxed),
         ledger.attempts.load(Ordering::Relaxed),
         ledger.retries.load(Ordering::Relaxed),
         ledger.unknown_outcomes.load(Ordering::Relaxed),
         ledger.duplicates.load(Ordering::Relaxed),
+        ledger.nacks.lock().unwrap(),
         ledger.to_non_owner.load(Ordering::Relaxed),
         report.events,
         report.streams,
