@@ -168,13 +168,23 @@ pub fn seeded_event(i: u64) -> LedgerEvent {
 
 /// Encodes an event the way the framework stores it: MessagePack with named fields, the event
 /// type name, the aggregate's event schema version and a fresh UUID v7.
+///
+/// Into a buffer with room for a ledger event from the start, as the framework's reused
+/// buffer has: grown from empty (`rmp_serde::to_vec_named`), the baselines that use this paid
+/// four reallocations an event (about 1 000 instructions) that the framework does not.
 pub fn new_event(event: &LedgerEvent) -> Result<NewEvent, codec::CodecError> {
+    let mut payload = Vec::with_capacity(EVENT_ROOM);
+    rmp_serde::encode::write_named(&mut payload, event)
+        .map_err(|e| codec::CodecError::Encode(e.to_string()))?;
     Ok(NewEvent::new(
         <Ledger as Aggregate>::event_type(event).into_owned(),
         <Ledger as Aggregate>::EVENT_SCHEMA_VERSION,
-        codec::encode(event)?,
+        payload,
     ))
 }
+
+/// Bytes reserved for an encoded ledger event: a deposit or withdrawal is about 30.
+const EVENT_ROOM: usize = 64;
 
 /// The kind of a statement line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
