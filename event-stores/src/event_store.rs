@@ -159,9 +159,10 @@ pub trait EventStore: Send + Sync + 'static {
         }
     }
 
-    /// Ids of the streams of `aggregate_type` that have events, in ascending order, after
-    /// `after` (from the first when `None`), at most `limit`: pages through every aggregate of
-    /// a type, e.g. to rebuild their snapshots. The default scans `read_all` (every event of
+    /// Ids of the streams of `aggregate_type` that have events, in ascending byte order (the
+    /// same on every backend, whatever a database's collation), after `after` (from the first
+    /// when `None`), at most `limit`: pages through every aggregate of a type, e.g. to rebuild
+    /// their snapshots. The default scans `read_all` (every event of
     /// the store per page); the backends read their stream index.
     async fn stream_ids(
         &self,

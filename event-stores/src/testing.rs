@@ -205,13 +205,21 @@ fn record_skip() {
 /// ```
 #[cfg(feature = "postgres")]
 pub async fn fresh_database() -> Option<TestDatabase> {
+    fresh_database_with("").await
+}
+
+/// [`fresh_database`] created with `options` added to its `CREATE DATABASE` statement, e.g.
+/// `LOCALE_PROVIDER icu ICU_LOCALE 'en-US'` for a database whose text sorts as people read it
+/// rather than byte by byte. `options` is SQL, written by the test. Feature `postgres`.
+#[cfg(feature = "postgres")]
+pub async fn fresh_database_with(options: &str) -> Option<TestDatabase> {
     let admin_url = database_url()?;
     let name = unique_name();
     let mut conn = PgConnection::connect(&admin_url)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {DATABASE_URL_VAR} ({admin_url}): {e}"));
     sqlx::query(AssertSqlSafe(format!(
-        "CREATE DATABASE \"{name}\" TEMPLATE template0"
+        "CREATE DATABASE \"{name}\" TEMPLATE template0 {options}"
     )))
     .execute(&mut conn)
     .await

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use event_stores::contract::{self, Fixture, fresh_stream, numbered_events, snapshot};
 use event_stores::postgres::{PG_MAX_EVENTS_PER_APPEND, migrate};
-use event_stores::testing::fresh_database;
+use event_stores::testing::{fresh_database, fresh_database_with};
 use event_stores::{
     EventStore, InvalidInput, PgConfig, PgEventStore, PgSnapshotStore, ReadQuery, SnapshotStore,
     StoreError, StoreLimits,
@@ -498,4 +498,24 @@ async fn a_takeover_waits_for_a_fenced_append_in_flight() {
     );
     in_flight.commit().await.unwrap();
     takeover.await.unwrap().unwrap();
+}
+
+/// On a database whose text sorts as people read it (ICU, `en-US`: "a" before "B"), stream ids
+/// still page in byte order, as the in-memory store pages them: the identifier columns compare
+/// byte by byte whatever the database's default collation.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_ids_page_in_byte_order_on_a_database_that_sorts_text_linguistically() {
+    let Some(db) = fresh_database_with("LOCALE_PROVIDER icu ICU_LOCALE 'en-US'").await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let linguistic: bool = sqlx::query_scalar("SELECT 'a' < 'B'")
+        .fetch_one(events.pool())
+        .await
+        .unwrap();
+    assert!(
+        linguistic,
+        "the database's default collation sorts linguistically"
+    );
+    contract::stream_ids_page_through_one_type_in_id_order(Arc::new(events)).await;
 }
