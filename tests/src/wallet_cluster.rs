@@ -228,7 +228,12 @@ pub async fn deposit(
             }
             other => {
                 if let Exec::Nack(kind) = &other {
-                    *ledger.nacks.lock().unwrap().entry(kind.clone()).or_default() += 1;
+                    *ledger
+                        .nacks
+                        .lock()
+                        .unwrap()
+                        .entry(kind.clone())
+                        .or_default() += 1;
                 }
                 if other.is_unknown() {
                     maybe_stored = true;
