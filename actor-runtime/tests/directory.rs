@@ -905,6 +905,17 @@ impl Placement<u64> for Switch {
     }
 }
 
+/// A directory whose keys are all local until its [`Switch`] is turned off.
+fn switched_directory(probe: &Arc<Probe>) -> (Dir, Arc<Switch>) {
+    let placement = Arc::new(Switch(AtomicBool::new(true)));
+    let dir = Directory::<TestActor>::with_placement(
+        Arc::clone(probe),
+        config(),
+        Arc::clone(&placement) as Arc<dyn Placement<u64>>,
+    );
+    (dir, placement)
+}
+
 /// A key moved away while its actor was still activating (its call checked the placement
 /// before the move, so a handoff's passivation finds no actor to stop yet): the actor stops
 /// itself as soon as it has started, instead of staying live, and serving its state, on a node
@@ -913,12 +924,7 @@ impl Placement<u64> for Switch {
 async fn a_key_moved_away_during_its_activation_does_not_stay_live() {
     let probe = Probe::new();
     *probe.activation_delay.lock().unwrap() = Some(Duration::from_millis(300));
-    let placement = Arc::new(Switch(AtomicBool::new(true)));
-    let dir = Directory::<TestActor>::with_placement(
-        Arc::clone(&probe),
-        config(),
-        Arc::clone(&placement) as Arc<dyn Placement<u64>>,
-    );
+    let (dir, placement) = switched_directory(&probe);
     let call = {
         let dir = dir.clone();
         tokio::spawn(async move { add(&dir, 7, 1).await })
@@ -951,12 +957,7 @@ async fn a_key_moved_away_during_its_activation_does_not_stay_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_refused_because_its_key_moved_away_comes_back_unsent() {
     let probe = Probe::new();
-    let placement = Arc::new(Switch(AtomicBool::new(true)));
-    let dir = Directory::<TestActor>::with_placement(
-        Arc::clone(&probe),
-        config(),
-        Arc::clone(&placement) as Arc<dyn Placement<u64>>,
-    );
+    let (dir, placement) = switched_directory(&probe);
     let timeout = Duration::from_secs(10);
     let served = dir
         .call_timeout_or_misplaced(&3, timeout, |reply| Msg::Add(2, reply))
