@@ -384,9 +384,11 @@ impl Executor {
     /// [`ExecutorError::NotFound`] and leaves nothing live (its activation, one read, is what
     /// finds that out; the actor is passivated before this returns).
     pub async fn state<A: Aggregate>(&self, id: &str) -> Result<StateView<A>, ExecutorError> {
+        let key = id.to_owned();
         self.query::<A, _, _, _>(
             id,
-            |registration, key| self.state_local::<A>(registration, key),
+            &key,
+            |registration, left| self.state_local::<A>(registration, &key, left),
             |transport, node, left| async move {
                 remote::forward_state::<A>(transport, &node, id, left).await
             },
@@ -396,14 +398,15 @@ impl Executor {
 
     /// Runs a call that changes no events (a state read, a snapshot) where `id` is served:
     /// `here` when on this node, `there` (forwarded to the node at an address) otherwise,
-    /// looking the route up again after a retryable miss until the type's call timeout.
-    /// `here` gets the registration and the directory's key, so neither is made twice; when
-    /// the id moved away before an actor here took the call (a handoff), the call goes on to
-    /// the owner.
+    /// looking the route up again after a retryable miss until the type's call timeout. `key`
+    /// is the directory's key for `id`, made by the caller so that `here` can borrow it; `here`
+    /// gets the registration and the time left. When the id moved away before an actor here
+    /// took the call (a handoff), the call goes on to the owner.
     async fn query<'s, A: Aggregate, T, Here, There>(
         &'s self,
         id: &'s str,
-        here: impl Fn(&'s Registration<A>, String) -> Here,
+        key: &'s String,
+        here: impl Fn(&'s Registration<A>, Duration) -> Here,
         there: impl Fn(&'s dyn Transport, String, Duration) -> There,
     ) -> Result<T, ExecutorError>
     where
@@ -411,16 +414,15 @@ impl Executor {
         There: Future<Output = Forwarded<Result<T, ExecutorError>>>,
     {
         let registration = self.registration::<A>(id)?;
-        let key = id.to_owned();
         let deadline = instant_after(
             tokio::time::Instant::now(),
             registration.context.settings.runtime.call_timeout,
         );
-        let mut route = self.route(registration, &key, deadline);
+        let mut route = self.route(registration, key, deadline);
         let mut last = None;
         while let Some(hop) = route.next().await {
             let node = match hop {
-                Hop::Here => match here(registration, key.clone()).await {
+                Hop::Here => match here(registration, route.remaining()).await {
                     Err(error @ ExecutorError::NotLocal { .. }) => {
                         last = Some(error);
                         continue;
@@ -446,24 +448,27 @@ impl Executor {
         id: &str,
     ) -> Result<StateView<A>, ExecutorError> {
         let registration = self.registration::<A>(id)?;
-        self.state_local(registration, id.to_owned()).await
+        let timeout = registration.context.settings.runtime.call_timeout;
+        self.state_local(registration, &id.to_owned(), timeout)
+            .await
     }
 
     /// [`state_here`](Self::state_here) with the registration already looked up (and the id
-    /// checked) and the directory's key made.
+    /// checked) and the directory's key made, within `timeout`.
     async fn state_local<A: Aggregate>(
         &self,
         registration: &Registration<A>,
-        key: String,
+        key: &String,
+        timeout: Duration,
     ) -> Result<StateView<A>, ExecutorError> {
-        let was_live = registration.directory.is_live(&key);
+        let was_live = registration.directory.is_live(key);
         // The activation's read tells whether the aggregate exists: no separate check first.
         let view = registration
             .directory
-            .call(&key, |reply| AggregateMessage::State { reply })
+            .call_timeout(key, timeout, |reply| AggregateMessage::State { reply })
             .await?;
         if let Err(ExecutorError::NotFound { .. }) = &view {
-            self.leave_no_trace::<A>(&key, was_live).await;
+            self.leave_no_trace::<A>(key, was_live).await;
         }
         view
     }

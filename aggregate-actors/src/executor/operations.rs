@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use event_stores::{EventStore, SnapshotStore};
 
@@ -17,9 +18,11 @@ impl Executor {
     /// Takes a snapshot of aggregate `id` now, on the node that serves it, and waits until it
     /// is written. Returns the version snapshotted.
     pub async fn snapshot_now<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
+        let key = id.to_owned();
         self.query::<A, _, _, _>(
             id,
-            |registration, key| self.snapshot_local::<A>(registration, key),
+            &key,
+            |registration, left| self.snapshot_local::<A>(registration, &key, left),
             |transport, node, left| async move {
                 remote::forward_snapshot::<A>(transport, &node, id, left).await
             },
@@ -30,24 +33,29 @@ impl Executor {
     /// Snapshots this node's actor for `id`, never forwarding.
     pub(crate) async fn snapshot_here<A: Aggregate>(&self, id: &str) -> Result<u64, ExecutorError> {
         let registration = self.registration::<A>(id)?;
-        self.snapshot_local(registration, id.to_owned()).await
+        let timeout = registration.context.settings.runtime.call_timeout;
+        self.snapshot_local(registration, &id.to_owned(), timeout)
+            .await
     }
 
     /// [`snapshot_here`](Self::snapshot_here) with the registration already looked up (and
-    /// the id checked) and the directory's key made.
+    /// the id checked) and the directory's key made; the actor is reached within `timeout`.
     async fn snapshot_local<A: Aggregate>(
         &self,
         registration: &Registration<A>,
-        key: String,
+        key: &String,
+        timeout: Duration,
     ) -> Result<u64, ExecutorError> {
-        let was_live = registration.directory.is_live(&key);
+        let was_live = registration.directory.is_live(key);
         let written = registration
             .directory
-            .call(&key, |reply| AggregateMessage::SnapshotNow { reply })
+            .call_timeout(key, timeout, |reply| AggregateMessage::SnapshotNow {
+                reply,
+            })
             .await??;
         let Some(written) = written else {
-            self.leave_no_trace::<A>(&key, was_live).await;
-            return Err(self.not_found::<A>(&key));
+            self.leave_no_trace::<A>(key, was_live).await;
+            return Err(self.not_found::<A>(key));
         };
         match written.await {
             Ok(Ok(version)) => Ok(version),
