@@ -126,7 +126,8 @@ pub struct SchedulerStats {
     /// Firings waiting for their due time or running now.
     pub in_flight: u64,
     /// How late firings started after their due time: median, 99th percentile and maximum
-    /// over the last 65 536 firings.
+    /// over the last 65 536 firings (a retry that found its firing already stored, a
+    /// duplicate, is not one).
     pub lag_p50: Duration,
     /// See [`lag_p50`](Self::lag_p50).
     pub lag_p99: Duration,
@@ -380,6 +381,15 @@ async fn fire_when_due(
         FireOutcome::Fired { .. } | FireOutcome::Rejected(_)
     ) {
         shared.retry_at.lock().remove(&reminder_id);
+    }
+    // A duplicate's lag would be its retry's, not when the firing that stored it started.
+    if matches!(
+        outcome,
+        FireOutcome::Fired {
+            duplicate: false,
+            ..
+        } | FireOutcome::Rejected(_)
+    ) {
         metrics::histogram!("reminder_lag_seconds", "aggregate" => aggregate.clone())
             .record(lag.as_secs_f64());
         let mut lags = shared.lags.lock();

@@ -146,7 +146,7 @@ impl<A: Aggregate> AggregateActor<A> {
                 && s.due_at == requested.due_at
                 && s.state == ReminderState::Scheduled
         }) else {
-            return FireOutcome::Stale;
+            return self.fired_before(&requested).await;
         };
         let firing = Firing {
             name: stored.name.clone(),
@@ -213,6 +213,40 @@ impl<A: Aggregate> AggregateActor<A> {
             Err(CommandError::NotStored(error)) => FireOutcome::Failed(error),
             Err(CommandError::Indeterminate(indeterminate)) => {
                 FireOutcome::Failed(indeterminate.cause)
+            }
+        }
+    }
+
+    /// The outcome of a firing whose reminder is no longer in the form that fired: `Fired`
+    /// (a duplicate) when this very firing's command was stored, by an earlier attempt whose
+    /// outcome the scheduler did not learn (its retry lands here), `Stale` when the reminder
+    /// was replaced, cancelled or moved on by something else. Looked up in the window, then in
+    /// the store; a command that stored no events cannot be told apart and is `Stale`, which
+    /// ends the firing all the same.
+    async fn fired_before(&self, requested: &StoredReminder) -> FireOutcome {
+        let command_id = firing_command_id(requested.reminder_id, requested.due_at).as_uuid();
+        if let Some((_, last)) = self.recent.get(command_id) {
+            return FireOutcome::Fired {
+                version: last,
+                duplicate: true,
+            };
+        }
+        match self
+            .context
+            .events
+            .read_command(&self.stream, command_id)
+            .await
+        {
+            Ok(stored) => match stored.last() {
+                Some(last) => FireOutcome::Fired {
+                    version: last.version,
+                    duplicate: true,
+                },
+                None => FireOutcome::Stale,
+            },
+            Err(error) => {
+                tracing::debug!(stream = %self.stream, reminder = %requested.name, %error, "cannot tell whether a moved-on reminder's firing was stored; stale");
+                FireOutcome::Stale
             }
         }
     }

@@ -18,7 +18,8 @@ use aggregate_actors::event_stores::{
 use aggregate_actors::reminder::{FireOutcome, Reminder};
 use aggregate_actors::scheduler::{Scheduler, SchedulerHandle, SchedulerSettings};
 use aggregate_actors::{
-    Aggregate, AggregateSettings, CommandError, Context, ErrorKind, Executor, ExecutorError,
+    Aggregate, AggregateSettings, CommandError, Context, DedupWindow, ErrorKind, Executor,
+    ExecutorError,
 };
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
@@ -385,7 +386,9 @@ async fn a_periodic_reminder_moves_on_and_a_missed_run_fires_once(stores: Stores
     executor.shutdown().await;
 }
 
-async fn a_firing_retried_after_it_was_stored_fires_nothing_more(stores: Stores) {
+async fn a_firing_retried_after_it_was_stored_fires_nothing_more_and_answers_as_fired(
+    stores: Stores,
+) {
     let executor = executor(&stores);
     executor
         .execute::<Seat>(
@@ -403,25 +406,41 @@ async fn a_firing_retried_after_it_was_stored_fires_nothing_more(stores: Stores)
         executor.fire_reminder(due.clone()),
         executor.fire_reminder(due.clone())
     );
-    let outcomes = [first, second];
-    let fired = outcomes
-        .iter()
-        .filter(|o| matches!(o, FireOutcome::Fired { .. }))
-        .count();
-    let stale = outcomes
-        .iter()
-        .filter(|o| matches!(o, FireOutcome::Stale))
-        .count();
-    assert_eq!((fired, stale), (1, 1), "{outcomes:?}");
-    assert!(matches!(
-        executor.fire_reminder(due).await,
-        FireOutcome::Stale
-    ));
+    // One stored it; the other learns that, with the version it stored.
+    let mut outcomes = [first, second].map(|o| match o {
+        FireOutcome::Fired { version, duplicate } => (version, duplicate),
+        other => panic!("both attempts are the one firing: {other:?}"),
+    });
+    outcomes.sort();
+    assert_eq!(outcomes, [(2, false), (2, true)]);
+    // A retry later (a scheduler that did not learn the first outcome) is told the same: by
+    // the actor's window, and by the store on an executor that remembers no command ids.
+    let forgetful = Executor::builder(Arc::clone(&stores.events), Arc::clone(&stores.snapshots))
+        .register::<Seat>(AggregateSettings::new().reminders().dedup(DedupWindow {
+            max_commands: 0,
+            max_age: None,
+        }))
+        .build()
+        .unwrap();
+    for retrying in [&executor, &forgetful] {
+        let again = retrying.fire_reminder(due.clone()).await;
+        assert!(
+            matches!(
+                again,
+                FireOutcome::Fired {
+                    version: 2,
+                    duplicate: true
+                }
+            ),
+            "{again:?}"
+        );
+    }
     assert_eq!(
         events(&stores, "twice").await,
         [SeatEvent::Held, SeatEvent::Expired { tag: "x".into() }]
     );
     executor.shutdown().await;
+    forgetful.shutdown().await;
 }
 
 async fn reminders_from_outside_go_through_the_actor_and_need_them_turned_on(stores: Stores) {
@@ -687,7 +706,7 @@ on_both_backends! {
     old_forms => cancelled_and_replaced_reminders_never_fire_in_their_old_form;
     refused => a_refused_firing_is_recorded_on_the_reminder_and_not_retried;
     periodic => a_periodic_reminder_moves_on_and_a_missed_run_fires_once;
-    retried_firing => a_firing_retried_after_it_was_stored_fires_nothing_more;
+    retried_firing => a_firing_retried_after_it_was_stored_fires_nothing_more_and_answers_as_fired;
     from_outside => reminders_from_outside_go_through_the_actor_and_need_them_turned_on;
     too_long_period => a_period_longer_than_the_reminder_years_is_refused_with_a_typed_error_and_stores_nothing;
     unserved_first => reminders_no_executor_here_serves_do_not_keep_later_due_ones_from_firing;
