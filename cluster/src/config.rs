@@ -35,6 +35,13 @@ impl ClusterConfig {
         }
     }
 
+    /// How long after sending a heartbeat that succeeded this node may serve: `ttl` minus
+    /// `self_fence_margin`. Also the bound on any other statement of its bookkeeping: an
+    /// answer later than that comes after the lease it would act on.
+    pub(crate) fn lease(&self) -> Duration {
+        self.ttl.saturating_sub(self.self_fence_margin)
+    }
+
     pub(crate) fn check(&self) -> Result<(), ClusterError> {
         let bad = |m: String| Err(ClusterError::InvalidConfig(m));
         if self.shard_count == 0 || i32::try_from(self.shard_count).is_err() {

@@ -87,6 +87,7 @@ mod owned;
 pub mod ownership;
 mod placement;
 mod release;
+mod round_trip;
 mod routes;
 pub mod schema;
 pub mod shard;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::{ClusterError, db};
+use crate::error::ClusterError;
+use crate::round_trip::{connection, settle};
 
 /// A live member as the database sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,26 +18,36 @@ pub struct Member {
     pub address: String,
 }
 
-/// Inserts this node's row (a fresh node id) with a heartbeat of now.
-pub async fn join(pool: &PgPool, node_id: Uuid, address: &str) -> Result<(), ClusterError> {
-    sqlx::query("INSERT INTO cluster_members (node_id, address) VALUES ($1, $2)")
+/// Inserts this node's row (a fresh node id) with a heartbeat of now, answered `within`.
+pub async fn join(
+    pool: &PgPool,
+    node_id: Uuid,
+    address: &str,
+    within: Duration,
+) -> Result<(), ClusterError> {
+    const WHAT: &str = "joining the cluster";
+    let mut conn = connection(pool, within, WHAT).await?;
+    let insert = sqlx::query("INSERT INTO cluster_members (node_id, address) VALUES ($1, $2)")
         .bind(node_id)
         .bind(address)
-        .execute(pool)
-        .await
-        .map_err(|e| db("joining the cluster", e))?;
+        .execute(&mut *conn);
+    let answer = tokio::time::timeout(within, insert).await;
+    settle(&mut conn, answer, WHAT, within)?;
     Ok(())
 }
 
 /// Renews this node's heartbeat and returns the live members (this one included when its
 /// heartbeat succeeded), in one round trip. `None` when this node's row says it left (or was
-/// removed): it must not serve anything.
+/// removed): it must not serve anything. Answered `within`, or an error.
 pub async fn heartbeat(
     pool: &PgPool,
     node_id: Uuid,
     ttl: Duration,
+    within: Duration,
 ) -> Result<Option<Vec<Member>>, ClusterError> {
-    let rows: Vec<(Uuid, String, bool)> = sqlx::query_as(
+    const WHAT: &str = "heartbeat";
+    let mut conn = connection(pool, within, WHAT).await?;
+    let beat = sqlx::query_as::<_, (Uuid, String, bool)>(
         "WITH beat AS (
              UPDATE cluster_members SET heartbeat_at = now()
              WHERE node_id = $1 AND left_at IS NULL
@@ -49,9 +60,9 @@ pub async fn heartbeat(
     )
     .bind(node_id)
     .bind(interval(ttl))
-    .fetch_all(pool)
-    .await
-    .map_err(|e| db("heartbeat", e))?;
+    .fetch_all(&mut *conn);
+    let answer = tokio::time::timeout(within, beat).await;
+    let rows = settle(&mut conn, answer, WHAT, within)?;
     if !rows.iter().any(|(_, _, me)| *me) {
         return Ok(None);
     }
@@ -63,13 +74,16 @@ pub async fn heartbeat(
     Ok(Some(members))
 }
 
-/// Marks this node as gone, so others take its shards at once instead of after the TTL.
-pub async fn leave(pool: &PgPool, node_id: Uuid) -> Result<(), ClusterError> {
-    sqlx::query("UPDATE cluster_members SET left_at = now() WHERE node_id = $1")
+/// Marks this node as gone, so others take its shards at once instead of after the TTL;
+/// answered `within`, or an error.
+pub async fn leave(pool: &PgPool, node_id: Uuid, within: Duration) -> Result<(), ClusterError> {
+    const WHAT: &str = "leaving the cluster";
+    let mut conn = connection(pool, within, WHAT).await?;
+    let update = sqlx::query("UPDATE cluster_members SET left_at = now() WHERE node_id = $1")
         .bind(node_id)
-        .execute(pool)
-        .await
-        .map_err(|e| db("leaving the cluster", e))?;
+        .execute(&mut *conn);
+    let answer = tokio::time::timeout(within, update).await;
+    settle(&mut conn, answer, WHAT, within)?;
     Ok(())
 }
 

@@ -21,7 +21,11 @@
 //! A node whose heartbeat has not succeeded for `ttl - self_fence_margin` (measured on its own
 //! monotonic clock from when the last successful heartbeat was sent) stops serving every shard
 //! and tells the handoff to stop its actors, before the others may consider it dead and take
-//! its shards: it never serves a state another node may be changing.
+//! its shards: it never serves a state another node may be changing. A tick that starts after
+//! such a gap (the process was paused) fences before it heartbeats. Each statement of a tick
+//! waits for its answer at most until the lease it would act on has run out (`round_trip`): a
+//! server that answers nothing cannot hold a tick, and with it the fence and
+//! [`leave`](ClusterNode::leave), for the minutes TCP takes to give up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -139,7 +143,7 @@ impl ClusterNode {
             .await
             .map_err(|e| crate::error::db("opening the membership connections", e))?;
         let node_id = Uuid::now_v7();
-        membership::join(&pool, node_id, &config.address).await?;
+        membership::join(&pool, node_id, &config.address, config.lease()).await?;
         let (stop, stopped) = watch::channel(false);
         let node = Self {
             inner: Arc::new(Inner {
@@ -263,7 +267,12 @@ impl ClusterNode {
         }
         self.inner.releases.done().await;
         self.inner.owned.publish_gauge();
-        membership::leave(&self.inner.pool, self.inner.node_id).await
+        membership::leave(
+            &self.inner.pool,
+            self.inner.node_id,
+            self.inner.config.lease(),
+        )
+        .await
     }
 }
 
@@ -302,15 +311,28 @@ async fn run(inner: std::sync::Weak<Inner>, mut stopped: watch::Receiver<bool>) 
 async fn tick(inner: &Arc<Inner>) {
     let mut state = inner.tick.lock().await;
     let sent = Instant::now();
-    let members = match membership::heartbeat(&inner.pool, inner.node_id, inner.config.ttl).await {
+    let limit = inner.config.lease();
+    // Woken after a gap past the limit (the process was paused, or the loop starved): others
+    // may have taken our shards meanwhile, and our actors may hold state they changed. Stop
+    // them now, not after the heartbeat's round trip; what is still ours is granted again
+    // below, onto fresh activations.
+    let gap = sent.duration_since(state.last_heartbeat);
+    if gap >= limit {
+        tracing::warn!(node = %inner.node_id, ?gap, "heartbeat gap past the limit");
+        self_fence(inner).await;
+    }
+    // An answer after the lease ran out renews nothing, so wait no longer than that (or one
+    // interval, once it has run out) before counting the heartbeat as failed.
+    let within = (state.last_heartbeat + limit)
+        .saturating_duration_since(Instant::now())
+        .max(inner.config.heartbeat_interval);
+    let heartbeat = membership::heartbeat(&inner.pool, inner.node_id, inner.config.ttl, within);
+    let members = match heartbeat.await {
         Ok(Some(members)) => {
-            // A heartbeat after a gap past the limit (the process was paused, or the loop
-            // starved): others may have taken our shards meanwhile, and our actors may hold
-            // state they changed. Stop serving everything first; what is still ours is granted
-            // again below, onto fresh activations.
-            let limit = inner.config.ttl - inner.config.self_fence_margin;
-            if sent.duration_since(state.last_heartbeat) >= limit {
-                tracing::warn!(node = %inner.node_id, gap = ?sent.duration_since(state.last_heartbeat), "heartbeat gap past the limit");
+            // Answered after the previous lease ran out (the statement waited on a lock, say):
+            // meanwhile our row looked stale, so others may have claimed our shards. Stop
+            // serving the old grants before renewing the lease; the read below grants anew.
+            if state.last_heartbeat.elapsed() >= limit {
                 self_fence(inner).await;
             }
             state.last_heartbeat = sent;
@@ -330,7 +352,6 @@ async fn tick(inner: &Arc<Inner>) {
         Err(error) => {
             inner.counters.heartbeat_failures.fetch_add(1, Relaxed);
             metrics::counter!("cluster_heartbeat_failures_total").increment(1);
-            let limit = inner.config.ttl - inner.config.self_fence_margin;
             tracing::warn!(node = %inner.node_id, %error, since = ?state.last_heartbeat.elapsed(), "heartbeat failed");
             if state.last_heartbeat.elapsed() >= limit && !inner.owned.is_empty() {
                 self_fence(inner).await;
@@ -338,7 +359,7 @@ async fn tick(inner: &Arc<Inner>) {
             return;
         }
     };
-    let Ok(ownership) = ownership::read_all(&inner.pool).await else {
+    let Ok(ownership) = ownership::read_all(&inner.pool, limit).await else {
         return;
     };
     inner
@@ -393,7 +414,15 @@ async fn rebalance(inner: &Arc<Inner>, members: &[Member], ownership: &[Ownershi
         }
     }
     if !to_claim.is_empty() {
-        match ownership::claim(&inner.pool, me, &to_claim, inner.config.ttl).await {
+        match ownership::claim(
+            &inner.pool,
+            me,
+            &to_claim,
+            inner.config.ttl,
+            inner.config.lease(),
+        )
+        .await
+        {
             Ok(won) => {
                 for row in &won {
                     inner.owned.grant(row.shard, row.epoch);
@@ -435,6 +464,10 @@ impl ReleasingNode for Inner {
 
     fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn answer_within(&self) -> Duration {
+        self.config.lease()
     }
 
     fn node_id(&self) -> Uuid {

@@ -7,8 +7,9 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::{ClusterError, db};
+use crate::error::ClusterError;
 use crate::membership::interval;
+use crate::round_trip::{connection, settle};
 
 /// One shard's ownership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,25 +22,31 @@ pub struct Ownership {
     pub epoch: u64,
 }
 
-/// Every shard's ownership, by shard.
-pub async fn read_all(pool: &PgPool) -> Result<Vec<Ownership>, ClusterError> {
-    let rows: Vec<(i32, Option<Uuid>, i64)> =
-        sqlx::query_as("SELECT shard, owner, epoch FROM shard_owners ORDER BY shard")
-            .fetch_all(pool)
-            .await
-            .map_err(|e| db("reading shard owners", e))?;
+/// Every shard's ownership, by shard; answered `within`, or an error.
+pub async fn read_all(pool: &PgPool, within: Duration) -> Result<Vec<Ownership>, ClusterError> {
+    const WHAT: &str = "reading shard owners";
+    let mut conn = connection(pool, within, WHAT).await?;
+    let read = sqlx::query_as::<_, (i32, Option<Uuid>, i64)>(
+        "SELECT shard, owner, epoch FROM shard_owners ORDER BY shard",
+    )
+    .fetch_all(&mut *conn);
+    let answer = tokio::time::timeout(within, read).await;
+    let rows = settle(&mut conn, answer, WHAT, within)?;
     Ok(rows.into_iter().filter_map(ownership).collect())
 }
 
 /// Claims `shards` for `node` where they have no owner or their owner is not a live member
 /// (heartbeat older than `ttl` by the database clock, or left). Returns the shards won with
-/// their new epochs; a shard whose owner is alive is left alone.
+/// their new epochs; a shard whose owner is alive is left alone. Answered `within`, or an
+/// error (after which the claim may have been applied: the owners' table says).
 pub async fn claim(
     pool: &PgPool,
     node: Uuid,
     shards: &[u32],
     ttl: Duration,
+    within: Duration,
 ) -> Result<Vec<Ownership>, ClusterError> {
+    const WHAT: &str = "claiming shards";
     if shards.is_empty() {
         return Ok(Vec::new());
     }
@@ -47,7 +54,8 @@ pub async fn claim(
         .iter()
         .filter_map(|s| i32::try_from(*s).ok())
         .collect();
-    let rows: Vec<(i32, Option<Uuid>, i64)> = sqlx::query_as(
+    let mut conn = connection(pool, within, WHAT).await?;
+    let update = sqlx::query_as::<_, (i32, Option<Uuid>, i64)>(
         "UPDATE shard_owners o SET owner = $1, epoch = o.epoch + 1, changed_at = now()
          WHERE o.shard = ANY($2::int[])
            AND (o.owner IS DISTINCT FROM $1)
@@ -60,33 +68,37 @@ pub async fn claim(
     .bind(node)
     .bind(&shards)
     .bind(interval(ttl))
-    .fetch_all(pool)
-    .await
-    .map_err(|e| db("claiming shards", e))?;
+    .fetch_all(&mut *conn);
+    let answer = tokio::time::timeout(within, update).await;
+    let rows = settle(&mut conn, answer, WHAT, within)?;
     Ok(rows.into_iter().filter_map(ownership).collect())
 }
 
 /// Gives up `shard` if `node` still owns it at `epoch`; true when it did. The epoch is
-/// incremented, so any append still carrying the old fence is refused.
+/// incremented, so any append still carrying the old fence is refused. Answered `within`, or
+/// an error (after which the release may have been applied: the owners' table says).
 pub async fn release(
     pool: &PgPool,
     node: Uuid,
     shard: u32,
     epoch: u64,
+    within: Duration,
 ) -> Result<bool, ClusterError> {
+    const WHAT: &str = "releasing a shard";
     let (Ok(shard), Ok(epoch)) = (i32::try_from(shard), i64::try_from(epoch)) else {
         return Ok(false);
     };
-    let released = sqlx::query(
+    let mut conn = connection(pool, within, WHAT).await?;
+    let update = sqlx::query(
         "UPDATE shard_owners SET owner = NULL, epoch = epoch + 1, changed_at = now()
          WHERE shard = $1 AND owner = $2 AND epoch = $3",
     )
     .bind(shard)
     .bind(node)
     .bind(epoch)
-    .execute(pool)
-    .await
-    .map_err(|e| db("releasing a shard", e))?;
+    .execute(&mut *conn);
+    let answer = tokio::time::timeout(within, update).await;
+    let released = settle(&mut conn, answer, WHAT, within)?;
     Ok(released.rows_affected() == 1)
 }
 

@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::{Notify, RwLock, Semaphore};
@@ -25,6 +26,8 @@ pub(crate) trait ReleasingNode: Send + Sync + 'static {
     fn releases(&self) -> &Releases;
     /// Its own connections, on which a release clears the owner.
     fn pool(&self) -> &PgPool;
+    /// How long a statement on [`pool`](Self::pool) may wait for its answer.
+    fn answer_within(&self) -> Duration;
     /// Its node id: the owner a release clears.
     fn node_id(&self) -> Uuid;
     /// The shards it owns, which a release drains and revokes.
@@ -156,7 +159,14 @@ pub(crate) async fn release_shard<N: ReleasingNode>(node: &N, shard: u32, epoch:
     }
     let releases = node.releases();
     let turn = releases.statement.acquire().await;
-    let released = ownership::release(node.pool(), node.node_id(), shard, epoch).await;
+    let released = ownership::release(
+        node.pool(),
+        node.node_id(),
+        shard,
+        epoch,
+        node.answer_within(),
+    )
+    .await;
     drop(turn);
     match released {
         Ok(false) => {}

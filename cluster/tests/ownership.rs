@@ -294,6 +294,176 @@ async fn a_node_that_cannot_heartbeat_stops_serving_before_its_ttl_ends() {
     );
 }
 
+/// The server process of the first heartbeat seen waiting for a lock (within 5 s).
+async fn waiting_heartbeat(pool: &sqlx::PgPool) -> i32 {
+    let looking = Instant::now();
+    loop {
+        let waiting: Option<(i32,)> = sqlx::query_as(
+            "SELECT pid FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%SET heartbeat_at%'
+               AND pid <> pg_backend_pid()",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        if let Some((pid,)) = waiting {
+            return pid;
+        }
+        assert!(
+            looking.elapsed() < Duration::from_secs(5),
+            "no heartbeat waited"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A heartbeat that waited on a lock past the node's lease and was then answered: while it
+/// waited the node's row looked stale to the others, who may have claimed its shards. The
+/// node fences (stops its actors, drops its grants) before it renews the lease, and serves
+/// again only what the owners' table still gives it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_heartbeat_answered_after_the_lease_ran_out_fences_the_node_before_it_serves_again() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    // Lease 1.5 s, heartbeats 1 s apart: a heartbeat that starts 1 s after the last waits up
+    // to 1 s (one interval) for its answer, past the lease's end 0.5 s after it started.
+    let (ttl, margin) = (Duration::from_millis(2_500), Duration::from_millis(1_000));
+    let a = ClusterNode::start(
+        pool.clone(),
+        ClusterConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            ..config_with("a", ttl, margin)
+        },
+    )
+    .await
+    .unwrap();
+    a.tick_now().await;
+    assert_eq!(a.owned().len(), SHARDS as usize);
+    let handoff = Arc::new(Recorder::default());
+    a.set_handoff(handoff.clone()).await;
+
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM cluster_members WHERE node_id = $1 FOR UPDATE")
+        .bind(a.node_id())
+        .fetch_one(&mut *blocker)
+        .await
+        .unwrap();
+    waiting_heartbeat(&pool).await;
+    // The lease ends at most 0.5 s after the heartbeat began waiting; its answer is given up
+    // 1 s after. Answer it in between.
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    assert!(
+        (0..SHARDS).all(|s| !a.owned().serves(s)),
+        "the lease ran out while the heartbeat waited"
+    );
+    blocker.rollback().await.unwrap();
+    let answered = Instant::now();
+    while a.owned().len() < SHARDS as usize || a.stats().self_fences == 0 {
+        assert!(
+            answered.elapsed() < Duration::from_secs(5),
+            "not fenced and served again after a late answer: {:?}",
+            a.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = a.stats();
+    assert_eq!(stats.self_fences, 1, "{stats:?}");
+    assert_eq!(
+        *handoff.fenced.lock().await,
+        1,
+        "its actors were told to stop"
+    );
+    eprintln!("late heartbeat answer: {stats:?}");
+    a.leave().await.unwrap();
+}
+
+/// The server's process behind a node's heartbeat stops answering mid-statement (SIGSTOP: no
+/// reset, no error, and no server-side timeout fires), as behind a network that drops packets.
+/// The node must not wait on it for ever: it fences itself once its lease has run out, and
+/// serves again on another connection while that one is still silent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_whose_heartbeat_gets_no_answer_fences_itself_and_serves_again_on_another_connection()
+ {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let (ttl, margin) = (Duration::from_millis(2_500), Duration::from_millis(1_000));
+    let limit = ttl - margin;
+    let a = ClusterNode::start(pool.clone(), config_with("a", ttl, margin))
+        .await
+        .unwrap();
+    a.tick_now().await;
+    assert_eq!(a.owned().len(), SHARDS as usize);
+    let handoff = Arc::new(Recorder::default());
+    a.set_handoff(handoff.clone()).await;
+
+    // Catch a's next heartbeat waiting for the table (it runs every 200 ms), stop the process
+    // serving it, then let the table go: the heartbeat has been sent and will never be answered.
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE cluster_members IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let backend = waiting_heartbeat(&pool).await;
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &backend.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name} {backend}: {status}");
+    };
+    signal("-STOP");
+    let cut = Instant::now();
+    blocker.rollback().await.unwrap();
+
+    let fenced_after = loop {
+        if a.stats().self_fences == 1 {
+            break cut.elapsed();
+        }
+        if cut.elapsed() > limit + Duration::from_secs(3) {
+            signal("-CONT");
+            panic!(
+                "no self-fence {:?} after a's heartbeat went unanswered (lease {limit:?}): {:?}",
+                cut.elapsed(),
+                a.stats()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        *handoff.fenced.lock().await,
+        1,
+        "its actors were told to stop"
+    );
+    let served_again_after = loop {
+        if a.owned().len() == SHARDS as usize && (0..SHARDS).all(|s| a.owned().serves(s)) {
+            break cut.elapsed();
+        }
+        if cut.elapsed() > limit + Duration::from_secs(8) {
+            signal("-CONT");
+            panic!("a never served again: {:?}", a.stats());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Still silent: a serves again on another connection.
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).unwrap();
+    let state = stat.rsplit(')').next().unwrap().split_whitespace().next();
+    signal("-CONT");
+    assert_eq!(state, Some("T"), "backend {backend} still stopped: {stat}");
+    let stats = a.stats();
+    assert!(stats.heartbeat_failures >= 1, "{stats:?}");
+    eprintln!(
+        "unanswered heartbeat: fenced {fenced_after:?} and served again {served_again_after:?} \
+         after it was cut (lease {limit:?}); {stats:?}"
+    );
+    a.leave().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_joining_fourth_node_takes_about_a_quarter_of_the_shards() {
     let Some(db) = fresh_database().await else {
