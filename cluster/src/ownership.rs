@@ -37,8 +37,9 @@ pub async fn read_all(pool: &PgPool, within: Duration) -> Result<Vec<Ownership>,
 
 /// Claims `shards` for `node` where they have no owner or their owner is not a live member
 /// (heartbeat older than `ttl` by the database clock, or left). Returns the shards won with
-/// their new epochs; a shard whose owner is alive is left alone. Answered `within`, or an
-/// error (after which the claim may have been applied: the owners' table says).
+/// their new epochs; a shard whose owner is alive is left alone, and so is one whose row
+/// another session holds locked (see below). Answered `within`, or an error (after which the
+/// claim may have been applied: the owners' table says).
 pub async fn claim(
     pool: &PgPool,
     node: Uuid,
@@ -55,14 +56,23 @@ pub async fn claim(
         .filter_map(|s| i32::try_from(*s).ok())
         .collect();
     let mut conn = connection(pool, within, WHAT).await?;
+    // A shard row another session holds locked is skipped, not waited for: a node paused in
+    // the middle of a fenced transaction holds its shard's row share-locked until the server
+    // ends that session, and waiting for it would hold up every other claim and this node's
+    // heartbeats with them. The next tick tries the skipped shard again.
     let update = sqlx::query_as::<_, (i32, Option<Uuid>, i64)>(
-        "UPDATE shard_owners o SET owner = $1, epoch = o.epoch + 1, changed_at = now()
-         WHERE o.shard = ANY($2::int[])
-           AND (o.owner IS DISTINCT FROM $1)
-           AND (o.owner IS NULL OR NOT EXISTS (
-                SELECT 1 FROM cluster_members m
-                WHERE m.node_id = o.owner AND m.left_at IS NULL
-                  AND m.heartbeat_at > now() - $3::interval))
+        "WITH free AS (
+             SELECT o.shard FROM shard_owners o
+             WHERE o.shard = ANY($2::int[])
+               AND (o.owner IS DISTINCT FROM $1)
+               AND (o.owner IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM cluster_members m
+                    WHERE m.node_id = o.owner AND m.left_at IS NULL
+                      AND m.heartbeat_at > now() - $3::interval))
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE shard_owners o SET owner = $1, epoch = o.epoch + 1, changed_at = now()
+         FROM free WHERE o.shard = free.shard
          RETURNING o.shard, o.owner, o.epoch",
     )
     .bind(node)

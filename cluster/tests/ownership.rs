@@ -139,6 +139,72 @@ async fn two_nodes_split_the_shards_by_rendezvous_and_never_both_own_one() {
     assert_eq!(sb.claims as usize, mine_b.len());
 }
 
+/// A node dies in the middle of a fenced transaction (a reminder change, say), so one of its
+/// shard rows stays share-locked until the server ends that session. The survivor claims
+/// every other shard of the dead node after the TTL as usual, without waiting on that row and
+/// without its own heartbeats falling behind, and claims the locked one once it is free.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_row_held_locked_by_a_dead_nodes_transaction_holds_up_no_other_claim() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+    let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
+    settle(&[&a, &b]).await;
+    let b_shards = b.owned().owned();
+    assert!(b_shards.len() >= 2, "{b_shards:?}");
+    let locked = b_shards[0];
+    // As a fenced append inside a transaction holds it (`FOR SHARE`), then b dies.
+    let mut dead_transaction = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM shard_owners WHERE shard = $1 FOR SHARE")
+        .bind(i32::try_from(locked).unwrap())
+        .fetch_one(&mut *dead_transaction)
+        .await
+        .unwrap();
+    let died = Instant::now();
+    drop(b);
+    let others = b_shards.len() - 1;
+    let taken_over = loop {
+        let taken: Vec<u32> = b_shards
+            .iter()
+            .copied()
+            .filter(|&shard| a.owned().serves(shard))
+            .collect();
+        assert!(!taken.contains(&locked), "claimed through a held lock");
+        if taken.len() == others {
+            break died.elapsed();
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(5),
+            "a took {} of the dead node's {others} free shards in {:?}: {:?}",
+            taken.len(),
+            died.elapsed(),
+            a.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // A few more ticks with the row still locked: a keeps heartbeating in time.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!a.owned().serves(locked));
+    assert_eq!(a.stats().self_fences, 0, "{:?}", a.stats());
+    dead_transaction.rollback().await.unwrap();
+    let freed = Instant::now();
+    while !a.owned().serves(locked) {
+        assert!(
+            freed.elapsed() < Duration::from_secs(3),
+            "the freed shard was never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "locked shard row: {others} other shards taken over {taken_over:?} after the death, the \
+         locked one {:?} after it was freed",
+        freed.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_nodes_shards_are_claimed_once_its_heartbeat_is_older_than_the_ttl() {
     let Some(db) = fresh_database().await else {
