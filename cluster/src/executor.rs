@@ -79,6 +79,17 @@ impl ShardHandoff for ExecutorHandoff {
             .await;
     }
 
+    async fn lost(&self, shards: &[u32]) {
+        // One pass over the live actors for all of them, however many were lost at once.
+        let count = self.shard_count;
+        let shards: std::collections::HashSet<u32> = shards.iter().copied().collect();
+        self.executor
+            .passivate_matching(|aggregate_type, id| {
+                shards.contains(&crate::shard_of(aggregate_type, id, count))
+            })
+            .await;
+    }
+
     async fn fenced(&self) {
         // Their appends are refused already; stopping them frees memory and connections.
         self.executor.passivate_matching(|_, _| true).await;

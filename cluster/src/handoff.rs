@@ -12,6 +12,15 @@ pub trait ShardHandoff: Send + Sync + 'static {
     /// when this returns.
     async fn release(&self, shard: u32);
 
+    /// `shards` were taken over by other nodes while this node was not looking (a missed
+    /// takeover): they serve nothing here any more, and their actors must stop before any of
+    /// them could be granted here again. By default, [`release`](Self::release) of each in turn.
+    async fn lost(&self, shards: &[u32]) {
+        for &shard in shards {
+            self.release(shard).await;
+        }
+    }
+
     /// The node could not heartbeat in time and serves nothing any more: stop every actor now
     /// (their appends would be fenced anyway).
     async fn fenced(&self);

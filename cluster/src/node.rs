@@ -310,21 +310,22 @@ async fn run(inner: std::sync::Weak<Inner>, mut stopped: watch::Receiver<bool>) 
 
 async fn tick(inner: &Arc<Inner>) {
     let mut state = inner.tick.lock().await;
-    let sent = Instant::now();
     let limit = inner.config.lease();
     // Woken after a gap past the limit (the process was paused, or the loop starved): others
     // may have taken our shards meanwhile, and our actors may hold state they changed. Stop
     // them now, not after the heartbeat's round trip; what is still ours is granted again
     // below, onto fresh activations.
-    let gap = sent.duration_since(state.last_heartbeat);
+    let gap = state.last_heartbeat.elapsed();
     if gap >= limit {
         tracing::warn!(node = %inner.node_id, ?gap, "heartbeat gap past the limit");
         self_fence(inner).await;
     }
+    // Taken after the fence, however long that took: the lease runs from the heartbeat's send.
+    let sent = Instant::now();
     // An answer after the lease ran out renews nothing, so wait no longer than that (or one
     // interval, once it has run out) before counting the heartbeat as failed.
     let within = (state.last_heartbeat + limit)
-        .saturating_duration_since(Instant::now())
+        .saturating_duration_since(sent)
         .max(inner.config.heartbeat_interval);
     let heartbeat = membership::heartbeat(&inner.pool, inner.node_id, inner.config.ttl, within);
     let members = match heartbeat.await {
@@ -405,14 +406,7 @@ async fn rebalance(inner: &Arc<Inner>, members: &[Member], ownership: &[Ownershi
             }
         }
     }
-    if !lost.is_empty() {
-        let handoff = inner.handoff.read().await.clone();
-        if let Some(handoff) = handoff {
-            for shard in &lost {
-                handoff.release(*shard).await;
-            }
-        }
-    }
+    release::stop_lost(inner, lost);
     if !to_claim.is_empty() {
         match ownership::claim(
             &inner.pool,

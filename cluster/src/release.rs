@@ -40,7 +40,8 @@ pub(crate) trait ReleasingNode: Send + Sync + 'static {
 pub(crate) struct Releases {
     /// Most releases under way at once (`max_releases_per_tick`); the rest wait for later ticks.
     max_under_way: usize,
-    /// Shards whose release is under way (in a task of its own); ticks leave them alone.
+    /// Shards whose release is under way (in a task of its own), or whose actors are stopping
+    /// after a missed takeover; ticks leave them alone.
     releasing: std::sync::Mutex<HashSet<u32>>,
     /// Announced whenever a release ends and none is left under way.
     idle: Notify,
@@ -112,7 +113,7 @@ pub(crate) fn start<N: ReleasingNode>(node: &Arc<N>, shards: Vec<(u32, u64)>) {
         }
         let release = Releasing {
             node: Arc::clone(node),
-            shard,
+            shards: vec![shard],
         };
         tokio::spawn(async move {
             release_shard(release.node.as_ref(), shard, epoch).await;
@@ -121,10 +122,38 @@ pub(crate) fn start<N: ReleasingNode>(node: &Arc<N>, shards: Vec<(u32, u64)>) {
     }
 }
 
-/// A release under way: leaves the set when it ends, however it ends.
+/// Stops the actors of `shards`, taken over by others while this node was not looking (they
+/// are revoked already, so they serve nothing), in a task of its own: with many shards lost at
+/// once it may take a while, and the tick must go on heartbeating. Until it ends, ticks leave
+/// these shards alone, as they do a release's, so none is granted here again onto actors that
+/// are still stopping.
+pub(crate) fn stop_lost<N: ReleasingNode>(node: &Arc<N>, shards: Vec<u32>) {
+    if shards.is_empty() {
+        return;
+    }
+    node.releases()
+        .releasing
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .extend(shards.iter().copied());
+    let lost = Releasing {
+        node: Arc::clone(node),
+        shards,
+    };
+    tokio::spawn(async move {
+        let handoff = lost.node.handoff().read().await.clone();
+        if let Some(handoff) = handoff {
+            handoff.lost(&lost.shards).await;
+        }
+        drop(lost);
+    });
+}
+
+/// Shards under way (a release, or lost shards' actors stopping): they leave the set when it
+/// ends, however it ends.
 struct Releasing<N: ReleasingNode> {
     node: Arc<N>,
-    shard: u32,
+    shards: Vec<u32>,
 }
 
 impl<N: ReleasingNode> Drop for Releasing<N> {
@@ -135,7 +164,9 @@ impl<N: ReleasingNode> Drop for Releasing<N> {
                 .releasing
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            releasing.remove(&self.shard);
+            for shard in &self.shards {
+                releasing.remove(shard);
+            }
             releasing.is_empty()
         };
         self.node.owned().publish_gauge();

@@ -139,6 +139,77 @@ async fn two_nodes_split_the_shards_by_rendezvous_and_never_both_own_one() {
     assert_eq!(sb.claims as usize, mine_b.len());
 }
 
+/// Stops the actors of lost shards slowly, as a handoff with many actors and snapshots does.
+#[derive(Default)]
+struct SlowToStop {
+    lost: Mutex<Vec<Vec<u32>>>,
+    stopped: Mutex<usize>,
+}
+
+#[async_trait]
+impl ShardHandoff for SlowToStop {
+    async fn release(&self, _shard: u32) {}
+    async fn lost(&self, shards: &[u32]) {
+        self.lost.lock().await.push(shards.to_vec());
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        *self.stopped.lock().await += 1;
+    }
+    async fn fenced(&self) {}
+}
+
+/// Shards taken over behind a node's back (it missed the takeover) are handed to its handoff
+/// all at once, and however long their actors take to stop (here 2.5 s, over twice the TTL)
+/// the node goes on heartbeating and serving its other shards, and does not take the lost
+/// shards back before their actors have stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_the_actors_of_lost_shards_does_not_hold_up_the_heartbeat() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+    let b = ClusterNode::start(pool.clone(), config("b")).await.unwrap();
+    settle(&[&a, &b]).await;
+    let handoff = Arc::new(SlowToStop::default());
+    a.set_handoff(handoff.clone()).await;
+    let a_shards = a.owned().owned();
+    assert!(a_shards.len() >= 4, "{a_shards:?}");
+    let (lost, kept) = a_shards.split_at(3);
+    // The takeover a misses: b named owner of three of a's shards, at a new epoch.
+    let taken: Vec<i32> = lost.iter().map(|&s| i32::try_from(s).unwrap()).collect();
+    sqlx::query("UPDATE shard_owners SET owner = $1, epoch = epoch + 1 WHERE shard = ANY($2)")
+        .bind(b.node_id())
+        .bind(&taken)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    while handoff.lost.lock().await.is_empty() {
+        assert!(changed.elapsed() < Duration::from_secs(3), "never told");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *handoff.lost.lock().await,
+        vec![lost.to_vec()],
+        "all at once, in one call"
+    );
+    assert!(lost.iter().all(|&s| !a.owned().serves(s)));
+    // While they stop: a heartbeats in time and serves the rest.
+    while *handoff.stopped.lock().await == 0 {
+        let stats = a.stats();
+        assert_eq!(stats.self_fences, 0, "the heartbeat fell behind: {stats:?}");
+        assert!(kept.iter().all(|&s| a.owned().serves(s)));
+        assert!(
+            lost.iter().all(|&s| !a.owned().serves(s)),
+            "a lost shard granted again before its actors stopped"
+        );
+        assert!(changed.elapsed() < Duration::from_secs(6), "never stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.stats().self_fences, 0);
+}
+
 /// A node dies in the middle of a fenced transaction (a reminder change, say), so one of its
 /// shard rows stays share-locked until the server ends that session. The survivor claims
 /// every other shard of the dead node after the TTL as usual, without waiting on that row and
