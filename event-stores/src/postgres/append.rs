@@ -31,7 +31,7 @@ use crate::fence::Fence;
 use crate::invalid_input::InvalidInput;
 use crate::stream::StreamId;
 
-use super::connection::{Held, connection, discard, failed};
+use super::connection::{Held, connection, discard, discard_if_ended, failed};
 use super::error::{UNIQUE_VIOLATION, constraint, is_lost_in_flight, map_sqlx, sqlstate};
 use super::rows::to_u64;
 
@@ -348,7 +348,7 @@ impl Appender {
 
     /// One append statement, fenced or not, on the connection in `held` (acquired if none):
     /// send (bounded by the client timeout), classify the outcome. A connection whose state is
-    /// unknown afterwards is taken out of `held` and closed.
+    /// unknown afterwards, or whose session the server ended, is taken out of `held` and closed.
     pub async fn one(&self, held: &mut Held, append: &Append) -> StoreResult<AppendReceipt> {
         let conn = self.connection(held).await?;
         let Ok(result) = self.send(conn, append).await? else {
@@ -357,8 +357,8 @@ impl Appender {
             discard(held);
             return Err(self.no_answer(&append.stream));
         };
-        if result.as_ref().is_err_and(is_lost_in_flight) {
-            discard(held);
+        if let Err(err) = &result {
+            discard_if_ended(held, err);
         }
         match result {
             Ok(Some(row)) => append.outcome_of_row(&row),

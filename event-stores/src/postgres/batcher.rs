@@ -45,7 +45,9 @@ pub(super) trait Statement: Send + Sync + 'static {
     /// What each job gets back.
     type Output: Send + 'static;
     /// Sends `jobs` (at least one, at most one per stream) on the connection in `held`, and
-    /// returns each job's outcome, in order.
+    /// returns each job's outcome, in order. Whatever it leaves in `held` is reused, kept or
+    /// parked without a ping: a connection that broke or whose session ended must be taken out
+    /// ([`discard_if_ended`](super::connection::discard_if_ended)).
     async fn send(&self, held: &mut Held, jobs: &[Self::Job]) -> Vec<StoreResult<Self::Output>>;
 
     /// Refuses a job that could not be sent, before it is queued, so that it fails alone
@@ -397,7 +399,8 @@ impl<S: Statement> Drop for Running<S> {
 struct Alone<'a, S: Statement> {
     batcher: &'a Arc<Batcher<S>>,
     held: Held,
-    /// The statement finished: the connection is fit for the next one.
+    /// The statement finished: the connection still in `held` is fit for the next one (the
+    /// statement took out one whose session ended).
     settled: bool,
 }
 

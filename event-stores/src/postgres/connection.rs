@@ -6,7 +6,7 @@ use sqlx::postgres::{PgConnection, PgPool, Postgres};
 
 use crate::error::{StoreError, StoreResult};
 
-use super::error::{is_lost_in_flight, map_sqlx};
+use super::error::{ends_session, map_sqlx};
 
 /// A connection appends are sent on: borrowed from the pool, or the store's own (taken out of
 /// the pool by a group-commit runner and kept between runs).
@@ -58,11 +58,19 @@ pub(super) fn discard(held: &mut Held) {
     }
 }
 
-/// The error of a failed statement (`what` it did); a connection that broke is not used again.
-pub(super) fn failed(held: &mut Held, what: &str, err: sqlx::Error) -> StoreError {
-    if is_lost_in_flight(&err) {
+/// Closes the connection in `held` when `err`, from a statement on it, says its session is over
+/// ([`ends_session`]). Every statement's error goes through here before the connection can be
+/// reused, kept by a runner or parked: none of those pings it.
+pub(super) fn discard_if_ended(held: &mut Held, err: &sqlx::Error) {
+    if ends_session(err) {
         discard(held);
     }
+}
+
+/// The error of a failed statement (`what` it did); a connection whose session is over is not
+/// used again.
+pub(super) fn failed(held: &mut Held, what: &str, err: sqlx::Error) -> StoreError {
+    discard_if_ended(held, &err);
     map_sqlx(what, err)
 }
 

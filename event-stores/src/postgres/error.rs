@@ -1,6 +1,8 @@
 //! Maps sqlx errors onto [`StoreError`], separating "the server could not be reached" (retryable)
 //! from everything else.
 
+use sqlx::postgres::{PgDatabaseError, PgSeverity};
+
 use crate::error::StoreError;
 
 /// SQLSTATE of a unique violation.
@@ -77,10 +79,36 @@ pub(crate) fn is_lost_in_flight(err: &sqlx::Error) -> bool {
     )
 }
 
-/// Connection exceptions (class 08), administrator shutdown, crash shutdown, cannot connect
-/// now (57P01..57P03) and too many connections (53300).
+/// True when the session of the connection `err` came from is over, so the connection must be
+/// closed, never reused: it broke ([`is_lost_in_flight`]), or the server ended the session as
+/// it answered (a FATAL or PANIC error, or a SQLSTATE of [`ends_session_sqlstate`]). Kept, such
+/// a connection fails its next statement with an I/O error, even before sending it (sqlx first
+/// reads the `ReadyForQuery` the dead server never sent), and an append would then be reported
+/// indeterminate although it reached no server.
+pub(crate) fn ends_session(err: &sqlx::Error) -> bool {
+    if is_lost_in_flight(err) {
+        return true;
+    }
+    let Some(db) = err.as_database_error() else {
+        return false;
+    };
+    let fatal = db
+        .try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+    fatal || db.code().is_some_and(|code| ends_session_sqlstate(&code))
+}
+
+/// SQLSTATEs the server sends as it closes the session: connection exceptions (class 08), and
+/// administrator shutdown, crash shutdown, cannot connect now, database dropped and idle session
+/// timeout (57P01..57P05).
+fn ends_session_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P0")
+}
+
+/// The session-ending SQLSTATEs a new connection may cure (all but a dropped database, 57P04),
+/// and too many connections (53300).
 fn is_unavailable_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+    (ends_session_sqlstate(code) && code != "57P04") || code == "53300"
 }
 
 /// The SQLSTATE of a database error, if `err` is one.
@@ -121,12 +149,33 @@ mod tests {
     #[test]
     fn sqlstates_for_lost_or_refused_connections_are_unavailable() {
         for code in [
-            "08000", "08006", "08P01", "57P01", "57P02", "57P03", "53300",
+            "08000", "08006", "08P01", "57P01", "57P02", "57P03", "57P05", "53300",
         ] {
             assert!(is_unavailable_sqlstate(code), "{code}");
         }
-        for code in ["23505", "40001", "42P01", "53200", "57014"] {
+        for code in ["23505", "40001", "42P01", "53200", "57014", "57P04"] {
             assert!(!is_unavailable_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn sessions_end_with_broken_connections_and_their_closing_sqlstates() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        assert!(ends_session(&io));
+        assert!(ends_session(&sqlx::Error::Protocol("eof".into())));
+        assert!(ends_session(&sqlx::Error::WorkerCrashed));
+        // Nothing was sent on a connection, or none was taken.
+        assert!(!ends_session(&sqlx::Error::PoolTimedOut));
+        assert!(!ends_session(&sqlx::Error::RowNotFound));
+        for code in [
+            "08000", "08006", "08P01", "57P01", "57P02", "57P03", "57P04", "57P05",
+        ] {
+            assert!(ends_session_sqlstate(code), "{code}");
+        }
+        // Errors after which the session goes on, including too many connections (sent only
+        // while connecting) and a cancelled statement.
+        for code in ["23505", "40001", "40P01", "53300", "55P03", "57014"] {
+            assert!(!ends_session_sqlstate(code), "{code}");
         }
     }
 }

@@ -36,7 +36,7 @@ use crate::stream::StreamId;
 use super::append::{Append, Appender, Columns, fence_params};
 use super::batcher::{Batcher, Job, Limits, SharedError, Statement};
 use super::config::GroupCommit;
-use super::connection::{Held, discard};
+use super::connection::{Held, discard, discard_if_ended};
 use super::durability::Durability;
 use super::error::{UNIQUE_VIOLATION, is_lost_in_flight, map_sqlx, sqlstate};
 use super::rows::PG_MAX_EVENTS_PER_APPEND;
@@ -312,9 +312,7 @@ impl Appender {
         let rows = match tokio::time::timeout(self.client_timeout, query).await {
             Ok(Ok(rows)) => rows,
             Ok(Err(err)) => {
-                if is_lost_in_flight(&err) {
-                    discard(held);
-                }
+                discard_if_ended(held, &err);
                 return match sqlstate(&err) {
                     Some(code) if RERUN_ONE_BY_ONE.contains(&code.as_str()) => Err(Batch::Rerun),
                     _ if is_lost_in_flight(&err) => failed(StoreError::Indeterminate {

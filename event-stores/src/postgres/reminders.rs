@@ -52,7 +52,7 @@ use crate::stream::StreamId;
 
 use super::append::{Append, Appender};
 use super::connection::{Held, discard};
-use super::error::{is_lost_in_flight, is_unavailable, map_sqlx};
+use super::error::{ends_session, is_lost_in_flight, is_unavailable, map_sqlx};
 
 /// The first key of every reminder lock: "RMND".
 const LOCK_SPACE: i32 = 0x524d_4e44;
@@ -222,8 +222,8 @@ async fn transact(
             // error or a shutdown answer may come after a commit, for example one terminated
             // while waiting for a synchronous standby: those are indeterminate.)
             Ok(Err(err)) if !is_lost_in_flight(&err) && !is_unavailable(&err) => Ending::Failed {
+                close: ends_session(&err),
                 error: map_sqlx("committing an append with reminders", err),
-                close: false,
             },
             Ok(Err(err)) => Ending::Failed {
                 error: StoreError::Indeterminate {
