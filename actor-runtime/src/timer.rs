@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::VirtualActor;
+use crate::deadlines::instant_after;
 use crate::slot::{Envelope, SlotShared};
 
 /// What an actor uses to send messages to itself later: handed to it by
@@ -46,7 +47,8 @@ impl<V: VirtualActor> Timers<V> {
 
     /// Sends `make()` to the actor every `period` (first after one `period`) until the returned
     /// handle is dropped or cancelled, or the actor stops. Ticks missed while the runtime was
-    /// busy are skipped, not sent in a burst. A zero `period` is taken as one millisecond.
+    /// busy are skipped, not sent in a burst. A zero `period` is taken as one millisecond; one
+    /// too long to add to the clock (`Duration::MAX`, say) as never.
     pub fn send_every<F>(&self, period: Duration, make: F) -> TimerHandle
     where
         F: Fn() -> V::Message + Send + 'static,
@@ -54,7 +56,9 @@ impl<V: VirtualActor> Timers<V> {
         let sender = self.sender();
         let period = period.max(Duration::from_millis(1));
         TimerHandle(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            // The period may come from user input: `now + period` would panic on overflow.
+            let first = instant_after(tokio::time::Instant::now(), period);
+            let mut ticks = tokio::time::interval_at(first, period);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
             loop {
                 ticks.tick().await;

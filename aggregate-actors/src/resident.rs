@@ -146,6 +146,10 @@ pub struct ResidentStats {
     pub kept: u64,
     /// Activations that started from a resident entry, with no store read.
     pub promotions: u64,
+    /// Entries an activation took out but whose state did not decode: dropped, and the stores
+    /// read instead (not promotions). Anything but 0 points at a state codec that does not
+    /// read back what it wrote.
+    pub undecodable: u64,
     /// Entries demoted to cold (over the budget, or on shutdown and requested passivation).
     pub demotions: u64,
     /// Of the demotions, those that snapshotted first (their state was ahead of a snapshot).
@@ -160,7 +164,10 @@ struct Shard<S> {
     bytes: usize,
     encoded: usize,
     kept: u64,
-    promotions: u64,
+    /// Entries taken out by activations: promotions, and the few that then failed to decode
+    /// (counted apart, in [`ResidentSet::undecodable`], so the common path takes no second
+    /// lock to count after decoding).
+    taken: u64,
 }
 
 impl<S> Default for Shard<S> {
@@ -170,7 +177,7 @@ impl<S> Default for Shard<S> {
             bytes: 0,
             encoded: 0,
             kept: 0,
-            promotions: 0,
+            taken: 0,
         }
     }
 }
@@ -192,6 +199,7 @@ pub(crate) struct ResidentSet<S> {
     decoded_max_bytes: usize,
     demotions: AtomicU64,
     demotion_snapshots: AtomicU64,
+    undecodable: AtomicU64,
 }
 
 impl<S> ResidentSet<S> {
@@ -204,6 +212,7 @@ impl<S> ResidentSet<S> {
             decoded_max_bytes: config.decoded_max_bytes,
             demotions: AtomicU64::new(0),
             demotion_snapshots: AtomicU64::new(0),
+            undecodable: AtomicU64::new(0),
         }
     }
 
@@ -253,16 +262,34 @@ impl<S> ResidentSet<S> {
         pushed_out
     }
 
-    /// Takes the entry of `id` out for its next actor (a promotion).
+    /// Takes the entry of `id` out for its next actor: a promotion, unless its state then
+    /// fails to decode (see [`undecodable`](Self::undecodable)).
     pub(crate) fn take(&self, id: &str) -> Option<Resident<S>> {
+        self.take_out(id, true)
+    }
+
+    /// Takes the entry of `id` out, if any, for the caller to demote.
+    pub(crate) fn take_to_demote(&self, id: &str) -> Option<Resident<S>> {
+        self.take_out(id, false)
+    }
+
+    /// Removes the entry of `id` under its shard's lock, so that of a promotion and a demotion
+    /// racing for it exactly one gets it; `for_activation` counts it as taken by an activation.
+    fn take_out(&self, id: &str, for_activation: bool) -> Option<Resident<S>> {
         if !self.is_on() {
             return None;
         }
         let mut shard = self.shard(id);
         let entry = shard.entries.remove(id)?;
         shard.forget(id.len(), &entry);
-        shard.promotions += 1;
+        shard.taken += u64::from(for_activation);
         Some(entry)
+    }
+
+    /// Counts an entry taken for an activation (by [`take`](Self::take)) whose state did not
+    /// decode: dropped, not promoted.
+    pub(crate) fn undecodable(&self) {
+        self.undecodable.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes out every entry whose id `matches`, for the caller to demote.
@@ -303,16 +330,21 @@ impl<S> ResidentSet<S> {
             budget_bytes: self.budget,
             demotions: self.demotions.load(Ordering::Relaxed),
             demotion_snapshots: self.demotion_snapshots.load(Ordering::Relaxed),
+            undecodable: self.undecodable.load(Ordering::Relaxed),
             ..ResidentStats::default()
         };
+        let mut taken = 0;
         for shard in self.shards.iter() {
             let shard = shard.lock();
             stats.entries += shard.entries.len();
             stats.bytes += shard.bytes;
             stats.encoded += shard.encoded;
             stats.kept += shard.kept;
-            stats.promotions += shard.promotions;
+            taken += shard.taken;
         }
+        // An undecodable entry is counted after its take, so the difference never goes below
+        // 0; saturating all the same, for a statistic is no reason to panic.
+        stats.promotions = taken.saturating_sub(stats.undecodable);
         stats
     }
 }

@@ -71,6 +71,7 @@ impl<A: Aggregate> AggregateActor<A> {
                     // Our own bytes of a moment ago; should they not decode, the stores still
                     // hold everything: read them instead.
                     tracing::error!(%stream, %error, "a resident entry did not decode; reading the stores");
+                    context.resident.undecodable();
                     return None;
                 }
             },
@@ -112,6 +113,17 @@ impl<A: Aggregate> AggregateContext<A> {
     pub(crate) fn demote_resident(&self, matches: impl Fn(&str) -> bool) {
         let taken = self.resident.take_matching(matches);
         self.demote(taken);
+    }
+
+    /// Demotes the resident entry of `id` to cold (a requested passivation), if it has one;
+    /// true if it had. Taken under its shard's lock, as a promotion takes it: should the id's
+    /// next activation win the entry, it is live again with all it held, and this finds none.
+    pub(crate) fn demote_resident_id(&self, id: &str) -> bool {
+        let Some(entry) = self.resident.take_to_demote(id) else {
+            return false;
+        };
+        self.demote(vec![(id.to_owned(), entry)]);
+        true
     }
 
     /// Lets `entries` go cold, handing a snapshot of each one ahead of its last snapshot to

@@ -67,10 +67,17 @@ impl Executor {
         }
     }
 
-    /// Passivates the actor of aggregate `id` (it may snapshot on the way out); true if it was live.
+    /// Sends aggregate `id` cold on this node: stops its actor, or demotes its resident entry
+    /// (an idle aggregate has no actor, and its entry may be ahead of its last snapshot). Either
+    /// way it snapshots on the way out if it is behind and the type snapshots on passivation.
+    /// True if it was in memory here (live or resident), false if it was cold already.
     pub async fn passivate<A: Aggregate>(&self, id: &str) -> Result<bool, ExecutorError> {
         let registration = self.registration::<A>(id)?;
-        Ok(registration.directory.passivate(&id.to_owned()).await)
+        let was_live = registration.directory.passivate(&id.to_owned()).await;
+        // After the actor: a requested stop leaves no entry, so this finds one only if the
+        // aggregate was resident (as passivate_all and passivate_matching do it).
+        let was_resident = registration.context.demote_resident_id(id);
+        Ok(was_live || was_resident)
     }
 
     /// Passivates every live actor of every type and waits until the snapshots they took on
