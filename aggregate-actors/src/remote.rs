@@ -16,6 +16,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use actor_runtime::{RemoteCall, Transport, TransportError};
+use event_stores::StoreError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -374,7 +375,12 @@ async fn forward_query<A: Aggregate, T>(
 /// The answer for an executor error on the owner's side.
 pub(crate) fn not_stored(error: &ExecutorError) -> Reply {
     let kind = match error {
-        ExecutorError::NotLocal { .. } => NOT_OWNER,
+        // Refused by the fence: this node lost the id's shard before it noticed, and the
+        // database stored nothing. The sender looks the owner up again, as for an id not
+        // served here.
+        ExecutorError::NotLocal { .. } | ExecutorError::Store(StoreError::Fenced { .. }) => {
+            NOT_OWNER
+        }
         ExecutorError::NotFound { .. } => "not_found",
         ExecutorError::Conflict { .. } => "conflict",
         ExecutorError::Overloaded { .. } => "overloaded",
@@ -575,6 +581,19 @@ mod tests {
         );
         assert_eq!(
             delivery_of_retry(command_through(Scripted::answering(&not_owner)).await),
+            Some(Delivery::NotDelivered)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_refused_by_the_fence_of_a_stale_owner_was_not_delivered_and_is_retried() {
+        let fenced = not_stored(&ExecutorError::Store(StoreError::Fenced {
+            stream: StreamId::new("tally", "t-1").unwrap(),
+            shard: 3,
+            epoch: 7,
+        }));
+        assert_eq!(
+            delivery_of_retry(command_through(Scripted::answering(&fenced)).await),
             Some(Delivery::NotDelivered)
         );
     }
