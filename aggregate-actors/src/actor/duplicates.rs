@@ -1,15 +1,19 @@
 //! Answers to a command id seen before: its original version and events, read back from the
 //! store, so a retry learns what its first attempt did.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use event_stores::{ReadQuery, RecordedEvent, StoreError};
 
 use super::{AggregateActor, CommandCall, deadline};
 use crate::aggregate::Aggregate;
-use crate::error::{CommandError, ExecutorError};
+use crate::codec::CodecError;
+use crate::error::{ActivationError, CommandError, ExecutorError};
 use crate::hydrate::read_event;
 use crate::outcome::Committed;
+use crate::upcast::UpcastError;
 
 impl<A: Aggregate> AggregateActor<A> {
     /// The answer to a command id already applied in the window: its original version and
@@ -28,11 +32,7 @@ impl<A: Aggregate> AggregateActor<A> {
             Ok(Ok(stored)) => stored,
             // It is stored, but the answer cannot be read back now: the caller retries.
             Ok(Err(error)) => return Err(self.indeterminate(call, ExecutorError::Store(error))),
-            Err(_) => {
-                let after = self.context.settings.runtime.call_timeout;
-                let id = self.stream.aggregate_id().to_owned();
-                return Err(self.indeterminate(call, ExecutorError::Timeout { id, after }));
-            }
+            Err(_) => return Err(self.timed_out(call)),
         };
         self.committed_duplicate(call, &stored)
     }
@@ -58,11 +58,7 @@ impl<A: Aggregate> AggregateActor<A> {
                 }),
             )),
             Ok(Err(error)) => Err(self.indeterminate(call, ExecutorError::Store(error))),
-            Err(_) => {
-                let after = self.context.settings.runtime.call_timeout;
-                let id = self.stream.aggregate_id().to_owned();
-                Err(self.indeterminate(call, ExecutorError::Timeout { id, after }))
-            }
+            Err(_) => Err(self.timed_out(call)),
         }
     }
 
@@ -112,7 +108,7 @@ impl<A: Aggregate> AggregateActor<A> {
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let events = stored
             .iter()
-            .map(read_event::<A>)
+            .map(read_stored::<A>)
             .collect::<Result<Vec<_>, _>>()
             // Stored, but the events cannot be read here: the caller retries for them.
             .map_err(|e| self.indeterminate(call, ExecutorError::Activation(Arc::new(e))))?;
@@ -124,4 +120,30 @@ impl<A: Aggregate> AggregateActor<A> {
             duplicate: true,
         })
     }
+}
+
+/// [`read_event`], whose upcasters and `Deserialize` are user code, with a panic in them caught:
+/// unwinding would drop the reply, which the caller takes for "stopped, nothing stored", of a
+/// command that is stored. Nothing of the actor's is touched while decoding, so it goes on.
+fn read_stored<A: Aggregate>(event: &RecordedEvent) -> Result<A::Event, ActivationError> {
+    catch_unwind(AssertUnwindSafe(|| read_event::<A>(event))).unwrap_or_else(|panic| {
+        let message = panic_message(&*panic);
+        tracing::error!(stream = %event.stream, version = event.version, %message, "decoding a stored event panicked");
+        Err(ActivationError::CorruptEvent {
+            stream: event.stream.clone(),
+            version: event.version,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            source: UpcastError::Codec(CodecError::Decode(format!("it panicked: {message}"))),
+        })
+    })
+}
+
+/// What a panic said, when it said it with a string (as `panic!` does).
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }

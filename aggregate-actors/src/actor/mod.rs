@@ -8,20 +8,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actor_runtime::{PassivationReason, Reply, VirtualActor};
-use event_stores::{
-    EventMetadata, EventStore, SnapshotStore, StoreError, StoredReminder, StreamId,
-};
+use event_stores::{EventStore, SnapshotStore, StoreError, StoredReminder, StreamId};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::codec::encode_events;
-use crate::command::CommandId;
 use crate::context::Context;
 use crate::dedup::RecentCommands;
-use crate::error::{ActivationError, CommandError, ExecutorError, Indeterminate};
-use crate::hydrate::{Hydrated, Target, hydrate};
+use crate::error::{ActivationError, CommandError, ExecutorError};
+use crate::hydrate::Hydrated;
 use crate::metrics::{ActivationReport, AggregateMetrics};
 use crate::outcome::{Committed, StateView};
 use crate::reminder::{FireOutcome, ReminderRequest};
@@ -30,6 +27,9 @@ use crate::settings::AggregateSettings;
 use crate::snapshot_writer::{SnapshotWriter, WriteOutcome};
 use actor_runtime::span_if_traced;
 
+mod answers;
+mod call;
+mod catch_up;
 mod deadline;
 mod duplicates;
 mod reminders;
@@ -37,7 +37,9 @@ mod residency;
 mod snapshots;
 mod timers;
 
-use reminders::Firing;
+use call::CommandReply;
+pub(crate) use call::{CommandAnswer, CommandCall};
+use catch_up::load;
 use timers::ActorTimers;
 
 /// What every actor of one aggregate type shares.
@@ -49,24 +51,6 @@ pub(crate) struct AggregateContext<A: Aggregate> {
     pub(crate) metrics: Arc<AggregateMetrics>,
     /// Stopped aggregates kept in memory (the resident tier).
     pub(crate) resident: ResidentSet<A::State>,
-}
-
-type CommandReply<A> = Reply<Result<Committed<A>, CommandError<<A as Aggregate>::Error>>>;
-
-/// What travels with a command besides the command itself.
-pub(crate) struct CommandCall {
-    pub(crate) command_id: CommandId,
-    pub(crate) metadata: EventMetadata,
-    /// When the caller stops waiting; the command is not started after it.
-    pub(crate) deadline: tokio::time::Instant,
-    /// The caller's span (the executor's `execute`), parent of the actor's `command` span, so
-    /// one command reads as one tree across the task boundary.
-    pub(crate) span: tracing::Span,
-    /// The reminder this command is the firing of, if it is one.
-    pub(crate) firing: Option<Box<Firing>>,
-    /// The id was made for this call and sent nowhere before: no earlier attempt can have
-    /// stored it, so an answer that stores nothing needs no look at the store first.
-    pub(crate) first_attempt: bool,
 }
 
 /// Messages an aggregate actor answers.
@@ -202,7 +186,7 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                 // past its deadline is refused by `execute`, before it decides.)
                 if reply.is_closed() {
                     self.context.metrics.command_expired();
-                    reply.send(Err(self.expired(call.command_id)));
+                    reply.send(CommandAnswer::Outcome(Err(self.expired(call.command_id))));
                     return;
                 }
                 let span = span_if_traced(|| {
@@ -214,9 +198,18 @@ impl<A: Aggregate> VirtualActor for AggregateActor<A> {
                         command_id = %call.command_id
                     )
                 });
-                let outcome = self.execute(&command, &call).instrument(span).await;
+                let caller_left = || reply.is_closed();
+                let outcome = self
+                    .execute(&command, &call, &caller_left)
+                    .instrument(span)
+                    .await;
                 self.count_outcome(&outcome);
-                reply.send(outcome);
+                reply.send(match outcome {
+                    Err(CommandError::NotStored(ExecutorError::Store(
+                        error @ StoreError::Fenced { .. },
+                    ))) => CommandAnswer::Fenced { command, error },
+                    outcome => CommandAnswer::Outcome(outcome),
+                });
             }
             AggregateMessage::State { reply } => {
                 let view = match self.catch_up().await {
@@ -329,10 +322,14 @@ impl<A: Aggregate> AggregateActor<A> {
     /// caller's, a reminder's, or one already sent to another node); a fresh one made for this
     /// call cannot be, and an append needs none (its expected version and the unique event ids
     /// guard it).
+    ///
+    /// `caller_left` tells whether nobody waits for the answer any more (never, for a command
+    /// the actor sends itself).
     async fn execute(
         &mut self,
         command: &A::Command,
         call: &CommandCall,
+        caller_left: &(dyn Fn() -> bool + Sync),
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let command_id = call.command_id.as_uuid();
         let mut retries = 0;
@@ -349,7 +346,10 @@ impl<A: Aggregate> AggregateActor<A> {
             if let Some((first, last)) = self.recent.get(command_id) {
                 return self.duplicate(call, first, last).await;
             }
-            if tokio::time::Instant::now() >= call.deadline {
+            // Checked again after every read above: a catch-up, or a reload after a conflict,
+            // may outlast the deadline or the caller's patience. Such a command is dropped
+            // before `decide`, like one found so when taken from the mailbox.
+            if tokio::time::Instant::now() >= call.deadline || caller_left() {
                 return Err(self.expired(call.command_id));
             }
             let (decided, requests, timers) = {
@@ -425,11 +425,7 @@ impl<A: Aggregate> AggregateActor<A> {
             let appended = deadline::by(call.deadline, append.instrument(append_span)).await;
             let appended = match appended {
                 Ok(appended) => appended,
-                Err(_) => {
-                    let after = self.context.settings.runtime.call_timeout;
-                    let id = self.stream.aggregate_id().to_owned();
-                    return Err(self.indeterminate(call, ExecutorError::Timeout { id, after }));
-                }
+                Err(_) => return Err(self.timed_out(call)),
             };
             match appended {
                 Ok(receipt) => {
@@ -511,100 +507,4 @@ impl<A: Aggregate> AggregateActor<A> {
             }
         }
     }
-
-    /// Counts a command's outcome in the type's metrics.
-    fn count_outcome(&self, outcome: &Result<Committed<A>, CommandError<A::Error>>) {
-        let metrics = &self.context.metrics;
-        match outcome {
-            Ok(committed) if committed.duplicate => metrics.command_duplicate(),
-            Ok(_) => metrics.command_succeeded(),
-            Err(CommandError::Rejected(_)) => metrics.command_rejected(),
-            Err(CommandError::NotStored(ExecutorError::Expired { .. })) => {
-                metrics.command_expired()
-            }
-            Err(CommandError::NotStored(_)) => metrics.command_failed(),
-            Err(CommandError::Indeterminate(_)) => metrics.command_indeterminate(),
-        }
-    }
-
-    fn expired(&self, command_id: CommandId) -> CommandError<A::Error> {
-        CommandError::NotStored(ExecutorError::Expired {
-            id: self.stream.aggregate_id().to_owned(),
-            command_id,
-        })
-    }
-
-    fn indeterminate(&self, call: &CommandCall, cause: ExecutorError) -> CommandError<A::Error> {
-        CommandError::Indeterminate(Indeterminate {
-            id: self.stream.aggregate_id().to_owned(),
-            command_id: call.command_id,
-            cause,
-        })
-    }
-
-    /// [`catch_up`](Self::catch_up) within the command's deadline; a read that cannot finish
-    /// in time stores nothing.
-    async fn catch_up_by(&mut self, call: &CommandCall) -> Result<(), CommandError<A::Error>> {
-        if self.is_current() {
-            return Ok(());
-        }
-        match deadline::by(call.deadline, self.catch_up()).await {
-            Ok(caught_up) => Ok(caught_up?),
-            Err(_) => Err(self.expired(call.command_id)),
-        }
-    }
-
-    /// Whether the state is the stored one: nothing ran ahead of the store, nothing presumed.
-    fn is_current(&self) -> bool {
-        !self.stale && !self.presumed_new
-    }
-
-    /// Rebuilds the state from the stores if it may have run ahead of them, or was only
-    /// presumed (a creation command's activation, which then counts as an ordinary one).
-    async fn catch_up(&mut self) -> Result<(), ExecutorError> {
-        if self.is_current() {
-            return Ok(());
-        }
-        // Boxed: a rebuild's future is kilobytes, and every command's future would otherwise
-        // carry (and move) it although almost none rebuild.
-        let hydrated = Box::pin(load::<A>(&self.context, &self.stream))
-            .await
-            .map_err(|e| ExecutorError::Activation(Arc::new(e)))?;
-        // What size strategies count from: the rebuild's snapshot, unless this actor knows a
-        // newer one (a snapshot it handed to the writer that is not stored yet).
-        if hydrated.snapshot.map_or(0, |s| s.version) >= self.last_snapshot_version {
-            self.last_snapshot_size = hydrated.snapshot.map_or(0, |s| s.size);
-            self.event_bytes_since_snapshot = hydrated.event_bytes_replayed;
-        }
-        if let Some(snapshot) = &hydrated.snapshot {
-            self.last_snapshot_version = self.last_snapshot_version.max(snapshot.version);
-        }
-        if self.presumed_new {
-            self.presumed_new = false;
-            self.activation = hydrated.report();
-            self.context.metrics.activated(&self.activation);
-        }
-        self.state = hydrated.state;
-        self.version = hydrated.version;
-        self.last_event_id = hydrated.last_event_id;
-        self.recent = hydrated.recent;
-        self.stale = false;
-        Ok(())
-    }
-}
-
-async fn load<A: Aggregate>(
-    context: &AggregateContext<A>,
-    stream: &StreamId,
-) -> Result<Hydrated<A>, ActivationError> {
-    hydrate::<A>(
-        &*context.events,
-        &*context.snapshots,
-        stream,
-        Target::Latest,
-        context.settings.replay_page_size,
-        context.settings.dedup,
-        &context.metrics,
-    )
-    .await
 }

@@ -170,12 +170,15 @@ impl<A: Aggregate> AggregateActor<A> {
                 trace_parent: None,
             },
             deadline,
+            budget: deadline.saturating_duration_since(tokio::time::Instant::now()),
             span: tracing::Span::current(),
             firing: Some(Box::new(firing.clone())),
             // A firing's id is the same at every attempt (after a crash, on another node).
             first_attempt: false,
         };
-        match self.execute(&command, &call).await {
+        // A firing is bounded by its deadline alone: whether the scheduler still waits is not
+        // watched.
+        match self.execute(&command, &call, &|| false).await {
             Ok(committed) if committed.duplicate => {
                 // An earlier attempt stored the command; make sure the reminder moved on too.
                 let change = firing.change(self.now(), None);

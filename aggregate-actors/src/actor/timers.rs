@@ -109,12 +109,17 @@ impl<A: Aggregate> AggregateActor<A> {
                 tokio::time::Instant::now(),
                 self.context.settings.runtime.call_timeout,
             ),
+            budget: self.context.settings.runtime.call_timeout,
             span: tracing::Span::none(),
             firing: None,
             first_attempt: true,
         };
         let span = tracing::debug_span!("timer", stream = %self.stream, timer = %name);
-        let outcome = self.execute(&command, &call).instrument(span).await;
+        // Sent by the actor itself: no caller to leave.
+        let outcome = self
+            .execute(&command, &call, &|| false)
+            .instrument(span)
+            .await;
         self.count_outcome(&outcome);
         match outcome {
             Ok(_) => {}

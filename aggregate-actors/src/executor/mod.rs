@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actor_runtime::{Directory, Misplaced, RuntimeError, Transport};
-use event_stores::{StoredReminder, StreamId};
+use event_stores::{StoreError, StoredReminder, StreamId};
 
-use crate::actor::{AggregateActor, AggregateContext, AggregateMessage, CommandCall};
+use crate::actor::{
+    AggregateActor, AggregateContext, AggregateMessage, CommandAnswer, CommandCall,
+};
 use crate::aggregate::Aggregate;
 use crate::batch::options::BatchOptions;
 use crate::batch::report::BatchReport;
@@ -153,7 +155,11 @@ enum Local<A: Aggregate> {
     /// Its id is no longer served here, and no actor here took it: the command comes back
     /// unsent, for the owner.
     Moved(A::Command),
+    /// The database's fence refused its append (another node took the id's shard before this
+    /// one noticed): nothing stored, and the command comes back for the new owner.
+    Fenced(A::Command, StoreError),
 }
+
 impl Executor {
     /// Runs `command` on aggregate `id` of type `A` with a fresh command id and the type's call
     /// timeout. On success the events are durable in the event store. On error, see
@@ -218,12 +224,11 @@ impl Executor {
         &self,
         registration: &Registration<A>,
         id: &str,
-        command: A::Command,
+        mut command: A::Command,
         options: CommandOptions,
         deadline: tokio::time::Instant,
         fresh: bool,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
-        let mut command = command;
         let key = id.to_owned();
         let mut route = self.route(registration, &key, deadline);
         // Made only if no hop answers: the common path allocates no error.
@@ -254,6 +259,13 @@ impl Executor {
                         Local::Moved(back) => {
                             command = back;
                             last = Some(ExecutorError::NotLocal { id: key.clone() });
+                            continue;
+                        }
+                        // Taken over behind this node's back: the route asks for an early look
+                        // at the owners' table and goes on to the new owner, same deadline.
+                        Local::Fenced(back, error) => {
+                            command = back;
+                            last = Some(ExecutorError::Store(error));
                             continue;
                         }
                     }
@@ -302,6 +314,8 @@ impl Executor {
             Local::Done(outcome) => outcome,
             // Its sender looks the route up again.
             Local::Moved(_) => Err(CommandError::NotStored(ExecutorError::NotLocal { id: key })),
+            // Answered as "not owner" too (`remote::not_stored`): stored nothing.
+            Local::Fenced(_, error) => Err(CommandError::NotStored(ExecutorError::Store(error))),
         }
     }
 
@@ -334,6 +348,7 @@ impl Executor {
             command_id,
             metadata: options.metadata,
             deadline: instant_after(now, budget),
+            budget,
             // The parent of the actor's `command` span, a debug span: not looked up (a
             // thread-local and the subscriber's registry) when no subscriber enables debug.
             span: if tracing::Level::DEBUG <= tracing::level_filters::STATIC_MAX_LEVEL
@@ -367,7 +382,8 @@ impl Executor {
             }
         };
         Local::Done(match answer {
-            Ok(outcome) => outcome,
+            Ok(CommandAnswer::Outcome(outcome)) => outcome,
+            Ok(CommandAnswer::Fenced { command, error }) => return Local::Fenced(command, error),
             // The command may be queued or running: its outcome is unknown.
             Err(error @ (RuntimeError::Timeout { .. } | RuntimeError::Abandoned { .. })) => {
                 Err(CommandError::Indeterminate(Indeterminate {
