@@ -398,9 +398,9 @@ async fn rebalance(inner: &Arc<Inner>, members: &[Member], ownership: &[Ownershi
                 // we missed, so they cannot serve their old state if the shard comes back.
                 if inner.owned.revoke(row.shard).is_some() {
                     tracing::warn!(shard = row.shard, "shard taken over by another node");
+                    // Claimed back, if it is ours to claim, by a tick after its actors stopped.
                     lost.push(row.shard);
-                }
-                if preferred_here {
+                } else if preferred_here {
                     to_claim.push(row.shard);
                 }
             }

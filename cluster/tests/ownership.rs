@@ -176,10 +176,11 @@ async fn stopping_the_actors_of_lost_shards_does_not_hold_up_the_heartbeat() {
     let a_shards = a.owned().owned();
     assert!(a_shards.len() >= 4, "{a_shards:?}");
     let (lost, kept) = a_shards.split_at(3);
-    // The takeover a misses: b named owner of three of a's shards, at a new epoch.
+    // The takeover a misses: three of a's shards owned by another node and given up again
+    // meanwhile (no owner, a new epoch). They are still a's to claim, but only once the actors
+    // it had for them have stopped.
     let taken: Vec<i32> = lost.iter().map(|&s| i32::try_from(s).unwrap()).collect();
-    sqlx::query("UPDATE shard_owners SET owner = $1, epoch = epoch + 1 WHERE shard = ANY($2)")
-        .bind(b.node_id())
+    sqlx::query("UPDATE shard_owners SET owner = NULL, epoch = epoch + 2 WHERE shard = ANY($1)")
         .bind(&taken)
         .execute(&pool)
         .await
@@ -208,6 +209,14 @@ async fn stopping_the_actors_of_lost_shards_does_not_hold_up_the_heartbeat() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(a.stats().self_fences, 0);
+    let stopped = Instant::now();
+    while !lost.iter().all(|&s| a.owned().serves(s)) {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "the lost shards were not claimed back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A node dies in the middle of a fenced transaction (a reminder change, say), so one of its

@@ -3,7 +3,8 @@
 //! error, no shard moves, traffic resumes when the links heal), and a fourth node joins (about a
 //! quarter of the shards move to it, and only to it, and each moved wallet's first activation
 //! there starts from the snapshot its old owner wrote on release); and a node frozen with
-//! appends in flight past its TTL has them refused as fenced once its shards were taken over.
+//! appends in flight past its TTL has them refused as fenced once its shards were taken over,
+//! and their commands applied once by the new owners.
 //! Every run ends with the raw-SQL audit: each acknowledged command stored exactly once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -483,8 +484,8 @@ async fn a_joining_fourth_node_takes_a_quarter_of_the_shards_and_moved_wallets_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn appends_in_flight_on_a_node_frozen_past_its_ttl_are_refused_as_fenced_after_the_takeover()
-{
+async fn appends_in_flight_on_a_node_frozen_past_its_ttl_are_fenced_and_their_commands_applied_once_by_the_new_owners()
+ {
     let _serial = SERIAL.lock().await;
     let Some(database) = fresh_database().await else {
         return;
@@ -571,7 +572,8 @@ async fn appends_in_flight_on_a_node_frozen_past_its_ttl_are_refused_as_fenced_a
         .await
         .unwrap();
 
-    // Not stored, so their retries through a live owner are first-time applications.
+    // Applied once already (by the new owners, after the fence refused them): retried through
+    // a live owner, each is answered as the duplicate it is.
     let mut first_time = 0;
     for (id, command) in &in_flight {
         let node = &nodes[owner_of(&nodes[..2], &owners(&pool).await, id)];
@@ -611,14 +613,33 @@ async fn appends_in_flight_on_a_node_frozen_past_its_ttl_are_refused_as_fenced_a
         stored_meanwhile, 0,
         "an append held in the proxy was stored"
     );
-    assert_eq!(
-        kinds.get("fenced").copied(),
-        Some(in_flight.len()),
-        "every append in flight was refused as fenced: {kinds:?}"
+    // The fence refused every held append; each command then went on to its new owner.
+    assert!(
+        stats["fenced_appends"] >= in_flight.len() as u64,
+        "every append in flight was refused by the fence: {stats:?}"
     );
-    assert_eq!(stored, 0, "a fenced append was stored");
-    assert!(stats["fenced_appends"] >= in_flight.len() as u64);
-    assert_eq!(first_time, in_flight.len());
+    assert_eq!(
+        kinds.get("Ack { version: 2, duplicate: false }").copied(),
+        Some(in_flight.len()),
+        "every command in flight was applied by the new owner: {kinds:?}"
+    );
+    let once: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT command_id FROM events WHERE command_id = ANY($1) \
+         GROUP BY command_id HAVING count(*) = 1) applied",
+    )
+    .bind(in_flight.iter().map(|(_, c)| *c).collect::<Vec<Uuid>>())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (stored, once),
+        (in_flight.len() as i64, in_flight.len() as i64),
+        "each command stored exactly once"
+    );
+    assert_eq!(
+        first_time, 0,
+        "a retry of an applied command applied it again"
+    );
     for node in &nodes {
         assert!(node.shutdown(Duration::from_secs(15)).await);
     }
