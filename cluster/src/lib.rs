@@ -14,9 +14,12 @@
 //!   shard's actors were drained and passivated.
 //! - **Fencing** ([`FencedEventStore`]): every append carries (shard, owner, epoch) and the
 //!   PostgreSQL append checks it under a share lock of the ownership row, so a node that lost a
-//!   shard cannot write to it, and a takeover waits for appends in flight.
+//!   shard cannot write to it, and a takeover waits for appends in flight (a claim skips a row
+//!   held so, and the next tick tries it again). A command whose append was fenced stored
+//!   nothing: the executor takes it on to the shard's owner within its deadline.
 //! - **Self-fencing** ([`ClusterNode`]): a node that cannot heartbeat for the TTL minus a
-//!   margin stops serving before anyone may take its shards.
+//!   margin stops serving before anyone may take its shards; every statement of its
+//!   bookkeeping is bounded on the client, so a server that answers nothing cannot hold it.
 //! - **Placement** ([`ClusterPlacement`]): the runtime serves only the keys of shards owned
 //!   here and locates the others on their owners through the route table.
 //! - **Executor** ([`ClusterNode::executor_builder`], [`ClusterNode::attach`]): an
