@@ -55,6 +55,11 @@ pub struct ResidentConfig {
     /// encoded length (a proxy for its heap bytes; the in-memory form of a small state is
     /// usually about as large), an encoded one its inline size too (an entry has room for
     /// either). 0 keeps every state encoded. Default: 1 KiB.
+    ///
+    /// The proxy undercharges a state that holds far more memory than it encodes to (a
+    /// collection left with spare capacity after removals, a `String` truncated in place):
+    /// for such a type set 0 here, or shrink the collection in `apply`, so that the budget
+    /// bounds the memory it is meant to.
     pub decoded_max_bytes: usize,
 }
 
