@@ -264,10 +264,8 @@ async fn the_append_limit_is_capped_at_what_positions_can_number() {
     );
 }
 
-/// Every connection carries the configured `statement_timeout`, `lock_timeout`,
-/// `idle_in_transaction_session_timeout` and server-side TCP keepalive, so a stuck statement, a
-/// client paused inside a transaction or a vanished client cannot hold a connection (or its
-/// locks) forever.
+/// Every connection carries the configured `statement_timeout`, `lock_timeout` and server-side
+/// TCP keepalive, so a stuck statement or a vanished client cannot hold a connection forever.
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_carry_the_configured_timeouts_and_keepalive() {
     let Some(db) = fresh_database().await else {
@@ -277,7 +275,6 @@ async fn connections_carry_the_configured_timeouts_and_keepalive() {
         .config()
         .statement_timeout(Some(Duration::from_millis(1_500)))
         .lock_timeout(Some(Duration::from_millis(700)))
-        .idle_in_transaction_timeout(Some(Duration::from_millis(600)))
         .tcp_keepalive(Some(Duration::from_secs(4)));
     assert_eq!(config.client_timeout(), Duration::from_millis(3_500));
     let events = PgEventStore::connect(&config).await.unwrap();
@@ -293,10 +290,6 @@ async fn connections_carry_the_configured_timeouts_and_keepalive() {
     };
     assert_eq!(setting("statement_timeout").await, "1500ms");
     assert_eq!(setting("lock_timeout").await, "700ms");
-    assert_eq!(
-        setting("idle_in_transaction_session_timeout").await,
-        "600ms"
-    );
     assert_eq!(setting("tcp_keepalives_idle").await, "4");
     assert_eq!(setting("tcp_keepalives_count").await, "3");
     assert_eq!(setting("tcp_user_timeout").await, "16000");
@@ -310,35 +303,6 @@ async fn connections_carry_the_configured_timeouts_and_keepalive() {
         slow.as_database_error().and_then(|e| e.code()).as_deref(),
         Some("57014"),
         "query_canceled by statement_timeout: {slow}"
-    );
-
-    // A transaction left idle past its limit is ended by the server, and its locks with it:
-    // another session takes the lock it held without waiting.
-    let mut paused = events.pool().begin().await.unwrap();
-    sqlx::query("LOCK TABLE events IN SHARE MODE")
-        .execute(&mut *paused)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let mut other = events.pool().begin().await.unwrap();
-    sqlx::query("SET LOCAL lock_timeout = '100ms'")
-        .execute(&mut *other)
-        .await
-        .unwrap();
-    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
-        .execute(&mut *other)
-        .await
-        .expect("the idle transaction's lock was released");
-    other.rollback().await.unwrap();
-    let ended = sqlx::query("SELECT 1")
-        .execute(&mut *paused)
-        .await
-        .unwrap_err();
-    assert!(
-        ended
-            .as_database_error()
-            .is_none_or(|e| e.code().as_deref() == Some("25P03")),
-        "ended by idle_in_transaction_session_timeout: {ended}"
     );
 }
 

@@ -68,14 +68,6 @@ pub struct PgConfig {
     /// Server-side limit on waiting for a lock (`lock_timeout`, default 5 s). `None` keeps the
     /// server's setting.
     pub lock_timeout: Option<Duration>,
-    /// Server-side limit on a transaction left open with nothing running in it
-    /// (`idle_in_transaction_session_timeout`, default 10 s): the server ends such a session
-    /// and its locks go with it. A process paused (or starved) in the middle of one of the
-    /// stores' multi-statement transactions keeps its TCP connection alive (its kernel still
-    /// answers keepalives), so without this its locks, the share lock of a cluster shard's
-    /// owner row among them, would stay held for as long as it is paused. `None` keeps the
-    /// server's setting.
-    pub idle_in_transaction_timeout: Option<Duration>,
     /// TCP keepalive of the server's end of each connection (`tcp_keepalives_idle` and
     /// `_interval` of this duration, `_count` 3, and `tcp_user_timeout`; default 5 s), so the
     /// server notices a vanished client and ends its transaction instead of holding locks.
@@ -113,7 +105,6 @@ impl PgConfig {
             limits: StoreLimits::default(),
             statement_timeout: Some(Duration::from_secs(10)),
             lock_timeout: Some(Duration::from_secs(5)),
-            idle_in_transaction_timeout: Some(Duration::from_secs(10)),
             tcp_keepalive: Some(Duration::from_secs(5)),
             client_timeout: None,
             require_durability: false,
@@ -130,12 +121,6 @@ impl PgConfig {
     /// Sets [`lock_timeout`](Self::lock_timeout).
     pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.lock_timeout = timeout;
-        self
-    }
-
-    /// Sets [`idle_in_transaction_timeout`](Self::idle_in_transaction_timeout).
-    pub fn idle_in_transaction_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_in_transaction_timeout = timeout;
         self
     }
 
@@ -187,9 +172,6 @@ impl PgConfig {
         }
         if let Some(timeout) = self.lock_timeout {
             options.push(("lock_timeout", millis(timeout)));
-        }
-        if let Some(timeout) = self.idle_in_transaction_timeout {
-            options.push(("idle_in_transaction_session_timeout", millis(timeout)));
         }
         if let Some(keepalive) = self.tcp_keepalive {
             let secs = keepalive.as_secs().max(1).to_string();
@@ -334,10 +316,6 @@ impl fmt::Debug for PgConfig {
             .field("application_name", &self.application_name)
             .field("limits", &self.limits)
             .field("statement_timeout", &self.statement_timeout)
-            .field(
-                "idle_in_transaction_timeout",
-                &self.idle_in_transaction_timeout,
-            )
             .field("lock_timeout", &self.lock_timeout)
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("client_timeout", &self.client_timeout())

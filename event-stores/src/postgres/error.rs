@@ -98,11 +98,12 @@ pub(crate) fn ends_session(err: &sqlx::Error) -> bool {
     fatal || db.code().is_some_and(|code| ends_session_sqlstate(&code))
 }
 
-/// SQLSTATEs the server sends as it closes the session: connection exceptions (class 08), and
+/// SQLSTATEs the server sends as it closes the session: connection exceptions (class 08),
 /// administrator shutdown, crash shutdown, cannot connect now, database dropped and idle session
-/// timeout (57P01..57P05).
+/// timeout (57P01..57P05), and a transaction ended for sitting idle or running too long
+/// (25P03, 25P04).
 fn ends_session_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || code.starts_with("57P0")
+    code.starts_with("08") || code.starts_with("57P0") || matches!(code, "25P03" | "25P04")
 }
 
 /// The session-ending SQLSTATEs a new connection may cure (all but a dropped database, 57P04),
@@ -149,7 +150,8 @@ mod tests {
     #[test]
     fn sqlstates_for_lost_or_refused_connections_are_unavailable() {
         for code in [
-            "08000", "08006", "08P01", "57P01", "57P02", "57P03", "57P05", "53300",
+            "08000", "08006", "08P01", "57P01", "57P02", "57P03", "57P05", "25P03", "25P04",
+            "53300",
         ] {
             assert!(is_unavailable_sqlstate(code), "{code}");
         }
@@ -168,7 +170,8 @@ mod tests {
         assert!(!ends_session(&sqlx::Error::PoolTimedOut));
         assert!(!ends_session(&sqlx::Error::RowNotFound));
         for code in [
-            "08000", "08006", "08P01", "57P01", "57P02", "57P03", "57P04", "57P05",
+            "08000", "08006", "08P01", "57P01", "57P02", "57P03", "57P04", "57P05", "25P03",
+            "25P04",
         ] {
             assert!(ends_session_sqlstate(code), "{code}");
         }

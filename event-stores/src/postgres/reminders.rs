@@ -5,7 +5,8 @@
 //! connection, each statement bounded by the client timeout:
 //!
 //! ```text
-//! BEGIN; SELECT pg_advisory_xact_lock(<reminders>, <hash of the stream>)   -- one round trip
+//! BEGIN; SET LOCAL idle_in_transaction_session_timeout = <client timeout>;
+//!   SELECT pg_advisory_xact_lock(<reminders>, <hash of the stream>)       -- one round trip
 //! <the append statement of append.rs, fenced or not>          -- events non-empty
 //!   or <the stream's version (and the fence, FOR SHARE)>      -- events empty
 //! <one statement per reminder change, in order>
@@ -30,6 +31,14 @@
 //! last writer's commit. Plain appends do not take it; one that commits next to a call without
 //! events is ordered after it (the two change different things). Lock keys live in the two-key
 //! space (`(int, int)`) under a constant first key, apart from the one-key locks others use.
+//!
+//! The transaction holds the stream's lock and, for a fenced call, a share lock on its shard's
+//! owner row, which a takeover must wait for. A process paused (or starved) between two of its
+//! statements keeps its TCP connection alive, since its kernel still answers keepalives, so
+//! the server is told to end the transaction once it has sat idle for the client timeout, by
+//! which time the client would have given up on an answer anyway. The limit is the
+//! transaction's own (`SET LOCAL`): other transactions on the pool, a projection's say, are
+//! not affected.
 //!
 //! Failures: a connection that breaks or goes silent before `COMMIT` was sent aborts the
 //! transaction (nothing stored, [`StoreError::Unavailable`]); once `COMMIT` was sent, a broken
@@ -56,6 +65,17 @@ use super::error::{ends_session, is_lost_in_flight, is_unavailable, map_sqlx};
 
 /// The first key of every reminder lock: "RMND".
 const LOCK_SPACE: i32 = 0x524d_4e44;
+
+/// The transaction's first round trip: `BEGIN`, its idle limit (see the module doc) and the
+/// stream's lock.
+fn begin_statement(stream: &StreamId, idle_limit: std::time::Duration) -> String {
+    format!(
+        "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}; \
+         SELECT pg_advisory_xact_lock({LOCK_SPACE}, {})",
+        idle_limit.as_millis().max(1),
+        lock_key(stream)
+    )
+}
 
 /// The stream's version and, for a fenced call, whether the fence still holds (a share lock on
 /// the ownership row, as the fenced append takes).
@@ -185,10 +205,7 @@ async fn transact(
 ) -> Ending {
     let timeout = appender.client_timeout;
     let stream = &append.stream;
-    let begin = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {})",
-        lock_key(stream)
-    );
+    let begin = begin_statement(stream, timeout);
     // A failed BEGIN may leave an aborted transaction behind: the connection is closed.
     let mut tx =
         match tokio::time::timeout(timeout, conn.begin_with(sqlx::AssertSqlSafe(begin))).await {
@@ -469,4 +486,82 @@ fn lock_key(stream: &StreamId) -> i32 {
     hasher.update(stream.aggregate_id().as_bytes());
     // Bit-cast: any 32 bits make a key.
     hasher.digest() as u32 as i32
+}
+
+#[cfg(all(test, feature = "test-support"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use sqlx::{AssertSqlSafe, Connection};
+
+    use super::*;
+
+    /// A reminder transaction whose client stops sending (a paused process) is ended by the
+    /// server once idle past the limit its first round trip set, and its locks go with it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reminder_transaction_left_idle_past_its_limit_is_ended_by_the_server() {
+        let Some(db) = crate::testing::fresh_database().await else {
+            return;
+        };
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        let stream = StreamId::new("account", "idle-1").unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let mut tx = conn
+            .begin_with(AssertSqlSafe(begin_statement(
+                &stream,
+                Duration::from_millis(300),
+            )))
+            .await
+            .unwrap();
+        let limit: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(limit, "300ms");
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+            .bind(LOCK_SPACE)
+            .bind(lock_key(&stream))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(!held, "the stream's lock is held by the transaction");
+
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+            .bind(LOCK_SPACE)
+            .bind(lock_key(&stream))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(free, "the idle transaction was ended and its lock released");
+        let ended = sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap_err();
+        assert!(ends_session(&ended), "{ended}");
+        // Nothing was stored by it, and a new connection may succeed: retryable.
+        assert!(is_unavailable(&ended), "{ended}");
+    }
+
+    /// Other transactions on the connection keep the server's own setting.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_idle_limit_is_the_reminder_transactions_own() {
+        let Some(db) = crate::testing::fresh_database().await else {
+            return;
+        };
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let stream = StreamId::new("account", "idle-2").unwrap();
+        let tx = conn
+            .begin_with(AssertSqlSafe(begin_statement(
+                &stream,
+                Duration::from_secs(5),
+            )))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let limit: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(limit, "0");
+    }
 }
