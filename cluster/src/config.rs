@@ -36,8 +36,8 @@ impl ClusterConfig {
     }
 
     /// How long after sending a heartbeat that succeeded this node may serve: `ttl` minus
-    /// `self_fence_margin`. Also the bound on any other statement of its bookkeeping: an
-    /// answer later than that comes after the lease it would act on.
+    /// `self_fence_margin`. Also the bound on a release's, a join's and a leave's statements:
+    /// an answer later than that comes after the lease it would act on.
     pub(crate) fn lease(&self) -> Duration {
         self.ttl.saturating_sub(self.self_fence_margin)
     }

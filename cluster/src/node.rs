@@ -22,10 +22,12 @@
 //! monotonic clock from when the last successful heartbeat was sent) stops serving every shard
 //! and tells the handoff to stop its actors, before the others may consider it dead and take
 //! its shards: it never serves a state another node may be changing. A tick that starts after
-//! such a gap (the process was paused) fences before it heartbeats. Each statement of a tick
-//! waits for its answer at most until the lease it would act on has run out (`round_trip`): a
-//! server that answers nothing cannot hold a tick, and with it the fence and
-//! [`leave`](ClusterNode::leave), for the minutes TCP takes to give up.
+//! such a gap (the process was paused) fences before it heartbeats. Every statement is bounded
+//! on the client (`round_trip`): the heartbeat until the lease it would renew has run out, the
+//! tick's other statements by one interval (so a slow one does not delay the next heartbeat
+//! into a gap), releases, joining and leaving by the lease. A server that answers nothing
+//! cannot hold a tick, and with it the fence and [`leave`](ClusterNode::leave), for the
+//! minutes TCP takes to give up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -360,7 +362,11 @@ async fn tick(inner: &Arc<Inner>) {
             return;
         }
     };
-    let Ok(ownership) = ownership::read_all(&inner.pool, limit).await else {
+    // The tick's other statements get one interval: one that waits longer (on a lock, say)
+    // gives up, so the next heartbeat goes out on time rather than after a gap that would
+    // fence the node. The next tick tries again.
+    let interval = inner.config.heartbeat_interval;
+    let Ok(ownership) = ownership::read_all(&inner.pool, interval).await else {
         return;
     };
     inner
@@ -413,7 +419,7 @@ async fn rebalance(inner: &Arc<Inner>, members: &[Member], ownership: &[Ownershi
             me,
             &to_claim,
             inner.config.ttl,
-            inner.config.lease(),
+            inner.config.heartbeat_interval,
         )
         .await
         {

@@ -440,6 +440,40 @@ async fn a_node_that_cannot_heartbeat_stops_serving_before_its_ttl_ends() {
     );
 }
 
+/// The owners' table locked for 3 s (three times the TTL): the node cannot read it, so it
+/// neither claims nor releases meanwhile, but its heartbeats go on in time, so it keeps
+/// serving what it owns and does not fence itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_cannot_read_the_owners_table_for_a_while_goes_on_heartbeating_and_serving() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let (events, _) = db.stores(StoreLimits::default()).await.unwrap();
+    let pool = events.pool().clone();
+    let a = ClusterNode::start(pool.clone(), config("a")).await.unwrap();
+    a.tick_now().await;
+    assert_eq!(a.owned().len(), SHARDS as usize);
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE shard_owners IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let locked = Instant::now();
+    while locked.elapsed() < Duration::from_secs(3) {
+        assert!(
+            (0..SHARDS).all(|s| a.owned().serves(s)),
+            "stopped serving {:?} into the lock: {:?}",
+            locked.elapsed(),
+            a.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    blocker.rollback().await.unwrap();
+    let stats = a.stats();
+    assert_eq!(stats.self_fences, 0, "{stats:?}");
+    assert_eq!(stats.heartbeat_failures, 0, "{stats:?}");
+}
+
 /// The server process of the first heartbeat seen waiting for a lock (within 5 s).
 async fn waiting_heartbeat(pool: &sqlx::PgPool) -> i32 {
     let looking = Instant::now();
