@@ -7,7 +7,8 @@
 //! unless the shard's current owner and epoch are still exactly those. A node that was paused
 //! or cut off and lost its shards therefore cannot write after the takeover, whatever it
 //! believes. In PostgreSQL the check runs in the append statement under a share lock of the
-//! shard's row in `shard_owners`, so a takeover waits for appends in flight, and an append that
+//! shard's row in `shard_owners`, so a takeover cannot happen while an append is in flight (the
+//! cluster's claim skips a row held so and tries again at its next tick), and an append that
 //! waited for a takeover sees the new owner and fails.
 
 use uuid::Uuid;
