@@ -3,43 +3,18 @@
 //! same command id, instead of failing it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aggregate_actors::event_stores::{
     EventStore, InMemorySnapshotStore, SnapshotStore, StoreLimits,
 };
-use aggregate_actors::{
-    Aggregate, AggregateSettings, CommandId, CommandOptions, Context, Executor,
-};
+use aggregate_actors::{AggregateSettings, CommandId, CommandOptions, Executor};
 use cluster::{ClusterConfig, ClusterNode, HttpTransport};
+use common::Tally;
 use event_stores::testing::fresh_database;
-use serde::{Deserialize, Serialize};
-
-struct Tally;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Added(u32);
-
-#[derive(Debug, Serialize, Deserialize, thiserror::Error)]
-#[error("never")]
-struct Never;
-
-impl Aggregate for Tally {
-    const TYPE: &'static str = "tally";
-    type Command = u32;
-    type Event = Added;
-    type State = u32;
-    type Error = Never;
-
-    fn decide(_: &u32, n: &u32, _: &mut Context<'_, Self>) -> Result<Vec<Added>, Never> {
-        Ok(vec![Added(*n)])
-    }
-
-    fn apply(state: &mut u32, event: &Added) {
-        *state += event.0;
-    }
-}
 
 /// The node `a` misses a change of its shard's owner between two of its heartbeats (10 s
 /// apart): the shard was taken and given up again (no owner, epoch + 2). Its next append for

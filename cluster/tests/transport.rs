@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -360,6 +362,7 @@ async fn a_dropped_server_stops_listening() {
 /// [`ExecutorError::answer_lost`]: aggregate_actors::ExecutorError::answer_lost
 /// [`ExecutorError::owner_answered`]: aggregate_actors::ExecutorError::owner_answered
 mod through_an_executor {
+    use crate::common::Tally;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -368,37 +371,11 @@ mod through_an_executor {
         EventStore, InMemoryEventStore, InMemorySnapshotStore, ReadQuery, SnapshotStore, StreamId,
     };
     use aggregate_actors::{
-        Aggregate, AggregateSettings, CommandError, CommandOptions, Context, Executor,
-        ExecutorError, Placement, RuntimeConfig,
+        AggregateSettings, CommandError, CommandOptions, Executor, ExecutorError, Placement,
+        RuntimeConfig,
     };
     use cluster::{HttpTransport, HttpTransportConfig, TransportServer, serve};
-    use serde::{Deserialize, Serialize};
     use tokio::net::TcpListener;
-
-    struct Tally;
-
-    #[derive(Debug, Serialize, Deserialize)]
-    struct Added(u32);
-
-    #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
-    #[error("never")]
-    struct Never;
-
-    impl Aggregate for Tally {
-        const TYPE: &'static str = "tally";
-        type Command = u32;
-        type Event = Added;
-        type State = u32;
-        type Error = Never;
-
-        fn decide(_: &u32, n: &u32, _: &mut Context<'_, Self>) -> Result<Vec<Added>, Never> {
-            Ok(vec![Added(*n)])
-        }
-
-        fn apply(state: &mut u32, event: &Added) {
-            *state += event.0;
-        }
-    }
 
     /// Every id is served by the node at `owner` (`None`: here).
     struct Everything {
