@@ -31,7 +31,7 @@ use crate::fence::Fence;
 use crate::invalid_input::InvalidInput;
 use crate::stream::StreamId;
 
-use super::connection::{Held, connection, discard, discard_if_ended, failed};
+use super::connection::{Held, connection, discard, discard_if_ended, read_answer};
 use super::error::{UNIQUE_VIOLATION, constraint, is_lost_in_flight, map_sqlx, sqlstate};
 use super::rows::to_u64;
 
@@ -474,20 +474,20 @@ impl Appender {
         outcome: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
         what: &str,
     ) -> StoreResult<T> {
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(failed(held, what, err)),
-            Err(_) => {
-                discard(held);
-                Err(StoreError::Unavailable {
-                    message: format!(
-                        "{what}: no answer from the server within {:?}",
-                        self.client_timeout
-                    ),
-                    source: None,
-                })
-            }
-        }
+        read_answer(held, outcome, what, self.client_timeout)
+    }
+
+    /// Sends a read on a connection of the pool (`what` it reads), bounded by the client
+    /// timeout; see [`read_answer`].
+    pub async fn read<T>(
+        &self,
+        what: &str,
+        read: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> StoreResult<T> {
+        let mut held = None;
+        let conn = self.connection(&mut held).await?;
+        let answer = tokio::time::timeout(self.client_timeout, read(conn)).await;
+        read_answer(&mut held, answer, what, self.client_timeout)
     }
 
     /// The error of an append whose statement got no answer within the client timeout.

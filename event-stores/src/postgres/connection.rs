@@ -1,8 +1,11 @@
 //! The connections batched statements run on: borrowed from the pool, or a batcher's own,
 //! kept outside the pool between runs (sqlx pings every connection that returns to its pool).
 
+use std::time::Duration;
+
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool, Postgres};
+use tokio::time::error::Elapsed;
 
 use crate::error::{StoreError, StoreResult};
 
@@ -64,6 +67,31 @@ pub(super) fn discard(held: &mut Held) {
 pub(super) fn discard_if_ended(held: &mut Held, err: &sqlx::Error) {
     if ends_session(err) {
         discard(held);
+    }
+}
+
+/// The answer of a read sent on the connection in `held` under
+/// `tokio::time::timeout(within, …)` (`what` it reads). A read changes nothing, so a server that
+/// stayed silent (paused, or behind a network that drops packets: no server-side timeout fires
+/// then, and TCP gives up only after many minutes) is the retryable
+/// [`StoreError::Unavailable`]. A connection that broke or stayed silent is closed, never
+/// reused: the next read opens a new one.
+pub(super) fn read_answer<T>(
+    held: &mut Held,
+    answer: Result<Result<T, sqlx::Error>, Elapsed>,
+    what: &str,
+    within: Duration,
+) -> StoreResult<T> {
+    match answer {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(failed(held, what, err)),
+        Err(_) => {
+            discard(held);
+            Err(StoreError::Unavailable {
+                message: format!("{what}: no answer from the server within {within:?}"),
+                source: None,
+            })
+        }
     }
 }
 

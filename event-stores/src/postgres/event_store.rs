@@ -235,7 +235,7 @@ impl PgEventStore {
         });
         self.reader = settings
             .enabled
-            .then(|| Arc::new(StartStatement::batcher(self.pool.clone(), settings.linger)));
+            .then(|| Arc::new(StartStatement::batcher(&self.appender, settings.linger)));
         self
     }
 
@@ -354,16 +354,20 @@ impl EventStore for PgEventStore {
             return Ok(Vec::new());
         }
         let limit = i64::try_from(query.page_size).unwrap_or(i64::MAX);
-        let rows = sqlx::query(READ_STREAM)
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .bind(after)
-            .bind(up_to)
-            .bind(query.up_to_time)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("reading a stream", e))?;
+        let rows = self
+            .appender
+            .read("reading a stream", async |conn| {
+                sqlx::query(READ_STREAM)
+                    .bind(stream.aggregate_type())
+                    .bind(stream.aggregate_id())
+                    .bind(after)
+                    .bind(up_to)
+                    .bind(query.up_to_time)
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await
+            })
+            .await?;
         rows.iter()
             .map(|row| decode_event(row, stream.clone()))
             .collect()
@@ -379,11 +383,15 @@ impl EventStore for PgEventStore {
         let Ok(after) = i64::try_from(position) else {
             return Ok(0);
         };
-        let count: i64 = sqlx::query_scalar(COUNT_AFTER)
-            .bind(after)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("counting events after a position", e))?;
+        let count: i64 = self
+            .appender
+            .read("counting events after a position", async |conn| {
+                sqlx::query_scalar(COUNT_AFTER)
+                    .bind(after)
+                    .fetch_one(conn)
+                    .await
+            })
+            .await?;
         to_u64(count, "count")
     }
 
@@ -394,13 +402,16 @@ impl EventStore for PgEventStore {
         after: Option<&str>,
         limit: usize,
     ) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(STREAM_IDS)
-            .bind(aggregate_type)
-            .bind(after.unwrap_or(""))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
+        self.appender
+            .read("listing stream ids", async |conn| {
+                sqlx::query_scalar(STREAM_IDS)
+                    .bind(aggregate_type)
+                    .bind(after.unwrap_or(""))
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(conn)
+                    .await
+            })
             .await
-            .map_err(|e| map_sqlx("listing stream ids", e))
     }
 
     #[tracing::instrument(level = "debug", name = "pg.read_all", skip(self))]
@@ -411,12 +422,16 @@ impl EventStore for PgEventStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(READ_ALL)
-            .bind(after)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("reading all streams", e))?;
+        let rows = self
+            .appender
+            .read("reading all streams", async |conn| {
+                sqlx::query(READ_ALL)
+                    .bind(after)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(conn)
+                    .await
+            })
+            .await?;
         let mut events = Vec::with_capacity(rows.len());
         let mut last_stream: Option<StreamId> = None;
         for row in &rows {
@@ -458,6 +473,7 @@ impl EventStore for PgEventStore {
             Some(reader) => reader.call(read).await.map(Some),
             None => StartStatement {
                 pool: self.pool.clone(),
+                client_timeout: self.appender.client_timeout,
             }
             .send(&mut None, std::slice::from_ref(&read))
             .await
@@ -507,12 +523,12 @@ impl EventStore for PgEventStore {
 
     #[tracing::instrument(level = "debug", name = "pg.reminders_of", skip_all, fields(stream = %stream))]
     async fn reminders_of(&self, stream: &StreamId) -> StoreResult<Vec<StoredReminder>> {
-        super::reminder_reads::reminders_of(&self.pool, stream).await
+        super::reminder_reads::reminders_of(&self.appender, stream).await
     }
 
     #[tracing::instrument(level = "debug", name = "pg.due_reminders", skip_all, fields(due_by = %query.due_by, limit = query.limit, shards = query.shards.as_ref().map(Vec::len)))]
     async fn due_reminders(&self, query: &DueReminders) -> StoreResult<Vec<StoredReminder>> {
-        super::reminder_reads::due(&self.pool, query).await
+        super::reminder_reads::due(&self.appender, query).await
     }
 
     fn crash_safety(&self) -> CrashSafety {
@@ -529,14 +545,18 @@ impl EventStore for PgEventStore {
         stream: &StreamId,
         command_id: Uuid,
     ) -> StoreResult<Vec<RecordedEvent>> {
-        let rows = sqlx::query(READ_COMMAND)
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .bind(command_id)
-            .bind(command_event_id(stream, command_id, 0))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("reading a command's events", e))?;
+        let rows = self
+            .appender
+            .read("reading a command's events", async |conn| {
+                sqlx::query(READ_COMMAND)
+                    .bind(stream.aggregate_type())
+                    .bind(stream.aggregate_id())
+                    .bind(command_id)
+                    .bind(command_event_id(stream, command_id, 0))
+                    .fetch_all(conn)
+                    .await
+            })
+            .await?;
         rows.iter()
             .map(|row| decode_event(row, stream.clone()))
             .collect()

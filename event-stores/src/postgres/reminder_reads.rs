@@ -13,13 +13,14 @@
 
 use bytes::Bytes;
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
 use crate::reminder::{DueReminders, ReminderState, StoredReminder};
 use crate::stream::StreamId;
 
+use super::append::Appender;
 use super::error::map_sqlx;
 use super::rows::to_u64;
 
@@ -59,31 +60,42 @@ LIMIT $3::bigint
 
 /// The reminders of `stream`, by name.
 pub(super) async fn reminders_of(
-    pool: &PgPool,
+    appender: &Appender,
     stream: &StreamId,
 ) -> StoreResult<Vec<StoredReminder>> {
-    let rows = sqlx::query(REMINDERS_OF)
-        .bind(stream.aggregate_type())
-        .bind(stream.aggregate_id())
-        .fetch_all(pool)
-        .await
-        .map_err(|e| map_sqlx("reading a stream's reminders", e))?;
+    let rows = appender
+        .read("reading a stream's reminders", async |conn| {
+            sqlx::query(REMINDERS_OF)
+                .bind(stream.aggregate_type())
+                .bind(stream.aggregate_id())
+                .fetch_all(conn)
+                .await
+        })
+        .await?;
     rows.iter().map(decode).collect()
 }
 
 /// The scheduled reminders `query` asks for, earliest first, without those it skips.
-pub(super) async fn due(pool: &PgPool, query: &DueReminders) -> StoreResult<Vec<StoredReminder>> {
+pub(super) async fn due(
+    appender: &Appender,
+    query: &DueReminders,
+) -> StoreResult<Vec<StoredReminder>> {
     if query.limit == 0 {
         return Ok(Vec::new());
     }
     let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    const WHAT: &str = "reading due reminders";
     let rows = match &query.shards {
         None => {
-            sqlx::query(DUE)
-                .bind(query.due_by)
-                .bind(limit)
-                .bind(&query.skip)
-                .fetch_all(pool)
+            appender
+                .read(WHAT, async |conn| {
+                    sqlx::query(DUE)
+                        .bind(query.due_by)
+                        .bind(limit)
+                        .bind(&query.skip)
+                        .fetch_all(conn)
+                        .await
+                })
                 .await
         }
         Some(shards) => {
@@ -97,16 +109,19 @@ pub(super) async fn due(pool: &PgPool, query: &DueReminders) -> StoreResult<Vec<
             if shards.is_empty() {
                 return Ok(Vec::new());
             }
-            sqlx::query(DUE_IN_SHARDS)
-                .bind(shards)
-                .bind(query.due_by)
-                .bind(limit)
-                .bind(&query.skip)
-                .fetch_all(pool)
+            appender
+                .read(WHAT, async |conn| {
+                    sqlx::query(DUE_IN_SHARDS)
+                        .bind(shards)
+                        .bind(query.due_by)
+                        .bind(limit)
+                        .bind(&query.skip)
+                        .fetch_all(conn)
+                        .await
+                })
                 .await
         }
-    }
-    .map_err(|e| map_sqlx("reading due reminders", e))?;
+    }?;
     rows.iter().map(decode).collect()
 }
 

@@ -17,12 +17,16 @@ use crate::error::{StoreError, StoreResult};
 use crate::event_store::StreamStart;
 use crate::stream::StreamId;
 
+use super::append::Appender;
 use super::batcher::{Batcher, Job, Limits, SharedError, Statement};
-use super::connection::{Held, connection, failed};
+use super::connection::{Held, connection, read_answer};
 use super::error::map_sqlx;
 use super::rows::{SNAPSHOT_COLUMNS, decode_event_at, decode_record_at};
 
 /// Column 0 says which kind of row it is; columns 1–12 are a snapshot's, 13–23 an event's.
+/// What an activation read does, for its errors.
+const READING: &str = "reading a snapshot and the events after it";
+
 const READ_START: &str = r#"
 WITH snap AS (
     SELECT version, last_event_id, state_schema_version, codec, compression, checksum,
@@ -110,6 +114,9 @@ impl Job for StartRead {
 /// Sends activation reads, alone or many at once.
 pub(super) struct StartStatement {
     pub pool: PgPool,
+    /// How long a read waits for its answer (the store's client timeout): an activation must
+    /// not wait for ever on a server that answers nothing.
+    pub client_timeout: Duration,
 }
 
 /// The queue of one store's activation reads.
@@ -118,14 +125,18 @@ pub(super) type StartBatcher = Batcher<StartStatement>;
 impl StartStatement {
     /// The batcher of a store's activation reads on `pool`: batches of up to 128 reads and
     /// 65 536 events in total, two in flight, lingering like group commit.
-    pub fn batcher(pool: PgPool, linger: Duration) -> StartBatcher {
+    pub fn batcher(appender: &Appender, linger: Duration) -> StartBatcher {
         let limits = Limits {
             max_jobs: 128,
             max_weight: 1 << 16,
             max_in_flight: 2,
             linger,
         };
-        Batcher::new(Self { pool: pool.clone() }, pool, limits)
+        let statement = Self {
+            pool: appender.pool.clone(),
+            client_timeout: appender.client_timeout,
+        };
+        Batcher::new(statement, appender.pool.clone(), limits)
     }
 }
 
@@ -136,10 +147,10 @@ impl Statement for StartStatement {
 
     async fn send(&self, held: &mut Held, reads: &[StartRead]) -> Vec<StoreResult<StreamStart>> {
         let outcome = match reads {
-            [one] => read_start(held, &self.pool, &one.stream, one.page_size)
+            [one] => read_start(held, self, &one.stream, one.page_size)
                 .await
                 .map(|start| vec![Ok(start)]),
-            _ => read_starts(held, &self.pool, reads).await,
+            _ => read_starts(held, self, reads).await,
         };
         outcome.unwrap_or_else(|error| SharedError::new(error).spread(reads.len()))
     }
@@ -148,18 +159,18 @@ impl Statement for StartStatement {
 /// The newest snapshot of `stream` and up to `page_size` events from its version on.
 async fn read_start(
     held: &mut Held,
-    pool: &PgPool,
+    statement: &StartStatement,
     stream: &StreamId,
     page_size: usize,
 ) -> StoreResult<StreamStart> {
-    let conn = connection(held, pool).await?;
+    let conn = connection(held, &statement.pool).await?;
     let rows = sqlx::query(READ_START)
         .bind(stream.aggregate_type())
         .bind(stream.aggregate_id())
         .bind(i64::try_from(page_size).unwrap_or(i64::MAX))
-        .fetch_all(&mut *conn)
-        .await;
-    let rows = rows.map_err(|e| failed(held, "reading a snapshot and the events after it", e))?;
+        .fetch_all(&mut *conn);
+    let rows = tokio::time::timeout(statement.client_timeout, rows).await;
+    let rows = read_answer(held, rows, READING, statement.client_timeout)?;
     let mut start = StreamStart {
         snapshot: None,
         events: Vec::with_capacity(rows.len()),
@@ -175,7 +186,7 @@ async fn read_start(
 /// The starts of many streams in one statement, in the order of `reads`.
 async fn read_starts(
     held: &mut Held,
-    pool: &PgPool,
+    statement: &StartStatement,
     reads: &[StartRead],
 ) -> StoreResult<Vec<StoreResult<StreamStart>>> {
     let types: Vec<&str> = reads.iter().map(|r| r.stream.aggregate_type()).collect();
@@ -184,14 +195,14 @@ async fn read_starts(
         .iter()
         .map(|r| i64::try_from(r.page_size).unwrap_or(i64::MAX))
         .collect();
-    let conn = connection(held, pool).await?;
+    let conn = connection(held, &statement.pool).await?;
     let rows = sqlx::query(READ_START_MANY)
         .bind(&types)
         .bind(&ids)
         .bind(&pages)
-        .fetch_all(&mut *conn)
-        .await;
-    let rows = rows.map_err(|e| failed(held, "reading a snapshot and the events after it", e))?;
+        .fetch_all(&mut *conn);
+    let rows = tokio::time::timeout(statement.client_timeout, rows).await;
+    let rows = read_answer(held, rows, READING, statement.client_timeout)?;
     let mut starts: Vec<StreamStart> = reads
         .iter()
         .map(|_| StreamStart {
