@@ -12,27 +12,31 @@ use std::time::{Duration, Instant};
 use event_stores::contract::{fresh_stream, numbered_events};
 use event_stores::testing::fresh_database;
 use event_stores::{
-    EventStore, PgEventStore, PgSnapshotStore, ReadQuery, StoreError, StoreLimits, StoreResult,
+    EventStore, PgEventStore, PgSnapshotStore, ReadQuery, SnapshotStore, StoreError, StoreLimits,
+    StoreResult,
 };
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// Runs `read` while the `events` table is locked, catches the server process serving it
+/// Runs `read` while `table` is locked, catches the server process serving it
 /// waiting for the lock, stops that process (SIGSTOP) and lets the table go: the read has been
 /// sent and will never be answered. Returns what the read answered and how long it took; the
 /// process is resumed before returning.
 async fn read_on_a_silent_backend<T: Send + 'static>(
     admin: &PgPool,
+    table: &str,
     application_name: &str,
     read: impl Future<Output = StoreResult<T>> + Send + 'static,
 ) -> (StoreResult<T>, Duration) {
     let mut blocker = admin.begin().await.unwrap();
-    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
     let sent = Instant::now();
     let read = tokio::spawn(read);
     let backend: i32 = loop {
@@ -97,7 +101,7 @@ async fn a_stream_read_the_server_never_answers_is_unavailable_within_the_client
 
     let reading = store.clone();
     let read_stream = stream.clone();
-    let (answer, took) = read_on_a_silent_backend(&admin, "silent-server", async move {
+    let (answer, took) = read_on_a_silent_backend(&admin, "events", "silent-server", async move {
         reading.read_stream(&read_stream, ReadQuery::all()).await
     })
     .await;
@@ -141,7 +145,7 @@ async fn an_activation_read_the_server_never_answers_is_unavailable_within_the_c
 
     let reading = store.clone();
     let read_stream = stream.clone();
-    let (answer, took) = read_on_a_silent_backend(&admin, "silent-server", async move {
+    let (answer, took) = read_on_a_silent_backend(&admin, "events", "silent-server", async move {
         reading.read_start(&read_stream, &snapshots, 100).await
     })
     .await;
@@ -160,4 +164,37 @@ async fn an_activation_read_the_server_never_answers_is_unavailable_within_the_c
         .unwrap();
     assert_eq!(start.events.len(), 2);
     drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_load_the_server_never_answers_is_unavailable_within_the_client_timeout() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let config = db
+        .config()
+        .application_name("silent-snapshots")
+        .with_client_timeout(CLIENT_TIMEOUT);
+    let snapshots = PgSnapshotStore::connect(&config).await.unwrap();
+    let admin = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(db.url())
+        .await
+        .unwrap();
+    let stream = fresh_stream("silent-snapshot");
+    assert!(snapshots.load_latest(&stream).await.unwrap().is_none());
+
+    let reading = snapshots.clone();
+    let read_stream = stream.clone();
+    let (answer, took) =
+        read_on_a_silent_backend(&admin, "snapshots", "silent-snapshots", async move {
+            reading.load_latest(&read_stream).await
+        })
+        .await;
+    assert!(
+        matches!(answer, Err(StoreError::Unavailable { .. })),
+        "{answer:?}"
+    );
+    assert!(took < CLIENT_TIMEOUT + Duration::from_secs(2), "{took:?}");
+    assert!(snapshots.load_latest(&stream).await.unwrap().is_none());
 }

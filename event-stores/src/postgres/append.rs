@@ -31,7 +31,7 @@ use crate::fence::Fence;
 use crate::invalid_input::InvalidInput;
 use crate::stream::StreamId;
 
-use super::connection::{Held, connection, discard, discard_if_ended, read_answer};
+use super::connection::{Held, connection, discard, discard_if_ended, read_answer, read_within};
 use super::error::{UNIQUE_VIOLATION, constraint, is_lost_in_flight, map_sqlx, sqlstate};
 use super::rows::to_u64;
 
@@ -478,16 +478,13 @@ impl Appender {
     }
 
     /// Sends a read on a connection of the pool (`what` it reads), bounded by the client
-    /// timeout; see [`read_answer`].
+    /// timeout; see [`read_within`].
     pub async fn read<T>(
         &self,
         what: &str,
         read: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> StoreResult<T> {
-        let mut held = None;
-        let conn = self.connection(&mut held).await?;
-        let answer = tokio::time::timeout(self.client_timeout, read(conn)).await;
-        read_answer(&mut held, answer, what, self.client_timeout)
+        read_within(&self.pool, self.client_timeout, what, read).await
     }
 
     /// The error of an append whose statement got no answer within the client timeout.

@@ -95,6 +95,20 @@ pub(super) fn read_answer<T>(
     }
 }
 
+/// Sends a read on a connection of `pool` (`what` it reads), bounded by `within`; see
+/// [`read_answer`].
+pub(super) async fn read_within<T>(
+    pool: &PgPool,
+    within: Duration,
+    what: &str,
+    read: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+) -> StoreResult<T> {
+    let mut held = None;
+    let conn = connection(&mut held, pool).await?;
+    let answer = tokio::time::timeout(within, read(conn)).await;
+    read_answer(&mut held, answer, what, within)
+}
+
 /// The error of a failed statement (`what` it did); a connection whose session is over is not
 /// used again.
 pub(super) fn failed(held: &mut Held, what: &str, err: sqlx::Error) -> StoreError {

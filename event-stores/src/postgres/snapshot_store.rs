@@ -5,6 +5,7 @@
 //! row. `taken_at` is kept at microsecond precision, as PostgreSQL stores it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -20,7 +21,8 @@ use crate::snapshot_store::SnapshotStore;
 use crate::stream::StreamId;
 
 use super::batcher::{BatchStats, Statement};
-use super::config::{GroupCommit, PgConfig, migrate};
+use super::config::{DEFAULT_CLIENT_TIMEOUT, GroupCommit, PgConfig, migrate};
+use super::connection::read_within;
 use super::error::map_sqlx;
 use super::rows::{decode_record, to_u64};
 use super::snapshot_writes::{Retain, RetainStatement, Save, SaveStatement, SnapshotWrites};
@@ -86,6 +88,8 @@ WHERE aggregate_type = $1::text AND aggregate_id = $2::text
 pub struct PgSnapshotStore {
     pool: PgPool,
     limits: StoreLimits,
+    /// How long a read waits for the server's answer ([`PgConfig::client_timeout`]).
+    client_timeout: Duration,
     /// Saves and retention of many streams per statement; `None` sends each alone.
     writes: Option<Arc<SnapshotWrites>>,
 }
@@ -94,6 +98,7 @@ impl std::fmt::Debug for PgSnapshotStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgSnapshotStore")
             .field("limits", &self.limits)
+            .field("client_timeout", &self.client_timeout)
             .field("batched_writes", &self.writes.is_some())
             .finish_non_exhaustive()
     }
@@ -105,7 +110,9 @@ impl PgSnapshotStore {
     /// server cannot be reached in time.
     pub async fn connect(config: &PgConfig) -> StoreResult<Self> {
         let pool = config.connect_pool().await?;
-        Ok(Self::with_migrated_pool(pool, config.limits).with_group_commit(config.group_commit))
+        Ok(Self::with_migrated_pool(pool, config.limits)
+            .with_client_timeout(config.client_timeout())
+            .with_group_commit(config.group_commit))
     }
 
     /// A store on an existing pool (for example the one of a
@@ -121,9 +128,19 @@ impl PgSnapshotStore {
         Self {
             pool,
             limits,
+            client_timeout: DEFAULT_CLIENT_TIMEOUT,
             writes: None,
         }
         .with_group_commit(GroupCommit::default())
+    }
+
+    /// Sets how long a read (a load, a list, the stats) waits for the server's answer before
+    /// its connection is closed and the read reported
+    /// [`StoreError::Unavailable`](crate::StoreError::Unavailable);
+    /// [`connect`](Self::connect) takes it from [`PgConfig::client_timeout`].
+    pub fn with_client_timeout(mut self, timeout: Duration) -> Self {
+        self.client_timeout = timeout;
+        self
     }
 
     /// Batches saves and retention passes of concurrent snapshot writes (many streams per
@@ -164,10 +181,13 @@ impl PgSnapshotStore {
         stream: &StreamId,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> StoreResult<Option<SnapshotRecord>> {
-        let row = query
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("loading a snapshot", e))?;
+        let row = read_within(
+            &self.pool,
+            self.client_timeout,
+            "loading a snapshot",
+            async |conn| query.fetch_optional(conn).await,
+        )
+        .await?;
         row.map(|row| decode_record(&row, stream.clone()))
             .transpose()
     }
@@ -253,14 +273,21 @@ impl SnapshotStore for PgSnapshotStore {
             return Ok(Vec::new());
         };
         let to = i64::try_from(to).unwrap_or(i64::MAX);
-        let rows = sqlx::query(LIST)
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("listing snapshots", e))?;
+        let rows = read_within(
+            &self.pool,
+            self.client_timeout,
+            "listing snapshots",
+            async |conn| {
+                sqlx::query(LIST)
+                    .bind(stream.aggregate_type())
+                    .bind(stream.aggregate_id())
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(conn)
+                    .await
+            },
+        )
+        .await?;
         rows.iter()
             .map(|row| decode_record(row, stream.clone()))
             .collect()
@@ -321,12 +348,19 @@ impl SnapshotStore for PgSnapshotStore {
     }
 
     async fn stats(&self, stream: &StreamId) -> StoreResult<SnapshotStats> {
-        let row = sqlx::query(STATS)
-            .bind(stream.aggregate_type())
-            .bind(stream.aggregate_id())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| map_sqlx("reading snapshot stats", e))?;
+        let row = read_within(
+            &self.pool,
+            self.client_timeout,
+            "reading snapshot stats",
+            async |conn| {
+                sqlx::query(STATS)
+                    .bind(stream.aggregate_type())
+                    .bind(stream.aggregate_id())
+                    .fetch_one(conn)
+                    .await
+            },
+        )
+        .await?;
         let decode = |e| map_sqlx("reading snapshot stats", e);
         let count: i64 = row.try_get(0).map_err(decode)?;
         let total_bytes: i64 = row.try_get(1).map_err(decode)?;
