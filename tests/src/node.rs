@@ -374,16 +374,25 @@ impl NodeProcess {
         }
     }
 
-    /// The ids among `<prefix>0 … <prefix>(count-1)` with a live actor on this node; `None`
-    /// when the node did not answer in time.
-    pub async fn live(&self, prefix: &str, count: usize, timeout: Duration) -> Option<Vec<String>> {
+    /// The ids among `<prefix>0 … <prefix>(count-1)` with a live actor on this node, each with
+    /// whether the node serves it now (false: the actor exists, but its shard is not served
+    /// here, so it takes no call); `None` when the node did not answer in time.
+    pub async fn live(
+        &self,
+        prefix: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Option<Vec<(String, bool)>> {
         let line = format!("LIVE {prefix} {count}");
         let answer = self.request("LIVE".into(), line, timeout).await.ok()?;
         let list = answer.strip_prefix("LIVE").unwrap_or_default().trim();
         Some(
             list.split(',')
                 .filter(|id| !id.is_empty())
-                .map(str::to_owned)
+                .map(|id| match id.strip_suffix('~') {
+                    Some(id) => (id.to_owned(), false),
+                    None => (id.to_owned(), true),
+                })
                 .collect(),
         )
     }

@@ -287,6 +287,8 @@ pub struct LiveSamples {
     pub most_live: usize,
     /// (sample, id, nodes it was live on).
     pub doubles: Vec<(usize, String, Vec<String>)>,
+    /// (sample, id, nodes that served it): live there with its shard served.
+    pub serving_doubles: Vec<(usize, String, Vec<String>)>,
     /// Longest time one sample took from first request to last answer.
     pub slowest: Duration,
 }
@@ -301,13 +303,17 @@ pub async fn sample_live(nodes: &[Arc<NodeProcess>], ids: usize, into: &mut Live
     .await;
     into.slowest = into.slowest.max(started.elapsed());
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut serving: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut total = 0;
     for (name, live) in answers {
         let Some(live) = live else {
             continue;
         };
         total += live.len();
-        for id in live {
+        for (id, served) in live {
+            if served {
+                serving.entry(id.clone()).or_default().push(name.clone());
+            }
             seen.entry(id).or_default().push(name.clone());
         }
     }
@@ -316,6 +322,11 @@ pub async fn sample_live(nodes: &[Arc<NodeProcess>], ids: usize, into: &mut Live
         if on.len() > 1 {
             doubles += 1;
             into.doubles.push((into.samples, id, on));
+        }
+    }
+    for (id, on) in serving {
+        if on.len() > 1 {
+            into.serving_doubles.push((into.samples, id, on));
         }
     }
     into.most_live = into.most_live.max(total);

@@ -12,7 +12,8 @@ use std::time::Duration;
 use aggregate_actors::event_stores::{PgConfig, PgEventStore, PgSnapshotStore, StoreError};
 use aggregate_actors::scheduler::{Scheduler, SchedulerSettings};
 use aggregate_actors::{
-    AggregateSettings, CommandError, CommandOptions, Executor, ExecutorError, RuntimeConfig,
+    Aggregate, AggregateSettings, CommandError, CommandOptions, Executor, ExecutorError,
+    RuntimeConfig,
 };
 use clap::Parser;
 use cluster::{ClusterConfig, ClusterNode, HttpTransport, TransportStats};
@@ -200,9 +201,19 @@ impl Node {
         }
     }
 
+    /// The ids with a live actor here; one whose shard this node does not serve now (its
+    /// lease ran out, or the shard is draining or gone) is marked with a trailing `~`.
     fn live<'a>(&self, ids: impl Iterator<Item = &'a str>) -> String {
-        let live: Vec<&str> = ids
+        let live: Vec<String> = ids
             .filter(|id| self.executor.is_live::<Wallet>(id))
+            .map(|id| {
+                let shard = self.node.shard_of(Wallet::TYPE, id);
+                if self.node.owned().serves(shard) {
+                    id.to_owned()
+                } else {
+                    format!("{id}~")
+                }
+            })
             .collect();
         format!("LIVE {}", live.join(","))
     }
