@@ -57,7 +57,8 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = PgConfig::new("postgres://app@db/app");
 //! let events = PgEventStore::connect(&config).await?;
-//! let snapshots = PgSnapshotStore::with_migrated_pool(events.pool().clone(), config.limits);
+//! let snapshots = PgSnapshotStore::with_migrated_pool(events.pool().clone(), config.limits)
+//!     .with_client_timeout(config.client_timeout());
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:7001").await?;
 //!
 //! // Join: a fresh node id, a heartbeat, and the shards rendezvous hashing gives this node.

@@ -159,7 +159,9 @@ impl Stores {
             .max_connections(max_connections)
             .application_name("sample-app");
         let events = PgEventStore::connect(&config).await?;
-        let snapshots = PgSnapshotStore::from_pool(events.pool().clone(), config.limits).await?;
+        let snapshots = PgSnapshotStore::from_pool(events.pool().clone(), config.limits)
+            .await?
+            .with_client_timeout(config.client_timeout());
         Ok(Self {
             pool: Some(events.pool().clone()),
             events: Arc::new(events),

@@ -9,7 +9,8 @@
 //!                                                   ← NACK <command-uuid> <kind>
 //! → STATE <wallet>                                  ← STATE <wallet> <version> <balance>
 //!                                                   ← NOSTATE <wallet> <kind>
-//! → LIVE                                            ← LIVE <ids with a live actor here, comma-separated>
+//! → LIVE                                            ← LIVE <ids with a live actor here, comma-separated;
+//!                                                     `~` after one whose shard is not served here>
 //! → LIVE <prefix> <count>                           ← the same over ids <prefix>0 … <prefix>(count-1)
 //! → ACTIVATION <wallet>                             ← ACTIVATION <wallet> <version> <snapshot version|-> <events replayed>
 //!                                                   ← NOACTIVATION <wallet> <kind>

@@ -77,9 +77,10 @@ pub struct PgConfig {
     /// How long the client waits for the answer to an append it has sent before it closes the
     /// connection and reports [`StoreError::Indeterminate`] (a stalled server or a
     /// black-holed network answers nothing, and no server-side timeout fires). Reads of the
-    /// event store (activation, stream, command, `read_all` and reminder reads) wait as long,
-    /// then close their connection and report [`StoreError::Unavailable`]: they changed
-    /// nothing. Default: `statement_timeout` + 2 s, or 12 s without one.
+    /// event store (activation, stream, command, `read_all` and reminder reads) and of the
+    /// snapshot store (loads, lists, stats) wait as long, then close their connection and
+    /// report [`StoreError::Unavailable`]: they changed nothing. Default: `statement_timeout`
+    /// + 2 s, or 12 s without one.
     pub client_timeout: Option<Duration>,
     /// Refuse to connect (with [`StoreError::NotDurable`]) when the server would lose
     /// acknowledged commits in a crash: `fsync` off, `synchronous_commit` off or

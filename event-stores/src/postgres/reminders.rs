@@ -72,7 +72,8 @@ fn begin_statement(stream: &StreamId, idle_limit: std::time::Duration) -> String
     format!(
         "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}; \
          SELECT pg_advisory_xact_lock({LOCK_SPACE}, {})",
-        idle_limit.as_millis().max(1),
+        // The setting is an int of milliseconds.
+        idle_limit.as_millis().clamp(1, i32::MAX as u128),
         lock_key(stream)
     )
 }

@@ -117,6 +117,8 @@ impl PgSnapshotStore {
 
     /// A store on an existing pool (for example the one of a
     /// [`PgEventStore`](super::PgEventStore)). Runs the migrations first; they are idempotent.
+    /// Its reads wait [`DEFAULT_CLIENT_TIMEOUT`] for an answer; set the pool's own with
+    /// [`with_client_timeout`](Self::with_client_timeout) (`PgConfig::client_timeout`).
     pub async fn from_pool(pool: PgPool, limits: StoreLimits) -> StoreResult<Self> {
         migrate(&pool).await?;
         Ok(Self::with_migrated_pool(pool, limits))

@@ -226,7 +226,8 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .application_name(args.name.clone());
     let events = PgEventStore::connect(&config).await?;
     let pool = events.pool().clone();
-    let snapshots = PgSnapshotStore::with_migrated_pool(pool.clone(), config.limits);
+    let snapshots = PgSnapshotStore::with_migrated_pool(pool.clone(), config.limits)
+        .with_client_timeout(config.client_timeout());
 
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let address = listener.local_addr()?;

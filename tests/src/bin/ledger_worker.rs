@@ -123,7 +123,8 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .acquire_timeout(Duration::from_secs(10))
         .application_name(args.name.clone());
     let events = PgEventStore::connect(&config).await?;
-    let snapshots = PgSnapshotStore::with_migrated_pool(events.pool().clone(), config.limits);
+    let snapshots = PgSnapshotStore::with_migrated_pool(events.pool().clone(), config.limits)
+        .with_client_timeout(config.client_timeout());
     let executor = Executor::builder(Arc::new(events), Arc::new(snapshots))
         .register::<Wallet>(
             AggregateSettings::new()

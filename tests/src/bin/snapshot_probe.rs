@@ -54,7 +54,8 @@ fn unseal(compression: &str, size: u64) -> Result<(), Box<dyn Error>> {
 async fn activate(url: &str, id: &str) -> Result<(), Box<dyn Error>> {
     let config = PgConfig::new(url).max_connections(2);
     let events = PgEventStore::connect(&config).await?;
-    let snapshots = PgSnapshotStore::with_migrated_pool(events.pool().clone(), config.limits);
+    let snapshots = PgSnapshotStore::with_migrated_pool(events.pool().clone(), config.limits)
+        .with_client_timeout(config.client_timeout());
     let executor = reading_executor(Arc::new(events), Arc::new(snapshots));
     match executor.state::<Wallet>(id).await {
         Ok(view) => println!(
