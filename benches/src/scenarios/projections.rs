@@ -401,8 +401,8 @@ pub async fn run(ctx: &Ctx) -> Result<Section, BoxError> {
     section.tables.push(live);
 
     section.ratio_line = format!(
-        "**Ratio (events/s ÷ bare read_all): at-least-once {}, exactly-once {}; live lag p99 {} \
-         at {} appends/s.**",
+        "Ratio (events/s ÷ bare read_all): at-least-once {}, exactly-once {}; live lag p99 {} \
+         at {} appends/s.",
         fmt_ratio(ratio(ours, raw)),
         fmt_ratio(ratio(exact, raw)),
         quantile(0.99),
