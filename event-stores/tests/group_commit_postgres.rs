@@ -13,11 +13,8 @@
 
 mod common;
 
-use common::set_shard_owner;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use common::{Append, queue, set_shard_owner, until_stats};
+use std::time::Duration;
 
 use event_stores::contract::{fresh_stream, numbered_events};
 use event_stores::testing::{TestDatabase, fresh_database};
@@ -69,9 +66,6 @@ fn spawn_append(
 
 type Planned = (StreamId, u64, Vec<NewEvent>, Option<Fence>);
 
-/// An append not started yet (a future nobody has polled).
-type Append = Pin<Box<dyn Future<Output = StoreResult<AppendReceipt>> + Send>>;
-
 /// The append `planned`, not started.
 fn append_of(store: &PgEventStore, (stream, expected, events, fence): Planned) -> Append {
     let store = store.clone();
@@ -81,51 +75,6 @@ fn append_of(store: &PgEventStore, (stream, expected, events, fence): Planned) -
             None => store.append(&stream, expected, events).await,
         }
     })
-}
-
-/// An append after its first poll.
-enum Queued {
-    /// Answered at once (refused before it was queued).
-    Answered(StoreResult<AppendReceipt>),
-    /// Waiting in the batcher's queue for its batch's answer.
-    Waiting(Append),
-}
-
-impl Queued {
-    async fn outcome(self) -> StoreResult<AppendReceipt> {
-        match self {
-            Queued::Answered(outcome) => outcome,
-            Queued::Waiting(append) => append.await,
-        }
-    }
-}
-
-/// Polls `append` once. While a batch is in flight with no room for another, that first poll
-/// takes it into the batcher's queue, where it waits: `PgEventStore::append` checks the call
-/// and queues it (under a lock) without waiting for anything on the way. So appends polled one
-/// after the other are queued in that order, at once, with no sleep and no task to schedule;
-/// [`until_stats`] on their being sent, though nobody polls them, confirms it.
-async fn queue(mut append: Append) -> Queued {
-    match std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await {
-        Poll::Ready(outcome) => Queued::Answered(outcome),
-        Poll::Pending => Queued::Waiting(append),
-    }
-}
-
-/// Waits (up to 10 s) until the store's group-commit counts satisfy `done`.
-async fn until_stats(store: &PgEventStore, what: &str, done: impl Fn(&GroupCommitStats) -> bool) {
-    let started = Instant::now();
-    loop {
-        let stats = store.group_commit_stats();
-        if done(&stats) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{what}, for 10 s: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Starts a lone append of a fresh stream while `events` is locked, and returns it once it is

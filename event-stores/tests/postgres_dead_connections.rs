@@ -10,16 +10,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Append, Queued, queue, until_stats};
 use event_stores::contract::{fresh_stream, numbered_events};
 use event_stores::testing::{TestDatabase, fresh_database};
 use event_stores::{
-    AppendReceipt, EventStore, GroupCommit, GroupCommitStats, PgConfig, PgEventStore, StoreError,
-    StoreResult, StreamId,
+    AppendReceipt, EventStore, GroupCommit, PgConfig, PgEventStore, StoreError, StoreResult,
+    StreamId,
 };
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -165,43 +165,10 @@ async fn appends_after_their_connections_backends_were_terminated_are_never_inde
     }
 }
 
-/// An append not started yet (a future nobody has polled).
-type Append = Pin<Box<dyn Future<Output = StoreResult<AppendReceipt>> + Send>>;
-
 /// A fresh stream's first append, not started.
 fn append_of(store: &PgEventStore, stream: &StreamId) -> Append {
     let (store, stream) = (store.clone(), stream.clone());
     Box::pin(async move { store.append(&stream, 0, numbered_events(0, 1)).await })
-}
-
-/// An append after its first poll: answered, or waiting in the group-commit queue (its first
-/// poll queues it while a batch is in flight and no other may start).
-enum Queued {
-    Answered(StoreResult<AppendReceipt>),
-    Waiting(Append),
-}
-
-async fn queue(mut append: Append) -> Queued {
-    match std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await {
-        Poll::Ready(outcome) => Queued::Answered(outcome),
-        Poll::Pending => Queued::Waiting(append),
-    }
-}
-
-/// Waits (up to 10 s) until the store's group-commit counts satisfy `done`.
-async fn until_stats(store: &PgEventStore, what: &str, done: impl Fn(&GroupCommitStats) -> bool) {
-    let started = Instant::now();
-    loop {
-        let stats = store.group_commit_stats();
-        if done(&stats) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{what}, for 10 s: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// A batch queued behind an append whose session is terminated while it waits on the server:
